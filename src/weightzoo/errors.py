@@ -1,0 +1,72 @@
+"""Exceptions raised by weightzoo.
+
+Every exception derives from :class:`WeightzooError` and also from the built-in that a caller
+would naturally catch (``KeyError``, ``ValueError``, ``FileNotFoundError``), following the
+convention of huggingface_hub. Messages say what was expected, what was found and what to do.
+"""
+
+from __future__ import annotations
+
+
+class WeightzooError(Exception):
+    """Base class of every error weightzoo raises on purpose."""
+
+    def __str__(self) -> str:
+        # KeyError quotes its message; every weightzoo error prints it plainly.
+        return str(self.args[0]) if self.args else ""
+
+
+class ZooNotFoundError(WeightzooError, FileNotFoundError):
+    """A zoo directory or its manifest does not exist."""
+
+
+class ShardMissingError(WeightzooError, FileNotFoundError):
+    """A shard that the manifest lists is not on disk."""
+
+
+class ShardCorruptError(WeightzooError, ValueError):
+    """A shard is truncated, unreadable, or its sha256 differs from the manifest."""
+
+
+class ManifestError(WeightzooError, ValueError):
+    """A manifest is malformed, names a path outside the zoo, or contradicts its shards."""
+
+
+class FormatVersionError(ManifestError):
+    """A manifest was written by a newer format version than this weightzoo reads."""
+
+
+class SpecMismatchError(WeightzooError, ValueError):
+    """A zoo directory already holds a zoo generated from a different spec."""
+
+
+class UnknownSplitError(WeightzooError, ValueError):
+    """A split name that the zoo does not have."""
+
+
+class UnknownColumnError(WeightzooError, KeyError):
+    """A metric, metadata column or feature name that the zoo does not have."""
+
+
+class EpochError(WeightzooError, ValueError):
+    """A requested epoch that the zoo has no checkpoint for."""
+
+
+class UnknownZooError(WeightzooError, KeyError):
+    """A zoo name that the catalog does not know."""
+
+
+class LayoutError(WeightzooError, ValueError):
+    """A state_dict or vector does not match a layer layout."""
+
+
+class DataFilesMissingError(WeightzooError, FileNotFoundError):
+    """Raw dataset files (e.g. MNIST IDX files) needed to generate a zoo are missing."""
+
+
+class HubError(WeightzooError, OSError):
+    """A download from or upload to the Hugging Face Hub failed."""
+
+
+class UnsafeFileError(WeightzooError, ValueError):
+    """A file would need unpickling of arbitrary objects to be read, which weightzoo refuses."""

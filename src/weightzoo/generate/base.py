@@ -1,0 +1,150 @@
+"""The contract between the zoo runner and the families that train models.
+
+A *family* (MLDS, Model Zoos, trajectories) knows how to plan and train a population. The runner
+(:mod:`weightzoo.generate.runner`) knows how to split models, group them into shards, resume and
+write. The two meet only through the types below, so a family never touches storage and the
+runner never touches torch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol
+
+import numpy as np
+
+from weightzoo.storage.layout import Layout
+
+
+@dataclass(frozen=True)
+class ZooSpec:
+    """Base of every zoo spec: the single source of truth for what a zoo contains.
+
+    Families subclass this (as frozen dataclasses) and add their own fields. Everything in a spec
+    must be JSON-serialisable (ints, floats, strings, bools, lists/tuples, dicts of those), since
+    the spec is stored verbatim in the manifest and compared on resume.
+
+    Attributes:
+        name: the zoo's name, e.g. ``"mlds-ds1"``; also the default directory name.
+        family: the family that trains it (``"mlds"``, ``"modelzoo"``, ``"trajectory"``).
+        split_fractions: train/val/test fractions, assigned by model (never by checkpoint).
+        split_seed: seed of the stratified split permutation.
+        shard_models: models per shard; one shard is also one population trained together.
+        epochs_per_shard: if set, a block of models is written as several shards, each with
+            this many consecutive checkpoints, so that a user can fetch only some epochs.
+        diverge_threshold: a checkpoint with any ``abs(weight)`` above this is not viable.
+    """
+
+    name: str
+    family: str
+    split_fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)
+    split_seed: int = 42
+    shard_models: int = 64
+    epochs_per_shard: int | None = None
+    diverge_threshold: float = 1e3
+
+    kind: ClassVar[str] = "base"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The spec as plain JSON data (tuples become lists), with its class name."""
+        data = json.loads(json.dumps(dataclasses.asdict(self)))
+        data["spec_class"] = type(self).__name__
+        return data
+
+    def fingerprint(self) -> str:
+        """sha256 of the canonical JSON of :meth:`to_dict`; equal specs have equal prints."""
+        canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+    def replace(self, **changes: Any) -> ZooSpec:
+        """A copy of the spec with some fields changed."""
+        return dataclasses.replace(self, **changes)
+
+    def override(self, **options: Any) -> ZooSpec:
+        """Apply command-line options such as ``models``, ``epochs``, ``per_class``.
+
+        Options that are ``None`` are ignored. Families override this to accept the options
+        that make sense for them (and must keep the result deterministic: ``models=N`` takes
+        the first N models of the spec's order, a deterministic subset).
+
+        Raises:
+            ValueError: for an option this spec does not accept.
+        """
+        given = {k: v for k, v in options.items() if v is not None}
+        if given:
+            raise ValueError(
+                f"zoo {self.name!r} does not accept the options {sorted(given)}; "
+                "run `weightzoo generate --help` for the options each family takes"
+            )
+        return self
+
+
+@dataclass(frozen=True)
+class ModelPlan:
+    """What is known about one model before it is trained.
+
+    Attributes:
+        model_id: global id, ``0 .. num_models-1`` in the spec's order; stable across runs.
+        seed: the model's own seed (init, data order, dropout).
+        stratum: models with the same stratum are split 70/15/15 among themselves, so that
+            every split holds every class (e.g. the machine name, or the hyperparameter node).
+        columns: per-model metadata known in advance (hyperparameters, machine, backdoor flag):
+            ``{column: scalar}``; stored as ``models/<column>``.
+    """
+
+    model_id: int
+    seed: int
+    stratum: str = ""
+    columns: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ModelRecord:
+    """What training produced for one model.
+
+    Attributes:
+        model_id: the :attr:`ModelPlan.model_id` this record belongs to.
+        weights: float32 ``[checkpoints, params]``, rows flattened by the family's layout.
+        metrics: ``{name: float32 [checkpoints]}``, one value per checkpoint (NaN where unknown).
+        columns: per-model results (epochs taken, passed, device, loss histories, ...): scalars,
+            strings, or fixed-length 1-D arrays (pad with NaN to a length the family fixes).
+    """
+
+    model_id: int
+    weights: np.ndarray
+    metrics: dict[str, np.ndarray] = field(default_factory=dict)
+    columns: dict[str, Any] = field(default_factory=dict)
+
+
+class Family(Protocol):
+    """What the runner needs from a family. Implementations live in ``generate/<family>/``."""
+
+    def layout(self, spec: ZooSpec) -> Layout:
+        """The layout of one model's flattened weights."""
+        ...
+
+    def checkpoint_epochs(self, spec: ZooSpec) -> list[int]:
+        """The label (epoch) of each checkpoint, in checkpoint-axis order."""
+        ...
+
+    def metric_names(self, spec: ZooSpec) -> list[str]:
+        """Names of the per-checkpoint metrics every record carries."""
+        ...
+
+    def plan(self, spec: ZooSpec) -> list[ModelPlan]:
+        """One plan per model, ordered by ``model_id``."""
+        ...
+
+    def train(
+        self, spec: ZooSpec, plans: Sequence[ModelPlan], *, device: str, progress: bool = True
+    ) -> list[ModelRecord]:
+        """Train the models of ``plans`` (one shard's block) and return one record per plan.
+
+        Must be deterministic: same spec, plans and device give the same records. Models that
+        fail (diverge, never reach a threshold) are returned all the same, flagged in columns.
+        """
+        ...
