@@ -1,17 +1,21 @@
 """The on-disk format: layout, manifest, shard writer and reader (numpy + h5py, never torch)."""
 
 from weightzoo.storage.layout import Layout, TensorSpec
-from weightzoo.storage.manifest import FORMAT_VERSION, Manifest, ShardEntry
+from weightzoo.storage.manifest import FORMAT_VERSION, MANIFEST_NAME, Manifest, ShardEntry
 from weightzoo.storage.reader import ZooReader
-from weightzoo.storage.writer import ShardWriter, write_shard
+from weightzoo.storage.verify import verify_shard, verify_zoo
+from weightzoo.storage.writer import ZooWriter, shard_file_name
 
 __all__ = [
     "FORMAT_VERSION",
+    "MANIFEST_NAME",
     "Layout",
     "Manifest",
     "ShardEntry",
-    "ShardWriter",
     "TensorSpec",
     "ZooReader",
-    "write_shard",
+    "ZooWriter",
+    "shard_file_name",
+    "verify_shard",
+    "verify_zoo",
 ]

@@ -1,0 +1,365 @@
+"""PyTorch Datasets over zoos: the core :class:`ZooDataset` and the named families.
+
+Items are dicts of tensors, so the default ``collate_fn`` batches them. ``__getitems__`` reads a
+whole batch with one read per shard. Nothing here opens a file before it is needed, and what is
+open is dropped on pickling, so ``DataLoader(num_workers>0)`` works with ``fork`` and ``spawn``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import ConcatDataset, Dataset
+
+from weightzoo.errors import UnknownColumnError, ZooNotFoundError
+from weightzoo.storage.manifest import MANIFEST_NAME, Manifest
+from weightzoo.zoo import Zoo
+
+Item = dict[str, torch.Tensor]
+Transform = Callable[[Item], Item]
+PathLike = str | os.PathLike[str]
+
+STORED_STATS = "stats"
+BASE_FEATURES = ("weights", STORED_STATS)
+
+
+def _as_zoo(zoo: Zoo | PathLike) -> Zoo:
+    return zoo if isinstance(zoo, Zoo) else Zoo(zoo)
+
+
+def _as_tuple(value: str | Sequence[str] | None) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    return (value,) if isinstance(value, str) else tuple(value)
+
+
+class ZooDataset(Dataset):
+    """Checkpoints of a zoo as a map-style Dataset: one item per (model, checkpoint).
+
+    Args:
+        zoo: a zoo directory or :class:`Zoo`.
+        split: ``"train"``, ``"val"``, ``"test"``, several, or ``"all"``.
+        epochs: one checkpoint label, several, ``"last"`` or ``"all"``/``None``.
+        features: any of ``"weights"``, ``"stats"`` (the stored ``modelzoo`` statistics) and
+            ``"stats:<preset>"`` (``unterthiner``, ``nfn``, computed from the weights on read).
+        targets: metric names (one value per checkpoint, e.g. ``"test_acc"``) or model columns
+            (``"seed"``, ``"lr"``, ``"machine"``...). String columns become class indices;
+            :attr:`classes` maps them back.
+        transform: applied to each item dict.
+        filter_viable: drop models with a NaN/Inf or diverged checkpoint, as the papers do.
+
+    Each item is ``{feature: float32 tensor, target: tensor, "model": position, "epoch": label}``.
+
+    Raises:
+        ZooNotFoundError, UnknownSplitError, EpochError, UnknownColumnError: for bad input.
+    """
+
+    def __init__(
+        self,
+        zoo: Zoo | PathLike,
+        *,
+        split: str | Sequence[str] = "train",
+        epochs: int | str | Iterable[int] | None = None,
+        features: str | Sequence[str] = ("weights",),
+        targets: str | Sequence[str] = (),
+        transform: Transform | None = None,
+        filter_viable: bool = True,
+    ) -> None:
+        self.zoo = _as_zoo(zoo)
+        self.features = _as_tuple(features)
+        self.targets = _as_tuple(targets)
+        self.transform = transform
+        self.reader = self.zoo.reader(split, epochs)
+        self._check_names()
+        keep = self.reader.complete.copy()
+        if filter_viable:
+            keep &= self.reader.column("viable").astype(bool)
+        self.model_indices = np.flatnonzero(keep)
+        self.classes: dict[str, list[str]] = {}
+        self._encoded: dict[str, np.ndarray] = {}
+        for name in self.targets:
+            if name in self.reader.columns and self.reader.columns[name].dtype == object:
+                values = self.reader.columns[name].astype(str)
+                # Classes of the whole zoo, so that every split uses the same indices.
+                names = self.zoo.manifest.categories.get(name) or sorted(set(values))
+                self.classes[name] = names
+                lookup = {v: i for i, v in enumerate(names)}
+                self._encoded[name] = np.asarray([lookup[v] for v in values], dtype=np.int64)
+
+    def _check_names(self) -> None:
+        for feature in self.features:
+            base, _, preset = feature.partition(":")
+            if base not in BASE_FEATURES or (preset and base != STORED_STATS):
+                raise UnknownColumnError(
+                    f"unknown feature {feature!r}; use 'weights', 'stats' or 'stats:<preset>' "
+                    "(presets: modelzoo, unterthiner, nfn)"
+                )
+            if preset:
+                from weightzoo.features import PRESETS
+
+                if preset not in PRESETS:
+                    raise UnknownColumnError(
+                        f"unknown statistics preset {preset!r}; use one of {', '.join(PRESETS)}"
+                    )
+        for target in self.targets:
+            if target not in self.reader.metrics and target not in self.reader.columns:
+                raise UnknownColumnError(
+                    f"zoo {self.zoo.name!r} has no metric or column {target!r}. Metrics: "
+                    f"{', '.join(self.reader.metrics)}; columns: "
+                    f"{', '.join(sorted(self.reader.columns))}"
+                )
+
+    @property
+    def num_models(self) -> int:
+        """Number of models served."""
+        return len(self.model_indices)
+
+    @property
+    def epochs(self) -> list[int]:
+        """Checkpoint labels served."""
+        return self.reader.epochs
+
+    def __len__(self) -> int:
+        return self.num_models * len(self.epochs)
+
+    def _locate(self, indices: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+        flat = np.asarray(indices, dtype=np.int64)
+        if flat.size and (flat.min() < -len(self) or flat.max() >= len(self)):
+            raise IndexError(f"index out of range for a dataset of {len(self)} items")
+        flat = flat % max(len(self), 1)
+        per_model = len(self.epochs)
+        return self.model_indices[flat // per_model], flat % per_model
+
+    def __getitem__(self, index: int) -> Item:
+        return self.__getitems__([index])[0]
+
+    def __getitems__(self, indices: Sequence[int]) -> list[Item]:
+        """Read a batch of items with one read per shard (used by ``DataLoader``)."""
+        models, checkpoints = self._locate(indices)
+        batch = self._read_batch(models, checkpoints)
+        items = [{k: v[i] for k, v in batch.items()} for i in range(len(models))]
+        if self.transform is not None:
+            items = [self.transform(item) for item in items]
+        return items
+
+    def _read_batch(self, models: np.ndarray, checkpoints: np.ndarray) -> dict[str, torch.Tensor]:
+        reader = self.reader
+        batch: dict[str, torch.Tensor] = {}
+        weights = None
+        for feature in self.features:
+            base, _, preset = feature.partition(":")
+            if base == "weights" or preset:
+                if weights is None:
+                    weights = torch.from_numpy(reader.read("weights", models, checkpoints))
+                if base == "weights":
+                    batch[feature] = weights
+                    continue
+            if preset and preset != reader.manifest.stats_preset:
+                from weightzoo.features import layer_statistics
+
+                batch[feature] = layer_statistics(weights, reader.manifest.layout, preset=preset)
+            else:
+                batch[feature] = torch.from_numpy(reader.read("stats", models, checkpoints))
+        for target in self.targets:
+            if target in reader.metrics:
+                batch[target] = torch.from_numpy(reader.metrics[target][models, checkpoints])
+            elif target in self._encoded:
+                batch[target] = torch.from_numpy(self._encoded[target][models])
+            else:
+                batch[target] = torch.from_numpy(np.asarray(reader.columns[target][models]))
+        batch["model"] = torch.from_numpy(reader.positions[models])
+        batch["epoch"] = torch.as_tensor(np.asarray(reader.epochs)[checkpoints])
+        return batch
+
+
+class Trajectories(ZooDataset):
+    """Whole per-model sequences of checkpoints: one item per model (or pair / window).
+
+    Args:
+        zoo: a zoo directory or :class:`Zoo`.
+        mode: ``"sequence"`` (one item per model, ``[checkpoints, ...]``), ``"pairs"``
+            (consecutive checkpoint pairs ``[2, ...]``) or ``"windows"`` (``[window, ...]``).
+        window: window length for ``mode="windows"``.
+        **kwargs: as for :class:`ZooDataset`.
+    """
+
+    def __init__(
+        self,
+        zoo: Zoo | PathLike,
+        *,
+        mode: str = "sequence",
+        window: int = 2,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(zoo, **kwargs)
+        if mode not in ("sequence", "pairs", "windows"):
+            raise ValueError(f"mode must be 'sequence', 'pairs' or 'windows', got {mode!r}")
+        length = {"sequence": len(self.epochs), "pairs": 2, "windows": window}[mode]
+        if not 1 <= length <= len(self.epochs):
+            raise ValueError(
+                f"window {length} does not fit the {len(self.epochs)} selected checkpoints"
+            )
+        self.mode = mode
+        self.length = length
+        self.starts_per_model = len(self.epochs) - length + 1
+
+    def __len__(self) -> int:
+        return self.num_models * self.starts_per_model
+
+    def __getitems__(self, indices: Sequence[int]) -> list[Item]:
+        flat = np.asarray(indices, dtype=np.int64)
+        if flat.size and (flat.min() < 0 or flat.max() >= len(self)):
+            raise IndexError(f"index out of range for a dataset of {len(self)} items")
+        models = self.model_indices[flat // self.starts_per_model]
+        starts = flat % self.starts_per_model
+        offsets = np.arange(self.length)
+        all_models = np.repeat(models, self.length)
+        all_checkpoints = (starts[:, None] + offsets[None, :]).ravel()
+        batch = self._read_batch(all_models, all_checkpoints)
+        items = []
+        for i in range(len(flat)):
+            rows = slice(i * self.length, (i + 1) * self.length)
+            item = {k: v[rows] for k, v in batch.items()}
+            item["model"] = item["model"][0]
+            items.append(item)
+        if self.transform is not None:
+            items = [self.transform(item) for item in items]
+        return items
+
+
+def resolve_zoo_dir(root: PathLike, name: str) -> Path:
+    """Find zoo ``name`` under ``root``: ``root`` itself if it is that zoo, else ``root/name``.
+
+    Raises:
+        ZooNotFoundError: saying how to generate or fetch the zoo.
+    """
+    root = Path(root)
+    if (root / MANIFEST_NAME).is_file():
+        found = Manifest.load(root).name
+        if found == name:
+            return root
+        raise ZooNotFoundError(f"{root} holds zoo {found!r}, not {name!r}")
+    if (root / name / MANIFEST_NAME).is_file():
+        return root / name
+    raise ZooNotFoundError(
+        f"zoo {name!r} not found under {root}. Generate it with "
+        f"`weightzoo generate {name} --out {root / name}`, fetch it with "
+        f"`weightzoo fetch {name} --local-dir {root / name}`, or pass download=True."
+    )
+
+
+def _family_dir(root: PathLike, name: str, download: bool, **fetch_options: Any) -> Path:
+    if download:
+        from weightzoo.hub import fetch
+
+        return Path(fetch(name, local_dir=Path(root) / name, **fetch_options))
+    return resolve_zoo_dir(root, name)
+
+
+class MLDS(ZooDataset):
+    """MLDS networks (RNNs mimicking machines) by subset name.
+
+    Args:
+        root: a directory holding ``mlds-ds1`` etc. (or the zoo directory itself).
+        subset: ``"ds1"``, ``"ds2"`` or ``"ds3"``.
+        target: the label, by default the machine (DS1/DS2) or automaton (DS3).
+        download: fetch the zoo from the hub first if it is not under ``root``.
+        **kwargs: as for :class:`ZooDataset` (split, epochs, features, transform, ...).
+    """
+
+    def __init__(
+        self,
+        root: PathLike,
+        *,
+        subset: str = "ds1",
+        target: str | Sequence[str] | None = None,
+        download: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        if subset not in ("ds1", "ds2", "ds3"):
+            raise ValueError(f"subset must be 'ds1', 'ds2' or 'ds3', got {subset!r}")
+        if target is None:
+            target = "automaton" if subset == "ds3" else "machine"
+        kwargs.setdefault("epochs", "last")
+        fetch_opts = {k: kwargs[k] for k in ("split", "epochs") if k in kwargs}
+        path = _family_dir(root, f"mlds-{subset}", download, **fetch_opts)
+        super().__init__(path, targets=target, **kwargs)
+
+
+class MLDSBackdoor(ConcatDataset):
+    """Clean (DS1) and backdoored (DS2) networks together, labelled by ``backdoor`` (0 / 1).
+
+    Args:
+        root: a directory holding ``mlds-ds1`` and ``mlds-ds2``.
+        machine: keep only networks of this machine (``None``: all machines).
+        **kwargs: as for :class:`MLDS`.
+    """
+
+    def __init__(self, root: PathLike, *, machine: str | None = None, **kwargs: Any) -> None:
+        targets = ("backdoor", "machine")
+        parts = [MLDS(root, subset=s, target=targets, **kwargs) for s in ("ds1", "ds2")]
+        if machine is not None:
+            for part in parts:
+                names = part.reader.column("machine")[part.model_indices].astype(str)
+                if machine not in set(part.reader.column("machine").astype(str)):
+                    raise UnknownColumnError(
+                        f"no machine {machine!r} in {part.zoo.name}; it has "
+                        f"{sorted(set(part.reader.column('machine').astype(str)))}"
+                    )
+                part.model_indices = part.model_indices[names == machine]
+        super().__init__(parts)
+
+
+class ModelZoo(ZooDataset):
+    """A Model Zoos population by its natural names.
+
+    Args:
+        root: a directory holding ``modelzoo-<dataset>-<architecture>-<config>``.
+        dataset: ``mnist``, ``fashion-mnist``, ``svhn``, ``usps``, ``cifar10``, ``stl10``,
+            ``cifar100``, ``tiny-imagenet`` or ``digits``.
+        architecture: ``cnn-s``, ``cnn-m`` or ``resnet18``.
+        config: ``seed``, ``hyp-10-rand`` or ``hyp-10-fix``.
+        download: fetch the zoo from the hub first if it is not under ``root``.
+        **kwargs: as for :class:`ZooDataset`.
+    """
+
+    def __init__(
+        self,
+        root: PathLike,
+        *,
+        dataset: str = "mnist",
+        architecture: str = "cnn-s",
+        config: str = "seed",
+        download: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        name = f"modelzoo-{dataset}-{architecture}-{config}"
+        fetch_opts = {k: kwargs[k] for k in ("split", "epochs") if k in kwargs}
+        super().__init__(_family_dir(root, name, download, **fetch_opts), **kwargs)
+
+
+def TrajectoryZoo(  # noqa: N802 - reads as a class to users
+    root: PathLike,
+    *,
+    dataset: str = "mnist",
+    architecture: str = "mlp",
+    download: bool = False,
+    **kwargs: Any,
+) -> Trajectories:
+    """The trajectory zoo ``trajectory-<dataset>-<architecture>`` under ``root``.
+
+    Args:
+        root: a directory holding the zoo.
+        dataset: ``mnist`` or ``digits``.
+        architecture: ``mlp`` or ``cnn``.
+        download: fetch the zoo from the hub first if it is not under ``root``.
+        **kwargs: as for :class:`Trajectories`.
+    """
+    name = f"trajectory-{dataset}-{architecture}"
+    fetch_opts = {k: kwargs[k] for k in ("split", "epochs") if k in kwargs}
+    return Trajectories(_family_dir(root, name, download, **fetch_opts), **kwargs)

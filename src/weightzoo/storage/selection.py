@@ -1,0 +1,69 @@
+"""Validation of user selections (splits, epochs) against a manifest, with helpful errors."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
+
+from weightzoo.errors import EpochError, UnknownSplitError
+
+if TYPE_CHECKING:
+    from weightzoo.storage.manifest import Manifest
+
+SPLIT_NAMES = ("train", "val", "test")
+
+
+def check_splits(split: str | Sequence[str] | None, manifest: Manifest) -> list[str]:
+    """Normalise a split selection: ``None``/``"all"`` -> every split.
+
+    Raises:
+        UnknownSplitError: naming the bad split and the valid ones.
+    """
+    if split is None or split == "all":
+        return list(SPLIT_NAMES)
+    names = [split] if isinstance(split, str) else list(split)
+    for name in names:
+        if name not in SPLIT_NAMES:
+            close = difflib.get_close_matches(str(name), SPLIT_NAMES, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise UnknownSplitError(
+                f"unknown split {name!r} for zoo {manifest.name!r}; use one of "
+                f"{', '.join(SPLIT_NAMES)} or 'all'.{hint}"
+            )
+    return names
+
+
+def check_epochs(epochs: int | str | Iterable[int] | None, manifest: Manifest) -> list[int]:
+    """Normalise an epoch selection to checkpoint labels in the zoo's order.
+
+    Accepts ``None``/``"all"`` (every checkpoint), ``"last"``, one epoch, or several.
+
+    Raises:
+        EpochError: naming the epochs the zoo does not have and the ones it has.
+    """
+    available = manifest.epochs
+    if epochs is None or epochs == "all":
+        return list(available)
+    if epochs == "last":
+        return [available[-1]]
+    if isinstance(epochs, str):
+        raise EpochError(f"epochs must be an int, a list of ints, 'all' or 'last'; got {epochs!r}")
+    wanted = [int(epochs)] if isinstance(epochs, int) else [int(e) for e in epochs]
+    missing = [e for e in wanted if e not in available]
+    if missing:
+        shown = _describe(available)
+        raise EpochError(
+            f"zoo {manifest.name!r} has no checkpoint for epoch(s) {missing}; it has {shown}. "
+            "Pass epochs from that list, 'last' or 'all'."
+        )
+    if not wanted:
+        raise EpochError("the epoch selection is empty; pass at least one epoch, or 'all'")
+    order = {e: i for i, e in enumerate(available)}
+    return sorted(dict.fromkeys(wanted), key=order.__getitem__)
+
+
+def _describe(epochs: list[int]) -> str:
+    if len(epochs) > 6 and epochs == list(range(epochs[0], epochs[-1] + 1)):
+        return f"epochs {epochs[0]}..{epochs[-1]}"
+    return f"epochs {epochs}"
