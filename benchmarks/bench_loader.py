@@ -1,0 +1,156 @@
+"""Random-batch read speed through DataLoader: weightzoo vs a raw memmap vs one .pt per checkpoint.
+
+Builds, in a temporary directory, a zoo of 400 models x 50 checkpoints (20,000 rows) of 10,853
+float32 parameters (CNN-m size), the same array as one ``.npy`` memmap (the practical limit),
+and as 20,000 ``.pt`` files (how existing zoos ship). Then reads random batches of 256 through
+``DataLoader`` with 0 and 2 workers and prints rows/s and the ratios, all in one run.
+
+    python benchmarks/bench_loader.py [--models 400] [--checkpoints 50] [--batches 60]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, RandomSampler
+
+from weightzoo.datasets import ZooDataset
+from weightzoo.storage import Layout, ZooWriter, shard_file_name
+
+PARAMS = 10_853
+BATCH = 256
+
+
+class MemmapDataset(Dataset):
+    """Baseline: fancy-indexing one big .npy memmap (opened lazily per process)."""
+
+    def __init__(self, path: Path, rows: int) -> None:
+        self.path, self.rows, self.array = path, rows, None
+
+    def __len__(self) -> int:
+        return self.rows
+
+    def __getitems__(self, indices):
+        if self.array is None:
+            self.array = np.load(self.path, mmap_mode="r")
+        block = torch.from_numpy(np.asarray(self.array[np.sort(indices)]))
+        return [{"weights": row} for row in block]
+
+    def __getstate__(self):
+        return {**self.__dict__, "array": None}
+
+
+class PerFileDataset(Dataset):
+    """Baseline: one torch.save file per checkpoint (loaded with weights_only=True)."""
+
+    def __init__(self, root: Path, rows: int) -> None:
+        self.root, self.rows = root, rows
+
+    def __len__(self) -> int:
+        return self.rows
+
+    def __getitem__(self, index):
+        return {"weights": torch.load(self.root / f"{index}.pt", weights_only=True)}
+
+
+def build(root: Path, models: int, checkpoints: int) -> tuple[Path, Path, Path]:
+    rng = np.random.default_rng(0)
+    layout = Layout.from_shapes({"flat": (PARAMS,)})
+    zoo = root / "zoo"
+    writer = ZooWriter(
+        zoo,
+        name="bench",
+        family="bench",
+        spec={"models": models},
+        layout=layout,
+        epochs=list(range(checkpoints)),
+        metrics=[],
+        stats_names=["mean"],
+        num_models=models,
+    )
+    npy = root / "weights.npy"
+    array = np.lib.format.open_memmap(npy, "w+", np.float32, (models * checkpoints, PARAMS))
+    files = root / "pt"
+    files.mkdir()
+    block = 50
+    for first in range(0, models, block):
+        last = min(first + block, models)
+        weights = rng.standard_normal((last - first, checkpoints, PARAMS), dtype=np.float32)
+        writer.write_shard(
+            shard_file_name("train", first),
+            split="train",
+            models=(first, last),
+            epochs=list(range(checkpoints)),
+            weights=weights,
+            stats=weights.mean(axis=2, keepdims=True),
+            columns={"model_id": np.arange(first, last)},
+        )
+        array[first * checkpoints : last * checkpoints] = weights.reshape(-1, PARAMS)
+        for i, row in enumerate(weights.reshape(-1, PARAMS)):
+            torch.save(torch.from_numpy(row.copy()), files / f"{first * checkpoints + i}.pt")
+    writer.finish()
+    array.flush()
+    return zoo, npy, files
+
+
+def rows_per_second(dataset: Dataset, workers: int, batches: int) -> float:
+    generator = torch.Generator().manual_seed(0)
+    sampler = RandomSampler(dataset, num_samples=BATCH * batches, generator=generator)
+    loader = DataLoader(
+        dataset,
+        batch_size=BATCH,
+        sampler=sampler,
+        num_workers=workers,
+        persistent_workers=False,
+    )
+    iterator = iter(loader)
+    next(iterator)  # warm-up: worker start, first maps
+    start = time.perf_counter()
+    rows = 0
+    for batch in iterator:
+        rows += len(batch["weights"])
+    return rows / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", type=int, default=400)
+    parser.add_argument("--checkpoints", type=int, default=50)
+    parser.add_argument("--batches", type=int, default=60)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        start = time.perf_counter()
+        zoo, npy, files = build(root, args.models, args.checkpoints)
+        rows = args.models * args.checkpoints
+        print(f"built {rows} rows x {PARAMS} params three ways in {time.perf_counter() - start:.0f} s")
+        # Read everything once so that every contender starts from a warm page cache.
+        for path in [*zoo.rglob("*.h5"), npy]:
+            path.read_bytes()
+        contenders = {
+            "weightzoo": ZooDataset(zoo, split="train", filter_viable=False),
+            "memmap": MemmapDataset(npy, rows),
+            "pt-files": PerFileDataset(files, rows),
+        }
+        print(f"\nrandom batches of {BATCH}, rows/s (higher is better)")
+        print(f"{'workers':>8} {'weightzoo':>10} {'memmap':>10} {'pt-files':>10} "
+              f"{'vs memmap':>10} {'vs pt':>8}")
+        for workers in (0, 2):
+            speed = {}
+            for name, dataset in contenders.items():
+                batches = args.batches if name != "pt-files" else max(4, args.batches // 10)
+                speed[name] = rows_per_second(dataset, workers, batches)
+            print(
+                f"{workers:>8} {speed['weightzoo']:>10.0f} {speed['memmap']:>10.0f} "
+                f"{speed['pt-files']:>10.0f} {speed['weightzoo'] / speed['memmap']:>9.2f}x "
+                f"{speed['weightzoo'] / speed['pt-files']:>7.1f}x"
+            )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,279 @@
+"""The ``weightzoo`` command line.
+
+This is the one place that turns errors into a one-line message and an exit code; set
+``WEIGHTZOO_DEBUG=1`` to see the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from weightzoo.errors import WeightzooError
+
+EXIT_ERROR = 1
+EXIT_INTERRUPTED = 130
+
+
+def _human_bytes(size: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if size < 1000 or unit == "TB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    raise AssertionError("unreachable")
+
+
+def _parse_epochs(text: str | None) -> Any:
+    """``"all"``, ``"last"``, ``"50"`` or ``"0,10,50"``."""
+    if text is None or text in ("all", "last"):
+        return text
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--epochs takes 'all', 'last' or comma-separated integers, got {text!r}"
+        ) from None
+    return values[0] if len(values) == 1 else values
+
+
+# -- commands ------------------------------------------------------------------------------
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    """Print every known zoo spec with its size estimate and hub status."""
+    from weightzoo import catalog
+    from weightzoo.generate.specs import all_specs
+
+    published = {e.name: e for e in catalog.entries() if e.published}
+    rows = []
+    for name, spec in all_specs().items():
+        if args.family and spec.family != args.family:
+            continue
+        estimate = spec.estimate() if hasattr(spec, "estimate") else {}
+        rows.append(
+            (
+                name,
+                spec.family,
+                str(estimate.get("models", "?")),
+                str(estimate.get("checkpoints", "?")),
+                str(estimate.get("params", "?")),
+                _human_bytes(estimate["bytes"]) if "bytes" in estimate else "?",
+                published[name].hub_repo if name in published else "-",
+            )
+        )
+    header = ("name", "family", "models", "ckpts", "params", "size", "hub")
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    """Print a zoo's summary."""
+    from weightzoo.zoo import Zoo
+
+    info = Zoo(args.path).info()
+    if args.json:
+        print(json.dumps(info, indent=1))
+        return 0
+    print(f"{info['name']} ({info['family']}) at {info['path']}")
+    print(
+        f"  models {info['models']}, checkpoints {info['checkpoints']} "
+        f"(epochs {info['epochs'][0]}..{info['epochs'][-1]}), params {info['params']}"
+    )
+    splits = ", ".join(f"{k} {v}" for k, v in info["splits"].items())
+    state = "complete" if info["complete"] else "INCOMPLETE (rerun generate to finish)"
+    print(f"  splits: {splits or 'none written'}; {state}")
+    print(
+        f"  shards {info['shards_present']}/{info['shards']} present, "
+        f"{_human_bytes(info['bytes'])}"
+    )
+    print(f"  stats: {info['stats']}")
+    print(f"  metrics: {', '.join(info['metrics']) or '-'}")
+    print(f"  columns: {', '.join(info['columns'])}")
+    for key, value in info.items():
+        if key.startswith("range_"):
+            print(f"  {key[6:]} at last checkpoint: {value[0]:.4f} .. {value[1]:.4f}")
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    """Recompute every shard hash; exit 1 naming the bad shards."""
+    from tqdm.auto import tqdm
+
+    from weightzoo.storage.manifest import Manifest
+    from weightzoo.storage.verify import verify_zoo
+
+    manifest = Manifest.load(args.path)
+    with tqdm(total=len(manifest.shards), unit="shard", desc="verify") as bar:
+        failures = verify_zoo(args.path, on_shard=lambda _: bar.update())
+    if failures:
+        for entry, error in failures:
+            print(f"BAD  {entry.file}: {error}", file=sys.stderr)
+        print(
+            f"weightzoo: error: {len(failures)} of {len(manifest.shards)} shards failed "
+            "verification",
+            file=sys.stderr,
+        )
+        return EXIT_ERROR
+    print(f"ok: {len(manifest.shards)} shards of {manifest.name} match their sha256")
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    """Generate (or resume) a zoo."""
+    from weightzoo.generate.runner import generate
+    from weightzoo.generate.specs import get_spec
+
+    options = {
+        "models": args.models,
+        "epochs": args.epochs,
+        "per_class": args.per_class,
+        "machines": args.machines.split(",") if args.machines else None,
+        "data_dir": args.data_dir,
+    }
+    spec = get_spec(args.name).override(**options)
+    out = Path(args.out) if args.out else Path("zoos") / spec.name
+    manifest = generate(spec, out, device=args.device, workers=args.workers)
+    splits = ", ".join(f"{k} {v}" for k, v in manifest.splits().items())
+    print(f"wrote {manifest.name} to {out}: {manifest.num_models} models ({splits})")
+    return 0
+
+
+def cmd_fetch(args: argparse.Namespace) -> int:
+    """Download a zoo (or part of it) from the hub."""
+    from weightzoo.hub import fetch
+
+    path = fetch(
+        args.name,
+        split=args.split,
+        epochs=args.epochs,
+        revision=args.revision,
+        cache_dir=args.cache_dir,
+        local_dir=args.local_dir,
+    )
+    print(path)
+    return 0
+
+
+def cmd_push(args: argparse.Namespace) -> int:
+    """Upload a zoo to the hub."""
+    from weightzoo.hub import push
+
+    print(push(args.path, args.repo_id, private=args.private))
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    """Convert an existing zoo into the weightzoo format."""
+    from weightzoo.generate.importers import import_zoo
+
+    path = import_zoo(args.kind, args.src, args.dest)
+    print(f"imported {args.kind} zoo into {path}")
+    return 0
+
+
+# -- parser --------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="weightzoo",
+        description="Model zoos for weight-space learning: generate, inspect, fetch, push.",
+        epilog="Set WEIGHTZOO_DEBUG=1 to see tracebacks.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress messages")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("list", help="list known zoos with size estimates")
+    p.add_argument("--family", choices=("mlds", "modelzoo", "trajectory"))
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("info", help="summarise a zoo directory")
+    p.add_argument("path")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("verify", help="recompute every shard hash of a zoo")
+    p.add_argument("path")
+    p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser(
+        "generate",
+        help="train a zoo from its spec (resumes an interrupted run)",
+        description="Train the zoo NAME into --out. Rerunning the same command after an "
+        "interruption finishes the missing shards; a different spec in the same directory "
+        "is refused.",
+    )
+    p.add_argument("name", help="zoo spec name (see `weightzoo list`)")
+    p.add_argument("--out", help="zoo directory (default: zoos/NAME)")
+    p.add_argument("--models", type=int, help="only the first N models of the spec")
+    p.add_argument("--epochs", type=int, help="train N epochs (image zoos) / at most N (MLDS)")
+    p.add_argument("--per-class", type=int, help="MLDS: networks per machine or automaton")
+    p.add_argument("--machines", help="MLDS: comma-separated machine names or automaton seeds")
+    p.add_argument("--data-dir", help="image zoos: directory with the raw dataset files")
+    p.add_argument("--device", default="cpu", help="torch device: cpu (default) or cuda")
+    p.add_argument("--workers", type=int, default=1, help="parallel training processes")
+    p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("fetch", help="download a zoo from the Hugging Face Hub")
+    p.add_argument("name", help="catalog name or hub dataset repo id (owner/name)")
+    p.add_argument("--split", choices=("train", "val", "test", "all"))
+    p.add_argument("--epochs", type=_parse_epochs, help="'all', 'last', N or N1,N2,...")
+    p.add_argument("--revision")
+    p.add_argument("--cache-dir")
+    p.add_argument("--local-dir", help="download into this directory instead of the cache")
+    p.set_defaults(func=cmd_fetch)
+
+    p = sub.add_parser("push", help="upload a zoo to the Hugging Face Hub")
+    p.add_argument("path")
+    p.add_argument("repo_id")
+    p.add_argument("--private", action="store_true")
+    p.set_defaults(func=cmd_push)
+
+    p = sub.add_parser("import", help="convert an existing zoo into the weightzoo format")
+    p.add_argument("kind", choices=("modelzoo", "cnn-zoo", "mlds"))
+    p.add_argument("src")
+    p.add_argument("dest")
+    p.set_defaults(func=cmd_import)
+    return parser
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    """Parse ``argv`` and run the command; errors become one line on stderr and exit 1."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    func: Callable[[argparse.Namespace], int] = args.func
+    if os.environ.get("WEIGHTZOO_DEBUG") == "1":
+        return func(args)
+    try:
+        return func(args)
+    except KeyboardInterrupt:
+        print(
+            "weightzoo: interrupted; completed shards are kept, rerun the same command to resume",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
+    except (WeightzooError, ValueError, OSError) as exc:
+        name = type(exc).__name__
+        print(f"weightzoo: error: {exc} [{name}; WEIGHTZOO_DEBUG=1 for details]", file=sys.stderr)
+        return EXIT_ERROR
+
+
+def main() -> None:
+    """Console-script entry point."""
+    sys.exit(run())
+
+
+if __name__ == "__main__":
+    main()

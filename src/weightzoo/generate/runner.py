@@ -1,0 +1,242 @@
+"""Run a zoo spec: split models, train them block by block, write shards, resume.
+
+One block of models is one population trained together and one shard (or several, one per
+group of epochs). Blocks already on disk are skipped, so an interrupted run resumes where it
+stopped and never duplicates a model.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import zlib
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from weightzoo.features import layer_statistics, statistics_names
+from weightzoo.generate.base import ModelPlan, ModelRecord, ZooSpec
+from weightzoo.generate.specs import family_for
+from weightzoo.storage.manifest import SPLITS, Manifest
+from weightzoo.storage.writer import ZooWriter, shard_file_name
+
+log = logging.getLogger(__name__)
+STATS_PRESET = "modelzoo"
+
+
+def assign_splits(plans: Sequence[ModelPlan], spec: ZooSpec) -> dict[int, str]:
+    """Split models 70/15/15 (``spec.split_fractions``), stratified by ``plan.stratum``.
+
+    Within each stratum, models are shuffled with a seed derived from ``spec.split_seed`` and
+    the stratum name, and ranked; all models are then ordered by their relative rank in their
+    stratum, and the split boundaries are drawn on that order. Every stratum is thus spread over
+    the splits in proportion even when it is small, and the result depends only on the spec.
+
+    Returns:
+        ``{model_id: split}``.
+    """
+    strata: dict[str, list[int]] = {}
+    for plan in plans:
+        strata.setdefault(plan.stratum, []).append(plan.model_id)
+    keyed: list[tuple[float, int, int]] = []
+    for name, ids in strata.items():
+        rng = np.random.default_rng([spec.split_seed, zlib.crc32(name.encode())])
+        order = rng.permutation(sorted(ids))
+        keyed += [((rank + 0.5) / len(order), zlib.crc32(name.encode()), int(model_id))
+                  for rank, model_id in enumerate(order)]
+    keyed.sort()
+    total = len(keyed)
+    fractions = np.asarray(spec.split_fractions, dtype=float)
+    bounds = np.round(np.cumsum(fractions / fractions.sum()) * total).astype(int)
+    out: dict[int, str] = {}
+    for index, (_, _, model_id) in enumerate(keyed):
+        out[model_id] = SPLITS[int(np.searchsorted(bounds, index, side="right"))]
+    return out
+
+
+@dataclass(frozen=True)
+class Block:
+    """A block of models of one split: one population, one shard per epoch group."""
+
+    split: str
+    first: int  # storage position of the first model
+    plans: tuple[ModelPlan, ...]
+
+    @property
+    def last(self) -> int:
+        """One past the storage position of the last model."""
+        return self.first + len(self.plans)
+
+
+def plan_blocks(plans: Sequence[ModelPlan], spec: ZooSpec) -> list[Block]:
+    """Storage order (by split, then model id) cut into blocks of ``spec.shard_models``."""
+    splits = assign_splits(plans, spec)
+    blocks: list[Block] = []
+    position = 0
+    for split in SPLITS:
+        members = sorted((p for p in plans if splits[p.model_id] == split), key=lambda p: p.model_id)
+        for start in range(0, len(members), spec.shard_models):
+            chunk = tuple(members[start : start + spec.shard_models])
+            blocks.append(Block(split, position, chunk))
+            position += len(chunk)
+    return blocks
+
+
+def epoch_groups(epochs: Sequence[int], per_shard: int | None) -> list[list[int]]:
+    """Consecutive groups of checkpoint labels, one group per shard file of a block."""
+    if not per_shard or per_shard >= len(epochs):
+        return [list(epochs)]
+    return [list(epochs[i : i + per_shard]) for i in range(0, len(epochs), per_shard)]
+
+
+def _stack_block(
+    block: Block,
+    records: Sequence[ModelRecord],
+    metric_names: Sequence[str],
+    device: str,
+) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, np.ndarray]]:
+    by_id = {r.model_id: r for r in records}
+    missing = [p.model_id for p in block.plans if p.model_id not in by_id]
+    if missing:
+        raise RuntimeError(f"the family returned no record for models {missing}")
+    ordered = [by_id[p.model_id] for p in block.plans]
+    weights = np.stack([np.asarray(r.weights, dtype=np.float32) for r in ordered])
+    metrics = {
+        name: np.stack([np.asarray(r.metrics[name], dtype=np.float32) for r in ordered])
+        for name in metric_names
+    }
+    columns: dict[str, list] = {"model_id": [], "seed": []}
+    for plan, record in zip(block.plans, ordered, strict=True):
+        columns["model_id"].append(plan.model_id)
+        columns["seed"].append(plan.seed)
+        for source in (plan.columns, record.columns):
+            for key, value in source.items():
+                columns.setdefault(key, []).append(value)
+    table = {}
+    for key, values in columns.items():
+        if len(values) != len(ordered):
+            raise RuntimeError(f"column {key!r} is not given for every model of the block")
+        table[key] = np.asarray(values) if not isinstance(values[0], str) else values
+    table.setdefault("device", [device] * len(ordered))
+    return weights, metrics, table
+
+
+def _train_block(spec: ZooSpec, plans: tuple[ModelPlan, ...], device: str) -> list[ModelRecord]:
+    # Runs in a worker process: one thread each, so that workers share the cores.
+    torch.set_num_threads(1)
+    return family_for(spec).train(spec, plans, device=device, progress=False)
+
+
+def generate(
+    spec: ZooSpec,
+    out: str | os.PathLike[str],
+    *,
+    device: str = "cpu",
+    workers: int = 1,
+    progress: bool = True,
+) -> Manifest:
+    """Generate (or finish generating) the zoo of ``spec`` into ``out``.
+
+    Args:
+        spec: what to generate.
+        out: the zoo directory; an existing zoo of the same spec is resumed, one of another
+            spec is refused.
+        device: ``"cpu"`` or ``"cuda"`` (any torch device string).
+        workers: processes training blocks in parallel (each with one thread); 1 trains in
+            this process with all threads.
+        progress: show a tqdm bar over models.
+
+    Returns:
+        The manifest of the finished zoo.
+
+    Raises:
+        SpecMismatchError: if ``out`` holds a zoo of another spec.
+    """
+    family = family_for(spec)
+    layout = family.layout(spec)
+    epochs = family.checkpoint_epochs(spec)
+    metric_names = family.metric_names(spec)
+    plans = family.plan(spec)
+    blocks = plan_blocks(plans, spec)
+    split_counts = {s: sum(len(b.plans) for b in blocks if b.split == s) for s in SPLITS}
+    writer = ZooWriter(
+        out,
+        name=spec.name,
+        family=spec.family,
+        spec=spec.to_dict(),
+        spec_fingerprint=spec.fingerprint(),
+        layout=layout,
+        epochs=epochs,
+        metrics=metric_names,
+        stats_names=statistics_names(layout, STATS_PRESET),
+        stats_preset=STATS_PRESET,
+        num_models=len(plans),
+        split_counts={k: v for k, v in split_counts.items() if v},
+        diverge_threshold=spec.diverge_threshold,
+        extra={"generator": "weightzoo 0.1.0"},
+    )
+    groups = epoch_groups(epochs, spec.epochs_per_shard)
+
+    def files_of(block: Block) -> list[str]:
+        return [shard_file_name(block.split, block.first, g) for g in range(len(groups))]
+
+    todo = [b for b in blocks if not all(writer.has_shard(f) for f in files_of(b))]
+    done_models = len(plans) - sum(len(b.plans) for b in todo)
+    if done_models:
+        log.info("resuming %s: %d of %d models already written", out, done_models, len(plans))
+    bar = tqdm(
+        total=len(plans),
+        initial=done_models,
+        unit="model",
+        desc=spec.name,
+        disable=not progress,
+    )
+
+    def write(block: Block, records: list[ModelRecord]) -> None:
+        weights, metrics, columns = _stack_block(block, records, metric_names, device)
+        rows = torch.from_numpy(weights.reshape(-1, weights.shape[-1]))
+        stats = layer_statistics(rows, layout, preset=STATS_PRESET).numpy()
+        stats = stats.reshape(*weights.shape[:2], -1)
+        from weightzoo.storage.writer import checkpoint_viability
+
+        viable = checkpoint_viability(weights, spec.diverge_threshold)
+        columns["viable"] = viable.all(axis=1)
+        start = 0
+        for group_index, group in enumerate(groups):
+            part = slice(start, start + len(group))
+            start += len(group)
+            writer.write_shard(
+                shard_file_name(block.split, block.first, group_index),
+                split=block.split,
+                models=(block.first, block.last),
+                epochs=group,
+                weights=weights[:, part],
+                stats=stats[:, part],
+                metrics={k: v[:, part] for k, v in metrics.items()},
+                columns=columns,
+                checkpoint_viable=viable[:, part],
+            )
+        bar.update(len(block.plans))
+
+    try:
+        if workers <= 1:
+            for block in todo:
+                write(block, family.train(spec, block.plans, device=device, progress=progress))
+        else:
+            with ProcessPoolExecutor(max_workers=workers) as pool:
+                futures = [pool.submit(_train_block, spec, b.plans, device) for b in todo]
+                for block, future in zip(todo, futures, strict=True):
+                    write(block, future.result())
+    finally:
+        bar.close()
+    return writer.finish()
+
+
+def zoo_dir_default(spec: ZooSpec) -> Path:
+    """Where ``weightzoo generate`` writes when ``--out`` is not given: ``zoos/<name>``."""
+    return Path("zoos") / spec.name

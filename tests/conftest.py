@@ -1,0 +1,38 @@
+"""Shared fixtures: small zoos written with the real writer and runner (never committed)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from weightzoo.generate import specs as spec_registry
+
+import toy_family
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _register_toy_family():
+    """Make the toy family known to the registry (as a real family module would be)."""
+    spec_registry._FAMILY_MODULES["toy"] = "toy_family"
+    yield
+    spec_registry._FAMILY_MODULES.pop("toy", None)
+
+
+@pytest.fixture
+def toy_spec() -> toy_family.ToySpec:
+    return toy_family.ToySpec(shard_models=3)
+
+
+@pytest.fixture
+def toy_zoo(tmp_path, toy_spec):
+    """A complete toy zoo of 12 models x 4 checkpoints, 3 models per shard."""
+    from weightzoo.generate.runner import generate
+
+    out = tmp_path / "toy"
+    generate(toy_spec, out, progress=False)
+    return out
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(0)
