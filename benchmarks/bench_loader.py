@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
-from weightzoo.datasets import ZooDataset
+from weightzoo.datasets import SortedBatchSampler, ZooDataset
 from weightzoo.storage import Layout, ZooWriter, shard_file_name
 
 PARAMS = 10_853
@@ -36,10 +36,13 @@ class MemmapDataset(Dataset):
         return self.rows
 
     def __getitems__(self, indices):
+        return [{"weights": row} for row in self[indices]["weights"]]
+
+    def __getitem__(self, indices):
+        """A whole batch for a list of indices (the batched protocol weightzoo also offers)."""
         if self.array is None:
             self.array = np.load(self.path, mmap_mode="r")
-        block = torch.from_numpy(np.asarray(self.array[np.sort(indices)]))
-        return [{"weights": row} for row in block]
+        return {"weights": torch.from_numpy(np.asarray(self.array[np.sort(indices)]))}
 
     def __getstate__(self):
         return {**self.__dict__, "array": None}
@@ -98,16 +101,19 @@ def build(root: Path, models: int, checkpoints: int) -> tuple[Path, Path, Path]:
     return zoo, npy, files
 
 
-def rows_per_second(dataset: Dataset, workers: int, batches: int) -> float:
+def rows_per_second(dataset: Dataset, workers: int, batches: int, batched: bool) -> float:
+    """Rows/s over random batches; ``batched`` reads each batch with one ``dataset[list]``."""
     generator = torch.Generator().manual_seed(0)
     sampler = RandomSampler(dataset, num_samples=BATCH * batches, generator=generator)
-    loader = DataLoader(
-        dataset,
-        batch_size=BATCH,
-        sampler=sampler,
-        num_workers=workers,
-        persistent_workers=False,
-    )
+    if batched:
+        loader = DataLoader(
+            dataset,
+            batch_size=None,
+            sampler=SortedBatchSampler(sampler, BATCH, drop_last=False),
+            num_workers=workers,
+        )
+    else:
+        loader = DataLoader(dataset, batch_size=BATCH, sampler=sampler, num_workers=workers)
     iterator = iter(loader)
     next(iterator)  # warm-up: worker start, first maps
     start = time.perf_counter()
@@ -128,7 +134,9 @@ def main() -> None:
         start = time.perf_counter()
         zoo, npy, files = build(root, args.models, args.checkpoints)
         rows = args.models * args.checkpoints
-        print(f"built {rows} rows x {PARAMS} params three ways in {time.perf_counter() - start:.0f} s")
+        print(
+            f"built {rows} rows x {PARAMS} params three ways in {time.perf_counter() - start:.0f} s"
+        )
         # Read everything once so that every contender starts from a warm page cache.
         for path in [*zoo.rglob("*.h5"), npy]:
             path.read_bytes()
@@ -138,18 +146,25 @@ def main() -> None:
             "pt-files": PerFileDataset(files, rows),
         }
         print(f"\nrandom batches of {BATCH}, rows/s (higher is better)")
-        print(f"{'workers':>8} {'weightzoo':>10} {'memmap':>10} {'pt-files':>10} "
-              f"{'vs memmap':>10} {'vs pt':>8}")
-        for workers in (0, 2):
-            speed = {}
-            for name, dataset in contenders.items():
-                batches = args.batches if name != "pt-files" else max(4, args.batches // 10)
-                speed[name] = rows_per_second(dataset, workers, batches)
-            print(
-                f"{workers:>8} {speed['weightzoo']:>10.0f} {speed['memmap']:>10.0f} "
-                f"{speed['pt-files']:>10.0f} {speed['weightzoo'] / speed['memmap']:>9.2f}x "
-                f"{speed['weightzoo'] / speed['pt-files']:>7.1f}x"
-            )
+        print("items: DataLoader(ds, batch_size=256) (per-item dicts + default collate)")
+        print("batched: one ds[list of 256] per batch (weightzoo: ZooDataset.loader())")
+        header = ("path", "workers", "weightzoo", "memmap", "pt-files", "vs memmap", "vs pt")
+        print("{:>8} {:>7} {:>10} {:>10} {:>10} {:>10} {:>8}".format(*header))
+        for batched in (False, True):
+            for workers in (0, 2):
+                speed = {}
+                for name, dataset in contenders.items():
+                    if name == "pt-files":
+                        # One file per row: the batched protocol does not apply.
+                        speed[name] = rows_per_second(dataset, workers, 6, batched=False)
+                    else:
+                        speed[name] = rows_per_second(dataset, workers, args.batches, batched)
+                print(
+                    f"{'batched' if batched else 'items':>8} {workers:>7} "
+                    f"{speed['weightzoo']:>10.0f} {speed['memmap']:>10.0f} "
+                    f"{speed['pt-files']:>10.0f} {speed['weightzoo'] / speed['memmap']:>9.2f}x "
+                    f"{speed['weightzoo'] / speed['pt-files']:>7.1f}x"
+                )
 
 
 if __name__ == "__main__":

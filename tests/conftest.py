@@ -5,9 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from weightzoo.generate import specs as spec_registry
-
 import toy_family
+from weightzoo.generate import specs as spec_registry
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -22,7 +22,9 @@ def test_items_are_dicts_of_tensors_matching_storage(toy_zoo):
     assert item["weights"].dtype == torch.float32 and item["weights"].shape == (12,)
     reader = ZooReader(toy_zoo, split="train")
     np.testing.assert_array_equal(item["weights"], reader.read("weights", [1], [1])[0])
-    assert item["epoch"] == 1 and item["test_acc"] == pytest.approx(reader.metrics["test_acc"][1, 1])
+    assert item["epoch"] == 1 and item["test_acc"] == pytest.approx(
+        reader.metrics["test_acc"][1, 1]
+    )
 
 
 def test_getitems_equals_getitem(toy_zoo):
@@ -40,7 +42,11 @@ def test_string_targets_share_class_indices_across_splits(toy_zoo):
     assert train.classes["kind"] == test.classes["kind"] == ["class0", "class1", "class2"]
     for data in (train, test):
         for item in data:
-            model_id = int(data.reader.column("model_id")[data.reader.positions.tolist().index(int(item["model"]))])
+            model_id = int(
+                data.reader.column("model_id")[
+                    data.reader.positions.tolist().index(int(item["model"]))
+                ]
+            )
             assert data.classes["kind"][int(item["kind"])] == f"class{model_id % 3}"
 
 
@@ -100,7 +106,9 @@ def loader_batches(data, **kwargs):
 
 @pytest.mark.parametrize("context", ["fork", "spawn"])
 def test_dataloader_workers_match_single_process(toy_zoo, context):
-    data = weightzoo.ZooDataset(toy_zoo, split="train", features=("weights", "stats"), targets="kind")
+    data = weightzoo.ZooDataset(
+        toy_zoo, split="train", features=("weights", "stats"), targets="kind"
+    )
     data[0]  # open maps in the parent first: they must not leak into workers
     single = loader_batches(data)
     multi = loader_batches(data, num_workers=2, multiprocessing_context=context)
@@ -158,6 +166,33 @@ def test_import_is_light():
     import subprocess
     import sys
 
-    code = "import sys, weightzoo; print('torch' in sys.modules, 'weightzoo.generate' in sys.modules, 'weightzoo.cli' in sys.modules)"
+    code = (
+        "import sys, weightzoo; mods = ('torch', 'weightzoo.generate', 'weightzoo.cli'); "
+        "print(*(m in sys.modules for m in mods))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False", "False"]
+
+
+def test_batch_read_keeps_the_requested_order(toy_zoo):
+    data = weightzoo.ZooDataset(toy_zoo, split="all", features=("weights", "stats"), targets="kind")
+    indices = [40, 3, 17, 3]
+    batch = data[indices]
+    items = [data[i] for i in indices]
+    for key in batch:
+        assert torch.equal(batch[key], torch.stack([item[key] for item in items]))
+
+
+def test_fast_loader_serves_every_item_once_with_workers(toy_zoo):
+    data = weightzoo.ZooDataset(toy_zoo, split="train", targets="test_acc")
+    seen = []
+    for batch in data.loader(batch_size=5, shuffle=True, seed=0, num_workers=2):
+        assert batch["weights"].shape[1:] == (12,) and len(batch["epoch"]) <= 5
+        for weights, model, epoch in zip(
+            batch["weights"], batch["model"], batch["epoch"], strict=True
+        ):
+            local = data.reader.positions.tolist().index(int(model))
+            expected = data.reader.read("weights", [local], [int(epoch)])[0]
+            assert torch.equal(weights, torch.from_numpy(expected))
+            seen.append((int(model), int(epoch)))
+    assert len(seen) == len(data) == len(set(seen))

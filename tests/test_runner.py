@@ -7,12 +7,11 @@ from collections import Counter
 import numpy as np
 import pytest
 
+import toy_family
 from weightzoo.errors import SpecMismatchError
 from weightzoo.features import layer_statistics
 from weightzoo.generate.runner import assign_splits, generate, plan_blocks
 from weightzoo.storage import Manifest, ZooReader
-
-import toy_family
 
 
 def shard_hashes(path):
@@ -56,7 +55,9 @@ def test_generated_zoo_stores_what_the_family_produced(toy_zoo, toy_spec):
         record = family.train(toy_spec, [plans[int(model_id)]], device="cpu")[0]
         stored = reader.read("weights", [local] * 4, np.arange(4))
         np.testing.assert_array_equal(stored, record.weights)
-        np.testing.assert_allclose(reader.metrics["train_loss"][local], record.metrics["train_loss"])
+        np.testing.assert_allclose(
+            reader.metrics["train_loss"][local], record.metrics["train_loss"]
+        )
         assert reader.column("seed")[local] == 1000 + model_id
         assert reader.column("kind")[local] == f"class{model_id % 3}"
     stats = reader.read("stats", [0], [3])
@@ -69,7 +70,9 @@ def test_same_spec_gives_the_same_zoo(tmp_path, toy_spec, toy_zoo):
     assert shard_hashes(tmp_path / "again") == shard_hashes(toy_zoo)
 
 
-def test_interrupted_run_resumes_without_loss_or_duplicates(tmp_path, toy_spec, toy_zoo, monkeypatch):
+def test_interrupted_run_resumes_without_loss_or_duplicates(
+    tmp_path, toy_spec, toy_zoo, monkeypatch
+):
     out = tmp_path / "interrupted"
     original = toy_family.ToyFamily.train
     calls = {"n": 0}
@@ -106,8 +109,12 @@ def test_epoch_groups_make_separate_shards(tmp_path, toy_spec):
     assert whole.complete.all()
     np.testing.assert_array_equal(
         whole.read("weights", [0, 0], [0, 3]),
-        np.stack([ZooReader(out, epochs=[0]).read("weights", [0], [0])[0],
-                  ZooReader(out, epochs=[3]).read("weights", [0], [0])[0]]),
+        np.stack(
+            [
+                ZooReader(out, epochs=[0]).read("weights", [0], [0])[0],
+                ZooReader(out, epochs=[3]).read("weights", [0], [0])[0],
+            ]
+        ),
     )
 
 

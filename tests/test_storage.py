@@ -78,7 +78,11 @@ def test_layout_offsets_and_json_round_trip():
 
 def test_layout_natural_sort_and_rnn_layers():
     shapes = {"m.11.weight": (1,), "m.3.weight": (1,), "m.0.weight": (1,)}
-    assert Layout.from_shapes(shapes, sort=True).names == ["m.0.weight", "m.3.weight", "m.11.weight"]
+    assert Layout.from_shapes(shapes, sort=True).names == [
+        "m.0.weight",
+        "m.3.weight",
+        "m.11.weight",
+    ]
     rnn = Layout.from_shapes({"gru.weight_ih_l0": (3, 2), "gru.bias_hh_l1": (3,), "fc.bias": (1,)})
     assert list(rnn.layers()) == ["gru.l0", "gru.l1", "fc"]
     assert rnn["gru.bias_hh_l1"].is_bias and not rnn["gru.weight_ih_l0"].is_bias
@@ -124,9 +128,7 @@ def test_fallback_reader_for_compressed_shards(tmp_path, weights):
         writer_module._create_row_dataset = original
     reader = ZooReader(zoo, split="train")
     assert reader.shards[0].locations["weights"] is None
-    np.testing.assert_array_equal(
-        reader.read("weights", [3, 1], [0, 2]), weights[[3, 1], [0, 2]]
-    )
+    np.testing.assert_array_equal(reader.read("weights", [3, 1], [0, 2]), weights[[3, 1], [0, 2]])
 
 
 def test_viability_is_computed_from_weights(tmp_path, weights):
@@ -169,9 +171,14 @@ def test_writer_rejects_bad_shapes(tmp_path, weights):
     writer = make_writer(tmp_path / "zoo")
     with pytest.raises(ValueError, match=r"\[models, checkpoints, params\]"):
         writer.write_shard(
-            "shards/x.h5", split="train", models=(0, 2), epochs=[0, 5, 10],
-            weights=weights[:3], stats=np.zeros((2, 3, 2)),
-            metrics={"test_acc": np.zeros((2, 3))}, columns={"model_id": [0, 1]},
+            "shards/x.h5",
+            split="train",
+            models=(0, 2),
+            epochs=[0, 5, 10],
+            weights=weights[:3],
+            stats=np.zeros((2, 3, 2)),
+            metrics={"test_acc": np.zeros((2, 3))},
+            columns={"model_id": [0, 1]},
         )
 
 

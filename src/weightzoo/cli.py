@@ -91,8 +91,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     state = "complete" if info["complete"] else "INCOMPLETE (rerun generate to finish)"
     print(f"  splits: {splits or 'none written'}; {state}")
     print(
-        f"  shards {info['shards_present']}/{info['shards']} present, "
-        f"{_human_bytes(info['bytes'])}"
+        f"  shards {info['shards_present']}/{info['shards']} present, {_human_bytes(info['bytes'])}"
     )
     print(f"  stats: {info['stats']}")
     print(f"  metrics: {', '.join(info['metrics']) or '-'}")

@@ -14,7 +14,16 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import ConcatDataset, Dataset
+from torch.utils.data import (
+    BatchSampler,
+    ConcatDataset,
+    DataLoader,
+    Dataset,
+    RandomSampler,
+    Sampler,
+    SequentialSampler,
+    default_collate,
+)
 
 from weightzoo.errors import UnknownColumnError, ZooNotFoundError
 from weightzoo.storage.manifest import MANIFEST_NAME, Manifest
@@ -135,14 +144,71 @@ class ZooDataset(Dataset):
         per_model = len(self.epochs)
         return self.model_indices[flat // per_model], flat % per_model
 
-    def __getitem__(self, index: int) -> Item:
-        return self.__getitems__([index])[0]
+    def __getitem__(self, index: int | Sequence[int] | np.ndarray) -> Item:
+        """One item, or for a sequence of indices the whole collated batch (see :meth:`loader`)."""
+        if isinstance(index, (int, np.integer)):
+            return self.__getitems__([int(index)])[0]
+        return self.batch(index)
+
+    def batch(self, indices: Sequence[int] | np.ndarray) -> Item:
+        """Read items as one batch dict of stacked tensors, as the default collate would build.
+
+        This skips splitting a batch into items and stacking them again, which costs more
+        than the read itself for small rows. With a ``transform``, items are transformed one by
+        one and then collated.
+        """
+        models, checkpoints = self._locate(indices)
+        if self.transform is not None:
+            return default_collate(self.__getitems__(list(np.asarray(indices))))
+        order = self.reader.storage_order(models, checkpoints)
+        batch = self._read_batch(models[order], checkpoints[order])
+        if np.all(order == np.arange(len(order))):
+            return batch
+        inverse = torch.from_numpy(np.argsort(order))
+        return {k: v[inverse] for k, v in batch.items()}
+
+    def loader(
+        self,
+        batch_size: int = 64,
+        *,
+        shuffle: bool = False,
+        drop_last: bool = False,
+        seed: int | None = None,
+        **dataloader_options: Any,
+    ) -> DataLoader:
+        """A ``DataLoader`` that reads whole batches at once (the fast path).
+
+        Draws the same batches as ``DataLoader(self, batch_size=..., shuffle=...)``, but reads
+        each with one :meth:`batch` call, and orders the items *within* a batch by index (the
+        order in the file), which saves a copy; ``batch["model"]`` and ``batch["epoch"]`` say
+        which item is which.
+
+        Args:
+            batch_size: items per batch.
+            shuffle: draw items in random order each epoch.
+            drop_last: drop the last incomplete batch.
+            seed: seed of the shuffling generator (``None``: torch's default generator).
+            **dataloader_options: passed on (``num_workers``, ``pin_memory``, ...).
+        """
+        if shuffle:
+            generator = None if seed is None else torch.Generator().manual_seed(seed)
+            sampler: Sampler[int] = RandomSampler(self, generator=generator)
+        else:
+            sampler = SequentialSampler(self)
+        batches = SortedBatchSampler(sampler, batch_size=batch_size, drop_last=drop_last)
+        return DataLoader(self, batch_size=None, sampler=batches, **dataloader_options)
 
     def __getitems__(self, indices: Sequence[int]) -> list[Item]:
         """Read a batch of items with one read per shard (used by ``DataLoader``)."""
         models, checkpoints = self._locate(indices)
-        batch = self._read_batch(models, checkpoints)
-        items = [{k: v[i] for k, v in batch.items()} for i in range(len(models))]
+        # Read in file order, then put the items (not the data) back in the asked order.
+        order = self.reader.storage_order(models, checkpoints)
+        batch = self._read_batch(models[order], checkpoints[order])
+        keys = list(batch)
+        columns = [batch[k].unbind(0) for k in keys]
+        items: list[Item] = [{}] * len(order)
+        for position, values in zip(order.tolist(), zip(*columns, strict=True), strict=True):
+            items[position] = dict(zip(keys, values, strict=True))
         if self.transform is not None:
             items = [self.transform(item) for item in items]
         return items
@@ -175,6 +241,18 @@ class ZooDataset(Dataset):
         batch["model"] = torch.from_numpy(reader.positions[models])
         batch["epoch"] = torch.as_tensor(np.asarray(reader.epochs)[checkpoints])
         return batch
+
+
+class SortedBatchSampler(BatchSampler):
+    """A ``BatchSampler`` whose batches list their indices in ascending order.
+
+    Which items form a batch is unchanged; only their order inside it, so that a batch reads
+    forward through the files.
+    """
+
+    def __iter__(self):
+        for batch in super().__iter__():
+            yield sorted(batch)
 
 
 class Trajectories(ZooDataset):
@@ -210,6 +288,10 @@ class Trajectories(ZooDataset):
 
     def __len__(self) -> int:
         return self.num_models * self.starts_per_model
+
+    def batch(self, indices: Sequence[int] | np.ndarray) -> Item:
+        """Items as one collated batch (``[batch, length, ...]`` tensors)."""
+        return default_collate(self.__getitems__(list(np.asarray(indices))))
 
     def __getitems__(self, indices: Sequence[int]) -> list[Item]:
         flat = np.asarray(indices, dtype=np.int64)

@@ -47,8 +47,10 @@ def assign_splits(plans: Sequence[ModelPlan], spec: ZooSpec) -> dict[int, str]:
     for name, ids in strata.items():
         rng = np.random.default_rng([spec.split_seed, zlib.crc32(name.encode())])
         order = rng.permutation(sorted(ids))
-        keyed += [((rank + 0.5) / len(order), zlib.crc32(name.encode()), int(model_id))
-                  for rank, model_id in enumerate(order)]
+        keyed += [
+            ((rank + 0.5) / len(order), zlib.crc32(name.encode()), int(model_id))
+            for rank, model_id in enumerate(order)
+        ]
     keyed.sort()
     total = len(keyed)
     fractions = np.asarray(spec.split_fractions, dtype=float)
@@ -79,7 +81,9 @@ def plan_blocks(plans: Sequence[ModelPlan], spec: ZooSpec) -> list[Block]:
     blocks: list[Block] = []
     position = 0
     for split in SPLITS:
-        members = sorted((p for p in plans if splits[p.model_id] == split), key=lambda p: p.model_id)
+        members = sorted(
+            (p for p in plans if splits[p.model_id] == split), key=lambda p: p.model_id
+        )
         for start in range(0, len(members), spec.shard_models):
             chunk = tuple(members[start : start + spec.shard_models])
             blocks.append(Block(split, position, chunk))

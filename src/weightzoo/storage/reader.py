@@ -130,21 +130,31 @@ class ShardData:
             )
         return self._maps[name]
 
-    def read(self, name: str, rows: np.ndarray, checkpoints: np.ndarray) -> np.ndarray:
-        """Rows ``name[rows[i], checkpoints[i], :]`` as a float32 array ``[len(rows), n]``."""
+    def read_into(
+        self, name: str, rows: np.ndarray, checkpoints: np.ndarray, out: np.ndarray
+    ) -> None:
+        """Write rows ``name[rows[i], checkpoints[i], :]`` into ``out[i]``.
+
+        Callers pass indices in storage order (sorted) so that reads move forward in the file.
+        """
         mapped = self._map(name)
-        length = self.shape[name][2]
+        models, per_model, length = self.shape[name]
         if mapped is not None:
-            return np.asarray(mapped[rows, checkpoints, :length])
-        # Fallback: point reads through h5py, in file order (never a fancy selection on a
+            flat = mapped.reshape(models * per_model, -1)
+            index = rows * per_model + checkpoints
+            if flat.shape[1] == length:
+                # mode="clip": indices are valid; "raise" would buffer the whole result twice.
+                np.take(flat, index, axis=0, out=out, mode="clip")
+            else:
+                out[...] = flat[index, :length]
+            return
+        # Fallback: point reads through h5py in file order (never a fancy selection on a
         # chunked dataset: that is 20x slower than row-by-row reads).
         if self._h5 is None:
             self._h5 = h5py.File(self.path, "r")
         dataset = self._h5[name]
-        out = np.empty((len(rows), length), dtype=np.float32)
-        for i in np.lexsort((checkpoints, rows)):
+        for i in range(len(rows)):
             out[i] = dataset[rows[i], checkpoints[i]]
-        return out
 
 
 def _read_column(dataset: h5py.Dataset) -> np.ndarray:
@@ -252,8 +262,18 @@ class ZooReader:
             )
         return self.columns[name]
 
+    def storage_order(self, models: np.ndarray, checkpoints: np.ndarray) -> np.ndarray:
+        """The permutation that sorts (model, checkpoint) pairs into file order."""
+        shard_ids = self.shard_of[models, checkpoints]
+        return np.lexsort(
+            (self.checkpoint_in_shard[models, checkpoints], self.row_in_shard[models], shard_ids)
+        )
+
     def read(self, name: str, models: np.ndarray, checkpoints: np.ndarray) -> np.ndarray:
         """Read ``weights`` or ``stats`` rows for local model and epoch indices.
+
+        Reads are fastest when the pairs come in :meth:`storage_order`; other orders cost one
+        extra copy.
 
         Args:
             name: ``"weights"`` or ``"stats"``.
@@ -272,14 +292,23 @@ class ZooReader:
                 f"model {int(self.positions[models[bad]])} has no shard holding epoch "
                 f"{self.epochs[checkpoints[bad]]}; the zoo is incomplete"
             )
+        order = self.storage_order(models, checkpoints)
+        in_order = bool(np.all(order == np.arange(len(order))))
+        if not in_order:
+            models, checkpoints, shard_ids = models[order], checkpoints[order], shard_ids[order]
         width = self.manifest.num_params if name == "weights" else len(self.manifest.stats_names)
         out = np.empty((len(models), width), dtype=np.float32)
         rows = self.row_in_shard[models]
         ckpts = self.checkpoint_in_shard[models, checkpoints]
-        for shard_id in np.unique(shard_ids):
-            mask = shard_ids == shard_id
-            out[mask] = self._shard(int(shard_id)).read(name, rows[mask], ckpts[mask])
-        return out
+        starts = np.flatnonzero(np.diff(shard_ids, prepend=-2)).tolist() + [len(models)]
+        for a, b in zip(starts[:-1], starts[1:], strict=True):
+            shard = self._shard(int(shard_ids[a]))
+            shard.read_into(name, rows[a:b], ckpts[a:b], out[a:b])
+        if in_order:
+            return out
+        restored = np.empty_like(out)
+        restored[order] = out
+        return restored
 
     def _shard(self, index: int) -> ShardData:
         # Bound the number of open maps (each holds a file descriptor).

@@ -1,0 +1,707 @@
+"""The Model Zoos (Table 1 of the Model Zoos paper) and trajectory zoos as specs and a family.
+
+Two spec classes, one family implementation:
+
+- :class:`ModelZooSpec` (family ``"modelzoo"``): CNN-s / CNN-m / ResNet-18 zoos, names
+  ``modelzoo-<dataset>-<arch>-<config>`` with config ``seed``, ``hyp-10-rand``, ``hyp-10-fix``;
+- :class:`TrajectorySpec` (family ``"trajectory"``): the MLP and CNN zoos of the trajectory
+  paper on 14x14 greyscale images, names ``trajectory-<dataset>-<arch>``.
+
+Models are ordered node-major: every node of the hyperparameter grid (product of activation,
+dropout, init, optimizer, lr, weight decay, in that nesting order) followed by its seeds. Each
+block the runner hands to :meth:`ModelZooFamily.train` is split into populations of models
+sharing activation and optimizer, trained together by
+:func:`~weightzoo.generate.modelzoo.population.train_population`. ResNet-18 models are trained
+one at a time with ``torch.optim.SGD`` and ``OneCycleLR``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import itertools
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any, ClassVar
+
+import numpy as np
+
+from weightzoo.generate.base import ModelPlan, ModelRecord, ZooSpec
+from weightzoo.storage.layout import Layout
+
+MODELZOO_DATASETS = (
+    "mnist",
+    "fashion-mnist",
+    "svhn",
+    "usps",
+    "cifar10",
+    "stl10",
+    "cifar100",
+    "tiny-imagenet",
+    "digits",
+)
+SEED_DRAW_RANGE = 1_000_000
+
+
+@dataclass(frozen=True)
+class _CommonSpec(ZooSpec):
+    """Fields shared by Model Zoos and trajectory specs.
+
+    Attributes:
+        dataset: name for :func:`weightzoo.generate.imagedata.load_image_data`.
+        architecture: ``cnn-s``, ``cnn-m``, ``resnet18``, ``mlp`` or ``cnn``.
+        image_size: side the images are resized to.
+        in_channels: image channels the network takes (1 = greyscale).
+        num_classes: classes of the dataset.
+        activations / dropouts / inits / optimizers / lrs / weight_decays: the grid axes;
+            one value each for a Seed zoo.
+        seeds_per_node: models per grid node.
+        seed_mode: ``"fixed"`` (seeds ``seed_start .. seed_start + seeds_per_node - 1`` at every
+            node) or ``"random"`` (distinct seeds drawn from ``[0, 1e6)`` by ``seed_draw_seed``).
+        seed_start: first seed of ``"fixed"``.
+        seed_draw_seed: seed of the random draw of ``"random"``.
+        models: if set, only the first ``models`` models of the order (``--models``).
+        epochs: training epochs; checkpoints are epochs ``0 .. epochs``.
+        batch_size: per-model batch size.
+        momentum: SGD momentum.
+        loss: ``"ce"`` (cross-entropy) or ``"mse"`` (on one-hot targets).
+        val_fraction: fraction of the official training set held out as validation split.
+        data_seed: seed of the train/validation split of the images.
+        data_dir: where the image data lives; not part of the spec's identity (excluded from
+            :meth:`to_dict`, the fingerprint and equality), given at generate time.
+    """
+
+    dataset: str = "digits"
+    architecture: str = "cnn-s"
+    image_size: int = 28
+    in_channels: int = 1
+    num_classes: int = 10
+    activations: tuple[str, ...] = ("tanh",)
+    dropouts: tuple[float, ...] = (0.0,)
+    inits: tuple[str, ...] = ("uniform",)
+    optimizers: tuple[str, ...] = ("adam",)
+    lrs: tuple[float, ...] = (3e-4,)
+    weight_decays: tuple[float, ...] = (0.0,)
+    seeds_per_node: int = 1000
+    seed_mode: str = "fixed"
+    seed_start: int = 1
+    seed_draw_seed: int = 42
+    models: int | None = None
+    epochs: int = 50
+    batch_size: int = 10
+    momentum: float = 0.9
+    loss: str = "ce"
+    val_fraction: float = 0.15
+    data_seed: int = 42
+    data_dir: str | None = field(default=None, compare=False)
+
+    kind: ClassVar[str] = "common"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The spec as JSON data, without ``data_dir`` (a machine's path is not identity)."""
+        data = super().to_dict()
+        data.pop("data_dir", None)
+        return data
+
+    def override(
+        self,
+        models: int | None = None,
+        epochs: int | None = None,
+        data_dir: str | None = None,
+        **rest: Any,
+    ) -> ZooSpec:
+        """Apply ``--models``, ``--epochs`` and ``--data-dir``.
+
+        Args:
+            models: keep the first ``models`` models of the spec's order.
+            epochs: train this many epochs instead.
+            data_dir: directory of the image data.
+            **rest: anything else; non-None values are rejected.
+
+        Raises:
+            ValueError: for an unknown option, or a non-positive count.
+        """
+        ZooSpec.override(self, **rest)
+        changes: dict[str, Any] = {}
+        if models is not None:
+            if int(models) < 1:
+                raise ValueError(f"--models must be at least 1, got {models}")
+            changes["models"] = min(int(models), self.grid_models())
+        if epochs is not None:
+            if int(epochs) < 1:
+                raise ValueError(f"--epochs must be at least 1, got {epochs}")
+            changes["epochs"] = int(epochs)
+        if data_dir is not None:
+            changes["data_dir"] = str(data_dir)
+        return dataclasses.replace(self, **changes) if changes else self
+
+    # ----------------------------------------------------------------- grid and seeds
+    @property
+    def is_seed_zoo(self) -> bool:
+        """Whether the grid has a single node (a Seed zoo)."""
+        return len(self.nodes()) == 1
+
+    def nodes(self) -> list[dict[str, Any]]:
+        """The grid nodes, in model order."""
+        return [
+            {
+                "activation": act,
+                "dropout": float(drop),
+                "init": init,
+                "optimizer": opt,
+                "lr": float(lr),
+                "weight_decay": float(wd),
+            }
+            for act, drop, init, opt, lr, wd in itertools.product(
+                self.activations,
+                self.dropouts,
+                self.inits,
+                self.optimizers,
+                self.lrs,
+                self.weight_decays,
+            )
+        ]
+
+    def grid_models(self) -> int:
+        """Models of the full grid (ignoring ``models``)."""
+        return len(self.nodes()) * self.seeds_per_node
+
+    def num_models(self) -> int:
+        """Models of this spec (``models`` if set)."""
+        full = self.grid_models()
+        return full if self.models is None else min(self.models, full)
+
+    def seed_table(self) -> np.ndarray:
+        """Seeds ``[nodes, seeds_per_node]`` (int64).
+
+        Raises:
+            ValueError: for an unknown ``seed_mode``.
+        """
+        count = len(self.nodes())
+        if self.seed_mode == "fixed":
+            row = np.arange(self.seed_start, self.seed_start + self.seeds_per_node)
+            return np.tile(row, (count, 1)).astype(np.int64)
+        if self.seed_mode == "random":
+            rng = np.random.default_rng(self.seed_draw_seed)
+            draw = rng.choice(SEED_DRAW_RANGE, size=count * self.seeds_per_node, replace=False)
+            return draw.reshape(count, self.seeds_per_node).astype(np.int64)
+        raise ValueError(f"unknown seed_mode {self.seed_mode!r}; known: fixed, random")
+
+    def num_params(self) -> int:
+        """Length of one flattened row (parameters plus stored buffers)."""
+        return family(self.family).layout(self).num_params
+
+    def estimate(self) -> dict[str, int]:
+        """Size of the zoo: models, checkpoints, params per row, and bytes of ``weights``."""
+        models = self.num_models()
+        checkpoints = self.epochs + 1
+        params = self.num_params()
+        return {
+            "models": models,
+            "checkpoints": checkpoints,
+            "params": params,
+            "bytes": models * checkpoints * params * 4,
+        }
+
+
+@dataclass(frozen=True)
+class ModelZooSpec(_CommonSpec):
+    """A zoo of the Model Zoos paper (Table 1).
+
+    Attributes:
+        config: ``"seed"``, ``"hyp-10-rand"`` or ``"hyp-10-fix"``.
+        lr_schedule: ``"constant"`` or ``"onecycle"`` (ResNet-18: ``lrs`` is the max lr).
+        augment: random crop (padding 4) and horizontal flip of training batches (ResNet-18).
+    """
+
+    family: str = "modelzoo"
+    config: str = "seed"
+    lr_schedule: str = "constant"
+    augment: bool = False
+
+    kind: ClassVar[str] = "modelzoo"
+
+
+@dataclass(frozen=True)
+class TrajectorySpec(_CommonSpec):
+    """A zoo of the trajectory paper: one hyperparameter set, 250 seeds, SGD on MSE.
+
+    Attributes:
+        hidden: MLP hidden width.
+        conv_channels: output channels of the CNN's two convs.
+        bias: whether layers have biases (the paper's weight-space sizes count none).
+    """
+
+    family: str = "trajectory"
+    hidden: int = 10
+    conv_channels: tuple[int, int] = (16, 8)
+    bias: bool = True
+
+    kind: ClassVar[str] = "trajectory"
+
+
+# ------------------------------------------------------------------------- the named specs
+HYP_ACTIVATIONS = ("tanh", "relu", "sigmoid", "gelu")
+HYP_INITS = ("uniform", "normal", "kaiming_uniform", "kaiming_normal")
+HYP_OPTIMIZERS = ("adam", "sgd")
+
+# dataset -> arch -> (seed-zoo node, hyp-grid deviations). Readings of Table 1 in docs.
+_SEED_NODES: dict[tuple[str, str], dict[str, Any]] = {
+    ("mnist", "cnn-s"): dict(init="uniform", act="tanh", lr=3e-4, wd=0.0),
+    ("fashion-mnist", "cnn-s"): dict(init="uniform", act="tanh", lr=3e-4, wd=0.0),
+    ("svhn", "cnn-s"): dict(init="uniform", act="tanh", lr=3e-3, wd=0.0),
+    ("usps", "cnn-s"): dict(init="uniform", act="tanh", lr=3e-4, wd=1e-3),
+    ("cifar10", "cnn-s"): dict(init="kaiming_uniform", act="gelu", lr=1e-4, wd=1e-2),
+    ("cifar10", "cnn-m"): dict(init="kaiming_uniform", act="gelu", lr=1e-4, wd=1e-2),
+    ("stl10", "cnn-s"): dict(init="kaiming_uniform", act="tanh", lr=1e-4, wd=1e-3),
+    ("stl10", "cnn-m"): dict(init="kaiming_uniform", act="tanh", lr=1e-4, wd=1e-3),
+    ("digits", "cnn-s"): dict(init="uniform", act="tanh", lr=3e-4, wd=0.0),
+}
+_HYP_GRIDS: dict[tuple[str, str], dict[str, tuple[float, ...]]] = {
+    ("mnist", "cnn-s"): dict(lrs=(1e-3, 1e-4), wds=(1e-3, 1e-4), drops=(0.0, 0.5)),
+    ("fashion-mnist", "cnn-s"): dict(lrs=(1e-3, 1e-4), wds=(1e-3, 1e-4), drops=(0.0, 0.5)),
+    ("svhn", "cnn-s"): dict(lrs=(1e-3, 1e-4), wds=(1e-3, 1e-4, 0.0), drops=(0.0, 0.3, 0.5)),
+    ("usps", "cnn-s"): dict(lrs=(1e-3, 1e-4), wds=(1e-2, 1e-3), drops=(0.0, 0.5)),
+    ("cifar10", "cnn-s"): dict(lrs=(1e-3,), wds=(1e-2, 1e-3), drops=(0.0, 0.5)),
+    ("cifar10", "cnn-m"): dict(lrs=(1e-3,), wds=(1e-2, 1e-3), drops=(0.0, 0.5)),
+    ("stl10", "cnn-s"): dict(lrs=(1e-3, 1e-4), wds=(1e-2, 1e-3), drops=(0.0, 0.5)),
+    ("stl10", "cnn-m"): dict(lrs=(1e-3, 1e-4), wds=(1e-2, 1e-3), drops=(0.0, 0.5)),
+    ("digits", "cnn-s"): dict(lrs=(1e-3, 1e-4), wds=(1e-3, 1e-4), drops=(0.0, 0.5)),
+}
+_CHANNELS = {"mnist": 1, "fashion-mnist": 1, "usps": 1, "digits": 1}
+_CLASSES = {"cifar100": 100, "tiny-imagenet": 200}
+_CNN_BATCH = 10
+_CNN_SIZE = {"cnn-s": 28, "cnn-m": 32}
+
+
+def _modelzoo_specs() -> list[ModelZooSpec]:
+    out: list[ModelZooSpec] = []
+    for (dataset, arch), node in _SEED_NODES.items():
+        base = dict(
+            dataset=dataset,
+            architecture=arch,
+            image_size=_CNN_SIZE[arch],
+            in_channels=_CHANNELS.get(dataset, 3),
+            num_classes=10,
+            batch_size=_CNN_BATCH,
+        )
+        out.append(
+            ModelZooSpec(
+                name=f"modelzoo-{dataset}-{arch}-seed",
+                config="seed",
+                activations=(node["act"],),
+                inits=(node["init"],),
+                optimizers=("adam",),
+                lrs=(node["lr"],),
+                weight_decays=(node["wd"],),
+                dropouts=(0.0,),
+                seeds_per_node=1000,
+                seed_mode="fixed",
+                **base,
+            )
+        )
+        grid = _HYP_GRIDS[(dataset, arch)]
+        for config, mode in (("hyp-10-rand", "random"), ("hyp-10-fix", "fixed")):
+            if dataset == "digits" and config == "hyp-10-fix":
+                continue
+            out.append(
+                ModelZooSpec(
+                    name=f"modelzoo-{dataset}-{arch}-{config}",
+                    config=config,
+                    activations=HYP_ACTIVATIONS,
+                    dropouts=grid["drops"],
+                    inits=HYP_INITS,
+                    optimizers=HYP_OPTIMIZERS,
+                    lrs=grid["lrs"],
+                    weight_decays=grid["wds"],
+                    seeds_per_node=10,
+                    seed_mode=mode,
+                    seed_draw_seed=_name_seed(f"modelzoo-{dataset}-{arch}-{config}"),
+                    **base,
+                )
+            )
+    for dataset, epochs, batch in (
+        ("cifar10", 50, 256),
+        ("cifar100", 60, 128),
+        ("tiny-imagenet", 60, 128),
+    ):
+        out.append(
+            ModelZooSpec(
+                name=f"modelzoo-{dataset}-resnet18-seed",
+                dataset=dataset,
+                architecture="resnet18",
+                config="seed",
+                image_size=64 if dataset == "tiny-imagenet" else 32,
+                in_channels=3,
+                num_classes=_CLASSES.get(dataset, 10),
+                activations=("relu",),
+                inits=("kaiming_uniform",),
+                optimizers=("sgd",),
+                lrs=(0.1,),
+                weight_decays=(5e-4,),
+                dropouts=(0.0,),
+                seeds_per_node=1000,
+                epochs=epochs,
+                batch_size=batch,
+                lr_schedule="onecycle",
+                augment=True,
+                shard_models=1,
+            )
+        )
+    return out
+
+
+def _trajectory_specs() -> list[TrajectorySpec]:
+    out: list[TrajectorySpec] = []
+    setups = {
+        "mlp": dict(act="sigmoid", lr=0.03, wd=3e-4, batch=4),
+        "cnn": dict(act="leaky_relu", lr=3e-4, wd=0.1, batch=12),
+    }
+    for dataset in ("mnist", "digits"):
+        for arch, setup in setups.items():
+            out.append(
+                TrajectorySpec(
+                    name=f"trajectory-{dataset}-{arch}",
+                    dataset=dataset,
+                    architecture=arch,
+                    image_size=14,
+                    in_channels=1,
+                    num_classes=10,
+                    activations=(setup["act"],),
+                    inits=("kaiming_normal",),
+                    optimizers=("sgd",),
+                    lrs=(setup["lr"],),
+                    weight_decays=(setup["wd"],),
+                    dropouts=(0.0,),
+                    seeds_per_node=250,
+                    seed_mode="fixed",
+                    batch_size=setup["batch"],
+                    loss="mse",
+                    shard_models=250,
+                )
+            )
+    return out
+
+
+def _name_seed(name: str) -> int:
+    """A stable 32-bit seed derived from a spec name (for the Hyp-10-rand seed draw)."""
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:4], "little")
+
+
+def specs() -> list[ZooSpec]:
+    """Every named Model Zoos and trajectory spec."""
+    return [*_modelzoo_specs(), *_trajectory_specs()]
+
+
+# ------------------------------------------------------------------------------ the family
+def build_model(spec: _CommonSpec, activation: str, dropout: float = 0.0):
+    """The (uninitialised) network of ``spec`` with the given activation and dropout.
+
+    Raises:
+        ValueError: for an unknown architecture.
+    """
+    from weightzoo.generate.modelzoo import architectures as arch
+
+    if spec.architecture == "cnn-s":
+        return arch.cnn_small(
+            spec.in_channels, spec.num_classes, activation=activation, dropout=dropout
+        )
+    if spec.architecture == "cnn-m":
+        return arch.cnn_medium(
+            spec.in_channels, spec.num_classes, activation=activation, dropout=dropout
+        )
+    if spec.architecture == "resnet18":
+        return arch.ResNet18(spec.in_channels, spec.num_classes)
+    if spec.architecture == "mlp":
+        hidden = getattr(spec, "hidden", 10)
+        bias = getattr(spec, "bias", True)
+        return arch.trajectory_mlp(
+            spec.in_channels * spec.image_size**2,
+            hidden,
+            spec.num_classes,
+            activation=activation,
+            bias=bias,
+        )
+    if spec.architecture == "cnn":
+        return arch.trajectory_cnn(
+            spec.in_channels,
+            tuple(getattr(spec, "conv_channels", (16, 8))),
+            spec.num_classes,
+            size=spec.image_size,
+            activation=activation,
+            bias=getattr(spec, "bias", True),
+        )
+    raise ValueError(f"unknown architecture {spec.architecture!r}")
+
+
+def layout_names(model) -> list[str]:
+    """Tensor names of a row: the state_dict without counters and dropout rates."""
+    return [
+        name
+        for name in model.state_dict()
+        if not name.endswith("num_batches_tracked") and not name.endswith(".p")
+    ]
+
+
+@lru_cache(maxsize=4)
+def _load_splits(
+    dataset: str,
+    data_dir: str | None,
+    size: int,
+    grayscale: bool,
+    val_fraction: float,
+    data_seed: int,
+):
+    """Train/val/test arrays (numpy) of a dataset, cached per process."""
+    from weightzoo.generate.imagedata import load_image_data
+
+    data = load_image_data(dataset, data_dir, resize=size, grayscale=grayscale)
+    train_x = np.asarray(data.train_x, dtype=np.float32)
+    train_y = np.asarray(data.train_y, dtype=np.int64)
+    if train_x.shape[-1] != size or train_x.shape[-2] != size:
+        raise ValueError(
+            f"{dataset} images are {train_x.shape[-2:]} after resize={size}; expected {size}"
+        )
+    perm = np.random.default_rng(data_seed).permutation(len(train_x))
+    n_val = int(round(val_fraction * len(train_x)))
+    val_idx, tr_idx = np.sort(perm[:n_val]), np.sort(perm[n_val:])
+    return (
+        (train_x[tr_idx], train_y[tr_idx]),
+        (train_x[val_idx], train_y[val_idx]),
+        (np.asarray(data.test_x, dtype=np.float32), np.asarray(data.test_y, dtype=np.int64)),
+    )
+
+
+class ModelZooFamily:
+    """The :class:`~weightzoo.generate.base.Family` of Model Zoos and trajectory specs.
+
+    Args:
+        name: ``"modelzoo"`` or ``"trajectory"``.
+    """
+
+    metrics: ClassVar[tuple[str, ...]] = (
+        "train_loss",
+        "train_acc",
+        "val_loss",
+        "val_acc",
+        "test_loss",
+        "test_acc",
+        "ggap",
+    )
+
+    def __init__(self, name: str = "modelzoo") -> None:
+        self.name = name
+
+    def layout(self, spec: ZooSpec) -> Layout:
+        """Layout of one row: the network's parameters (and ResNet-18's BN running stats)."""
+        assert isinstance(spec, _CommonSpec)
+        return _layout(spec.architecture, _arch_key(spec))
+
+    def checkpoint_epochs(self, spec: ZooSpec) -> list[int]:
+        """Epochs 0 (before training) to ``spec.epochs``."""
+        assert isinstance(spec, _CommonSpec)
+        return list(range(spec.epochs + 1))
+
+    def metric_names(self, spec: ZooSpec) -> list[str]:
+        """train/val/test loss and accuracy, and ``ggap`` = train_acc - test_acc."""
+        return list(self.metrics)
+
+    def plan(self, spec: ZooSpec) -> list[ModelPlan]:
+        """One plan per model: node-major grid order, seeds inner; stratum = node."""
+        assert isinstance(spec, _CommonSpec)
+        nodes = spec.nodes()
+        seeds = spec.seed_table()
+        seed_zoo = len(nodes) == 1
+        plans: list[ModelPlan] = []
+        for model_id in range(spec.num_models()):
+            node_id, k = divmod(model_id, spec.seeds_per_node)
+            node = nodes[node_id]
+            stratum = "" if seed_zoo else _node_key(node)
+            columns = {**node, "node": node_id}
+            plans.append(ModelPlan(model_id, int(seeds[node_id, k]), stratum, columns))
+        return plans
+
+    def train(
+        self,
+        spec: ZooSpec,
+        plans: Sequence[ModelPlan],
+        *,
+        device: str,
+        progress: bool = True,
+    ) -> list[ModelRecord]:
+        """Train ``plans`` in populations of equal activation and optimizer."""
+        assert isinstance(spec, _CommonSpec)
+        if spec.architecture == "resnet18":
+            return _train_singles(spec, plans, device=device, progress=progress)
+        return _train_populations(spec, plans, device=device, progress=progress)
+
+
+def _arch_key(spec: _CommonSpec) -> tuple:
+    return (
+        spec.in_channels,
+        spec.num_classes,
+        spec.image_size,
+        getattr(spec, "hidden", 10),
+        tuple(getattr(spec, "conv_channels", (16, 8))),
+        getattr(spec, "bias", True),
+    )
+
+
+@lru_cache(maxsize=64)
+def _layout(architecture: str, key: tuple) -> Layout:
+    in_channels, num_classes, image_size, hidden, conv_channels, bias = key
+    shim = TrajectorySpec(
+        name="shim",
+        architecture=architecture,
+        in_channels=in_channels,
+        num_classes=num_classes,
+        image_size=image_size,
+        hidden=hidden,
+        conv_channels=conv_channels,
+        bias=bias,
+    )
+    model = build_model(shim, "relu")
+    state = model.state_dict()
+    return Layout.from_shapes({n: tuple(state[n].shape) for n in layout_names(model)})
+
+
+def _node_key(node: dict[str, Any]) -> str:
+    return ",".join(f"{k}={v}" for k, v in node.items())
+
+
+def _make_model(spec: _CommonSpec, plan: ModelPlan):
+    import torch
+
+    from weightzoo.generate.modelzoo.architectures import init_weights
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(plan.seed)
+        model = build_model(spec, plan.columns["activation"], plan.columns["dropout"])
+        init_weights(model, plan.columns["init"])
+    return model
+
+
+def _device_splits(spec: _CommonSpec, device: str):
+    import torch
+
+    from weightzoo.generate.modelzoo.population import Split
+
+    grayscale = spec.in_channels == 1
+    arrays = _load_splits(
+        spec.dataset,
+        spec.data_dir,
+        spec.image_size,
+        grayscale,
+        spec.val_fraction,
+        spec.data_seed,
+    )
+    return [
+        Split(torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)) for x, y in arrays
+    ]
+
+
+def _train_populations(
+    spec: _CommonSpec, plans: Sequence[ModelPlan], *, device: str, progress: bool
+) -> list[ModelRecord]:
+    from tqdm.auto import tqdm
+
+    from weightzoo.generate.modelzoo.population import train_population
+
+    train, val, test = _device_splits(spec, device)
+    groups: dict[tuple[str, str], list[ModelPlan]] = {}
+    for plan in plans:
+        key = (plan.columns["activation"], plan.columns["optimizer"])
+        groups.setdefault(key, []).append(plan)
+    names = _layout(spec.architecture, _arch_key(spec)).names
+    steps = math.ceil(train.x.shape[0] / spec.batch_size) * spec.epochs * len(groups)
+    bar = tqdm(total=steps, disable=not progress, desc=spec.name, unit="step", leave=False)
+    records: dict[int, ModelRecord] = {}
+    for (_activation, optimizer), members in groups.items():
+        models = [_make_model(spec, p) for p in members]
+        result = train_population(
+            models,
+            [p.seed for p in members],
+            train=train,
+            val=val,
+            test=test,
+            optimizer=optimizer,
+            lr=[p.columns["lr"] for p in members],
+            weight_decay=[p.columns["weight_decay"] for p in members],
+            dropout=[p.columns["dropout"] for p in members],
+            batch_size=spec.batch_size,
+            epochs=spec.epochs,
+            names=names,
+            loss=spec.loss,
+            momentum=spec.momentum,
+            device=device,
+            noise_seed=_name_seed(f"{spec.name}:{members[0].model_id}:{len(members)}"),
+            progress=bar.update,
+        )
+        for i, plan in enumerate(members):
+            records[plan.model_id] = ModelRecord(
+                model_id=plan.model_id,
+                weights=result.weights[i],
+                metrics={k: v[i] for k, v in result.metrics.items()},
+                columns={"device": str(device), "population": len(members)},
+            )
+    bar.close()
+    return [records[p.model_id] for p in plans]
+
+
+def _train_singles(
+    spec: _CommonSpec, plans: Sequence[ModelPlan], *, device: str, progress: bool
+) -> list[ModelRecord]:
+    from tqdm.auto import tqdm
+
+    from weightzoo.generate.modelzoo.population import train_single
+
+    train, val, test = _device_splits(spec, device)
+    names = _layout(spec.architecture, _arch_key(spec)).names
+    steps = math.ceil(train.x.shape[0] / spec.batch_size) * spec.epochs * len(plans)
+    bar = tqdm(total=steps, disable=not progress, desc=spec.name, unit="step", leave=False)
+    records = []
+    for plan in plans:
+        import torch
+
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(plan.seed)
+            result = train_single(
+                _make_model(spec, plan),
+                plan.seed,
+                train=train,
+                val=val,
+                test=test,
+                lr=plan.columns["lr"],
+                weight_decay=plan.columns["weight_decay"],
+                momentum=spec.momentum,
+                batch_size=spec.batch_size,
+                epochs=spec.epochs,
+                names=names,
+                onecycle=getattr(spec, "lr_schedule", "constant") == "onecycle",
+                augment=getattr(spec, "augment", False),
+                device=device,
+                progress=bar.update,
+            )
+        records.append(
+            ModelRecord(
+                model_id=plan.model_id,
+                weights=result.weights[0],
+                metrics={k: v[0] for k, v in result.metrics.items()},
+                columns={"device": str(device), "population": 1},
+            )
+        )
+    bar.close()
+    return records
+
+
+def family(name: str = "modelzoo") -> ModelZooFamily:
+    """The family object for ``"modelzoo"`` or ``"trajectory"``.
+
+    Raises:
+        ValueError: for another name.
+    """
+    if name not in ("modelzoo", "trajectory"):
+        raise ValueError(f"this module trains modelzoo and trajectory zoos, not {name!r}")
+    return ModelZooFamily(name)

@@ -1,0 +1,178 @@
+"""Population-vectorised training agrees with training the models one by one."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch.nn import functional as F
+
+from weightzoo.generate.modelzoo.architectures import (
+    cnn_medium,
+    cnn_small,
+    trajectory_cnn,
+    trajectory_mlp,
+)
+from weightzoo.generate.modelzoo.population import (
+    Population,
+    PopulationOptimizer,
+    Split,
+    choose_path,
+    population_loss,
+    train_population,
+)
+
+PATHS = ("vmap", "grouped", "loop")
+
+
+def _models(factory, count=4, seed=0):
+    torch.manual_seed(seed)
+    return [factory() for _ in range(count)]
+
+
+@pytest.mark.parametrize(
+    ("factory", "shape"),
+    [
+        (lambda: cnn_small(1, activation="gelu", dropout=0.5), (1, 28, 28)),
+        (lambda: cnn_medium(3, activation="sigmoid"), (3, 32, 32)),
+        (lambda: trajectory_mlp(), (1, 14, 14)),
+        (lambda: trajectory_cnn(), (1, 14, 14)),
+    ],
+)
+@pytest.mark.parametrize("path", PATHS)
+def test_population_forward_equals_per_model_forward(factory, shape, path):
+    models = _models(factory)
+    pop = Population(models)
+    x = torch.rand(len(models), 5, *shape)
+    out = pop.forward(x, path=path, training=False)
+    ref = torch.stack([m.eval()(x[i]) for i, m in enumerate(models)])
+    assert torch.allclose(out, ref, atol=1e-5)
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_dropout_is_per_model(path):
+    models = _models(lambda: cnn_small(1))
+    pop = Population(models, dropout=[0.0, 0.5, 0.0, 0.5])
+    x = torch.rand(4, 6, 1, 28, 28)
+    out = pop.forward(x, path=path, training=True)
+    ref = torch.stack([m.eval()(x[i]) for i, m in enumerate(models)])
+    assert torch.allclose(out[0], ref[0], atol=1e-5)
+    assert torch.allclose(out[2], ref[2], atol=1e-5)
+    assert not torch.allclose(out[1], ref[1], atol=1e-3)
+    # models with dropout draw different masks
+    assert not torch.allclose(out[1] - ref[1], out[3] - ref[3])
+
+
+@pytest.mark.parametrize("kind", ["adam", "sgd"])
+@pytest.mark.parametrize("path", PATHS)
+def test_population_steps_equal_per_model_steps(kind, path):
+    models = _models(lambda: cnn_small(1, activation="tanh"))
+    refs = copy.deepcopy(models)
+    pop = Population(models)
+    lr = torch.tensor([1e-3, 1e-2, 1e-4, 3e-3])
+    wd = torch.tensor([0.0, 1e-3, 1e-2, 1e-4])
+    opt = PopulationOptimizer(pop.params, kind, lr, wd, momentum=0.9)
+    ref_opts = [
+        torch.optim.Adam(r.parameters(), lr=float(lr[i]), weight_decay=float(wd[i]))
+        if kind == "adam"
+        else torch.optim.SGD(
+            r.parameters(), lr=float(lr[i]), momentum=0.9, weight_decay=float(wd[i])
+        )
+        for i, r in enumerate(refs)
+    ]
+    for _ in range(3):
+        x = torch.rand(4, 7, 1, 28, 28)
+        y = torch.randint(0, 10, (4, 7))
+        out = pop.forward(x, path=path, training=True)
+        population_loss(out, y, "ce").sum().backward()
+        opt.step()
+        opt.zero_grad()
+        for i, (r, o) in enumerate(zip(refs, ref_opts, strict=True)):
+            loss = F.cross_entropy(r.train()(x[i]), y[i])
+            o.zero_grad()
+            loss.backward()
+            o.step()
+    names = [n for n, _ in refs[0].named_parameters()]
+    flat = pop.flat(names)
+    ref = torch.stack([torch.cat([p.detach().reshape(-1) for p in r.parameters()]) for r in refs])
+    assert torch.allclose(flat, ref, atol=1e-5)
+
+
+def test_mse_loss_matches_torch():
+    out = torch.randn(3, 5, 10)
+    y = torch.randint(0, 10, (3, 5))
+    got = population_loss(out, y, "mse")
+    for i in range(3):
+        want = F.mse_loss(out[i], F.one_hot(y[i], 10).float())
+        assert torch.allclose(got[i], want)
+
+
+def test_choose_path():
+    assert choose_path(cnn_small(1), 4) == "grouped"
+    assert choose_path(cnn_small(1), 128) == "loop"
+    with pytest.raises(ValueError):
+        choose_path(cnn_small(1), 4, "fast")
+
+
+def _toy_split(n=120, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, 10, (n,), generator=g)
+    x = torch.rand(n, 1, 28, 28, generator=g) * 0.3
+    x[torch.arange(n), 0, y * 2, :] += 1.0  # one bright row per class: learnable
+    return Split(x, y)
+
+
+def _train(models, path="auto", dropout=(0.0, 0.5, 0.0), epochs=2):
+    names = [n for n, _ in models[0].named_parameters()]
+    return train_population(
+        models,
+        [1, 2, 3],
+        train=_toy_split(),
+        val=_toy_split(40, 1),
+        test=_toy_split(40, 2),
+        optimizer="adam",
+        lr=[1e-2, 1e-2, 3e-3],
+        weight_decay=[0.0, 1e-4, 0.0],
+        dropout=list(dropout),
+        batch_size=8,
+        epochs=epochs,
+        names=names,
+        path=path,
+        noise_seed=7,
+    )
+
+
+def test_train_population_shapes_determinism_and_learning():
+    a = _train(_models(lambda: cnn_small(1), 3))
+    b = _train(_models(lambda: cnn_small(1), 3))
+    assert a.weights.shape == (3, 3, 2464)
+    assert set(a.metrics) >= {"train_loss", "val_acc", "test_acc", "ggap"}
+    assert all(v.shape == (3, 3) for v in a.metrics.values())
+    assert (a.weights == b.weights).all()
+    for k in a.metrics:
+        assert (a.metrics[k] == b.metrics[k]).all()
+    assert (a.metrics["train_acc"][:, -1] > 0.3).all()
+    gap = a.metrics["train_acc"] - a.metrics["test_acc"]
+    assert (a.metrics["ggap"] == gap).all()
+
+
+def test_model_without_dropout_does_not_depend_on_its_population():
+    together = _train(_models(lambda: cnn_small(1), 3), path="loop")
+    models = _models(lambda: cnn_small(1), 3)
+    alone = train_population(
+        [models[0]],
+        [1],
+        train=_toy_split(),
+        val=None,
+        test=None,
+        optimizer="adam",
+        lr=[1e-2],
+        weight_decay=[0.0],
+        dropout=[0.0],
+        batch_size=8,
+        epochs=2,
+        names=[n for n, _ in models[0].named_parameters()],
+        path="loop",
+    )
+    assert abs(together.weights[0] - alone.weights[0]).max() < 1e-4
