@@ -64,12 +64,20 @@ def _create_row_dataset(group: h5py.Group, name: str, data: np.ndarray) -> None:
     dcpl.set_chunk(chunk)
     dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
     dcpl.set_fill_time(h5py.h5d.FILL_TIME_NEVER)
+    dcpl.set_obj_track_times(False)  # timestamps would make same-spec shards differ byte-wise
     space = h5py.h5s.create_simple(data.shape)
     tid = h5py.h5t.py_create(np.dtype("<f4"))
     dsid = h5py.h5d.create(group.id, name.encode(), tid, space, dcpl=dcpl)
     dataset = h5py.Dataset(dsid)
     if data.size:
         dataset[...] = data
+
+
+def _create_group(parent: h5py.Group, name: str) -> h5py.Group:
+    """A group without modification times (same input -> byte-identical shard)."""
+    gcpl = h5py.h5p.create(h5py.h5p.GROUP_CREATE)
+    gcpl.set_obj_track_times(False)
+    return h5py.Group(h5py.h5g.create(parent.id, name.encode(), gcpl=gcpl))
 
 
 def _column_array(name: str, values: Any, models: int) -> np.ndarray:
@@ -116,18 +124,23 @@ def write_shard_file(
         handle.attrs["epochs"] = np.asarray(epochs, dtype=np.int64)
         _create_row_dataset(handle, "weights", weights)
         _create_row_dataset(handle, "stats", stats)
-        handle.create_dataset("checkpoint_viable", data=checkpoint_viable.astype(bool))
-        metric_group = handle.create_group("metrics")
+        handle.create_dataset(
+            "checkpoint_viable", data=checkpoint_viable.astype(bool), track_times=False
+        )
+        metric_group = _create_group(handle, "metrics")
         for name, values in metrics.items():
-            metric_group.create_dataset(name, data=values.astype(np.float32))
-        model_group = handle.create_group("models")
+            metric_group.create_dataset(name, data=values.astype(np.float32), track_times=False)
+        model_group = _create_group(handle, "models")
         for name, values in columns.items():
             if values.dtype == object:
                 model_group.create_dataset(
-                    name, data=values.astype(str).tolist(), dtype=h5py.string_dtype("utf-8")
+                    name,
+                    data=values.astype(str).tolist(),
+                    dtype=h5py.string_dtype("utf-8"),
+                    track_times=False,
                 )
             else:
-                model_group.create_dataset(name, data=values)
+                model_group.create_dataset(name, data=values, track_times=False)
         handle.flush()
 
 
