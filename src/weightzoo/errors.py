@@ -70,3 +70,11 @@ class HubError(WeightzooError, OSError):
 
 class UnsafeFileError(WeightzooError, ValueError):
     """A file would need unpickling of arbitrary objects to be read, which weightzoo refuses."""
+
+
+class UnsafePathError(UnsafeFileError, ManifestError):
+    """A manifest (from disk or a hub) names a path outside the zoo directory.
+
+    It is both an :class:`UnsafeFileError` (the file must not be used) and a
+    :class:`ManifestError` (the contract of ``docs/format.md``).
+    """

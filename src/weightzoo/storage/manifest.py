@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from weightzoo.errors import FormatVersionError, ManifestError, ZooNotFoundError
+from weightzoo.errors import FormatVersionError, ManifestError, UnsafePathError, ZooNotFoundError
 from weightzoo.storage.layout import Layout
 
 FORMAT_NAME = "weightzoo"
@@ -31,7 +31,9 @@ def safe_relative_path(path: str, *, what: str = "path") -> str:
         what: what the path is, for the error message.
 
     Raises:
-        ManifestError: for absolute paths, drive letters, backslashes or ``..`` components.
+        ManifestError: for an empty or non-string path.
+        UnsafePathError: (a ManifestError) for absolute paths, drive letters, backslashes or
+            ``..`` components.
     """
     if not isinstance(path, str) or not path:
         raise ManifestError(f"{what} must be a non-empty relative path, got {path!r}")
@@ -42,7 +44,7 @@ def safe_relative_path(path: str, *, what: str = "path") -> str:
         or ":" in pure.parts[0]
         or any(part in ("..", "") for part in pure.parts)
     ):
-        raise ManifestError(
+        raise UnsafePathError(
             f"{what} {path!r} escapes the zoo directory; a manifest may only name files inside "
             "it. The zoo is malformed or malicious: do not use it."
         )

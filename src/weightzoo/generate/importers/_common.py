@@ -1,0 +1,220 @@
+"""What every importer shares: safe loading, column typing, the 70/15/15 split, and writing."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import pickle
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from weightzoo.errors import DataFilesMissingError, UnsafeFileError
+from weightzoo.features import layer_statistics_numpy, statistics_names
+from weightzoo.storage.layout import Layout
+from weightzoo.storage.manifest import SPLITS, Manifest
+from weightzoo.storage.writer import ZooWriter, shard_file_name
+
+SPLIT_SEED = 42
+SPLIT_FRACTIONS = (0.7, 0.15, 0.15)
+MODELS_PER_SHARD = 256
+
+
+def load_state_dict(path: Path) -> dict[str, np.ndarray]:
+    """Load a ``torch.save`` file with ``weights_only=True`` and return its tensors as numpy.
+
+    A file holding ``{"state_dict": ...}`` or ``{"model_state_dict": ...}`` is unwrapped.
+
+    Raises:
+        UnsafeFileError: if the file needs unpickling of arbitrary objects.
+        ValueError: if it holds no tensors.
+    """
+    import torch
+
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UnsafeFileError(
+            f"{path} cannot be loaded with torch.load(weights_only=True) ({first}); weightzoo "
+            "never unpickles arbitrary objects. Re-save it as a plain state_dict "
+            "(torch.save(model.state_dict(), path)) in a trusted environment and import again."
+        ) from exc
+    if isinstance(obj, Mapping):
+        for key in ("state_dict", "model_state_dict"):
+            if isinstance(obj.get(key), Mapping):
+                obj = obj[key]
+                break
+    if not isinstance(obj, Mapping):
+        raise ValueError(f"{path} holds a {type(obj).__name__}, not a state_dict of tensors")
+    tensors = {
+        str(k): v.detach().cpu().numpy()
+        for k, v in obj.items()
+        if isinstance(v, torch.Tensor) and v.is_floating_point()
+    }
+    if not tensors:
+        raise ValueError(f"{path} holds no floating-point tensors")
+    return tensors
+
+
+def load_npy(path: Path) -> np.ndarray:
+    """Memory-map an ``.npy`` file; object arrays (which need pickle) are refused.
+
+    Raises:
+        DataFilesMissingError: if the file is missing.
+        UnsafeFileError: if the array needs unpickling.
+    """
+    if not path.is_file():
+        raise DataFilesMissingError(f"{path} is missing")
+    try:
+        return np.load(path, mmap_mode="r", allow_pickle=False)
+    except ValueError as exc:
+        if "pickle" not in str(exc) and "Python objects" not in str(exc):
+            raise
+        raise UnsafeFileError(
+            f"{path} holds Python objects that would need unpickling; weightzoo reads only "
+            "numeric .npy arrays. Convert it to a float array first."
+        ) from exc
+
+
+def column_arrays(rows: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
+    """Per-model metadata dicts -> typed columns (bool, int64, float64 with NaN, or str).
+
+    A key missing from some models becomes NaN (numeric) or ``""`` (str); lists and dicts are
+    stored as their JSON text.
+    """
+    keys: list[str] = []
+    for row in rows:
+        keys += [k for k in row if k not in keys]
+    columns: dict[str, np.ndarray] = {}
+    for key in keys:
+        values = [row.get(key) for row in rows]
+        present = [v for v in values if v is not None]
+        name = key.replace("::", ".").replace("/", "_")
+        if present and all(isinstance(v, bool) for v in present) and len(present) == len(values):
+            columns[name] = np.asarray(values, dtype=bool)
+        elif present and all(isinstance(v, int) and not isinstance(v, bool) for v in present):
+            if len(present) == len(values):
+                columns[name] = np.asarray(values, dtype=np.int64)
+            else:
+                columns[name] = np.asarray([math.nan if v is None else v for v in values], float)
+        elif present and all(isinstance(v, (int, float)) for v in present):
+            columns[name] = np.asarray([math.nan if v is None else v for v in values], float)
+        else:
+            columns[name] = np.asarray(
+                ["" if v is None else v if isinstance(v, str) else json.dumps(v) for v in values],
+                dtype=object,
+            )
+    return columns
+
+
+def split_models(count: int, seed: int = SPLIT_SEED) -> list[str]:
+    """Assign each of ``count`` models to train/val/test, 70/15/15, by a seeded permutation."""
+    order = np.random.default_rng(seed).permutation(count)
+    n_train = round(count * SPLIT_FRACTIONS[0])
+    n_val = round(count * SPLIT_FRACTIONS[1])
+    splits = [""] * count
+    for rank, index in enumerate(order):
+        splits[index] = "train" if rank < n_train else "val" if rank < n_train + n_val else "test"
+    return splits
+
+
+@dataclass
+class ImportedModel:
+    """One model read from a source zoo.
+
+    Attributes:
+        weights: float32 ``[checkpoints, params]`` in the zoo's layout (NaN where missing).
+        metrics: ``{name: [checkpoints]}``.
+    """
+
+    weights: np.ndarray
+    metrics: dict[str, np.ndarray]
+
+
+def write_zoo(
+    dest: str | os.PathLike[str],
+    *,
+    name: str,
+    family: str,
+    spec: Mapping[str, Any],
+    layout: Layout,
+    epochs: Sequence[int],
+    metric_names: Sequence[str],
+    columns: Mapping[str, np.ndarray],
+    load: Callable[[int], ImportedModel],
+) -> Manifest:
+    """Write an imported zoo in the standard format, reading one block of models at a time.
+
+    Args:
+        dest: the zoo directory to write.
+        name: zoo name.
+        family: importer name (``modelzoo``, ``cnn-zoo``, ``mlds``).
+        spec: what was imported (source, configuration); becomes the manifest's spec.
+        layout: layout of a weight row.
+        epochs: checkpoint labels.
+        metric_names: metric names every model provides.
+        columns: per-model columns, including ``model_id`` and ``seed``, in source order.
+        load: reads model ``i`` (source order).
+
+    Returns:
+        The finished manifest.
+    """
+    count = len(columns["model_id"])
+    splits = split_models(count)
+    stats_names = statistics_names(layout, "modelzoo")
+    writer = ZooWriter(
+        dest,
+        name=name,
+        family=family,
+        spec={**spec, "split": {"seed": SPLIT_SEED, "fractions": list(SPLIT_FRACTIONS)}},
+        layout=layout,
+        epochs=epochs,
+        metrics=metric_names,
+        stats_names=stats_names,
+        num_models=count,
+        split_counts={s: splits.count(s) for s in SPLITS},
+        extra={"importer": family},
+    )
+    position = 0
+    for split in SPLITS:
+        members = [i for i in range(count) if splits[i] == split]
+        for start in range(0, len(members), MODELS_PER_SHARD):
+            block = members[start : start + MODELS_PER_SHARD]
+            first = position + start
+            file = shard_file_name(split, first)
+            if writer.has_shard(file):
+                continue
+            models = [load(i) for i in block]
+            weights = np.stack([m.weights for m in models]).astype(np.float32)
+            writer.write_shard(
+                file,
+                split=split,
+                models=(first, first + len(block)),
+                epochs=epochs,
+                weights=weights,
+                stats=layer_statistics_numpy(weights, layout, "modelzoo"),
+                metrics={k: np.stack([m.metrics[k] for m in models]) for k in metric_names},
+                columns={
+                    **{k: np.asarray(v)[block] for k, v in columns.items()},
+                    "split": np.asarray([split] * len(block), dtype=object),
+                },
+            )
+        position += len(members)
+    return writer.finish()
+
+
+def require_dir(src: str | os.PathLike[str], what: str) -> Path:
+    """The source directory, or a clear error.
+
+    Raises:
+        DataFilesMissingError: if it does not exist.
+    """
+    path = Path(src)
+    if not path.is_dir():
+        raise DataFilesMissingError(f"{what} source directory {path} does not exist")
+    return path

@@ -1,0 +1,426 @@
+"""Fetch zoos from and push zoos to the Hugging Face Hub (the one module using huggingface_hub).
+
+A zoo on the hub is a *dataset* repo holding the zoo directory as it is on disk (``zoo.json`` and
+``shards/*.h5``) plus a generated dataset card ``README.md``. :func:`fetch` downloads the
+manifest first, then only the shards that the requested split and epochs need, and checks every
+one of them against the manifest's sha256 before returning. :func:`push` verifies a local zoo,
+uploads its shards, and then commits the manifest and the card, so that a manifest on the hub
+never names a shard that is not there yet.
+
+The endpoint is read at call time from ``HF_ENDPOINT`` (falling back to huggingface_hub's
+default), and offline mode from ``HF_HUB_OFFLINE`` (or huggingface_hub's own setting).
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import logging
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import httpx2
+from huggingface_hub import CommitOperationAdd, HfApi, constants, hf_hub_download
+from huggingface_hub import snapshot_download as _snapshot_download
+from huggingface_hub.errors import (
+    EntryNotFoundError,
+    GatedRepoError,
+    HfHubHTTPError,
+    LocalEntryNotFoundError,
+    OfflineModeIsEnabled,
+    RepositoryNotFoundError,
+    RevisionNotFoundError,
+)
+from huggingface_hub.file_download import repo_folder_name
+from tqdm.auto import tqdm
+
+from weightzoo import catalog
+from weightzoo.errors import (
+    HubError,
+    ManifestError,
+    ShardCorruptError,
+    ShardMissingError,
+    UnsafePathError,
+)
+from weightzoo.storage.hashing import sha256_file
+from weightzoo.storage.manifest import MANIFEST_NAME, Manifest, ShardEntry, safe_relative_path
+from weightzoo.storage.verify import verify_zoo
+
+__all__ = ["UnsafePathError", "fetch", "push", "resolve_repo"]
+
+logger = logging.getLogger(__name__)
+
+REPO_TYPE = "dataset"
+CARD_NAME = "README.md"
+# Errors that mean "the hub cannot be reached": fall back to what is already on disk.
+_NETWORK_ERRORS = (OfflineModeIsEnabled, httpx2.TransportError)
+
+
+# -- configuration ----------------------------------------------------------------------------
+
+
+def _endpoint(endpoint: str | None) -> str:
+    """The hub endpoint: the argument, else ``HF_ENDPOINT`` now, else huggingface_hub's default."""
+    return (endpoint or os.environ.get("HF_ENDPOINT") or constants.ENDPOINT).rstrip("/")
+
+
+def _offline() -> bool:
+    """Whether ``HF_HUB_OFFLINE`` is set now (or was when huggingface_hub was imported)."""
+    value = os.environ.get("HF_HUB_OFFLINE", "")
+    return constants.is_offline_mode() or value.strip().upper() in {"1", "ON", "YES", "TRUE"}
+
+
+def resolve_repo(name_or_repo: str, revision: str | None = None) -> tuple[str, str | None]:
+    """Turn a catalog name or an ``owner/name`` repo id into ``(repo_id, revision)``.
+
+    Args:
+        name_or_repo: a catalog name (``mlds-ds1``) or a hub dataset repo id (``owner/name``).
+        revision: an explicit revision; overrides the catalog's pinned one.
+
+    Returns:
+        The dataset repo id and the revision to use (``None``: the default branch).
+
+    Raises:
+        UnknownZooError: for a name that is neither in the catalog nor a repo id.
+        HubError: for a catalog zoo that has no hub copy yet.
+    """
+    if "/" in name_or_repo:
+        owner, _, name = name_or_repo.partition("/")
+        if not owner or not name or "/" in name:
+            raise HubError(
+                f"{name_or_repo!r} is not a hub dataset repo id; pass owner/name (e.g. "
+                "your-user/mlds-ds1) or a catalog name from `weightzoo list`."
+            )
+        return name_or_repo, revision
+    entry = catalog.get_entry(name_or_repo)
+    if entry.hub_repo is None:
+        raise HubError(
+            f"zoo {entry.name!r} is not published on the hub yet. Generate it locally with "
+            f"`weightzoo generate {entry.name}`, or fetch a copy someone pushed by passing its "
+            "repo id: `weightzoo fetch OWNER/NAME`."
+        )
+    return entry.hub_repo, revision or entry.revision
+
+
+# -- fetch ------------------------------------------------------------------------------------
+
+
+def _parse_manifest(path: Path, repo_id: str) -> Manifest:
+    """Read a downloaded manifest, refusing any path that leaves the zoo directory."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ManifestError(f"{MANIFEST_NAME} of {repo_id} cannot be parsed ({exc})") from exc
+    rows = data.get("shards") if isinstance(data, dict) else None
+    for row in rows if isinstance(rows, list) else []:
+        file = row.get("file") if isinstance(row, dict) else None
+        try:
+            safe_relative_path(file, what="shard file")
+        except ManifestError as exc:
+            raise UnsafePathError(
+                f"{MANIFEST_NAME} of hub repo {repo_id} names shard file {file!r}, which is "
+                "outside the zoo directory; nothing was downloaded. The repo is malformed or "
+                "malicious: do not use it."
+            ) from exc
+    return Manifest.from_dict(data, source=f"{MANIFEST_NAME} of {repo_id}")
+
+
+def _remove_download(path: Path) -> None:
+    """Delete a downloaded file; in the hub cache also the blob its snapshot link points to."""
+    if path.is_symlink():
+        path.resolve().unlink(missing_ok=True)
+    path.unlink(missing_ok=True)
+
+
+def _record_ref(cache_dir: str | None, repo_id: str, ref: str, commit: str) -> None:
+    """Write ``refs/<ref>`` of the hub cache (its documented layout) so offline use finds it.
+
+    Only the downloads themselves go through huggingface_hub, which are made with the resolved
+    commit (so that manifest and shards always come from the same commit); the branch or tag the
+    user named must still resolve to that commit when the cache is used offline later.
+    """
+    if ref == commit:
+        return
+    folder = Path(cache_dir or constants.HF_HUB_CACHE) / repo_folder_name(
+        repo_id=repo_id, repo_type=REPO_TYPE
+    )
+    path = folder / "refs" / ref
+    if path.is_file() and path.read_text() == commit:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temp.write_text(commit)
+    os.replace(temp, path)
+
+
+def _present(root: Path, entry: ShardEntry) -> bool:
+    path = root / entry.file
+    return path.is_file() and path.stat().st_size == entry.bytes
+
+
+def _verify(root: Path, shards: Sequence[ShardEntry], progress: bool) -> list[tuple[str, str]]:
+    """Hash every shard; delete and return ``(file, actual sha256)`` for the bad ones."""
+    bad = []
+    total = sum(s.bytes for s in shards)
+    with tqdm(total=total, unit="B", unit_scale=True, desc="verify", disable=not progress) as bar:
+        for entry in shards:
+            path = root / entry.file
+            actual = sha256_file(path) if path.is_file() else "missing"
+            if actual != entry.sha256:
+                _remove_download(path)
+                bad.append((entry.file, actual))
+            bar.update(entry.bytes)
+    return bad
+
+
+def _download_shards(
+    repo_id: str,
+    commit: str,
+    files: Iterable[str],
+    *,
+    cache_dir: str | None,
+    local_dir: Path | None,
+    endpoint: str,
+    token: str | bool | None,
+    progress: bool,
+) -> None:
+    """Download exactly ``files`` of one commit (``allow_patterns`` with globs escaped)."""
+    patterns = [glob.escape(f) for f in files]
+    if not patterns:
+        return
+    _snapshot_download(
+        repo_id,
+        repo_type=REPO_TYPE,
+        revision=commit,
+        allow_patterns=patterns,
+        cache_dir=cache_dir,
+        local_dir=local_dir,
+        endpoint=endpoint,
+        token=token,
+        tqdm_class=tqdm if progress else None,
+    )
+
+
+def fetch(
+    name_or_repo: str,
+    *,
+    split: str | Sequence[str] | None = None,
+    epochs: int | str | Iterable[int] | None = None,
+    revision: str | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    local_dir: str | os.PathLike[str] | None = None,
+    endpoint: str | None = None,
+    token: str | bool | None = None,
+    progress: bool = True,
+) -> Path:
+    """Download a zoo, or the part of it that a split and epochs need, and verify it.
+
+    The manifest is downloaded first; the shards the selection needs are then downloaded with
+    ``snapshot_download(allow_patterns=...)`` into the hub cache (or ``local_dir``), and every
+    selected shard is checked against the manifest's sha256 before the path is returned. A shard
+    that fails is deleted (never left for later use) and downloaded once more; if it fails
+    again, :class:`~weightzoo.errors.ShardCorruptError` is raised. Shards already present cost
+    no download. Offline (``HF_HUB_OFFLINE=1`` or the hub unreachable) the cache is used, and
+    what is missing from it is named.
+
+    Args:
+        name_or_repo: a catalog name (``mlds-ds1``) or any hub dataset repo id (``owner/name``).
+        split: ``train``, ``val``, ``test``, several of them, or ``None``/``"all"``.
+        epochs: ``None``/``"all"``, ``"last"``, one epoch label or several.
+        revision: branch, tag or commit (default: the catalog's pin, else ``main``).
+        cache_dir: hub cache directory (default: huggingface_hub's, ``HF_HUB_CACHE``).
+        local_dir: download into this directory instead of the cache.
+        endpoint: hub URL (default: ``HF_ENDPOINT`` or ``https://huggingface.co``).
+        token: hub token (default: the logged-in token or ``HF_TOKEN``).
+        progress: show tqdm progress bars.
+
+    Returns:
+        The local zoo directory (holding ``zoo.json`` and the selected shards).
+
+    Raises:
+        HubError: if the repo, revision or manifest cannot be found, or offline data is missing.
+        UnsafePathError: if the manifest names a path outside the zoo directory.
+        ShardCorruptError: if a shard's sha256 differs from the manifest after a retry.
+        UnknownSplitError, EpochError: for a selection the zoo does not have.
+    """
+    repo_id, revision = resolve_repo(name_or_repo, revision)
+    endpoint = _endpoint(endpoint)
+    cache = os.fspath(cache_dir) if cache_dir is not None else None
+    local = Path(local_dir) if local_dir is not None else None
+    where = (
+        f"{local}" if local is not None else f"the hub cache ({cache or constants.HF_HUB_CACHE})"
+    )
+    offline = _offline()
+    reason = "HF_HUB_OFFLINE is set"
+    ref = revision or constants.DEFAULT_REVISION
+    if not offline:
+        try:
+            info = HfApi(endpoint=endpoint, token=token).dataset_info(repo_id, revision=ref)
+            if info.sha:
+                if local is None:
+                    _record_ref(cache, repo_id, ref, info.sha)
+                ref = info.sha
+        except (RepositoryNotFoundError, GatedRepoError) as exc:
+            raise HubError(
+                f"dataset repo {repo_id} not found on {endpoint} (or it is private and no valid "
+                "token was given). Check the repo id, or log in with `hf auth login`."
+            ) from exc
+        except RevisionNotFoundError as exc:
+            raise HubError(f"repo {repo_id} has no revision {ref!r} on {endpoint}") from exc
+        except (*_NETWORK_ERRORS, HfHubHTTPError) as exc:
+            offline, reason = True, f"the hub at {endpoint} cannot be reached ({exc})"
+            logger.warning("%s; using the data already in %s", reason, where)
+
+    try:
+        manifest_path = Path(
+            hf_hub_download(
+                repo_id,
+                MANIFEST_NAME,
+                repo_type=REPO_TYPE,
+                revision=ref,
+                cache_dir=cache,
+                local_dir=local,
+                endpoint=endpoint,
+                token=token,
+                local_files_only=offline,
+            )
+        )
+    except LocalEntryNotFoundError as exc:
+        raise HubError(
+            f"{reason}, and {where} holds no {MANIFEST_NAME} of {repo_id} (revision {ref}). "
+            f"Connect to the hub and run `weightzoo fetch {name_or_repo}` once."
+        ) from exc
+    except EntryNotFoundError as exc:
+        raise HubError(
+            f"hub repo {repo_id} (revision {ref}) has no {MANIFEST_NAME}: it is not a weightzoo "
+            "zoo. Push zoos with `weightzoo push`."
+        ) from exc
+    except (*_NETWORK_ERRORS, HfHubHTTPError) as exc:
+        raise HubError(f"downloading {MANIFEST_NAME} of {repo_id} failed: {exc}") from exc
+
+    root = manifest_path.parent
+    manifest = _parse_manifest(manifest_path, repo_id)
+    wanted = manifest.shards_for(split, epochs)
+    for attempt in range(2):
+        missing = [s for s in wanted if not _present(root, s)]
+        if missing and offline:
+            names = ", ".join(s.file for s in missing)
+            raise ShardMissingError(
+                f"{reason}, and {len(missing)} of the {len(wanted)} shards that this selection "
+                f"needs are not in {where}: {names}. Connect to the hub and rerun "
+                f"`weightzoo fetch {name_or_repo}` with the same --split/--epochs."
+            )
+        try:
+            _download_shards(
+                repo_id,
+                ref,
+                [s.file for s in missing],
+                cache_dir=cache,
+                local_dir=local,
+                endpoint=endpoint,
+                token=token,
+                progress=progress,
+            )
+        except (*_NETWORK_ERRORS, HfHubHTTPError, OSError) as exc:
+            raise HubError(
+                f"downloading shards of {repo_id} failed: {exc}. Rerun the same fetch: complete "
+                "shards are kept and only the rest is downloaded."
+            ) from exc
+        bad = _verify(root, wanted, progress)
+        if not bad:
+            return root
+        if attempt == 0 and not offline:
+            logger.warning("%d shard(s) failed their sha256 check; downloading again", len(bad))
+            continue
+        expected = {s.file: s.sha256 for s in wanted}
+        details = "; ".join(f"{f}: sha256 {a}, expected {expected[f]}" for f, a in bad)
+        raise ShardCorruptError(
+            f"{len(bad)} shard(s) of {repo_id} (revision {ref}) do not match the manifest and "
+            f"were deleted: {details}. The hub copy is corrupt or changed after its manifest; "
+            "report it to the zoo's maintainer or fetch another revision."
+        )
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+# -- push -------------------------------------------------------------------------------------
+
+
+def push(
+    path: str | os.PathLike[str],
+    repo_id: str,
+    *,
+    private: bool = False,
+    license: str = "cc-by-4.0",
+    endpoint: str | None = None,
+    token: str | bool | None = None,
+    commit_message: str | None = None,
+) -> str:
+    """Verify a local zoo and upload it, with a generated dataset card, to a dataset repo.
+
+    The repo is created if needed. The shards go up first (``upload_folder``, which with
+    ``hf_xet`` installed is the resumable, multi-commit large-folder upload); the manifest and
+    the card ``README.md`` follow in a last commit, so the manifest on the hub only ever names
+    shards that are there.
+
+    Args:
+        path: the zoo directory.
+        repo_id: target dataset repo, ``owner/name`` (or ``name`` in your own namespace).
+        private: create the repo as private (an existing repo keeps its visibility).
+        license: license identifier written to the card's front matter.
+        endpoint: hub URL (default: ``HF_ENDPOINT`` or ``https://huggingface.co``).
+        token: hub token with write access (default: the logged-in token or ``HF_TOKEN``).
+        commit_message: message of the final commit.
+
+    Returns:
+        The URL of the commit that added the manifest.
+
+    Raises:
+        ZooNotFoundError: if ``path`` holds no zoo.
+        ShardCorruptError: if a shard fails verification or the zoo is incomplete.
+        HubError: if the hub refuses the upload.
+    """
+    from weightzoo.card import render_card
+
+    zoo_dir = Path(path)
+    manifest = Manifest.load(zoo_dir)
+    failures = verify_zoo(zoo_dir)
+    if failures:
+        raise ShardCorruptError(
+            f"zoo {zoo_dir} does not verify, nothing was uploaded: "
+            + "; ".join(str(exc) for _, exc in failures)
+        )
+    if not manifest.complete:
+        raise ShardCorruptError(
+            f"zoo {zoo_dir} is incomplete (its shards do not cover every model and checkpoint); "
+            f"finish it with `weightzoo generate {manifest.name} --out {zoo_dir}` before pushing."
+        )
+    endpoint = _endpoint(endpoint)
+    api = HfApi(endpoint=endpoint, token=token)
+    card = render_card(zoo_dir, manifest, repo_id=repo_id, license=license)
+    try:
+        url = api.create_repo(repo_id, repo_type=REPO_TYPE, private=private, exist_ok=True)
+        repo_id = url.repo_id
+        api.upload_folder(
+            repo_id=repo_id,
+            repo_type=REPO_TYPE,
+            folder_path=zoo_dir,
+            allow_patterns=[glob.escape(s.file) for s in manifest.shards],
+            commit_message=f"Upload {len(manifest.shards)} shards of {manifest.name}",
+        )
+        info = api.create_commit(
+            repo_id=repo_id,
+            repo_type=REPO_TYPE,
+            operations=[
+                CommitOperationAdd(MANIFEST_NAME, zoo_dir / MANIFEST_NAME),
+                CommitOperationAdd(CARD_NAME, card.encode("utf-8")),
+            ],
+            commit_message=commit_message or f"Add manifest and card of {manifest.name}",
+        )
+    except (*_NETWORK_ERRORS, HfHubHTTPError) as exc:
+        raise HubError(
+            f"pushing {zoo_dir} to {repo_id} on {endpoint} failed: {exc}. Check that you are "
+            "logged in with a write token (`hf auth login`); rerunning skips files already there."
+        ) from exc
+    logger.info("pushed %s; fetch it with `weightzoo fetch %s`", zoo_dir, repo_id)
+    return str(info.commit_url)
