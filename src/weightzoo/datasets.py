@@ -347,7 +347,8 @@ class MLDS(ZooDataset):
     """MLDS networks (RNNs mimicking machines) by subset name.
 
     Args:
-        root: a directory holding ``mlds-ds1`` etc. (or the zoo directory itself).
+        root: a directory holding ``mlds-ds1`` etc., or a zoo directory itself (which may
+            also hold a variant such as ``mlds-ds1-paper``).
         subset: ``"ds1"``, ``"ds2"`` or ``"ds3"``.
         target: the label, by default the machine (DS1/DS2) or automaton (DS3).
         download: fetch the zoo from the hub first if it is not under ``root``.
@@ -369,7 +370,12 @@ class MLDS(ZooDataset):
             target = "automaton" if subset == "ds3" else "machine"
         kwargs.setdefault("epochs", "last")
         fetch_opts = {k: kwargs[k] for k in ("split", "epochs") if k in kwargs}
-        path = _family_dir(root, f"mlds-{subset}", download, **fetch_opts)
+        name = f"mlds-{subset}"
+        manifest = Path(root) / MANIFEST_NAME
+        if not download and manifest.is_file() and Manifest.load(root).name.startswith(name + "-"):
+            path = Path(root)  # a variant of the subset, e.g. mlds-ds1-paper, given directly
+        else:
+            path = _family_dir(root, name, download, **fetch_opts)
         super().__init__(path, targets=target, **kwargs)
 
 

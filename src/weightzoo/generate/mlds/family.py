@@ -1,0 +1,358 @@
+"""MLDS zoo specs (DS1, DS2, DS3; small defaults and the paper's sizes) and their family.
+
+Models are ordered replicate-major: replicate 0 of every class (machine or automaton), then
+replicate 1, ... so that ``--models N`` keeps every class while it can. A model's seed is
+derived from (subset, class, replicate) alone, so that a network keeps its seed when other
+classes are added or removed. Each class's data sets are drawn from ``data_seed``, the subset
+and the class, so all networks of a class see the same data, each in its own order.
+
+Checkpoints: two per model, labelled ``0`` (initialisation) and ``max_epochs``; the second
+holds the weights when the network passed (it is frozen from then on) or when ``max_epochs``
+ran out. The ``epochs`` column says how many epochs it actually trained.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from weightzoo.generate.base import ModelPlan, ModelRecord, ZooSpec
+from weightzoo.generate.mlds.automata import automaton_set, random_automaton
+from weightzoo.generate.mlds.machines import (
+    MACHINES,
+    SequenceSet,
+    check_machines,
+    machine_set,
+    modified_name,
+)
+from weightzoo.generate.mlds.networks import DS1_NET, DS3_NET, NetConfig, layout
+from weightzoo.generate.mlds.population import PopulationData, TrainSettings, train_population
+from weightzoo.storage.layout import Layout
+
+SUBSETS = ("ds1", "ds2", "ds3")
+_SET_CODES = {"train": 0, "val": 1, "eval": 2, "trigger": 3}
+
+
+@dataclass(frozen=True)
+class MLDSSpec(ZooSpec):
+    """Spec of an MLDS zoo.
+
+    Attributes:
+        subset: ``"ds1"`` (machines), ``"ds2"`` (machines with the backdoor) or ``"ds3"``
+            (random automata).
+        machines: DS1/DS2 machine names (``--machines``); unused for DS3.
+        automata: DS3 automaton seeds (``--machines 3,17`` picks some); unused for DS1/DS2.
+        per_class: networks per machine or automaton (``--per-class``).
+        models: if set, only the first ``models`` networks of the order (``--models``).
+        seq_len: steps per sequence.
+        train_size / val_size / eval_size: sequences per set and class.
+        trigger_every: DS2: one trigger per this many steps in train/val/eval data.
+        trigger_eval_every: DS2: spacing of triggers in the trigger-only evaluation set.
+        max_epochs: a network that has not passed stops after this many epochs (``--epochs``).
+        threshold: a network passes when its validation loss (then its evaluation losses)
+            is below this.
+        lr: Adam learning rate.
+        batch_size: sequences per step and network.
+        data_seed: seed of all data sets.
+    """
+
+    subset: str = "ds1"
+    machines: tuple[str, ...] = MACHINES
+    automata: tuple[int, ...] = ()
+    per_class: int = 16
+    models: int | None = None
+    seq_len: int = 1024
+    train_size: int = 2048
+    val_size: int = 512
+    eval_size: int = 64
+    trigger_every: int = 64
+    trigger_eval_every: int = 8
+    max_epochs: int = 1000
+    threshold: float = 1e-5
+    lr: float = 1e-3
+    batch_size: int = 32
+    data_seed: int = 0
+
+    kind: ClassVar[str] = "mlds"
+
+    def __post_init__(self) -> None:
+        if self.subset not in SUBSETS:
+            raise ValueError(f"subset must be one of {', '.join(SUBSETS)}; got {self.subset!r}")
+        if self.subset != "ds3":
+            check_machines(self.machines)
+        elif not self.automata:
+            raise ValueError("a DS3 spec needs at least one automaton seed in `automata`")
+
+    @property
+    def net(self) -> NetConfig:
+        """The network shape of the subset."""
+        return DS3_NET if self.subset == "ds3" else DS1_NET
+
+    @property
+    def backdoor(self) -> bool:
+        """Whether the machines carry the DS2 trigger."""
+        return self.subset == "ds2"
+
+    def classes(self) -> list[str]:
+        """Class names in order: machine names, or automaton seeds as strings."""
+        if self.subset == "ds3":
+            return [str(seed) for seed in self.automata]
+        return list(self.machines)
+
+    def num_models(self) -> int:
+        """Networks of this spec."""
+        full = len(self.classes()) * self.per_class
+        return full if self.models is None else min(self.models, full)
+
+    def estimate(self) -> dict[str, int]:
+        """Size of the zoo: models, checkpoints, params per row, and bytes of ``weights``."""
+        models, params = self.num_models(), layout(self.net).num_params
+        return {
+            "models": models,
+            "checkpoints": 2,
+            "params": params,
+            "bytes": models * 2 * params * 4,
+        }
+
+    def settings(self) -> TrainSettings:
+        """Training settings of the spec."""
+        return TrainSettings(
+            lr=self.lr,
+            batch_size=self.batch_size,
+            max_epochs=self.max_epochs,
+            threshold=self.threshold,
+        )
+
+    def override(
+        self,
+        models: int | None = None,
+        epochs: int | None = None,
+        per_class: int | None = None,
+        machines: Sequence[str] | None = None,
+        **rest: Any,
+    ) -> ZooSpec:
+        """Apply ``--models``, ``--epochs`` (max epochs), ``--per-class`` and ``--machines``.
+
+        Raises:
+            ValueError: for an option MLDS does not take (e.g. ``--data-dir``), a count below
+                1, or an unknown machine / a non-integer automaton seed.
+        """
+        ZooSpec.override(self, **rest)
+        changes: dict[str, Any] = {}
+        for option, value in (("models", models), ("epochs", epochs), ("per-class", per_class)):
+            if value is not None and int(value) < 1:
+                raise ValueError(f"--{option} must be at least 1, got {value}")
+        if models is not None:
+            changes["models"] = int(models)
+        if epochs is not None:
+            changes["max_epochs"] = int(epochs)
+        if per_class is not None:
+            changes["per_class"] = int(per_class)
+        if machines is not None:
+            names = [m.strip() for m in machines if m.strip()]
+            if self.subset == "ds3":
+                try:
+                    changes["automata"] = tuple(int(m) for m in names)
+                except ValueError:
+                    raise ValueError(
+                        f"DS3 automata are chosen by seed: give integers, got {names}"
+                    ) from None
+            else:
+                changes["machines"] = check_machines(names)
+        return dataclasses.replace(self, **changes) if changes else self
+
+
+def model_seed(subset: str, class_name: str, replicate: int) -> int:
+    """The seed of a network: a hash of (subset, class, replicate), below 2**31."""
+    return zlib.crc32(f"mlds-{subset}/{class_name}/{replicate}".encode()) & 0x7FFFFFFF
+
+
+def _class_seed(spec: MLDSSpec, class_name: str, set_name: str) -> list[int]:
+    subset_code = SUBSETS.index(spec.subset)
+    class_code = zlib.crc32(class_name.encode())
+    return [spec.data_seed, subset_code, class_code, _SET_CODES[set_name]]
+
+
+@lru_cache(maxsize=8)  # DS3 paper sets are ~25 MB per automaton: keep few
+def class_data(spec: MLDSSpec, class_name: str) -> dict[str, SequenceSet]:
+    """The data sets of one class: ``train``, ``val``, ``eval`` (and DS2's ``trigger``)."""
+    sizes = {"train": spec.train_size, "val": spec.val_size, "eval": spec.eval_size}
+    if spec.subset == "ds3":
+        automaton = random_automaton(int(class_name))
+        return {
+            name: automaton_set(
+                automaton, count=size, steps=spec.seq_len, seed=_class_seed(spec, class_name, name)
+            )
+            for name, size in sizes.items()
+        }
+    out = {
+        name: machine_set(
+            class_name,
+            count=size,
+            steps=spec.seq_len,
+            seed=_class_seed(spec, class_name, name),
+            backdoor=spec.backdoor,
+            trigger_every=spec.trigger_every,
+        )
+        for name, size in sizes.items()
+    }
+    if spec.backdoor:
+        out["trigger"] = machine_set(
+            class_name,
+            count=spec.eval_size,
+            steps=spec.seq_len,
+            seed=_class_seed(spec, class_name, "trigger"),
+            backdoor=True,
+            trigger_every=spec.trigger_eval_every,
+            trigger_only=True,
+        )
+    return out
+
+
+def _flatten(params: dict[str, torch.Tensor], names: list[str], index: int) -> np.ndarray:
+    return torch.cat([params[name][index].reshape(-1) for name in names]).numpy()
+
+
+class MLDSFamily:
+    """Implements the :class:`~weightzoo.generate.base.Family` protocol for :class:`MLDSSpec`."""
+
+    def layout(self, spec: MLDSSpec) -> Layout:
+        """Layout of one network (``rnn.*``, ``linears.*``, ``out.*``)."""
+        return layout(spec.net)
+
+    def checkpoint_epochs(self, spec: MLDSSpec) -> list[int]:
+        """Initialisation and the final (frozen or last-epoch) weights."""
+        return [0, spec.max_epochs]
+
+    def set_names(self, spec: MLDSSpec) -> list[str]:
+        """Data sets measured at every checkpoint."""
+        return ["train", "val", "eval"] + (["trigger"] if spec.backdoor else [])
+
+    def metric_names(self, spec: MLDSSpec) -> list[str]:
+        """``<set>_loss`` for every data set."""
+        return [f"{name}_loss" for name in self.set_names(spec)]
+
+    def plan(self, spec: MLDSSpec) -> list[ModelPlan]:
+        """Replicate-major order of (class, replicate)."""
+        plans = []
+        for replicate in range(spec.per_class):
+            for class_name in spec.classes():
+                if len(plans) == spec.num_models():
+                    return plans
+                if spec.subset == "ds3":
+                    columns: dict[str, Any] = {"automaton": int(class_name)}
+                else:
+                    variant = modified_name(class_name) if spec.backdoor else class_name
+                    columns = {"machine": class_name, "variant": variant}
+                columns |= {"backdoor": int(spec.backdoor), "replicate": replicate}
+                plans.append(
+                    ModelPlan(
+                        model_id=len(plans),
+                        seed=model_seed(spec.subset, class_name, replicate),
+                        stratum=class_name,
+                        columns=columns,
+                    )
+                )
+        return plans
+
+    def train(
+        self, spec: MLDSSpec, plans: Sequence[ModelPlan], *, device: str, progress: bool = True
+    ) -> list[ModelRecord]:
+        """Train one block as one population; see :mod:`weightzoo.generate.mlds.population`."""
+        key = "automaton" if spec.subset == "ds3" else "machine"
+        names = sorted({str(plan.columns[key]) for plan in plans}, key=spec.classes().index)
+        per_class = [class_data(spec, name) for name in names]
+        sets = {s: [data[s] for data in per_class] for s in self.set_names(spec)}
+        threads = torch.get_num_threads()
+        if torch.device(device).type == "cpu":
+            # Tiny matmuls: extra threads only add synchronisation (and thrash on busy cores).
+            torch.set_num_threads(1)
+        try:
+            result = train_population(
+                spec.net,
+                PopulationData(sets, device),
+                [names.index(str(plan.columns[key])) for plan in plans],
+                [plan.seed for plan in plans],
+                spec.settings(),
+                device=device,
+                progress=progress,
+                desc=f"{spec.name} block of {len(plans)}",
+            )
+        finally:
+            torch.set_num_threads(threads)
+        order = layout(spec.net).names
+        records = []
+        for index, plan in enumerate(plans):
+            weights = np.stack(
+                [_flatten(result.initial, order, index), _flatten(result.final, order, index)]
+            )
+            metrics = {
+                f"{name}_loss": np.asarray(
+                    [result.initial_losses[name][index], result.final_losses[name][index]],
+                    dtype=np.float32,
+                )
+                for name in self.set_names(spec)
+            }
+            final = {name: float(result.final_losses[name][index]) for name in sets}
+            passed_val = bool(result.passed[index])
+            passed = passed_val and all(
+                final[name] < spec.threshold for name in self.set_names(spec) if name != "train"
+            )
+            columns: dict[str, Any] = {
+                "epochs": int(result.epochs[index]),
+                "passed_val": passed_val,
+                "passed": passed,
+                "device": str(device),
+                "train_loss_history": result.train_history[index],
+                "val_loss_history": result.val_history[index],
+            }
+            columns |= {f"final_{name}_loss": value for name, value in final.items()}
+            records.append(ModelRecord(plan.model_id, weights, metrics, columns))
+        return records
+
+
+def specs() -> list[ZooSpec]:
+    """The named MLDS specs: small defaults and the paper's sizes (Table 3)."""
+    small = {
+        "per_class": 16,
+        "seq_len": 16,
+        "train_size": 128,
+        "val_size": 32,
+        "eval_size": 32,
+        "trigger_every": 16,
+        "max_epochs": 60,
+        "threshold": 1e-3,
+        "lr": 1e-2,
+        "batch_size": 32,
+    }
+    paper = {"per_class": 1000}  # the field defaults are Table 3's sizes
+    paper_ds3 = paper | {"seq_len": 256, "train_size": 4096, "eval_size": 512}
+    automata = tuple(range(100))
+    return [
+        MLDSSpec(name="mlds-ds1", family="mlds", subset="ds1", **small),
+        MLDSSpec(name="mlds-ds2", family="mlds", subset="ds2", **small),
+        MLDSSpec(
+            name="mlds-ds3",
+            family="mlds",
+            subset="ds3",
+            automata=tuple(range(10)),
+            **(small | {"per_class": 4}),
+        ),
+        MLDSSpec(name="mlds-ds1-paper", family="mlds", subset="ds1", **paper),
+        MLDSSpec(name="mlds-ds2-paper", family="mlds", subset="ds2", **paper),
+        MLDSSpec(
+            name="mlds-ds3-paper", family="mlds", subset="ds3", automata=automata, **paper_ds3
+        ),
+    ]
+
+
+def family(name: str) -> MLDSFamily:
+    """The MLDS family (``name`` is ``"mlds"``)."""
+    return MLDSFamily()

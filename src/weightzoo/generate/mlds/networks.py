@@ -1,0 +1,182 @@
+"""MLDS networks: a stacked GRU/LSTM, linear layers without activations, an output layer.
+
+:class:`MLDSNet` is the plain ``nn.Module`` (parameter names as ``nn.GRU`` / ``nn.LSTM`` give
+them, e.g. ``rnn.weight_ih_l0``), used to initialise each network and to rebuild a stored row.
+:func:`population_forward` runs ``M`` such networks at once on stacked parameters ``[M, ...]``
+with batched matmuls (``torch.bmm`` / ``torch.baddbmm``): a hand-written cell, since ``vmap``
+has no batching rule for ``nn.GRU``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from weightzoo.storage.layout import Layout
+
+
+@dataclass(frozen=True)
+class NetConfig:
+    """Shape of an MLDS network.
+
+    Attributes:
+        cell: ``"gru"`` or ``"lstm"``.
+        input_size: input lines per step.
+        hidden: width of every recurrent and linear layer.
+        layers: stacked recurrent layers.
+        linear_layers: ``hidden -> hidden`` linear layers after the recurrent stack.
+        output_size: output lines per step (the final ``hidden -> output`` layer).
+    """
+
+    cell: str = "gru"
+    input_size: int = 9
+    hidden: int = 12
+    layers: int = 4
+    linear_layers: int = 4
+    output_size: int = 8
+
+    @property
+    def gates(self) -> int:
+        """Gate blocks per recurrent layer (3 for GRU, 4 for LSTM)."""
+        return {"gru": 3, "lstm": 4}[self.cell]
+
+
+DS1_NET = NetConfig()  # 4,364 parameters
+DS3_NET = NetConfig(cell="lstm", input_size=4, hidden=64, layers=4, linear_layers=2, output_size=14)
+
+
+class MLDSNet(nn.Module):
+    """The network as a plain module: ``rnn`` (nn.GRU/nn.LSTM), ``linears``, ``out``.
+
+    Args:
+        config: the network's shape.
+    """
+
+    def __init__(self, config: NetConfig = DS1_NET) -> None:
+        super().__init__()
+        if config.cell not in ("gru", "lstm"):
+            raise ValueError(f"cell must be 'gru' or 'lstm', got {config.cell!r}")
+        rnn = nn.GRU if config.cell == "gru" else nn.LSTM
+        self.config = config
+        self.rnn = rnn(config.input_size, config.hidden, config.layers, batch_first=True)
+        self.linears = nn.Sequential(
+            *[nn.Linear(config.hidden, config.hidden) for _ in range(config.linear_layers)]
+        )
+        self.out = nn.Linear(config.hidden, config.output_size)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Outputs ``[batch, steps, output_size]`` for inputs ``[batch, steps, input_size]``."""
+        hidden, _ = self.rnn(x)
+        return self.out(self.linears(hidden))
+
+
+def layout(config: NetConfig) -> Layout:
+    """Layout of a flattened network, in ``state_dict`` order."""
+    h, g = config.hidden, config.gates
+    shapes: dict[str, tuple[int, ...]] = {}
+    for layer in range(config.layers):
+        width = config.input_size if layer == 0 else h
+        shapes[f"rnn.weight_ih_l{layer}"] = (g * h, width)
+        shapes[f"rnn.weight_hh_l{layer}"] = (g * h, h)
+        shapes[f"rnn.bias_ih_l{layer}"] = (g * h,)
+        shapes[f"rnn.bias_hh_l{layer}"] = (g * h,)
+    for index in range(config.linear_layers):
+        shapes[f"linears.{index}.weight"] = (h, h)
+        shapes[f"linears.{index}.bias"] = (h,)
+    shapes["out.weight"] = (config.output_size, h)
+    shapes["out.bias"] = (config.output_size,)
+    return Layout.from_shapes(shapes)
+
+
+def num_params(config: NetConfig) -> int:
+    """Trainable parameters of a network."""
+    return layout(config).num_params
+
+
+def init_population(config: NetConfig, seeds: list[int], device: str = "cpu") -> dict[str, Tensor]:
+    """Stacked initial parameters ``{name: [M, ...]}``.
+
+    Network ``m`` is initialised as ``MLDSNet`` under ``torch.manual_seed(seeds[m])`` (PyTorch's
+    default initialisation), without touching the global random state.
+    """
+    nets = []
+    with torch.random.fork_rng(devices=[]):
+        for seed in seeds:
+            torch.manual_seed(seed)
+            nets.append(MLDSNet(config).state_dict())
+    return {
+        name: torch.stack([net[name] for net in nets]).to(device).contiguous()
+        for name in layout(config).names
+    }
+
+
+def _gru_layer(x: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor, b_hh: Tensor) -> Tensor:
+    # Input projections of all steps in one bmm; only the hidden product is sequential.
+    m, b, steps, width = x.shape
+    h_size = w_hh.shape[2]
+    gi = torch.baddbmm(b_ih[:, None], x.reshape(m, b * steps, width), w_ih.transpose(1, 2))
+    gi = gi.reshape(m, b, steps, 3 * h_size)
+    w_hh_t = w_hh.transpose(1, 2)
+    h = x.new_zeros(m, b, h_size)
+    outs = []
+    for t in range(steps):
+        gh = torch.baddbmm(b_hh[:, None], h, w_hh_t)
+        i_r, i_z, i_n = gi[:, :, t].chunk(3, dim=-1)
+        h_r, h_z, h_n = gh.chunk(3, dim=-1)
+        r = torch.sigmoid(i_r + h_r)
+        z = torch.sigmoid(i_z + h_z)
+        n = torch.tanh(i_n + r * h_n)
+        h = n + z * (h - n)  # (1 - z) * n + z * h
+        outs.append(h)
+    return torch.stack(outs, dim=2)
+
+
+def _lstm_layer(x: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor, b_hh: Tensor) -> Tensor:
+    m, b, steps, width = x.shape
+    h_size = w_hh.shape[2]
+    bias = (b_ih + b_hh)[:, None]
+    gi = torch.baddbmm(bias, x.reshape(m, b * steps, width), w_ih.transpose(1, 2))
+    gi = gi.reshape(m, b, steps, 4 * h_size)
+    w_hh_t = w_hh.transpose(1, 2)
+    h = x.new_zeros(m, b, h_size)
+    c = x.new_zeros(m, b, h_size)
+    outs = []
+    for t in range(steps):
+        gates = torch.baddbmm(gi[:, :, t], h, w_hh_t)
+        i, f, g, o = gates.chunk(4, dim=-1)
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        h = torch.sigmoid(o) * torch.tanh(c)
+        outs.append(h)
+    return torch.stack(outs, dim=2)
+
+
+def population_forward(config: NetConfig, params: dict[str, Tensor], x: Tensor) -> Tensor:
+    """Run ``M`` networks at once.
+
+    Args:
+        config: the networks' shape.
+        params: stacked parameters ``{name: [M, ...]}`` named as in :func:`layout`.
+        x: inputs ``[M, batch, steps, input_size]`` (each network its own batch).
+
+    Returns:
+        Outputs ``[M, batch, steps, output_size]``.
+    """
+    layer_fn = _gru_layer if config.cell == "gru" else _lstm_layer
+    hidden = x
+    for layer in range(config.layers):
+        hidden = layer_fn(
+            hidden,
+            params[f"rnn.weight_ih_l{layer}"],
+            params[f"rnn.weight_hh_l{layer}"],
+            params[f"rnn.bias_ih_l{layer}"],
+            params[f"rnn.bias_hh_l{layer}"],
+        )
+    m, b, steps, h_size = hidden.shape
+    flat = hidden.reshape(m, b * steps, h_size)
+    for index in range(config.linear_layers):
+        weight, bias = params[f"linears.{index}.weight"], params[f"linears.{index}.bias"]
+        flat = torch.baddbmm(bias[:, None], flat, weight.transpose(1, 2))
+    out = torch.baddbmm(params["out.bias"][:, None], flat, params["out.weight"].transpose(1, 2))
+    return out.reshape(m, b, steps, config.output_size)

@@ -1,0 +1,184 @@
+import numpy as np
+import pytest
+import torch
+
+import weightzoo
+from weightzoo.features import unflatten
+from weightzoo.generate.mlds.family import MLDSSpec, class_data, family, specs
+from weightzoo.generate.mlds.machines import machine_set
+from weightzoo.generate.mlds.networks import DS1_NET, MLDSNet
+from weightzoo.generate.runner import generate
+from weightzoo.generate.specs import get_spec
+from weightzoo.storage.manifest import Manifest
+
+
+def tiny(subset="ds1", **changes):
+    fields = dict(
+        name=f"mlds-{subset}",
+        family="mlds",
+        subset=subset,
+        machines=("EightBitMachine", "SingleDirectMachine"),
+        per_class=4,
+        seq_len=8,
+        train_size=8,
+        val_size=4,
+        eval_size=4,
+        trigger_every=8,
+        trigger_eval_every=8,
+        max_epochs=2,
+        threshold=1e-3,
+        lr=1e-2,
+        batch_size=8,
+        shard_models=2,
+        split_fractions=(0.5, 0.25, 0.25),
+    )
+    if subset == "ds3":
+        fields.update(automata=(0, 1), seq_len=4, per_class=2, shard_models=4)
+    fields.update(changes)
+    return MLDSSpec(**fields)
+
+
+def test_named_specs_and_overrides():
+    names = [s.name for s in specs()]
+    assert {"mlds-ds1", "mlds-ds2", "mlds-ds3", "mlds-ds1-paper", "mlds-ds3-paper"} <= set(names)
+    paper = get_spec("mlds-ds1-paper")
+    assert (paper.seq_len, paper.train_size, paper.val_size, paper.eval_size) == (
+        1024,
+        2048,
+        512,
+        64,
+    )
+    ds3 = get_spec("mlds-ds3-paper")
+    assert (ds3.seq_len, ds3.train_size, ds3.eval_size, len(ds3.automata)) == (256, 4096, 512, 100)
+    small = get_spec("mlds-ds1").override(per_class=3, machines=["ParityMachine"], epochs=5)
+    assert small.num_models() == 3 and small.max_epochs == 5
+    assert get_spec("mlds-ds3").override(machines=["4", "9"]).automata == (4, 9)
+    with pytest.raises(ValueError, match="valid machines"):
+        get_spec("mlds-ds1").override(machines=["Nope"])
+    with pytest.raises(ValueError, match="data_dir"):
+        get_spec("mlds-ds1").override(data_dir="/x")
+    with pytest.raises(ValueError, match="integers"):
+        get_spec("mlds-ds3").override(machines=["a"])
+
+
+def test_plan_order_seeds_and_models_subset():
+    spec = tiny()
+    plans = family("mlds").plan(spec)
+    assert [p.columns["machine"] for p in plans[:2]] == ["EightBitMachine", "SingleDirectMachine"]
+    assert len({p.seed for p in plans}) == len(plans) == 8
+    first = family("mlds").plan(spec.override(models=3))
+    assert [p.seed for p in first] == [p.seed for p in plans[:3]]
+
+
+def test_generate_resume_and_datasets(tmp_path, monkeypatch):
+    spec = tiny()
+    out = tmp_path / "mlds-ds1"
+    fam = family("mlds")
+    real_train = type(fam).train
+    calls = []
+
+    def flaky(self, spec, plans, **kwargs):
+        calls.append(len(plans))
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # interrupted half way
+        return real_train(self, spec, plans, **kwargs)
+
+    monkeypatch.setattr(type(fam), "train", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        generate(spec, out, progress=False)
+    monkeypatch.setattr(type(fam), "train", real_train)
+    written = len(list((out / "shards").glob("*.h5")))
+    assert written == 2
+    manifest = generate(spec, out, progress=False)
+    assert manifest.num_models == 8
+    ids = []
+    for split in ("train", "val", "test"):
+        ds = weightzoo.MLDS(tmp_path, subset="ds1", split=split, filter_viable=False)
+        ids += [int(i) for i in ds.reader.column("model_id")[ds.model_indices]]
+        item = ds[0]
+        assert item["weights"].shape == (4364,) and item["machine"].dtype == torch.int64
+    assert sorted(ids) == list(range(8))  # nothing lost or duplicated
+    columns = Manifest.load(out).columns
+    for column in ("machine", "backdoor", "epochs", "passed", "device", "final_eval_loss"):
+        assert column in columns
+
+    ds2 = tiny("ds2", per_class=2, shard_models=8, split_fractions=(1.0, 0.0, 0.0))
+    generate(ds2, tmp_path / "mlds-ds2", progress=False)
+    pair = weightzoo.MLDSBackdoor(tmp_path, split="train", filter_viable=False)
+    labels = {int(pair[i]["backdoor"]) for i in range(len(pair))}
+    assert labels == {0, 1}
+    assert "trigger_loss" in Manifest.load(tmp_path / "mlds-ds2").metrics
+
+
+def test_ds3_generates(tmp_path):
+    spec = tiny("ds3", split_fractions=(1.0, 0.0, 0.0))
+    generate(spec, tmp_path / "mlds-ds3", progress=False)
+    ds = weightzoo.MLDS(tmp_path, subset="ds3", filter_viable=False)
+    assert len(ds) == 4 and ds[0]["weights"].shape == (126_990,)
+    assert sorted(set(ds.reader.column("automaton").tolist())) == [0, 1]
+
+
+def _train_and_rebuild(tmp_path, threshold, epochs):
+    spec = tiny(
+        machines=("SingleDirectMachine",),
+        per_class=2,
+        seq_len=6,
+        train_size=128,
+        val_size=64,
+        batch_size=128,
+        lr=3e-2,
+        max_epochs=epochs,
+        threshold=threshold,
+        shard_models=2,
+        split_fractions=(1.0, 0.0, 0.0),
+    )
+    generate(spec, tmp_path / "mlds-ds1", progress=False)
+    ds = weightzoo.MLDS(tmp_path, subset="ds1", filter_viable=False)
+    reader = ds.reader
+    assert reader.column("passed_val")[ds.model_indices].all(), "should reach the threshold"
+    fresh = machine_set("SingleDirectMachine", count=256, steps=6, seed=123)
+    target = fresh.outputs.astype(bool)
+    val = class_data(spec, "SingleDirectMachine")["val"]
+    accuracies = []
+    for index in range(len(ds)):
+        net = MLDSNet(DS1_NET)  # a plain nn.Module with nn.GRU
+        net.load_state_dict(unflatten(ds[index]["weights"], ds.zoo.layout))
+        with torch.no_grad():
+            out = net(torch.from_numpy(val.inputs).float())
+            val_loss = float(((out - torch.from_numpy(val.outputs).float()) ** 2).mean())
+            bits = (net(torch.from_numpy(fresh.inputs).float()) > 0.5).numpy()
+        row = ds.model_indices[index]
+        stored = reader.column("final_val_loss")[row]
+        both = ds.zoo.reader("train", None).metrics["val_loss"][row]  # init and final
+        assert both[-1] < 0.6 * both[0]
+        assert val_loss == pytest.approx(float(stored), rel=1e-4)  # the very network trained
+        right = bits == target
+        accuracies.append((right.mean(), right.all(axis=2).mean()))
+    # The best constant answer (per output line) as a floor the networks must beat.
+    majority = target.mean(axis=(0, 1)) > 0.5
+    floor = (target == majority).mean()
+    return accuracies, floor
+
+
+def test_rebuilt_module_reproduces_machine(tmp_path):
+    # A loose threshold keeps this fast; the zoo specs use 1e-3 (small) and 1e-5 (paper).
+    accuracies, floor = _train_and_rebuild(tmp_path, threshold=0.05, epochs=150)
+    for bit_acc, _ in accuracies:
+        assert bit_acc > floor, (bit_acc, floor)
+
+
+@pytest.mark.slow
+def test_rebuilt_module_reproduces_machine_closely(tmp_path):
+    accuracies, _ = _train_and_rebuild(tmp_path, threshold=0.004, epochs=2000)
+    for bit_acc, word_acc in accuracies:
+        assert bit_acc > 0.98 and word_acc > 0.9, (bit_acc, word_acc)
+
+
+def test_same_spec_same_zoo(tmp_path):
+    spec = tiny("ds3", split_fractions=(1.0, 0.0, 0.0), per_class=1)
+    rows = []
+    for run in ("a", "b"):
+        generate(spec, tmp_path / run / "mlds-ds3", progress=False)
+        ds = weightzoo.MLDS(tmp_path / run, subset="ds3", filter_viable=False)
+        rows.append(np.stack([ds[i]["weights"].numpy() for i in range(len(ds))]))
+    assert np.array_equal(rows[0], rows[1])
