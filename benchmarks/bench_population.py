@@ -10,6 +10,11 @@ picks.
 Usage::
 
     python benchmarks/bench_population.py [--models 64] [--steps 20] [--batch 4 12 64]
+        [--threads N]
+
+On a shared machine give ``--threads 1``: with more OpenMP threads than idle cores, torch's
+threads spin-wait on each other and the one-by-one loop (thousands of tiny ops) slows down by
+an order of magnitude, which inflates the speedups (measured in docs/modelzoo.md).
 """
 
 from __future__ import annotations
@@ -74,7 +79,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--batch", type=int, nargs="+", default=[4, 12, 64])
     parser.add_argument("--paths", nargs="+", default=["vmap", "grouped", "loop"])
+    parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, models {args.models}")
     print("batch  method        seconds  models/hour  speedup")

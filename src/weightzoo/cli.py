@@ -145,6 +145,21 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sparsify(args: argparse.Namespace) -> int:
+    """Write the variational-dropout sparsified twin of a zoo (resumes an interrupted run)."""
+    from weightzoo.generate.modelzoo.sparsify import default_twin_dir, sparsify_zoo
+
+    out = Path(args.out) if args.out else default_twin_dir(args.src)
+    manifest = sparsify_zoo(
+        args.src, out, epochs=args.epochs, device=args.device, data_dir=args.data_dir
+    )
+    print(
+        f"wrote {manifest.name} to {out}: {manifest.num_models} models x "
+        f"{len(manifest.epochs)} sparsification checkpoints"
+    )
+    return 0
+
+
 def cmd_fetch(args: argparse.Namespace) -> int:
     """Download a zoo (or part of it) from the hub."""
     from weightzoo.hub import fetch
@@ -221,6 +236,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="torch device: cpu (default) or cuda")
     p.add_argument("--workers", type=int, default=1, help="parallel training processes")
     p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser(
+        "sparsify",
+        help="write the sparsified twin of a trained Model Zoos / trajectory zoo",
+        description="Sparsify every model of the zoo SRC (its last checkpoint) with variational "
+        "dropout and write the twin zoo, with sparsity and accuracy per sparsification epoch. "
+        "Rerunning the same command after an interruption finishes the missing shards.",
+    )
+    p.add_argument("src", help="a generated Model Zoos or trajectory zoo directory")
+    p.add_argument("--out", help="twin directory (default: SRC-sparse beside SRC)")
+    p.add_argument("--epochs", type=int, default=25, help="sparsification epochs (default 25)")
+    p.add_argument("--data-dir", help="directory with the raw image files of SRC's dataset")
+    p.add_argument("--device", default="cpu", help="torch device: cpu (default) or cuda")
+    p.set_defaults(func=cmd_sparsify)
 
     p = sub.add_parser("fetch", help="download a zoo from the Hugging Face Hub")
     p.add_argument("name", help="catalog name or hub dataset repo id (owner/name)")

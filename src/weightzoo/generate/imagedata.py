@@ -2,8 +2,8 @@
 
 Every reader parses a dataset's standard distribution files from a local directory; nothing is
 ever downloaded. Images come back as float32 tensors ``[N, C, H, W]`` scaled to ``[0, 1]``;
-normalisation (mean/std) is left to the caller. See ``docs/image-data.md`` for the expected
-files of each dataset, the label mapping and the scaling.
+normalisation (mean/std) is left to the caller. See the "Image data" section of
+``docs/modelzoo.md`` for the expected files of each dataset, the label mapping and the scaling.
 
 The ``digits`` dataset (scikit-learn's bundled 8x8 handwritten digits) needs no files at all and
 is the offline default for tests and examples.
@@ -652,7 +652,8 @@ def _convert(images: np.ndarray, *, size: int, grayscale: bool) -> torch.Tensor:
     out = torch.empty((n, out_c, size, size), dtype=torch.float32)
     scale = 1.0 / 255.0 if images.dtype == np.uint8 else 1.0
     for start in range(0, n, _CHUNK):
-        chunk = torch.from_numpy(np.ascontiguousarray(images[start : start + _CHUNK]))
+        # a copy: readers return read-only views of file bytes, which torch warns about
+        chunk = torch.from_numpy(np.array(images[start : start + _CHUNK], copy=True))
         chunk = chunk.to(torch.float32)
         if scale != 1.0:
             chunk.mul_(scale)
@@ -681,7 +682,7 @@ def load_image_data(
 
     Files are looked for in ``data_dir``, ``data_dir/<name>`` (and common alternative folder
     names) and in the folder the unpacked distribution creates (e.g. ``cifar-10-batches-bin``);
-    ``docs/image-data.md`` lists them. ``digits`` needs no files.
+    ``docs/modelzoo.md`` lists them. ``digits`` needs no files.
 
     Args:
         name: one of :data:`DATASETS` (case, ``-`` and ``_`` ignored: ``"CIFAR-10"`` works).

@@ -13,9 +13,9 @@ Three forward paths compute the same function (up to float rounding):
   ``randomness="different"`` (every model draws its own dropout masks);
 - ``"grouped"``: for :class:`~.architectures.SeqNet` stacks only, the population's convs run as
   ONE grouped convolution (``groups=M``) over channel-stacked inputs and its linear layers as
-  one batched matrix product (``baddbmm``); the fastest on CPU at small batches;
-- ``"loop"``: one ``functional_call`` per model on slices of the stacked tensors; the fastest
-  when each model's batch already saturates the device (large batches).
+  one batched matrix product (``baddbmm``); the fastest on CPU at every batch size measured;
+- ``"loop"``: one ``functional_call`` per model on slices of the stacked tensors, for very
+  large per-model batches, where each model's batch alone saturates the device.
 
 ``"auto"`` picks ``"grouped"`` for sequential nets when the batch is at most
 :data:`GROUPED_MAX_BATCH` and ``"loop"`` otherwise (``"vmap"`` for other modules at small
@@ -37,8 +37,13 @@ from torch.nn import functional as F
 
 from weightzoo.generate.modelzoo.architectures import RateDropout, SeqNet
 
-GROUPED_MAX_BATCH = 32
-"""Largest per-model batch for which ``path="auto"`` uses the grouped forward."""
+GROUPED_MAX_BATCH = 128
+"""Largest per-model batch for which ``path="auto"`` uses the grouped forward.
+
+With channels-last tensors the grouped path beat both the vmap and the loop path at every
+batch size measured on CPU (4, 12, 64, 128; docs/modelzoo.md); larger batches fall back to the
+loop, which is what saturates a device once each model's batch is big.
+"""
 
 PATHS = ("auto", "vmap", "grouped", "loop")
 
@@ -138,14 +143,22 @@ def grouped_forward(
     params: dict[str, torch.Tensor],
     buffers: dict[str, torch.Tensor],
     x: torch.Tensor,
+    *,
+    dropout: bool = True,
 ) -> torch.Tensor:
     """Population forward of a :class:`SeqNet` as grouped convs and batched matmuls.
+
+    On CPU the image tensors are kept channels-last: oneDNN's grouped convolution and max-pool
+    run 1.5-3x faster on that layout for these many-channel, tiny-kernel stacks (measured,
+    ``benchmarks/bench_population.py``).
 
     Args:
         net: the architecture (its own parameters are not used).
         params: stacked parameters ``{name: [M, ...]}``.
         buffers: stacked buffers (dropout rates ``[M]``).
         x: inputs ``[M, B, ...]`` (one batch per model).
+        dropout: False when every rate is 0, to skip drawing masks that would keep everything
+            (the result is the same).
 
     Returns:
         outputs ``[M, B, classes]``.
@@ -153,6 +166,8 @@ def grouped_forward(
     models, batch = x.shape[0], x.shape[1]
     if x.dim() >= 4:
         h = x.transpose(0, 1).reshape(batch, models * x.shape[2], *x.shape[3:])
+        if h.device.type == "cpu":
+            h = h.contiguous(memory_format=torch.channels_last)
     else:
         h = x
     for index, layer in enumerate(net.module_list):
@@ -180,7 +195,7 @@ def grouped_forward(
             else:
                 h = torch.baddbmm(bias.unsqueeze(1), h, weight.transpose(1, 2))
         elif isinstance(layer, RateDropout):
-            if layer.training:
+            if layer.training and dropout:
                 keep = 1.0 - _dropout_rate(buffers[f"{key}.p"], h, models)
                 h = h * (torch.rand_like(h) < keep).to(h.dtype) / keep
         else:  # pooling and activations act per channel / element
@@ -233,6 +248,10 @@ class Population:
                 if name.endswith(".p"):
                     self.buffers[name] = rates.clone()
         self.net = copy.deepcopy(models[0]).to(device)
+        # known once here, so that the forward needs no device sync to skip all-zero dropout
+        self.has_dropout = any(
+            bool((v != 0).any()) for k, v in self.buffers.items() if k.endswith(".p")
+        )
         self.size = len(models)
         self.device = torch.device(device)
 
@@ -240,7 +259,7 @@ class Population:
         """Outputs ``[M, B, classes]`` for per-model inputs ``x`` ``[M, B, ...]``."""
         self.net.train(training)
         if path == "grouped":
-            return grouped_forward(self.net, self.params, self.buffers, x)
+            return grouped_forward(self.net, self.params, self.buffers, x, dropout=self.has_dropout)
         if path == "vmap":
 
             def one(p: dict, b: dict, xi: torch.Tensor) -> torch.Tensor:
