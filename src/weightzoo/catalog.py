@@ -12,16 +12,24 @@ from dataclasses import dataclass
 
 from weightzoo.errors import UnknownZooError
 
-MODELZOO_DATASETS = (
-    "mnist",
-    "fashion-mnist",
-    "svhn",
-    "usps",
-    "cifar10",
-    "stl10",
-    "cifar100",
-    "tiny-imagenet",
-)
+_ALL_CONFIGS = ("seed", "hyp-10-rand", "hyp-10-fix")
+# Table 1 of the Model Zoos paper (plus the offline digits zoos): (dataset, architecture) ->
+# configurations. tests/test_catalog.py keeps this in step with the generator's specs.
+_IMAGE_ZOOS: dict[tuple[str, str], tuple[str, ...]] = {
+    ("mnist", "cnn-s"): _ALL_CONFIGS,
+    ("fashion-mnist", "cnn-s"): _ALL_CONFIGS,
+    ("svhn", "cnn-s"): _ALL_CONFIGS,
+    ("usps", "cnn-s"): _ALL_CONFIGS,
+    ("cifar10", "cnn-s"): _ALL_CONFIGS,
+    ("cifar10", "cnn-m"): _ALL_CONFIGS,
+    ("stl10", "cnn-s"): _ALL_CONFIGS,
+    ("stl10", "cnn-m"): _ALL_CONFIGS,
+    ("digits", "cnn-s"): ("seed", "hyp-10-rand"),
+    ("cifar10", "resnet18"): ("seed",),
+    ("cifar100", "resnet18"): ("seed",),
+    ("tiny-imagenet", "resnet18"): ("seed",),
+}
+_TRAJECTORY_ZOOS = (("mnist", "mlp"), ("mnist", "cnn"), ("digits", "mlp"), ("digits", "cnn"))
 
 
 @dataclass(frozen=True)
@@ -52,7 +60,28 @@ def _entries() -> list[CatalogEntry]:
     entries = [
         CatalogEntry("mlds-ds1", "mlds", "MLDS DS1: GRUs mimicking 5 simple machines"),
         CatalogEntry("mlds-ds2", "mlds", "MLDS DS2: the DS1 machines with a backdoor trigger"),
-        CatalogEntry("mlds-ds3", "mlds", "MLDS DS3: LSTMs mimicking 100 random automata"),
+        CatalogEntry("mlds-ds3", "mlds", "MLDS DS3: LSTMs mimicking random automata"),
+    ]
+    entries += [
+        CatalogEntry(f"{entry.name}-paper", "mlds", f"{entry.summary} (Table 3 sizes)")
+        for entry in list(entries)
+    ]
+    for (dataset, architecture), configs in _IMAGE_ZOOS.items():
+        entries += [
+            CatalogEntry(
+                f"modelzoo-{dataset}-{architecture}-{config}",
+                "modelzoo",
+                f"Model Zoos: {architecture.upper()} on {dataset}, {config} configuration",
+            )
+            for config in configs
+        ]
+    entries += [
+        CatalogEntry(
+            f"trajectory-{dataset}-{architecture}",
+            "trajectory",
+            f"Training trajectories: {architecture.upper()} on {dataset}, every epoch",
+        )
+        for dataset, architecture in _TRAJECTORY_ZOOS
     ]
     return entries
 
