@@ -575,7 +575,7 @@ def _read_tiny_imagenet(name: str, root: Path) -> tuple[tuple[np.ndarray, np.nda
         from PIL import Image
     except ImportError as exc:
         raise ImportError(
-            "decoding Tiny ImageNet's JPEG files needs Pillow: pip install pillow"
+            "decoding Tiny ImageNet's JPEG files needs Pillow: pip install 'weightzoo[images]'"
         ) from exc
 
     def decode(items: list[tuple[Path, int]]) -> tuple[np.ndarray, np.ndarray]:
