@@ -17,6 +17,17 @@ def _register_toy_family():
     spec_registry._FAMILY_MODULES.pop("toy", None)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread():
+    """Test models are tiny: extra threads gain nothing and spin-wait on a shared machine."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture
 def toy_spec() -> toy_family.ToySpec:
     return toy_family.ToySpec(shard_models=3)

@@ -24,14 +24,6 @@ from weightzoo.generate.specs import all_specs, get_spec
 TRAIN, HELD_OUT = 200, 60
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture
 def small_digits(monkeypatch):
     """Cut the digits splits to TRAIN / HELD_OUT / HELD_OUT images."""

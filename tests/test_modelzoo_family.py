@@ -36,15 +36,6 @@ def _fake_load_image_data(name, data_dir=None, *, resize=None, grayscale=False):
     )
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models gain nothing from more threads; on a shared machine extra threads spin."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture
 def digits(monkeypatch):
     """Real digits splits cut to 400 training and 120 val/test images (fast, still learnable).

@@ -26,15 +26,6 @@ from weightzoo.generate.modelzoo.population import (
 PATHS = ("vmap", "grouped", "loop")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models gain nothing from more threads; on a shared machine extra threads spin."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _models(factory, count=4, seed=0):
     torch.manual_seed(seed)
     return [factory() for _ in range(count)]

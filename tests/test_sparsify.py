@@ -21,14 +21,6 @@ from weightzoo.storage.manifest import Manifest
 FAST = sp.SparsifySettings(lr=0.03, kl_warmup=0, block_models=2)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def source(tmp_path_factory):
     """A 3-model, 1-epoch digits CNN-s zoo on 200 training and 60 val/test images.
