@@ -64,7 +64,7 @@ def bench_population(x, y, steps: int, device: str) -> float:
     params = init_population(DS1_NET, list(range(x.shape[0])), device)
     for tensor in params.values():
         tensor.requires_grad_(True)
-    opt = torch.optim.Adam(list(params.values()), lr=1e-3)
+    opt = torch.optim.Adam(list(params.values()), lr=1e-3, foreach=True)  # as population.py
     for step in range(steps + 1):
         if step == 1:  # after one warm-up step
             sync(device)

@@ -50,6 +50,11 @@ def test_named_specs_and_overrides():
     )
     ds3 = get_spec("mlds-ds3-paper")
     assert (ds3.seq_len, ds3.train_size, ds3.eval_size, len(ds3.automata)) == (256, 4096, 512, 100)
+    ds1 = get_spec("mlds-ds1")
+    assert (ds1.train_size, ds1.batch_size, ds1.threshold) == (1024, 16, 1e-2)
+    assert ds1.schedule == "cosine"
+    assert ds1.settings().lr_at(ds1.max_epochs - 1) == pytest.approx(ds1.lr * ds1.min_lr_ratio)
+    assert get_spec("mlds-ds3").settings().schedule == "constant"
     small = get_spec("mlds-ds1").override(per_class=3, machines=["ParityMachine"], epochs=5)
     assert small.num_models() == 3 and small.max_epochs == 5
     assert get_spec("mlds-ds3").override(machines=["4", "9"]).automata == (4, 9)
@@ -161,7 +166,7 @@ def _train_and_rebuild(tmp_path, threshold, epochs):
 
 
 def test_rebuilt_module_reproduces_machine(tmp_path):
-    # A loose threshold keeps this fast; the zoo specs use 1e-3 (small) and 1e-5 (paper).
+    # A loose threshold keeps this fast; the zoo specs use 1e-2 (small DS1/DS2), 1e-5 (paper).
     accuracies, floor = _train_and_rebuild(tmp_path, threshold=0.05, epochs=150)
     for bit_acc, _ in accuracies:
         assert bit_acc > floor, (bit_acc, floor)

@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 import torch
 from torch import nn
 
@@ -47,3 +48,13 @@ def test_frozen_networks_do_not_move_and_history_is_padded():
     assert np.isnan(result.train_history[:, 1:]).all()
     loss = np.asarray(result.final_losses["val"])
     assert np.isfinite(loss).all()
+
+
+def test_cosine_schedule():
+    settings = TrainSettings(lr=1e-2, max_epochs=5, schedule="cosine", min_lr_ratio=0.01)
+    lrs = [settings.lr_at(epoch) for epoch in range(5)]
+    assert lrs[0] == pytest.approx(1e-2) and lrs[-1] == pytest.approx(1e-4)
+    assert all(a > b for a, b in zip(lrs, lrs[1:], strict=False))
+    assert TrainSettings(lr=3e-3).lr_at(4) == 3e-3
+    with pytest.raises(ValueError, match="schedule"):
+        TrainSettings(schedule="step")

@@ -118,16 +118,17 @@ def _gru_layer(x: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor, b_hh: Tensor
     h_size = w_hh.shape[2]
     gi = torch.baddbmm(b_ih[:, None], x.reshape(m, b * steps, width), w_ih.transpose(1, 2))
     gi = gi.reshape(m, b, steps, 3 * h_size)
+    # Split and unbind once: indexing ``gi[:, :, t]`` in the loop would make autograd write a
+    # zero tensor of the whole ``gi`` per step (quadratic in the steps; most of a step's time).
+    gi_rz, gi_n = gi.split([2 * h_size, h_size], dim=-1)
+    gi_rz, gi_n = gi_rz.unbind(2), gi_n.unbind(2)
     w_hh_t = w_hh.transpose(1, 2)
     h = x.new_zeros(m, b, h_size)
     outs = []
     for t in range(steps):
-        gh = torch.baddbmm(b_hh[:, None], h, w_hh_t)
-        i_r, i_z, i_n = gi[:, :, t].chunk(3, dim=-1)
-        h_r, h_z, h_n = gh.chunk(3, dim=-1)
-        r = torch.sigmoid(i_r + h_r)
-        z = torch.sigmoid(i_z + h_z)
-        n = torch.tanh(i_n + r * h_n)
+        gh_rz, gh_n = torch.baddbmm(b_hh[:, None], h, w_hh_t).split([2 * h_size, h_size], dim=-1)
+        r, z = torch.sigmoid(gi_rz[t] + gh_rz).chunk(2, dim=-1)
+        n = torch.tanh(gi_n[t] + r * gh_n)
         h = n + z * (h - n)  # (1 - z) * n + z * h
         outs.append(h)
     return torch.stack(outs, dim=2)
@@ -138,16 +139,16 @@ def _lstm_layer(x: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor, b_hh: Tenso
     h_size = w_hh.shape[2]
     bias = (b_ih + b_hh)[:, None]
     gi = torch.baddbmm(bias, x.reshape(m, b * steps, width), w_ih.transpose(1, 2))
-    gi = gi.reshape(m, b, steps, 4 * h_size)
+    gi = gi.reshape(m, b, steps, 4 * h_size).unbind(2)  # once, as in _gru_layer
     w_hh_t = w_hh.transpose(1, 2)
     h = x.new_zeros(m, b, h_size)
     c = x.new_zeros(m, b, h_size)
     outs = []
     for t in range(steps):
-        gates = torch.baddbmm(gi[:, :, t], h, w_hh_t)
-        i, f, g, o = gates.chunk(4, dim=-1)
-        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-        h = torch.sigmoid(o) * torch.tanh(c)
+        gates = torch.baddbmm(gi[t], h, w_hh_t)
+        i, f, _, o = torch.sigmoid(gates).chunk(4, dim=-1)  # PyTorch's order: i, f, g, o
+        c = f * c + i * torch.tanh(gates.chunk(4, dim=-1)[2])
+        h = o * torch.tanh(c)
         outs.append(h)
     return torch.stack(outs, dim=2)
 

@@ -34,6 +34,9 @@ class TrainSettings:
         max_epochs: stop a network that has not passed after this many epochs.
         threshold: a network passes when its validation loss is below this.
         eval_chunk: sequences per forward pass when measuring a whole set.
+        schedule: ``"constant"`` learning rate, or ``"cosine"``: decayed per epoch from
+            ``lr`` to ``lr * min_lr_ratio`` over ``max_epochs`` (half a cosine).
+        min_lr_ratio: final learning rate of the cosine schedule, relative to ``lr``.
     """
 
     lr: float = 1e-3
@@ -41,6 +44,20 @@ class TrainSettings:
     max_epochs: int = 100
     threshold: float = 1e-5
     eval_chunk: int = 64
+    schedule: str = "constant"
+    min_lr_ratio: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.schedule not in ("constant", "cosine"):
+            raise ValueError(f"schedule must be 'constant' or 'cosine', got {self.schedule!r}")
+
+    def lr_at(self, epoch: int) -> float:
+        """Learning rate of epoch ``epoch`` (0-based)."""
+        if self.schedule == "constant" or self.max_epochs <= 1:
+            return self.lr
+        progress = epoch / (self.max_epochs - 1)
+        low = self.lr * self.min_lr_ratio
+        return low + 0.5 * (self.lr - low) * (1 + math.cos(math.pi * progress))
 
 
 class PopulationData:
@@ -164,7 +181,8 @@ def train_population(
     for tensor in params.values():
         tensor.requires_grad_(True)
     frozen = {k: v.detach().clone() for k, v in params.items()}
-    optimizer = torch.optim.Adam(list(params.values()), lr=settings.lr)
+    # foreach: one kernel per Adam operation over all stacks instead of one per tensor.
+    optimizer = torch.optim.Adam(list(params.values()), lr=settings.lr, foreach=True)
     rngs = [np.random.default_rng([int(seed), 7]) for seed in seeds]
 
     def losses(current: dict[str, Tensor]) -> dict[str, np.ndarray]:
@@ -184,7 +202,10 @@ def train_population(
     train_history = np.full((count, settings.max_epochs), np.nan, dtype=np.float32)
     val_history = np.full_like(train_history, np.nan)
     bar = tqdm(range(settings.max_epochs), desc=desc, unit="epoch", disable=not progress)
+    any_frozen = False
     for epoch in bar:
+        for group in optimizer.param_groups:
+            group["lr"] = settings.lr_at(epoch)
         order = torch.as_tensor(
             np.stack([rng.permutation(size) for rng in rngs]), dtype=torch.long, device=device
         )
@@ -197,11 +218,12 @@ def train_population(
             optimizer.zero_grad(set_to_none=True)
             (per_net * active).sum().backward()
             optimizer.step()
-            with torch.no_grad():
+            if any_frozen:
                 # Adam's momentum would still move frozen networks: put them back.
-                for name, tensor in params.items():
-                    keep = active.view(-1, *[1] * (tensor.dim() - 1))
-                    tensor.copy_(torch.where(keep, tensor, frozen[name]))
+                with torch.no_grad():
+                    for name, tensor in params.items():
+                        keep = active.view(-1, *[1] * (tensor.dim() - 1))
+                        tensor.copy_(torch.where(keep, tensor, frozen[name]))
             epoch_loss += per_net.detach().double()
         val = evaluate(config, params, data, "val", class_index, settings.eval_chunk)
         was_active = active.cpu().numpy()
@@ -214,6 +236,7 @@ def train_population(
                 for name, tensor in params.items():
                     frozen[name][newly] = tensor.detach()[newly]
             active &= ~newly
+            any_frozen = True
         bar.set_postfix(passed=f"{count - int(active.sum())}/{count}")
         if not active.any():
             break
