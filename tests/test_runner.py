@@ -10,6 +10,7 @@ import pytest
 import toy_family
 from weightzoo.errors import SpecMismatchError
 from weightzoo.features import layer_statistics
+from weightzoo.generate import runner
 from weightzoo.generate.runner import assign_splits, generate, plan_blocks
 from weightzoo.storage import Manifest, ZooReader
 
@@ -121,3 +122,9 @@ def test_epoch_groups_make_separate_shards(tmp_path, toy_spec):
 def test_parallel_workers_write_the_same_zoo(tmp_path, toy_spec, toy_zoo):
     generate(toy_spec, tmp_path / "parallel", workers=2, progress=False)
     assert shard_hashes(tmp_path / "parallel") == shard_hashes(toy_zoo)
+
+
+def test_automatic_workers_write_the_same_zoo(tmp_path, toy_spec, toy_zoo, monkeypatch):
+    monkeypatch.setattr(runner, "usable_cpus", lambda: 3)  # as on a 3-core machine
+    generate(toy_spec, tmp_path / "auto", workers=None, progress=False)
+    assert shard_hashes(tmp_path / "auto") == shard_hashes(toy_zoo)

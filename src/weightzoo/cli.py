@@ -234,7 +234,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--machines", help="MLDS: comma-separated machine names or automaton seeds")
     p.add_argument("--data-dir", help="image zoos: directory with the raw dataset files")
     p.add_argument("--device", default="cpu", help="torch device: cpu (default) or cuda")
-    p.add_argument("--workers", type=int, default=1, help="parallel training processes")
+    p.add_argument(
+        "--workers",
+        type=int,
+        help="parallel training processes (default: one per CPU core on cpu, 1 on cuda)",
+    )
     p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser(

@@ -11,7 +11,7 @@ import logging
 import os
 import zlib
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -130,6 +130,13 @@ def _stack_block(
     return weights, metrics, table
 
 
+def usable_cpus() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
 def _train_block(spec: ZooSpec, plans: tuple[ModelPlan, ...], device: str) -> list[ModelRecord]:
     # Runs in a worker process: one thread each, so that workers share the cores.
     torch.set_num_threads(1)
@@ -141,7 +148,7 @@ def generate(
     out: str | os.PathLike[str],
     *,
     device: str = "cpu",
-    workers: int = 1,
+    workers: int | None = 1,
     progress: bool = True,
 ) -> Manifest:
     """Generate (or finish generating) the zoo of ``spec`` into ``out``.
@@ -152,7 +159,9 @@ def generate(
             spec is refused.
         device: ``"cpu"`` or ``"cuda"`` (any torch device string).
         workers: processes training blocks in parallel (each with one thread); 1 trains in
-            this process with all threads.
+            this process with all threads (the default). ``None``: one process per usable CPU
+            core, at most one per pending block, on CPU; 1 on an accelerator (what the CLI
+            does unless ``--workers`` is given).
         progress: show a tqdm bar over models.
 
     Returns:
@@ -227,15 +236,22 @@ def generate(
             )
         bar.update(len(block.plans))
 
+    if workers is None:
+        workers = min(usable_cpus(), len(todo)) if str(device) == "cpu" else 1
     try:
         if workers <= 1:
             for block in todo:
                 write(block, family.train(spec, block.plans, device=device, progress=progress))
         else:
             with ProcessPoolExecutor(max_workers=workers) as pool:
-                futures = [pool.submit(_train_block, spec, b.plans, device) for b in todo]
-                for block, future in zip(todo, futures, strict=True):
-                    write(block, future.result())
+                # Largest blocks first (better balance); each is written as soon as it is done,
+                # so an interruption loses only blocks still training.
+                largest_first = sorted(todo, key=lambda b: len(b.plans), reverse=True)
+                futures = {
+                    pool.submit(_train_block, spec, b.plans, device): b for b in largest_first
+                }
+                for future in as_completed(futures):
+                    write(futures[future], future.result())
     finally:
         bar.close()
     return writer.finish()
