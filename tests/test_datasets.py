@@ -196,3 +196,17 @@ def test_fast_loader_serves_every_item_once_with_workers(toy_zoo):
             assert torch.equal(weights, torch.from_numpy(expected))
             seen.append((int(model), int(epoch)))
     assert len(seen) == len(data) == len(set(seen))
+
+
+def test_download_uses_a_present_selection_without_the_hub(toy_zoo, monkeypatch):
+    from weightzoo import datasets, hub
+
+    calls = []
+    monkeypatch.setattr(hub, "fetch", lambda name, **kw: calls.append(name) or kw["local_dir"])
+    assert datasets._family_dir(toy_zoo.parent, "toy", True, split="train") == toy_zoo
+    assert calls == []  # every train shard is there at full size: no request, no re-hash
+    next((toy_zoo / "shards").glob("test-*.h5")).unlink()
+    assert datasets._family_dir(toy_zoo.parent, "toy", True, split="train") == toy_zoo
+    assert calls == []  # the test split is not needed
+    datasets._family_dir(toy_zoo.parent, "toy", True, split="test")
+    assert calls == ["toy"]  # a missing shard of the selection goes to the hub

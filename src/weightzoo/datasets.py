@@ -25,7 +25,7 @@ from torch.utils.data import (
     default_collate,
 )
 
-from weightzoo.errors import UnknownColumnError, ZooNotFoundError
+from weightzoo.errors import UnknownColumnError, WeightzooError, ZooNotFoundError
 from weightzoo.storage.manifest import MANIFEST_NAME, Manifest
 from weightzoo.zoo import Zoo
 
@@ -337,10 +337,28 @@ def resolve_zoo_dir(root: PathLike, name: str) -> Path:
 
 def _family_dir(root: PathLike, name: str, download: bool, **fetch_options: Any) -> Path:
     if download:
+        local = Path(root) / name
+        if _selection_present(local, **fetch_options):
+            return local  # fetched (and hash-checked) before: no network, no re-hashing
         from weightzoo.hub import fetch
 
-        return Path(fetch(name, local_dir=Path(root) / name, **fetch_options))
+        return Path(fetch(name, local_dir=local, **fetch_options))
     return resolve_zoo_dir(root, name)
+
+
+def _selection_present(zoo_dir: Path, split: Any = None, epochs: Any = None) -> bool:
+    """Whether ``zoo_dir`` holds every shard a split/epoch selection needs, at full size."""
+    if not (zoo_dir / MANIFEST_NAME).is_file():
+        return False
+    manifest = Manifest.load(zoo_dir)
+    try:
+        needed = manifest.shards_for(None if split == "all" else split, epochs)
+    except WeightzooError:
+        return False  # let fetch (or the Dataset) report the bad selection
+    return all(
+        (zoo_dir / entry.file).is_file() and (zoo_dir / entry.file).stat().st_size == entry.bytes
+        for entry in needed
+    )
 
 
 class MLDS(ZooDataset):
