@@ -27,6 +27,7 @@ from torch.utils.data import (
 
 from weightzoo.errors import UnknownColumnError, WeightzooError, ZooNotFoundError
 from weightzoo.storage.manifest import MANIFEST_NAME, Manifest
+from weightzoo.storage.verify import check_shard_present
 from weightzoo.zoo import Zoo
 
 Item = dict[str, torch.Tensor]
@@ -350,15 +351,13 @@ def _selection_present(zoo_dir: Path, split: Any = None, epochs: Any = None) -> 
     """Whether ``zoo_dir`` holds every shard a split/epoch selection needs, at full size."""
     if not (zoo_dir / MANIFEST_NAME).is_file():
         return False
-    manifest = Manifest.load(zoo_dir)
     try:
-        needed = manifest.shards_for(None if split == "all" else split, epochs)
+        manifest = Manifest.load(zoo_dir)
+        for entry in manifest.shards_for(None if split == "all" else split, epochs):
+            check_shard_present(zoo_dir, entry)
     except WeightzooError:
-        return False  # let fetch (or the Dataset) report the bad selection
-    return all(
-        (zoo_dir / entry.file).is_file() and (zoo_dir / entry.file).stat().st_size == entry.bytes
-        for entry in needed
-    )
+        return False  # missing or short shards, or a bad selection: fetch fixes or reports it
+    return True
 
 
 class MLDS(ZooDataset):

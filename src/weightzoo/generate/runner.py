@@ -23,7 +23,7 @@ from weightzoo.features import layer_statistics, statistics_names
 from weightzoo.generate.base import ModelPlan, ModelRecord, ZooSpec
 from weightzoo.generate.specs import family_for
 from weightzoo.storage.manifest import SPLITS, Manifest
-from weightzoo.storage.writer import ZooWriter, shard_file_name
+from weightzoo.storage.writer import ZooWriter, checkpoint_viability, shard_file_name
 
 log = logging.getLogger(__name__)
 STATS_PRESET = "modelzoo"
@@ -215,8 +215,6 @@ def generate(
         rows = torch.from_numpy(weights.reshape(-1, weights.shape[-1]))
         stats = layer_statistics(rows, layout, preset=STATS_PRESET).numpy()
         stats = stats.reshape(*weights.shape[:2], -1)
-        from weightzoo.storage.writer import checkpoint_viability
-
         viable = checkpoint_viability(weights, spec.diverge_threshold)
         columns["viable"] = viable.all(axis=1)
         start = 0

@@ -481,16 +481,6 @@ class ModelZooFamily:
         name: ``"modelzoo"`` or ``"trajectory"``.
     """
 
-    metrics: ClassVar[tuple[str, ...]] = (
-        "train_loss",
-        "train_acc",
-        "val_loss",
-        "val_acc",
-        "test_loss",
-        "test_acc",
-        "ggap",
-    )
-
     def __init__(self, name: str = "modelzoo") -> None:
         self.name = name
 
@@ -506,7 +496,9 @@ class ModelZooFamily:
 
     def metric_names(self, spec: ZooSpec) -> list[str]:
         """train/val/test loss and accuracy, and ``ggap`` = train_acc - test_acc."""
-        return list(self.metrics)
+        from weightzoo.generate.modelzoo.population import METRICS  # torch: only when training
+
+        return list(METRICS)
 
     def plan(self, spec: ZooSpec) -> list[ModelPlan]:
         """One plan per model: node-major grid order, seeds inner; stratum = node."""

@@ -42,6 +42,7 @@ from torch.nn import functional as F
 
 from weightzoo.errors import WeightzooError
 from weightzoo.generate.modelzoo.architectures import RateDropout
+from weightzoo.generate.modelzoo.population import METRICS, PopulationOptimizer, population_loss
 from weightzoo.storage.manifest import SPLITS, Manifest
 
 __all__ = ["SparsifySettings", "kl_approximation", "sparsify_zoo", "spec_from_manifest"]
@@ -217,11 +218,6 @@ def sparsify_population(
         (the population's ``METRICS`` and ``sparsity``).
     """
     from weightzoo.features import unflatten
-    from weightzoo.generate.modelzoo.population import (
-        METRICS,
-        PopulationOptimizer,
-        population_loss,
-    )
     from weightzoo.storage.layout import Layout
 
     dev = train.x.device
@@ -385,7 +381,7 @@ def sparsify_zoo(
         "sparsify": {**dataclasses.asdict(settings), "source_epoch": source_epoch},
         "batch_size": batch_size,
     }
-    metric_names = [*fam.ModelZooFamily.metrics, "sparsity"]
+    metric_names = [*METRICS, "sparsity"]
     writer = ZooWriter(
         out_dir,
         name=twin_spec["name"],
