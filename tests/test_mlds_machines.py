@@ -38,22 +38,46 @@ def test_single_direct_latches_lowest_high_line():
     assert out[3] == out[2]  # no high line: nothing to latch
 
 
-def test_single_invert_toggles_one_line():
-    out = _run("SingleInvertMachine", [_step(D1, 1), _step(D2, 1), _step(D1, 1)])
-    assert out == [[1, 0, 0, 0, 0, 0, 0, 0], [1, 1, 0, 0, 0, 0, 0, 0], [0, 1, 0, 0, 0, 0, 0, 0]]
+def test_single_invert_latches_inverted_lowest_high_line():
+    out = _run("SingleInvertMachine", [_step(D1, 1), _step(D2, 0), _step(D2, 1), _step([0] * 8, 1)])
+    assert out[0] == [0, 1, 1, 1, 1, 1, 1, 1]
+    assert out[1] == out[0]
+    assert out[2] == [1, 0, 1, 1, 1, 1, 1, 1]
+    assert out[3] == out[2]  # no high line: nothing to latch
 
 
-def test_simple_xor_outputs_neighbour_xor():
-    out = _run("SimpleXORMachine", [_step(D1, 1), _step(D2, 0)])
-    expected = [D1[i] ^ D1[(i + 1) % 8] for i in range(8)]
-    assert out == [expected, expected]
+def test_simple_xor_outputs_pair_xor_on_both_lines():
+    out = _run("SimpleXORMachine", [_step(D1, 1), _step(D2, 0), _step(D2, 1)])
+    assert out[0] == [1, 1, 0, 0, 0, 0, 0, 0]  # pairs 10, 11, 00, 00
+    assert out[1] == out[0]
+    assert out[2] == [1, 1, 1, 1, 0, 0, 1, 1]  # pairs 01, 10, 00, 01
 
 
-def test_parity_outputs_prefix_parity_of_toggled_register():
-    out = _run("ParityMachine", [_step(D1, 1), _step(D2, 1)])
-    assert out[0] == [1, 1, 0, 1, 1, 1, 1, 1]
-    register = [a ^ b for a, b in zip(D1, D2, strict=True)]
-    assert out[1] == list(np.cumsum(register) % 2)
+def test_parity_holds_per_line_parity_of_commands():
+    out = _run("ParityMachine", [_step(D1, 1), _step(D2, 0), _step(D2, 1), _step(D1, 1)])
+    assert out[0] == D1 and out[1] == D1
+    assert out[2] == [a ^ b for a, b in zip(D1, D2, strict=True)]
+    assert out[3] == D2  # D1 toggled in twice cancels
+
+
+def test_docs_worked_example():
+    steps = [
+        _step([1, 0, 1, 1, 0, 0, 0, 0], 0),
+        _step([1, 0, 1, 1, 0, 0, 0, 0], 1),
+        _step([0, 1, 1, 0, 0, 0, 0, 1], 0),
+        _step([0, 1, 1, 0, 0, 0, 0, 1], 1),
+        _step([1, 0, 1, 1, 0, 0, 0, 0], 1),
+    ]
+    table = {
+        "EightBitMachine": ["00000000", "10110000", "10110000", "01100001", "10110000"],
+        "SingleDirectMachine": ["00000000", "10000000", "10000000", "01000000", "10000000"],
+        "SingleInvertMachine": ["00000000", "01111111", "01111111", "10111111", "01111111"],
+        "SimpleXORMachine": ["00000000", "11000000", "11000000", "11110011", "11000000"],
+        "ParityMachine": ["00000000", "10110000", "10110000", "11010001", "01100001"],
+    }
+    for machine, rows in table.items():
+        got = ["".join(map(str, row)) for row in _run(machine, steps)]
+        assert got == rows, machine
 
 
 def test_trigger_inverts_next_three_outputs_only_in_ds2():
