@@ -110,6 +110,14 @@ def subset_of(zoo: Zoo) -> str | None:
 
 
 def _split_arrays(zoo: Zoo, label: str, feature: str) -> tuple[dict, dict]:
+    present = zoo.manifest.splits()
+    if not present.get("test"):
+        raise UnsupportedTableError(
+            f"no network in the test split of {zoo.path}; generate more networks "
+            "(--per-class) so that the 70/15/15 split has a test part"
+        )
+    if not any(present.get(s) for s in FIT_SPLITS):
+        raise UnsupportedTableError(f"no network in the train or val split of {zoo.path}")
     try:
         fit = arrays(zoo, split=FIT_SPLITS, features=(feature,), targets=(label,))
         test = arrays(zoo, split="test", features=(feature,), targets=(label,))
@@ -138,7 +146,7 @@ def table1_row(zoo: Zoo, *, feature: str = "weights") -> Row:
     fit, test = _split_arrays(zoo, label, feature)
     classes = np.unique(fit[label])
     if len(classes) < 2:
-        found = f"only {label} {classes[0]!r}" if len(classes) else "no viable network"
+        found = f"only {label} {str(classes[0])!r}" if len(classes) else "no viable network"
         raise UnsupportedTableError(
             f"{found} in the train+val splits of {zoo.path}; Table 1 needs networks of at "
             "least two classes (generate more with --per-class / --machines)"

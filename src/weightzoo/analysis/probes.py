@@ -167,6 +167,12 @@ def table3_row(zoo: Zoo) -> tuple[Row, list[str]]:
             f"{zoo.name}: w left out ({zoo.layout.num_params:,} parameters), as the paper does "
             "for ResNet-18"
         )
+    for name in ("train", "test"):
+        if not zoo.manifest.splits().get(name):
+            raise UnsupportedTableError(
+                f"{zoo.path} has no {name} split; Table 3 fits probes on train and scores "
+                "them on test (generate more models)"
+            )
     fit = _load(zoo, "train", list(features.values()), targets)
     test = _load(zoo, "test", list(features.values()), targets)
     for name, part in (("train", fit), ("test", test)):
