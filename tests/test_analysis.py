@@ -317,9 +317,7 @@ def test_report_skips_what_a_zoo_cannot_support(tmp_path):
     reasons = {(s.table, s.zoo): s.reason for s in report(one_class, no_test).skipped}
     assert "only machine 'ParityMachine'" in reasons["mlds.table1", "unit (one)"]
     assert "no network in the test split" in reasons["mlds.table1", "unit (no-test)"]
-    assert (
-        "has no machine or backdoor column" in reasons["mlds.table2", "unit (one) + unit (no-test)"]
-    )
+    assert "has no backdoor column" in reasons["mlds.table2", "unit (one) + unit (no-test)"]
 
 
 def test_report_json_schema(tmp_path):
