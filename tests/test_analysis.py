@@ -408,3 +408,26 @@ def test_table3_skips_a_zoo_without_test_split(tmp_path):
     )
     table, skipped = probes.table3([zoo])
     assert table is None and "has no test split" in skipped[0].reason
+
+
+def test_examples_are_thin_calls_that_run(tmp_path, monkeypatch, capsys):
+    import runpy
+    from pathlib import Path
+
+    examples = Path(__file__).resolve().parents[1] / "examples"
+    ds1 = mlds_zoo(tmp_path / "ds1", separable=True, per_class=10)
+    ds2 = mlds_zoo(tmp_path / "ds2", separable=True, per_class=10, backdoor=1, seed=1)
+    runs = {
+        "mlds_classification.py": [str(ds1.path), str(ds2.path)],
+        "modelzoo_probe.py": [str(image_zoo(tmp_path / "img", informative=True).path)],
+        "trajectory_clustering.py": [str(trajectory_zoo(tmp_path / "t", walks=True).path)],
+    }
+    expected = {
+        "mlds_classification.py": "MLDS Table 2",
+        "modelzoo_probe.py": "Model Zoos Table 3",
+        "trajectory_clustering.py": "purity",
+    }
+    for script, argv in runs.items():
+        monkeypatch.setattr("sys.argv", [script, *argv])
+        runpy.run_path(str(examples / script), run_name="__main__")
+        assert expected[script] in capsys.readouterr().out

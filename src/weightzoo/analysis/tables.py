@@ -147,7 +147,7 @@ class Skipped:
 
 
 def format_value(value: Value) -> str:
-    """A cell as text: 1 decimal from 10 up, 2 from 1, 3 below; ``-`` for none."""
+    """A cell as text: 1 decimal from 10 up, 2 from 1, 3 from 0.01, then 2 digits; ``-`` if none."""
     if value is None:
         return "-"
     if isinstance(value, dict):
@@ -172,7 +172,7 @@ def format_value(value: Value) -> str:
         return f"{value:.2f}"
     if magnitude >= 0.01:
         return f"{value:.3f}"
-    return f"{value:.2e}"
+    return f"{value:.2g}"
 
 
 def _json_value(value: Value) -> Value:
