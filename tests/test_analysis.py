@@ -119,14 +119,30 @@ def mlds_zoo(path, *, separable, per_class=40, backdoor=0, shift=None, params=41
     )
 
 
+@pytest.fixture
+def fast_classifiers(monkeypatch):
+    """Smaller forests and MLPs for tests of plumbing, not of accuracy (same names and seeds)."""
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.neural_network import MLPClassifier
+
+    cheap = {
+        "MLP": lambda: MLPClassifier(max_iter=20, random_state=0),
+        "RandForest": lambda: RandomForestClassifier(n_estimators=5, random_state=0),
+        "RandomForest": lambda: RandomForestClassifier(n_estimators=5, random_state=0),
+    }
+    for name in ("TABLE1_CLASSIFIERS", "TABLE2_CLASSIFIERS"):
+        table = getattr(mlds, name)
+        monkeypatch.setattr(mlds, name, {k: cheap.get(k, v) for k, v in table.items()})
+
+
 # -- tables ---------------------------------------------------------------------------------
 
 
 def test_table1_high_when_machines_separate_near_chance_when_not(tmp_path):
     good = mlds.table1_row(mlds_zoo(tmp_path / "good", separable=True))
     bad = mlds.table1_row(mlds_zoo(tmp_path / "bad", separable=False))
-    assert good.ours["classes"] == 3 and good.ours["test"] == 3 * 6
-    assert good.ours["fit"] == 3 * 34
+    assert good.ours["classes"] == 3 and good.ours["networks"] == 3 * 40
+    assert good.ours["folds"] == 5
     for name in mlds.TABLE1_CLASSIFIERS:
         assert good.ours[name] >= 90, (name, good.ours)
     chance = np.mean([bad.ours[name] for name in mlds.TABLE1_CLASSIFIERS])
@@ -134,9 +150,11 @@ def test_table1_high_when_machines_separate_near_chance_when_not(tmp_path):
     assert good.paper_label == "MLDS-DS1-1000" and good.paper["MLP"] == 100
 
 
-def test_table1_is_deterministic(tmp_path):
-    zoo = mlds_zoo(tmp_path / "z", separable=False, per_class=10)
-    assert mlds.table1_row(zoo).ours == mlds.table1_row(zoo).ours
+def test_cross_validation_is_deterministic():
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(30, 8)), np.repeat([0, 1, 2], 10)
+    first = mlds.cv_accuracies(mlds.TABLE1_CLASSIFIERS, x, y, folds=3)
+    assert first == mlds.cv_accuracies(mlds.TABLE1_CLASSIFIERS, x, y, folds=3)
 
 
 def test_table2_finds_backdoor_only_where_weights_differ(tmp_path):
@@ -155,7 +173,7 @@ def test_table2_finds_backdoor_only_where_weights_differ(tmp_path):
     assert rows["ParityMachine"].paper["SVM"] == 63
 
 
-def test_table2_refuses_two_clean_zoos(tmp_path):
+def test_table2_refuses_two_clean_zoos(tmp_path, fast_classifiers):
     a = mlds_zoo(tmp_path / "a", separable=True)
     b = mlds_zoo(tmp_path / "b", separable=True, seed=3)
     with pytest.raises(UnsupportedTableError, match="both zoos hold clean networks"):
@@ -290,7 +308,7 @@ def test_format_value():
 # -- report and CLI -----------------------------------------------------------------------
 
 
-def test_report_lists_every_table_as_computed_or_skipped(tmp_path):
+def test_report_lists_every_table_as_computed_or_skipped(tmp_path, fast_classifiers):
     result = report(mlds_zoo(tmp_path / "ds1", separable=True))
     done = {t.id for t in result.tables}
     skipped = {s.table: s.reason for s in result.skipped}
@@ -301,7 +319,7 @@ def test_report_lists_every_table_as_computed_or_skipped(tmp_path):
     assert "needs at least 3" in skipped["trajectories.clustering"]
 
 
-def test_report_skips_what_a_zoo_cannot_support(tmp_path):
+def test_report_skips_what_a_zoo_cannot_support(tmp_path, fast_classifiers):
     one_class = write_zoo(
         tmp_path / "one",
         weights=np.random.default_rng(0).normal(size=(6, 2, 5)),
@@ -312,15 +330,16 @@ def test_report_skips_what_a_zoo_cannot_support(tmp_path):
         tmp_path / "no-test",
         weights=np.random.default_rng(0).normal(size=(6, 2, 5)),
         splits=["train"] * 6,
-        columns={"machine": ["ParityMachine", "EightBitMachine"] * 3},
+        columns={"machine": ["ParityMachine"] * 5 + ["EightBitMachine"]},
     )
     reasons = {(s.table, s.zoo): s.reason for s in report(one_class, no_test).skipped}
     assert "only machine 'ParityMachine'" in reasons["mlds.table1", "unit (one)"]
-    assert "no network in the test split" in reasons["mlds.table1", "unit (no-test)"]
+    assert "EightBitMachine of" in reasons["mlds.table1", "unit (no-test)"]
+    assert "fewer than 2 viable networks" in reasons["mlds.table1", "unit (no-test)"]
     assert "has no backdoor column" in reasons["mlds.table2", "unit (one) + unit (no-test)"]
 
 
-def test_report_json_schema(tmp_path):
+def test_report_json_schema(tmp_path, fast_classifiers):
     result = report(
         mlds_zoo(tmp_path / "ds1", separable=True),
         mlds_zoo(tmp_path / "ds2", separable=True, backdoor=1, seed=1),
@@ -342,12 +361,12 @@ def test_report_json_schema(tmp_path):
         result.table("modelzoo.table3")
 
 
-def test_report_rejects_unknown_table_ids(tmp_path):
+def test_report_rejects_unknown_table_ids(tmp_path, fast_classifiers):
     with pytest.raises(ValueError, match="unknown table"):
         report(mlds_zoo(tmp_path / "z", separable=True, per_class=4), tables=["table9"])
 
 
-def test_cli_report_text_json_markdown_and_exit_codes(tmp_path, capsys):
+def test_cli_report_text_json_markdown_and_exit_codes(tmp_path, fast_classifiers, capsys):
     zoo = mlds_zoo(tmp_path / "ds1", separable=True, per_class=10)
     assert run(["report", str(zoo.path)]) == 0
     text = capsys.readouterr().out
@@ -380,7 +399,7 @@ def test_cli_report_exits_1_when_no_table_can_be_computed(tmp_path, capsys):
     assert "no table could be computed" in captured.err
 
 
-def test_report_on_a_generated_mlds_zoo(tmp_path, capsys):
+def test_report_on_a_generated_mlds_zoo(tmp_path, fast_classifiers, capsys):
     from weightzoo.generate.mlds.family import MLDSSpec
     from weightzoo.generate.runner import generate
 
@@ -410,7 +429,7 @@ def test_table3_skips_a_zoo_without_test_split(tmp_path):
     assert table is None and "has no test split" in skipped[0].reason
 
 
-def test_examples_are_thin_calls_that_run(tmp_path, monkeypatch, capsys):
+def test_examples_are_thin_calls_that_run(tmp_path, fast_classifiers, monkeypatch, capsys):
     import runpy
     from pathlib import Path
 

@@ -81,7 +81,8 @@ class Table:
 
     def grid(self) -> list[list[str]]:
         """Header and rows as strings, each cell ``ours (paper)`` where the paper has a value."""
-        has_paper = any(row.paper for row in self.rows)
+        # The paper's row names are shown where they differ from ours.
+        has_paper = any(row.paper and row.paper_label != row.label for row in self.rows)
         header = ["", *self.columns] + (["paper row"] if has_paper else [])
         lines = [header]
         for row in self.rows:
