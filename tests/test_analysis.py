@@ -212,7 +212,7 @@ def test_table3_probes_recover_an_encoded_accuracy_and_init(tmp_path):
     assert row.ours["Init w"] == 100.0
     assert row.paper_label.startswith("MNIST CNN (s) Seed (nearest")
     assert row.paper["Accuracy s(w)"] == 98.7
-    assert any("28 train / 6 test models" in n for n in notes)
+    assert any("train / val / test models 28 / 6 / 6" in n for n in notes)
     noise, _ = probes.table3_row(image_zoo(tmp_path / "bad", informative=False))
     assert noise.ours["Accuracy w"] < 30 and noise.ours["Accuracy s(w)"] < 30
 

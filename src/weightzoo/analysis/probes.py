@@ -5,8 +5,9 @@ Reproduces Table 3 of *Model Zoos: A Dataset of Diverse Populations of Neural Ne
 arXiv:2209.14764): R^2 of linear regressions to a checkpoint's test accuracy, generalization
 gap and epoch, and accuracy of linear classifiers for the initialisation method and the
 activation function, from the flattened weights w and from s(w), the zoo's stored per-layer
-statistics (``modelzoo`` preset). Every checkpoint of every model is one sample; probes are
-fitted on the zoo's ``train`` split and scored on its ``test`` split, whose models they never see.
+statistics (``modelzoo`` preset). Every checkpoint of every model is one sample; the ridge
+penalty is chosen on the zoo's ``val`` split, probes are refitted on ``train`` + ``val`` and
+scored on its ``test`` split, whose models they never see.
 """
 
 from __future__ import annotations
@@ -16,9 +17,11 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from scipy.linalg import LinAlgWarning
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression, RidgeCV
 from sklearn.metrics import r2_score
+from sklearn.model_selection import GroupKFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
@@ -32,7 +35,7 @@ SOURCE = (
     "Populations of Neural Network Models (arXiv:2209.14764)"
 )
 SEED = 0
-ALPHAS = np.logspace(-4, 3, 15)
+ALPHAS = np.logspace(-3, 5, 9)
 FEATURES = {"w": "weights", "s(w)": "stats"}
 REGRESSION = {"Accuracy": "test_acc", "GGap": "ggap", "Epoch": "epoch"}
 CLASSIFICATION = {"Init": "init", "Act": "activation"}
@@ -125,25 +128,50 @@ def _load(zoo: Zoo, split: str, features: list[str], targets: list[str]) -> dict
     return data
 
 
-def _regression_r2(fit: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray]):
-    x, y = fit
-    keep = np.isfinite(y)
-    test_keep = np.isfinite(test[1])
-    if np.ptp(y[keep]) == 0 or test_keep.sum() < 2 or np.ptp(test[1][test_keep]) == 0:
+def alpha_splits(is_val: np.ndarray, groups: np.ndarray) -> list | None:
+    """Where the ridge penalty is chosen: the val split, else 5 folds grouped by model.
+
+    Checkpoints of one model are near copies, so they never fall on both sides of a split
+    (leave-one-out over checkpoints would reward memorising models).
+    """
+    if is_val.any() and (~is_val).any():
+        return [(np.flatnonzero(~is_val), np.flatnonzero(is_val))]
+    models = len(np.unique(groups))
+    if models < 2:
+        return None
+    return list(GroupKFold(n_splits=min(5, models)).split(groups, groups=groups))
+
+
+def _regression_r2(fit: dict[str, np.ndarray], test: dict[str, np.ndarray], x: str, y: str):
+    keep = np.isfinite(fit[y])
+    test_keep = np.isfinite(test[y])
+    target = fit[y][keep]
+    if (
+        target.size < 2
+        or np.ptp(target) == 0
+        or test_keep.sum() < 2
+        or np.ptp(test[y][test_keep]) == 0
+    ):
         return None  # a constant target has no R^2
-    probe = make_pipeline(StandardScaler(), RidgeCV(alphas=ALPHAS))
-    probe.fit(x[keep], y[keep])
-    return 100.0 * float(r2_score(test[1][test_keep], probe.predict(test[0][test_keep])))
+    splits = alpha_splits(fit["is_val"][keep], fit["model"][keep])
+    probe = make_pipeline(StandardScaler(), RidgeCV(alphas=ALPHAS, cv=splits))
+    with warnings.catch_warnings():
+        # The smallest penalties meet near-singular systems when features outnumber samples;
+        # the val split then rejects them.
+        warnings.simplefilter("ignore", LinAlgWarning)
+        warnings.filterwarnings("ignore", "Singular matrix", UserWarning)
+        probe.fit(fit[x][keep], target)
+    return 100.0 * float(r2_score(test[y][test_keep], probe.predict(test[x][test_keep])))
 
 
-def _classification_accuracy(fit, test):
-    if len(np.unique(fit[1])) < 2:
+def _classification_accuracy(fit: dict[str, np.ndarray], test: dict[str, np.ndarray], x, y):
+    if len(np.unique(fit[y])) < 2:
         return None
     probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        probe.fit(*fit)
-    return 100.0 * float(probe.score(*test))
+        probe.fit(fit[x], fit[y])
+    return 100.0 * float(probe.score(test[x], test[y]))
 
 
 def table3_row(zoo: Zoo) -> tuple[Row, list[str]]:
@@ -173,34 +201,44 @@ def table3_row(zoo: Zoo) -> tuple[Row, list[str]]:
                 f"{zoo.path} has no {name} split; Table 3 fits probes on train and scores "
                 "them on test (generate more models)"
             )
-    fit = _load(zoo, "train", list(features.values()), targets)
-    test = _load(zoo, "test", list(features.values()), targets)
-    for name, part in (("train", fit), ("test", test)):
-        if len(part["epoch"]) == 0:
+    parts = {
+        name: _load(zoo, name, list(features.values()), targets)
+        if zoo.manifest.splits().get(name)
+        else None
+        for name in ("train", "val", "test")
+    }
+    for name in ("train", "test"):
+        if len(parts[name]["epoch"]) == 0:
             raise UnsupportedTableError(
                 f"no viable model in the {name} split of {zoo.path}; Table 3 fits probes on "
                 "train and scores them on test (generate more models)"
             )
-    for part in (fit, test):
+    for part in parts.values():
+        if part is None:
+            continue
         if "ggap" not in part and "train_acc" in part:
             part["ggap"] = part["train_acc"] - part["test_acc"]
         part["epoch"] = part["epoch"].astype(np.float64)
+    train, val, test = parts["train"], parts["val"], parts["test"]
+    fit = train if val is None else {k: np.concatenate([train[k], val[k]]) for k in train}
+    fit["is_val"] = np.arange(len(fit["epoch"])) >= len(train["epoch"])
     ours: dict[str, Any] = dict.fromkeys(COLUMNS)
     for short, feature in features.items():
         for title, target in REGRESSION.items():
             if target in fit:
-                ours[f"{title} {short}"] = _regression_r2(
-                    (fit[feature], fit[target]), (test[feature], test[target])
-                )
+                ours[f"{title} {short}"] = _regression_r2(fit, test, feature, target)
         for title, column in CLASSIFICATION.items():
             if column in fit:
-                ours[f"{title} {short}"] = _classification_accuracy(
-                    (fit[feature], fit[column]), (test[feature], test[column])
-                )
-    models = (len(np.unique(fit["model"])), len(np.unique(test["model"])))
+                ours[f"{title} {short}"] = _classification_accuracy(fit, test, feature, column)
+    counts = [
+        (len(np.unique(p["model"])), len(p["epoch"])) if p is not None else (0, 0)
+        for p in (train, val, test)
+    ]
     notes.append(
-        f"{zoo.name}: {models[0]} train / {models[1]} test models, "
-        f"{len(fit['epoch'])} / {len(test['epoch'])} checkpoints"
+        f"{zoo.name}: train / val / test models "
+        + " / ".join(str(c[0]) for c in counts)
+        + ", checkpoints "
+        + " / ".join(str(c[1]) for c in counts)
     )
     label, paper = paper_row(zoo)
     return Row(zoo_label(zoo), ours, paper, label), notes
@@ -215,10 +253,11 @@ def table3(zoos: Sequence[Zoo]) -> tuple[Table | None, list[Skipped]]:
         unit="R^2 % (Accuracy, GGap, Epoch) and accuracy % (Init, Act) on the test split",
         columns=list(COLUMNS),
         notes=[
-            "every checkpoint is a sample; fit on the train split, scored on the test split; "
-            "standardised ridge regression (alpha by leave-one-out CV over 1e-4..1e3) and "
-            "standardised logistic regression; '-' where the zoo holds one value (Seed zoos: "
-            "one init and activation) or the target is missing",
+            "every checkpoint is a sample; standardised ridge regression with the penalty "
+            "(1e-3..1e5) chosen on the val split, then refitted on train+val, and standardised "
+            "logistic regression (C=1) fitted on train+val; scored on the test split; '-' where "
+            "the zoo holds one value (Seed zoos: one init and activation) or the target is "
+            "missing",
         ],
     )
     skipped = []
