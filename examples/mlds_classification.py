@@ -12,6 +12,7 @@ Usage::
     weightzoo generate mlds-ds1 --out zoos/mlds-ds1
     weightzoo generate mlds-ds2 --out zoos/mlds-ds2
     python examples/mlds_classification.py zoos/mlds-ds1 zoos/mlds-ds2 [--features stats]
+    python examples/mlds_classification.py zoos    # a directory holding mlds-ds1 and mlds-ds2
 """
 
 from __future__ import annotations
@@ -20,13 +21,14 @@ import argparse
 
 from weightzoo import Zoo
 from weightzoo.analysis import UnsupportedTableError, mlds
+from weightzoo.datasets import resolve_zoo_dir
 
 
 def main() -> None:
     """Print Tables 1 and 2."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("ds1", help="an MLDS DS1 zoo directory")
-    parser.add_argument("ds2", help="the matching DS2 (backdoor) zoo directory")
+    parser.add_argument("ds1", help="an MLDS DS1 zoo, or a directory holding mlds-ds1 and -ds2")
+    parser.add_argument("ds2", nargs="?", help="the matching DS2 (backdoor) zoo directory")
     parser.add_argument(
         "--features",
         default="weights",
@@ -34,7 +36,11 @@ def main() -> None:
         help="flattened weights (the paper's) or the stored per-layer statistics s(w)",
     )
     args = parser.parse_args()
-    zoos = [Zoo(args.ds1), Zoo(args.ds2)]
+    if args.ds2 is None:
+        paths = [resolve_zoo_dir(args.ds1, name) for name in ("mlds-ds1", "mlds-ds2")]
+    else:
+        paths = [args.ds1, args.ds2]
+    zoos = [Zoo(path) for path in paths]
     table, skipped = mlds.table1(zoos, feature=args.features)
     if table is not None:
         print(table.to_text(), end="\n\n")

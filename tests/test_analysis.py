@@ -434,10 +434,10 @@ def test_examples_are_thin_calls_that_run(tmp_path, fast_classifiers, monkeypatc
     from pathlib import Path
 
     examples = Path(__file__).resolve().parents[1] / "examples"
-    ds1 = mlds_zoo(tmp_path / "ds1", separable=True, per_class=10)
-    ds2 = mlds_zoo(tmp_path / "ds2", separable=True, per_class=10, backdoor=1, seed=1)
+    mlds_zoo(tmp_path / "mlds-ds1", separable=True, per_class=10)
+    mlds_zoo(tmp_path / "mlds-ds2", separable=True, per_class=10, backdoor=1, seed=1)
     runs = {
-        "mlds_classification.py": [str(ds1.path), str(ds2.path)],
+        "mlds_classification.py": [str(tmp_path)],
         "modelzoo_probe.py": [str(image_zoo(tmp_path / "img", informative=True).path)],
         "trajectory_clustering.py": [str(trajectory_zoo(tmp_path / "t", walks=True).path)],
     }
