@@ -189,7 +189,8 @@ def trajectory_table(
         columns=list(COLUMNS),
         notes=[
             f"{zoo_label(zoo)}: {owner.max() + 1} models x {len(epochs)} checkpoints, cut at "
-            f"{owner.max() + 1} clusters; the paper: 250 models x 51 checkpoints",
+            f"{owner.max() + 1} clusters"
+            + ("; the paper: 250 models x 51 checkpoints" if paper else ""),
             "SVD: projection on the top right singular vectors of the uncentred checkpoint "
             "matrix; sizes at or above its rank are left out",
         ],
