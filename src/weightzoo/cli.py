@@ -193,6 +193,46 @@ def cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    """Run the papers' tables that a zoo (or a DS1 + DS2 pair) supports; exit 1 if none."""
+    from weightzoo.analysis import report
+
+    result = report(args.zoo, args.zoo2)
+    print(result.to_json() if args.json else result.to_text(), end="\n" if args.json else "")
+    if args.out:
+        out = Path(args.out)
+        if args.json or out.suffix == ".json":
+            content = result.to_json() + "\n"
+        elif out.suffix == ".md":
+            content = result.to_markdown()
+        else:
+            content = result.to_text()
+        out.write_text(content, encoding="utf-8")
+    if not result.tables:
+        print(
+            "weightzoo: error: no table could be computed (see the skipped lines)", file=sys.stderr
+        )
+        return EXIT_ERROR
+    return 0
+
+
+def _add_report_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "report",
+        help="the papers' tables for a zoo (MLDS: pass DS1 and DS2 for Table 2)",
+        description="Compute every paper table the zoo supports (training quality, MLDS "
+        "Tables 1-2, Model Zoos Table 3, trajectory clustering), with the paper's numbers "
+        "beside ours; tables the zoo cannot support are listed with the reason.",
+    )
+    p.add_argument("zoo", help="a zoo directory")
+    p.add_argument("zoo2", nargs="?", help="a second zoo (the DS2 partner of a DS1 zoo)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument(
+        "--out", help="also write the report to FILE (.json: JSON, .md: Markdown, else text)"
+    )
+    p.set_defaults(func=cmd_report)
+
+
 # -- parser --------------------------------------------------------------------------------
 
 
@@ -275,6 +315,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("src")
     p.add_argument("dest")
     p.set_defaults(func=cmd_import)
+
+    _add_report_parser(sub)
     return parser
 
 

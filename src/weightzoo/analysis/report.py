@@ -1,0 +1,193 @@
+"""``weightzoo report``: every paper table a zoo (or a DS1 + DS2 pair) supports, in one object.
+
+Each table is computed where the zoo allows it and otherwise listed as skipped, with the
+reason; nothing about a zoo's contents makes :func:`report` fail.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from weightzoo.analysis import mlds, probes, quality, trajectories
+from weightzoo.analysis.data import PathLike, as_zoo, class_column, zoo_label
+from weightzoo.analysis.tables import Skipped, Table
+from weightzoo.errors import WeightzooError
+from weightzoo.zoo import Zoo
+
+REPORT_FORMAT = 1
+TABLE_IDS = (
+    "quality",
+    "mlds.table1",
+    "mlds.table2",
+    "modelzoo.table3",
+    "trajectories.clustering",
+)
+
+
+@dataclass
+class Report:
+    """The tables computed for one or two zoos, and those skipped with the reason.
+
+    Attributes:
+        zoos: ``{"name", "path", "family", "models", "checkpoints"}`` per zoo.
+        tables: the computed tables, in :data:`TABLE_IDS` order.
+        skipped: the tables not computed, each with the zoo and the reason.
+    """
+
+    zoos: list[dict[str, Any]]
+    tables: list[Table] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
+
+    def table(self, table_id: str, zoo: str | None = None) -> Table:
+        """The first computed table with this id (and zoo label, for per-zoo tables).
+
+        Raises:
+            KeyError: if it was not computed (see :attr:`skipped` for why).
+        """
+        for table in self.tables:
+            if table.id == table_id and (zoo is None or table.zoo == zoo):
+                return table
+        reasons = [s.line() for s in self.skipped if s.table == table_id]
+        raise KeyError(f"no table {table_id!r} in this report. {' '.join(reasons)}".strip())
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form: ``report_format``, ``zoos``, ``tables``, ``skipped``."""
+        return {
+            "report_format": REPORT_FORMAT,
+            "zoos": self.zoos,
+            "tables": [t.to_dict() for t in self.tables],
+            "skipped": [s.to_dict() for s in self.skipped],
+        }
+
+    def to_json(self, indent: int | None = 1) -> str:
+        """The report as a JSON document (missing values and NaN as ``null``)."""
+        return json.dumps(self.to_dict(), indent=indent, allow_nan=False)
+
+    def _heading(self) -> str:
+        return "weightzoo report: " + " + ".join(
+            f"{z['name']} ({z['models']} models x {z['checkpoints']} checkpoints)"
+            for z in self.zoos
+        )
+
+    def to_text(self) -> str:
+        """Plain-text tables, then one line per skipped table."""
+        parts = [self._heading(), *(t.to_text() for t in self.tables)]
+        if self.skipped:
+            parts.append("\n".join(s.line() for s in self.skipped))
+        return "\n\n".join(parts) + "\n"
+
+    def to_markdown(self) -> str:
+        """A Markdown document: a section per table, then the skipped tables as a list."""
+        parts = [f"## {self._heading()}", *(t.to_markdown() for t in self.tables)]
+        if self.skipped:
+            parts.append("\n".join(f"- {s.line()}" for s in self.skipped))
+        return "\n\n".join(parts) + "\n"
+
+    def __str__(self) -> str:
+        return self.to_text()
+
+
+def _describe(zoo: Zoo) -> dict[str, Any]:
+    return {
+        "name": zoo.name,
+        "path": str(zoo.path),
+        "family": zoo.manifest.family,
+        "models": len(zoo),
+        "checkpoints": len(zoo.epochs),
+    }
+
+
+def report(
+    zoo: Zoo | PathLike,
+    zoo2: Zoo | PathLike | None = None,
+    *,
+    tables: Iterable[str] | None = None,
+) -> Report:
+    """Run every table that ``zoo`` (and ``zoo2``) support.
+
+    Args:
+        zoo: a zoo or its directory.
+        zoo2: a second zoo: the DS2 partner of an MLDS DS1 zoo (in either order) for the MLDS
+            paper's Table 2; its other tables are reported as well.
+        tables: only these table ids (see :data:`TABLE_IDS`); all by default.
+
+    Returns:
+        A :class:`Report`; tables a zoo cannot support are in ``report.skipped`` with the reason.
+
+    Raises:
+        ZooNotFoundError: if a path holds no zoo.
+        ValueError: for an unknown table id.
+    """
+    wanted = list(TABLE_IDS if tables is None else tables)
+    unknown = [t for t in wanted if t not in TABLE_IDS]
+    if unknown:
+        raise ValueError(f"unknown table id(s) {unknown}; choose from {', '.join(TABLE_IDS)}")
+    zoos = [as_zoo(zoo)] + ([] if zoo2 is None else [as_zoo(zoo2)])
+    result = Report(zoos=[_describe(z) for z in zoos])
+    for table_id in TABLE_IDS:
+        if table_id in wanted:
+            _RUNNERS[table_id](zoos, result)
+    return result
+
+
+def _attempt(result: Report, table_id: str, zoo: str, run: Callable[[], Table]) -> None:
+    """Add ``run()``'s table to ``result``, or a skip line when the zoo cannot support it."""
+    try:
+        result.tables.append(run())
+    except WeightzooError as exc:  # UnsupportedTableError, or a zoo that cannot be read
+        result.skipped.append(Skipped(table_id, zoo, str(exc)))
+
+
+def _quality(zoos: list[Zoo], result: Report) -> None:
+    for zoo in zoos:
+        _attempt(result, "quality", zoo_label(zoo), lambda zoo=zoo: quality.quality_table(zoo))
+
+
+def _collect(result: Report, found: tuple[Table | None, list[Skipped]]) -> None:
+    table, skipped = found
+    if table is not None:
+        result.tables.append(table)
+    result.skipped.extend(skipped)
+
+
+def _mlds_table1(zoos: list[Zoo], result: Report) -> None:
+    _collect(result, mlds.table1(zoos))
+
+
+def _mlds_table2(zoos: list[Zoo], result: Report) -> None:
+    labels = " + ".join(zoo_label(z) for z in zoos)
+    if len(zoos) < 2:
+        hint = (
+            "pass the DS1 and the DS2 zoo: `weightzoo report DS1_DIR DS2_DIR`"
+            if class_column(zoos[0]) == "machine"
+            else "it compares clean (DS1) and backdoored (DS2) MLDS zoos"
+        )
+        result.skipped.append(Skipped("mlds.table2", labels, f"Table 2 needs a second zoo; {hint}"))
+        return
+    _attempt(result, "mlds.table2", labels, lambda: mlds.table2(zoos[0], zoos[1]))
+
+
+def _modelzoo_table3(zoos: list[Zoo], result: Report) -> None:
+    _collect(result, probes.table3(zoos))
+
+
+def _trajectories(zoos: list[Zoo], result: Report) -> None:
+    for zoo in zoos:
+        _attempt(
+            result,
+            "trajectories.clustering",
+            zoo_label(zoo),
+            lambda zoo=zoo: trajectories.trajectory_table(zoo),
+        )
+
+
+_RUNNERS: dict[str, Callable[[list[Zoo], Report], None]] = {
+    "quality": _quality,
+    "mlds.table1": _mlds_table1,
+    "mlds.table2": _mlds_table2,
+    "modelzoo.table3": _modelzoo_table3,
+    "trajectories.clustering": _trajectories,
+}
