@@ -101,7 +101,7 @@ def test_optimizer_equals_one_torch_optimizer_per_model(kind, momentum):
         else:
             cls = torch.optim.Adam if kind == "adam" else torch.optim.AdamW
             torch_opts.append(cls([ref], lr=lr[i], weight_decay=wd[i]))
-    for step in range(5):
+    for _ in range(5):
         target = torch.randn(count, 3, 5)
         ((stacked["w"] - target) ** 2).sum().backward()
         opt.step(stacked)

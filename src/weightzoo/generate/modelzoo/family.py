@@ -12,7 +12,7 @@ dropout, init, optimizer, lr, weight decay, in that nesting order) followed by i
 block the runner hands to :meth:`ModelZooFamily.train` is split into populations of models
 sharing activation and optimizer, trained together by
 :func:`~weightzoo.generate.modelzoo.population.train_population`. ResNet-18 models are trained
-one at a time with ``torch.optim.SGD`` and ``OneCycleLR``.
+one at a time (SGD with a one-cycle schedule) on the same toolkit.
 """
 
 from __future__ import annotations
@@ -645,9 +645,10 @@ def _train_populations(
 def _train_singles(
     spec: _CommonSpec, plans: Sequence[ModelPlan], *, device: str, progress: bool
 ) -> list[ModelRecord]:
+    """ResNet-18: one model at a time (a population of one, BatchNorm on the loop path)."""
     from tqdm.auto import tqdm
 
-    from weightzoo.generate.modelzoo.population import train_single
+    from weightzoo.generate.modelzoo.population import train_population
 
     train, val, test = _device_splits(spec, device)
     names = _layout(spec.architecture, _arch_key(spec)).names
@@ -655,27 +656,28 @@ def _train_singles(
     bar = tqdm(total=steps, disable=not progress, desc=spec.name, unit="step", leave=False)
     records = []
     for plan in plans:
-        import torch
-
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(plan.seed)
-            result = train_single(
-                _make_model(spec, plan),
-                plan.seed,
-                train=train,
-                val=val,
-                test=test,
-                lr=plan.columns["lr"],
-                weight_decay=plan.columns["weight_decay"],
-                momentum=spec.momentum,
-                batch_size=spec.batch_size,
-                epochs=spec.epochs,
-                names=names,
-                onecycle=getattr(spec, "lr_schedule", "constant") == "onecycle",
-                augment=getattr(spec, "augment", False),
-                device=device,
-                progress=bar.update,
-            )
+        result = train_population(
+            [_make_model(spec, plan)],
+            [plan.seed],
+            train=train,
+            val=val,
+            test=test,
+            optimizer=plan.columns["optimizer"],
+            lr=[plan.columns["lr"]],
+            weight_decay=[plan.columns["weight_decay"]],
+            batch_size=spec.batch_size,
+            epochs=spec.epochs,
+            names=names,
+            loss=spec.loss,
+            momentum=spec.momentum,
+            schedule=getattr(spec, "lr_schedule", "constant"),
+            augment=getattr(spec, "augment", False),
+            device=device,
+            path="loop",
+            noise_seed=plan.seed,
+            eval_batch=500,
+            progress=bar.update,
+        )
         records.append(
             ModelRecord(
                 model_id=plan.model_id,
