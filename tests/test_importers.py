@@ -270,3 +270,28 @@ def test_cli_import_then_resume(tmp_path, rng, capsys):
     first = {p.name: p.stat().st_mtime_ns for p in (out / "shards").iterdir()}
     assert run(["import", "mlds", str(tmp_path / "ds1"), str(out)]) == 0
     assert {p.name: p.stat().st_mtime_ns for p in (out / "shards").iterdir()} == first
+
+
+def test_importers_split_like_the_runner_stratified_by_class(tmp_path, rng):
+    """Two machines x 10 networks: every split holds both machines, by the runner's rule."""
+    from weightzoo.blocks import stratified_splits
+
+    src = tmp_path / "ds1"
+    src.mkdir()
+    machines = []
+    for i in range(20):
+        machines.append(f"m{i // 10}")  # a class-sorted source: a plain shuffle could skew
+        sd = {"fc.weight": rng.normal(size=(2, 2)).tolist()}
+        (src / f"net{i:02d}.json").write_text(
+            json.dumps({"state_dict": sd, "machine": machines[-1]})
+        )
+    manifest, models = read_back(import_zoo("mlds", src, tmp_path / "out"))
+    assert manifest.split_counts == {"train": 14, "val": 3, "test": 3}
+    want = stratified_splits(list(range(20)), [f"machine={m}" for m in machines], seed=42)
+    for model_id, model in models.items():
+        assert model["split"] == want[model_id]
+    for split in ("train", "val", "test"):
+        held = [
+            model["columns"]["meta:machine"] for model in models.values() if model["split"] == split
+        ]
+        assert set(held) == {"m0", "m1"} and abs(held.count("m0") - held.count("m1")) <= 1

@@ -1,4 +1,4 @@
-"""What every importer shares: safe loading, column typing, the 70/15/15 split, and writing."""
+"""What every importer shares: safe loading, column typing, and writing through the blocks."""
 
 from __future__ import annotations
 
@@ -7,14 +7,14 @@ import math
 import os
 import pickle
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from weightzoo.blocks import STATS_PRESET, ModelRecord, stratified_splits, write_block
 from weightzoo.errors import DataFilesMissingError, UnsafeFileError
-from weightzoo.features import layer_statistics_numpy, statistics_names
+from weightzoo.features import statistics_names
 from weightzoo.storage.layout import Layout
 from weightzoo.storage.manifest import SPLITS, Manifest
 from weightzoo.storage.writer import ZooWriter, shard_file_name
@@ -112,30 +112,6 @@ def column_arrays(rows: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
     return columns
 
 
-def split_models(count: int, seed: int = SPLIT_SEED) -> list[str]:
-    """Assign each of ``count`` models to train/val/test, 70/15/15, by a seeded permutation."""
-    order = np.random.default_rng(seed).permutation(count)
-    n_train = round(count * SPLIT_FRACTIONS[0])
-    n_val = round(count * SPLIT_FRACTIONS[1])
-    splits = [""] * count
-    for rank, index in enumerate(order):
-        splits[index] = "train" if rank < n_train else "val" if rank < n_train + n_val else "test"
-    return splits
-
-
-@dataclass
-class ImportedModel:
-    """One model read from a source zoo.
-
-    Attributes:
-        weights: float32 ``[checkpoints, params]`` in the zoo's layout (NaN where missing).
-        metrics: ``{name: [checkpoints]}``.
-    """
-
-    weights: np.ndarray
-    metrics: dict[str, np.ndarray]
-
-
 def write_zoo(
     dest: str | os.PathLike[str],
     *,
@@ -146,9 +122,15 @@ def write_zoo(
     epochs: Sequence[int],
     metric_names: Sequence[str],
     columns: Mapping[str, np.ndarray],
-    load: Callable[[int], ImportedModel],
+    load: Callable[[int], ModelRecord],
+    strata: Sequence[str] | None = None,
 ) -> Manifest:
     """Write an imported zoo in the standard format, reading one block of models at a time.
+
+    Models are split with the generator's rule (:func:`weightzoo.blocks.stratified_splits`,
+    seed :data:`SPLIT_SEED`), stratified by ``strata`` where the source says what a model's
+    class or hyperparameter node is, and written block by block with
+    :func:`weightzoo.blocks.write_block`.
 
     Args:
         dest: the zoo directory to write.
@@ -160,13 +142,19 @@ def write_zoo(
         metric_names: metric names every model provides.
         columns: per-model columns, including ``model_id`` and ``seed``, in source order.
         load: reads model ``i`` (source order).
+        strata: each model's stratum in source order (default: one stratum).
 
     Returns:
         The finished manifest.
     """
     count = len(columns["model_id"])
-    splits = split_models(count)
-    stats_names = statistics_names(layout, "modelzoo")
+    ids = list(range(count))
+    splits = stratified_splits(
+        ids,
+        list(strata) if strata is not None else [""] * count,
+        fractions=SPLIT_FRACTIONS,
+        seed=SPLIT_SEED,
+    )
     writer = ZooWriter(
         dest,
         name=name,
@@ -175,34 +163,29 @@ def write_zoo(
         layout=layout,
         epochs=epochs,
         metrics=metric_names,
-        stats_names=stats_names,
+        stats_names=statistics_names(layout, STATS_PRESET),
+        stats_preset=STATS_PRESET,
         num_models=count,
-        split_counts={s: splits.count(s) for s in SPLITS},
+        split_counts={s: sum(v == s for v in splits.values()) for s in SPLITS},
         extra={"importer": family},
     )
     position = 0
     for split in SPLITS:
-        members = [i for i in range(count) if splits[i] == split]
+        members = [i for i in ids if splits[i] == split]
         for start in range(0, len(members), MODELS_PER_SHARD):
             block = members[start : start + MODELS_PER_SHARD]
             first = position + start
-            file = shard_file_name(split, first)
-            if writer.has_shard(file):
+            if writer.has_shard(shard_file_name(split, first)):
                 continue
-            models = [load(i) for i in block]
-            weights = np.stack([m.weights for m in models]).astype(np.float32)
-            writer.write_shard(
-                file,
+            known = {k: np.asarray(v)[block] for k, v in columns.items()}
+            known["split"] = np.asarray([split] * len(block), dtype=object)
+            write_block(
+                writer,
+                [load(i) for i in block],
                 split=split,
-                models=(first, first + len(block)),
-                epochs=epochs,
-                weights=weights,
-                stats=layer_statistics_numpy(weights, layout, "modelzoo"),
-                metrics={k: np.stack([m.metrics[k] for m in models]) for k in metric_names},
-                columns={
-                    **{k: np.asarray(v)[block] for k, v in columns.items()},
-                    "split": np.asarray([split] * len(block), dtype=object),
-                },
+                first=first,
+                order=block,
+                columns=known,
             )
         position += len(members)
     return writer.finish()

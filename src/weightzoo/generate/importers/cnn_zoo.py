@@ -25,7 +25,7 @@ import numpy as np
 
 from weightzoo.errors import DataFilesMissingError, LayoutError
 from weightzoo.generate.importers._common import (
-    ImportedModel,
+    ModelRecord,
     column_arrays,
     load_npy,
     require_dir,
@@ -150,7 +150,7 @@ def import_cnn_zoo(src: str | os.PathLike[str], dest: str | os.PathLike[str]) ->
         rows.append(row)
     columns = column_arrays(rows)
 
-    def load(model: int) -> ImportedModel:
+    def load(model: int) -> ModelRecord:
         out = np.full((len(epochs), layout.num_params), np.nan, dtype=np.float32)
         metrics = {k: np.full(len(epochs), np.nan, dtype=np.float32) for k in metric_names}
         for index in groups[model_keys[model]]:
@@ -164,7 +164,7 @@ def import_cnn_zoo(src: str | os.PathLike[str], dest: str | os.PathLike[str]) ->
                 value = table[index].get(key)
                 if isinstance(value, (int, float)):
                     metrics[key][column] = value
-        return ImportedModel(out, metrics)
+        return ModelRecord(model, out, metrics)
 
     return write_zoo(
         dest,

@@ -24,7 +24,7 @@ import numpy as np
 
 from weightzoo.errors import DataFilesMissingError, LayoutError
 from weightzoo.generate.importers._common import (
-    ImportedModel,
+    ModelRecord,
     column_arrays,
     load_state_dict,
     require_dir,
@@ -34,6 +34,7 @@ from weightzoo.storage.layout import Layout, natural_key
 from weightzoo.storage.manifest import Manifest
 
 _TORCH_SUFFIXES = (".pt", ".pth")
+_CLASS_KEYS = ("machine", "automaton", "class")  # metadata that names a network's class
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -58,6 +59,14 @@ def _network(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     if not isinstance(weights, dict) or not weights:
         raise ValueError(f"{path} has no 'state_dict' or 'weights' object of tensors")
     return {k: np.asarray(v, dtype=np.float32) for k, v in weights.items()}, data
+
+
+def _stratum(meta: dict[str, Any]) -> str:
+    """A network's class where its metadata names one (machine or automaton), else ``""``."""
+    for key in _CLASS_KEYS:
+        if meta.get(key) is not None:
+            return f"{key}={meta[key]}"
+    return ""
 
 
 def import_mlds(src: str | os.PathLike[str], dest: str | os.PathLike[str]) -> Manifest:
@@ -87,7 +96,7 @@ def import_mlds(src: str | os.PathLike[str], dest: str | os.PathLike[str]) -> Ma
 
     first_sd, _ = _network(files[0])
     layout = Layout.from_shapes({k: v.shape for k, v in first_sd.items()}, sort=True)
-    rows, metric_rows, epochs_seen = [], [], set()
+    rows, metric_rows, epochs_seen, strata = [], [], set(), []
     for index, path in enumerate(files):
         sd, meta = _network(path) if index else (first_sd, _network(path)[1])
         layout.check_shapes({k: v.shape for k, v in sd.items()}, source=str(path))
@@ -108,6 +117,7 @@ def import_mlds(src: str | os.PathLike[str], dest: str | os.PathLike[str]) -> Ma
         row["seed"] = int(seed) if isinstance(seed, (int, float)) else -1
         rows.append(row)
         metric_rows.append(metrics)
+        strata.append(_stratum(scalars))
     if len(epochs_seen) > 1:
         raise LayoutError(
             f"networks in {root} are at different epochs {sorted(epochs_seen)}; import them "
@@ -116,7 +126,7 @@ def import_mlds(src: str | os.PathLike[str], dest: str | os.PathLike[str]) -> Ma
     metric_names = sorted({k for m in metric_rows for k in m})
     columns = column_arrays(rows)
 
-    def load(index: int) -> ImportedModel:
+    def load(index: int) -> ModelRecord:
         sd, _ = _network(files[index])
         row = np.empty((1, layout.num_params), dtype=np.float32)
         for tensor in layout:
@@ -125,7 +135,7 @@ def import_mlds(src: str | os.PathLike[str], dest: str | os.PathLike[str]) -> Ma
             k: np.asarray([metric_rows[index].get(k, np.nan)], dtype=np.float32)
             for k in metric_names
         }
-        return ImportedModel(row, metrics)
+        return ModelRecord(index, row, metrics)
 
     return write_zoo(
         dest,
@@ -137,4 +147,5 @@ def import_mlds(src: str | os.PathLike[str], dest: str | os.PathLike[str]) -> Ma
         metric_names=metric_names,
         columns=columns,
         load=load,
+        strata=strata,
     )

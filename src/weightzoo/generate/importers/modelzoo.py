@@ -31,7 +31,7 @@ import numpy as np
 
 from weightzoo.errors import DataFilesMissingError, LayoutError
 from weightzoo.generate.importers._common import (
-    ImportedModel,
+    ModelRecord,
     column_arrays,
     load_state_dict,
     require_dir,
@@ -148,9 +148,10 @@ def import_modelzoo(src: str | os.PathLike[str], dest: str | os.PathLike[str]) -
     for lines in results.values():
         metric_names += [k for k in _metric_keys(lines) if k not in metric_names]
 
-    rows = []
+    rows, strata = [], []
     for index, trial in enumerate(trials):
         params = json.loads((trial / "params.json").read_text(encoding="utf-8"))
+        strata.append(_node(params))
         seed = params.get("seed")
         row = {
             "model_id": index,
@@ -163,7 +164,7 @@ def import_modelzoo(src: str | os.PathLike[str], dest: str | os.PathLike[str]) -
         rows.append(row)
     columns = column_arrays(rows)
 
-    def load(index: int) -> ImportedModel:
+    def load(index: int) -> ModelRecord:
         trial = trials[index]
         weights = np.full((len(epochs), layout.num_params), np.nan, dtype=np.float32)
         for epoch, path in checkpoints[trial].items():
@@ -194,7 +195,7 @@ def import_modelzoo(src: str | os.PathLike[str], dest: str | os.PathLike[str]) -
                         metrics[key][epochs.index(epoch)] = (
                             value if math.isfinite(value) else np.nan
                         )
-        return ImportedModel(weights, metrics)
+        return ModelRecord(index, weights, metrics)
 
     config_path = root / "config.json"
     config = json.loads(config_path.read_text(encoding="utf-8")) if config_path.is_file() else {}
@@ -208,8 +209,16 @@ def import_modelzoo(src: str | os.PathLike[str], dest: str | os.PathLike[str]) -
         metric_names=[m.replace("/", "_") for m in metric_names],
         columns=columns,
         load=lambda i: _rename_metrics(load(i)),
+        strata=strata,
     )
 
 
-def _rename_metrics(model: ImportedModel) -> ImportedModel:
-    return ImportedModel(model.weights, {k.replace("/", "_"): v for k, v in model.metrics.items()})
+def _rename_metrics(model: ModelRecord) -> ModelRecord:
+    renamed = {k.replace("/", "_"): v for k, v in model.metrics.items()}
+    return ModelRecord(model.model_id, model.weights, renamed)
+
+
+def _node(params: dict[str, Any]) -> str:
+    """A trial's hyperparameter node: its ``params.json`` without the seed, as JSON."""
+    node = {k: v for k, v in params.items() if k.rsplit("::", 1)[-1] != "seed"}
+    return json.dumps(node, sort_keys=True, default=str)

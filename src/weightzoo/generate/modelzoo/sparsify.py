@@ -329,11 +329,11 @@ def sparsify_zoo(
     """
     from tqdm.auto import tqdm
 
-    from weightzoo.features import layer_statistics, statistics_names
+    from weightzoo.blocks import STATS_PRESET, ModelRecord, write_block
+    from weightzoo.features import statistics_names
     from weightzoo.generate.modelzoo import family as fam
-    from weightzoo.generate.runner import STATS_PRESET
     from weightzoo.storage.reader import ZooReader
-    from weightzoo.storage.writer import ZooWriter, checkpoint_viability, shard_file_name
+    from weightzoo.storage.writer import ZooWriter, shard_file_name
 
     if int(epochs) < 1:
         raise ValueError(f"epochs must be at least 1, got {epochs}")
@@ -399,7 +399,7 @@ def sparsify_zoo(
     bar = tqdm(total=total * steps, disable=not progress, desc=f"sparsify {src.name}", unit="step")
     skip = {"viable", "split", "position"}
     try:
-        for split, first, last, file in todo:
+        for split, first, last, _file in todo:
             rows = np.asarray([local[p] for p in range(first, last)])
             weights = reader.read("weights", rows, np.zeros(len(rows), dtype=np.int64))
             activations = [str(a) for a in reader.columns["activation"][rows]]
@@ -429,20 +429,15 @@ def sparsify_zoo(
                 k: v[rows] for k, v in reader.columns.items() if k not in skip and np.ndim(v) >= 1
             }
             columns["source_epoch"] = np.full(len(rows), source_epoch, dtype=np.int64)
-            flat = torch.from_numpy(out_w.reshape(-1, src.num_params))
-            stats = layer_statistics(flat, src.layout, preset=STATS_PRESET).numpy()
-            viable = checkpoint_viability(out_w, spec.diverge_threshold)
-            writer.write_shard(
-                file,
-                split=split,
-                models=(first, last),
-                epochs=list(range(settings.epochs + 1)),
-                weights=out_w,
-                stats=stats.reshape(*out_w.shape[:2], -1),
-                metrics=out_m,
-                columns=columns,
-                checkpoint_viable=viable,
-            )
+            records = [
+                ModelRecord(
+                    int(columns["model_id"][k]),
+                    out_w[k],
+                    {name: out_m[name][k] for name in metric_names},
+                )
+                for k in range(len(rows))
+            ]
+            write_block(writer, records, split=split, first=first, columns=columns)
     finally:
         bar.close()
     return writer.finish()
