@@ -26,7 +26,7 @@ import time
 import torch
 from torch.nn import functional as F
 
-from weightzoo.generate.modelzoo.architectures import cnn_small
+from weightzoo.architectures.image import cnn_small
 from weightzoo.generate.modelzoo.population import (
     choose_path,
     population_forward,

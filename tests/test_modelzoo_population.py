@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from weightzoo.generate.modelzoo.architectures import (
+from weightzoo.architectures.image import (
     cnn_medium,
     cnn_small,
     trajectory_cnn,

@@ -65,6 +65,19 @@ class ZooSpec:
         """A copy of the spec with some fields changed."""
         return dataclasses.replace(self, **changes)
 
+    def build_model(self, columns: dict[str, Any] | None = None):
+        """A freshly initialised module of this zoo's rows.
+
+        Args:
+            columns: the model's own columns where they change the module (``activation``).
+
+        Returns:
+            :func:`weightzoo.architectures.build_model` of :meth:`to_dict`.
+        """
+        from weightzoo.architectures import build_model  # torch only when asked
+
+        return build_model(self.to_dict(), columns)
+
     def override(self, **options: Any) -> ZooSpec:
         """Apply command-line options such as ``models``, ``epochs``, ``per_class``.
 

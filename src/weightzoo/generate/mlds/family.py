@@ -23,6 +23,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from weightzoo.architectures.mlds import NetConfig, layout, net_config
 from weightzoo.generate.base import ModelPlan, ModelRecord, ZooSpec
 from weightzoo.generate.mlds.automata import automaton_set, random_automaton
 from weightzoo.generate.mlds.machines import (
@@ -32,7 +33,6 @@ from weightzoo.generate.mlds.machines import (
     machine_set,
     modified_name,
 )
-from weightzoo.generate.mlds.networks import DS1_NET, DS3_NET, NetConfig, layout
 from weightzoo.generate.mlds.population import PopulationData, TrainSettings, train_population
 from weightzoo.storage.layout import Layout
 
@@ -98,7 +98,7 @@ class MLDSSpec(ZooSpec):
     @property
     def net(self) -> NetConfig:
         """The network shape of the subset."""
-        return DS3_NET if self.subset == "ds3" else DS1_NET
+        return net_config(self.subset)
 
     @property
     def backdoor(self) -> bool:

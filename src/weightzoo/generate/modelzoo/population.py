@@ -4,15 +4,16 @@ What is theirs: the batched forward of a population of one architecture, the cla
 loss and accuracy, and the image data. Training, optimizers, schedules and evaluation are
 :mod:`weightzoo.generate.population`'s. Each model draws its data order from
 ``torch.Generator().manual_seed(seed)``; dropout rates are per model (a ``[M]`` buffer of
-:class:`~.architectures.RateDropout`).
+:class:`~weightzoo.architectures.image.RateDropout`).
 
 Three forward paths compute the same function (up to float rounding):
 
 - ``"vmap"``: :func:`torch.func.vmap` over :func:`torch.func.functional_call` with
   ``randomness="different"`` (every model draws its own dropout masks);
-- ``"grouped"``: for :class:`~.architectures.SeqNet` stacks only, the population's convs run as
-  ONE grouped convolution (``groups=M``) over channel-stacked inputs and its linear layers as
-  one batched matrix product (``baddbmm``); the fastest on CPU at every batch size measured;
+- ``"grouped"``: for :class:`~weightzoo.architectures.image.SeqNet` stacks only, the
+  population's convs run as ONE grouped convolution (``groups=M``) over channel-stacked inputs
+  and its linear layers as one batched matrix product (``baddbmm``); the fastest on CPU at
+  every batch size measured;
 - ``"loop"``: one ``functional_call`` per model on slices of the stacked tensors, for very
   large per-model batches, where each model's batch alone saturates the device, and for
   networks with BatchNorm (ResNet-18), whose running statistics are updated in place.
@@ -34,8 +35,8 @@ from torch import nn
 from torch.func import functional_call, vmap
 from torch.nn import functional as F
 
+from weightzoo.architectures.image import RateDropout, SeqNet
 from weightzoo.generate import population as toolkit
-from weightzoo.generate.modelzoo.architectures import RateDropout, SeqNet
 
 GROUPED_MAX_BATCH = 128
 """Largest per-model batch for which ``path="auto"`` uses the grouped forward.

@@ -40,8 +40,8 @@ from torch import nn
 from torch.func import vmap
 from torch.nn import functional as F
 
+from weightzoo.architectures.image import RateDropout
 from weightzoo.errors import WeightzooError
-from weightzoo.generate.modelzoo.architectures import RateDropout
 from weightzoo.generate.modelzoo.population import METRICS, ImageTask, population_loss
 from weightzoo.generate.population import DataOrder, Population, PopulationOptimizer, evaluate
 from weightzoo.storage.manifest import SPLITS, Manifest
@@ -190,7 +190,8 @@ def sparsify_population(
     """Sparsify trained models of one architecture together.
 
     Args:
-        net: the architecture (a :class:`~.architectures.SeqNet`); its own weights are unused.
+        net: the architecture (a :class:`~weightzoo.architectures.image.SeqNet`); its own
+            weights are unused.
         weights: float32 ``[M, params]`` rows in the order of ``names``.
         seeds: per-model seeds of the data order.
         names: tensor names of a row (the zoo's layout order).
