@@ -30,9 +30,10 @@ from typing import Any
 import numpy as np
 
 from weightzoo.errors import DataFilesMissingError, LayoutError
-from weightzoo.generate.importers._common import (
+from weightzoo.importers._common import (
     ModelRecord,
     column_arrays,
+    inside,
     load_state_dict,
     require_dir,
     write_zoo,
@@ -109,7 +110,7 @@ def import_modelzoo(src: str | os.PathLike[str], dest: str | os.PathLike[str]) -
         LayoutError: if models have different tensor shapes.
         UnsafeFileError: if a checkpoint needs unpickling of arbitrary objects.
     """
-    root = require_dir(src, "Model Zoos")
+    root = require_dir(src, "Model Zoos", dest)
     trials = sorted(
         (p for p in root.iterdir() if (p / "params.json").is_file()),
         key=lambda p: natural_key(p.name),
@@ -119,6 +120,13 @@ def import_modelzoo(src: str | os.PathLike[str], dest: str | os.PathLike[str]) -
             f"{root} has no trial directories with a params.json; point SRC at the zoo root"
         )
     checkpoints = {t: _checkpoints(t) for t in trials}
+    for trial in trials:
+        found = [trial / "params.json", trial / "result.json", *checkpoints[trial].values()]
+        for path in found:
+            if path.exists():
+                inside(root, path)
+    if (root / "config.json").exists():
+        inside(root, root / "config.json")
     empty = [t.name for t, c in checkpoints.items() if not c]
     if empty:
         raise DataFilesMissingError(

@@ -23,9 +23,10 @@ from typing import Any
 import numpy as np
 
 from weightzoo.errors import DataFilesMissingError, LayoutError
-from weightzoo.generate.importers._common import (
+from weightzoo.importers._common import (
     ModelRecord,
     column_arrays,
+    inside,
     load_state_dict,
     require_dir,
     write_zoo,
@@ -84,13 +85,15 @@ def import_mlds(src: str | os.PathLike[str], dest: str | os.PathLike[str]) -> Ma
         LayoutError: if networks have different tensors.
         UnsafeFileError: if a ``.pt`` file needs unpickling of arbitrary objects.
     """
-    root = require_dir(src, "MLDS")
+    root = require_dir(src, "MLDS", dest)
     torch_files = [p for p in root.rglob("*") if p.suffix in _TORCH_SUFFIXES]
     sidecars = {p.with_suffix(".json") for p in torch_files}
     json_files = [p for p in root.rglob("*.json") if p not in sidecars]
     files = sorted(
         torch_files + json_files, key=lambda p: natural_key(p.relative_to(root).as_posix())
     )
+    for path in [*files, *(s for s in sidecars if s.exists())]:
+        inside(root, path)
     if not files:
         raise DataFilesMissingError(f"{root} holds no .pt, .pth or .json network files")
 

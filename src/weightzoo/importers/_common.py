@@ -13,7 +13,12 @@ from typing import Any
 import numpy as np
 
 from weightzoo.blocks import STATS_PRESET, ModelRecord, stratified_splits, write_block
-from weightzoo.errors import DataFilesMissingError, UnsafeFileError
+from weightzoo.errors import (
+    DataFilesMissingError,
+    SourcePathError,
+    UnreadableFileError,
+    UnsafeFileError,
+)
 from weightzoo.features import statistics_names
 from weightzoo.storage.layout import Layout
 from weightzoo.storage.manifest import SPLITS, Manifest
@@ -35,14 +40,20 @@ def load_state_dict(path: Path) -> dict[str, np.ndarray]:
     """
     import torch
 
+    _require_content(path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UnsafeFileError(
-            f"{path} cannot be loaded with torch.load(weights_only=True) ({first}); weightzoo "
-            "never unpickles arbitrary objects. Re-save it as a plain state_dict "
+            f"{path} cannot be loaded with torch.load(weights_only=True) ({_first_line(exc)}); "
+            "weightzoo never unpickles arbitrary objects. Re-save it as a plain state_dict "
             "(torch.save(model.state_dict(), path)) in a trusted environment and import again."
+        ) from exc
+    except Exception as exc:  # torch reports a bad file as RuntimeError, EOFError, KeyError...
+        raise UnreadableFileError(
+            f"{path} is not a readable torch.save file ({type(exc).__name__}: "
+            f"{_first_line(exc)}); it may be truncated or from another program. Re-save it "
+            "with torch.save(state_dict, path) and import again."
         ) from exc
     if isinstance(obj, Mapping):
         for key in ("state_dict", "model_state_dict"):
@@ -70,15 +81,31 @@ def load_npy(path: Path) -> np.ndarray:
     """
     if not path.is_file():
         raise DataFilesMissingError(f"{path} is missing")
+    _require_content(path)
     try:
         return np.load(path, mmap_mode="r", allow_pickle=False)
     except ValueError as exc:
-        if "pickle" not in str(exc) and "Python objects" not in str(exc):
-            raise
-        raise UnsafeFileError(
-            f"{path} holds Python objects that would need unpickling; weightzoo reads only "
-            "numeric .npy arrays. Convert it to a float array first."
+        if "pickle" in str(exc) or "Python objects" in str(exc):
+            raise UnsafeFileError(
+                f"{path} holds Python objects that would need unpickling; weightzoo reads only "
+                "numeric .npy arrays. Convert it to a float array first."
+            ) from exc
+        raise UnreadableFileError(f"{path} is not a readable .npy array ({exc})") from exc
+    except (EOFError, OSError) as exc:
+        raise UnreadableFileError(
+            f"{path} is not a readable .npy array ({type(exc).__name__}: {_first_line(exc)}); "
+            "it may be truncated. Copy it again from the source."
         ) from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _require_content(path: Path) -> None:
+    if path.stat().st_size == 0:
+        raise UnreadableFileError(f"{path} is empty (0 bytes); copy it again from the source")
 
 
 def column_arrays(rows: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
@@ -191,13 +218,39 @@ def write_zoo(
     return writer.finish()
 
 
-def require_dir(src: str | os.PathLike[str], what: str) -> Path:
-    """The source directory, or a clear error.
+def require_dir(
+    src: str | os.PathLike[str], what: str, dest: str | os.PathLike[str] | None = None
+) -> Path:
+    """The source directory, checked to exist and not to hold ``dest``.
 
     Raises:
         DataFilesMissingError: if it does not exist.
+        SourcePathError: if ``dest`` is ``src`` or lies inside it (a second run would read the
+            zoo written by the first as source files).
     """
     path = Path(src)
     if not path.is_dir():
         raise DataFilesMissingError(f"{what} source directory {path} does not exist")
+    if dest is not None:
+        target, base = Path(dest).resolve(), path.resolve()
+        if target == base or target.is_relative_to(base):
+            raise SourcePathError(
+                f"DEST {dest} lies inside SRC {src}: a second run would read its own output as "
+                "source files. Choose a DEST outside SRC."
+            )
+    return path
+
+
+def inside(root: Path, path: Path) -> Path:
+    """``path``, checked to resolve (links followed) to a place inside ``root``.
+
+    Raises:
+        SourcePathError: for a file (or a directory on its way) linked out of ``root``.
+    """
+    real, base = path.resolve(), root.resolve()
+    if not real.is_relative_to(base):
+        raise SourcePathError(
+            f"{path} is a link to {real}, outside the source directory {root}; weightzoo never "
+            "follows a link out of SRC. Copy the file into SRC instead."
+        )
     return path
