@@ -170,10 +170,19 @@ class PopulationOptimizer:
         self.lr = self.base_lr.clone()
         self.weight_decay = _per_model(weight_decay, count, device, "weight_decay")
         self.momentum = _per_model(momentum, count, device, "momentum")
+        # known once here (one device sync), not per step; they stay true after compaction,
+        # and a zero rate on those paths gives the same update as skipping them
+        self._decay = bool((self.weight_decay != 0).any())
+        self._uses_momentum = bool((self.momentum != 0).any())
         self.betas = betas
         self.eps = eps
         self.steps = 0
         self.state: dict[str, dict[str, Tensor]] = {}
+
+    def set_momentum(self, momentum: Tensor) -> None:
+        """Set the SGD momentum ``[M]`` (a schedule's), e.g. cycled by ``"onecycle"``."""
+        self.momentum = momentum
+        self._uses_momentum = True
 
     def keep(self, index: Tensor) -> None:
         """Compaction: keep only models ``index`` (rates and optimizer state)."""
@@ -192,7 +201,7 @@ class PopulationOptimizer:
         self.steps += 1
         ps = [params[n] for n in names]
         grads = [params[n].grad for n in names]
-        decay = bool((self.weight_decay != 0).any())
+        decay = self._decay
         if decay and self.kind != "adamw":
             grads = torch._foreach_add(grads, torch._foreach_mul(ps, self._rates("wd", ps)))
         if self.kind == "sgd":
@@ -224,7 +233,7 @@ class PopulationOptimizer:
         return [_lead(rate, p) for p in like]
 
     def _sgd(self, names: list[str], ps: list[Tensor], grads: list[Tensor]) -> None:
-        if bool((self.momentum != 0).any()):
+        if self._uses_momentum:
             if names[0] not in self.state:
                 for name, g in zip(names, grads, strict=True):
                     self.state[name] = {"buf": g.clone()}
@@ -275,7 +284,7 @@ class Schedule:
         """(fraction of the current phase done, phase 0 or 1) at optimizer step ``step``."""
         total = max(1, self.epochs * self.steps_per_epoch)
         end_warm = float(self.pct_start * total) - 1
-        if step <= end_warm:
+        if step <= end_warm and end_warm > 0:
             return step / end_warm, 0
         return (step - end_warm) / ((total - 1) - end_warm), 1
 
@@ -551,7 +560,7 @@ def train(
             for s in range(steps_per_epoch):
                 if schedule.kind == "onecycle":
                     opt.lr = schedule.lr(opt.base_lr, epoch, step)
-                    opt.momentum = schedule.momentum(opt.momentum, step)
+                    opt.set_momentum(schedule.momentum(opt.momentum, step))
                 rows = rows_of_epoch[:, s * batch : (s + 1) * batch]
                 loss = task.train_loss(pop, rows, order)
                 (loss if frozen is None else loss * active).sum().backward()
