@@ -1,6 +1,6 @@
 """Import MLDS networks: one PyTorch file or one JSON file per network.
 
-No public description of MLC@Home's file layout survives (``../shared/ANCHORS.md``), so this
+No public description of MLC@Home's file layout survives (see docs/import.md), so this
 importer takes the two shapes the archives are known to hold and documents the reading:
 
 * ``<net>.pt`` / ``<net>.pth``: a ``state_dict`` (loaded with ``weights_only=True`` only), with

@@ -8,7 +8,7 @@
 <root>/<trial>/checkpoint_000050/checkpoints   torch.save(state_dict)
 ```
 
-Pitfalls handled (``../shared/ANCHORS.md``): trials are ordered by natural sort of their names
+Pitfalls handled (see docs/import.md): trials are ordered by natural sort of their names
 (never ``iterdir()`` order); tensors are ordered by natural sort, and when models of one zoo
 have different ``module_list`` indices (dropout shifts them) but the same sequence of shapes,
 they are renamed by rank (``layer0.weight`` ...) with the original keys kept per model in the
