@@ -4,7 +4,8 @@ Each measurement is a short fixed run: ``--steps`` optimizer steps (Adam, tanh, 
 model on synthetic 1x28x28 inputs with 10 classes, after one warm-up step. ``models/hour`` is
 how many such ``--steps``-step runs finish per hour: ``models / seconds * 3600``. The loop
 baseline trains each model with a plain ``nn.Module`` and ``torch.optim.Adam``; the population
-runs every path of :mod:`weightzoo.generate.modelzoo.population` and shows the one ``auto``
+runs every path of :mod:`weightzoo.generate.modelzoo.population` with the toolkit's
+:class:`~weightzoo.generate.population.PopulationOptimizer` and shows the one ``auto``
 picks.
 
 Usage::
@@ -25,13 +26,14 @@ import time
 import torch
 from torch.nn import functional as F
 
-from weightzoo.generate.modelzoo.architectures import cnn_small
+from weightzoo.architectures.image import cnn_small
 from weightzoo.generate.modelzoo.population import (
-    Population,
-    PopulationOptimizer,
     choose_path,
+    population_forward,
     population_loss,
+    stack_models,
 )
+from weightzoo.generate.population import PopulationOptimizer
 
 
 def make_models(count: int) -> list[torch.nn.Module]:
@@ -57,19 +59,16 @@ def bench_loop(models, x, y, steps: int) -> float:
 
 
 def bench_population(models, x, y, steps: int, path: str) -> float:
-    pop = Population(models)
-    count = len(models)
-    opt = PopulationOptimizer(
-        pop.params, "adam", torch.full((count,), 1e-3), torch.zeros(count), momentum=0.9
-    )
+    pop = stack_models(models)
+    opt = PopulationOptimizer("adam", 1e-3, count=len(models))
     start = time.perf_counter()
     for s in range(steps + 1):
         if s == 1:
             start = time.perf_counter()
-        out = pop.forward(x[s % x.shape[0]], path=path, training=True)
+        out = population_forward(models[0], pop, x[s % x.shape[0]], path=path, training=True)
         population_loss(out, y[s % y.shape[0]], "ce").sum().backward()
-        opt.step()
-        opt.zero_grad()
+        opt.step(pop.params)
+        pop.zero_grad()
     return time.perf_counter() - start
 
 

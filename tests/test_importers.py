@@ -17,7 +17,7 @@ import torch
 from weightzoo.cli import run
 from weightzoo.errors import DataFilesMissingError, UnsafeFileError
 from weightzoo.features import layer_statistics_numpy
-from weightzoo.generate.importers import import_zoo
+from weightzoo.importers import import_zoo
 from weightzoo.storage.manifest import Manifest
 from weightzoo.storage.verify import verify_zoo
 
@@ -270,3 +270,96 @@ def test_cli_import_then_resume(tmp_path, rng, capsys):
     first = {p.name: p.stat().st_mtime_ns for p in (out / "shards").iterdir()}
     assert run(["import", "mlds", str(tmp_path / "ds1"), str(out)]) == 0
     assert {p.name: p.stat().st_mtime_ns for p in (out / "shards").iterdir()} == first
+
+
+def test_importers_split_like_the_runner_stratified_by_class(tmp_path, rng):
+    """Two machines x 10 networks: every split holds both machines, by the runner's rule."""
+    from weightzoo.blocks import stratified_splits
+
+    src = tmp_path / "ds1"
+    src.mkdir()
+    machines = []
+    for i in range(20):
+        machines.append(f"m{i // 10}")  # a class-sorted source: a plain shuffle could skew
+        sd = {"fc.weight": rng.normal(size=(2, 2)).tolist()}
+        (src / f"net{i:02d}.json").write_text(
+            json.dumps({"state_dict": sd, "machine": machines[-1]})
+        )
+    manifest, models = read_back(import_zoo("mlds", src, tmp_path / "out"))
+    assert manifest.split_counts == {"train": 14, "val": 3, "test": 3}
+    want = stratified_splits(list(range(20)), [f"machine={m}" for m in machines], seed=42)
+    for model_id, model in models.items():
+        assert model["split"] == want[model_id]
+    for split in ("train", "val", "test"):
+        held = [
+            model["columns"]["meta:machine"] for model in models.values() if model["split"] == split
+        ]
+        assert set(held) == {"m0", "m1"} and abs(held.count("m0") - held.count("m1")) <= 1
+
+
+# -- bad inputs: one-line named errors that name the file -------------------------------------
+
+
+def _one_line_error(capsys, argv, *needles):
+    assert run(argv) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    for needle in needles:
+        assert needle in err, err
+    return err
+
+
+def test_empty_and_truncated_torch_files_are_named_errors(tmp_path, capsys):
+    src = tmp_path / "ds1"
+    src.mkdir()
+    (src / "net0.pt").write_bytes(b"")
+    err = _one_line_error(capsys, ["import", "mlds", str(src), str(tmp_path / "a")], "net0.pt")
+    assert "UnreadableFileError" in err and "empty" in err
+    buffer = io.BytesIO()
+    torch.save({"fc.weight": torch.ones(8, 8)}, buffer, _use_new_zipfile_serialization=False)
+    (src / "net0.pt").write_bytes(buffer.getvalue()[:100])  # a truncated legacy-format file
+    err = _one_line_error(capsys, ["import", "mlds", str(src), str(tmp_path / "b")], "net0.pt")
+    assert "UnreadableFileError" in err
+    # a complete legacy-format file is a plain state_dict and imports
+    (src / "net0.pt").write_bytes(buffer.getvalue())
+    manifest, models = read_back(import_zoo("mlds", src, tmp_path / "c"))
+    assert manifest.layout.names == ["fc.weight"] and (models[0]["weights"] == 1).all()
+
+
+def test_empty_weights_npy_is_a_named_error(tmp_path, rng, capsys):
+    _cnn_zoo_tree(tmp_path / "mnist", rng)
+    weights = tmp_path / "mnist" / "weights.npy"
+    weights.write_bytes(b"")
+    argv = ["import", "cnn-zoo", str(tmp_path / "mnist"), str(tmp_path / "out")]
+    assert "UnreadableFileError" in _one_line_error(capsys, argv, "weights.npy")
+    np.save(weights, np.zeros((0, 4970), dtype=np.float32))
+    assert "no rows" in _one_line_error(capsys, argv, "weights.npy")
+
+
+def test_dest_inside_src_is_refused(tmp_path, rng, capsys):
+    _mlds_tree(tmp_path / "ds1", rng)
+    for dest in (tmp_path / "ds1" / "zoo", tmp_path / "ds1"):
+        argv = ["import", "mlds", str(tmp_path / "ds1"), str(dest)]
+        assert "SourcePathError" in _one_line_error(capsys, argv, "inside SRC")
+    assert not (tmp_path / "ds1" / "zoo").exists()
+
+
+@pytest.mark.parametrize("kind", ["mlds", "cnn-zoo", "modelzoo"])
+def test_links_out_of_src_are_refused(tmp_path, rng, capsys, kind):
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    src = tmp_path / "src"
+    if kind == "mlds":
+        _mlds_tree(src, rng)
+        victim = src / "net1.pt"
+    elif kind == "cnn-zoo":
+        _cnn_zoo_tree(src, rng)
+        victim = src / "weights.npy"
+    else:
+        _modelzoo_tree(src, rng)
+        victim = next(src.glob("*/checkpoint_000001/checkpoints"))
+    target = outside / victim.name
+    victim.rename(target)
+    victim.symlink_to(target)
+    err = _one_line_error(capsys, ["import", kind, str(src), str(tmp_path / "out")], victim.name)
+    assert "SourcePathError" in err and "outside the source directory" in err

@@ -45,8 +45,9 @@ def test_frozen_networks_do_not_move_and_history_is_padded():
     settings = TrainSettings(lr=1e-2, batch_size=8, max_epochs=3, threshold=10.0)
     result = train_population(DS1_NET, PopulationData(sets), [0, 0], [1, 2], settings)
     assert result.passed.all() and result.epochs.tolist() == [1, 1]
-    assert np.isnan(result.train_history[:, 1:]).all()
-    loss = np.asarray(result.final_losses["val"])
+    assert np.isnan(result.history["train_loss"][:, 1:]).all()
+    assert (result.weights[:, 1] == result.final).all()
+    loss = np.asarray(result.final_metrics["val_loss"])
     assert np.isfinite(loss).all()
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from weightzoo.generate.modelzoo.architectures import (
+from weightzoo.architectures.image import (
     INITS,
     RateDropout,
     ResNet18,

@@ -14,10 +14,10 @@ import pytest
 import torch
 
 import weightzoo
+from weightzoo.architectures.image import cnn_small
 from weightzoo.cli import run
 from weightzoo.features import load_vector
 from weightzoo.generate.modelzoo import family as fam_module
-from weightzoo.generate.modelzoo.architectures import cnn_small
 from weightzoo.generate.runner import generate
 from weightzoo.generate.specs import all_specs, get_spec
 

@@ -8,20 +8,21 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from weightzoo.generate.modelzoo.architectures import (
+from weightzoo.architectures.image import (
     cnn_medium,
     cnn_small,
     trajectory_cnn,
     trajectory_mlp,
 )
 from weightzoo.generate.modelzoo.population import (
-    Population,
-    PopulationOptimizer,
     Split,
     choose_path,
+    population_forward,
     population_loss,
+    stack_models,
     train_population,
 )
+from weightzoo.generate.population import PopulationOptimizer
 
 PATHS = ("vmap", "grouped", "loop")
 
@@ -43,9 +44,9 @@ def _models(factory, count=4, seed=0):
 @pytest.mark.parametrize("path", PATHS)
 def test_population_forward_equals_per_model_forward(factory, shape, path):
     models = _models(factory)
-    pop = Population(models)
+    pop = stack_models(models)
     x = torch.rand(len(models), 5, *shape)
-    out = pop.forward(x, path=path, training=False)
+    out = population_forward(models[0], pop, x, path=path, training=False)
     ref = torch.stack([m.eval()(x[i]) for i, m in enumerate(models)])
     assert torch.allclose(out, ref, atol=1e-5)
 
@@ -53,9 +54,9 @@ def test_population_forward_equals_per_model_forward(factory, shape, path):
 @pytest.mark.parametrize("path", PATHS)
 def test_dropout_is_per_model(path):
     models = _models(lambda: cnn_small(1))
-    pop = Population(models, dropout=[0.0, 0.5, 0.0, 0.5])
+    pop = stack_models(models, dropout=[0.0, 0.5, 0.0, 0.5])
     x = torch.rand(4, 6, 1, 28, 28)
-    out = pop.forward(x, path=path, training=True)
+    out = population_forward(models[0], pop, x, path=path, training=True)
     ref = torch.stack([m.eval()(x[i]) for i, m in enumerate(models)])
     assert torch.allclose(out[0], ref[0], atol=1e-5)
     assert torch.allclose(out[2], ref[2], atol=1e-5)
@@ -69,10 +70,11 @@ def test_dropout_is_per_model(path):
 def test_population_steps_equal_per_model_steps(kind, path):
     models = _models(lambda: cnn_small(1, activation="tanh"))
     refs = copy.deepcopy(models)
-    pop = Population(models)
+    pop = stack_models(models)
     lr = torch.tensor([1e-3, 1e-2, 1e-4, 3e-3])
     wd = torch.tensor([0.0, 1e-3, 1e-2, 1e-4])
-    opt = PopulationOptimizer(pop.params, kind, lr, wd, momentum=0.9)
+    opt = PopulationOptimizer(kind, lr, wd, 0.9 if kind == "sgd" else 0.0)
+    net = copy.deepcopy(models[0])
     ref_opts = [
         torch.optim.Adam(r.parameters(), lr=float(lr[i]), weight_decay=float(wd[i]))
         if kind == "adam"
@@ -84,10 +86,10 @@ def test_population_steps_equal_per_model_steps(kind, path):
     for _ in range(3):
         x = torch.rand(4, 7, 1, 28, 28)
         y = torch.randint(0, 10, (4, 7))
-        out = pop.forward(x, path=path, training=True)
+        out = population_forward(net, pop, x, path=path, training=True)
         population_loss(out, y, "ce").sum().backward()
-        opt.step()
-        opt.zero_grad()
+        opt.step(pop.params)
+        pop.zero_grad()
         for i, (r, o) in enumerate(zip(refs, ref_opts, strict=True)):
             loss = F.cross_entropy(r.train()(x[i]), y[i])
             o.zero_grad()
@@ -177,3 +179,56 @@ def test_model_without_dropout_does_not_depend_on_its_population():
         path="loop",
     )
     assert abs(together.weights[0] - alone.weights[0]).max() < 1e-4
+
+
+def test_batchnorm_net_on_the_toolkit_equals_torch_sgd_with_onecycle():
+    """The ResNet-18 recipe (SGD, one-cycle, augmentation, BatchNorm) on a tiny BN net."""
+    from weightzoo.generate.modelzoo.population import _augment
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3, padding=1),
+        torch.nn.BatchNorm2d(4),
+        torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(),
+        torch.nn.Linear(4, 10),
+    )
+    g = torch.Generator().manual_seed(3)
+    train = Split(torch.rand(24, 3, 8, 8, generator=g), torch.randint(0, 10, (24,), generator=g))
+    names = [n for n in net.state_dict() if not n.endswith("num_batches_tracked")]
+    epochs, batch, lr = 2, 8, 0.1
+    ours = train_population(
+        [copy.deepcopy(net)],
+        [5],
+        train=train,
+        val=None,
+        test=None,
+        optimizer="sgd",
+        lr=[lr],
+        weight_decay=[5e-4],
+        batch_size=batch,
+        epochs=epochs,
+        names=names,
+        schedule="onecycle",
+        augment=True,
+        path="loop",
+    )
+    ref = copy.deepcopy(net)
+    gen = torch.Generator().manual_seed(5)
+    opt = torch.optim.SGD(ref.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * 3)
+    for _ in range(epochs):
+        ref.train()
+        order = torch.randperm(24, generator=gen)
+        for start in range(0, 24, batch):
+            idx = order[start : start + batch]
+            loss = F.cross_entropy(ref(_augment(train.x[idx], gen)), train.y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+    state = ref.state_dict()
+    want = torch.cat([state[n].reshape(-1) for n in names])
+    assert "1.running_mean" in names and state["1.running_mean"].abs().sum() > 0
+    torch.testing.assert_close(torch.from_numpy(ours.weights[0, -1]), want, atol=1e-5, rtol=1e-4)

@@ -7,12 +7,12 @@ import pytest
 import torch
 
 import weightzoo
+from weightzoo.architectures.image import cnn_small
 from weightzoo.cli import run
 from weightzoo.errors import WeightzooError
 from weightzoo.features import load_vector
 from weightzoo.generate.modelzoo import family as fam_module
 from weightzoo.generate.modelzoo import sparsify as sp
-from weightzoo.generate.modelzoo.architectures import cnn_small
 from weightzoo.generate.runner import generate
 from weightzoo.generate.specs import get_spec
 from weightzoo.storage.manifest import Manifest

@@ -186,7 +186,7 @@ def cmd_push(args: argparse.Namespace) -> int:
 
 def cmd_import(args: argparse.Namespace) -> int:
     """Convert an existing zoo into the weightzoo format."""
-    from weightzoo.generate.importers import import_zoo
+    from weightzoo.importers import import_zoo
 
     path = import_zoo(args.kind, args.src, args.dest)
     print(f"imported {args.kind} zoo into {path}")

@@ -78,3 +78,15 @@ class UnsafePathError(UnsafeFileError, ManifestError):
     It is both an :class:`UnsafeFileError` (the file must not be used) and a
     :class:`ManifestError` (the contract of ``docs/format.md``).
     """
+
+
+class UnreadableFileError(WeightzooError, ValueError):
+    """An input file is empty, truncated, or not in the format its name promises."""
+
+
+class SourcePathError(UnsafeFileError):
+    """An import would leave its source directory, or write into it.
+
+    Raised for a file that links out of SRC, and for a DEST inside SRC (a second run would read
+    the first run's output back as source files).
+    """

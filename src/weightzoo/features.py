@@ -100,10 +100,14 @@ def _check_last_dim(tensor: Tensor, layout: Layout, what: str) -> None:
 
 
 def layout_of(module_or_state_dict: nn.Module | Mapping[str, Any], *, sort: bool = False) -> Layout:
-    """The layout of a module's or a ``state_dict``'s tensors.
+    """The layout of a module's or a ``state_dict``'s tensors: the one rule for what a row holds.
 
-    The layout holds every floating-point entry of the ``state_dict``: all parameters and
-    the persistent floating-point buffers (BatchNorm ``running_mean`` and ``running_var``, which
+    Every family's layout is ``layout_of`` of its module
+    (:func:`weightzoo.architectures.build_model`), so a stored row loads back into that module
+    with :func:`load_vector`.
+
+    The layout holds every floating-point entry of the ``state_dict``: all parameters and the
+    persistent floating-point buffers (BatchNorm ``running_mean`` and ``running_var``, which
     a ResNet needs to compute the same outputs). Integer and bool buffers are skipped (notably
     BatchNorm's ``num_batches_tracked``, which is also skipped by name), as are non-persistent
     buffers and non-tensor entries. Parameters with ``requires_grad=False`` are kept.

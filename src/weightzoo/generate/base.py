@@ -15,9 +15,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
-import numpy as np
-
+from weightzoo.blocks import ModelRecord
 from weightzoo.storage.layout import Layout
+
+__all__ = ["Family", "ModelPlan", "ModelRecord", "ZooSpec"]
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,19 @@ class ZooSpec:
         """A copy of the spec with some fields changed."""
         return dataclasses.replace(self, **changes)
 
+    def build_model(self, columns: dict[str, Any] | None = None):
+        """A freshly initialised module of this zoo's rows.
+
+        Args:
+            columns: the model's own columns where they change the module (``activation``).
+
+        Returns:
+            :func:`weightzoo.architectures.build_model` of :meth:`to_dict`.
+        """
+        from weightzoo.architectures import build_model  # torch only when asked
+
+        return build_model(self.to_dict(), columns)
+
     def override(self, **options: Any) -> ZooSpec:
         """Apply command-line options such as ``models``, ``epochs``, ``per_class``.
 
@@ -99,24 +113,6 @@ class ModelPlan:
     model_id: int
     seed: int
     stratum: str = ""
-    columns: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class ModelRecord:
-    """What training produced for one model.
-
-    Attributes:
-        model_id: the :attr:`ModelPlan.model_id` this record belongs to.
-        weights: float32 ``[checkpoints, params]``, rows flattened by the family's layout.
-        metrics: ``{name: float32 [checkpoints]}``, one value per checkpoint (NaN where unknown).
-        columns: per-model results (epochs taken, passed, device, loss histories, ...): scalars,
-            strings, or fixed-length 1-D arrays (pad with NaN to a length the family fixes).
-    """
-
-    model_id: int
-    weights: np.ndarray
-    metrics: dict[str, np.ndarray] = field(default_factory=dict)
     columns: dict[str, Any] = field(default_factory=dict)
 
 

@@ -9,56 +9,40 @@ from __future__ import annotations
 
 import logging
 import os
-import zlib
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from weightzoo.features import layer_statistics, statistics_names
+from weightzoo.blocks import STATS_PRESET, epoch_groups, stratified_splits, write_block
+from weightzoo.features import statistics_names
 from weightzoo.generate.base import ModelPlan, ModelRecord, ZooSpec
 from weightzoo.generate.specs import family_for
 from weightzoo.storage.manifest import SPLITS, Manifest
-from weightzoo.storage.writer import ZooWriter, checkpoint_viability, shard_file_name
+from weightzoo.storage.writer import ZooWriter, shard_file_name
 
 log = logging.getLogger(__name__)
-STATS_PRESET = "modelzoo"
+__all__ = ["STATS_PRESET", "assign_splits", "epoch_groups", "generate", "plan_blocks"]
 
 
 def assign_splits(plans: Sequence[ModelPlan], spec: ZooSpec) -> dict[int, str]:
-    """Split models 70/15/15 (``spec.split_fractions``), stratified by ``plan.stratum``.
+    """Split models by ``spec.split_fractions``, stratified by ``plan.stratum``.
 
-    Within each stratum, models are shuffled with a seed derived from ``spec.split_seed`` and
-    the stratum name, and ranked; all models are then ordered by their relative rank in their
-    stratum, and the split boundaries are drawn on that order. Every stratum is thus spread over
-    the splits in proportion even when it is small, and the result depends only on the spec.
+    The rule is :func:`weightzoo.blocks.stratified_splits` (shared with the importers), seeded
+    with ``spec.split_seed``.
 
     Returns:
         ``{model_id: split}``.
     """
-    strata: dict[str, list[int]] = {}
-    for plan in plans:
-        strata.setdefault(plan.stratum, []).append(plan.model_id)
-    keyed: list[tuple[float, int, int]] = []
-    for name, ids in strata.items():
-        rng = np.random.default_rng([spec.split_seed, zlib.crc32(name.encode())])
-        order = rng.permutation(sorted(ids))
-        keyed += [
-            ((rank + 0.5) / len(order), zlib.crc32(name.encode()), int(model_id))
-            for rank, model_id in enumerate(order)
-        ]
-    keyed.sort()
-    total = len(keyed)
-    fractions = np.asarray(spec.split_fractions, dtype=float)
-    bounds = np.round(np.cumsum(fractions / fractions.sum()) * total).astype(int)
-    out: dict[int, str] = {}
-    for index, (_, _, model_id) in enumerate(keyed):
-        out[model_id] = SPLITS[int(np.searchsorted(bounds, index, side="right"))]
-    return out
+    return stratified_splits(
+        [p.model_id for p in plans],
+        [p.stratum for p in plans],
+        fractions=spec.split_fractions,
+        seed=spec.split_seed,
+    )
 
 
 @dataclass(frozen=True)
@@ -89,45 +73,6 @@ def plan_blocks(plans: Sequence[ModelPlan], spec: ZooSpec) -> list[Block]:
             blocks.append(Block(split, position, chunk))
             position += len(chunk)
     return blocks
-
-
-def epoch_groups(epochs: Sequence[int], per_shard: int | None) -> list[list[int]]:
-    """Consecutive groups of checkpoint labels, one group per shard file of a block."""
-    if not per_shard or per_shard >= len(epochs):
-        return [list(epochs)]
-    return [list(epochs[i : i + per_shard]) for i in range(0, len(epochs), per_shard)]
-
-
-def _stack_block(
-    block: Block,
-    records: Sequence[ModelRecord],
-    metric_names: Sequence[str],
-    device: str,
-) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, np.ndarray]]:
-    by_id = {r.model_id: r for r in records}
-    missing = [p.model_id for p in block.plans if p.model_id not in by_id]
-    if missing:
-        raise RuntimeError(f"the family returned no record for models {missing}")
-    ordered = [by_id[p.model_id] for p in block.plans]
-    weights = np.stack([np.asarray(r.weights, dtype=np.float32) for r in ordered])
-    metrics = {
-        name: np.stack([np.asarray(r.metrics[name], dtype=np.float32) for r in ordered])
-        for name in metric_names
-    }
-    columns: dict[str, list] = {"model_id": [], "seed": []}
-    for plan, record in zip(block.plans, ordered, strict=True):
-        columns["model_id"].append(plan.model_id)
-        columns["seed"].append(plan.seed)
-        for source in (plan.columns, record.columns):
-            for key, value in source.items():
-                columns.setdefault(key, []).append(value)
-    table = {}
-    for key, values in columns.items():
-        if len(values) != len(ordered):
-            raise RuntimeError(f"column {key!r} is not given for every model of the block")
-        table[key] = np.asarray(values) if not isinstance(values[0], str) else values
-    table.setdefault("device", [device] * len(ordered))
-    return weights, metrics, table
 
 
 def usable_cpus() -> int:
@@ -211,27 +156,23 @@ def generate(
     )
 
     def write(block: Block, records: list[ModelRecord]) -> None:
-        weights, metrics, columns = _stack_block(block, records, metric_names, device)
-        rows = torch.from_numpy(weights.reshape(-1, weights.shape[-1]))
-        stats = layer_statistics(rows, layout, preset=STATS_PRESET).numpy()
-        stats = stats.reshape(*weights.shape[:2], -1)
-        viable = checkpoint_viability(weights, spec.diverge_threshold)
-        columns["viable"] = viable.all(axis=1)
-        start = 0
-        for group_index, group in enumerate(groups):
-            part = slice(start, start + len(group))
-            start += len(group)
-            writer.write_shard(
-                shard_file_name(block.split, block.first, group_index),
-                split=block.split,
-                models=(block.first, block.last),
-                epochs=group,
-                weights=weights[:, part],
-                stats=stats[:, part],
-                metrics={k: v[:, part] for k, v in metrics.items()},
-                columns=columns,
-                checkpoint_viable=viable[:, part],
-            )
+        known: dict[str, list] = {
+            "model_id": [p.model_id for p in block.plans],
+            "seed": [p.seed for p in block.plans],
+        }
+        for plan in block.plans:
+            for key, value in plan.columns.items():
+                known.setdefault(key, []).append(value)
+        write_block(
+            writer,
+            records,
+            split=block.split,
+            first=block.first,
+            order=known["model_id"],
+            columns=known,
+            defaults={"device": device},
+            groups=groups,
+        )
         bar.update(len(block.plans))
 
     if workers is None:

@@ -23,6 +23,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from weightzoo.architectures.mlds import NetConfig, layout, net_config
 from weightzoo.generate.base import ModelPlan, ModelRecord, ZooSpec
 from weightzoo.generate.mlds.automata import automaton_set, random_automaton
 from weightzoo.generate.mlds.machines import (
@@ -32,7 +33,6 @@ from weightzoo.generate.mlds.machines import (
     machine_set,
     modified_name,
 )
-from weightzoo.generate.mlds.networks import DS1_NET, DS3_NET, NetConfig, layout
 from weightzoo.generate.mlds.population import PopulationData, TrainSettings, train_population
 from weightzoo.storage.layout import Layout
 
@@ -98,7 +98,7 @@ class MLDSSpec(ZooSpec):
     @property
     def net(self) -> NetConfig:
         """The network shape of the subset."""
-        return DS3_NET if self.subset == "ds3" else DS1_NET
+        return net_config(self.subset)
 
     @property
     def backdoor(self) -> bool:
@@ -223,10 +223,6 @@ def class_data(spec: MLDSSpec, class_name: str) -> dict[str, SequenceSet]:
     return out
 
 
-def _flatten(params: dict[str, torch.Tensor], names: list[str], index: int) -> np.ndarray:
-    return torch.cat([params[name][index].reshape(-1) for name in names]).numpy()
-
-
 class MLDSFamily:
     """Implements the :class:`~weightzoo.generate.base.Family` protocol for :class:`MLDSSpec`."""
 
@@ -294,20 +290,13 @@ class MLDSFamily:
             )
         finally:
             torch.set_num_threads(threads)
-        order = layout(spec.net).names
         records = []
         for index, plan in enumerate(plans):
-            weights = np.stack(
-                [_flatten(result.initial, order, index), _flatten(result.final, order, index)]
-            )
             metrics = {
-                f"{name}_loss": np.asarray(
-                    [result.initial_losses[name][index], result.final_losses[name][index]],
-                    dtype=np.float32,
-                )
+                f"{name}_loss": result.metrics[f"{name}_loss"][index].astype(np.float32)
                 for name in self.set_names(spec)
             }
-            final = {name: float(result.final_losses[name][index]) for name in sets}
+            final = {name: float(result.final_metrics[f"{name}_loss"][index]) for name in sets}
             passed_val = bool(result.passed[index])
             passed = passed_val and all(
                 final[name] < spec.threshold for name in self.set_names(spec) if name != "train"
@@ -317,11 +306,11 @@ class MLDSFamily:
                 "passed_val": passed_val,
                 "passed": passed,
                 "device": str(device),
-                "train_loss_history": result.train_history[index],
-                "val_loss_history": result.val_history[index],
+                "train_loss_history": result.history["train_loss"][index],
+                "val_loss_history": result.history["val_loss"][index],
             }
             columns |= {f"final_{name}_loss": value for name, value in final.items()}
-            records.append(ModelRecord(plan.model_id, weights, metrics, columns))
+            records.append(ModelRecord(plan.model_id, result.weights[index], metrics, columns))
         return records
 
 

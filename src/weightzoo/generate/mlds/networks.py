@@ -1,98 +1,37 @@
-"""MLDS networks: a stacked GRU/LSTM, linear layers without activations, an output layer.
+"""MLDS populations: stacked initialisation and the batched forward of ``M`` networks.
 
-:class:`MLDSNet` is the plain ``nn.Module`` (parameter names as ``nn.GRU`` / ``nn.LSTM`` give
-them, e.g. ``rnn.weight_ih_l0``), used to initialise each network and to rebuild a stored row.
-:func:`population_forward` runs ``M`` such networks at once on stacked parameters ``[M, ...]``
-with batched matmuls (``torch.bmm`` / ``torch.baddbmm``): a hand-written cell, since ``vmap``
-has no batching rule for ``nn.GRU``.
+The network itself, :class:`~weightzoo.architectures.mlds.MLDSNet`, lives in
+:mod:`weightzoo.architectures.mlds` (re-exported here). :func:`population_forward` runs ``M``
+such networks at once on stacked parameters ``[M, ...]`` with batched matmuls (``torch.bmm`` /
+``torch.baddbmm``): a hand-written cell, since ``vmap`` has no batching rule for ``nn.GRU``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from weightzoo.storage.layout import Layout
+from weightzoo.architectures.mlds import (  # re-exported for the generator's callers
+    DS1_NET,
+    DS3_NET,
+    MLDSNet,
+    NetConfig,
+    layout,
+    net_config,
+    num_params,
+)
 
-
-@dataclass(frozen=True)
-class NetConfig:
-    """Shape of an MLDS network.
-
-    Attributes:
-        cell: ``"gru"`` or ``"lstm"``.
-        input_size: input lines per step.
-        hidden: width of every recurrent and linear layer.
-        layers: stacked recurrent layers.
-        linear_layers: ``hidden -> hidden`` linear layers after the recurrent stack.
-        output_size: output lines per step (the final ``hidden -> output`` layer).
-    """
-
-    cell: str = "gru"
-    input_size: int = 9
-    hidden: int = 12
-    layers: int = 4
-    linear_layers: int = 4
-    output_size: int = 8
-
-    @property
-    def gates(self) -> int:
-        """Gate blocks per recurrent layer (3 for GRU, 4 for LSTM)."""
-        return {"gru": 3, "lstm": 4}[self.cell]
-
-
-DS1_NET = NetConfig()  # 4,364 parameters
-DS3_NET = NetConfig(cell="lstm", input_size=4, hidden=64, layers=4, linear_layers=2, output_size=14)
-
-
-class MLDSNet(nn.Module):
-    """The network as a plain module: ``rnn`` (nn.GRU/nn.LSTM), ``linears``, ``out``.
-
-    Args:
-        config: the network's shape.
-    """
-
-    def __init__(self, config: NetConfig = DS1_NET) -> None:
-        super().__init__()
-        if config.cell not in ("gru", "lstm"):
-            raise ValueError(f"cell must be 'gru' or 'lstm', got {config.cell!r}")
-        rnn = nn.GRU if config.cell == "gru" else nn.LSTM
-        self.config = config
-        self.rnn = rnn(config.input_size, config.hidden, config.layers, batch_first=True)
-        self.linears = nn.Sequential(
-            *[nn.Linear(config.hidden, config.hidden) for _ in range(config.linear_layers)]
-        )
-        self.out = nn.Linear(config.hidden, config.output_size)
-
-    def forward(self, x: Tensor) -> Tensor:
-        """Outputs ``[batch, steps, output_size]`` for inputs ``[batch, steps, input_size]``."""
-        hidden, _ = self.rnn(x)
-        return self.out(self.linears(hidden))
-
-
-def layout(config: NetConfig) -> Layout:
-    """Layout of a flattened network, in ``state_dict`` order."""
-    h, g = config.hidden, config.gates
-    shapes: dict[str, tuple[int, ...]] = {}
-    for layer in range(config.layers):
-        width = config.input_size if layer == 0 else h
-        shapes[f"rnn.weight_ih_l{layer}"] = (g * h, width)
-        shapes[f"rnn.weight_hh_l{layer}"] = (g * h, h)
-        shapes[f"rnn.bias_ih_l{layer}"] = (g * h,)
-        shapes[f"rnn.bias_hh_l{layer}"] = (g * h,)
-    for index in range(config.linear_layers):
-        shapes[f"linears.{index}.weight"] = (h, h)
-        shapes[f"linears.{index}.bias"] = (h,)
-    shapes["out.weight"] = (config.output_size, h)
-    shapes["out.bias"] = (config.output_size,)
-    return Layout.from_shapes(shapes)
-
-
-def num_params(config: NetConfig) -> int:
-    """Trainable parameters of a network."""
-    return layout(config).num_params
+__all__ = [
+    "DS1_NET",
+    "DS3_NET",
+    "MLDSNet",
+    "NetConfig",
+    "init_population",
+    "layout",
+    "net_config",
+    "num_params",
+    "population_forward",
+]
 
 
 def init_population(config: NetConfig, seeds: list[int], device: str = "cpu") -> dict[str, Tensor]:

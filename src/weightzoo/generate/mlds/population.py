@@ -1,27 +1,26 @@
-"""Train a population of MLDS networks at once, each with its own seed and data order.
+"""MLDS on the population toolkit: the networks' data, loss and training settings.
 
 All networks of a population share the architecture; each has its own data set (its machine's
-or automaton's), its own initialisation and its own shuffling. Parameters are stacked
-``[M, ...]`` and run by :func:`~weightzoo.generate.mlds.networks.population_forward`. The loss
-is the sum of per-network mean squared errors, so gradients stay per network, and Adam (an
-elementwise rule) on stacked tensors equals one Adam per network. A network whose validation
-loss falls below the threshold after an epoch is frozen: its parameters are kept as they were
-at that epoch while the others go on.
+or automaton's), its own initialisation and its own shuffling. Training runs through
+:func:`weightzoo.generate.population.train`: parameters stacked ``[M, ...]`` and run by
+:func:`~weightzoo.generate.mlds.networks.population_forward`, the loss is the sum of
+per-network mean squared errors (so gradients stay per network) and one Adam updates every
+network. A network whose validation loss falls below the threshold after an epoch is done: it
+is dropped from the population (compaction) with its weights of that epoch.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
+from weightzoo.generate import population as toolkit
 from weightzoo.generate.mlds.machines import SequenceSet
-from weightzoo.generate.mlds.networks import NetConfig, init_population, population_forward
+from weightzoo.generate.mlds.networks import NetConfig, init_population, layout, population_forward
 
 
 @dataclass(frozen=True)
@@ -51,13 +50,16 @@ class TrainSettings:
         if self.schedule not in ("constant", "cosine"):
             raise ValueError(f"schedule must be 'constant' or 'cosine', got {self.schedule!r}")
 
+    def to_schedule(self) -> toolkit.Schedule:
+        """The toolkit schedule of these settings."""
+        return toolkit.Schedule(
+            self.schedule, epochs=self.max_epochs, min_lr_ratio=self.min_lr_ratio
+        )
+
     def lr_at(self, epoch: int) -> float:
         """Learning rate of epoch ``epoch`` (0-based)."""
-        if self.schedule == "constant" or self.max_epochs <= 1:
-            return self.lr
-        progress = epoch / (self.max_epochs - 1)
-        low = self.lr * self.min_lr_ratio
-        return low + 0.5 * (self.lr - low) * (1 + math.cos(math.pi * progress))
+        rate = self.to_schedule().lr(torch.tensor([self.lr], dtype=torch.float64), epoch, 0)
+        return float(rate[0])
 
 
 class PopulationData:
@@ -97,53 +99,45 @@ def masked_mse(pred: Tensor, target: Tensor, mask: Tensor) -> tuple[Tensor, Tens
     return err.sum(dim=(1, 2)), mask.sum(dim=(1, 2)) * pred.shape[-1]
 
 
-@torch.no_grad()
-def evaluate(
-    config: NetConfig,
-    params: dict[str, Tensor],
-    data: PopulationData,
-    name: str,
-    classes: Tensor,
-    chunk: int = 64,
-) -> Tensor:
-    """Mean squared error of every network on the whole set ``name`` of its class, ``[M]``."""
-    total = torch.zeros(len(classes), dtype=torch.float64, device=classes.device)
-    terms = torch.zeros_like(total)
-    size = data.size(name)
-    steps = data.sets[name][0].shape[2]
-    # Cap the gate activations of one pass at 2**25 floats (128 MB), e.g. for DS3's LSTMs.
-    chunk = max(1, min(chunk, 2**25 // (len(classes) * steps * config.gates * config.hidden)))
-    for start in range(0, size, chunk):
-        rows = torch.arange(start, min(start + chunk, size), device=classes.device)
-        x, y, mask = data.gather(name, classes, rows.expand(len(classes), -1))
-        err, count = masked_mse(population_forward(config, params, x), y, mask)
-        total += err.double()
-        terms += count.double()
-    return (total / terms.clamp(min=1)).float()
+class MLDSTask:
+    """The MLDS :class:`~weightzoo.generate.population.Task`: masked MSE on each network's set.
 
+    A population trained on it carries a buffer ``"class"`` ``[M]``: the index of each
+    network's class in ``data``.
 
-@dataclass
-class PopulationResult:
-    """What training a population produced (tensors on the CPU, one row per network).
-
-    Attributes:
-        initial: parameters at initialisation ``{name: [M, ...]}``.
-        final: parameters when the network passed (frozen) or at the last epoch.
-        epochs: epochs each network trained.
-        passed: whether its validation loss fell below the threshold.
-        train_history: mean training loss of each epoch, ``[M, max_epochs]``, NaN after stop.
-        val_history: validation loss after each epoch, same shape.
-        initial_losses / final_losses: ``{set name: [M]}`` on every set of the data.
+    Args:
+        config: the networks' shape.
+        data: data sets per class.
+        chunk: sequences per evaluation pass (capped so that the gate activations of one pass
+            stay below 2**25 floats, 128 MB, e.g. for DS3's LSTMs).
     """
 
-    initial: dict[str, Tensor]
-    final: dict[str, Tensor]
-    epochs: np.ndarray
-    passed: np.ndarray
-    train_history: np.ndarray
-    val_history: np.ndarray
-    initial_losses: dict[str, np.ndarray]
-    final_losses: dict[str, np.ndarray]
+    def __init__(self, config: NetConfig, data: PopulationData, chunk: int = 64) -> None:
+        self.config = config
+        self.data = data
+        self.chunk = chunk
+        self.train_size = data.size("train")
+        self.splits = {name: data.size(name) for name in data.sets}
+
+    def _sums(self, pop: toolkit.Population, split: str, rows: Tensor) -> tuple[Tensor, Tensor]:
+        x, y, mask = self.data.gather(split, pop.buffers["class"], rows)
+        return masked_mse(population_forward(self.config, pop.params, x), y, mask)
+
+    def train_loss(self, pop: toolkit.Population, rows: Tensor, order) -> Tensor:
+        """Mean squared error of each network on its batch ``rows [M, B]``."""
+        err, terms = self._sums(pop, "train", rows)
+        return err / terms.clamp(min=1)
+
+    def eval_sums(self, pop, split: str, start: int, stop: int) -> dict[str, tuple[Tensor, Tensor]]:
+        """Summed squared errors and terms over sequences ``start:stop`` of ``split``."""
+        rows = torch.arange(start, stop, device=pop.device).expand(pop.size, -1)
+        return {"loss": self._sums(pop, split, rows)}
+
+    def eval_chunk(self, split: str, models: int) -> int:
+        """Sequences per evaluation pass."""
+        steps = self.data.sets[split][0].shape[2]
+        cap = 2**25 // (models * steps * self.config.gates * self.config.hidden)
+        return max(1, min(self.chunk, cap))
 
 
 def train_population(
@@ -156,7 +150,8 @@ def train_population(
     device: str = "cpu",
     progress: bool = False,
     desc: str = "population",
-) -> PopulationResult:
+    compact: bool = True,
+) -> toolkit.PopulationResult:
     """Train ``len(seeds)`` networks together until each passes or ``max_epochs`` is reached.
 
     Args:
@@ -168,87 +163,48 @@ def train_population(
         device: torch device.
         progress: show a tqdm bar over epochs.
         desc: label of the bar.
+        compact: drop passed networks from the population (False: keep them in, frozen).
 
     Returns:
-        A :class:`PopulationResult`.
+        The toolkit's result: checkpoints ``[0, max_epochs]`` (initialisation, and the weights
+        when the network passed or ran out of epochs) with ``<set>_loss`` on every set;
+        ``history`` holds ``train_loss`` and ``val_loss`` per epoch.
     """
+    from tqdm.auto import tqdm
+
     if len(classes) != len(seeds):
         raise ValueError(f"{len(classes)} classes given for {len(seeds)} seeds; give one each")
-    count = len(seeds)
     class_index = torch.as_tensor(list(classes), dtype=torch.long, device=device)
-    params = init_population(config, list(seeds), device)
-    initial = {k: v.detach().cpu().clone() for k, v in params.items()}
-    for tensor in params.values():
-        tensor.requires_grad_(True)
-    frozen = {k: v.detach().clone() for k, v in params.items()}
-    # foreach: one kernel per Adam operation over all stacks instead of one per tensor.
-    optimizer = torch.optim.Adam(list(params.values()), lr=settings.lr, foreach=True)
-    rngs = [np.random.default_rng([int(seed), 7]) for seed in seeds]
-
-    def losses(current: dict[str, Tensor]) -> dict[str, np.ndarray]:
-        return {
-            name: evaluate(config, current, data, name, class_index, settings.eval_chunk)
-            .cpu()
-            .numpy()
-            for name in data.sets
-        }
-
-    initial_losses = losses(params)
-    size = data.size("train")
-    batch = min(settings.batch_size, size)
-    steps = math.ceil(size / batch)
-    active = torch.ones(count, dtype=torch.bool, device=device)
-    epochs = np.zeros(count, dtype=np.int64)
-    train_history = np.full((count, settings.max_epochs), np.nan, dtype=np.float32)
-    val_history = np.full_like(train_history, np.nan)
-    bar = tqdm(range(settings.max_epochs), desc=desc, unit="epoch", disable=not progress)
-    any_frozen = False
-    for epoch in bar:
-        for group in optimizer.param_groups:
-            group["lr"] = settings.lr_at(epoch)
-        order = torch.as_tensor(
-            np.stack([rng.permutation(size) for rng in rngs]), dtype=torch.long, device=device
-        )
-        epoch_loss = torch.zeros(count, dtype=torch.float64, device=device)
-        for step in range(steps):
-            rows = order[:, step * batch : (step + 1) * batch]
-            x, y, mask = data.gather("train", class_index, rows)
-            err, terms = masked_mse(population_forward(config, params, x), y, mask)
-            per_net = err / terms.clamp(min=1)
-            optimizer.zero_grad(set_to_none=True)
-            (per_net * active).sum().backward()
-            optimizer.step()
-            if any_frozen:
-                # Adam's momentum would still move frozen networks: put them back.
-                with torch.no_grad():
-                    for name, tensor in params.items():
-                        keep = active.view(-1, *[1] * (tensor.dim() - 1))
-                        tensor.copy_(torch.where(keep, tensor, frozen[name]))
-            epoch_loss += per_net.detach().double()
-        val = evaluate(config, params, data, "val", class_index, settings.eval_chunk)
-        was_active = active.cpu().numpy()
-        train_history[was_active, epoch] = (epoch_loss / steps).cpu().numpy()[was_active]
-        val_history[was_active, epoch] = val.cpu().numpy()[was_active]
-        epochs[was_active] = epoch + 1
-        newly = active & (val < settings.threshold)
-        if newly.any():
-            with torch.no_grad():
-                for name, tensor in params.items():
-                    frozen[name][newly] = tensor.detach()[newly]
-            active &= ~newly
-            any_frozen = True
-        bar.set_postfix(passed=f"{count - int(active.sum())}/{count}")
-        if not active.any():
-            break
-    bar.close()
-    final = {k: v.detach().clone() for k, v in params.items()}
-    return PopulationResult(
-        initial=initial,
-        final={k: v.cpu() for k, v in final.items()},
-        epochs=epochs,
-        passed=~active.cpu().numpy(),
-        train_history=train_history,
-        val_history=val_history,
-        initial_losses=initial_losses,
-        final_losses=losses(final),
+    pop = toolkit.Population(
+        init_population(config, list(seeds), device), {"class": class_index}, device=device
     )
+    train_config = toolkit.TrainConfig(
+        optimizer="adam",
+        lr=settings.lr,
+        epochs=settings.max_epochs,
+        batch_size=settings.batch_size,
+        schedule=settings.to_schedule(),
+        checkpoints=(0, settings.max_epochs),
+        checkpoint_splits=tuple(data.sets),
+        watch="val_loss",
+        threshold=settings.threshold,
+        compact=compact,
+        order="numpy",
+    )
+    bar = tqdm(total=settings.max_epochs, desc=desc, unit="epoch", disable=not progress)
+
+    def advance(_steps: int, remaining: int) -> None:
+        bar.update(1)
+        bar.set_postfix(passed=f"{len(seeds) - remaining}/{len(seeds)}")
+
+    try:
+        return toolkit.train(
+            MLDSTask(config, data, settings.eval_chunk),
+            pop,
+            seeds,
+            layout(config).names,
+            train_config,
+            progress=advance,
+        )
+    finally:
+        bar.close()

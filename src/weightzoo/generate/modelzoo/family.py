@@ -12,7 +12,7 @@ dropout, init, optimizer, lr, weight decay, in that nesting order) followed by i
 block the runner hands to :meth:`ModelZooFamily.train` is split into populations of models
 sharing activation and optimizer, trained together by
 :func:`~weightzoo.generate.modelzoo.population.train_population`. ResNet-18 models are trained
-one at a time with ``torch.optim.SGD`` and ``OneCycleLR``.
+one at a time (SGD with a one-cycle schedule) on the same toolkit.
 """
 
 from __future__ import annotations
@@ -400,49 +400,11 @@ def build_model(spec: _CommonSpec, activation: str, dropout: float = 0.0):
     """The (uninitialised) network of ``spec`` with the given activation and dropout.
 
     Raises:
-        ValueError: for an unknown architecture.
+        UnbuildableSpecError: for an unknown architecture.
     """
-    from weightzoo.generate.modelzoo import architectures as arch
+    from weightzoo.architectures import build_model as build
 
-    if spec.architecture == "cnn-s":
-        return arch.cnn_small(
-            spec.in_channels, spec.num_classes, activation=activation, dropout=dropout
-        )
-    if spec.architecture == "cnn-m":
-        return arch.cnn_medium(
-            spec.in_channels, spec.num_classes, activation=activation, dropout=dropout
-        )
-    if spec.architecture == "resnet18":
-        return arch.ResNet18(spec.in_channels, spec.num_classes)
-    if spec.architecture == "mlp":
-        hidden = getattr(spec, "hidden", 10)
-        bias = getattr(spec, "bias", True)
-        return arch.trajectory_mlp(
-            spec.in_channels * spec.image_size**2,
-            hidden,
-            spec.num_classes,
-            activation=activation,
-            bias=bias,
-        )
-    if spec.architecture == "cnn":
-        return arch.trajectory_cnn(
-            spec.in_channels,
-            tuple(getattr(spec, "conv_channels", (16, 8))),
-            spec.num_classes,
-            size=spec.image_size,
-            activation=activation,
-            bias=getattr(spec, "bias", True),
-        )
-    raise ValueError(f"unknown architecture {spec.architecture!r}")
-
-
-def layout_names(model) -> list[str]:
-    """Tensor names of a row: the state_dict without counters and dropout rates."""
-    return [
-        name
-        for name in model.state_dict()
-        if not name.endswith("num_batches_tracked") and not name.endswith(".p")
-    ]
+    return build(spec.to_dict(), {"activation": activation, "dropout": dropout})
 
 
 @lru_cache(maxsize=4)
@@ -530,33 +492,25 @@ class ModelZooFamily:
         return _train_populations(spec, plans, device=device, progress=progress)
 
 
+_ARCH_FIELDS = ("architecture", "in_channels", "num_classes", "image_size", "hidden", "bias")
+
+
 def _arch_key(spec: _CommonSpec) -> tuple:
-    return (
-        spec.in_channels,
-        spec.num_classes,
-        spec.image_size,
-        getattr(spec, "hidden", 10),
-        tuple(getattr(spec, "conv_channels", (16, 8))),
-        getattr(spec, "bias", True),
-    )
+    """What the layout depends on (not the grid's activations or rates)."""
+    fields = tuple(getattr(spec, f, None) for f in _ARCH_FIELDS)
+    return (*fields, tuple(getattr(spec, "conv_channels", (16, 8))))
 
 
 @lru_cache(maxsize=64)
 def _layout(architecture: str, key: tuple) -> Layout:
-    in_channels, num_classes, image_size, hidden, conv_channels, bias = key
-    shim = TrajectorySpec(
-        name="shim",
-        architecture=architecture,
-        in_channels=in_channels,
-        num_classes=num_classes,
-        image_size=image_size,
-        hidden=hidden,
-        conv_channels=conv_channels,
-        bias=bias,
-    )
-    model = build_model(shim, "relu")
-    state = model.state_dict()
-    return Layout.from_shapes({n: tuple(state[n].shape) for n in layout_names(model)})
+    """:func:`weightzoo.features.layout_of` of the architecture (cached: ResNet-18 is big)."""
+    from weightzoo.architectures import build_model as build
+    from weightzoo.features import layout_of
+
+    spec = dict(zip(_ARCH_FIELDS, key[:-1], strict=True))
+    spec |= {"family": "modelzoo", "conv_channels": list(key[-1]), "activations": ["relu"]}
+    spec = {k: v for k, v in spec.items() if v is not None}
+    return layout_of(build(spec))
 
 
 def _node_key(node: dict[str, Any]) -> str:
@@ -566,7 +520,7 @@ def _node_key(node: dict[str, Any]) -> str:
 def _make_model(spec: _CommonSpec, plan: ModelPlan):
     import torch
 
-    from weightzoo.generate.modelzoo.architectures import init_weights
+    from weightzoo.architectures.image import init_weights
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(plan.seed)
@@ -645,9 +599,10 @@ def _train_populations(
 def _train_singles(
     spec: _CommonSpec, plans: Sequence[ModelPlan], *, device: str, progress: bool
 ) -> list[ModelRecord]:
+    """ResNet-18: one model at a time (a population of one, BatchNorm on the loop path)."""
     from tqdm.auto import tqdm
 
-    from weightzoo.generate.modelzoo.population import train_single
+    from weightzoo.generate.modelzoo.population import train_population
 
     train, val, test = _device_splits(spec, device)
     names = _layout(spec.architecture, _arch_key(spec)).names
@@ -655,27 +610,28 @@ def _train_singles(
     bar = tqdm(total=steps, disable=not progress, desc=spec.name, unit="step", leave=False)
     records = []
     for plan in plans:
-        import torch
-
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(plan.seed)
-            result = train_single(
-                _make_model(spec, plan),
-                plan.seed,
-                train=train,
-                val=val,
-                test=test,
-                lr=plan.columns["lr"],
-                weight_decay=plan.columns["weight_decay"],
-                momentum=spec.momentum,
-                batch_size=spec.batch_size,
-                epochs=spec.epochs,
-                names=names,
-                onecycle=getattr(spec, "lr_schedule", "constant") == "onecycle",
-                augment=getattr(spec, "augment", False),
-                device=device,
-                progress=bar.update,
-            )
+        result = train_population(
+            [_make_model(spec, plan)],
+            [plan.seed],
+            train=train,
+            val=val,
+            test=test,
+            optimizer=plan.columns["optimizer"],
+            lr=[plan.columns["lr"]],
+            weight_decay=[plan.columns["weight_decay"]],
+            batch_size=spec.batch_size,
+            epochs=spec.epochs,
+            names=names,
+            loss=spec.loss,
+            momentum=spec.momentum,
+            schedule=getattr(spec, "lr_schedule", "constant"),
+            augment=getattr(spec, "augment", False),
+            device=device,
+            path="loop",
+            noise_seed=plan.seed,
+            eval_batch=500,
+            progress=bar.update,
+        )
         records.append(
             ModelRecord(
                 model_id=plan.model_id,

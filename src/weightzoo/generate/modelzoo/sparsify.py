@@ -37,12 +37,13 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.func import functional_call, vmap
+from torch.func import vmap
 from torch.nn import functional as F
 
+from weightzoo.architectures.image import RateDropout
 from weightzoo.errors import WeightzooError
-from weightzoo.generate.modelzoo.architectures import RateDropout
-from weightzoo.generate.modelzoo.population import METRICS, PopulationOptimizer, population_loss
+from weightzoo.generate.modelzoo.population import METRICS, ImageTask, population_loss
+from weightzoo.generate.population import DataOrder, Population, PopulationOptimizer, evaluate
 from weightzoo.storage.manifest import SPLITS, Manifest
 
 __all__ = ["SparsifySettings", "kl_approximation", "sparsify_zoo", "spec_from_manifest"]
@@ -160,26 +161,15 @@ def _masked(
     return out, pruned.double() / total
 
 
-@torch.no_grad()
-def _evaluate(net, params, split, loss: str) -> tuple[torch.Tensor, torch.Tensor]:
-    from weightzoo.generate.modelzoo.population import population_loss
+def _evaluate(net, params, splits, loss: str) -> dict[str, torch.Tensor]:
+    """``{"<split>_loss"|"<split>_acc": [M]}`` of the deterministic (masked) nets."""
+    task = ImageTask(net, splits, loss=loss, path="vmap", dropout=False, eval_batch=_EVAL_BATCH)
+    return evaluate(task, Population(params, device=_device(params)), list(task.splits))
 
-    models = next(iter(params.values())).shape[0]
-    total = torch.zeros(models, dtype=torch.float64, device=split.x.device)
-    correct = torch.zeros_like(total)
-    net.eval()
 
-    def one(p, xi):
-        return functional_call(net, p, (xi,))
-
-    for start in range(0, split.x.shape[0], _EVAL_BATCH):
-        xb, yb = split.x[start : start + _EVAL_BATCH], split.y[start : start + _EVAL_BATCH]
-        out = vmap(one, in_dims=(0, None))(params, xb)
-        ys = yb.unsqueeze(0).expand(models, -1)
-        total += population_loss(out, ys, loss).double() * len(yb)
-        correct += (out.argmax(-1) == ys).sum(1).double()
-    n = split.x.shape[0]
-    return (total / n).float(), (correct / n).float()
+def _device(params: dict[str, torch.Tensor]) -> torch.device:
+    """The device of a population's tensors."""
+    return next(iter(params.values())).device
 
 
 def sparsify_population(
@@ -200,7 +190,8 @@ def sparsify_population(
     """Sparsify trained models of one architecture together.
 
     Args:
-        net: the architecture (a :class:`~.architectures.SeqNet`); its own weights are unused.
+        net: the architecture (a :class:`~weightzoo.architectures.image.SeqNet`); its own
+            weights are unused.
         weights: float32 ``[M, params]`` rows in the order of ``names``.
         seeds: per-model seeds of the data order.
         names: tensor names of a row (the zoo's layout order).
@@ -233,13 +224,8 @@ def sparsify_population(
         for key in _vd_layers(net)
     }
     params = {**theta, **{f"{k}.log_sigma2": v for k, v in log_sigma2.items()}}
-    opt = PopulationOptimizer(
-        params,
-        "adam",
-        torch.full((count,), float(settings.lr), device=dev),
-        torch.zeros(count, device=dev),
-    )
-    generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
+    opt = PopulationOptimizer("adam", settings.lr, count=count, device=dev)
+    order = DataOrder(seeds, train.x.shape[0])
     n = train.x.shape[0]
     steps_per_epoch = math.ceil(n / batch_size)
     out_rows = np.zeros((count, settings.epochs + 1, layout.num_params), dtype=np.float32)
@@ -257,10 +243,9 @@ def sparsify_population(
             torch.cat([masked[k].reshape(count, -1) for k in names], dim=1).cpu().numpy()
         )
         metrics["sparsity"][:, epoch] = sparsity.cpu().numpy()
-        for split_name, split in (("train", train), ("val", val), ("test", test)):
-            lo, acc = _evaluate(net, masked, split, loss)
-            metrics[f"{split_name}_loss"][:, epoch] = lo.cpu().numpy()
-            metrics[f"{split_name}_acc"][:, epoch] = acc.cpu().numpy()
+        values = _evaluate(net, masked, {"train": train, "val": val, "test": test}, loss)
+        for name, value in values.items():
+            metrics[name][:, epoch] = value.cpu().numpy()
         metrics["ggap"][:, epoch] = metrics["train_acc"][:, epoch] - metrics["test_acc"][:, epoch]
 
     def one(th, ls2, xi):
@@ -272,9 +257,9 @@ def sparsify_population(
         checkpoint(0)
         step = 0
         for epoch in range(1, settings.epochs + 1):
-            order = torch.stack([torch.randperm(n, generator=g) for g in generators]).to(dev)
+            rows = order.epoch(dev)
             for start in range(0, n, batch_size):
-                idx = order[:, start : start + batch_size]
+                idx = rows[:, start : start + batch_size]
                 out = vmap(one, randomness="different")(theta, log_sigma2, train.x[idx])
                 data_loss = population_loss(out, train.y[idx], loss)
                 kl = sum(
@@ -284,8 +269,9 @@ def sparsify_population(
                 # KL weight ramps 0 -> 1 so the nets first adapt to the noise, then prune
                 beta = min(1.0, step / max(1, settings.kl_warmup * steps_per_epoch))
                 (data_loss + beta * kl / n).sum().backward()
-                opt.step()
-                opt.zero_grad()
+                opt.step(params)
+                for tensor in params.values():
+                    tensor.grad = None
                 step += 1
             checkpoint(epoch)
             if progress is not None:
@@ -344,11 +330,11 @@ def sparsify_zoo(
     """
     from tqdm.auto import tqdm
 
-    from weightzoo.features import layer_statistics, statistics_names
+    from weightzoo.blocks import STATS_PRESET, ModelRecord, write_block
+    from weightzoo.features import statistics_names
     from weightzoo.generate.modelzoo import family as fam
-    from weightzoo.generate.runner import STATS_PRESET
     from weightzoo.storage.reader import ZooReader
-    from weightzoo.storage.writer import ZooWriter, checkpoint_viability, shard_file_name
+    from weightzoo.storage.writer import ZooWriter, shard_file_name
 
     if int(epochs) < 1:
         raise ValueError(f"epochs must be at least 1, got {epochs}")
@@ -414,7 +400,7 @@ def sparsify_zoo(
     bar = tqdm(total=total * steps, disable=not progress, desc=f"sparsify {src.name}", unit="step")
     skip = {"viable", "split", "position"}
     try:
-        for split, first, last, file in todo:
+        for split, first, last, _file in todo:
             rows = np.asarray([local[p] for p in range(first, last)])
             weights = reader.read("weights", rows, np.zeros(len(rows), dtype=np.int64))
             activations = [str(a) for a in reader.columns["activation"][rows]]
@@ -444,20 +430,15 @@ def sparsify_zoo(
                 k: v[rows] for k, v in reader.columns.items() if k not in skip and np.ndim(v) >= 1
             }
             columns["source_epoch"] = np.full(len(rows), source_epoch, dtype=np.int64)
-            flat = torch.from_numpy(out_w.reshape(-1, src.num_params))
-            stats = layer_statistics(flat, src.layout, preset=STATS_PRESET).numpy()
-            viable = checkpoint_viability(out_w, spec.diverge_threshold)
-            writer.write_shard(
-                file,
-                split=split,
-                models=(first, last),
-                epochs=list(range(settings.epochs + 1)),
-                weights=out_w,
-                stats=stats.reshape(*out_w.shape[:2], -1),
-                metrics=out_m,
-                columns=columns,
-                checkpoint_viable=viable,
-            )
+            records = [
+                ModelRecord(
+                    int(columns["model_id"][k]),
+                    out_w[k],
+                    {name: out_m[name][k] for name in metric_names},
+                )
+                for k in range(len(rows))
+            ]
+            write_block(writer, records, split=split, first=first, columns=columns)
     finally:
         bar.close()
     return writer.finish()

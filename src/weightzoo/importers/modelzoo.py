@@ -8,7 +8,7 @@
 <root>/<trial>/checkpoint_000050/checkpoints   torch.save(state_dict)
 ```
 
-Pitfalls handled (``../shared/ANCHORS.md``): trials are ordered by natural sort of their names
+Pitfalls handled (see docs/import.md): trials are ordered by natural sort of their names
 (never ``iterdir()`` order); tensors are ordered by natural sort, and when models of one zoo
 have different ``module_list`` indices (dropout shifts them) but the same sequence of shapes,
 they are renamed by rank (``layer0.weight`` ...) with the original keys kept per model in the
@@ -30,9 +30,10 @@ from typing import Any
 import numpy as np
 
 from weightzoo.errors import DataFilesMissingError, LayoutError
-from weightzoo.generate.importers._common import (
-    ImportedModel,
+from weightzoo.importers._common import (
+    ModelRecord,
     column_arrays,
+    inside,
     load_state_dict,
     require_dir,
     write_zoo,
@@ -109,7 +110,7 @@ def import_modelzoo(src: str | os.PathLike[str], dest: str | os.PathLike[str]) -
         LayoutError: if models have different tensor shapes.
         UnsafeFileError: if a checkpoint needs unpickling of arbitrary objects.
     """
-    root = require_dir(src, "Model Zoos")
+    root = require_dir(src, "Model Zoos", dest)
     trials = sorted(
         (p for p in root.iterdir() if (p / "params.json").is_file()),
         key=lambda p: natural_key(p.name),
@@ -119,6 +120,13 @@ def import_modelzoo(src: str | os.PathLike[str], dest: str | os.PathLike[str]) -
             f"{root} has no trial directories with a params.json; point SRC at the zoo root"
         )
     checkpoints = {t: _checkpoints(t) for t in trials}
+    for trial in trials:
+        found = [trial / "params.json", trial / "result.json", *checkpoints[trial].values()]
+        for path in found:
+            if path.exists():
+                inside(root, path)
+    if (root / "config.json").exists():
+        inside(root, root / "config.json")
     empty = [t.name for t, c in checkpoints.items() if not c]
     if empty:
         raise DataFilesMissingError(
@@ -148,9 +156,10 @@ def import_modelzoo(src: str | os.PathLike[str], dest: str | os.PathLike[str]) -
     for lines in results.values():
         metric_names += [k for k in _metric_keys(lines) if k not in metric_names]
 
-    rows = []
+    rows, strata = [], []
     for index, trial in enumerate(trials):
         params = json.loads((trial / "params.json").read_text(encoding="utf-8"))
+        strata.append(_node(params))
         seed = params.get("seed")
         row = {
             "model_id": index,
@@ -163,7 +172,7 @@ def import_modelzoo(src: str | os.PathLike[str], dest: str | os.PathLike[str]) -
         rows.append(row)
     columns = column_arrays(rows)
 
-    def load(index: int) -> ImportedModel:
+    def load(index: int) -> ModelRecord:
         trial = trials[index]
         weights = np.full((len(epochs), layout.num_params), np.nan, dtype=np.float32)
         for epoch, path in checkpoints[trial].items():
@@ -194,7 +203,7 @@ def import_modelzoo(src: str | os.PathLike[str], dest: str | os.PathLike[str]) -
                         metrics[key][epochs.index(epoch)] = (
                             value if math.isfinite(value) else np.nan
                         )
-        return ImportedModel(weights, metrics)
+        return ModelRecord(index, weights, metrics)
 
     config_path = root / "config.json"
     config = json.loads(config_path.read_text(encoding="utf-8")) if config_path.is_file() else {}
@@ -208,8 +217,16 @@ def import_modelzoo(src: str | os.PathLike[str], dest: str | os.PathLike[str]) -
         metric_names=[m.replace("/", "_") for m in metric_names],
         columns=columns,
         load=lambda i: _rename_metrics(load(i)),
+        strata=strata,
     )
 
 
-def _rename_metrics(model: ImportedModel) -> ImportedModel:
-    return ImportedModel(model.weights, {k.replace("/", "_"): v for k, v in model.metrics.items()})
+def _rename_metrics(model: ModelRecord) -> ModelRecord:
+    renamed = {k.replace("/", "_"): v for k, v in model.metrics.items()}
+    return ModelRecord(model.model_id, model.weights, renamed)
+
+
+def _node(params: dict[str, Any]) -> str:
+    """A trial's hyperparameter node: its ``params.json`` without the seed, as JSON."""
+    node = {k: v for k, v in params.items() if k.rsplit("::", 1)[-1] != "seed"}
+    return json.dumps(node, sort_keys=True, default=str)

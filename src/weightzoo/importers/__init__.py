@@ -7,9 +7,10 @@
 * ``mlds``: MLDS per-network PyTorch or JSON files (:mod:`.mlds`).
 
 Every importer loads ``.pt`` files with ``torch.load(weights_only=True)`` only and refuses
-anything that would need unpickling (:class:`~weightzoo.errors.UnsafeFileError`), computes the
-``modelzoo`` statistics with :func:`weightzoo.features.layer_statistics`, splits 70/15/15 by
-model with a fixed seed, and writes through :class:`~weightzoo.storage.ZooWriter`.
+anything that would need unpickling (:class:`~weightzoo.errors.UnsafeFileError`), reads no
+file that links out of SRC and writes no DEST inside SRC
+(:class:`~weightzoo.errors.SourcePathError`), splits models 70/15/15 with the generator's
+stratified rule, and writes through the one block writer, :func:`weightzoo.blocks.write_block`.
 """
 
 from __future__ import annotations
@@ -25,15 +26,15 @@ KINDS = ("modelzoo", "cnn-zoo", "mlds")
 
 def _importer(kind: str) -> Callable[[str | os.PathLike[str], str | os.PathLike[str]], Manifest]:
     if kind == "modelzoo":
-        from weightzoo.generate.importers.modelzoo import import_modelzoo
+        from weightzoo.importers.modelzoo import import_modelzoo
 
         return import_modelzoo
     if kind == "cnn-zoo":
-        from weightzoo.generate.importers.cnn_zoo import import_cnn_zoo
+        from weightzoo.importers.cnn_zoo import import_cnn_zoo
 
         return import_cnn_zoo
     if kind == "mlds":
-        from weightzoo.generate.importers.mlds import import_mlds
+        from weightzoo.importers.mlds import import_mlds
 
         return import_mlds
     raise ValueError(f"unknown import kind {kind!r}; choose one of {', '.join(KINDS)}")
@@ -56,6 +57,8 @@ def import_zoo(kind: str, src: str | os.PathLike[str], dest: str | os.PathLike[s
         ValueError: for an unknown kind.
         DataFilesMissingError: if ``src`` lacks the files of that layout.
         UnsafeFileError: if a file would need unpickling of arbitrary objects.
+        UnreadableFileError: for an empty or truncated input file.
+        SourcePathError: if ``dest`` lies inside ``src``, or an input file links out of it.
     """
     _importer(kind)(src, dest)
     return Path(dest)

@@ -1,6 +1,6 @@
 """Import MLDS networks: one PyTorch file or one JSON file per network.
 
-No public description of MLC@Home's file layout survives (``../shared/ANCHORS.md``), so this
+No public description of MLC@Home's file layout survives (see docs/import.md), so this
 importer takes the two shapes the archives are known to hold and documents the reading:
 
 * ``<net>.pt`` / ``<net>.pth``: a ``state_dict`` (loaded with ``weights_only=True`` only), with
@@ -23,9 +23,10 @@ from typing import Any
 import numpy as np
 
 from weightzoo.errors import DataFilesMissingError, LayoutError
-from weightzoo.generate.importers._common import (
-    ImportedModel,
+from weightzoo.importers._common import (
+    ModelRecord,
     column_arrays,
+    inside,
     load_state_dict,
     require_dir,
     write_zoo,
@@ -34,6 +35,7 @@ from weightzoo.storage.layout import Layout, natural_key
 from weightzoo.storage.manifest import Manifest
 
 _TORCH_SUFFIXES = (".pt", ".pth")
+_CLASS_KEYS = ("machine", "automaton", "class")  # metadata that names a network's class
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -60,6 +62,14 @@ def _network(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     return {k: np.asarray(v, dtype=np.float32) for k, v in weights.items()}, data
 
 
+def _stratum(meta: dict[str, Any]) -> str:
+    """A network's class where its metadata names one (machine or automaton), else ``""``."""
+    for key in _CLASS_KEYS:
+        if meta.get(key) is not None:
+            return f"{key}={meta[key]}"
+    return ""
+
+
 def import_mlds(src: str | os.PathLike[str], dest: str | os.PathLike[str]) -> Manifest:
     """Convert a directory of MLDS network files into a weightzoo zoo.
 
@@ -75,19 +85,21 @@ def import_mlds(src: str | os.PathLike[str], dest: str | os.PathLike[str]) -> Ma
         LayoutError: if networks have different tensors.
         UnsafeFileError: if a ``.pt`` file needs unpickling of arbitrary objects.
     """
-    root = require_dir(src, "MLDS")
+    root = require_dir(src, "MLDS", dest)
     torch_files = [p for p in root.rglob("*") if p.suffix in _TORCH_SUFFIXES]
     sidecars = {p.with_suffix(".json") for p in torch_files}
     json_files = [p for p in root.rglob("*.json") if p not in sidecars]
     files = sorted(
         torch_files + json_files, key=lambda p: natural_key(p.relative_to(root).as_posix())
     )
+    for path in [*files, *(s for s in sidecars if s.exists())]:
+        inside(root, path)
     if not files:
         raise DataFilesMissingError(f"{root} holds no .pt, .pth or .json network files")
 
     first_sd, _ = _network(files[0])
     layout = Layout.from_shapes({k: v.shape for k, v in first_sd.items()}, sort=True)
-    rows, metric_rows, epochs_seen = [], [], set()
+    rows, metric_rows, epochs_seen, strata = [], [], set(), []
     for index, path in enumerate(files):
         sd, meta = _network(path) if index else (first_sd, _network(path)[1])
         layout.check_shapes({k: v.shape for k, v in sd.items()}, source=str(path))
@@ -108,6 +120,7 @@ def import_mlds(src: str | os.PathLike[str], dest: str | os.PathLike[str]) -> Ma
         row["seed"] = int(seed) if isinstance(seed, (int, float)) else -1
         rows.append(row)
         metric_rows.append(metrics)
+        strata.append(_stratum(scalars))
     if len(epochs_seen) > 1:
         raise LayoutError(
             f"networks in {root} are at different epochs {sorted(epochs_seen)}; import them "
@@ -116,7 +129,7 @@ def import_mlds(src: str | os.PathLike[str], dest: str | os.PathLike[str]) -> Ma
     metric_names = sorted({k for m in metric_rows for k in m})
     columns = column_arrays(rows)
 
-    def load(index: int) -> ImportedModel:
+    def load(index: int) -> ModelRecord:
         sd, _ = _network(files[index])
         row = np.empty((1, layout.num_params), dtype=np.float32)
         for tensor in layout:
@@ -125,7 +138,7 @@ def import_mlds(src: str | os.PathLike[str], dest: str | os.PathLike[str]) -> Ma
             k: np.asarray([metric_rows[index].get(k, np.nan)], dtype=np.float32)
             for k in metric_names
         }
-        return ImportedModel(row, metrics)
+        return ModelRecord(index, row, metrics)
 
     return write_zoo(
         dest,
@@ -137,4 +150,5 @@ def import_mlds(src: str | os.PathLike[str], dest: str | os.PathLike[str]) -> Ma
         metric_names=metric_names,
         columns=columns,
         load=load,
+        strata=strata,
     )

@@ -23,10 +23,11 @@ from pathlib import Path
 
 import numpy as np
 
-from weightzoo.errors import DataFilesMissingError, LayoutError
-from weightzoo.generate.importers._common import (
-    ImportedModel,
+from weightzoo.errors import DataFilesMissingError, LayoutError, UnreadableFileError
+from weightzoo.importers._common import (
+    ModelRecord,
     column_arrays,
+    inside,
     load_npy,
     require_dir,
     write_zoo,
@@ -98,15 +99,18 @@ def import_cnn_zoo(src: str | os.PathLike[str], dest: str | os.PathLike[str]) ->
         LayoutError: if ``layout.csv`` and ``weights.npy`` disagree.
         UnsafeFileError: if ``weights.npy`` is an object array.
     """
-    root = require_dir(src, "Small CNN Zoo")
-    variables = _read_layout(root / "layout.csv")
-    weights = load_npy(root / "weights.npy")
+    root = require_dir(src, "Small CNN Zoo", dest)
+    variables = _read_layout(inside(root, root / "layout.csv"))
+    weights_path = inside(root, root / "weights.npy")
+    weights = load_npy(weights_path)
     width = max(end for _, _, end, _ in variables)
+    if weights.ndim == 2 and weights.shape[0] == 0:
+        raise UnreadableFileError(f"{weights_path} holds no rows (shape {weights.shape})")
     if weights.ndim != 2 or weights.shape[1] < width:
         raise LayoutError(
             f"{root / 'weights.npy'} has shape {weights.shape}; layout.csv needs rows of {width}"
         )
-    metrics_path = root / "metrics.csv.gz"
+    metrics_path = inside(root, root / "metrics.csv.gz")
     if not metrics_path.is_file():
         raise DataFilesMissingError(f"{metrics_path} is missing")
     with gzip.open(metrics_path, "rt", newline="", encoding="utf-8") as handle:
@@ -150,7 +154,7 @@ def import_cnn_zoo(src: str | os.PathLike[str], dest: str | os.PathLike[str]) ->
         rows.append(row)
     columns = column_arrays(rows)
 
-    def load(model: int) -> ImportedModel:
+    def load(model: int) -> ModelRecord:
         out = np.full((len(epochs), layout.num_params), np.nan, dtype=np.float32)
         metrics = {k: np.full(len(epochs), np.nan, dtype=np.float32) for k in metric_names}
         for index in groups[model_keys[model]]:
@@ -164,7 +168,7 @@ def import_cnn_zoo(src: str | os.PathLike[str], dest: str | os.PathLike[str]) ->
                 value = table[index].get(key)
                 if isinstance(value, (int, float)):
                     metrics[key][column] = value
-        return ImportedModel(out, metrics)
+        return ModelRecord(model, out, metrics)
 
     return write_zoo(
         dest,

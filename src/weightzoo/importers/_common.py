@@ -1,4 +1,4 @@
-"""What every importer shares: safe loading, column typing, the 70/15/15 split, and writing."""
+"""What every importer shares: safe loading, column typing, and writing through the blocks."""
 
 from __future__ import annotations
 
@@ -7,14 +7,19 @@ import math
 import os
 import pickle
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from weightzoo.errors import DataFilesMissingError, UnsafeFileError
-from weightzoo.features import layer_statistics_numpy, statistics_names
+from weightzoo.blocks import STATS_PRESET, ModelRecord, stratified_splits, write_block
+from weightzoo.errors import (
+    DataFilesMissingError,
+    SourcePathError,
+    UnreadableFileError,
+    UnsafeFileError,
+)
+from weightzoo.features import statistics_names
 from weightzoo.storage.layout import Layout
 from weightzoo.storage.manifest import SPLITS, Manifest
 from weightzoo.storage.writer import ZooWriter, shard_file_name
@@ -35,14 +40,20 @@ def load_state_dict(path: Path) -> dict[str, np.ndarray]:
     """
     import torch
 
+    _require_content(path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UnsafeFileError(
-            f"{path} cannot be loaded with torch.load(weights_only=True) ({first}); weightzoo "
-            "never unpickles arbitrary objects. Re-save it as a plain state_dict "
+            f"{path} cannot be loaded with torch.load(weights_only=True) ({_first_line(exc)}); "
+            "weightzoo never unpickles arbitrary objects. Re-save it as a plain state_dict "
             "(torch.save(model.state_dict(), path)) in a trusted environment and import again."
+        ) from exc
+    except Exception as exc:  # torch reports a bad file as RuntimeError, EOFError, KeyError...
+        raise UnreadableFileError(
+            f"{path} is not a readable torch.save file ({type(exc).__name__}: "
+            f"{_first_line(exc)}); it may be truncated or from another program. Re-save it "
+            "with torch.save(state_dict, path) and import again."
         ) from exc
     if isinstance(obj, Mapping):
         for key in ("state_dict", "model_state_dict"):
@@ -70,15 +81,31 @@ def load_npy(path: Path) -> np.ndarray:
     """
     if not path.is_file():
         raise DataFilesMissingError(f"{path} is missing")
+    _require_content(path)
     try:
         return np.load(path, mmap_mode="r", allow_pickle=False)
     except ValueError as exc:
-        if "pickle" not in str(exc) and "Python objects" not in str(exc):
-            raise
-        raise UnsafeFileError(
-            f"{path} holds Python objects that would need unpickling; weightzoo reads only "
-            "numeric .npy arrays. Convert it to a float array first."
+        if "pickle" in str(exc) or "Python objects" in str(exc):
+            raise UnsafeFileError(
+                f"{path} holds Python objects that would need unpickling; weightzoo reads only "
+                "numeric .npy arrays. Convert it to a float array first."
+            ) from exc
+        raise UnreadableFileError(f"{path} is not a readable .npy array ({exc})") from exc
+    except (EOFError, OSError) as exc:
+        raise UnreadableFileError(
+            f"{path} is not a readable .npy array ({type(exc).__name__}: {_first_line(exc)}); "
+            "it may be truncated. Copy it again from the source."
         ) from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _require_content(path: Path) -> None:
+    if path.stat().st_size == 0:
+        raise UnreadableFileError(f"{path} is empty (0 bytes); copy it again from the source")
 
 
 def column_arrays(rows: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
@@ -112,30 +139,6 @@ def column_arrays(rows: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
     return columns
 
 
-def split_models(count: int, seed: int = SPLIT_SEED) -> list[str]:
-    """Assign each of ``count`` models to train/val/test, 70/15/15, by a seeded permutation."""
-    order = np.random.default_rng(seed).permutation(count)
-    n_train = round(count * SPLIT_FRACTIONS[0])
-    n_val = round(count * SPLIT_FRACTIONS[1])
-    splits = [""] * count
-    for rank, index in enumerate(order):
-        splits[index] = "train" if rank < n_train else "val" if rank < n_train + n_val else "test"
-    return splits
-
-
-@dataclass
-class ImportedModel:
-    """One model read from a source zoo.
-
-    Attributes:
-        weights: float32 ``[checkpoints, params]`` in the zoo's layout (NaN where missing).
-        metrics: ``{name: [checkpoints]}``.
-    """
-
-    weights: np.ndarray
-    metrics: dict[str, np.ndarray]
-
-
 def write_zoo(
     dest: str | os.PathLike[str],
     *,
@@ -146,9 +149,15 @@ def write_zoo(
     epochs: Sequence[int],
     metric_names: Sequence[str],
     columns: Mapping[str, np.ndarray],
-    load: Callable[[int], ImportedModel],
+    load: Callable[[int], ModelRecord],
+    strata: Sequence[str] | None = None,
 ) -> Manifest:
     """Write an imported zoo in the standard format, reading one block of models at a time.
+
+    Models are split with the generator's rule (:func:`weightzoo.blocks.stratified_splits`,
+    seed :data:`SPLIT_SEED`), stratified by ``strata`` where the source says what a model's
+    class or hyperparameter node is, and written block by block with
+    :func:`weightzoo.blocks.write_block`.
 
     Args:
         dest: the zoo directory to write.
@@ -160,13 +169,19 @@ def write_zoo(
         metric_names: metric names every model provides.
         columns: per-model columns, including ``model_id`` and ``seed``, in source order.
         load: reads model ``i`` (source order).
+        strata: each model's stratum in source order (default: one stratum).
 
     Returns:
         The finished manifest.
     """
     count = len(columns["model_id"])
-    splits = split_models(count)
-    stats_names = statistics_names(layout, "modelzoo")
+    ids = list(range(count))
+    splits = stratified_splits(
+        ids,
+        list(strata) if strata is not None else [""] * count,
+        fractions=SPLIT_FRACTIONS,
+        seed=SPLIT_SEED,
+    )
     writer = ZooWriter(
         dest,
         name=name,
@@ -175,46 +190,67 @@ def write_zoo(
         layout=layout,
         epochs=epochs,
         metrics=metric_names,
-        stats_names=stats_names,
+        stats_names=statistics_names(layout, STATS_PRESET),
+        stats_preset=STATS_PRESET,
         num_models=count,
-        split_counts={s: splits.count(s) for s in SPLITS},
+        split_counts={s: sum(v == s for v in splits.values()) for s in SPLITS},
         extra={"importer": family},
     )
     position = 0
     for split in SPLITS:
-        members = [i for i in range(count) if splits[i] == split]
+        members = [i for i in ids if splits[i] == split]
         for start in range(0, len(members), MODELS_PER_SHARD):
             block = members[start : start + MODELS_PER_SHARD]
             first = position + start
-            file = shard_file_name(split, first)
-            if writer.has_shard(file):
+            if writer.has_shard(shard_file_name(split, first)):
                 continue
-            models = [load(i) for i in block]
-            weights = np.stack([m.weights for m in models]).astype(np.float32)
-            writer.write_shard(
-                file,
+            known = {k: np.asarray(v)[block] for k, v in columns.items()}
+            known["split"] = np.asarray([split] * len(block), dtype=object)
+            write_block(
+                writer,
+                [load(i) for i in block],
                 split=split,
-                models=(first, first + len(block)),
-                epochs=epochs,
-                weights=weights,
-                stats=layer_statistics_numpy(weights, layout, "modelzoo"),
-                metrics={k: np.stack([m.metrics[k] for m in models]) for k in metric_names},
-                columns={
-                    **{k: np.asarray(v)[block] for k, v in columns.items()},
-                    "split": np.asarray([split] * len(block), dtype=object),
-                },
+                first=first,
+                order=block,
+                columns=known,
             )
         position += len(members)
     return writer.finish()
 
 
-def require_dir(src: str | os.PathLike[str], what: str) -> Path:
-    """The source directory, or a clear error.
+def require_dir(
+    src: str | os.PathLike[str], what: str, dest: str | os.PathLike[str] | None = None
+) -> Path:
+    """The source directory, checked to exist and not to hold ``dest``.
 
     Raises:
         DataFilesMissingError: if it does not exist.
+        SourcePathError: if ``dest`` is ``src`` or lies inside it (a second run would read the
+            zoo written by the first as source files).
     """
     path = Path(src)
     if not path.is_dir():
         raise DataFilesMissingError(f"{what} source directory {path} does not exist")
+    if dest is not None:
+        target, base = Path(dest).resolve(), path.resolve()
+        if target == base or target.is_relative_to(base):
+            raise SourcePathError(
+                f"DEST {dest} lies inside SRC {src}: a second run would read its own output as "
+                "source files. Choose a DEST outside SRC."
+            )
+    return path
+
+
+def inside(root: Path, path: Path) -> Path:
+    """``path``, checked to resolve (links followed) to a place inside ``root``.
+
+    Raises:
+        SourcePathError: for a file (or a directory on its way) linked out of ``root``.
+    """
+    real, base = path.resolve(), root.resolve()
+    if not real.is_relative_to(base):
+        raise SourcePathError(
+            f"{path} is a link to {real}, outside the source directory {root}; weightzoo never "
+            "follows a link out of SRC. Copy the file into SRC instead."
+        )
     return path

@@ -3,8 +3,8 @@
 Every network here is a plain :class:`torch.nn.Module` whose ``named_parameters()`` (plus the
 BatchNorm running statistics for ResNet-18) define the layer layout of a zoo row. The small
 networks are :class:`torch.nn.Sequential` stacks of ``Conv2d``/``MaxPool2d``/activation/
-:class:`RateDropout`/``Flatten``/``Linear`` so that :mod:`.population` can run a whole
-population of them as one grouped convolution and batched matrix products.
+:class:`RateDropout`/``Flatten``/``Linear`` so that the generator can run a whole population of
+them as one grouped convolution and batched matrix products.
 
 Counts (trainable parameters; checked in ``tests/test_modelzoo_architectures.py``):
 

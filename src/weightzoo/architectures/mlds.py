@@ -1,0 +1,86 @@
+"""MLDS networks: a stacked GRU/LSTM, linear layers without activations, an output layer.
+
+:class:`MLDSNet` is the plain ``nn.Module`` (parameter names as ``nn.GRU`` / ``nn.LSTM`` give
+them, e.g. ``rnn.weight_ih_l0``), used to initialise each network and to rebuild a stored row.
+A 4-layer GRU of width 12 on 9 input lines, 4 linear 12->12 layers and a 12->8 output has the
+published 4,364 parameters of a DS1/DS2 network.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import Tensor, nn
+
+from weightzoo.features import layout_of
+from weightzoo.storage.layout import Layout
+
+
+@dataclass(frozen=True)
+class NetConfig:
+    """Shape of an MLDS network.
+
+    Attributes:
+        cell: ``"gru"`` or ``"lstm"``.
+        input_size: input lines per step.
+        hidden: width of every recurrent and linear layer.
+        layers: stacked recurrent layers.
+        linear_layers: ``hidden -> hidden`` linear layers after the recurrent stack.
+        output_size: output lines per step (the final ``hidden -> output`` layer).
+    """
+
+    cell: str = "gru"
+    input_size: int = 9
+    hidden: int = 12
+    layers: int = 4
+    linear_layers: int = 4
+    output_size: int = 8
+
+    @property
+    def gates(self) -> int:
+        """Gate blocks per recurrent layer (3 for GRU, 4 for LSTM)."""
+        return {"gru": 3, "lstm": 4}[self.cell]
+
+
+DS1_NET = NetConfig()  # 4,364 parameters
+DS3_NET = NetConfig(cell="lstm", input_size=4, hidden=64, layers=4, linear_layers=2, output_size=14)
+
+
+def net_config(subset: str) -> NetConfig:
+    """The network shape of an MLDS subset (``"ds1"``, ``"ds2"``: GRU; ``"ds3"``: LSTM)."""
+    return DS3_NET if subset == "ds3" else DS1_NET
+
+
+class MLDSNet(nn.Module):
+    """The network as a plain module: ``rnn`` (nn.GRU/nn.LSTM), ``linears``, ``out``.
+
+    Args:
+        config: the network's shape.
+    """
+
+    def __init__(self, config: NetConfig = DS1_NET) -> None:
+        super().__init__()
+        if config.cell not in ("gru", "lstm"):
+            raise ValueError(f"cell must be 'gru' or 'lstm', got {config.cell!r}")
+        rnn = nn.GRU if config.cell == "gru" else nn.LSTM
+        self.config = config
+        self.rnn = rnn(config.input_size, config.hidden, config.layers, batch_first=True)
+        self.linears = nn.Sequential(
+            *[nn.Linear(config.hidden, config.hidden) for _ in range(config.linear_layers)]
+        )
+        self.out = nn.Linear(config.hidden, config.output_size)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Outputs ``[batch, steps, output_size]`` for inputs ``[batch, steps, input_size]``."""
+        hidden, _ = self.rnn(x)
+        return self.out(self.linears(hidden))
+
+
+def layout(config: NetConfig) -> Layout:
+    """Layout of a flattened network (:func:`weightzoo.features.layout_of` of an MLDSNet)."""
+    return layout_of(MLDSNet(config))
+
+
+def num_params(config: NetConfig) -> int:
+    """Trainable parameters of a network."""
+    return layout(config).num_params

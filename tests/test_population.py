@@ -1,0 +1,227 @@
+"""The population toolkit: per-model optimizers, schedules, data order, evaluate, compaction."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from weightzoo.generate import population as tk
+
+D, N = 6, 40
+
+
+class Regression:
+    """Each model fits its own linear target on shared inputs (a Task for the toolkit)."""
+
+    def __init__(self, models: int, seed: int = 0, chunk: int = 7) -> None:
+        g = torch.Generator().manual_seed(seed)
+        self.x = torch.randn(N, D, generator=g)
+        self.targets = torch.randn(models, D, generator=g)  # indexed by buffer "target"
+        self.train_size = N
+        self.splits = {"train": N, "val": N}
+        self.chunk = chunk
+
+    def _pred(self, pop, x):
+        return (x @ pop.params["w"].unsqueeze(-1)).squeeze(-1) + pop.params["b"][:, None]
+
+    def _target(self, pop, x):
+        return x @ self.targets[pop.buffers["target"]].T
+
+    def train_loss(self, pop, rows, order):
+        x = self.x[rows]  # [M, B, D]
+        y = (x * self.targets[pop.buffers["target"]][:, None]).sum(-1)
+        pred = (x * pop.params["w"][:, None]).sum(-1) + pop.params["b"][:, None]
+        return ((pred - y) ** 2).mean(1)
+
+    def eval_sums(self, pop, split, start, stop):
+        x = self.x[start:stop]
+        pred = x @ pop.params["w"].T + pop.params["b"]  # [B, M]
+        err = ((pred - self._target(pop, x)) ** 2).sum(0)
+        return {"loss": (err, torch.full_like(err, stop - start))}
+
+    def eval_chunk(self, split, models):
+        return self.chunk
+
+
+def _pop(models: int, seed: int = 1, which=None) -> tk.Population:
+    g = torch.Generator().manual_seed(seed)
+    w, b = torch.randn(models, D, generator=g), torch.randn(models, generator=g)
+    which = list(range(models)) if which is None else list(which)
+    return tk.Population(
+        {"w": w[which], "b": b[which]}, {"target": torch.as_tensor(which, dtype=torch.long)}
+    )
+
+
+def _config(**changes) -> tk.TrainConfig:
+    base = dict(
+        optimizer="adam",
+        lr=[1e-2, 3e-2, 1e-1, 3e-3],
+        epochs=4,
+        batch_size=8,
+        checkpoints=(0, 2, 4),
+        checkpoint_splits=("train",),
+    )
+    return tk.TrainConfig(**(base | changes))
+
+
+def _train(which=(0, 1, 2, 3), **changes):
+    which = list(which)
+    config = _config(**changes)
+    per_model = ("lr", "threshold", "weight_decay")
+    for key in per_model:
+        value = getattr(config, key)
+        if isinstance(value, list | tuple):
+            config = tk.TrainConfig(**{**config.__dict__, key: [value[i] for i in which]})
+    seeds = [10 + i for i in which]
+    task = Regression(4)
+    return tk.train(task, _pop(4, which=which), seeds, ["w", "b"], config)
+
+
+# ------------------------------------------------------------------------------- optimizer
+@pytest.mark.parametrize(
+    ("kind", "momentum"), [("adam", 0.0), ("adamw", 0.0), ("sgd", 0.0), ("sgd", 0.9)]
+)
+def test_optimizer_equals_one_torch_optimizer_per_model(kind, momentum):
+    torch.manual_seed(0)
+    count = 4
+    lr = [1e-3, 1e-2, 1e-1, 3e-2]
+    wd = [0.0, 1e-2, 1e-3, 1e-1]
+    stacked = {"w": torch.randn(count, 3, 5, requires_grad=True)}
+    refs = [torch.nn.Parameter(stacked["w"][i].detach().clone()) for i in range(count)]
+    opt = tk.PopulationOptimizer(kind, lr, wd, momentum)
+    torch_opts = []
+    for i, ref in enumerate(refs):
+        if kind == "sgd":
+            torch_opts.append(
+                torch.optim.SGD([ref], lr=lr[i], momentum=momentum, weight_decay=wd[i])
+            )
+        else:
+            cls = torch.optim.Adam if kind == "adam" else torch.optim.AdamW
+            torch_opts.append(cls([ref], lr=lr[i], weight_decay=wd[i]))
+    for _ in range(5):
+        target = torch.randn(count, 3, 5)
+        ((stacked["w"] - target) ** 2).sum().backward()
+        opt.step(stacked)
+        stacked["w"].grad = None
+        for i, (ref, ref_opt) in enumerate(zip(refs, torch_opts, strict=True)):
+            ref_opt.zero_grad()
+            ((ref - target[i]) ** 2).sum().backward()
+            ref_opt.step()
+    for i, ref in enumerate(refs):
+        torch.testing.assert_close(stacked["w"][i], ref.detach(), rtol=1e-6, atol=1e-6)
+
+
+def test_models_in_a_population_are_independent_optimizers():
+    """A model's trajectory is bit-identical whether it trains alone or with others."""
+    together = _train(lr=[1e-2, 3e-2, 1e-1, 3e-3])
+    for i in range(4):
+        alone = _train(which=[i], lr=[1e-2, 3e-2, 1e-1, 3e-3])
+        np.testing.assert_allclose(alone.weights[0], together.weights[i], rtol=1e-6, atol=1e-7)
+
+
+def test_optimizer_rejects_bad_input():
+    with pytest.raises(ValueError, match="unknown optimizer"):
+        tk.PopulationOptimizer("rmsprop", [1e-3])
+    with pytest.raises(ValueError, match="one value per model"):
+        tk.PopulationOptimizer("adam", [1e-3, 1e-3], weight_decay=[0.0, 0.0, 0.0])
+
+
+# -------------------------------------------------------------------------------- schedules
+def test_onecycle_matches_torch_onecycle_lr_and_momentum():
+    epochs, steps = 3, 7
+    param = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([param], lr=0.1, momentum=0.9)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.1, total_steps=epochs * steps)
+    ours = tk.Schedule("onecycle", epochs=epochs, steps_per_epoch=steps)
+    base = torch.tensor([0.1, 0.05], dtype=torch.float64)
+    for step in range(epochs * steps):
+        group = opt.param_groups[0]
+        got = ours.lr(base, step // steps, step)
+        assert got[0].item() == pytest.approx(group["lr"], rel=1e-12)
+        assert got[1].item() == pytest.approx(group["lr"] / 2, rel=1e-12)
+        momentum = ours.momentum(torch.tensor([0.9], dtype=torch.float64), step)
+        assert momentum.item() == pytest.approx(group["momentum"], rel=1e-12)
+        opt.step()
+        sched.step()
+
+
+def test_cosine_and_constant_schedules_are_per_model():
+    base = torch.tensor([1e-2, 1e-3], dtype=torch.float64)
+    cosine = tk.Schedule("cosine", epochs=5, min_lr_ratio=0.01)
+    first, last = cosine.lr(base, 0, 0), cosine.lr(base, 4, 0)
+    torch.testing.assert_close(first, base)
+    torch.testing.assert_close(last, base * 0.01)
+    middle = cosine.lr(base, 2, 0)
+    assert (middle < first).all() and (middle > last).all()
+    torch.testing.assert_close(tk.Schedule().lr(base, 3, 100), base)
+    with pytest.raises(ValueError, match="schedule"):
+        tk.Schedule("step")
+
+
+# ---------------------------------------------------------------------- data order, evaluate
+def test_data_order_is_per_model_and_survives_compaction():
+    order = tk.DataOrder([1, 2, 3], 10, kind="numpy")
+    first = order.epoch("cpu")
+    assert first.shape == (3, 10) and (first.sort(1).values == torch.arange(10)).all()
+    order.keep([0, 2])
+    alone = tk.DataOrder([3], 10, kind="numpy")
+    alone.epoch("cpu")
+    assert (order.epoch("cpu")[1] == alone.epoch("cpu")[0]).all()
+
+
+def test_evaluate_does_not_depend_on_the_chunk():
+    pop = _pop(4)
+    a = tk.evaluate(Regression(4, chunk=7), pop, ["train", "val"])
+    b = tk.evaluate(Regression(4, chunk=N), pop, ["train", "val"])
+    assert set(a) == {"train_loss", "val_loss"}
+    torch.testing.assert_close(a["val_loss"], b["val_loss"])
+    task = Regression(4)
+    pred = task.x @ pop.params["w"].detach().T + pop.params["b"].detach()
+    want = ((pred - task.x @ task.targets.T) ** 2).mean(0)
+    torch.testing.assert_close(a["train_loss"], want)
+
+
+# --------------------------------------------------------------------- training, compaction
+def test_train_records_checkpoints_and_is_deterministic():
+    a, b = _train(), _train()
+    assert a.weights.shape == (4, 3, D + 1) and a.checkpoints == [0, 2, 4]
+    assert a.metrics["train_loss"].shape == (4, 3)
+    assert a.history["train_loss"].shape == (4, 4)
+    assert (a.weights == b.weights).all() and (a.final == b.final).all()
+    assert (a.weights[:, -1] == a.final).all()
+    assert (a.metrics["train_loss"][:, -1] < a.metrics["train_loss"][:, 0]).all()
+    assert not a.passed.any() and (a.epochs == 4).all()
+    np.testing.assert_array_equal(a.initial, _pop(4).flat(["w", "b"]).numpy())
+
+
+def test_compaction_keeps_passed_models_and_leaves_the_others_unchanged():
+    inf = math.inf
+    thresholds = [inf, -inf, inf, -inf]  # models 0 and 2 pass after their first epoch
+    mixed = _train(watch="val_loss", threshold=thresholds)
+    assert mixed.passed.tolist() == [True, False, True, False]
+    assert mixed.epochs.tolist() == [1, 4, 1, 4]
+    assert np.isnan(mixed.history["val_loss"][[0, 2], 1:]).all()
+    # the others train exactly as without the passed ones (up to float rounding)
+    others = _train(which=[1, 3], watch="val_loss", threshold=[-inf, -inf, -inf, -inf])
+    np.testing.assert_allclose(mixed.final[[1, 3]], others.final, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(mixed.weights[[1, 3]], others.weights, rtol=1e-6, atol=1e-7)
+    # the passed ones keep their weights of the epoch they passed, at every later checkpoint
+    one_epoch = _train(which=[0, 2], epochs=1, checkpoints=(0, 1))
+    np.testing.assert_allclose(mixed.final[[0, 2]], one_epoch.final, rtol=1e-6, atol=1e-7)
+    assert (mixed.weights[[0, 2], 1] == mixed.final[[0, 2]]).all()
+    assert (mixed.weights[[0, 2], 2] == mixed.final[[0, 2]]).all()
+    loss = mixed.final_metrics["train_loss"][[0, 2]]
+    assert (mixed.metrics["train_loss"][[0, 2], 2] == loss).all()
+    # freezing them in place instead gives the same result
+    frozen = _train(watch="val_loss", threshold=thresholds, compact=False)
+    np.testing.assert_allclose(frozen.final, mixed.final, rtol=1e-6, atol=1e-7)
+    assert frozen.epochs.tolist() == mixed.epochs.tolist()
+
+
+def test_all_passing_stops_early():
+    result = _train(watch="val_loss", threshold=math.inf)
+    assert result.passed.all() and (result.epochs == 1).all()
+    assert np.isfinite(result.final_metrics["val_loss"]).all()
