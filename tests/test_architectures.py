@@ -11,6 +11,7 @@ import torch
 from torch.nn import functional as F
 
 from weightzoo.architectures import UnbuildableSpecError, build_model
+from weightzoo.architectures.mlds import network_inputs
 from weightzoo.features import layout_of, load_vector
 from weightzoo.generate.mlds.family import class_data
 from weightzoo.generate.modelzoo import family as fam_module
@@ -38,7 +39,7 @@ def test_mlds_rows_reproduce_their_stored_losses(tmp_path):
         net = load_vector(build_model(manifest.spec).eval(), row, manifest.layout)
         val = class_data(spec, str(reader.column("machine")[local]))["val"]
         with torch.no_grad():
-            out = net(torch.from_numpy(val.inputs).float())
+            out = net(network_inputs(val.inputs, manifest.spec["signed_inputs"]))
         err = ((out - torch.from_numpy(val.outputs).float()) ** 2).sum(-1)
         mask = torch.from_numpy(val.mask).float()
         loss = float((err * mask).sum() / (mask.sum() * out.shape[-1]))

@@ -3,6 +3,7 @@ import pytest
 import torch
 
 import weightzoo
+from weightzoo.architectures.mlds import network_inputs
 from weightzoo.features import unflatten
 from weightzoo.generate.mlds.family import MLDSSpec, class_data, family, specs
 from weightzoo.generate.mlds.machines import machine_set
@@ -51,7 +52,7 @@ def test_named_specs_and_overrides():
     ds3 = get_spec("mlds-ds3-paper")
     assert (ds3.seq_len, ds3.train_size, ds3.eval_size, len(ds3.automata)) == (256, 4096, 512, 100)
     ds1 = get_spec("mlds-ds1")
-    assert (ds1.train_size, ds1.batch_size, ds1.threshold) == (1024, 16, 1e-2)
+    assert (ds1.train_size, ds1.batch_size, ds1.threshold) == (1024, 16, 1e-3)
     assert ds1.schedule == "cosine"
     assert ds1.settings().lr_at(ds1.max_epochs - 1) == pytest.approx(ds1.lr * ds1.min_lr_ratio)
     assert get_spec("mlds-ds3").settings().schedule == "constant"
@@ -149,9 +150,9 @@ def _train_and_rebuild(tmp_path, threshold, epochs):
         net = MLDSNet(DS1_NET)  # a plain nn.Module with nn.GRU
         net.load_state_dict(unflatten(ds[index]["weights"], ds.zoo.layout))
         with torch.no_grad():
-            out = net(torch.from_numpy(val.inputs).float())
+            out = net(network_inputs(val.inputs, spec.signed_inputs))
             val_loss = float(((out - torch.from_numpy(val.outputs).float()) ** 2).mean())
-            bits = (net(torch.from_numpy(fresh.inputs).float()) > 0.5).numpy()
+            bits = (net(network_inputs(fresh.inputs, spec.signed_inputs)) > 0.5).numpy()
         row = ds.model_indices[index]
         stored = reader.column("final_val_loss")[row]
         both = ds.zoo.reader("train", None).metrics["val_loss"][row]  # init and final

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -351,6 +351,24 @@ class DataOrder:
         self.generators = [self.generators[int(i)] for i in index]
 
 
+@torch.no_grad()
+def clip_per_model_(params: Iterable[Tensor], max_norm: float) -> Tensor:
+    """Scale each model's gradient down to L2 norm ``max_norm`` (in place); returns the norms.
+
+    The norm of model ``m`` is taken over slice ``m`` of every stacked tensor's gradient, so a
+    population clips exactly as ``clip_grad_norm_`` would on each model alone.
+    """
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return torch.zeros(0)
+    squares = sum((g.reshape(g.shape[0], -1).double() ** 2).sum(dim=1) for g in grads)
+    norms = squares.sqrt()
+    scale = (max_norm / (norms + 1e-6)).clamp(max=1.0)
+    for g in grads:
+        g.mul_(_lead(scale, g))
+    return norms
+
+
 # ----------------------------------------------------------------------------------- the task
 class Task(Protocol):
     """What a family supplies to train and measure a population.
@@ -458,6 +476,8 @@ class TrainConfig:
         compact: drop passed models from the stacks (True), or keep them in, frozen.
         betas / eps: Adam's.
         order: ``"torch"`` or ``"numpy"`` data order (:class:`DataOrder`).
+        clip_norm: if set, each model's gradient (all its tensors together) is scaled down to
+            this L2 norm when larger, as ``torch.nn.utils.clip_grad_norm_`` per model.
         noise_seed: seed of the device's global generator while training (dropout masks).
     """
 
@@ -476,6 +496,7 @@ class TrainConfig:
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-8
     order: str = "torch"
+    clip_norm: float | None = None
     noise_seed: int | None = None
 
 
@@ -564,6 +585,8 @@ def train(
                 rows = rows_of_epoch[:, s * batch : (s + 1) * batch]
                 loss = task.train_loss(pop, rows, order)
                 (loss if frozen is None else loss * active).sum().backward()
+                if config.clip_norm is not None:
+                    clip_per_model_(pop.params.values(), config.clip_norm)
                 opt.step(pop.params)
                 pop.zero_grad()
                 if frozen is not None:  # Adam's momentum would still move frozen models

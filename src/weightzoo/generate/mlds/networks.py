@@ -14,8 +14,10 @@ from torch import Tensor
 from weightzoo.architectures.mlds import (  # re-exported for the generator's callers
     DS1_NET,
     DS3_NET,
+    INITS,
     MLDSNet,
     NetConfig,
+    initialise_,
     layout,
     net_config,
     num_params,
@@ -24,6 +26,7 @@ from weightzoo.architectures.mlds import (  # re-exported for the generator's ca
 __all__ = [
     "DS1_NET",
     "DS3_NET",
+    "INITS",
     "MLDSNet",
     "NetConfig",
     "init_population",
@@ -34,17 +37,20 @@ __all__ = [
 ]
 
 
-def init_population(config: NetConfig, seeds: list[int], device: str = "cpu") -> dict[str, Tensor]:
+def init_population(
+    config: NetConfig, seeds: list[int], device: str = "cpu", init: str = "default"
+) -> dict[str, Tensor]:
     """Stacked initial parameters ``{name: [M, ...]}``.
 
-    Network ``m`` is initialised as ``MLDSNet`` under ``torch.manual_seed(seeds[m])`` (PyTorch's
-    default initialisation), without touching the global random state.
+    Network ``m`` is built as ``MLDSNet`` under ``torch.manual_seed(seeds[m])`` and initialised
+    by :func:`~weightzoo.architectures.mlds.initialise_` with ``init``, without touching the
+    global random state.
     """
     nets = []
     with torch.random.fork_rng(devices=[]):
         for seed in seeds:
             torch.manual_seed(seed)
-            nets.append(MLDSNet(config).state_dict())
+            nets.append(initialise_(MLDSNet(config), init).state_dict())
     return {
         name: torch.stack([net[name] for net in nets]).to(device).contiguous()
         for name in layout(config).names

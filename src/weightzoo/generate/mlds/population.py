@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from weightzoo.architectures.mlds import network_inputs
 from weightzoo.generate import population as toolkit
 from weightzoo.generate.mlds.machines import SequenceSet
 from weightzoo.generate.mlds.networks import NetConfig, init_population, layout, population_forward
@@ -36,6 +37,8 @@ class TrainSettings:
         schedule: ``"constant"`` learning rate, or ``"cosine"``: decayed per epoch from
             ``lr`` to ``lr * min_lr_ratio`` over ``max_epochs`` (half a cosine).
         min_lr_ratio: final learning rate of the cosine schedule, relative to ``lr``.
+        init: initialisation scheme (:data:`~weightzoo.architectures.mlds.INITS`).
+        clip_norm: each network's gradient is clipped to this L2 norm (None: no clipping).
     """
 
     lr: float = 1e-3
@@ -45,6 +48,8 @@ class TrainSettings:
     eval_chunk: int = 64
     schedule: str = "constant"
     min_lr_ratio: float = 0.1
+    init: str = "default"
+    clip_norm: float | None = None
 
     def __post_init__(self) -> None:
         if self.schedule not in ("constant", "cosine"):
@@ -69,9 +74,17 @@ class PopulationData:
         sets: ``{set name: [one SequenceSet per class]}``; must include ``"train"`` and
             ``"val"``; all classes of a set have the same size.
         device: where to keep them (as uint8; converted to float per batch).
+        signed_inputs: feed input lines as -1 (low) / +1 (high) instead of 0 / 1.
     """
 
-    def __init__(self, sets: dict[str, Sequence[SequenceSet]], device: str = "cpu") -> None:
+    def __init__(
+        self,
+        sets: dict[str, Sequence[SequenceSet]],
+        device: str = "cpu",
+        *,
+        signed_inputs: bool = False,
+    ) -> None:
+        self.signed_inputs = signed_inputs
         for required in ("train", "val"):
             if required not in sets:
                 raise ValueError(f"population data needs a {required!r} set; got {sorted(sets)}")
@@ -90,13 +103,28 @@ class PopulationData:
         """Float inputs, targets and mask of ``rows[m]`` of class ``classes[m]``, per network."""
         inputs, outputs, mask = self.sets[name]
         index = (classes[:, None], rows)
-        return inputs[index].float(), outputs[index].float(), mask[index].float()
+        x = network_inputs(inputs[index], self.signed_inputs)
+        return x, outputs[index].float(), mask[index].float()
 
 
 def masked_mse(pred: Tensor, target: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
     """Per-network sum of masked squared errors and the count of terms, each ``[M]``."""
     err = ((pred - target) ** 2).sum(dim=-1) * mask
     return err.sum(dim=(1, 2)), mask.sum(dim=(1, 2)) * pred.shape[-1]
+
+
+def masked_bit_hits(pred: Tensor, target: Tensor, mask: Tensor) -> dict[str, tuple[Tensor, Tensor]]:
+    """Per-network ``(hits, count)`` of the rounded outputs, each ``[M]``.
+
+    ``bit_accuracy``: output lines that, rounded at 0.5, equal the target bit.
+    ``symbol_accuracy``: steps whose rounded output vector equals the target vector whole (for
+    DS3: the emitted symbol, or silence, is right).
+    """
+    right = (pred > 0.5) == (target > 0.5)
+    lines = (right.float().sum(dim=-1) * mask).sum(dim=(1, 2))
+    steps = (right.all(dim=-1).float() * mask).sum(dim=(1, 2))
+    terms = mask.sum(dim=(1, 2))
+    return {"bit_accuracy": (lines, terms * pred.shape[-1]), "symbol_accuracy": (steps, terms)}
 
 
 class MLDSTask:
@@ -119,19 +147,20 @@ class MLDSTask:
         self.train_size = data.size("train")
         self.splits = {name: data.size(name) for name in data.sets}
 
-    def _sums(self, pop: toolkit.Population, split: str, rows: Tensor) -> tuple[Tensor, Tensor]:
+    def _forward(self, pop: toolkit.Population, split: str, rows: Tensor):
         x, y, mask = self.data.gather(split, pop.buffers["class"], rows)
-        return masked_mse(population_forward(self.config, pop.params, x), y, mask)
+        return population_forward(self.config, pop.params, x), y, mask
 
     def train_loss(self, pop: toolkit.Population, rows: Tensor, order) -> Tensor:
         """Mean squared error of each network on its batch ``rows [M, B]``."""
-        err, terms = self._sums(pop, "train", rows)
+        err, terms = masked_mse(*self._forward(pop, "train", rows))
         return err / terms.clamp(min=1)
 
     def eval_sums(self, pop, split: str, start: int, stop: int) -> dict[str, tuple[Tensor, Tensor]]:
-        """Summed squared errors and terms over sequences ``start:stop`` of ``split``."""
+        """Squared errors and rounded-output hits over sequences ``start:stop`` of ``split``."""
         rows = torch.arange(start, stop, device=pop.device).expand(pop.size, -1)
-        return {"loss": self._sums(pop, split, rows)}
+        out, y, mask = self._forward(pop, split, rows)
+        return {"loss": masked_mse(out, y, mask)} | masked_bit_hits(out, y, mask)
 
     def eval_chunk(self, split: str, models: int) -> int:
         """Sequences per evaluation pass."""
@@ -176,7 +205,9 @@ def train_population(
         raise ValueError(f"{len(classes)} classes given for {len(seeds)} seeds; give one each")
     class_index = torch.as_tensor(list(classes), dtype=torch.long, device=device)
     pop = toolkit.Population(
-        init_population(config, list(seeds), device), {"class": class_index}, device=device
+        init_population(config, list(seeds), device, settings.init),
+        {"class": class_index},
+        device=device,
     )
     train_config = toolkit.TrainConfig(
         optimizer="adam",
@@ -190,6 +221,7 @@ def train_population(
         threshold=settings.threshold,
         compact=compact,
         order="numpy",
+        clip_norm=settings.clip_norm,
     )
     bar = tqdm(total=settings.max_epochs, desc=desc, unit="epoch", disable=not progress)
 
