@@ -59,3 +59,42 @@ def test_cosine_schedule():
     assert TrainSettings(lr=3e-3).lr_at(4) == 3e-3
     with pytest.raises(ValueError, match="schedule"):
         TrainSettings(schedule="step")
+
+
+def test_orthogonal_init_blocks_and_default_untouched():
+    import torch
+
+    from weightzoo.architectures.mlds import MLDSNet, initialise_
+
+    torch.manual_seed(0)
+    default = MLDSNet().state_dict()
+    torch.manual_seed(0)
+    net = initialise_(MLDSNet(), "orthogonal")
+    eye = torch.eye(12)
+    for name, tensor in net.state_dict().items():
+        if name.startswith("linears.") and name.endswith("weight"):
+            assert torch.allclose(tensor @ tensor.T, eye, atol=1e-5), name
+        elif name.startswith("linears.") and name.endswith("bias"):
+            assert not tensor.any()
+        elif "weight_hh" in name or ("weight_ih" in name and not name.endswith("l0")):
+            for block in tensor.split(12):
+                assert torch.allclose(block @ block.T, eye, atol=1e-5), name
+        else:  # layer-0 input weights, biases, output layer: PyTorch's own draws
+            assert torch.equal(tensor, default[name]), name
+    with pytest.raises(ValueError, match="orthogonal"):
+        initialise_(MLDSNet(), "xavier")
+
+
+def test_bit_and_symbol_accuracy_count_rounded_outputs():
+    import torch
+
+    from weightzoo.generate.mlds.population import masked_bit_hits
+
+    target = torch.tensor([[[[1.0, 0.0], [0.0, 0.0]]]])  # [M=1, B=1, T=2, lines=2]
+    pred = torch.tensor([[[[0.9, 0.6], [0.1, 0.4]]]])  # step 0: one line wrong
+    mask = torch.ones(1, 1, 2)
+    hits = masked_bit_hits(pred, target, mask)
+    assert [float(x) for x in hits["bit_accuracy"]] == [3.0, 4.0]
+    assert [float(x) for x in hits["symbol_accuracy"]] == [1.0, 2.0]
+    hits = masked_bit_hits(pred, target, torch.tensor([[[0.0, 1.0]]]))
+    assert [float(x) for x in hits["symbol_accuracy"]] == [1.0, 1.0]

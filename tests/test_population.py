@@ -225,3 +225,23 @@ def test_all_passing_stops_early():
     result = _train(watch="val_loss", threshold=math.inf)
     assert result.passed.all() and (result.epochs == 1).all()
     assert np.isfinite(result.final_metrics["val_loss"]).all()
+
+
+def test_clip_per_model_matches_clip_grad_norm_on_each_model():
+    from weightzoo.generate.population import clip_per_model_
+
+    torch.manual_seed(0)
+    grads = {"a": torch.randn(3, 4, 5) * torch.tensor([0.1, 3.0, 30.0]).view(3, 1, 1)}
+    grads["b"] = torch.randn(3, 7)
+    stacked = {k: torch.zeros_like(v, requires_grad=True) for k, v in grads.items()}
+    for k, v in stacked.items():
+        v.grad = grads[k].clone()
+    clip_per_model_(stacked.values(), 1.0)
+    for m in range(3):
+        alone = [torch.zeros_like(grads[k][m], requires_grad=True) for k in grads]
+        for tensor, k in zip(alone, grads, strict=True):
+            tensor.grad = grads[k][m].clone()
+        torch.nn.utils.clip_grad_norm_(alone, 1.0)
+        for tensor, k in zip(alone, grads, strict=True):
+            assert torch.allclose(stacked[k].grad[m], tensor.grad, atol=1e-6)
+    assert float(stacked["b"].grad[0].norm()) != pytest.approx(float(grads["b"][0].norm()))
