@@ -78,3 +78,11 @@ class UnsafePathError(UnsafeFileError, ManifestError):
     It is both an :class:`UnsafeFileError` (the file must not be used) and a
     :class:`ManifestError` (the contract of ``docs/format.md``).
     """
+
+
+class OptionError(WeightzooError, ValueError):
+    """An option (command line or keyword) has a value that weightzoo cannot use."""
+
+
+class DeviceError(OptionError):
+    """A torch device that is unknown, or not usable with the installed torch and hardware."""
