@@ -8,7 +8,8 @@ column records the torch thread count the block was trained with.
 
 Hooks for tests that run the command line in a subprocess (environment variables):
 ``TOY_ANNOUNCE=1`` prints ``toy: block FIRST starts in pid PID`` to stderr when a block starts;
-``TOY_HANG_MODEL=ID`` makes the block that holds model ID wait forever (until killed).
+``TOY_HANG_MODEL=ID,ID,...`` makes the blocks that hold these models wait forever (until
+killed).
 """
 
 from __future__ import annotations
@@ -84,8 +85,8 @@ class ToyFamily:
         if os.environ.get("TOY_ANNOUNCE"):
             print(f"toy: block {plans[0].model_id} starts in pid {os.getpid()}", file=sys.stderr)
             sys.stderr.flush()
-        hang = os.environ.get("TOY_HANG_MODEL")
-        if hang is not None and int(hang) in {plan.model_id for plan in plans}:
+        hang = {int(i) for i in os.environ.get("TOY_HANG_MODEL", "").split(",") if i}
+        if hang & {plan.model_id for plan in plans}:
             threading.Event().wait()
         records = [self._train_one(spec, plan) for plan in plans]
         if on_epoch is not None:
@@ -118,8 +119,18 @@ class ToyFamily:
         )
 
 
+class LegacyToyFamily(ToyFamily):
+    """The toy family with the ``train`` signature of before the ``on_epoch`` callback."""
+
+    def train(
+        self, spec: ToySpec, plans: Sequence[ModelPlan], *, device: str, progress: bool = True
+    ) -> list[ModelRecord]:
+        return super().train(spec, plans, device=device, progress=progress)
+
+
 def specs() -> list[ZooSpec]:
-    return [ToySpec()]
+    # toy3: several blocks (of 3 models), for the command line tests of workers.
+    return [ToySpec(), ToySpec(name="toy3", shard_models=3)]
 
 
 def family(name: str) -> ToyFamily:

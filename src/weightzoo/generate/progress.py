@@ -27,7 +27,7 @@ class ModelEpochBar:
         initial: model-epochs of the blocks already on disk.
         desc: label of the bar.
         disable: no output at all (the counts are still kept).
-        bar_factory: makes the bar (``tqdm`` unless a test records the calls).
+        bar_factory: makes the bar (default: ``tqdm``).
     """
 
     def __init__(
@@ -37,10 +37,10 @@ class ModelEpochBar:
         initial: int = 0,
         desc: str = "",
         disable: bool = False,
-        bar_factory: Callable[..., Any] = tqdm,
+        bar_factory: Callable[..., Any] | None = None,
     ) -> None:
         self._lock = threading.Lock()
-        self._bar = bar_factory(
+        self._bar = (bar_factory or tqdm)(
             total=total, initial=initial, unit="model-epoch", desc=desc, disable=disable
         )
         self._planned: dict[int, int] = {}

@@ -275,6 +275,7 @@ def generate(
     def keep(block: Block, records: list[ModelRecord]) -> None:
         write(block, records)
         bar.finish(block.first)
+        log.info("wrote %s models %d..%d of %s", block.split, block.first, block.last - 1, out)
 
     if workers is None:
         workers = min(usable_cpus(), len(todo)) if str(device) == "cpu" else 1

@@ -86,15 +86,21 @@ def _init_worker(alive: Connection, alive_writer: Connection, reports: Connectio
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     # Only the parent may hold the write end open, so that end-of-file means it is gone.
     alive_writer.close()
-    if sys.platform.startswith("linux"):
-        try:
-            libc = ctypes.CDLL(None, use_errno=True)
-            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        except (OSError, AttributeError):
-            pass  # the watch thread below still notices
+    _set_parent_death_signal()
     threading.Thread(target=_exit_with_parent, args=(alive,), daemon=True).start()
     global _reports
     _reports = reports
+
+
+def _set_parent_death_signal() -> None:
+    """On Linux, have the kernel SIGKILL this process when its parent dies."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass  # the pipe watch still notices
 
 
 def _exit_with_parent(alive: Connection) -> None:
