@@ -78,14 +78,12 @@ def start(out: Path, hang: list[int]) -> subprocess.Popen:
 
 @pytest.fixture
 def cleanup():
-    """Processes to kill (with their children) if a test fails half way."""
-    pids: list[int] = []
-    yield pids
-    for pid in pids:
+    """Processes to kill if a test fails half way (psutil checks that a pid was not reused)."""
+    processes: list[psutil.Process] = []
+    yield processes
+    for process in processes:
         try:
-            root = psutil.Process(pid)
-            for process in [*root.children(recursive=True), root]:
-                process.kill()
+            process.kill()
         except psutil.NoSuchProcess:
             pass
 
@@ -148,13 +146,14 @@ def test_signal_stops_workers_keeps_finished_blocks_and_resumes(
     hung = order[0]
     out = tmp_path / "zoo"
     process = start(out, hang=[first_model(hung)])
-    cleanup.append(process.pid)
+    cleanup.append(psutil.Process(process.pid))
     # One worker hangs in the first block; the other trains the four others, then idles.
     text = read_until(
         process.stderr.fileno(),
         lambda t: first_model(hung) in started(t) and wrote(t) == len(order) - 1,
     )
     family = psutil.Process(process.pid).children(recursive=True)
+    cleanup.extend(family)
     assert started(text)[first_model(hung)] in {p.pid for p in family} and len(family) >= 2
     process.send_signal(signum)
     rc, text = finish(process, text)
@@ -175,9 +174,10 @@ def test_sigterm_cancels_blocks_that_had_not_started(tmp_path, cleanup):
     out = tmp_path / "zoo"
     hung_ids = {first_model(b) for b in hung}
     process = start(out, hang=sorted(hung_ids))
-    cleanup.append(process.pid)
+    cleanup.append(psutil.Process(process.pid))
     text = read_until(process.stderr.fileno(), lambda t: hung_ids <= set(started(t)))
     family = psutil.Process(process.pid).children(recursive=True)
+    cleanup.extend(family)
     process.send_signal(signal.SIGTERM)
     rc, text = finish(process, text)
     assert rc == 143, text
@@ -191,12 +191,13 @@ def test_workers_exit_when_the_parent_is_killed(tmp_path, reference, cleanup):
     hung = order[0]
     out = tmp_path / "zoo"
     process = start(out, hang=[first_model(hung)])
-    cleanup.append(process.pid)
+    cleanup.append(psutil.Process(process.pid))
     text = read_until(
         process.stderr.fileno(),
         lambda t: first_model(hung) in started(t) and wrote(t) == len(order) - 1,
     )
     family = psutil.Process(process.pid).children(recursive=True)
+    cleanup.extend(family)
     assert len(family) >= 2
     process.kill()
     rc, _ = finish(process, text)  # returns once the workers let go of stderr
@@ -230,12 +231,13 @@ def test_workers_notice_a_dead_parent_without_the_kernel_signal(tmp_path, monkey
         target=_generate_with_stderr, args=(write_end, str(tmp_path / "zoo"))
     )
     parent.start()
-    cleanup.append(parent.pid)
+    cleanup.append(psutil.Process(parent.pid))
     os.close(write_end)
     with os.fdopen(read_end, "rb") as stderr:
         order = blocks_largest_first()
         read_until(read_end, lambda t: ready(t, order[0], len(order) - 1))
         family = psutil.Process(parent.pid).children(recursive=True)
+        cleanup.extend(family)
         assert len(family) >= 2
         parent.kill()
         parent.join()

@@ -153,19 +153,23 @@ def _train_in_workers(
 
     On any exception (Ctrl-C, SIGTERM turned into an exception, a failing block) the blocks not
     started are cancelled, the running ones are stopped, and every block that had finished is
-    still kept before the exception goes on.
+    still kept (written) before the exception goes on.
     """
     with BlockPool(workers, bar) as pool:
         # Largest blocks first: better balance at the end.
         largest_first = sorted(todo, key=lambda b: len(b.plans), reverse=True)
         futures = {pool.submit(family, spec, b.plans, device, b.first): b for b in largest_first}
         kept = set()
+        writing = None
         try:
-            for future in as_completed(futures):
-                keep(futures[future], future.result())
-                kept.add(future)
-        except BaseException:
+            for writing in as_completed(futures):
+                keep(futures[writing], writing.result())
+                kept.add(writing)
+        except BaseException as error:
             pool.stop()
+            # A write cut short by Ctrl-C or SIGTERM is done again; one that failed is not.
+            if isinstance(error, Exception):
+                kept.add(writing)
             for future, block in futures.items():
                 if future not in kept and future_succeeded(future):
                     keep(block, future.result())
