@@ -136,10 +136,16 @@ def test_automatic_workers_write_the_same_zoo(tmp_path, toy_spec, toy_zoo, monke
 
 @pytest.fixture
 def no_leftover_processes():
-    """Fail a test that leaves a process of its own behind."""
+    """Fail a test that leaves a process of its own behind.
+
+    Processes that were there before (such as multiprocessing's resource tracker, started by
+    an earlier test that used spawn) are not this test's.
+    """
+    before = set(psutil.Process().children(recursive=True))
     yield
-    _, alive = psutil.wait_procs(psutil.Process().children(recursive=True), timeout=30)
-    assert not alive, f"left behind: {alive}"
+    new = [p for p in psutil.Process().children(recursive=True) if p not in before]
+    _, alive = psutil.wait_procs(new, timeout=30)
+    assert not alive, f"left behind: {[(p, p.cmdline()) for p in alive]}"
 
 
 @pytest.fixture

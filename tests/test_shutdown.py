@@ -136,7 +136,12 @@ def assert_gone(processes: list[psutil.Process]) -> None:
     ("signum", "code", "message"),
     [
         (signal.SIGINT, 130, "weightzoo: interrupted; completed shards are kept"),
-        (signal.SIGTERM, 143, "weightzoo: terminated (SIGTERM); completed shards are kept"),
+        pytest.param(
+            signal.SIGTERM,
+            143,
+            "weightzoo: terminated (SIGTERM); completed shards are kept",
+            marks=pytest.mark.slow,  # SIGTERM's own path is tested below, by cancelled blocks
+        ),
     ],
 )
 def test_signal_stops_workers_keeps_finished_blocks_and_resumes(

@@ -26,9 +26,10 @@ from weightzoo.errors import OptionError, WeightzooError
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
-EXIT_INTERRUPTED = 128 + signal.SIGINT
-EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE
-EXIT_TERMINATED = 128 + signal.SIGTERM
+# 128 + the signal's number, as a shell reports a process that the signal ended.
+EXIT_INTERRUPTED = 130  # SIGINT
+EXIT_BROKEN_PIPE = 141  # SIGPIPE
+EXIT_TERMINATED = 143  # SIGTERM
 RESUME_HINT = "completed shards are kept, rerun the same command to resume"
 
 
@@ -219,6 +220,8 @@ def cmd_sparsify(args: argparse.Namespace) -> int:
     from weightzoo.generate.modelzoo.sparsify import default_twin_dir, sparsify_zoo
 
     check_device(args.device)
+    if args.epochs < 1:
+        raise OptionError(f"--epochs: sparsification epochs must be at least 1, got {args.epochs}")
     out = Path(args.out) if args.out else default_twin_dir(args.src)
     manifest = sparsify_zoo(
         args.src, out, epochs=args.epochs, device=args.device, data_dir=args.data_dir
@@ -329,9 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("src", help="a generated Model Zoos or trajectory zoo directory")
     p.add_argument("--out", help="twin directory (default: SRC-sparse beside SRC)")
-    p.add_argument(
-        "--epochs", type=_positive_int, default=25, help="sparsification epochs (default 25)"
-    )
+    p.add_argument("--epochs", type=int, default=25, help="sparsification epochs (default 25)")
     p.add_argument("--data-dir", help="directory with the raw image files of SRC's dataset")
     p.add_argument("--device", default="cpu", help="torch device: cpu (default) or cuda")
     p.set_defaults(func=cmd_sparsify)

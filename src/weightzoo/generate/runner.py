@@ -195,8 +195,8 @@ def generate(
         workers: processes training blocks in parallel; 1 trains in this process (the
             default). ``None``: one process per usable CPU core, at most one per pending
             block, on CPU; 1 on an accelerator (what the CLI does unless ``--workers`` is
-            given). Every block trains with ``workers.BLOCK_THREADS`` torch threads wherever
-            it runs, so the zoo's bytes do not depend on this number.
+            given). Every block trains with ``generate.workers.BLOCK_THREADS`` torch threads
+            wherever it runs, so the zoo's bytes do not depend on this number.
         progress: show a tqdm bar over model-epochs, with the running count of models that
             passed where the family reports one.
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ctypes
 import inspect
+import logging
 import multiprocessing
 import os
 import signal
@@ -31,6 +32,7 @@ import torch
 from weightzoo.generate.base import Family, ModelPlan, ModelRecord, ZooSpec
 from weightzoo.generate.progress import EpochCallback, ModelEpochBar
 
+log = logging.getLogger(__name__)
 BLOCK_THREADS = 1  # torch threads per block, wherever it trains
 EXIT_PARENT_GONE = 3  # a worker's exit status when it noticed that its parent died
 _PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
@@ -42,9 +44,12 @@ _reports: Connection | None = None  # in a worker: where its progress reports go
 
 
 def accepts_on_epoch(family: Family) -> bool:
-    """Whether ``family.train`` takes the optional ``on_epoch`` progress callback."""
-    parameters = inspect.signature(family.train).parameters.values()
-    return any(p.name == "on_epoch" or p.kind is p.VAR_KEYWORD for p in parameters)
+    """Whether ``family.train`` names the optional ``on_epoch`` progress callback.
+
+    Only a named parameter counts: a wrapper taking ``**kwargs`` may forward them to a
+    ``train`` that predates the callback.
+    """
+    return "on_epoch" in inspect.signature(family.train).parameters
 
 
 def train_block(
@@ -178,7 +183,11 @@ class BlockPool:
             key, models, passed = _REPORT.unpack(self._reports.recv_bytes())
             if (key, models, passed) == _END:
                 return
-            self._bar.advance(key, models, None if passed == _NO_PASS else passed)
+            try:
+                self._bar.advance(key, models, None if passed == _NO_PASS else passed)
+            except Exception:
+                # Keep draining whatever happens: a full pipe would stall every worker.
+                log.exception("progress report %s could not be shown", (key, models, passed))
 
     def close(self) -> None:
         """Wait for the workers, then for the last of their reports."""
