@@ -203,7 +203,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     spec = get_spec(args.name)
     try:
         spec = spec.override(**options)
-    except OptionError:
+    except WeightzooError:
         raise
     except ValueError as exc:  # the documented answer of override() to an unusable option
         raise OptionError(f"weightzoo generate {args.name}: {exc}") from exc
@@ -311,7 +311,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--epochs", type=_positive_int, help="train N epochs (image zoos) / at most N (MLDS)"
     )
-    p.add_argument("--per-class", type=_positive_int, help="MLDS: networks per machine")
+    p.add_argument(
+        "--per-class", type=_positive_int, help="MLDS: networks per machine or automaton"
+    )
     p.add_argument("--machines", help="MLDS: comma-separated machine names or automaton seeds")
     p.add_argument("--data-dir", help="image zoos: directory with the raw dataset files")
     p.add_argument("--device", default="cpu", help="torch device: cpu (default) or cuda")
