@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+import torch
 
-from weightzoo.cli import run
+from weightzoo.cli import build_parser, run
 from weightzoo.errors import ZooNotFoundError
+from weightzoo.zoo import Zoo
+
+SRC = Path(__file__).resolve().parent.parent / "src"
 
 
 def test_info_prints_counts_and_splits(toy_zoo, capsys):
@@ -74,3 +80,79 @@ def test_console_script_is_installed():
     out = subprocess.run([exe, "--help"], capture_output=True, text=True, check=True)
     for command in ("list", "info", "verify", "generate", "fetch", "push", "import"):
         assert command in out.stdout
+
+
+def test_usage_errors_are_one_line_with_a_pointer_to_help(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        run(["generate"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("weightzoo generate: error: ")
+    assert err.rstrip().endswith("(see weightzoo generate --help)")
+    with pytest.raises(SystemExit):
+        run(["generate", "toy", "--workers", "0"])
+    assert "--workers: expected a positive integer, got '0'" in capsys.readouterr().err
+
+
+def test_verbose_works_before_and_after_the_command():
+    parser = build_parser()
+    assert parser.parse_args(["-v", "list"]).verbose is True
+    assert parser.parse_args(["list", "--verbose"]).verbose is True
+    assert parser.parse_args(["list"]).verbose is False
+
+
+@pytest.mark.parametrize("device", ["nosuchdev", "cuda", "meta"])
+def test_unusable_devices_are_refused_before_anything_is_written(tmp_path, capsys, device):
+    if device == "cuda" and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    out = tmp_path / "zoo"
+    assert run(["generate", "toy", "--out", str(out), "--device", device]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"--device '{device}'" in err and "choose one of: cpu" in err
+    assert not out.exists()
+
+
+def test_info_names_missing_shards_and_fails(toy_zoo, capsys):
+    lost = sorted((toy_zoo / "shards").glob("val-*"))[0]
+    lost.unlink()
+    assert run(["info", str(toy_zoo)]) == 1
+    captured = capsys.readouterr()
+    assert "INCOMPLETE" in captured.out and "complete" not in captured.out.replace("INCOMPLETE", "")
+    assert f"shards/{lost.name}" in captured.err and "1 of 5 shards" in captured.err
+    assert run(["info", str(toy_zoo), "--json"]) == 1
+    info = json.loads(capsys.readouterr().out)
+    assert info["missing_shards"] == [f"shards/{lost.name}"] and info["complete"] is False
+
+
+def test_a_programming_error_shows_its_traceback(toy_zoo, monkeypatch):
+    def broken(self):
+        raise ValueError("a bug, not bad input")
+
+    monkeypatch.setattr(Zoo, "info", broken)
+    with pytest.raises(ValueError, match="a bug"):
+        run(["info", str(toy_zoo)])
+
+
+def test_sigterm_handler_is_installed_only_while_a_command_runs(toy_zoo):
+    before = signal.getsignal(signal.SIGTERM)
+    assert run(["info", str(toy_zoo)]) == 0
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_a_closed_output_pipe_ends_quietly(tmp_path):
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # as `| head -1` does once it has its line
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    env.pop("WEIGHTZOO_DEBUG", None)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "weightzoo.cli", "list"],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            env=env,
+            timeout=120,
+        )
+    finally:
+        os.close(write_end)
+    assert done.returncode == 141
+    assert done.stderr == b""

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 from collections import Counter
 
 import numpy as np
+import psutil
 import pytest
+import torch
 
 import toy_family
-from weightzoo.errors import SpecMismatchError
+from weightzoo.errors import DeviceError, SpecMismatchError
 from weightzoo.features import layer_statistics
-from weightzoo.generate import runner
+from weightzoo.generate import progress, runner, workers
 from weightzoo.generate.runner import assign_splits, generate, plan_blocks
 from weightzoo.storage import Manifest, ZooReader
+from weightzoo.storage.writer import ZooWriter
 
 
 def shard_hashes(path):
@@ -128,3 +132,207 @@ def test_automatic_workers_write_the_same_zoo(tmp_path, toy_spec, toy_zoo, monke
     monkeypatch.setattr(runner, "usable_cpus", lambda: 3)  # as on a 3-core machine
     generate(toy_spec, tmp_path / "auto", workers=None, progress=False)
     assert shard_hashes(tmp_path / "auto") == shard_hashes(toy_zoo)
+
+
+@pytest.fixture
+def no_leftover_processes():
+    """Fail a test that leaves a process of its own behind.
+
+    Processes that were there before (such as multiprocessing's resource tracker, started by
+    an earlier test that used spawn) are not this test's.
+    """
+    before = set(psutil.Process().children(recursive=True))
+    yield
+    new = [p for p in psutil.Process().children(recursive=True) if p not in before]
+    _, alive = psutil.wait_procs(new, timeout=30)
+    assert not alive, f"left behind: {[(p, p.cmdline()) for p in alive]}"
+
+
+@pytest.fixture
+def two_threads():
+    """The main process with 2 torch threads, as a 2-core machine gives it."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_same_bytes_whatever_the_workers_and_for_a_rebuilt_shard(
+    tmp_path, toy_spec, two_threads, no_leftover_processes
+):
+    one = tmp_path / "one"
+    generate(toy_spec, one, workers=1, progress=False)
+    assert torch.get_num_threads() == 2  # restored after each block
+    two = tmp_path / "two"
+    generate(toy_spec, two, workers=2, progress=False)
+    assert shard_hashes(two) == shard_hashes(one)
+    lost = Manifest.load(two).shards[0].file
+    (two / lost).unlink()
+    generate(toy_spec, two, workers=None, progress=False)  # one block left: trained here
+    assert shard_hashes(two) == shard_hashes(one)
+    threads = ZooReader(two, split="all").column("torch_threads")
+    assert set(np.asarray(threads).tolist()) == {workers.BLOCK_THREADS}
+
+
+class RecordingBar:
+    """Stands in for tqdm: keeps what the bar was told."""
+
+    made: list[RecordingBar] = []
+
+    def __init__(self, total, initial=0, **kwargs):
+        self.total, self.n, self.postfix = total, initial, {}
+        RecordingBar.made.append(self)
+
+    def update(self, n):
+        self.n += n
+
+    def set_postfix(self, refresh=True, **values):
+        self.postfix.update(values)
+
+    def close(self):
+        pass
+
+
+@pytest.fixture
+def recorded(monkeypatch):
+    """The bars made and every (block, models, passed) report, as the parent received them."""
+    RecordingBar.made.clear()
+    monkeypatch.setattr(progress, "tqdm", RecordingBar)
+    reports = []
+    original = progress.ModelEpochBar.advance
+
+    def advance(self, block, models, passed):
+        reports.append((block, models, passed))
+        original(self, block, models, passed)
+
+    monkeypatch.setattr(progress.ModelEpochBar, "advance", advance)
+    return RecordingBar.made, reports
+
+
+def expected_reports(path, spec):
+    """What the toy family reports per block: active models per epoch, passed so far."""
+    reader = ZooReader(path, split="all")
+    out = {}
+    for entry in Manifest.load(path).shards:
+        rows = range(entry.models[0], entry.models[1])
+        at = [int(reader.column("passed_at")[r]) for r in rows]
+        out[entry.models[0]] = [
+            (
+                entry.models[0],
+                sum(1 for a in at if a < 0 or a >= epoch),
+                sum(1 for a in at if 0 < a <= epoch),
+            )
+            for epoch in range(1, spec.num_epochs + 1)
+        ]
+    return out
+
+
+@pytest.mark.parametrize("count", [1, 2])
+def test_progress_counts_model_epochs_as_they_happen(
+    tmp_path, toy_spec, recorded, count, no_leftover_processes
+):
+    bars, reports = recorded
+    out = tmp_path / "zoo"
+    generate(toy_spec, out, workers=count, progress=True)
+    expected = expected_reports(out, toy_spec)
+    by_block = {}
+    for report in reports:
+        by_block.setdefault(report[0], []).append(report)
+    assert by_block == expected  # every epoch of every block, in order, from every process
+    (bar,) = bars
+    assert bar.total == bar.n == 12 * toy_spec.num_epochs
+    passed = int(np.sum(ZooReader(out, split="all").column("passed")))
+    assert 0 < passed < 12 and bar.postfix == {"passed": passed}
+
+
+def test_families_without_the_callback_still_fill_the_bar(
+    tmp_path, toy_spec, recorded, monkeypatch, no_leftover_processes
+):
+    bars, reports = recorded
+    monkeypatch.setattr(runner, "family_for", lambda spec: toy_family.LegacyToyFamily())
+    generate(toy_spec, tmp_path / "zoo", workers=2, progress=True)
+    assert reports == []
+    assert bars[0].n == bars[0].total == 12 * toy_spec.num_epochs
+
+
+def test_bar_caps_a_block_at_its_plan_and_tops_it_up_when_written():
+    bar = progress.ModelEpochBar(10, initial=2, bar_factory=RecordingBar)
+    bar.plan(5, 4)
+    bar.plan(9, 4)
+    bar.advance(5, 3, 1)
+    bar.advance(5, 3, 2)  # more than planned: counted up to the plan only
+    bar.callback(9)(1, None)
+    assert bar._bar.n == 2 + 4 + 1 and bar.passed == 2
+    bar.finish(5)
+    bar.finish(9)
+    assert bar._bar.n == 10
+
+
+def test_a_failing_write_is_not_retried_but_finished_blocks_are_kept(
+    tmp_path, toy_spec, monkeypatch, no_leftover_processes
+):
+    original = ZooWriter.write_shard
+    files = []
+
+    def fail_first_write(self, file, **kwargs):
+        files.append(file)
+        if len(files) == 1:
+            raise OSError(28, "No space left on device")
+        return original(self, file, **kwargs)
+
+    monkeypatch.setattr(ZooWriter, "write_shard", fail_first_write)
+    with pytest.raises(OSError, match="No space left"):
+        generate(toy_spec, tmp_path / "zoo", workers=2, progress=False)
+    written = [s.file for s in Manifest.load(tmp_path / "zoo").shards]
+    assert files.count(files[0]) == 1 and files[0] not in written
+    assert sorted(written) == sorted(files[1:])
+
+
+def test_an_interrupted_parent_stops_workers_and_keeps_finished_blocks(
+    tmp_path, toy_spec, toy_zoo, monkeypatch, no_leftover_processes
+):
+    blocks = sorted(
+        plan_blocks(toy_family.ToyFamily().plan(toy_spec), toy_spec),
+        key=lambda b: len(b.plans),
+        reverse=True,
+    )
+    hung = blocks[0]  # submitted first: one worker hangs in it until stopped
+    monkeypatch.setenv("TOY_HANG_MODEL", str(hung.plans[0].model_id))
+    futures = []
+    submit = workers.BlockPool.submit
+
+    def record(self, *args):
+        futures.append(submit(self, *args))
+        return futures[-1]
+
+    monkeypatch.setattr(workers.BlockPool, "submit", record)
+    original = ZooWriter.write_shard
+    calls = {"n": 0}
+
+    def interrupt_first_write(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            # The other worker finishes every other block while this one is being written.
+            concurrent.futures.wait(futures[1:])
+            raise KeyboardInterrupt
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(ZooWriter, "write_shard", interrupt_first_write)
+    out = tmp_path / "zoo"
+    with pytest.raises(KeyboardInterrupt):
+        generate(toy_spec, out, workers=2, progress=False)
+    # The block being written when Ctrl-C came is written again, the three that finished
+    # meanwhile are kept, the hung one was stopped.
+    assert len(Manifest.load(out).shards) == 4
+    assert hung.first not in {s.models[0] for s in Manifest.load(out).shards}
+    assert futures[0].exception() is not None
+    monkeypatch.delenv("TOY_HANG_MODEL")
+    monkeypatch.setattr(ZooWriter, "write_shard", original)
+    generate(toy_spec, out, progress=False)
+    assert shard_hashes(out) == shard_hashes(toy_zoo)
+
+
+def test_a_device_torch_cannot_use_is_refused_before_anything_is_written(tmp_path, toy_spec):
+    with pytest.raises(DeviceError, match="choose one of: cpu"):
+        generate(toy_spec, tmp_path / "zoo", device="nosuchdev", progress=False)
+    assert not (tmp_path / "zoo").exists()

@@ -1,15 +1,27 @@
 """A tiny, fast family for testing the runner, storage and Datasets without real training.
 
 "Training" is a seeded random walk of a linear layer's weights; metrics are functions of the
-weights, so tests can check that what was stored is what was produced.
+weights, so tests can check that what was stored is what was produced. A model "passes" at the
+first epoch where its weight norm is below its initial norm; it is reported per epoch through
+the optional ``on_epoch`` callback, and stored as the ``passed`` column. The ``torch_threads``
+column records the torch thread count the block was trained with.
+
+Hooks for tests that run the command line in a subprocess (environment variables):
+``TOY_ANNOUNCE=1`` prints ``toy: block FIRST starts in pid PID`` to stderr when a block starts;
+``TOY_HANG_MODEL=ID,ID,...`` makes the blocks that hold these models wait forever (until
+killed).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+import sys
+import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from weightzoo.generate.base import ModelPlan, ModelRecord, ZooSpec
 from weightzoo.storage.layout import Layout
@@ -61,31 +73,64 @@ class ToyFamily:
         ]
 
     def train(
-        self, spec: ToySpec, plans: Sequence[ModelPlan], *, device: str, progress: bool = True
+        self,
+        spec: ToySpec,
+        plans: Sequence[ModelPlan],
+        *,
+        device: str,
+        progress: bool = True,
+        on_epoch: Callable[[int, int | None], None] | None = None,
     ) -> list[ModelRecord]:
         CALLS.append(len(plans))
-        params = self.layout(spec).num_params
-        records = []
-        for plan in plans:
-            rng = np.random.default_rng(plan.seed)
-            steps = rng.normal(size=(spec.num_epochs + 1, params)).astype(np.float32)
-            weights = np.cumsum(steps, axis=0)
-            if spec.diverge_every and plan.model_id % spec.diverge_every == 0:
-                weights[-1, 0] = np.inf
-            norm = np.linalg.norm(np.nan_to_num(weights, posinf=0), axis=1)
-            records.append(
-                ModelRecord(
-                    model_id=plan.model_id,
-                    weights=weights,
-                    metrics={"train_loss": norm, "test_acc": 1.0 / (1.0 + norm)},
-                    columns={"final_norm": float(norm[-1])},
-                )
-            )
+        if os.environ.get("TOY_ANNOUNCE"):
+            print(f"toy: block {plans[0].model_id} starts in pid {os.getpid()}", file=sys.stderr)
+            sys.stderr.flush()
+        hang = {int(i) for i in os.environ.get("TOY_HANG_MODEL", "").split(",") if i}
+        if hang & {plan.model_id for plan in plans}:
+            threading.Event().wait()
+        records = [self._train_one(spec, plan) for plan in plans]
+        if on_epoch is not None:
+            passed_at = [r.columns["passed_at"] for r in records]
+            for epoch in range(1, spec.num_epochs + 1):
+                active = sum(1 for at in passed_at if at < 0 or at >= epoch)
+                on_epoch(active, sum(1 for at in passed_at if 0 < at <= epoch))
         return records
+
+    def _train_one(self, spec: ToySpec, plan: ModelPlan) -> ModelRecord:
+        params = self.layout(spec).num_params
+        rng = np.random.default_rng(plan.seed)
+        steps = rng.normal(size=(spec.num_epochs + 1, params)).astype(np.float32)
+        weights = np.cumsum(steps, axis=0)
+        if spec.diverge_every and plan.model_id % spec.diverge_every == 0:
+            weights[-1, 0] = np.inf
+        norm = np.linalg.norm(np.nan_to_num(weights, posinf=0), axis=1)
+        below = np.flatnonzero(norm[1:] < norm[0])
+        passed_at = int(below[0]) + 1 if below.size else -1
+        return ModelRecord(
+            model_id=plan.model_id,
+            weights=weights,
+            metrics={"train_loss": norm, "test_acc": 1.0 / (1.0 + norm)},
+            columns={
+                "final_norm": float(norm[-1]),
+                "passed": passed_at > 0,
+                "passed_at": passed_at,
+                "torch_threads": torch.get_num_threads(),
+            },
+        )
+
+
+class LegacyToyFamily(ToyFamily):
+    """The toy family with the ``train`` signature of before the ``on_epoch`` callback."""
+
+    def train(
+        self, spec: ToySpec, plans: Sequence[ModelPlan], *, device: str, progress: bool = True
+    ) -> list[ModelRecord]:
+        return super().train(spec, plans, device=device, progress=progress)
 
 
 def specs() -> list[ZooSpec]:
-    return [ToySpec()]
+    # toy3: several blocks (of 3 models), for the command line tests of workers.
+    return [ToySpec(), ToySpec(name="toy3", shard_models=3)]
 
 
 def family(name: str) -> ToyFamily:

@@ -1,7 +1,10 @@
 """The ``weightzoo`` command line.
 
 This is the one place that turns errors into a one-line message and an exit code; set
-``WEIGHTZOO_DEBUG=1`` to see the traceback instead.
+``WEIGHTZOO_DEBUG=1`` to see the traceback instead. Exit codes: 0 success, 1 an error of the
+input or the system (a weightzoo error or an OS error), 2 a usage error, 130 Ctrl-C, 141 the
+reader of the output went away (``weightzoo list | head -1``), 143 SIGTERM. Any other
+exception is a bug and shows its traceback.
 """
 
 from __future__ import annotations
@@ -10,15 +13,46 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from types import FrameType
+from typing import Any, NoReturn
 
-from weightzoo.errors import WeightzooError
+from weightzoo.errors import OptionError, WeightzooError
 
 EXIT_ERROR = 1
-EXIT_INTERRUPTED = 130
+EXIT_USAGE = 2
+# 128 + the signal's number, as a shell reports a process that the signal ended.
+EXIT_INTERRUPTED = 130  # SIGINT
+EXIT_BROKEN_PIPE = 141  # SIGPIPE
+EXIT_TERMINATED = 143  # SIGTERM
+RESUME_HINT = "completed shards are kept, rerun the same command to resume"
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread so that it unwinds (and cleans up) like Ctrl-C."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line that points to ``--help``."""
+
+    def error(self, message: str) -> NoReturn:
+        """Print ``PROG: error: MESSAGE (see PROG --help)`` and exit with code 2."""
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
 
 
 def _human_bytes(size: float) -> str:
@@ -74,14 +108,32 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _damaged_shards(path: str) -> list[str]:
+    """The manifest's shards that are missing or have the wrong size (no hashing)."""
+    from weightzoo.errors import ShardCorruptError, ShardMissingError
+    from weightzoo.storage.manifest import Manifest
+    from weightzoo.storage.verify import check_shard_present
+
+    damaged = []
+    for entry in Manifest.load(path).shards:
+        try:
+            check_shard_present(path, entry)
+        except (ShardMissingError, ShardCorruptError):
+            damaged.append(entry.file)
+    return damaged
+
+
 def cmd_info(args: argparse.Namespace) -> int:
-    """Print a zoo's summary."""
+    """Print a zoo's summary; exit 1 naming the shards that are missing or damaged."""
     from weightzoo.zoo import Zoo
 
     info = Zoo(args.path).info()
+    damaged = _damaged_shards(args.path)
+    info["complete"] = info["complete"] and not damaged
+    info["missing_shards"] = damaged
     if args.json:
         print(json.dumps(info, indent=1))
-        return 0
+        return EXIT_ERROR if damaged else 0
     print(f"{info['name']} ({info['family']}) at {info['path']}")
     print(
         f"  models {info['models']}, checkpoints {info['checkpoints']} "
@@ -99,6 +151,14 @@ def cmd_info(args: argparse.Namespace) -> int:
     for key, value in info.items():
         if key.startswith("range_"):
             print(f"  {key[6:]} at last checkpoint: {value[0]:.4f} .. {value[1]:.4f}")
+    if damaged:
+        print(
+            f"weightzoo: error: {len(damaged)} of {info['shards']} shards of {args.path} are "
+            f"missing or damaged: {', '.join(damaged)}; fetch them again or rerun "
+            "`weightzoo generate` with the same --out to rebuild them",
+            file=sys.stderr,
+        )
+        return EXIT_ERROR
     return 0
 
 
@@ -127,8 +187,11 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 def cmd_generate(args: argparse.Namespace) -> int:
     """Generate (or resume) a zoo."""
+    from weightzoo.generate.devices import check_device
     from weightzoo.generate.runner import generate
     from weightzoo.generate.specs import get_spec
+
+    check_device(args.device)
 
     options = {
         "models": args.models,
@@ -137,7 +200,13 @@ def cmd_generate(args: argparse.Namespace) -> int:
         "machines": args.machines.split(",") if args.machines else None,
         "data_dir": args.data_dir,
     }
-    spec = get_spec(args.name).override(**options)
+    spec = get_spec(args.name)
+    try:
+        spec = spec.override(**options)
+    except WeightzooError:
+        raise
+    except ValueError as exc:  # the documented answer of override() to an unusable option
+        raise OptionError(f"weightzoo generate {args.name}: {exc}") from exc
     out = Path(args.out) if args.out else Path("zoos") / spec.name
     manifest = generate(spec, out, device=args.device, workers=args.workers)
     splits = ", ".join(f"{k} {v}" for k, v in manifest.splits().items())
@@ -147,8 +216,12 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 def cmd_sparsify(args: argparse.Namespace) -> int:
     """Write the variational-dropout sparsified twin of a zoo (resumes an interrupted run)."""
+    from weightzoo.generate.devices import check_device
     from weightzoo.generate.modelzoo.sparsify import default_twin_dir, sparsify_zoo
 
+    check_device(args.device)
+    if args.epochs < 1:
+        raise OptionError(f"--epochs: sparsification epochs must be at least 1, got {args.epochs}")
     out = Path(args.out) if args.out else default_twin_dir(args.src)
     manifest = sparsify_zoo(
         args.src, out, epochs=args.epochs, device=args.device, data_dir=args.data_dir
@@ -238,29 +311,35 @@ def _add_report_parser(sub: Any) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="weightzoo",
         description="Model zoos for weight-space learning: generate, inspect, fetch, push.",
         epilog="Set WEIGHTZOO_DEBUG=1 to see tracebacks.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress messages")
+    # The same flag after the subcommand; SUPPRESS keeps it from resetting a flag given before.
+    verbose = OneLineParser(add_help=False)
+    verbose.add_argument(
+        "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="log messages"
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("list", help="list known zoos with size estimates")
+    p = sub.add_parser("list", parents=[verbose], help="list known zoos with size estimates")
     p.add_argument("--family", choices=("mlds", "modelzoo", "trajectory"))
     p.set_defaults(func=cmd_list)
 
-    p = sub.add_parser("info", help="summarise a zoo directory")
+    p = sub.add_parser("info", parents=[verbose], help="summarise a zoo directory")
     p.add_argument("path")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=cmd_info)
 
-    p = sub.add_parser("verify", help="recompute every shard hash of a zoo")
+    p = sub.add_parser("verify", parents=[verbose], help="recompute every shard hash of a zoo")
     p.add_argument("path")
     p.set_defaults(func=cmd_verify)
 
     p = sub.add_parser(
         "generate",
+        parents=[verbose],
         help="train a zoo from its spec (resumes an interrupted run)",
         description="Train the zoo NAME into --out. Rerunning the same command after an "
         "interruption finishes the missing shards; a different spec in the same directory "
@@ -268,21 +347,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("name", help="zoo spec name (see `weightzoo list`)")
     p.add_argument("--out", help="zoo directory (default: zoos/NAME)")
-    p.add_argument("--models", type=int, help="only the first N models of the spec")
-    p.add_argument("--epochs", type=int, help="train N epochs (image zoos) / at most N (MLDS)")
-    p.add_argument("--per-class", type=int, help="MLDS: networks per machine or automaton")
+    p.add_argument("--models", type=_positive_int, help="only the first N models of the spec")
+    p.add_argument(
+        "--epochs", type=_positive_int, help="train N epochs (image zoos) / at most N (MLDS)"
+    )
+    p.add_argument(
+        "--per-class", type=_positive_int, help="MLDS: networks per machine or automaton"
+    )
     p.add_argument("--machines", help="MLDS: comma-separated machine names or automaton seeds")
     p.add_argument("--data-dir", help="image zoos: directory with the raw dataset files")
     p.add_argument("--device", default="cpu", help="torch device: cpu (default) or cuda")
     p.add_argument(
         "--workers",
-        type=int,
+        type=_positive_int,
         help="parallel training processes (default: one per CPU core on cpu, 1 on cuda)",
     )
     p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser(
         "sparsify",
+        parents=[verbose],
         help="write the sparsified twin of a trained Model Zoos / trajectory zoo",
         description="Sparsify every model of the zoo SRC (its last checkpoint) with variational "
         "dropout and write the twin zoo, with sparsity and accuracy per sparsification epoch. "
@@ -295,7 +379,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="torch device: cpu (default) or cuda")
     p.set_defaults(func=cmd_sparsify)
 
-    p = sub.add_parser("fetch", help="download a zoo from the Hugging Face Hub")
+    p = sub.add_parser("fetch", parents=[verbose], help="download a zoo from the Hugging Face Hub")
     p.add_argument("name", help="catalog name or hub dataset repo id (owner/name)")
     p.add_argument("--split", choices=("train", "val", "test", "all"))
     p.add_argument("--epochs", type=_parse_epochs, help="'all', 'last', N or N1,N2,...")
@@ -304,13 +388,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--local-dir", help="download into this directory instead of the cache")
     p.set_defaults(func=cmd_fetch)
 
-    p = sub.add_parser("push", help="upload a zoo to the Hugging Face Hub")
+    p = sub.add_parser("push", parents=[verbose], help="upload a zoo to the Hugging Face Hub")
     p.add_argument("path")
     p.add_argument("repo_id")
     p.add_argument("--private", action="store_true")
     p.set_defaults(func=cmd_push)
 
-    p = sub.add_parser("import", help="convert an existing zoo into the weightzoo format")
+    p = sub.add_parser(
+        "import", parents=[verbose], help="convert an existing zoo into the weightzoo format"
+    )
     p.add_argument("kind", choices=("modelzoo", "cnn-zoo", "mlds"))
     p.add_argument("src")
     p.add_argument("dest")
@@ -320,33 +406,81 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def run(argv: Sequence[str] | None = None) -> int:
-    """Parse ``argv`` and run the command; errors become one line on stderr and exit 1."""
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
-    )
-    func: Callable[[argparse.Namespace], int] = args.func
+@contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    """Turn SIGTERM into :class:`Terminated` while a command runs (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: FrameType | None) -> NoReturn:
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _silence_stdout() -> None:
+    """Point stdout at the null device, so that its final flush cannot fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass  # stdout is not a file descriptor (captured): nothing to flush at exit
+
+
+def _call(func: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
     if os.environ.get("WEIGHTZOO_DEBUG") == "1":
         return func(args)
     try:
         return func(args)
     except KeyboardInterrupt:
-        print(
-            "weightzoo: interrupted; completed shards are kept, rerun the same command to resume",
-            file=sys.stderr,
-        )
+        print(f"weightzoo: interrupted; {RESUME_HINT}", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except (WeightzooError, ValueError, OSError) as exc:
+    except Terminated:
+        print(f"weightzoo: terminated (SIGTERM); {RESUME_HINT}", file=sys.stderr)
+        return EXIT_TERMINATED
+    except (WeightzooError, OSError) as exc:
+        if isinstance(exc, BrokenPipeError):
+            raise
         name = type(exc).__name__
         print(f"weightzoo: error: {exc} [{name}; WEIGHTZOO_DEBUG=1 for details]", file=sys.stderr)
         return EXIT_ERROR
 
 
+def run(argv: Sequence[str] | None = None) -> int:
+    """Parse ``argv`` and run the command; errors become one line on stderr.
+
+    Returns:
+        The exit code (see the module's documentation).
+    """
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        with _sigterm_raises():
+            return _call(args.func, args)
+    except BrokenPipeError:
+        # The reader of our output is gone (`weightzoo list | head -1`): stop quietly.
+        _silence_stdout()
+        return EXIT_BROKEN_PIPE
+
+
 def main() -> None:
     """Console-script entry point."""
-    sys.exit(run())
+    code = run()
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _silence_stdout()
+        code = EXIT_BROKEN_PIPE
+    sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -90,3 +90,11 @@ class SourcePathError(UnsafeFileError):
     Raised for a file that links out of SRC, and for a DEST inside SRC (a second run would read
     the first run's output back as source files).
     """
+
+
+class OptionError(WeightzooError, ValueError):
+    """An option (command line or keyword) has a value that weightzoo cannot use."""
+
+
+class DeviceError(OptionError):
+    """A torch device that is unknown, or not usable with the installed torch and hardware."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
@@ -136,11 +136,39 @@ class Family(Protocol):
         ...
 
     def train(
-        self, spec: ZooSpec, plans: Sequence[ModelPlan], *, device: str, progress: bool = True
+        self,
+        spec: ZooSpec,
+        plans: Sequence[ModelPlan],
+        *,
+        device: str,
+        progress: bool = True,
+        on_epoch: Callable[[int, int | None], None] | None = None,
     ) -> list[ModelRecord]:
         """Train the models of ``plans`` (one shard's block) and return one record per plan.
 
         Must be deterministic: same spec, plans and device give the same records. Models that
         fail (diverge, never reach a threshold) are returned all the same, flagged in columns.
+        The runner calls this with a fixed torch thread count (one thread per block, in a
+        worker process or in its own), so a family must not raise the count itself; it may
+        lower it and must then restore it.
+
+        Args:
+            spec: the zoo spec.
+            plans: the block's models.
+            device: torch device.
+            progress: show the family's own progress bar (the runner passes ``False`` when
+                it gives ``on_epoch``).
+            on_epoch: optional; a family that takes it calls ``on_epoch(advanced, passed)``
+                once after every epoch of every population it trains: ``advanced`` is the
+                number of models that trained during that epoch (the whole population, or
+                only those not yet stopped early), ``passed`` the number of models of this
+                block that have passed the family's threshold so far (cumulative over the
+                block's populations), or ``None`` where the family has no such notion. The
+                runner counts model-epochs against ``len(plans) * max(checkpoint epochs)``
+                for the block, so a model that stops early or a family that never calls
+                ``on_epoch`` is still counted in full when the block is written. Families
+                without the parameter keep working: the runner only passes it to a
+                ``train`` whose signature names it. The callback may
+                write to a pipe to the parent process: call it from the training thread.
         """
         ...

@@ -9,18 +9,18 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from collections.abc import Callable, Sequence
+from concurrent.futures import as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-from tqdm.auto import tqdm
-
 from weightzoo.blocks import STATS_PRESET, epoch_groups, stratified_splits, write_block
 from weightzoo.features import statistics_names
-from weightzoo.generate.base import ModelPlan, ModelRecord, ZooSpec
+from weightzoo.generate.base import Family, ModelPlan, ModelRecord, ZooSpec
+from weightzoo.generate.devices import check_device
+from weightzoo.generate.progress import ModelEpochBar
 from weightzoo.generate.specs import family_for
+from weightzoo.generate.workers import BlockPool, future_succeeded, train_block
 from weightzoo.storage.manifest import SPLITS, Manifest
 from weightzoo.storage.writer import ZooWriter, shard_file_name
 
@@ -82,10 +82,41 @@ def usable_cpus() -> int:
     return max(1, os.cpu_count() or 1)
 
 
-def _train_block(spec: ZooSpec, plans: tuple[ModelPlan, ...], device: str) -> list[ModelRecord]:
-    # Runs in a worker process: one thread each, so that workers share the cores.
-    torch.set_num_threads(1)
-    return family_for(spec).train(spec, plans, device=device, progress=False)
+def _train_in_workers(
+    family: Family,
+    spec: ZooSpec,
+    todo: Sequence[Block],
+    *,
+    device: str,
+    workers: int,
+    keep: Callable[[Block, list[ModelRecord]], None],
+    bar: ModelEpochBar,
+) -> None:
+    """Train ``todo`` in ``workers`` processes, keeping each block as soon as it is done.
+
+    On any exception (Ctrl-C, SIGTERM turned into an exception, a failing block) the blocks not
+    started are cancelled, the running ones are stopped, and every block that had finished is
+    still kept (written) before the exception goes on.
+    """
+    with BlockPool(workers, bar) as pool:
+        # Largest blocks first: better balance at the end.
+        largest_first = sorted(todo, key=lambda b: len(b.plans), reverse=True)
+        futures = {pool.submit(family, spec, b.plans, device, b.first): b for b in largest_first}
+        kept = set()
+        writing = None
+        try:
+            for writing in as_completed(futures):
+                keep(futures[writing], writing.result())
+                kept.add(writing)
+        except BaseException as error:
+            pool.stop()
+            # A write cut short by Ctrl-C or SIGTERM is done again; one that failed is not.
+            if isinstance(error, Exception):
+                kept.add(writing)
+            for future, block in futures.items():
+                if future not in kept and future_succeeded(future):
+                    keep(block, future.result())
+            raise
 
 
 def generate(
@@ -102,19 +133,26 @@ def generate(
         spec: what to generate.
         out: the zoo directory; an existing zoo of the same spec is resumed, one of another
             spec is refused.
-        device: ``"cpu"`` or ``"cuda"`` (any torch device string).
-        workers: processes training blocks in parallel (each with one thread); 1 trains in
-            this process with all threads (the default). ``None``: one process per usable CPU
-            core, at most one per pending block, on CPU; 1 on an accelerator (what the CLI
-            does unless ``--workers`` is given).
-        progress: show a tqdm bar over models.
+        device: ``"cpu"`` or ``"cuda"`` (any torch device string), checked before anything
+            is written.
+        workers: processes training blocks in parallel; 1 trains in this process (the
+            default). ``None``: one process per usable CPU core, at most one per pending
+            block, on CPU; 1 on an accelerator (what the CLI does unless ``--workers`` is
+            given). Every block trains with ``generate.workers.BLOCK_THREADS`` torch threads
+            wherever it runs, so the zoo's bytes do not depend on this number.
+        progress: show a tqdm bar over model-epochs, with the running count of models that
+            passed where the family reports one.
 
     Returns:
         The manifest of the finished zoo.
 
     Raises:
         SpecMismatchError: if ``out`` holds a zoo of another spec.
+        DeviceError: if ``device`` is unknown or not usable here.
+        KeyboardInterrupt: on Ctrl-C, after stopping the workers and keeping every finished
+            block (any other exception is handled the same way).
     """
+    check_device(device)
     family = family_for(spec)
     layout = family.layout(spec)
     epochs = family.checkpoint_epochs(spec)
@@ -147,13 +185,16 @@ def generate(
     done_models = len(plans) - sum(len(b.plans) for b in todo)
     if done_models:
         log.info("resuming %s: %d of %d models already written", out, done_models, len(plans))
-    bar = tqdm(
-        total=len(plans),
-        initial=done_models,
-        unit="model",
+    # A model's share of the bar is its training epochs: the last checkpoint's label.
+    per_model = max(1, int(max(epochs, default=1)))
+    bar = ModelEpochBar(
+        len(plans) * per_model,
+        initial=done_models * per_model,
         desc=spec.name,
         disable=not progress,
     )
+    for block in todo:
+        bar.plan(block.first, len(block.plans) * per_model)
 
     def write(block: Block, records: list[ModelRecord]) -> None:
         known: dict[str, list] = {
@@ -173,24 +214,30 @@ def generate(
             defaults={"device": device},
             groups=groups,
         )
-        bar.update(len(block.plans))
+
+    def keep(block: Block, records: list[ModelRecord]) -> None:
+        write(block, records)
+        bar.finish(block.first)
+        log.info("wrote %s models %d..%d of %s", block.split, block.first, block.last - 1, out)
 
     if workers is None:
         workers = min(usable_cpus(), len(todo)) if str(device) == "cpu" else 1
     try:
         if workers <= 1:
             for block in todo:
-                write(block, family.train(spec, block.plans, device=device, progress=progress))
+                records = train_block(
+                    family,
+                    spec,
+                    block.plans,
+                    device=device,
+                    on_epoch=bar.callback(block.first),
+                    progress=progress,
+                )
+                keep(block, records)
         else:
-            with ProcessPoolExecutor(max_workers=workers) as pool:
-                # Largest blocks first (better balance); each is written as soon as it is done,
-                # so an interruption loses only blocks still training.
-                largest_first = sorted(todo, key=lambda b: len(b.plans), reverse=True)
-                futures = {
-                    pool.submit(_train_block, spec, b.plans, device): b for b in largest_first
-                }
-                for future in as_completed(futures):
-                    write(futures[future], future.result())
+            _train_in_workers(
+                family, spec, todo, device=device, workers=workers, keep=keep, bar=bar
+            )
     finally:
         bar.close()
     return writer.finish()

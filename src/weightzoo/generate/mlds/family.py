@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, ClassVar
@@ -281,9 +281,18 @@ class MLDSFamily:
         return plans
 
     def train(
-        self, spec: MLDSSpec, plans: Sequence[ModelPlan], *, device: str, progress: bool = True
+        self,
+        spec: MLDSSpec,
+        plans: Sequence[ModelPlan],
+        *,
+        device: str,
+        progress: bool = True,
+        on_epoch: Callable[[int, int | None], None] | None = None,
     ) -> list[ModelRecord]:
-        """Train one block as one population; see :mod:`weightzoo.generate.mlds.population`."""
+        """Train one block as one population; see :mod:`weightzoo.generate.mlds.population`.
+
+        ``on_epoch(models trained that epoch, networks passed so far)`` after every epoch.
+        """
         key = "automaton" if spec.subset == "ds3" else "machine"
         names = sorted({str(plan.columns[key]) for plan in plans}, key=spec.classes().index)
         per_class = [class_data(spec, name) for name in names]
@@ -302,6 +311,7 @@ class MLDSFamily:
                 device=device,
                 progress=progress,
                 desc=f"{spec.name} block of {len(plans)}",
+                on_epoch=on_epoch,
             )
         finally:
             torch.set_num_threads(threads)

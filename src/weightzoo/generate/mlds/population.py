@@ -11,7 +11,7 @@ is dropped from the population (compaction) with its weights of that epoch.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -180,6 +180,7 @@ def train_population(
     progress: bool = False,
     desc: str = "population",
     compact: bool = True,
+    on_epoch: Callable[[int, int | None], None] | None = None,
 ) -> toolkit.PopulationResult:
     """Train ``len(seeds)`` networks together until each passes or ``max_epochs`` is reached.
 
@@ -193,6 +194,8 @@ def train_population(
         progress: show a tqdm bar over epochs.
         desc: label of the bar.
         compact: drop passed networks from the population (False: keep them in, frozen).
+        on_epoch: called after every epoch with (networks that trained in it, networks
+            passed so far).
 
     Returns:
         The toolkit's result: checkpoints ``[0, max_epochs]`` (initialisation, and the weights
@@ -225,9 +228,14 @@ def train_population(
     )
     bar = tqdm(total=settings.max_epochs, desc=desc, unit="epoch", disable=not progress)
 
+    training = [len(seeds)]  # networks in the population during the coming epoch
+
     def advance(_steps: int, remaining: int) -> None:
         bar.update(1)
         bar.set_postfix(passed=f"{len(seeds) - remaining}/{len(seeds)}")
+        if on_epoch is not None:
+            on_epoch(training[0], len(seeds) - remaining)
+        training[0] = remaining
 
     try:
         return toolkit.train(

@@ -21,7 +21,7 @@ import dataclasses
 import hashlib
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, ClassVar
@@ -484,12 +484,15 @@ class ModelZooFamily:
         *,
         device: str,
         progress: bool = True,
+        on_epoch: Callable[[int, int | None], None] | None = None,
     ) -> list[ModelRecord]:
-        """Train ``plans`` in populations of equal activation and optimizer."""
+        """Train ``plans`` in populations of equal activation and optimizer.
+
+        ``on_epoch(models, None)`` is called after every epoch of every population.
+        """
         assert isinstance(spec, _CommonSpec)
-        if spec.architecture == "resnet18":
-            return _train_singles(spec, plans, device=device, progress=progress)
-        return _train_populations(spec, plans, device=device, progress=progress)
+        train = _train_singles if spec.architecture == "resnet18" else _train_populations
+        return train(spec, plans, device=device, progress=progress, on_epoch=on_epoch)
 
 
 _ARCH_FIELDS = ("architecture", "in_channels", "num_classes", "image_size", "hidden", "bias")
@@ -548,8 +551,24 @@ def _device_splits(spec: _CommonSpec, device: str):
     ]
 
 
+def _epoch_reporter(bar, on_epoch, models: int) -> Callable[[int], None]:
+    """A population's per-epoch callback: the step bar, and ``on_epoch(models, None)``."""
+
+    def report(steps: int) -> None:
+        bar.update(steps)
+        if on_epoch is not None:
+            on_epoch(models, None)
+
+    return report
+
+
 def _train_populations(
-    spec: _CommonSpec, plans: Sequence[ModelPlan], *, device: str, progress: bool
+    spec: _CommonSpec,
+    plans: Sequence[ModelPlan],
+    *,
+    device: str,
+    progress: bool,
+    on_epoch: Callable[[int, int | None], None] | None = None,
 ) -> list[ModelRecord]:
     from tqdm.auto import tqdm
 
@@ -583,7 +602,7 @@ def _train_populations(
             momentum=spec.momentum,
             device=device,
             noise_seed=_name_seed(f"{spec.name}:{members[0].model_id}:{len(members)}"),
-            progress=bar.update,
+            progress=_epoch_reporter(bar, on_epoch, len(members)),
         )
         for i, plan in enumerate(members):
             records[plan.model_id] = ModelRecord(
@@ -597,7 +616,12 @@ def _train_populations(
 
 
 def _train_singles(
-    spec: _CommonSpec, plans: Sequence[ModelPlan], *, device: str, progress: bool
+    spec: _CommonSpec,
+    plans: Sequence[ModelPlan],
+    *,
+    device: str,
+    progress: bool,
+    on_epoch: Callable[[int, int | None], None] | None = None,
 ) -> list[ModelRecord]:
     """ResNet-18: one model at a time (a population of one, BatchNorm on the loop path)."""
     from tqdm.auto import tqdm
@@ -630,7 +654,7 @@ def _train_singles(
             path="loop",
             noise_seed=plan.seed,
             eval_batch=500,
-            progress=bar.update,
+            progress=_epoch_reporter(bar, on_epoch, 1),
         )
         records.append(
             ModelRecord(
