@@ -141,7 +141,7 @@ def _train_and_rebuild(tmp_path, threshold, epochs):
     generate(spec, tmp_path / "mlds-ds1", progress=False)
     ds = weightzoo.MLDS(tmp_path, subset="ds1", filter_viable=False)
     reader = ds.reader
-    assert reader.column("passed_val")[ds.model_indices].all(), "should reach the threshold"
+    assert reader.column("stopped")[ds.model_indices].all(), "should reach the threshold"
     fresh = machine_set("SingleDirectMachine", count=256, steps=6, seed=123)
     target = fresh.outputs.astype(bool)
     val = class_data(spec, "SingleDirectMachine")["val"]
