@@ -78,3 +78,15 @@ class UnsafePathError(UnsafeFileError, ManifestError):
     It is both an :class:`UnsafeFileError` (the file must not be used) and a
     :class:`ManifestError` (the contract of ``docs/format.md``).
     """
+
+
+class ShardChangedError(ShardCorruptError):
+    """A shard file was replaced after a reader validated it (another inode, size or mtime)."""
+
+
+class ZooLockedError(WeightzooError, RuntimeError):
+    """Another process holds the writer lock of a zoo directory."""
+
+
+class InvalidOptionError(WeightzooError, ValueError):
+    """A user option has the wrong type or an unsupported value."""
