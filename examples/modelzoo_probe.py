@@ -29,7 +29,7 @@ TARGETS = ("test_acc", "epoch", "ggap")
 def split_arrays(zoo: str, split: str, skip_init: bool) -> tuple[np.ndarray, dict]:
     """Stats ``[n, features]`` and the targets of every checkpoint of one split."""
     data = ZooDataset(
-        zoo, split=split, epochs="all", features="stats", targets=("test_acc", "ggap")
+        zoo, split=split, epochs="all", features="stats", targets=("test_acc", "ggap", "epoch")
     )
     batch = data.batch(np.arange(len(data)))
     keep = batch["epoch"].numpy() > 0 if skip_init else np.ones(len(data), dtype=bool)

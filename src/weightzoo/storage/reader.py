@@ -12,6 +12,7 @@ the one validated) and dropped when the reader is pickled (for ``spawn`` DataLoa
 from __future__ import annotations
 
 import os
+import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -166,7 +167,8 @@ class ShardData:
             )
 
     def _map(self, name: str) -> np.ndarray | None:
-        if name not in self._maps:
+        mapped = self._maps.get(name)
+        if mapped is None:
             location = self.locations[name]
             if location is None:
                 return None
@@ -174,14 +176,15 @@ class ShardData:
             with open(self.path, "rb") as handle:
                 # Map the very descriptor that was checked, never the path again.
                 self._check_identity(os.fstat(handle.fileno()))
-                self._maps[name] = np.memmap(
+                mapped = np.memmap(
                     handle,
                     dtype="<f4",
                     mode="r",
                     offset=location.offset,
                     shape=(models, checkpoints, location.padded),
                 )
-        return self._maps[name]
+            self._maps[name] = mapped
+        return mapped
 
     def _hdf5(self) -> h5py.File:
         if self._h5 is None:
@@ -268,6 +271,7 @@ class ZooReader:
         self.shards: list[ShardData] = []
         self._build_index()
         self._open: OrderedDict[int, None] = OrderedDict()
+        self._lock = threading.Lock()  # reads may come from several threads
 
     def _build_index(self) -> None:
         epoch_index = {e: i for i, e in enumerate(self.epochs)}
@@ -317,7 +321,12 @@ class ZooReader:
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_open"] = OrderedDict()
+        del state["_lock"]
         return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
 
     @property
     def num_models(self) -> int:
@@ -407,12 +416,14 @@ class ZooReader:
         return out
 
     def _shard(self, index: int) -> ShardData:
-        # Bound the number of open maps (each holds a file descriptor).
-        self._open[index] = None
-        self._open.move_to_end(index)
-        while len(self._open) > _MAX_OPEN_MAPS:
-            stale, _ = self._open.popitem(last=False)
-            self.shards[stale].close()
+        # Bound the number of open maps (each holds a file descriptor). A read in progress
+        # keeps its own reference to a map that is closed here.
+        with self._lock:
+            self._open[index] = None
+            self._open.move_to_end(index)
+            while len(self._open) > _MAX_OPEN_MAPS:
+                stale, _ = self._open.popitem(last=False)
+                self.shards[stale].close()
         return self.shards[index]
 
     def close(self) -> None:
