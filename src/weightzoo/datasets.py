@@ -118,7 +118,7 @@ class ZooDataset(Dataset):
                 names = self.zoo.manifest.categories.get(name) or sorted(set(values))
                 self.classes[name] = names
                 lookup = {v: i for i, v in enumerate(names)}
-                unknown = sorted(set(values) - set(lookup))
+                unknown = sorted(map(str, set(values) - set(lookup)))
                 if unknown:
                     raise ManifestError(
                         f"column {name!r} of zoo {self.zoo.name!r} holds {unknown}, which the "

@@ -117,6 +117,21 @@ def check_shard_attributes(
             )
 
 
+def check_shard(zoo_dir: str | os.PathLike[str], entry: ShardEntry, manifest: Manifest) -> Path:
+    """Cheap check of one shard (no hashing): inside the zoo, full size, attributes match.
+
+    Raises:
+        ShardMissingError, ShardCorruptError, UnsafePathError: as the checks it runs.
+    """
+    path = check_shard_present(zoo_dir, entry)
+    try:
+        with h5py.File(path, "r") as handle:
+            check_shard_attributes(handle, path, entry, manifest)
+    except OSError as exc:
+        raise ShardCorruptError(f"cannot read shard {path}: {exc}") from exc
+    return path
+
+
 def verify_shard(
     zoo_dir: str | os.PathLike[str], entry: ShardEntry, manifest: Manifest | None = None
 ) -> None:
@@ -134,11 +149,7 @@ def verify_shard(
             "fetch or generate it again."
         )
     if manifest is not None:
-        try:
-            with h5py.File(path, "r") as handle:
-                check_shard_attributes(handle, path, entry, manifest)
-        except OSError as exc:
-            raise ShardCorruptError(f"cannot read shard {path}: {exc}") from exc
+        check_shard(zoo_dir, entry, manifest)
 
 
 def verify_zoo(
