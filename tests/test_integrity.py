@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import weightzoo
+from integrity_zoo import LAYOUT, open_writer, write_all, zoo_weights
 from weightzoo.cli import run
 from weightzoo.errors import (
     EpochError,
@@ -32,55 +33,10 @@ from weightzoo.errors import (
     ZooLockedError,
     ZooNotFoundError,
 )
-from weightzoo.storage import Layout, Manifest, ZooReader, ZooWriter, shard_file_name, verify_zoo
+from weightzoo.storage import Layout, Manifest, ZooReader, verify_zoo
 from weightzoo.storage import writer as writer_module
 
-LAYOUT = Layout.from_shapes({"w": (3, 4), "b": (3,)})
-EPOCHS = [0, 5, 10]
-GROUPS = ([0, 5], [10])
-# Storage positions: train 0..3 in two blocks, val 4, test 5; two epoch groups each.
-BLOCKS = (("train", 0, 2), ("train", 2, 4), ("val", 4, 5), ("test", 5, 6))
 SRC = str(Path(weightzoo.__file__).resolve().parents[1])
-
-
-def zoo_weights(seed: int = 0) -> np.ndarray:
-    return np.random.default_rng(seed).normal(size=(6, 3, LAYOUT.num_params)).astype(np.float32)
-
-
-def open_writer(path: Path, spec: dict | None = None) -> ZooWriter:
-    return ZooWriter(
-        path,
-        name="faults",
-        family="test",
-        spec=spec or {"a": 1},
-        layout=LAYOUT,
-        epochs=EPOCHS,
-        metrics=["acc"],
-        stats_names=["mean"],
-        num_models=6,
-    )
-
-
-def write_all(writer: ZooWriter, weights: np.ndarray) -> None:
-    """Write every block of the test zoo that is not there yet, then finish."""
-    for split, first, last in BLOCKS:
-        for group_index, group in enumerate(GROUPS):
-            file = shard_file_name(split, first, group_index)
-            if writer.has_shard(file):
-                continue
-            part = [EPOCHS.index(e) for e in group]
-            block = weights[first:last][:, part]
-            writer.write_shard(
-                file,
-                split=split,
-                models=(first, last),
-                epochs=group,
-                weights=block,
-                stats=block.mean(axis=2, keepdims=True),
-                metrics={"acc": block[..., 0]},
-                columns={"model_id": np.arange(first, last), "kind": ["a"] * (last - first)},
-            )
-    writer.finish()
 
 
 @pytest.fixture
@@ -116,7 +72,7 @@ def test_second_writer_in_another_process_is_refused_with_its_pid(tmp_path):
     holder = child(
         """
         import sys
-        from test_integrity import open_writer
+        from integrity_zoo import open_writer
         writer = open_writer(sys.argv[1])
         print("locked", flush=True)
         sys.stdin.read()  # hold the lock until the parent closes our stdin
@@ -141,7 +97,7 @@ def test_lock_is_released_by_a_crash_and_stale_temporaries_are_removed(tmp_path)
     crashed = child(
         """
         import os, sys
-        from test_integrity import open_writer
+        from integrity_zoo import open_writer
         writer = open_writer(sys.argv[1])
         os._exit(3)  # no cleanup: only the OS releases the lock
         """,
@@ -386,7 +342,7 @@ def test_killed_writer_leaves_a_zoo_that_resumes_byte_identical(zoo, tmp_path, s
         """
         import os, sys
         from weightzoo.storage import writer as writer_module
-        from test_integrity import open_writer, write_all, zoo_weights
+        from integrity_zoo import open_writer, write_all, zoo_weights
         step, occurrence, seen = sys.argv[2], int(sys.argv[3]), []
 
         def hook(name):
