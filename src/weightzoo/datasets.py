@@ -415,7 +415,11 @@ class Trajectories(ZooDataset):
         mode: ``"sequence"`` (one item per model, ``[checkpoints, ...]``), ``"pairs"``
             (consecutive checkpoint pairs ``[2, ...]``) or ``"windows"`` (``[window, ...]``).
         window: window length for ``mode="windows"``.
-        **kwargs: as for :class:`ZooDataset`.
+        **kwargs: as for :class:`ZooDataset`; ``ids`` defaults to ``True`` here (each item
+            carries its ``model`` and the ``epoch`` labels of its checkpoints).
+
+    Raises:
+        InvalidOptionError: for an unknown mode or a window that does not fit.
     """
 
     def __init__(

@@ -117,7 +117,7 @@ def _create_row_dataset(group: h5py.Group, name: str, data: np.ndarray) -> None:
     Chunks are allocated early (all at creation) so that they lie in row-major order at
     regular offsets: the reader then maps the file with ``np.memmap`` (memmap speed) instead
     of asking HDF5 for each chunk. No compression: it saves 10-15% on float weights and costs
-    two orders of magnitude in random-read speed (measured, see DESIGN.md).
+    two orders of magnitude in random-read speed.
     """
     models, checkpoints, n = data.shape
     chunk = (1, 1, max(1, min(n, MAX_CHUNK_PARAMS)))
