@@ -167,6 +167,7 @@ class ShardData:
             )
 
     def _map(self, name: str) -> np.ndarray | None:
+        """The row dataset as a plain ``[models * checkpoints, padded]`` view of a map."""
         mapped = self._maps.get(name)
         if mapped is None:
             location = self.locations[name]
@@ -176,13 +177,14 @@ class ShardData:
             with open(self.path, "rb") as handle:
                 # Map the very descriptor that was checked, never the path again.
                 self._check_identity(os.fstat(handle.fileno()))
-                mapped = np.memmap(
+                memmap = np.memmap(
                     handle,
                     dtype="<f4",
                     mode="r",
                     offset=location.offset,
-                    shape=(models, checkpoints, location.padded),
+                    shape=(models * checkpoints, location.padded),
                 )
+            mapped = memmap.view(np.ndarray)  # keeps the map alive; no memmap subclass overhead
             self._maps[name] = mapped
         return mapped
 
@@ -200,21 +202,18 @@ class ShardData:
     def read_into(
         self,
         name: str,
-        rows: np.ndarray,
-        checkpoints: np.ndarray,
+        index: np.ndarray,
         out: np.ndarray,
         positions: np.ndarray | None = None,
     ) -> None:
-        """Write rows ``name[rows[i], checkpoints[i], :]`` into ``out[i]``.
+        """Write rows ``index[i]`` (``model * checkpoints + checkpoint``) into ``out[i]``.
 
         With ``positions=None`` the rows go straight into ``out`` (one copy); with positions,
         row ``i`` goes to ``out[positions[i]]``, copied row by row.
         """
-        mapped = self._map(name)
-        models, per_model, length = self.shape[name]
-        if mapped is not None:
-            flat = mapped.reshape(models * per_model, -1)
-            index = rows * per_model + checkpoints
+        flat = self._map(name)
+        _, per_model, length = self.shape[name]
+        if flat is not None:
             if positions is not None:
                 for i, position in enumerate(positions.tolist()):
                     out[position] = flat[index[i], :length]
@@ -227,9 +226,9 @@ class ShardData:
         # Fallback: point reads through h5py (never a fancy selection on a chunked dataset:
         # that is 20x slower than row-by-row reads).
         dataset = self._hdf5()[name]
-        targets = range(len(rows)) if positions is None else positions.tolist()
+        targets = range(len(index)) if positions is None else positions.tolist()
         for i, position in enumerate(targets):
-            out[position] = dataset[rows[i], checkpoints[i]]
+            out[position] = dataset[int(index[i]) // per_model, int(index[i]) % per_model]
 
 
 def _read_column(dataset: h5py.Dataset) -> np.ndarray:
@@ -281,8 +280,9 @@ class ZooReader:
         local = {p: i for i, p in enumerate(positions)}
         n, c = len(positions), len(self.epochs)
         self.shard_of = np.full((n, c), -1, dtype=np.int32)
-        self.checkpoint_in_shard = np.zeros((n, c), dtype=np.int32)
-        self.row_in_shard = np.zeros(n, dtype=np.int32)
+        # One int64 per (model, checkpoint): shard index << 32 | row in the shard's flat
+        # [models * checkpoints] order, -1 where absent. Sorting it is sorting by file order.
+        self._key = np.full((n, c), -1, dtype=np.int64)
         self.metrics = {m: np.full((n, c), np.nan, np.float32) for m in self.manifest.metrics}
         self.checkpoint_viable = np.zeros((n, c), dtype=bool)
         columns: dict[str, np.ndarray] = {}
@@ -293,14 +293,14 @@ class ZooReader:
             self.shards.append(shard)
             first = local[entry.models[0]]
             rows = slice(first, first + entry.num_models)
-            self.row_in_shard[rows] = np.arange(entry.num_models)
+            in_shard = np.arange(entry.num_models, dtype=np.int64) * len(entry.epochs)
             split_names[rows] = entry.split
             for k, epoch in enumerate(entry.epochs):
                 if epoch not in epoch_index:
                     continue
                 j = epoch_index[epoch]
                 self.shard_of[rows, j] = index
-                self.checkpoint_in_shard[rows, j] = k
+                self._key[rows, j] = (index << 32) | (in_shard + k)
                 self.checkpoint_viable[rows, j] = shard.checkpoint_viable[:, k]
                 for name, values in shard.metrics.items():
                     if name in self.metrics:
@@ -348,10 +348,7 @@ class ZooReader:
 
     def storage_order(self, models: np.ndarray, checkpoints: np.ndarray) -> np.ndarray:
         """The permutation that sorts (model, checkpoint) pairs into file order."""
-        shard_ids = self.shard_of[models, checkpoints]
-        return np.lexsort(
-            (self.checkpoint_in_shard[models, checkpoints], self.row_in_shard[models], shard_ids)
-        )
+        return np.argsort(self._key[models, checkpoints], kind="stable")
 
     def read(
         self,
@@ -374,44 +371,45 @@ class ZooReader:
         Returns:
             float32 ``[n, params]`` (or ``[n, stats]``), in the order requested.
         """
-        models = np.asarray(models, dtype=np.int64)
-        checkpoints = np.asarray(checkpoints, dtype=np.int64)
-        shard_ids = self.shard_of[models, checkpoints]
-        if (shard_ids < 0).any():
-            bad = int(np.flatnonzero(shard_ids < 0)[0])
-            raise ShardCorruptError(
-                f"model {int(self.positions[models[bad]])} has no shard holding epoch "
-                f"{self.epochs[checkpoints[bad]]}; the zoo is incomplete"
-            )
+        keys = self._key[np.asarray(models, dtype=np.intp), np.asarray(checkpoints, dtype=np.intp)]
+        n = len(keys)
         width = self.manifest.num_params if name == "weights" else len(self.manifest.stats_names)
         if out is None:
-            out = np.empty((len(models), width), dtype=np.float32)
-        elif out.shape != (len(models), width) or out.dtype != np.float32:
-            raise ValueError(f"out must be float32 {(len(models), width)}, got {out.shape}")
-        if len(models) == 0:
+            out = np.empty((n, width), dtype=np.float32)
+        elif out.shape != (n, width) or out.dtype != np.float32:
+            raise ValueError(f"out must be float32 {(n, width)}, got {out.shape}")
+        if n == 0:
             return out
-        rows = self.row_in_shard[models]
-        ckpts = self.checkpoint_in_shard[models, checkpoints]
-        if (shard_ids == shard_ids[0]).all():
-            self._shard(int(shard_ids[0])).read_into(name, rows, ckpts, out)
+        shard_ids = keys >> 32
+        first, last = int(shard_ids.min()), int(shard_ids.max())
+        if first < 0:
+            bad = int(np.flatnonzero(shard_ids < 0)[0])
+            raise ShardCorruptError(
+                f"model {int(self.positions[np.asarray(models)[bad]])} has no shard holding "
+                f"epoch {self.epochs[int(np.asarray(checkpoints)[bad])]}; the zoo is incomplete"
+            )
+        rows = keys & 0xFFFFFFFF
+        if first == last:
+            self._shard(first).read_into(name, rows, out)
+            return out
+        if (shard_ids[1:] >= shard_ids[:-1]).all():
+            # Grouped by shard already (e.g. in storage order): each run goes straight in.
+            starts = [0, *(np.flatnonzero(shard_ids[1:] != shard_ids[:-1]) + 1).tolist(), n]
+            for a, b in zip(starts[:-1], starts[1:], strict=True):
+                self._shard(int(shard_ids[a])).read_into(name, rows[a:b], out[a:b])
             return out
         order = np.argsort(shard_ids, kind="stable")
         grouped = shard_ids[order]
-        starts = np.flatnonzero(np.diff(grouped, prepend=-2)).tolist() + [len(models)]
-        segments = list(zip(starts[:-1], starts[1:], strict=True))
-        if np.array_equal(order, np.arange(len(order))):
-            for a, b in segments:  # grouped by shard already: each run goes straight in
-                self._shard(int(grouped[a])).read_into(name, rows[a:b], ckpts[a:b], out[a:b])
-            return out
+        starts = [0, *(np.flatnonzero(grouped[1:] != grouped[:-1]) + 1).tolist(), n]
         row_loop = width * 4 >= _ROW_LOOP_BYTES
-        for a, b in segments:
+        for a, b in zip(starts[:-1], starts[1:], strict=True):
             shard = self._shard(int(grouped[a]))
             where = order[a:b]
             if row_loop:
-                shard.read_into(name, rows[where], ckpts[where], out, positions=where)
+                shard.read_into(name, rows[where], out, positions=where)
             else:
                 part = np.empty((b - a, width), dtype=np.float32)
-                shard.read_into(name, rows[where], ckpts[where], part)
+                shard.read_into(name, rows[where], part)
                 out[where] = part
         return out
 
