@@ -166,11 +166,15 @@ class ZooDataset(Dataset):
 
     def _locate(self, indices: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
         flat = np.asarray(indices, dtype=np.int64)
-        if flat.size and (flat.min() < -len(self) or flat.max() >= len(self)):
-            raise IndexError(f"index out of range for a dataset of {len(self)} items")
-        flat = flat % max(len(self), 1)
-        per_model = len(self.epochs)
-        return self.model_indices[flat // per_model], flat % per_model
+        size = len(self)
+        if flat.size:
+            low, high = int(flat.min()), int(flat.max())
+            if low < -size or high >= size:
+                raise IndexError(f"index out of range for a dataset of {size} items")
+            if low < 0:
+                flat = flat % size
+        models, checkpoints = np.divmod(flat, len(self.reader.epochs))
+        return self.model_indices[models], checkpoints
 
     def __getitem__(self, index: Any) -> Item:
         """One item, or for a sequence of indices the whole collated batch (see :meth:`loader`).
