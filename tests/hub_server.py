@@ -12,7 +12,8 @@ It serves, for dataset repos held in memory:
 * ``POST /api/datasets/{repo}/commit/{rev}``: the ndjson commit (``header``, ``file``).
 
 Fault injection for tests: ``corrupt`` (paths served with one byte flipped), ``drop_once``
-(paths whose first GET closes the connection halfway through the body). Every request is
+(paths whose first GET closes the connection halfway through the body), ``html`` (paths
+answered with an HTML page, as a captive portal or a misconfigured proxy would). Every request is
 logged in ``requests`` as ``(method, path, range header)``.
 """
 
@@ -33,6 +34,7 @@ _API = re.compile(
 )
 _RESOLVE = re.compile(r"^/datasets/(?P<repo>[^/]+/[^/]+)/resolve/(?P<rev>[^/]+)/(?P<path>.+)$")
 TOKEN = "hf_loopback_token"
+_HTML_PAGE = b"<!DOCTYPE html><html><body><h1>Sign in to continue</h1></body></html>"
 
 
 @dataclass
@@ -58,6 +60,7 @@ class FakeHub:
         self.requests: list[tuple[str, str, str | None]] = []
         self.corrupt: set[str] = set()
         self.drop_once: set[str] = set()
+        self.html: set[str] = set()
         self.lock = threading.Lock()
         self.url = ""
 
@@ -68,6 +71,7 @@ class FakeHub:
             self.requests.clear()
             self.corrupt.clear()
             self.drop_once.clear()
+            self.html.clear()
 
     # -- state helpers used by tests ---------------------------------------------------------
 
@@ -214,6 +218,16 @@ class _Handler(BaseHTTPRequestHandler):
         if ranged and (m := re.fullmatch(r"bytes=(\d+)-", ranged.strip())):
             start = int(m.group(1))
         body = content[start:]
+        if file in self.hub.html and self.command == "GET":
+            # A proxy that passes the metadata through but answers the download with a page.
+            self.send_response(200)
+            self.send_header("X-Repo-Commit", sha)
+            self.send_header("ETag", etag)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.send_header("Content-Length", str(len(_HTML_PAGE)))
+            self.end_headers()
+            self.wfile.write(_HTML_PAGE)
+            return None
         self.send_response(206 if start else 200)
         self.send_header("X-Repo-Commit", sha)
         self.send_header("ETag", etag)

@@ -15,10 +15,12 @@ from weightzoo.storage import ZooReader
 
 
 def test_items_are_dicts_of_tensors_matching_storage(toy_zoo):
-    data = weightzoo.ZooDataset(toy_zoo, split="train", targets=("test_acc", "lr"))
+    data = weightzoo.ZooDataset(toy_zoo, split="train", targets=("test_acc", "lr"), ids=True)
     assert len(data) == 8 * 4
     item = data[5]
     assert set(item) == {"weights", "test_acc", "lr", "model", "epoch"}
+    plain = weightzoo.ZooDataset(toy_zoo, split="train", targets=("test_acc", "lr"))
+    assert set(plain[5]) == {"weights", "test_acc", "lr"}  # ids are opt-in
     assert item["weights"].dtype == torch.float32 and item["weights"].shape == (12,)
     reader = ZooReader(toy_zoo, split="train")
     np.testing.assert_array_equal(item["weights"], reader.read("weights", [1], [1])[0])
@@ -37,8 +39,8 @@ def test_getitems_equals_getitem(toy_zoo):
 
 
 def test_string_targets_share_class_indices_across_splits(toy_zoo):
-    train = weightzoo.ZooDataset(toy_zoo, split="train", targets="kind", epochs="last")
-    test = weightzoo.ZooDataset(toy_zoo, split="test", targets="kind", epochs="last")
+    train = weightzoo.ZooDataset(toy_zoo, split="train", targets="kind", epochs="last", ids=True)
+    test = weightzoo.ZooDataset(toy_zoo, split="test", targets="kind", epochs="last", ids=True)
     assert train.classes["kind"] == test.classes["kind"] == ["class0", "class1", "class2"]
     for data in (train, test):
         for item in data:
@@ -51,10 +53,10 @@ def test_string_targets_share_class_indices_across_splits(toy_zoo):
 
 
 def test_epoch_selection(toy_zoo):
-    data = weightzoo.ZooDataset(toy_zoo, split="val", epochs=[3, 1])
+    data = weightzoo.ZooDataset(toy_zoo, split="val", epochs=[3, 1], targets="epoch")
     assert data.epochs == [1, 3] and len(data) == 2 * 2
     assert sorted({int(item["epoch"]) for item in data}) == [1, 3]
-    last = weightzoo.ZooDataset(toy_zoo, split="val", epochs="last")
+    last = weightzoo.ZooDataset(toy_zoo, split="val", epochs="last", targets="epoch")
     assert [int(i["epoch"]) for i in last] == [3, 3]
 
 
@@ -184,7 +186,7 @@ def test_batch_read_keeps_the_requested_order(toy_zoo):
 
 
 def test_fast_loader_serves_every_item_once_with_workers(toy_zoo):
-    data = weightzoo.ZooDataset(toy_zoo, split="train", targets="test_acc")
+    data = weightzoo.ZooDataset(toy_zoo, split="train", targets="test_acc", ids=True)
     seen = []
     for batch in data.loader(batch_size=5, shuffle=True, seed=0, num_workers=2):
         assert batch["weights"].shape[1:] == (12,) and len(batch["epoch"]) <= 5

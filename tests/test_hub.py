@@ -45,7 +45,7 @@ def _tree(zoo: Path) -> dict[str, bytes]:
     return {
         p.relative_to(zoo).as_posix(): p.read_bytes()
         for p in zoo.rglob("*")
-        if p.is_file() and p.name != "README.md"
+        if p.is_file() and p.name not in ("README.md", ".lock")
     }
 
 
@@ -191,6 +191,37 @@ def test_manifest_path_escaping_the_directory_is_refused(published, source_zoo, 
     assert isinstance(info.value, ManifestError) and repr(bad) in str(info.value)
     assert _shard_gets(published) == []
     assert sorted(p.name for p in (tmp_path / "d").rglob("*.h5")) == []
+
+
+@pytest.mark.parametrize("mode", ["cache", "local_dir"])
+def test_html_page_instead_of_the_manifest_is_a_manifest_error(published, tmp_path, mode):
+    """A proxy answering the download with a login page (shorter than the manifest)."""
+    published.html.add("zoo.json")
+    kwargs = {"local_dir": tmp_path / "zoo"} if mode == "local_dir" else {}
+    with pytest.raises(ManifestError, match="did not arrive as a manifest.*size"):
+        _fetch(tmp_path, **kwargs)
+    assert _shard_gets(published) == []
+
+
+def test_html_committed_as_the_manifest_names_what_was_received(published, tmp_path):
+    page = b"<!DOCTYPE html><html><body>Sign in</body></html>"
+    published.commit(REPO, {"zoo.json": page})
+    with pytest.raises(ManifestError, match="an HTML page of 48 bytes starting '<!DOCTYPE"):
+        _fetch(tmp_path, local_dir=tmp_path / "zoo")
+
+
+def test_symlinked_shard_in_local_dir_is_replaced_and_its_target_kept(published, tmp_path):
+    """A shard path that links elsewhere is not a download: never read it, never delete it."""
+    path = _fetch(tmp_path, local_dir=tmp_path / "zoo", split="test")
+    shard = next(p for p in sorted((path / "shards").glob("test-*.h5")))
+    outside = tmp_path / "precious.bin"
+    outside.write_bytes(b"\0" * shard.stat().st_size)  # same size, other bytes
+    shard.unlink()
+    shard.symlink_to(outside)
+    again = _fetch(tmp_path, local_dir=tmp_path / "zoo", split="test")
+    assert outside.read_bytes() == b"\0" * len(outside.read_bytes())  # target untouched
+    assert not (again / shard.relative_to(path)).is_symlink()
+    assert verify_zoo(again) == [] or all("test" not in e.file for e, _ in verify_zoo(again))
 
 
 def test_push_then_fetch_round_trip(hub, source_zoo, tmp_path):

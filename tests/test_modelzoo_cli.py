@@ -76,7 +76,13 @@ def test_cli_generate_digits_and_read_it_back(small_digits, tmp_path, capsys):
     assert ((batch["test_acc"] >= 0) & (batch["test_acc"] <= 1)).all()
     # a stored row is the real network: loaded into CNN-s it reproduces the stored test_acc
     last = weightzoo.ModelZoo(
-        root, dataset="digits", config="seed", split="all", epochs="last", targets="test_acc"
+        root,
+        dataset="digits",
+        config="seed",
+        split="all",
+        epochs="last",
+        targets="test_acc",
+        ids=True,
     )
     assert len(last) == 4
     item = last[0]

@@ -163,6 +163,7 @@ def test_resume_keeps_complete_shards_and_refuses_other_specs(unit_zoo):
     resumed = make_writer(unit_zoo)
     assert resumed.has_shard("shards/train-000000-c000.h5")
     assert not (unit_zoo / "shards" / "stale.h5.tmp").exists()
+    resumed.close()  # one writer per zoo at a time
     with pytest.raises(SpecMismatchError, match="differing fields: a"):
         make_writer(unit_zoo, spec={"a": 2})
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, NoReturn
 
-from weightzoo.errors import OptionError, WeightzooError
+from weightzoo.errors import InvalidOptionError, WeightzooError
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -206,7 +206,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     except WeightzooError:
         raise
     except ValueError as exc:  # the documented answer of override() to an unusable option
-        raise OptionError(f"weightzoo generate {args.name}: {exc}") from exc
+        raise InvalidOptionError(f"weightzoo generate {args.name}: {exc}") from exc
     out = Path(args.out) if args.out else Path("zoos") / spec.name
     manifest = generate(spec, out, device=args.device, workers=args.workers)
     splits = ", ".join(f"{k} {v}" for k, v in manifest.splits().items())
@@ -221,7 +221,9 @@ def cmd_sparsify(args: argparse.Namespace) -> int:
 
     check_device(args.device)
     if args.epochs < 1:
-        raise OptionError(f"--epochs: sparsification epochs must be at least 1, got {args.epochs}")
+        raise InvalidOptionError(
+            f"--epochs: sparsification epochs must be at least 1, got {args.epochs}"
+        )
     out = Path(args.out) if args.out else default_twin_dir(args.src)
     manifest = sparsify_zoo(
         args.src, out, epochs=args.epochs, device=args.device, data_dir=args.data_dir

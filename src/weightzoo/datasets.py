@@ -7,8 +7,11 @@ open is dropped on pickling, so ``DataLoader(num_workers>0)`` works with ``fork`
 
 from __future__ import annotations
 
+import operator
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +28,13 @@ from torch.utils.data import (
     default_collate,
 )
 
-from weightzoo.errors import UnknownColumnError, WeightzooError, ZooNotFoundError
+from weightzoo.errors import (
+    InvalidOptionError,
+    ManifestError,
+    UnknownColumnError,
+    WeightzooError,
+    ZooNotFoundError,
+)
 from weightzoo.storage.manifest import MANIFEST_NAME, Manifest
 from weightzoo.storage.verify import check_shard_present
 from weightzoo.zoo import Zoo
@@ -36,6 +45,7 @@ PathLike = str | os.PathLike[str]
 
 STORED_STATS = "stats"
 BASE_FEATURES = ("weights", STORED_STATS)
+ID_KEYS = ("model", "epoch")
 
 
 def _as_zoo(zoo: Zoo | PathLike) -> Zoo:
@@ -59,14 +69,18 @@ class ZooDataset(Dataset):
             ``"stats:<preset>"`` (``unterthiner``, ``nfn``, computed from the weights on read).
         targets: metric names (one value per checkpoint, e.g. ``"test_acc"``) or model columns
             (``"seed"``, ``"lr"``, ``"machine"``...). String columns become class indices;
-            :attr:`classes` maps them back.
+            :attr:`classes` maps them back. ``"model"`` (storage position) and ``"epoch"``
+            (checkpoint label) name the item itself.
         transform: applied to each item dict.
         filter_viable: drop models with a NaN/Inf or diverged checkpoint, as the papers do.
+        ids: add ``"model"`` and ``"epoch"`` to every item (as ``targets=("model", "epoch")``).
 
-    Each item is ``{feature: float32 tensor, target: tensor, "model": position, "epoch": label}``.
+    Each item is ``{feature: float32 tensor, target: tensor}``, plus ``"model"`` and
+    ``"epoch"`` when asked for.
 
     Raises:
         ZooNotFoundError, UnknownSplitError, EpochError, UnknownColumnError: for bad input.
+        InvalidOptionError: for an option of the wrong type.
     """
 
     def __init__(
@@ -79,10 +93,15 @@ class ZooDataset(Dataset):
         targets: str | Sequence[str] = (),
         transform: Transform | None = None,
         filter_viable: bool = True,
+        ids: bool = False,
     ) -> None:
         self.zoo = _as_zoo(zoo)
-        self.features = _as_tuple(features)
-        self.targets = _as_tuple(targets)
+        self.features = _as_names(features, "features")
+        self.targets = _as_names(targets, "targets")
+        if ids:
+            self.targets += tuple(k for k in ID_KEYS if k not in self.targets)
+        if transform is not None and not callable(transform):
+            raise InvalidOptionError(f"transform must be callable, got {transform!r}")
         self.transform = transform
         self.reader = self.zoo.reader(split, epochs)
         self._check_names()
@@ -99,6 +118,13 @@ class ZooDataset(Dataset):
                 names = self.zoo.manifest.categories.get(name) or sorted(set(values))
                 self.classes[name] = names
                 lookup = {v: i for i, v in enumerate(names)}
+                unknown = sorted(map(str, set(values) - set(lookup)))
+                if unknown:
+                    raise ManifestError(
+                        f"column {name!r} of zoo {self.zoo.name!r} holds {unknown}, which the "
+                        f"manifest's categories {names} do not list; the manifest does not "
+                        "match its shards (fetch or generate the zoo again)"
+                    )
                 self._encoded[name] = np.asarray([lookup[v] for v in values], dtype=np.int64)
 
     def _check_names(self) -> None:
@@ -117,7 +143,8 @@ class ZooDataset(Dataset):
                         f"unknown statistics preset {preset!r}; use one of {', '.join(PRESETS)}"
                     )
         for target in self.targets:
-            if target not in self.reader.metrics and target not in self.reader.columns:
+            known = self.reader.metrics.keys() | self.reader.columns.keys() | set(ID_KEYS)
+            if target not in known:
                 raise UnknownColumnError(
                     f"zoo {self.zoo.name!r} has no metric or column {target!r}. Metrics: "
                     f"{', '.join(self.reader.metrics)}; columns: "
@@ -139,34 +166,48 @@ class ZooDataset(Dataset):
 
     def _locate(self, indices: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
         flat = np.asarray(indices, dtype=np.int64)
-        if flat.size and (flat.min() < -len(self) or flat.max() >= len(self)):
-            raise IndexError(f"index out of range for a dataset of {len(self)} items")
-        flat = flat % max(len(self), 1)
-        per_model = len(self.epochs)
-        return self.model_indices[flat // per_model], flat % per_model
+        size = len(self)
+        if flat.size:
+            low, high = int(flat.min()), int(flat.max())
+            if low < -size or high >= size:
+                raise IndexError(f"index out of range for a dataset of {size} items")
+            if low < 0:
+                flat = flat % size
+        models, checkpoints = np.divmod(flat, len(self.reader.epochs))
+        return self.model_indices[models], checkpoints
 
-    def __getitem__(self, index: int | Sequence[int] | np.ndarray) -> Item:
-        """One item, or for a sequence of indices the whole collated batch (see :meth:`loader`)."""
-        if isinstance(index, (int, np.integer)):
-            return self.__getitems__([int(index)])[0]
+    def __getitem__(self, index: Any) -> Item:
+        """One item, or for a sequence of indices the whole collated batch (see :meth:`loader`).
+
+        An index may be an ``int``, a numpy integer or a 0-d integer tensor; a list, array or
+        1-d tensor of them reads a batch.
+        """
+        if hasattr(index, "__index__") and getattr(index, "ndim", 0) == 0:
+            try:
+                position = operator.index(index)
+            except TypeError:
+                raise InvalidOptionError(
+                    f"a dataset index must be an integer, got {index!r}"
+                ) from None
+            return self.__getitems__([position])[0]
+        if isinstance(index, (str, bytes, float)) or not hasattr(index, "__len__"):
+            raise InvalidOptionError(
+                f"a dataset index must be an integer or a sequence of integers, got {index!r}"
+            )
         return self.batch(index)
 
     def batch(self, indices: Sequence[int] | np.ndarray) -> Item:
         """Read items as one batch dict of stacked tensors, as the default collate would build.
 
-        This skips splitting a batch into items and stacking them again, which costs more
-        than the read itself for small rows. With a ``transform``, items are transformed one by
-        one and then collated.
+        Rows are copied once, straight into the batch tensors, in the order asked. This skips
+        splitting a batch into items and stacking them again, which costs more than the read
+        itself for small rows. With a ``transform``, items are transformed one by one and then
+        collated.
         """
-        models, checkpoints = self._locate(indices)
         if self.transform is not None:
-            return default_collate(self.__getitems__(list(np.asarray(indices))))
-        order = self.reader.storage_order(models, checkpoints)
-        batch = self._read_batch(models[order], checkpoints[order])
-        if np.all(order == np.arange(len(order))):
-            return batch
-        inverse = torch.from_numpy(np.argsort(order))
-        return {k: v[inverse] for k, v in batch.items()}
+            return default_collate(self.__getitems__(_index_list(indices)))
+        models, checkpoints = self._locate(indices)
+        return self._read_batch(models, checkpoints)
 
     def loader(
         self,
@@ -175,41 +216,89 @@ class ZooDataset(Dataset):
         shuffle: bool = False,
         drop_last: bool = False,
         seed: int | None = None,
+        num_workers: int = 0,
+        worker_type: str = "thread",
+        pin_memory: bool = False,
         **dataloader_options: Any,
-    ) -> DataLoader:
-        """A ``DataLoader`` that reads whole batches at once (the fast path).
+    ) -> Iterable[Item]:
+        """Batches read whole, each with one :meth:`batch` call (the fast path).
 
-        Draws the same batches as ``DataLoader(self, batch_size=..., shuffle=...)``, but reads
-        each with one :meth:`batch` call, and orders the items *within* a batch by index (the
-        order in the file), which saves a copy; ``batch["model"]`` and ``batch["epoch"]`` say
-        which item is which.
+        Draws the same batches as ``DataLoader(self, batch_size=..., shuffle=...)`` but orders
+        the items *within* a batch by index (the order in the file); pass ``ids=True`` to the
+        Dataset to know which item is which.
+
+        Reading a batch is a copy out of the page cache, so worker *processes* cost more in
+        passing the batch back than they save (measured in ``docs/performance.md``). With
+        ``num_workers > 0`` batches are therefore read ahead by that many threads of this
+        process (``worker_type="thread"``, the default); ``worker_type="process"`` gives a
+        ``DataLoader`` with worker processes instead (for heavy per-item ``transform`` code).
 
         Args:
             batch_size: items per batch.
             shuffle: draw items in random order each epoch.
             drop_last: drop the last incomplete batch.
             seed: seed of the shuffling generator (``None``: torch's default generator).
-            **dataloader_options: passed on (``num_workers``, ``pin_memory``, ...).
+            num_workers: threads (or processes) reading ahead; 0 reads in the caller.
+            worker_type: ``"thread"`` or ``"process"``.
+            pin_memory: copy each batch into pinned memory (for fast host-to-GPU transfer).
+            **dataloader_options: passed on to ``DataLoader`` (``num_workers=0`` or
+                ``worker_type="process"`` only).
+
+        Returns:
+            An iterable of batch dicts with ``len()``: a ``DataLoader``, or with thread workers
+            a :class:`ThreadedLoader`.
+
+        Raises:
+            InvalidOptionError: for a bad ``num_workers`` or ``worker_type``.
         """
+        if worker_type not in ("thread", "process"):
+            raise InvalidOptionError(
+                f"worker_type must be 'thread' or 'process', got {worker_type!r}"
+            )
+        if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
+            raise InvalidOptionError(f"num_workers must be an int >= 0, got {num_workers!r}")
         if shuffle:
             generator = None if seed is None else torch.Generator().manual_seed(seed)
             sampler: Sampler[int] = RandomSampler(self, generator=generator)
         else:
             sampler = SequentialSampler(self)
         batches = SortedBatchSampler(sampler, batch_size=batch_size, drop_last=drop_last)
-        return DataLoader(self, batch_size=None, sampler=batches, **dataloader_options)
+        if num_workers > 0 and worker_type == "thread":
+            if dataloader_options:
+                raise InvalidOptionError(
+                    f"options {sorted(dataloader_options)} apply to DataLoader worker "
+                    "processes; pass worker_type='process' to use them"
+                )
+            return ThreadedLoader(self, batches, num_workers, pin_memory=pin_memory)
+        return DataLoader(
+            self,
+            batch_size=None,
+            sampler=batches,
+            num_workers=num_workers,
+            pin_memory=pin_memory,
+            **dataloader_options,
+        )
 
     def __getitems__(self, indices: Sequence[int]) -> list[Item]:
         """Read a batch of items with one read per shard (used by ``DataLoader``)."""
         models, checkpoints = self._locate(indices)
-        # Read in file order, then put the items (not the data) back in the asked order.
+        # Read in file order into one buffer; items are views of it, put back in the asked
+        # order (the data is not moved again).
         order = self.reader.storage_order(models, checkpoints)
         batch = self._read_batch(models[order], checkpoints[order])
         keys = list(batch)
-        columns = [batch[k].unbind(0) for k in keys]
-        items: list[Item] = [{}] * len(order)
-        for position, values in zip(order.tolist(), zip(*columns, strict=True), strict=True):
-            items[position] = dict(zip(keys, values, strict=True))
+        rows = [value.unbind(0) for value in batch.values()]
+        if len(keys) == 1:
+            key = keys[0]
+            built = [{key: row} for row in rows[0]]
+        else:
+            built = [dict(zip(keys, values, strict=True)) for values in zip(*rows, strict=True)]
+        if np.array_equal(order, np.arange(len(order))):
+            items = built
+        else:
+            items = [built[0]] * len(built)
+            for position, item in zip(order.tolist(), built, strict=True):
+                items[position] = item
         if self.transform is not None:
             items = [self.transform(item) for item in items]
         return items
@@ -237,11 +326,77 @@ class ZooDataset(Dataset):
                 batch[target] = torch.from_numpy(reader.metrics[target][models, checkpoints])
             elif target in self._encoded:
                 batch[target] = torch.from_numpy(self._encoded[target][models])
-            else:
+            elif target in reader.columns:
                 batch[target] = torch.from_numpy(np.asarray(reader.columns[target][models]))
-        batch["model"] = torch.from_numpy(reader.positions[models])
-        batch["epoch"] = torch.as_tensor(np.asarray(reader.epochs)[checkpoints])
+            elif target == "model":
+                batch[target] = torch.from_numpy(reader.positions[models])
+            else:  # "epoch"
+                batch[target] = torch.as_tensor(np.asarray(reader.epochs)[checkpoints])
         return batch
+
+
+def _as_names(value: Any, what: str) -> tuple[str, ...]:
+    """A name or a sequence of names as a tuple, refusing anything else by name."""
+    names = _as_tuple(value) if isinstance(value, (str, list, tuple, type(None))) else None
+    if names is None or not all(isinstance(n, str) for n in names):
+        raise InvalidOptionError(f"{what} must be a name or a sequence of names, got {value!r}")
+    return names
+
+
+def _index_list(indices: Any) -> list[int]:
+    return np.asarray(indices, dtype=np.int64).tolist()
+
+
+class ThreadedLoader:
+    """Batches of a :class:`ZooDataset` read ahead by threads, yielded in sampler order.
+
+    Reads are copies out of mapped files (numpy releases the GIL for them), so threads overlap
+    reading with the caller's work without moving any batch between processes.
+
+    Args:
+        dataset: the dataset.
+        batch_sampler: yields one list of indices per batch.
+        num_workers: reading threads.
+        prefetch: batches in flight per thread.
+        pin_memory: copy each batch into pinned memory.
+    """
+
+    def __init__(
+        self,
+        dataset: ZooDataset,
+        batch_sampler: Iterable[list[int]],
+        num_workers: int,
+        *,
+        prefetch: int = 2,
+        pin_memory: bool = False,
+    ) -> None:
+        self.dataset = dataset
+        self.batch_sampler = batch_sampler
+        self.num_workers = num_workers
+        self.prefetch = prefetch
+        self.pin_memory = pin_memory
+
+    def __len__(self) -> int:
+        return len(self.batch_sampler)  # type: ignore[arg-type]
+
+    def _read(self, indices: list[int]) -> Item:
+        batch = self.dataset.batch(indices)
+        if self.pin_memory:
+            batch = {k: v.pin_memory() for k, v in batch.items()}
+        return batch
+
+    def __iter__(self) -> Iterator[Item]:
+        pool = ThreadPoolExecutor(self.num_workers, thread_name_prefix="weightzoo-read")
+        pending: deque[Future[Item]] = deque()
+        try:
+            for indices in self.batch_sampler:
+                pending.append(pool.submit(self._read, indices))
+                if len(pending) >= self.num_workers * self.prefetch:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
 class SortedBatchSampler(BatchSampler):
@@ -264,7 +419,11 @@ class Trajectories(ZooDataset):
         mode: ``"sequence"`` (one item per model, ``[checkpoints, ...]``), ``"pairs"``
             (consecutive checkpoint pairs ``[2, ...]``) or ``"windows"`` (``[window, ...]``).
         window: window length for ``mode="windows"``.
-        **kwargs: as for :class:`ZooDataset`.
+        **kwargs: as for :class:`ZooDataset`; ``ids`` defaults to ``True`` here (each item
+            carries its ``model`` and the ``epoch`` labels of its checkpoints).
+
+    Raises:
+        InvalidOptionError: for an unknown mode or a window that does not fit.
     """
 
     def __init__(
@@ -275,12 +434,15 @@ class Trajectories(ZooDataset):
         window: int = 2,
         **kwargs: Any,
     ) -> None:
+        kwargs.setdefault("ids", True)  # a sequence's epochs are part of it
         super().__init__(zoo, **kwargs)
         if mode not in ("sequence", "pairs", "windows"):
-            raise ValueError(f"mode must be 'sequence', 'pairs' or 'windows', got {mode!r}")
+            raise InvalidOptionError(f"mode must be 'sequence', 'pairs' or 'windows', got {mode!r}")
         length = {"sequence": len(self.epochs), "pairs": 2, "windows": window}[mode]
+        if isinstance(length, bool) or not isinstance(length, int):
+            raise InvalidOptionError(f"window must be an int, got {window!r}")
         if not 1 <= length <= len(self.epochs):
-            raise ValueError(
+            raise InvalidOptionError(
                 f"window {length} does not fit the {len(self.epochs)} selected checkpoints"
             )
         self.mode = mode
@@ -292,7 +454,7 @@ class Trajectories(ZooDataset):
 
     def batch(self, indices: Sequence[int] | np.ndarray) -> Item:
         """Items as one collated batch (``[batch, length, ...]`` tensors)."""
-        return default_collate(self.__getitems__(list(np.asarray(indices))))
+        return default_collate(self.__getitems__(_index_list(indices)))
 
     def __getitems__(self, indices: Sequence[int]) -> list[Item]:
         flat = np.asarray(indices, dtype=np.int64)
@@ -308,7 +470,8 @@ class Trajectories(ZooDataset):
         for i in range(len(flat)):
             rows = slice(i * self.length, (i + 1) * self.length)
             item = {k: v[rows] for k, v in batch.items()}
-            item["model"] = item["model"][0]
+            if "model" in item:
+                item["model"] = item["model"][0]
             items.append(item)
         if self.transform is not None:
             items = [self.transform(item) for item in items]
@@ -382,7 +545,7 @@ class MLDS(ZooDataset):
         **kwargs: Any,
     ) -> None:
         if subset not in ("ds1", "ds2", "ds3"):
-            raise ValueError(f"subset must be 'ds1', 'ds2' or 'ds3', got {subset!r}")
+            raise InvalidOptionError(f"subset must be 'ds1', 'ds2' or 'ds3', got {subset!r}")
         if target is None:
             target = "automaton" if subset == "ds3" else "machine"
         kwargs.setdefault("epochs", "last")

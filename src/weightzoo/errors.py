@@ -80,6 +80,18 @@ class UnsafePathError(UnsafeFileError, ManifestError):
     """
 
 
+class ShardChangedError(ShardCorruptError):
+    """A shard file was replaced after a reader validated it (another inode, size or mtime)."""
+
+
+class ZooLockedError(WeightzooError, RuntimeError):
+    """Another process holds the writer lock of a zoo directory."""
+
+
+class InvalidOptionError(WeightzooError, ValueError):
+    """A user option has the wrong type or an unsupported value."""
+
+
 class UnreadableFileError(WeightzooError, ValueError):
     """An input file is empty, truncated, or not in the format its name promises."""
 
@@ -92,9 +104,5 @@ class SourcePathError(UnsafeFileError):
     """
 
 
-class OptionError(WeightzooError, ValueError):
-    """An option (command line or keyword) has a value that weightzoo cannot use."""
-
-
-class DeviceError(OptionError):
+class DeviceError(InvalidOptionError):
     """A torch device that is unknown, or not usable with the installed torch and hardware."""

@@ -45,7 +45,7 @@ from weightzoo.errors import (
 )
 from weightzoo.storage.hashing import sha256_file
 from weightzoo.storage.manifest import MANIFEST_NAME, Manifest, ShardEntry, safe_relative_path
-from weightzoo.storage.verify import verify_zoo
+from weightzoo.storage.verify import shard_path, verify_zoo
 
 __all__ = ["UnsafePathError", "fetch", "push", "resolve_repo"]
 
@@ -106,12 +106,26 @@ def resolve_repo(name_or_repo: str, revision: str | None = None) -> tuple[str, s
 # -- fetch ------------------------------------------------------------------------------------
 
 
+def _describe_bytes(data: bytes) -> str:
+    """A short, printable description of received content, for error messages."""
+    head = data[:200].decode("utf-8", errors="replace")
+    kind = "an HTML page" if "<html" in head.lower() or "<!doctype" in head.lower() else "text"
+    shown = " ".join(head.split())[:80]
+    return f"{kind} of {len(data)} bytes starting {shown!r}"
+
+
 def _parse_manifest(path: Path, repo_id: str) -> Manifest:
     """Read a downloaded manifest, refusing any path that leaves the zoo directory."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        raw = path.read_bytes()
+        data = json.loads(raw.decode("utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ManifestError(f"{MANIFEST_NAME} of {repo_id} cannot be parsed ({exc})") from exc
+        received = _describe_bytes(raw) if "raw" in locals() else "nothing readable"
+        raise ManifestError(
+            f"{MANIFEST_NAME} of {repo_id} is not a weightzoo manifest: received {received} "
+            f"({exc}). A proxy or login page may be answering instead of the hub; check "
+            "HF_ENDPOINT and your network."
+        ) from exc
     rows = data.get("shards") if isinstance(data, dict) else None
     for row in rows if isinstance(rows, list) else []:
         file = row.get("file") if isinstance(row, dict) else None
@@ -126,10 +140,22 @@ def _parse_manifest(path: Path, repo_id: str) -> Manifest:
     return Manifest.from_dict(data, source=f"{MANIFEST_NAME} of {repo_id}")
 
 
-def _remove_download(path: Path) -> None:
-    """Delete a downloaded file; in the hub cache also the blob its snapshot link points to."""
-    if path.is_symlink():
-        path.resolve().unlink(missing_ok=True)
+def _cache_blobs(root: Path, local: Path | None) -> Path | None:
+    """The ``blobs/`` directory of the cached repo whose snapshot is ``root`` (cache mode)."""
+    return None if local is not None else (root.parent.parent / "blobs").resolve()
+
+
+def _remove_download(path: Path, blobs: Path | None) -> None:
+    """Delete a downloaded file, never following a link out of where downloads live.
+
+    In the hub cache a snapshot file is a link to ``blobs/<hash>``; that blob goes too (else the
+    next download would link to it again), but only when the link really points there. Anywhere
+    else the link itself is removed, never its target.
+    """
+    if path.is_symlink() and blobs is not None:
+        target = path.resolve()
+        if target.parent == blobs:
+            target.unlink(missing_ok=True)
     path.unlink(missing_ok=True)
 
 
@@ -154,21 +180,36 @@ def _record_ref(cache_dir: str | None, repo_id: str, ref: str, commit: str) -> N
     os.replace(temp, path)
 
 
-def _present(root: Path, entry: ShardEntry) -> bool:
+def _usable(root: Path, entry: ShardEntry, blobs: Path | None) -> Path | None:
+    """The shard's path if it may be read: a regular file, or in the cache a link to a blob."""
     path = root / entry.file
-    return path.is_file() and path.stat().st_size == entry.bytes
+    if path.is_symlink():
+        if blobs is None or path.resolve().parent != blobs:
+            return None  # a link placed in a local directory is never a download of ours
+        try:
+            shard_path(root, entry)
+        except UnsafePathError:
+            return None
+    return path if path.is_file() else None
 
 
-def _verify(root: Path, shards: Sequence[ShardEntry], progress: bool) -> list[tuple[str, str]]:
+def _present(root: Path, entry: ShardEntry, blobs: Path | None) -> bool:
+    path = _usable(root, entry, blobs)
+    return path is not None and path.stat().st_size == entry.bytes
+
+
+def _verify(
+    root: Path, shards: Sequence[ShardEntry], blobs: Path | None, progress: bool
+) -> list[tuple[str, str]]:
     """Hash every shard; delete and return ``(file, actual sha256)`` for the bad ones."""
     bad = []
     total = sum(s.bytes for s in shards)
     with tqdm(total=total, unit="B", unit_scale=True, desc="verify", disable=not progress) as bar:
         for entry in shards:
-            path = root / entry.file
-            actual = sha256_file(path) if path.is_file() else "missing"
+            path = _usable(root, entry, blobs)
+            actual = sha256_file(path) if path is not None else "missing"
             if actual != entry.sha256:
-                _remove_download(path)
+                _remove_download(root / entry.file, blobs)
                 bad.append((entry.file, actual))
             bar.update(entry.bytes)
     return bad
@@ -298,12 +339,23 @@ def fetch(
         ) from exc
     except (*_NETWORK_ERRORS, HfHubHTTPError) as exc:
         raise HubError(f"downloading {MANIFEST_NAME} of {repo_id} failed: {exc}") from exc
+    except OSError as exc:
+        # huggingface_hub's own checks (e.g. the size it was promised) fail with a bare OSError
+        raise ManifestError(
+            f"{MANIFEST_NAME} of {repo_id} from {endpoint} did not arrive as a manifest: "
+            f"{' '.join(str(exc).split())} A proxy or login page may be answering instead of "
+            "the hub; check HF_ENDPOINT and your network."
+        ) from exc
 
     root = manifest_path.parent
+    blobs = _cache_blobs(root, local)
     manifest = _parse_manifest(manifest_path, repo_id)
     wanted = manifest.shards_for(split, epochs)
     for attempt in range(2):
-        missing = [s for s in wanted if not _present(root, s)]
+        missing = [s for s in wanted if not _present(root, s, blobs)]
+        for entry in missing:
+            if (root / entry.file).is_symlink():
+                _remove_download(root / entry.file, blobs)  # the link only, never its target
         if missing and offline:
             names = ", ".join(s.file for s in missing)
             raise ShardMissingError(
@@ -327,7 +379,7 @@ def fetch(
                 f"downloading shards of {repo_id} failed: {exc}. Rerun the same fetch: complete "
                 "shards are kept and only the rest is downloaded."
             ) from exc
-        bad = _verify(root, wanted, progress)
+        bad = _verify(root, wanted, blobs, progress)
         if not bad:
             return root
         if attempt == 0 and not offline:

@@ -12,6 +12,7 @@ import numpy as np
 from weightzoo.storage.layout import Layout
 from weightzoo.storage.manifest import Manifest
 from weightzoo.storage.reader import ZooReader
+from weightzoo.storage.verify import check_shard
 
 PathLike = str | os.PathLike[str]
 
@@ -84,9 +85,17 @@ class Zoo:
         return unflatten(torch.as_tensor(row), self.layout)
 
     def info(self) -> dict[str, Any]:
-        """Summary for ``weightzoo info``: counts, sizes, splits, columns, accuracy range."""
+        """Summary for ``weightzoo info``: counts, sizes, splits, columns, accuracy range.
+
+        Every shard on disk is checked against the manifest (size and attributes, no hashing).
+
+        Raises:
+            ShardCorruptError, UnsafePathError: for a shard that does not match the manifest.
+        """
         manifest = self.manifest
-        present = [s for s in manifest.shards if (self.path / s.file).is_file()]
+        present = [s for s in manifest.shards if (self.path / s.file).exists()]
+        for entry in present:
+            check_shard(self.path, entry, manifest)
         summary: dict[str, Any] = {
             "name": manifest.name,
             "family": manifest.family,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -20,7 +20,14 @@ from weightzoo.storage.layout import Layout
 FORMAT_NAME = "weightzoo"
 FORMAT_VERSION = 1
 MANIFEST_NAME = "zoo.json"
+TEMP_MANIFEST_PREFIX = ".zoo.json."
 SPLITS = ("train", "val", "test")
+
+
+def _as_bool(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ManifestError(f"'finished' must be true or false, got {value!r}")
+    return value
 
 
 def safe_relative_path(path: str, *, what: str = "path") -> str:
@@ -107,8 +114,6 @@ class ShardEntry:
             if isinstance(exc, ManifestError):
                 raise
             raise ManifestError(f"malformed shard entry {row!r}: {exc}") from exc
-        if entry.models[0] > entry.models[1]:
-            raise ManifestError(f"shard {entry.file!r} has models {list(entry.models)}: empty")
         return entry
 
 
@@ -133,6 +138,8 @@ class Manifest:
         categories: the distinct values of each string column over all shards written, sorted
             (so that every split encodes a class label with the same index).
         extra: anything else (creator, library version), kept verbatim.
+        finished: set by the writer once the shards cover every model and checkpoint exactly
+            once; a finished manifest may have no gaps.
     """
 
     name: str
@@ -150,6 +157,7 @@ class Manifest:
     shards: list[ShardEntry] = field(default_factory=list)
     categories: dict[str, list[str]] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+    finished: bool = False
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -214,6 +222,7 @@ class Manifest:
                     for k, values in data.get("categories", {}).items()
                 },
                 extra=dict(data.get("extra", {})),
+                finished=_as_bool(data.get("finished", False)),
             )
         except ManifestError:
             raise
@@ -223,24 +232,125 @@ class Manifest:
         return manifest
 
     def _check_consistency(self, source: str) -> None:
+        """Refuse a manifest whose shard entries could put a row in the wrong place.
+
+        Checks bounds, split ranges, overlaps, epoch runs and, for a finished zoo, gaps.
+        """
         if len(set(self.epochs)) != len(self.epochs):
             raise ManifestError(f"{source}: checkpoint epochs repeat: {self.epochs}")
+        if self.num_models < 0:
+            raise ManifestError(f"{source}: num_models is {self.num_models}")
         files = [s.file for s in self.shards]
         if len(set(files)) != len(files):
             raise ManifestError(f"{source}: a shard file is listed twice")
-        known = set(self.epochs)
+        ranges = self._split_ranges(source)
         for shard in self.shards:
-            if shard.split not in SPLITS:
-                raise ManifestError(f"{source}: shard {shard.file!r} has split {shard.split!r}")
-            if not set(shard.epochs) <= known:
+            self._check_entry(shard, ranges, source)
+        self._check_overlaps(source)
+        if self.finished:
+            self._check_no_gaps(source)
+
+    def _split_ranges(self, source: str) -> dict[str, tuple[int, int]] | None:
+        """Storage positions of each split (train, val, test in order), if the counts are known."""
+        if not self.split_counts:
+            return None
+        unknown = set(self.split_counts) - set(SPLITS)
+        if unknown or any(v < 0 for v in self.split_counts.values()):
+            raise ManifestError(f"{source}: bad split_counts {self.split_counts}")
+        if sum(self.split_counts.values()) != self.num_models:
+            raise ManifestError(
+                f"{source}: split_counts {self.split_counts} add up to "
+                f"{sum(self.split_counts.values())}, but num_models is {self.num_models}"
+            )
+        ranges, first = {}, 0
+        for split in SPLITS:
+            count = self.split_counts.get(split, 0)
+            ranges[split] = (first, first + count)
+            first += count
+        return ranges
+
+    def _check_entry(
+        self, shard: ShardEntry, ranges: dict[str, tuple[int, int]] | None, source: str
+    ) -> None:
+        where = f"{source}: shard {shard.file!r}"
+        if shard.split not in SPLITS:
+            raise ManifestError(f"{where} has split {shard.split!r}; use one of {SPLITS}")
+        first, last = shard.models
+        if not 0 <= first < last <= self.num_models:
+            raise ManifestError(
+                f"{where} holds models {[first, last]}, which is not a non-empty range within "
+                f"[0, {self.num_models}): the manifest is damaged or was edited"
+            )
+        if ranges is not None:
+            low, high = ranges[shard.split]
+            if not low <= first < last <= high:
                 raise ManifestError(
-                    f"{source}: shard {shard.file!r} holds epochs {list(shard.epochs)} that the "
-                    f"zoo does not list ({self.epochs})"
+                    f"{where} is labelled {shard.split!r} but holds models {[first, last]}, "
+                    f"outside that split's positions [{low}, {high}) given by split_counts"
                 )
-            if shard.models[1] > self.num_models:
+        if shard.bytes < 0:
+            raise ManifestError(f"{where} has a negative size {shard.bytes}")
+        epochs = list(shard.epochs)
+        start = self.epochs.index(epochs[0]) if epochs and epochs[0] in self.epochs else -1
+        if start < 0 or self.epochs[start : start + len(epochs)] != epochs:
+            raise ManifestError(
+                f"{where} lists epochs {epochs}, which is not a consecutive run of the zoo's "
+                f"checkpoints {self.epochs} in their order"
+            )
+
+    def _check_overlaps(self, source: str) -> None:
+        """Shards are blocks of models; epoch groups of one block share its range exactly."""
+        blocks: dict[tuple[int, int], list[ShardEntry]] = {}
+        for shard in self.shards:
+            blocks.setdefault(shard.models, []).append(shard)
+        previous: tuple[int, int] | None = None
+        for models in sorted(blocks):
+            if previous is not None and models[0] < previous[1]:
                 raise ManifestError(
-                    f"{source}: shard {shard.file!r} holds models up to {shard.models[1]}, "
-                    f"but the zoo has {self.num_models}"
+                    f"{source}: shards with models {list(previous)} and {list(models)} overlap; "
+                    "every model must be stored exactly once"
+                )
+            previous = models
+            group = blocks[models]
+            if len({s.split for s in group}) > 1:
+                raise ManifestError(f"{source}: models {list(models)} are in several splits")
+            seen: set[int] = set()
+            for shard in group:
+                if seen & set(shard.epochs):
+                    raise ManifestError(
+                        f"{source}: models {list(models)} have epochs "
+                        f"{sorted(seen & set(shard.epochs))} in more than one shard"
+                    )
+                seen |= set(shard.epochs)
+
+    def _check_no_gaps(self, source: str) -> None:
+        covered = sorted({s.models for s in self.shards})
+        end = 0
+        for first, last in covered:
+            if first != end:
+                raise ManifestError(
+                    f"{source}: the zoo is marked finished but no shard holds models "
+                    f"{end}..{first - 1}"
+                )
+            end = last
+        if end != self.num_models:
+            raise ManifestError(
+                f"{source}: the zoo is marked finished but no shard holds models "
+                f"{end}..{self.num_models - 1}"
+            )
+        for models in covered:
+            held = {e for s in self.shards if s.models == models for e in s.epochs}
+            if held != set(self.epochs):
+                raise ManifestError(
+                    f"{source}: the zoo is marked finished but models {list(models)} lack "
+                    f"epochs {sorted(set(self.epochs) - held)}"
+                )
+        if self.split_counts:
+            counts = {k: v for k, v in self.split_counts.items() if v}
+            if self.splits() != counts:
+                raise ManifestError(
+                    f"{source}: shards hold {self.splits()} models per split, split_counts "
+                    f"says {counts}"
                 )
 
     # -- writing ---------------------------------------------------------------------------
@@ -265,23 +375,40 @@ class Manifest:
             "shards": [s.to_json() for s in self.shards],
             "categories": self.categories,
             "extra": self.extra,
+            "finished": self.finished,
         }
 
-    def save(self, zoo_dir: str | os.PathLike[str]) -> None:
-        """Write ``zoo.json`` atomically (temporary file, fsync, rename)."""
+    def save(
+        self,
+        zoo_dir: str | os.PathLike[str],
+        *,
+        on_step: Callable[[str], None] | None = None,
+    ) -> None:
+        """Write ``zoo.json`` atomically (temporary file, fsync, rename), mode 0644.
+
+        Args:
+            zoo_dir: the zoo directory.
+            on_step: called with ``"before_manifest_replace"`` and ``"after_manifest_replace"``
+                (the writer's fault-injection hook).
+        """
         zoo_dir = Path(zoo_dir)
         zoo_dir.mkdir(parents=True, exist_ok=True)
         text = json.dumps(self.to_dict(), indent=1)
-        fd, tmp = tempfile.mkstemp(prefix=".zoo.json.", suffix=".tmp", dir=zoo_dir)
+        fd, tmp = tempfile.mkstemp(prefix=TEMP_MANIFEST_PREFIX, suffix=".tmp", dir=zoo_dir)
         try:
+            os.fchmod(fd, 0o644)  # mkstemp creates 0600; a manifest is as readable as a shard
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
                 handle.write(text)
                 handle.flush()
                 os.fsync(handle.fileno())
+            if on_step is not None:
+                on_step("before_manifest_replace")
             os.replace(tmp, zoo_dir / MANIFEST_NAME)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+        if on_step is not None:
+            on_step("after_manifest_replace")
 
     # -- queries ---------------------------------------------------------------------------
 

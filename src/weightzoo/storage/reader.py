@@ -1,15 +1,18 @@
 """Reading zoos: global (model, checkpoint) -> (shard, row), and fast row reads.
 
-Shards are immutable once written, so a reader opens each needed shard with h5py once to load
-its small arrays (metrics, model columns, viability) and to find where ``weights`` and ``stats``
-sit in the file. Rows are then read through ``np.memmap`` at those offsets: no HDF5 call, no
-h5py global lock, and nothing that breaks across ``fork``. Maps are opened lazily in each process
-and dropped when the reader is pickled (for ``spawn`` DataLoader workers).
+Shards are immutable once written, so a reader opens each needed shard with h5py once: it checks
+the shard's own attributes and dataset shapes against the manifest, loads its small arrays
+(metrics, model columns, viability), finds where ``weights`` and ``stats`` sit in the file, and
+records which file that was (device, inode, size, mtime). Rows are then read through
+``np.memmap`` at those offsets: no HDF5 call, no h5py global lock, and nothing that breaks
+across ``fork``. Maps are opened lazily in each process (after checking that the file is still
+the one validated) and dropped when the reader is pickled (for ``spawn`` DataLoader workers).
 """
 
 from __future__ import annotations
 
 import os
+import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -19,13 +22,23 @@ from typing import Any
 import h5py
 import numpy as np
 
-from weightzoo.errors import ShardCorruptError, UnknownColumnError
+from weightzoo.errors import ShardChangedError, ShardCorruptError, UnknownColumnError
 from weightzoo.storage.manifest import Manifest, ShardEntry
 from weightzoo.storage.selection import check_epochs, check_splits
-from weightzoo.storage.verify import check_shard_present
+from weightzoo.storage.verify import check_shard_attributes, check_shard_present
 
 ROW_DATASETS = ("weights", "stats")
 _MAX_OPEN_MAPS = 128
+# Out-of-order reads across shards copy row by row when a row is at least this large (the
+# Python loop then costs less than a second copy of the batch), else gather and scatter.
+_ROW_LOOP_BYTES = 4096
+
+FileIdentity = tuple[int, int, int, int]
+
+
+def _identity(stat: os.stat_result) -> FileIdentity:
+    """What ties a map to the file that was validated: device, inode, size, mtime."""
+    return (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
 
 
 @dataclass(frozen=True)
@@ -73,34 +86,64 @@ def _row_location(dataset: h5py.Dataset) -> _RowLocation | None:
 class ShardData:
     """One shard: its small arrays in memory and lazily mapped row datasets.
 
+    Opening checks the shard against the manifest (attributes, shapes, widths); reads check
+    nothing more, except that a new map or handle is of the same file (once per open).
+
     Args:
         path: the shard file.
         entry: its manifest entry.
+        manifest: the zoo's manifest.
+
+    Raises:
+        ShardCorruptError: if the file cannot be read or does not match the manifest.
     """
 
-    def __init__(self, path: Path, entry: ShardEntry) -> None:
+    def __init__(self, path: Path, entry: ShardEntry, manifest: Manifest) -> None:
         self.path = path
         self.entry = entry
         try:
             with h5py.File(path, "r") as handle:
+                # The descriptor h5py read through: the identity is the validated file's.
+                self.identity = _identity(os.fstat(handle.id.get_vfd_handle()))
+                check_shard_attributes(handle, path, entry, manifest)
                 self.shape = {name: handle[name].shape for name in ROW_DATASETS}
                 self.locations = {name: _row_location(handle[name]) for name in ROW_DATASETS}
                 self.metrics = {k: v[()] for k, v in handle["metrics"].items()}
                 self.columns = {k: _read_column(v) for k, v in handle["models"].items()}
                 self.checkpoint_viable = handle["checkpoint_viable"][()]
-        except (OSError, KeyError) as exc:
+        except (OSError, KeyError, ValueError) as exc:
+            if isinstance(exc, ShardCorruptError):
+                raise
             raise ShardCorruptError(
                 f"cannot read shard {path}: {exc}. Run `weightzoo verify` on the zoo, then "
                 "fetch or generate the shard again."
             ) from exc
-        expected = (entry.num_models, len(entry.epochs))
-        if self.shape["weights"][:2] != expected:
-            raise ShardCorruptError(
-                f"shard {path} holds weights of shape {self.shape['weights']}, but the manifest "
-                f"lists {expected[0]} models x {expected[1]} checkpoints"
-            )
+        self._check_shapes(manifest)
         self._maps: dict[str, np.ndarray] = {}
         self._h5: h5py.File | None = None
+
+    def _check_shapes(self, manifest: Manifest) -> None:
+        entry, path = self.entry, self.path
+        block = (entry.num_models, len(entry.epochs))
+        widths = {"weights": manifest.num_params, "stats": len(manifest.stats_names)}
+        for name, width in widths.items():
+            if len(self.shape[name]) != 3 or self.shape[name] != (*block, width):
+                raise ShardCorruptError(
+                    f"shard {path} holds {name} of shape {self.shape[name]}, but the manifest "
+                    f"lists {block[0]} models x {block[1]} checkpoints x {width} "
+                    f"{'parameters (layout)' if name == 'weights' else 'statistics'}"
+                )
+        arrays = {f"metrics/{k}": v for k, v in self.metrics.items()}
+        arrays["checkpoint_viable"] = self.checkpoint_viable
+        for name in manifest.metrics:
+            if name not in self.metrics:
+                raise ShardCorruptError(f"shard {path} has no metric {name!r}")
+        for name, values in arrays.items():
+            if values.shape != block:
+                raise ShardCorruptError(f"shard {path}: {name} has shape {values.shape}")
+        for name, values in self.columns.items():
+            if values.shape[:1] != block[:1]:
+                raise ShardCorruptError(f"shard {path}: models/{name} has shape {values.shape}")
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
@@ -115,46 +158,77 @@ class ShardData:
             self._h5.close()
             self._h5 = None
 
+    def _check_identity(self, stat: os.stat_result) -> None:
+        if _identity(stat) != self.identity:
+            raise ShardChangedError(
+                f"shard {self.path} was replaced after it was validated (another file, size or "
+                "modification time); its rows may differ from the metadata read then. Create "
+                "the Dataset or reader again."
+            )
+
     def _map(self, name: str) -> np.ndarray | None:
-        if name not in self._maps:
+        """The row dataset as a plain ``[models * checkpoints, padded]`` view of a map."""
+        mapped = self._maps.get(name)
+        if mapped is None:
             location = self.locations[name]
             if location is None:
                 return None
             models, checkpoints, _ = self.shape[name]
-            self._maps[name] = np.memmap(
-                self.path,
-                dtype="<f4",
-                mode="r",
-                offset=location.offset,
-                shape=(models, checkpoints, location.padded),
-            )
-        return self._maps[name]
+            with open(self.path, "rb") as handle:
+                # Map the very descriptor that was checked, never the path again.
+                self._check_identity(os.fstat(handle.fileno()))
+                memmap = np.memmap(
+                    handle,
+                    dtype="<f4",
+                    mode="r",
+                    offset=location.offset,
+                    shape=(models * checkpoints, location.padded),
+                )
+            mapped = memmap.view(np.ndarray)  # keeps the map alive; no memmap subclass overhead
+            self._maps[name] = mapped
+        return mapped
+
+    def _hdf5(self) -> h5py.File:
+        if self._h5 is None:
+            handle = h5py.File(self.path, "r")
+            try:
+                self._check_identity(os.fstat(handle.id.get_vfd_handle()))
+            except ShardChangedError:
+                handle.close()
+                raise
+            self._h5 = handle
+        return self._h5
 
     def read_into(
-        self, name: str, rows: np.ndarray, checkpoints: np.ndarray, out: np.ndarray
+        self,
+        name: str,
+        index: np.ndarray,
+        out: np.ndarray,
+        positions: np.ndarray | None = None,
     ) -> None:
-        """Write rows ``name[rows[i], checkpoints[i], :]`` into ``out[i]``.
+        """Write rows ``index[i]`` (``model * checkpoints + checkpoint``) into ``out[i]``.
 
-        Callers pass indices in storage order (sorted) so that reads move forward in the file.
+        With ``positions=None`` the rows go straight into ``out`` (one copy); with positions,
+        row ``i`` goes to ``out[positions[i]]``, copied row by row.
         """
-        mapped = self._map(name)
-        models, per_model, length = self.shape[name]
-        if mapped is not None:
-            flat = mapped.reshape(models * per_model, -1)
-            index = rows * per_model + checkpoints
-            if flat.shape[1] == length:
+        flat = self._map(name)
+        _, per_model, length = self.shape[name]
+        if flat is not None:
+            if positions is not None:
+                for i, position in enumerate(positions.tolist()):
+                    out[position] = flat[index[i], :length]
+            elif flat.shape[1] == length:
                 # mode="clip": indices are valid; "raise" would buffer the whole result twice.
                 np.take(flat, index, axis=0, out=out, mode="clip")
             else:
                 out[...] = flat[index, :length]
             return
-        # Fallback: point reads through h5py in file order (never a fancy selection on a
-        # chunked dataset: that is 20x slower than row-by-row reads).
-        if self._h5 is None:
-            self._h5 = h5py.File(self.path, "r")
-        dataset = self._h5[name]
-        for i in range(len(rows)):
-            out[i] = dataset[rows[i], checkpoints[i]]
+        # Fallback: point reads through h5py (never a fancy selection on a chunked dataset:
+        # that is 20x slower than row-by-row reads).
+        dataset = self._hdf5()[name]
+        targets = range(len(index)) if positions is None else positions.tolist()
+        for i, position in enumerate(targets):
+            out[position] = dataset[int(index[i]) // per_model, int(index[i]) % per_model]
 
 
 def _read_column(dataset: h5py.Dataset) -> np.ndarray:
@@ -196,6 +270,7 @@ class ZooReader:
         self.shards: list[ShardData] = []
         self._build_index()
         self._open: OrderedDict[int, None] = OrderedDict()
+        self._lock = threading.Lock()  # reads may come from several threads
 
     def _build_index(self) -> None:
         epoch_index = {e: i for i, e in enumerate(self.epochs)}
@@ -205,26 +280,27 @@ class ZooReader:
         local = {p: i for i, p in enumerate(positions)}
         n, c = len(positions), len(self.epochs)
         self.shard_of = np.full((n, c), -1, dtype=np.int32)
-        self.checkpoint_in_shard = np.zeros((n, c), dtype=np.int32)
-        self.row_in_shard = np.zeros(n, dtype=np.int32)
+        # One int64 per (model, checkpoint): shard index << 32 | row in the shard's flat
+        # [models * checkpoints] order, -1 where absent. Sorting it is sorting by file order.
+        self._key = np.full((n, c), -1, dtype=np.int64)
         self.metrics = {m: np.full((n, c), np.nan, np.float32) for m in self.manifest.metrics}
         self.checkpoint_viable = np.zeros((n, c), dtype=bool)
         columns: dict[str, np.ndarray] = {}
         split_names = np.empty(n, dtype=object)
         for entry in entries:
-            shard = ShardData(check_shard_present(self.zoo_dir, entry), entry)
+            shard = ShardData(check_shard_present(self.zoo_dir, entry), entry, self.manifest)
             index = len(self.shards)
             self.shards.append(shard)
             first = local[entry.models[0]]
             rows = slice(first, first + entry.num_models)
-            self.row_in_shard[rows] = np.arange(entry.num_models)
+            in_shard = np.arange(entry.num_models, dtype=np.int64) * len(entry.epochs)
             split_names[rows] = entry.split
             for k, epoch in enumerate(entry.epochs):
                 if epoch not in epoch_index:
                     continue
                 j = epoch_index[epoch]
                 self.shard_of[rows, j] = index
-                self.checkpoint_in_shard[rows, j] = k
+                self._key[rows, j] = (index << 32) | (in_shard + k)
                 self.checkpoint_viable[rows, j] = shard.checkpoint_viable[:, k]
                 for name, values in shard.metrics.items():
                     if name in self.metrics:
@@ -233,6 +309,9 @@ class ZooReader:
                 if name not in columns:
                     columns[name] = np.zeros((n, *values.shape[1:]), dtype=values.dtype)
                 columns[name][rows] = values
+        for name, kind in self.manifest.columns.items():
+            if name not in columns:  # no shard selected: empty columns of the right dtype
+                columns[name] = np.zeros(0, dtype=object if kind == "str" else kind)
         columns["split"] = split_names
         columns["position"] = self.positions.copy()
         self.columns = columns
@@ -242,7 +321,12 @@ class ZooReader:
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_open"] = OrderedDict()
+        del state["_lock"]
         return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
 
     @property
     def num_models(self) -> int:
@@ -264,59 +348,80 @@ class ZooReader:
 
     def storage_order(self, models: np.ndarray, checkpoints: np.ndarray) -> np.ndarray:
         """The permutation that sorts (model, checkpoint) pairs into file order."""
-        shard_ids = self.shard_of[models, checkpoints]
-        return np.lexsort(
-            (self.checkpoint_in_shard[models, checkpoints], self.row_in_shard[models], shard_ids)
-        )
+        return np.argsort(self._key[models, checkpoints], kind="stable")
 
-    def read(self, name: str, models: np.ndarray, checkpoints: np.ndarray) -> np.ndarray:
-        """Read ``weights`` or ``stats`` rows for local model and epoch indices.
+    def read(
+        self,
+        name: str,
+        models: np.ndarray | Sequence[int],
+        checkpoints: np.ndarray | Sequence[int],
+        out: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """Read ``weights`` or ``stats`` rows for local model and epoch indices, in that order.
 
-        Reads are fastest when the pairs come in :meth:`storage_order`; other orders cost one
-        extra copy.
+        Rows are copied once, straight into the result. Pairs in :meth:`storage_order` read
+        forward through the files (best on a cold page cache).
 
         Args:
             name: ``"weights"`` or ``"stats"``.
             models: local model indices ``[n]``.
             checkpoints: epoch indices ``[n]`` into :attr:`epochs`.
+            out: float32 ``[n, width]`` C-contiguous array to fill (optional).
 
         Returns:
             float32 ``[n, params]`` (or ``[n, stats]``), in the order requested.
         """
-        models = np.asarray(models, dtype=np.int64)
-        checkpoints = np.asarray(checkpoints, dtype=np.int64)
-        shard_ids = self.shard_of[models, checkpoints]
-        if (shard_ids < 0).any():
+        keys = self._key[np.asarray(models, dtype=np.intp), np.asarray(checkpoints, dtype=np.intp)]
+        n = len(keys)
+        width = self.manifest.num_params if name == "weights" else len(self.manifest.stats_names)
+        if out is None:
+            out = np.empty((n, width), dtype=np.float32)
+        elif out.shape != (n, width) or out.dtype != np.float32:
+            raise ValueError(f"out must be float32 {(n, width)}, got {out.shape}")
+        if n == 0:
+            return out
+        shard_ids = keys >> 32
+        first, last = int(shard_ids.min()), int(shard_ids.max())
+        if first < 0:
             bad = int(np.flatnonzero(shard_ids < 0)[0])
             raise ShardCorruptError(
-                f"model {int(self.positions[models[bad]])} has no shard holding epoch "
-                f"{self.epochs[checkpoints[bad]]}; the zoo is incomplete"
+                f"model {int(self.positions[np.asarray(models)[bad]])} has no shard holding "
+                f"epoch {self.epochs[int(np.asarray(checkpoints)[bad])]}; the zoo is incomplete"
             )
-        order = self.storage_order(models, checkpoints)
-        in_order = bool(np.all(order == np.arange(len(order))))
-        if not in_order:
-            models, checkpoints, shard_ids = models[order], checkpoints[order], shard_ids[order]
-        width = self.manifest.num_params if name == "weights" else len(self.manifest.stats_names)
-        out = np.empty((len(models), width), dtype=np.float32)
-        rows = self.row_in_shard[models]
-        ckpts = self.checkpoint_in_shard[models, checkpoints]
-        starts = np.flatnonzero(np.diff(shard_ids, prepend=-2)).tolist() + [len(models)]
-        for a, b in zip(starts[:-1], starts[1:], strict=True):
-            shard = self._shard(int(shard_ids[a]))
-            shard.read_into(name, rows[a:b], ckpts[a:b], out[a:b])
-        if in_order:
+        rows = keys & 0xFFFFFFFF
+        if first == last:
+            self._shard(first).read_into(name, rows, out)
             return out
-        restored = np.empty_like(out)
-        restored[order] = out
-        return restored
+        if (shard_ids[1:] >= shard_ids[:-1]).all():
+            # Grouped by shard already (e.g. in storage order): each run goes straight in.
+            starts = [0, *(np.flatnonzero(shard_ids[1:] != shard_ids[:-1]) + 1).tolist(), n]
+            for a, b in zip(starts[:-1], starts[1:], strict=True):
+                self._shard(int(shard_ids[a])).read_into(name, rows[a:b], out[a:b])
+            return out
+        order = np.argsort(shard_ids, kind="stable")
+        grouped = shard_ids[order]
+        starts = [0, *(np.flatnonzero(grouped[1:] != grouped[:-1]) + 1).tolist(), n]
+        row_loop = width * 4 >= _ROW_LOOP_BYTES
+        for a, b in zip(starts[:-1], starts[1:], strict=True):
+            shard = self._shard(int(grouped[a]))
+            where = order[a:b]
+            if row_loop:
+                shard.read_into(name, rows[where], out, positions=where)
+            else:
+                part = np.empty((b - a, width), dtype=np.float32)
+                shard.read_into(name, rows[where], part)
+                out[where] = part
+        return out
 
     def _shard(self, index: int) -> ShardData:
-        # Bound the number of open maps (each holds a file descriptor).
-        self._open[index] = None
-        self._open.move_to_end(index)
-        while len(self._open) > _MAX_OPEN_MAPS:
-            stale, _ = self._open.popitem(last=False)
-            self.shards[stale].close()
+        # Bound the number of open maps (each holds a file descriptor). A read in progress
+        # keeps its own reference to a map that is closed here.
+        with self._lock:
+            self._open[index] = None
+            self._open.move_to_end(index)
+            while len(self._open) > _MAX_OPEN_MAPS:
+                stale, _ = self._open.popitem(last=False)
+                self.shards[stale].close()
         return self.shards[index]
 
     def close(self) -> None:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import difflib
+import operator
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from weightzoo.errors import EpochError, UnknownSplitError
 
@@ -22,7 +23,17 @@ def check_splits(split: str | Sequence[str] | None, manifest: Manifest) -> list[
     """
     if split is None or split == "all":
         return list(SPLIT_NAMES)
-    names = [split] if isinstance(split, str) else list(split)
+    if isinstance(split, str):
+        names = [split]
+    elif isinstance(split, (list, tuple)) and all(isinstance(s, str) for s in split):
+        names = list(split)
+    else:
+        raise UnknownSplitError(
+            f"split must be a split name ({', '.join(SPLIT_NAMES)}), a list of them or 'all'; "
+            f"got {split!r} for zoo {manifest.name!r}"
+        )
+    if not names:
+        raise UnknownSplitError("the split selection is empty; pass a split name or 'all'")
     for name in names:
         if name not in SPLIT_NAMES:
             close = difflib.get_close_matches(str(name), SPLIT_NAMES, n=1)
@@ -49,7 +60,15 @@ def check_epochs(epochs: int | str | Iterable[int] | None, manifest: Manifest) -
         return [available[-1]]
     if isinstance(epochs, str):
         raise EpochError(f"epochs must be an int, a list of ints, 'all' or 'last'; got {epochs!r}")
-    wanted = [int(epochs)] if isinstance(epochs, int) else [int(e) for e in epochs]
+    if hasattr(epochs, "__index__") and getattr(epochs, "ndim", 0) == 0:
+        wanted = [_epoch_label(epochs)]  # int, numpy integer, 0-d integer tensor
+    else:
+        try:
+            wanted = [_epoch_label(e) for e in epochs]
+        except TypeError:
+            raise EpochError(
+                f"epochs must be an int, a list of ints, 'all' or 'last'; got {epochs!r}"
+            ) from None
     missing = [e for e in wanted if e not in available]
     if missing:
         shown = _describe(available)
@@ -61,6 +80,16 @@ def check_epochs(epochs: int | str | Iterable[int] | None, manifest: Manifest) -
         raise EpochError("the epoch selection is empty; pass at least one epoch, or 'all'")
     order = {e: i for i, e in enumerate(available)}
     return sorted(dict.fromkeys(wanted), key=order.__getitem__)
+
+
+def _epoch_label(value: Any) -> int:
+    """An integer epoch label; ``1.5`` or ``True`` are refused rather than truncated."""
+    if isinstance(value, bool) or not hasattr(value, "__index__"):
+        raise EpochError(f"an epoch must be an integer checkpoint label, got {value!r}")
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise EpochError(f"an epoch must be an integer checkpoint label, got {value!r}") from None
 
 
 def _describe(epochs: list[int]) -> str:

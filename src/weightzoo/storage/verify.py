@@ -3,22 +3,56 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
-from weightzoo.errors import ShardCorruptError, ShardMissingError
+import h5py
+import numpy as np
+
+from weightzoo.errors import ShardCorruptError, ShardMissingError, UnsafePathError
 from weightzoo.storage.hashing import sha256_file
 from weightzoo.storage.manifest import Manifest, ShardEntry
 
+SHARD_FORMAT = "weightzoo-shard"
+
+
+def _allowed_roots(zoo_dir: Path) -> list[Path]:
+    """Where a zoo's files may really live: the zoo, and for a hub-cache snapshot its blobs."""
+    root = zoo_dir.resolve()
+    roots = [root]
+    if root.parent.name == "snapshots":  # huggingface_hub cache: snapshots/<commit> -> blobs/
+        roots.append(root.parent.parent / "blobs")
+    return roots
+
+
+def shard_path(zoo_dir: str | os.PathLike[str], entry: ShardEntry) -> Path:
+    """The path of a shard, refusing one that is (or passes through) a link out of the zoo.
+
+    Raises:
+        UnsafePathError: if the file resolves outside the zoo directory (hub-cache snapshots may
+            point into their own repo's ``blobs/``, which is how huggingface_hub stores files).
+    """
+    path = Path(zoo_dir) / entry.file
+    resolved = path.resolve()
+    if not any(resolved.is_relative_to(root) for root in _allowed_roots(Path(zoo_dir))):
+        raise UnsafePathError(
+            f"shard {entry.file} of zoo {zoo_dir} is a link to {resolved}, outside the zoo "
+            "directory; weightzoo does not read through such links. Replace it with the file "
+            "itself (fetch or generate it again)."
+        )
+    return path
+
 
 def check_shard_present(zoo_dir: str | os.PathLike[str], entry: ShardEntry) -> Path:
-    """Cheap check (no hashing): the shard exists and has the manifest's size.
+    """Cheap check (no hashing): the shard exists inside the zoo and has the manifest's size.
 
     Raises:
         ShardMissingError: if the file is absent.
         ShardCorruptError: if its size differs (truncated or overwritten).
+        UnsafePathError: if it is a link out of the zoo directory.
     """
-    path = Path(zoo_dir) / entry.file
+    path = shard_path(zoo_dir, entry)
     try:
         size = path.stat().st_size
     except FileNotFoundError:
@@ -35,12 +69,77 @@ def check_shard_present(zoo_dir: str | os.PathLike[str], entry: ShardEntry) -> P
     return path
 
 
-def verify_shard(zoo_dir: str | os.PathLike[str], entry: ShardEntry) -> None:
-    """Full check: size and sha256 against the manifest.
+def _attr(attrs: Mapping[str, Any], name: str) -> Any:
+    value = attrs.get(name)
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def check_shard_attributes(
+    handle: h5py.File, path: Path, entry: ShardEntry, manifest: Manifest
+) -> None:
+    """Compare a shard's own attributes with its manifest entry.
+
+    Shards carry ``format``, ``zoo``, ``split``, ``models`` and ``epochs`` (every version) and
+    ``spec_fingerprint`` (written since the attribute check exists). A shard without
+    ``spec_fingerprint`` is checked on the rest; one without the others is refused.
+
+    Raises:
+        ShardCorruptError: naming the first attribute that differs.
+    """
+    attrs = handle.attrs
+    if _attr(attrs, "format") != SHARD_FORMAT:
+        raise ShardCorruptError(
+            f"{path} is not a weightzoo shard (attribute format={_attr(attrs, 'format')!r}); "
+            "fetch or generate it again"
+        )
+    expected: dict[str, Any] = {
+        "zoo": manifest.name,
+        "split": entry.split,
+        "models": list(entry.models),
+        "epochs": list(entry.epochs),
+    }
+    if "spec_fingerprint" in attrs:
+        expected["spec_fingerprint"] = manifest.spec_fingerprint
+    for name, want in expected.items():
+        if name not in attrs:
+            raise ShardCorruptError(
+                f"{path} has no attribute {name!r}, so it cannot be matched to the manifest; "
+                "fetch or generate it again"
+            )
+        got = _attr(attrs, name)
+        if isinstance(want, list):
+            got = np.asarray(got).ravel().tolist()
+        if got != want:
+            raise ShardCorruptError(
+                f"shard {path} says {name}={got!r}, but the manifest lists it with {want!r}: it "
+                "belongs to another zoo or another place in this one. Delete it and fetch or "
+                "generate it again."
+            )
+
+
+def check_shard(zoo_dir: str | os.PathLike[str], entry: ShardEntry, manifest: Manifest) -> Path:
+    """Cheap check of one shard (no hashing): inside the zoo, full size, attributes match.
+
+    Raises:
+        ShardMissingError, ShardCorruptError, UnsafePathError: as the checks it runs.
+    """
+    path = check_shard_present(zoo_dir, entry)
+    try:
+        with h5py.File(path, "r") as handle:
+            check_shard_attributes(handle, path, entry, manifest)
+    except OSError as exc:
+        raise ShardCorruptError(f"cannot read shard {path}: {exc}") from exc
+    return path
+
+
+def verify_shard(
+    zoo_dir: str | os.PathLike[str], entry: ShardEntry, manifest: Manifest | None = None
+) -> None:
+    """Full check: size and sha256 against the manifest, then the shard's own attributes.
 
     Raises:
         ShardMissingError: if the file is absent.
-        ShardCorruptError: if its size or hash differs, giving expected and actual values.
+        ShardCorruptError: if its size, hash or attributes differ, giving expected and actual.
     """
     path = check_shard_present(zoo_dir, entry)
     actual = sha256_file(path)
@@ -49,6 +148,8 @@ def verify_shard(zoo_dir: str | os.PathLike[str], entry: ShardEntry) -> None:
             f"shard {path} is corrupt: sha256 {actual}, expected {entry.sha256}. Delete it and "
             "fetch or generate it again."
         )
+    if manifest is not None:
+        check_shard(zoo_dir, entry, manifest)
 
 
 def verify_zoo(
@@ -56,7 +157,7 @@ def verify_zoo(
     *,
     on_shard: Callable[[ShardEntry], None] | None = None,
 ) -> list[tuple[ShardEntry, Exception]]:
-    """Recompute every shard's hash.
+    """Recompute every shard's hash and check its attributes against the manifest.
 
     Args:
         zoo_dir: the zoo directory.
@@ -64,13 +165,16 @@ def verify_zoo(
 
     Returns:
         The failing shards with their errors (empty when the zoo is intact).
+
+    Raises:
+        ManifestError: if the manifest itself is malformed (overlapping or out-of-range shards).
     """
     manifest = Manifest.load(zoo_dir)
     failures: list[tuple[ShardEntry, Exception]] = []
     for entry in manifest.shards:
         try:
-            verify_shard(zoo_dir, entry)
-        except (ShardMissingError, ShardCorruptError) as exc:
+            verify_shard(zoo_dir, entry, manifest)
+        except (ShardMissingError, ShardCorruptError, UnsafePathError) as exc:
             failures.append((entry, exc))
         if on_shard is not None:
             on_shard(entry)

@@ -1,27 +1,32 @@
 """Writing zoos: atomic HDF5 shards and the manifest that lists them.
 
-Every shard is written to a temporary name, flushed and fsynced, hashed, renamed into place,
-and only then added to the manifest, which is itself replaced atomically. A crash at any point
-leaves the zoo readable with the shards that were complete, and a rerun writes the rest.
+One writer per zoo directory: a writer holds an exclusive ``flock`` on ``<zoo>/.lock`` for its
+life (the OS releases it when the process ends, however it ends). Every shard is written to a
+temporary name unique to the writer, flushed and fsynced, hashed, renamed into place, and only
+then added to the manifest, which is itself replaced atomically. A crash at any point leaves the
+zoo readable with the shards that were complete, and a rerun writes the rest.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
-from collections.abc import Mapping, Sequence
+import secrets
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import h5py
 import numpy as np
 
-from weightzoo.errors import ManifestError, SpecMismatchError
+from weightzoo.errors import ManifestError, SpecMismatchError, ZooLockedError
 from weightzoo.storage.hashing import sha256_file
 from weightzoo.storage.layout import Layout
 from weightzoo.storage.manifest import (
     FORMAT_VERSION,
     MANIFEST_NAME,
     SPLITS,
+    TEMP_MANIFEST_PREFIX,
     Manifest,
     ShardEntry,
     safe_relative_path,
@@ -29,6 +34,62 @@ from weightzoo.storage.manifest import (
 
 SHARD_DIR = "shards"
 TEMP_SUFFIX = ".tmp"
+LOCK_NAME = ".lock"
+
+# Fault injection for tests: called with the name of each write step (``before_shard_rename``,
+# ``after_shard_rename``, ``before_manifest_replace``, ``after_manifest_replace``).
+fault_hook: Callable[[str], None] | None = None
+
+
+def _step(name: str) -> None:
+    if fault_hook is not None:
+        fault_hook(name)
+
+
+class ZooLock:
+    """An exclusive ``flock`` on ``<zoo>/.lock``, holding the owner's pid for error messages.
+
+    Args:
+        zoo_dir: the zoo directory (must exist).
+
+    Raises:
+        ZooLockedError: if another open writer (in this or another process) holds the lock.
+    """
+
+    def __init__(self, zoo_dir: Path) -> None:
+        self.path = zoo_dir / LOCK_NAME
+        flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+        self._fd: int | None = os.open(self.path, flags, 0o644)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            owner = os.pread(self._fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(self._fd)
+            self._fd = None
+            who = (
+                f"another writer in this process (pid {owner})"
+                if owner == str(os.getpid())
+                else f"another process (pid {owner})"
+            )
+            raise ZooLockedError(
+                f"{who} is writing zoo {zoo_dir}; wait for it to finish (or close it) or use "
+                "another --out directory"
+            ) from None
+        os.ftruncate(self._fd, 0)
+        os.pwrite(self._fd, f"{os.getpid()}\n".encode(), 0)
+
+    @property
+    def held(self) -> bool:
+        """Whether this object still holds the lock."""
+        return self._fd is not None
+
+    def release(self) -> None:
+        """Release the lock (idempotent). The lock file stays; only the lock matters."""
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            os.close(fd)  # closing the only descriptor releases the flock
+
+
 # Rows longer than this (float32 elements, 4 MiB) are chunked along params too.
 MAX_CHUNK_PARAMS = 1 << 20
 
@@ -56,7 +117,7 @@ def _create_row_dataset(group: h5py.Group, name: str, data: np.ndarray) -> None:
     Chunks are allocated early (all at creation) so that they lie in row-major order at
     regular offsets: the reader then maps the file with ``np.memmap`` (memmap speed) instead
     of asking HDF5 for each chunk. No compression: it saves 10-15% on float weights and costs
-    two orders of magnitude in random-read speed (measured, see DESIGN.md).
+    two orders of magnitude in random-read speed.
     """
     models, checkpoints, n = data.shape
     chunk = (1, 1, max(1, min(n, MAX_CHUNK_PARAMS)))
@@ -102,6 +163,7 @@ def write_shard_file(
     path: str | os.PathLike[str],
     *,
     zoo_name: str,
+    spec_fingerprint: str,
     split: str,
     models: tuple[int, int],
     epochs: Sequence[int],
@@ -113,12 +175,16 @@ def write_shard_file(
 ) -> None:
     """Write one shard file in format version 1 (not atomic: see :meth:`ZooWriter.write_shard`).
 
-    The arrays must already be validated (shapes ``[models, len(epochs), ...]``).
+    The arrays must already be validated (shapes ``[models, len(epochs), ...]``). The file
+    attributes identify the shard (zoo, spec fingerprint, split, models, epochs), so that a
+    reader can check it against the manifest; they hold no time or path, so the same input
+    gives the same bytes.
     """
     with h5py.File(path, "w", libver="latest") as handle:
         handle.attrs["format"] = "weightzoo-shard"
         handle.attrs["format_version"] = FORMAT_VERSION
         handle.attrs["zoo"] = zoo_name
+        handle.attrs["spec_fingerprint"] = spec_fingerprint
         handle.attrs["split"] = split
         handle.attrs["models"] = np.asarray(models, dtype=np.int64)
         handle.attrs["epochs"] = np.asarray(epochs, dtype=np.int64)
@@ -147,9 +213,11 @@ def write_shard_file(
 class ZooWriter:
     """Writes shards of one zoo and keeps its manifest current.
 
-    Opening a writer on a directory that already holds a zoo resumes it: shards listed in the
-    manifest and present with the right size are kept, leftovers of interrupted writes are
-    removed, and a zoo of a different spec is refused.
+    Opening a writer takes the zoo's lock (see :class:`ZooLock`) until :meth:`close`, the end
+    of a ``with`` block, garbage collection or the end of the process. Opening a writer on a
+    directory that already holds a zoo resumes it: shards listed in the manifest and present
+    with the right size are kept, leftovers of interrupted writes are removed, and a zoo of a
+    different spec is refused, unless it has no finished shard yet (then it is replaced).
 
     Args:
         zoo_dir: the zoo directory (created if missing).
@@ -168,8 +236,11 @@ class ZooWriter:
         extra: free-form manifest information (library version, creator).
 
     Raises:
+        ZooLockedError: if another writer is writing ``zoo_dir``.
         SpecMismatchError: if ``zoo_dir`` holds a zoo generated from another spec.
     """
+
+    _lock: ZooLock | None = None
 
     def __init__(
         self,
@@ -214,19 +285,44 @@ class ZooWriter:
             extra=dict(extra or {}),
         )
         self.zoo_dir.mkdir(parents=True, exist_ok=True)
-        (self.zoo_dir / SHARD_DIR).mkdir(exist_ok=True)
-        if (self.zoo_dir / MANIFEST_NAME).exists():
-            self._resume()
-        elif any(p.suffix == ".h5" for p in (self.zoo_dir / SHARD_DIR).iterdir()):
-            raise ManifestError(
-                f"{self.zoo_dir} holds shard files but no {MANIFEST_NAME}; refusing to mix them "
-                "into a new zoo. Choose an empty --out directory or delete the old shards."
-            )
-        self._remove_temporaries()
-        self.manifest.save(self.zoo_dir)
+        self._lock = ZooLock(self.zoo_dir)
+        try:
+            (self.zoo_dir / SHARD_DIR).mkdir(exist_ok=True)
+            if (self.zoo_dir / MANIFEST_NAME).exists():
+                self._resume()
+            elif any(p.suffix == ".h5" for p in (self.zoo_dir / SHARD_DIR).iterdir()):
+                raise ManifestError(
+                    f"{self.zoo_dir} holds shard files but no {MANIFEST_NAME}; refusing to mix "
+                    "them into a new zoo. Choose an empty --out directory or delete the old "
+                    "shards."
+                )
+            self._remove_temporaries()
+            self._save()
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Release the zoo's lock; the writer cannot write afterwards."""
+        if self._lock is not None:
+            self._lock.release()
+
+    def __enter__(self) -> ZooWriter:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        self.close()
+
+    def _save(self) -> None:
+        self.manifest.save(self.zoo_dir, on_step=_step)
 
     def _resume(self) -> None:
         existing = Manifest.load(self.zoo_dir)
+        if not existing.shards:
+            return  # a stub of a run that failed before its first shard: start afresh
         if existing.spec_fingerprint != self.manifest.spec_fingerprint:
             changed = sorted(
                 key
@@ -246,15 +342,20 @@ class ZooWriter:
         kept = []
         for entry in existing.shards:
             path = self.zoo_dir / entry.file
-            if path.is_file() and path.stat().st_size == entry.bytes:
+            if not path.is_symlink() and path.is_file() and path.stat().st_size == entry.bytes:
                 kept.append(entry)
         self.manifest.shards = kept
         self.manifest.columns = existing.columns
         self.manifest.categories = existing.categories
 
     def _remove_temporaries(self) -> None:
-        for leftover in (self.zoo_dir / SHARD_DIR).glob(f"*{TEMP_SUFFIX}"):
-            leftover.unlink()
+        """Delete temporary files of earlier writers: we hold the lock, so they are gone."""
+        leftovers = [
+            *(self.zoo_dir / SHARD_DIR).glob(f"*{TEMP_SUFFIX}"),
+            *self.zoo_dir.glob(f"{TEMP_MANIFEST_PREFIX}*{TEMP_SUFFIX}"),
+        ]
+        for leftover in leftovers:
+            leftover.unlink(missing_ok=True)
 
     def has_shard(self, file: str) -> bool:
         """Whether ``file`` is already complete (listed and present with the right size)."""
@@ -292,7 +393,12 @@ class ZooWriter:
 
         Raises:
             ValueError: for arrays of the wrong shape, unknown epochs or missing metrics.
+            ZooLockedError: if the writer was closed.
         """
+        if self._lock is None or not self._lock.held:
+            raise ZooLockedError(
+                f"this writer of {self.zoo_dir} was closed; open a new ZooWriter to write more"
+            )
         file = safe_relative_path(file, what="shard file")
         manifest = self.manifest
         if split not in SPLITS:
@@ -301,7 +407,7 @@ class ZooWriter:
         if not set(epochs) <= set(manifest.epochs):
             raise ValueError(f"epochs {epochs} are not all among the zoo's {manifest.epochs}")
         count = models[1] - models[0]
-        if count <= 0 or models[1] > manifest.num_models:
+        if count <= 0 or models[0] < 0 or models[1] > manifest.num_models:
             raise ValueError(
                 f"models {list(models)} is not a non-empty range within {manifest.num_models}"
             )
@@ -342,11 +448,13 @@ class ZooWriter:
 
         final = self.zoo_dir / file
         final.parent.mkdir(parents=True, exist_ok=True)
-        temp = final.with_name(final.name + TEMP_SUFFIX)
+        # Unique per writer: a temporary name never collides with another process's.
+        temp = final.with_name(f"{final.name}.{os.getpid()}-{secrets.token_hex(4)}{TEMP_SUFFIX}")
         try:
             write_shard_file(
                 temp,
                 zoo_name=manifest.name,
+                spec_fingerprint=manifest.spec_fingerprint,
                 split=split,
                 models=models,
                 epochs=epochs,
@@ -360,16 +468,19 @@ class ZooWriter:
                 os.fsync(handle.fileno())
             digest = sha256_file(temp)
             size = temp.stat().st_size
+            _step("before_shard_rename")
             os.replace(temp, final)
         except BaseException:
             temp.unlink(missing_ok=True)
             raise
+        _step("after_shard_rename")
         entry = ShardEntry(
             file, digest, size, (int(models[0]), int(models[1])), split, tuple(epochs)
         )
         manifest.shards = [s for s in manifest.shards if s.file != file] + [entry]
         manifest.shards.sort(key=lambda s: (SPLITS.index(s.split), s.models, s.epochs))
-        manifest.save(self.zoo_dir)
+        manifest.finished = False
+        self._save()
         return entry
 
     def _check_columns(self, table: Mapping[str, np.ndarray], file: str) -> None:
@@ -392,8 +503,13 @@ class ZooWriter:
                 self.manifest.categories[name] = sorted(merged)
 
     def finish(self) -> Manifest:
-        """Record split sizes from the shards if not given, save, and return the manifest."""
+        """Record split sizes from the shards if not given, save, and return the manifest.
+
+        The manifest is marked ``finished`` when its shards cover every model and checkpoint;
+        readers then also refuse gaps. The lock is kept until :meth:`close`.
+        """
         if not self.manifest.split_counts:
             self.manifest.split_counts = self.manifest.splits()
-        self.manifest.save(self.zoo_dir)
+        self.manifest.finished = self.manifest.complete
+        self._save()
         return self.manifest
