@@ -41,6 +41,7 @@ def arrays(
         features=tuple(features),
         targets=tuple(targets),
         filter_viable=filter_viable,
+        ids=True,
     )
     batch = data.batch(np.arange(len(data)))
     out = {name: tensor.numpy() for name, tensor in batch.items()}
