@@ -145,7 +145,7 @@ def test_list_shows_every_spec_with_a_size(capsys):
             str(estimate["params"]),
         ]
         assert row[6] in ("KB", "MB", "GB", "TB")
-    assert rows["modelzoo-digits-cnn-s-seed"][2:5] == ["1000", "51", "2464"]
+    assert rows["modelzoo-digits-cnn-s-seed"][2:5] == ["1000", "21", "2464"]
     assert rows["trajectory-digits-cnn"][2:5] == ["250", "51", "1410"]
 
 
