@@ -363,3 +363,22 @@ def test_links_out_of_src_are_refused(tmp_path, rng, capsys, kind):
     victim.symlink_to(target)
     err = _one_line_error(capsys, ["import", kind, str(src), str(tmp_path / "out")], victim.name)
     assert "SourcePathError" in err and "outside the source directory" in err
+
+
+def test_a_failed_import_frees_the_zoo_at_once(tmp_path, rng, monkeypatch):
+    from weightzoo.importers import _common
+
+    _mlds_tree(tmp_path / "ds1", rng)
+    real = _common.write_block
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(_common, "write_block", full_disk)
+    try:
+        import_zoo("mlds", tmp_path / "ds1", tmp_path / "out")
+    except OSError:
+        # the traceback still holds the importer's frames: the lock must be released anyway
+        monkeypatch.setattr(_common, "write_block", real)
+        import_zoo("mlds", tmp_path / "ds1", tmp_path / "out")
+    assert Manifest.load(tmp_path / "out").finished

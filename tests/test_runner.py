@@ -336,3 +336,21 @@ def test_a_device_torch_cannot_use_is_refused_before_anything_is_written(tmp_pat
     with pytest.raises(DeviceError, match="choose one of: cpu"):
         generate(toy_spec, tmp_path / "zoo", device="nosuchdev", progress=False)
     assert not (tmp_path / "zoo").exists()
+
+
+def test_a_failed_run_frees_the_zoo_at_once(tmp_path, toy_spec, monkeypatch):
+    out = tmp_path / "zoo"
+    original = toy_family.ToyFamily.train
+
+    def crash(self, *args, **kwargs):
+        raise RuntimeError("training failed")
+
+    monkeypatch.setattr(toy_family.ToyFamily, "train", crash)
+    try:
+        generate(toy_spec, out, progress=False)
+    except RuntimeError:
+        # The traceback still holds the runner's frames; the writer's lock must be gone anyway,
+        # so that a caller can retry (or open a writer) right here.
+        monkeypatch.setattr(toy_family.ToyFamily, "train", original)
+        generate(toy_spec, out, progress=False)
+    assert Manifest.load(out).finished

@@ -123,3 +123,20 @@ def test_kl_approximation_and_bad_sources(tmp_path):
     assert kl[-1] < 1e-3 and kl[0] > 3.0
     with pytest.raises(WeightzooError, match="Model Zoos and trajectory zoos"):
         sp.spec_from_manifest({"spec_class": "MLDSSpec", "family": "mlds"})
+
+
+def test_a_failed_run_frees_the_twin_at_once(source, tmp_path, monkeypatch):
+    out = tmp_path / "twin"
+    real = sp.sparsify_population
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("training failed")
+
+    monkeypatch.setattr(sp, "sparsify_population", crash)
+    try:
+        sp.sparsify_zoo(source, out, epochs=1, progress=False, settings=FAST)
+    except RuntimeError:
+        # the traceback still holds sparsify_zoo's frame: the lock must be released anyway
+        monkeypatch.setattr(sp, "sparsify_population", real)
+        manifest = sp.sparsify_zoo(source, out, epochs=1, progress=False, settings=FAST)
+    assert manifest.finished

@@ -160,7 +160,7 @@ def generate(
     plans = family.plan(spec)
     blocks = plan_blocks(plans, spec)
     split_counts = {s: sum(len(b.plans) for b in blocks if b.split == s) for s in SPLITS}
-    writer = ZooWriter(
+    with ZooWriter(
         out,
         name=spec.name,
         family=spec.family,
@@ -175,72 +175,72 @@ def generate(
         split_counts={k: v for k, v in split_counts.items() if v},
         diverge_threshold=spec.diverge_threshold,
         extra={"generator": "weightzoo 0.1.0"},
-    )
-    groups = epoch_groups(epochs, spec.epochs_per_shard)
+    ) as writer:
+        groups = epoch_groups(epochs, spec.epochs_per_shard)
 
-    def files_of(block: Block) -> list[str]:
-        return [shard_file_name(block.split, block.first, g) for g in range(len(groups))]
+        def files_of(block: Block) -> list[str]:
+            return [shard_file_name(block.split, block.first, g) for g in range(len(groups))]
 
-    todo = [b for b in blocks if not all(writer.has_shard(f) for f in files_of(b))]
-    done_models = len(plans) - sum(len(b.plans) for b in todo)
-    if done_models:
-        log.info("resuming %s: %d of %d models already written", out, done_models, len(plans))
-    # A model's share of the bar is its training epochs: the last checkpoint's label.
-    per_model = max(1, int(max(epochs, default=1)))
-    bar = ModelEpochBar(
-        len(plans) * per_model,
-        initial=done_models * per_model,
-        desc=spec.name,
-        disable=not progress,
-    )
-    for block in todo:
-        bar.plan(block.first, len(block.plans) * per_model)
-
-    def write(block: Block, records: list[ModelRecord]) -> None:
-        known: dict[str, list] = {
-            "model_id": [p.model_id for p in block.plans],
-            "seed": [p.seed for p in block.plans],
-        }
-        for plan in block.plans:
-            for key, value in plan.columns.items():
-                known.setdefault(key, []).append(value)
-        write_block(
-            writer,
-            records,
-            split=block.split,
-            first=block.first,
-            order=known["model_id"],
-            columns=known,
-            defaults={"device": device},
-            groups=groups,
+        todo = [b for b in blocks if not all(writer.has_shard(f) for f in files_of(b))]
+        done_models = len(plans) - sum(len(b.plans) for b in todo)
+        if done_models:
+            log.info("resuming %s: %d of %d models already written", out, done_models, len(plans))
+        # A model's share of the bar is its training epochs: the last checkpoint's label.
+        per_model = max(1, int(max(epochs, default=1)))
+        bar = ModelEpochBar(
+            len(plans) * per_model,
+            initial=done_models * per_model,
+            desc=spec.name,
+            disable=not progress,
         )
+        for block in todo:
+            bar.plan(block.first, len(block.plans) * per_model)
 
-    def keep(block: Block, records: list[ModelRecord]) -> None:
-        write(block, records)
-        bar.finish(block.first)
-        log.info("wrote %s models %d..%d of %s", block.split, block.first, block.last - 1, out)
-
-    if workers is None:
-        workers = min(usable_cpus(), len(todo)) if str(device) == "cpu" else 1
-    try:
-        if workers <= 1:
-            for block in todo:
-                records = train_block(
-                    family,
-                    spec,
-                    block.plans,
-                    device=device,
-                    on_epoch=bar.callback(block.first),
-                    progress=progress,
-                )
-                keep(block, records)
-        else:
-            _train_in_workers(
-                family, spec, todo, device=device, workers=workers, keep=keep, bar=bar
+        def write(block: Block, records: list[ModelRecord]) -> None:
+            known: dict[str, list] = {
+                "model_id": [p.model_id for p in block.plans],
+                "seed": [p.seed for p in block.plans],
+            }
+            for plan in block.plans:
+                for key, value in plan.columns.items():
+                    known.setdefault(key, []).append(value)
+            write_block(
+                writer,
+                records,
+                split=block.split,
+                first=block.first,
+                order=known["model_id"],
+                columns=known,
+                defaults={"device": device},
+                groups=groups,
             )
-    finally:
-        bar.close()
-    return writer.finish()
+
+        def keep(block: Block, records: list[ModelRecord]) -> None:
+            write(block, records)
+            bar.finish(block.first)
+            log.info("wrote %s models %d..%d of %s", block.split, block.first, block.last - 1, out)
+
+        if workers is None:
+            workers = min(usable_cpus(), len(todo)) if str(device) == "cpu" else 1
+        try:
+            if workers <= 1:
+                for block in todo:
+                    records = train_block(
+                        family,
+                        spec,
+                        block.plans,
+                        device=device,
+                        on_epoch=bar.callback(block.first),
+                        progress=progress,
+                    )
+                    keep(block, records)
+            else:
+                _train_in_workers(
+                    family, spec, todo, device=device, workers=workers, keep=keep, bar=bar
+                )
+        finally:
+            bar.close()
+        return writer.finish()
 
 
 def zoo_dir_default(spec: ZooSpec) -> Path:

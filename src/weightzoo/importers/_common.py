@@ -182,7 +182,7 @@ def write_zoo(
         fractions=SPLIT_FRACTIONS,
         seed=SPLIT_SEED,
     )
-    writer = ZooWriter(
+    with ZooWriter(
         dest,
         name=name,
         family=family,
@@ -195,27 +195,27 @@ def write_zoo(
         num_models=count,
         split_counts={s: sum(v == s for v in splits.values()) for s in SPLITS},
         extra={"importer": family},
-    )
-    position = 0
-    for split in SPLITS:
-        members = [i for i in ids if splits[i] == split]
-        for start in range(0, len(members), MODELS_PER_SHARD):
-            block = members[start : start + MODELS_PER_SHARD]
-            first = position + start
-            if writer.has_shard(shard_file_name(split, first)):
-                continue
-            known = {k: np.asarray(v)[block] for k, v in columns.items()}
-            known["split"] = np.asarray([split] * len(block), dtype=object)
-            write_block(
-                writer,
-                [load(i) for i in block],
-                split=split,
-                first=first,
-                order=block,
-                columns=known,
-            )
-        position += len(members)
-    return writer.finish()
+    ) as writer:
+        position = 0
+        for split in SPLITS:
+            members = [i for i in ids if splits[i] == split]
+            for start in range(0, len(members), MODELS_PER_SHARD):
+                block = members[start : start + MODELS_PER_SHARD]
+                first = position + start
+                if writer.has_shard(shard_file_name(split, first)):
+                    continue
+                known = {k: np.asarray(v)[block] for k, v in columns.items()}
+                known["split"] = np.asarray([split] * len(block), dtype=object)
+                write_block(
+                    writer,
+                    [load(i) for i in block],
+                    split=split,
+                    first=first,
+                    order=block,
+                    columns=known,
+                )
+            position += len(members)
+        return writer.finish()
 
 
 def require_dir(

@@ -368,7 +368,7 @@ def sparsify_zoo(
         "batch_size": batch_size,
     }
     metric_names = [*METRICS, "sparsity"]
-    writer = ZooWriter(
+    with ZooWriter(
         out_dir,
         name=twin_spec["name"],
         family=src.family,
@@ -382,66 +382,70 @@ def sparsify_zoo(
         split_counts=counts,
         diverge_threshold=spec.diverge_threshold,
         extra={"generator": "weightzoo sparsify", "sparsified_from": src.name},
-    )
-    reader = ZooReader(src_dir, split="all", epochs=[source_epoch], manifest=src)
-    local = {int(p): i for i, p in enumerate(reader.positions)}
-    todo = []
-    for split in SPLITS:
-        positions = reader.positions[reader.columns["split"] == split]
-        for first, last in _blocks(np.sort(positions), settings.block_models):
-            file = shard_file_name(split, first)
-            if not writer.has_shard(file):
-                todo.append((split, first, last, file))
-    if not todo:
+    ) as writer:
+        reader = ZooReader(src_dir, split="all", epochs=[source_epoch], manifest=src)
+        local = {int(p): i for i, p in enumerate(reader.positions)}
+        todo = []
+        for split in SPLITS:
+            positions = reader.positions[reader.columns["split"] == split]
+            for first, last in _blocks(np.sort(positions), settings.block_models):
+                file = shard_file_name(split, first)
+                if not writer.has_shard(file):
+                    todo.append((split, first, last, file))
+        if not todo:
+            return writer.finish()
+        train, val, test = fam._device_splits(spec, device)
+        steps = math.ceil(train.x.shape[0] / batch_size) * settings.epochs
+        total = sum(last - first for _, first, last, _ in todo)
+        bar = tqdm(
+            total=total * steps, disable=not progress, desc=f"sparsify {src.name}", unit="step"
+        )
+        skip = {"viable", "split", "position"}
+        try:
+            for split, first, last, _file in todo:
+                rows = np.asarray([local[p] for p in range(first, last)])
+                weights = reader.read("weights", rows, np.zeros(len(rows), dtype=np.int64))
+                activations = [str(a) for a in reader.columns["activation"][rows]]
+                out_w = np.zeros((len(rows), settings.epochs + 1, src.num_params), np.float32)
+                out_m = {m: np.zeros(out_w.shape[:2], np.float32) for m in metric_names}
+                for activation in dict.fromkeys(activations):
+                    members = np.flatnonzero(np.asarray(activations) == activation)
+                    net = fam.build_model(spec, activation, 0.0).to(device)
+                    w, m = sparsify_population(
+                        net,
+                        weights[members],
+                        [int(s) for s in reader.columns["seed"][rows[members]]],
+                        names=src.layout.names,
+                        train=train,
+                        val=val,
+                        test=test,
+                        loss=spec.loss,
+                        batch_size=batch_size,
+                        settings=settings,
+                        noise_seed=zlib.crc32(f"{src.name}:{first}:{activation}".encode()),
+                        progress=lambda k, size=members.size: bar.update(k * size),
+                    )
+                    out_w[members] = w
+                    for name in metric_names:
+                        out_m[name][members] = m[name]
+                columns = {
+                    k: v[rows]
+                    for k, v in reader.columns.items()
+                    if k not in skip and np.ndim(v) >= 1
+                }
+                columns["source_epoch"] = np.full(len(rows), source_epoch, dtype=np.int64)
+                records = [
+                    ModelRecord(
+                        int(columns["model_id"][k]),
+                        out_w[k],
+                        {name: out_m[name][k] for name in metric_names},
+                    )
+                    for k in range(len(rows))
+                ]
+                write_block(writer, records, split=split, first=first, columns=columns)
+        finally:
+            bar.close()
         return writer.finish()
-    train, val, test = fam._device_splits(spec, device)
-    steps = math.ceil(train.x.shape[0] / batch_size) * settings.epochs
-    total = sum(last - first for _, first, last, _ in todo)
-    bar = tqdm(total=total * steps, disable=not progress, desc=f"sparsify {src.name}", unit="step")
-    skip = {"viable", "split", "position"}
-    try:
-        for split, first, last, _file in todo:
-            rows = np.asarray([local[p] for p in range(first, last)])
-            weights = reader.read("weights", rows, np.zeros(len(rows), dtype=np.int64))
-            activations = [str(a) for a in reader.columns["activation"][rows]]
-            out_w = np.zeros((len(rows), settings.epochs + 1, src.num_params), np.float32)
-            out_m = {m: np.zeros(out_w.shape[:2], np.float32) for m in metric_names}
-            for activation in dict.fromkeys(activations):
-                members = np.flatnonzero(np.asarray(activations) == activation)
-                net = fam.build_model(spec, activation, 0.0).to(device)
-                w, m = sparsify_population(
-                    net,
-                    weights[members],
-                    [int(s) for s in reader.columns["seed"][rows[members]]],
-                    names=src.layout.names,
-                    train=train,
-                    val=val,
-                    test=test,
-                    loss=spec.loss,
-                    batch_size=batch_size,
-                    settings=settings,
-                    noise_seed=zlib.crc32(f"{src.name}:{first}:{activation}".encode()),
-                    progress=lambda k, size=members.size: bar.update(k * size),
-                )
-                out_w[members] = w
-                for name in metric_names:
-                    out_m[name][members] = m[name]
-            columns = {
-                k: v[rows] for k, v in reader.columns.items() if k not in skip and np.ndim(v) >= 1
-            }
-            columns["source_epoch"] = np.full(len(rows), source_epoch, dtype=np.int64)
-            records = [
-                ModelRecord(
-                    int(columns["model_id"][k]),
-                    out_w[k],
-                    {name: out_m[name][k] for name in metric_names},
-                )
-                for k in range(len(rows))
-            ]
-            write_block(writer, records, split=split, first=first, columns=columns)
-    finally:
-        bar.close()
-    return writer.finish()
 
 
 def default_twin_dir(src_dir: str | os.PathLike[str]) -> Path:
