@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from weightzoo.cli import run
-from weightzoo.errors import DataFilesMissingError, UnsafeFileError
+from weightzoo.errors import DataFilesMissingError, UnreadableFileError, UnsafeFileError
 from weightzoo.features import layer_statistics_numpy
 from weightzoo.importers import import_zoo
 from weightzoo.storage.manifest import Manifest
@@ -382,3 +382,31 @@ def test_a_failed_import_frees_the_zoo_at_once(tmp_path, rng, monkeypatch):
         monkeypatch.setattr(_common, "write_block", real)
         import_zoo("mlds", tmp_path / "ds1", tmp_path / "out")
     assert Manifest.load(tmp_path / "out").finished
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "words"),
+    [
+        ("net0.json", "{not json", "not readable JSON"),
+        ("net0.json", "[1, 2]", "expected a JSON object"),
+        ("net0.json", '{"seed": 1}', "no 'state_dict' or 'weights'"),
+    ],
+)
+def test_broken_mlds_source_files_are_one_line_errors(tmp_path, capsys, name, text, words):
+    src = tmp_path / "ds1"
+    src.mkdir()
+    (src / name).write_text(text)
+    with pytest.raises(UnreadableFileError, match=words):
+        import_zoo("mlds", src, tmp_path / "out")
+    assert run(["import", "mlds", str(src), str(tmp_path / "out2")]) == 1
+    err = capsys.readouterr().err
+    assert str(src / name) in err and "Traceback" not in err
+
+
+def test_state_dicts_without_float_tensors_are_one_line_errors(tmp_path, capsys):
+    src = tmp_path / "ds1"
+    src.mkdir()
+    torch.save({"steps": torch.arange(3)}, src / "net0.pt")
+    with pytest.raises(UnreadableFileError, match="no floating-point tensors"):
+        import_zoo("mlds", src, tmp_path / "out")
+    assert run(["import", "mlds", str(src), str(tmp_path / "out2")]) == 1

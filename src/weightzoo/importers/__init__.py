@@ -19,6 +19,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+from weightzoo.errors import InvalidOptionError
 from weightzoo.storage.manifest import Manifest
 
 KINDS = ("modelzoo", "cnn-zoo", "mlds")
@@ -37,7 +38,7 @@ def _importer(kind: str) -> Callable[[str | os.PathLike[str], str | os.PathLike[
         from weightzoo.importers.mlds import import_mlds
 
         return import_mlds
-    raise ValueError(f"unknown import kind {kind!r}; choose one of {', '.join(KINDS)}")
+    raise InvalidOptionError(f"unknown import kind {kind!r}; choose one of {', '.join(KINDS)}")
 
 
 def import_zoo(kind: str, src: str | os.PathLike[str], dest: str | os.PathLike[str]) -> Path:

@@ -61,14 +61,20 @@ def load_state_dict(path: Path) -> dict[str, np.ndarray]:
                 obj = obj[key]
                 break
     if not isinstance(obj, Mapping):
-        raise ValueError(f"{path} holds a {type(obj).__name__}, not a state_dict of tensors")
+        raise UnreadableFileError(
+            f"{path} holds a {type(obj).__name__}, not a state_dict of tensors. Re-save it with "
+            "torch.save(model.state_dict(), path) and import again."
+        )
     tensors = {
         str(k): v.detach().cpu().numpy()
         for k, v in obj.items()
         if isinstance(v, torch.Tensor) and v.is_floating_point()
     }
     if not tensors:
-        raise ValueError(f"{path} holds no floating-point tensors")
+        raise UnreadableFileError(
+            f"{path} holds no floating-point tensors. Re-save it with "
+            "torch.save(model.state_dict(), path) and import again."
+        )
     return tensors
 
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from weightzoo.errors import DataFilesMissingError, LayoutError
+from weightzoo.errors import DataFilesMissingError, LayoutError, UnreadableFileError
 from weightzoo.importers._common import (
     ModelRecord,
     column_arrays,
@@ -42,9 +42,14 @@ def _read_json(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{path} is not readable JSON: {exc}") from exc
+        raise UnreadableFileError(
+            f"{path} is not readable JSON: {exc}. Re-save it as UTF-8 JSON or remove it from SRC."
+        ) from exc
     if not isinstance(data, dict):
-        raise ValueError(f"{path} holds a {type(data).__name__}, expected a JSON object")
+        raise UnreadableFileError(
+            f"{path} holds a {type(data).__name__}, expected a JSON object (a network with its "
+            "metadata). Remove it from SRC or re-save it as one."
+        )
     return data
 
 
@@ -58,7 +63,10 @@ def _network(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     if weights is None:
         weights = data.pop("weights", None)
     if not isinstance(weights, dict) or not weights:
-        raise ValueError(f"{path} has no 'state_dict' or 'weights' object of tensors")
+        raise UnreadableFileError(
+            f"{path} has no 'state_dict' or 'weights' object of tensors; add one (parameter "
+            "name -> nested lists of numbers) or remove the file from SRC."
+        )
     return {k: np.asarray(v, dtype=np.float32) for k, v in weights.items()}, data
 
 

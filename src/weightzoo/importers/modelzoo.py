@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from weightzoo.errors import DataFilesMissingError, LayoutError
+from weightzoo.errors import DataFilesMissingError, LayoutError, UnreadableFileError
 from weightzoo.importers._common import (
     ModelRecord,
     column_arrays,
@@ -66,7 +66,10 @@ def _results(trial: Path) -> list[dict[str, Any]]:
             try:
                 lines.append(json.loads(line))
             except json.JSONDecodeError as exc:
-                raise ValueError(f"{path} line {number} is not JSON: {exc}") from exc
+                raise UnreadableFileError(
+                    f"{path} line {number} is not JSON: {exc}. Repair the line or remove the "
+                    "trial from SRC."
+                ) from exc
     return lines
 
 
