@@ -55,7 +55,7 @@ def import_zoo(kind: str, src: str | os.PathLike[str], dest: str | os.PathLike[s
         ``dest`` as a path.
 
     Raises:
-        ValueError: for an unknown kind.
+        InvalidOptionError: for an unknown kind.
         DataFilesMissingError: if ``src`` lacks the files of that layout.
         UnsafeFileError: if a file would need unpickling of arbitrary objects.
         UnreadableFileError: for an empty or truncated input file.

@@ -36,7 +36,7 @@ def load_state_dict(path: Path) -> dict[str, np.ndarray]:
 
     Raises:
         UnsafeFileError: if the file needs unpickling of arbitrary objects.
-        ValueError: if it holds no tensors.
+        UnreadableFileError: if it is unreadable, not a state_dict, or holds no float tensors.
     """
     import torch
 
