@@ -132,6 +132,23 @@ def assert_gone(processes: list[psutil.Process]) -> None:
     assert not alive, f"left behind: {alive}"
 
 
+def start_with_one_hung_block(
+    out: Path, cleanup: list
+) -> tuple[subprocess.Popen, str, list[psutil.Process]]:
+    """A run whose largest block hangs in one worker while the other writes every other block.
+
+    Returns the process, its stderr so far and its worker processes (all left to ``cleanup``).
+    """
+    order = blocks_largest_first()
+    hung = order[0]
+    process = start(out, hang=[first_model(hung)])
+    cleanup.append(psutil.Process(process.pid))
+    text = read_until(process.stderr.fileno(), lambda t: ready(t, hung, len(order) - 1))
+    family = psutil.Process(process.pid).children(recursive=True)
+    cleanup.extend(family)
+    return process, text, family
+
+
 @pytest.mark.parametrize(
     ("signum", "code", "message"),
     [
@@ -150,15 +167,7 @@ def test_signal_stops_workers_keeps_finished_blocks_and_resumes(
     order = blocks_largest_first()
     hung = order[0]
     out = tmp_path / "zoo"
-    process = start(out, hang=[first_model(hung)])
-    cleanup.append(psutil.Process(process.pid))
-    # One worker hangs in the first block; the other trains the four others, then idles.
-    text = read_until(
-        process.stderr.fileno(),
-        lambda t: first_model(hung) in started(t) and wrote(t) == len(order) - 1,
-    )
-    family = psutil.Process(process.pid).children(recursive=True)
-    cleanup.extend(family)
+    process, text, family = start_with_one_hung_block(out, cleanup)
     assert started(text)[first_model(hung)] in {p.pid for p in family} and len(family) >= 2
     process.send_signal(signum)
     rc, text = finish(process, text)
@@ -192,17 +201,8 @@ def test_sigterm_cancels_blocks_that_had_not_started(tmp_path, cleanup):
 
 
 def test_workers_exit_when_the_parent_is_killed(tmp_path, reference, cleanup):
-    order = blocks_largest_first()
-    hung = order[0]
     out = tmp_path / "zoo"
-    process = start(out, hang=[first_model(hung)])
-    cleanup.append(psutil.Process(process.pid))
-    text = read_until(
-        process.stderr.fileno(),
-        lambda t: first_model(hung) in started(t) and wrote(t) == len(order) - 1,
-    )
-    family = psutil.Process(process.pid).children(recursive=True)
-    cleanup.extend(family)
+    process, text, family = start_with_one_hung_block(out, cleanup)
     assert len(family) >= 2
     process.kill()
     rc, _ = finish(process, text)  # returns once the workers let go of stderr
