@@ -15,6 +15,7 @@ from weightzoo.errors import (
     ShardCorruptError,
     ShardMissingError,
     SpecMismatchError,
+    UnsafePathError,
     ZooNotFoundError,
 )
 from weightzoo.storage import Layout, Manifest, ZooReader, ZooWriter, shard_file_name, verify_zoo
@@ -227,6 +228,21 @@ def test_manifest_paths_may_not_escape(unit_zoo, path):
     edit_manifest(unit_zoo, lambda d: d["shards"][0].update(file=path))
     with pytest.raises(ManifestError, match="escapes"):
         Manifest.load(unit_zoo)
+
+
+@pytest.mark.parametrize(
+    ("edit", "words", "error"),
+    [
+        (lambda d: d["shards"][0].update(file="../evil.h5"), "escapes", UnsafePathError),
+        (lambda d: d["shards"][0].pop("sha256"), "malformed shard entry", ManifestError),
+        (lambda d: d.update(finished="yes"), "'finished' must be", ManifestError),
+    ],
+)
+def test_manifest_errors_name_the_manifest_file(unit_zoo, edit, words, error):
+    edit_manifest(unit_zoo, edit)
+    with pytest.raises(error, match=words) as info:
+        Manifest.load(unit_zoo)
+    assert str(unit_zoo / "zoo.json") in str(info.value)
 
 
 def test_missing_zoo(tmp_path):

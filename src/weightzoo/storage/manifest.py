@@ -224,8 +224,9 @@ class Manifest:
                 extra=dict(data.get("extra", {})),
                 finished=_as_bool(data.get("finished", False)),
             )
-        except ManifestError:
-            raise
+        except ManifestError as exc:
+            # a shard row's or a field's own error: say which manifest it is in
+            raise type(exc)(f"{source}: {exc}") from exc
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ManifestError(f"{source} is malformed: missing or bad field {exc}") from exc
         manifest._check_consistency(source)
