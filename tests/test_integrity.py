@@ -119,6 +119,21 @@ def test_lock_is_released_by_a_crash_and_stale_temporaries_are_removed(tmp_path)
         write_all(writer, zoo_weights())
 
 
+def test_a_lock_that_fails_for_another_reason_closes_its_file(tmp_path, monkeypatch):
+    path = tmp_path / "zoo"
+    open_writer(path).close()
+
+    def no_locks(fd, operation):
+        raise OSError(37, "No locks available")  # as on a file system without flock
+
+    monkeypatch.setattr(writer_module.fcntl, "flock", no_locks)
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(3):
+        with pytest.raises(OSError, match="No locks available"):
+            writer_module.ZooLock(path)
+    assert len(os.listdir("/proc/self/fd")) == before
+
+
 def test_temporary_names_are_unique_per_writer(tmp_path, monkeypatch):
     seen = []
     original = writer_module.write_shard_file

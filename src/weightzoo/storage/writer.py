@@ -75,6 +75,10 @@ class ZooLock:
                 f"{who} is writing zoo {zoo_dir}; wait for it to finish (or close it) or use "
                 "another --out directory"
             ) from None
+        except BaseException:
+            os.close(self._fd)  # e.g. no flock on this file system: keep no descriptor open
+            self._fd = None
+            raise
         os.ftruncate(self._fd, 0)
         os.pwrite(self._fd, f"{os.getpid()}\n".encode(), 0)
 
