@@ -19,6 +19,7 @@ from weightzoo.analysis import (
 )
 from weightzoo.analysis.tables import Row, Table, format_value
 from weightzoo.cli import run
+from weightzoo.errors import InvalidOptionError
 from weightzoo.storage import Layout, ZooWriter, shard_file_name
 
 MACHINES = ("EightBitMachine", "SingleDirectMachine", "ParityMachine")
@@ -362,8 +363,9 @@ def test_report_json_schema(tmp_path, fast_classifiers):
 
 
 def test_report_rejects_unknown_table_ids(tmp_path, fast_classifiers):
-    with pytest.raises(ValueError, match="unknown table"):
+    with pytest.raises(ValueError, match="unknown table") as info:
         report(mlds_zoo(tmp_path / "z", separable=True, per_class=4), tables=["table9"])
+    assert isinstance(info.value, InvalidOptionError)  # a named error: one line in the CLI
 
 
 def test_cli_report_text_json_markdown_and_exit_codes(tmp_path, fast_classifiers, capsys):

@@ -14,7 +14,7 @@ from typing import Any
 from weightzoo.analysis import mlds, probes, quality, trajectories
 from weightzoo.analysis.data import PathLike, as_zoo, class_column, zoo_label
 from weightzoo.analysis.tables import Skipped, Table
-from weightzoo.errors import WeightzooError
+from weightzoo.errors import InvalidOptionError, WeightzooError
 from weightzoo.zoo import Zoo
 
 REPORT_FORMAT = 1
@@ -119,12 +119,14 @@ def report(
 
     Raises:
         ZooNotFoundError: if a path holds no zoo.
-        ValueError: for an unknown table id.
+        InvalidOptionError: for an unknown table id.
     """
     wanted = list(TABLE_IDS if tables is None else tables)
     unknown = [t for t in wanted if t not in TABLE_IDS]
     if unknown:
-        raise ValueError(f"unknown table id(s) {unknown}; choose from {', '.join(TABLE_IDS)}")
+        raise InvalidOptionError(
+            f"unknown table id(s) {unknown}; choose from {', '.join(TABLE_IDS)}"
+        )
     zoos = [as_zoo(zoo)] + ([] if zoo2 is None else [as_zoo(zoo2)])
     result = Report(zoos=[_describe(z) for z in zoos])
     for table_id in TABLE_IDS:
