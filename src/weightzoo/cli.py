@@ -188,7 +188,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 def cmd_generate(args: argparse.Namespace) -> int:
     """Generate (or resume) a zoo."""
     from weightzoo.generate.devices import check_device
-    from weightzoo.generate.runner import generate
+    from weightzoo.generate.runner import generate, zoo_dir_default
     from weightzoo.generate.specs import get_spec
 
     check_device(args.device)
@@ -207,7 +207,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         raise
     except ValueError as exc:  # the documented answer of override() to an unusable option
         raise InvalidOptionError(f"weightzoo generate {args.name}: {exc}") from exc
-    out = Path(args.out) if args.out else Path("zoos") / spec.name
+    out = Path(args.out) if args.out else zoo_dir_default(spec)
     manifest = generate(spec, out, device=args.device, workers=args.workers)
     splits = ", ".join(f"{k} {v}" for k, v in manifest.splits().items())
     print(f"wrote {manifest.name} to {out}: {manifest.num_models} models ({splits})")

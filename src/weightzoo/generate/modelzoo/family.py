@@ -483,7 +483,7 @@ class ModelZooFamily:
         assert isinstance(spec, _CommonSpec)
         nodes = spec.nodes()
         seeds = spec.seed_table()
-        seed_zoo = len(nodes) == 1
+        seed_zoo = spec.is_seed_zoo
         plans: list[ModelPlan] = []
         for model_id in range(spec.num_models()):
             node_id, k = divmod(model_id, spec.seeds_per_node)
