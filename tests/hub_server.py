@@ -73,7 +73,7 @@ class FakeHub:
             self.drop_once.clear()
             self.html.clear()
 
-    # -- state helpers used by tests ---------------------------------------------------------
+    # -- state the tests set and read ---------------------------------------------------------
 
     def commit(self, repo_id: str, files: dict[str, bytes], branch: str = "main") -> str:
         """Add a commit on top of ``branch`` holding ``files`` (added or replaced)."""

@@ -52,7 +52,7 @@ def shard_bytes(path: Path) -> dict[str, bytes]:
 
 
 def child(code: str, *args: str) -> subprocess.Popen:
-    """A Python process importing this checkout's weightzoo, with the test helpers at hand."""
+    """A Python process importing this checkout's weightzoo, with the tests directory importable."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([SRC, str(Path(__file__).parent)])}
     return subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent(code), *args],
