@@ -463,6 +463,9 @@ def test_tensor_indices_and_bad_options(zoo):
         weightzoo.ZooDataset(zoo, targets=7)
     with pytest.raises(InvalidOptionError, match="worker_type"):
         data.loader(worker_type="fiber")
+    for size in (0, -2, 2.5, True):
+        with pytest.raises(InvalidOptionError, match="batch_size"):
+            data.loader(batch_size=size)
     with pytest.raises(InvalidOptionError, match="mode"):
         weightzoo.Trajectories(zoo, mode="zigzag")
     assert issubclass(InvalidOptionError, ValueError) and issubclass(

@@ -249,7 +249,7 @@ class ZooDataset(Dataset):
             a :class:`ThreadedLoader`.
 
         Raises:
-            InvalidOptionError: for a bad ``num_workers`` or ``worker_type``.
+            InvalidOptionError: for a bad ``batch_size``, ``num_workers`` or ``worker_type``.
         """
         if worker_type not in ("thread", "process"):
             raise InvalidOptionError(
@@ -257,6 +257,8 @@ class ZooDataset(Dataset):
             )
         if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
             raise InvalidOptionError(f"num_workers must be an int >= 0, got {num_workers!r}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise InvalidOptionError(f"batch_size must be an int >= 1, got {batch_size!r}")
         if shuffle:
             generator = None if seed is None else torch.Generator().manual_seed(seed)
             sampler: Sampler[int] = RandomSampler(self, generator=generator)
