@@ -25,7 +25,7 @@ epoch (the spec's half cosine), the same batches in the same order, the validati
 after every epoch, the same stop rule (validation MSE below ``threshold * stop_margin``) and
 pass rule (validation and evaluation MSE below ``threshold`` and at least ``min_bit_accuracy``
 of the output bits right). To keep the run short it trains only the first ``--loop-networks``
-of those networks (one per machine by default) and its rate is measured on them.
+of those networks (one per machine, in the spec's order) and its rate is measured on them.
 
 Usage::
 
