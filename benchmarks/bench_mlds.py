@@ -13,10 +13,25 @@ Part 2: the same networks trained to a validation threshold with
 epochs: passed networks dropped from the population (compaction, the default) vs kept in it,
 frozen. Both must give the same networks the same epochs.
 
+Part 3, time to quality: passed networks per hour of wall time, the ``mlds-ds1`` spec's recipe
+end to end. The population side is
+:func:`~weightzoo.generate.mlds.population.train_population` with the spec's settings, seeds
+and data (``get_spec("mlds-ds1")``, :func:`~weightzoo.generate.mlds.family.class_data`) on the
+spec's first ``--ttq-networks`` networks (replicate-major: every machine in turn). The
+one-at-a-time side is what a researcher would write per network: a plain ``MLDSNet``
+(``nn.GRU``) under ``torch.manual_seed(seed)`` and ``initialise_(net, "orthogonal")``,
+``torch.optim.Adam``, ``clip_grad_norm_`` at the spec's norm, ``CosineAnnealingLR`` stepped per
+epoch (the spec's half cosine), the same batches in the same order, the validation set measured
+after every epoch, the same stop rule (validation MSE below ``threshold * stop_margin``) and
+pass rule (validation and evaluation MSE below ``threshold`` and at least ``min_bit_accuracy``
+of the output bits right). To keep the run short it trains only the first ``--loop-networks``
+of those networks (one per machine, in the spec's order) and its rate is measured on them.
+
 Usage::
 
     python benchmarks/bench_mlds.py [--networks 64] [--steps 20] [--steps-len 32] [--batch 16]
         [--threads 1] [--device cpu] [--epochs 6] [--threshold 0.2]
+        [--ttq-networks 10] [--loop-networks 2] [--parts step threshold quality]
 """
 
 from __future__ import annotations
@@ -27,10 +42,15 @@ import time
 import numpy as np
 import torch
 
+from weightzoo.architectures.mlds import initialise_, network_inputs
+from weightzoo.generate.mlds.family import MLDSFamily, MLDSSpec, class_data
 from weightzoo.generate.mlds.machines import MACHINES, machine_set
 from weightzoo.generate.mlds.networks import DS1_NET, MLDSNet, init_population, population_forward
 from weightzoo.generate.mlds.population import PopulationData, TrainSettings, train_population
-from weightzoo.generate.population import PopulationOptimizer
+from weightzoo.generate.population import DataOrder, PopulationOptimizer
+from weightzoo.generate.specs import get_spec
+
+QUALITY_SETS = ("val", "eval")  # the sets a network must pass on (its training set aside)
 
 
 def make_data(networks: int, batch: int, length: int, device: str):
@@ -125,6 +145,135 @@ def bench_threshold(args) -> None:
     print(f"  ratio freezing / compaction: {slow / fast:.2f}x (same epochs and passes: {same})")
 
 
+def passes(spec: MLDSSpec, losses: dict[str, float], bits: dict[str, float]) -> bool:
+    """The spec's pass rule: every quality set below the threshold, enough bits right."""
+    return all(
+        losses[name] < spec.threshold and bits[name] >= spec.min_bit_accuracy
+        for name in QUALITY_SETS
+    )
+
+
+def quality_population(spec: MLDSSpec, plans, device: str) -> tuple[float, list[bool], list[int]]:
+    """Train ``plans`` as one population as the generator does: seconds, passed, epochs."""
+    names = spec.classes()
+    per_class = [class_data(spec, name) for name in names]
+    sets = {s: [data[s] for data in per_class] for s in MLDSFamily().set_names(spec)}
+    data = PopulationData(sets, device, signed_inputs=spec.signed_inputs)
+    classes = [names.index(plan.columns["machine"]) for plan in plans]
+    sync(device)
+    start = time.perf_counter()
+    result = train_population(
+        spec.net, data, classes, [p.seed for p in plans], spec.settings(), device=device
+    )
+    sync(device)
+    seconds = time.perf_counter() - start
+    final = result.final_metrics
+    passed = [
+        passes(
+            spec,
+            {s: float(final[f"{s}_loss"][i]) for s in QUALITY_SETS},
+            {s: float(final[f"{s}_bit_accuracy"][i]) for s in QUALITY_SETS},
+        )
+        for i in range(len(plans))
+    ]
+    return seconds, passed, result.epochs.tolist()
+
+
+def _masked_mse(out: torch.Tensor, y: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    return (((out - y) ** 2).sum(-1) * mask).sum() / (mask.sum() * out.shape[-1])
+
+
+@torch.no_grad()
+def _measure(net: MLDSNet, x, y, mask) -> tuple[float, float]:
+    """Masked MSE and share of output bits right (rounded at 0.5) on a whole set."""
+    out = net(x)
+    right = ((out > 0.5) == (y > 0.5)).float().sum(-1) * mask
+    return float(_masked_mse(out, y, mask)), float(right.sum() / (mask.sum() * out.shape[-1]))
+
+
+def quality_loop(spec: MLDSSpec, plans, device: str) -> tuple[float, list[bool], list[int]]:
+    """Train ``plans`` one after another with plain PyTorch: seconds, passed, epochs."""
+    settings = spec.settings()
+    tensors = {}
+    for name in spec.classes():
+        tensors[name] = {
+            s: (
+                network_inputs(torch.from_numpy(part.inputs), spec.signed_inputs).to(device),
+                torch.from_numpy(part.outputs).float().to(device),
+                torch.from_numpy(part.mask).float().to(device),
+            )
+            for s, part in class_data(spec, name).items()
+        }
+    passed, epochs = [], []
+    sync(device)
+    start = time.perf_counter()
+    for plan in plans:
+        sets = tensors[plan.columns["machine"]]
+        x, y, mask = sets["train"]
+        torch.manual_seed(plan.seed)
+        net = initialise_(MLDSNet(spec.net), settings.init).to(device)
+        opt = torch.optim.Adam(net.parameters(), lr=settings.lr)
+        cosine = torch.optim.lr_scheduler.CosineAnnealingLR(
+            opt, T_max=settings.max_epochs - 1, eta_min=settings.lr * settings.min_lr_ratio
+        )
+        order = DataOrder([plan.seed], len(x), kind="numpy")  # the generator's batches
+        batch = settings.batch_size
+        trained = 0
+        while trained < settings.max_epochs:
+            trained += 1
+            rows = order.epoch(device)[0]
+            for first in range(0, len(x), batch):
+                index = rows[first : first + batch]
+                loss = _masked_mse(net(x[index]), y[index], mask[index])
+                opt.zero_grad()
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(net.parameters(), settings.clip_norm)
+                opt.step()
+            cosine.step()
+            if _measure(net, *sets["val"])[0] < settings.threshold:
+                break
+        final = {s: _measure(net, *sets[s]) for s in QUALITY_SETS}
+        passed.append(
+            passes(spec, {s: v[0] for s, v in final.items()}, {s: v[1] for s, v in final.items()})
+        )
+        epochs.append(trained)
+    sync(device)
+    return time.perf_counter() - start, passed, epochs
+
+
+def bench_quality(args) -> None:
+    """Passed networks per hour: the mlds-ds1 recipe, population vs one at a time."""
+    spec = get_spec("mlds-ds1").override(models=args.ttq_networks)
+    plans = MLDSFamily().plan(spec)
+    loop_plans = plans[: args.loop_networks]
+    for name in spec.classes():
+        class_data(spec, name)  # drawn once, before either clock starts
+    print(
+        f"time to quality, {spec.name} recipe: stop at val MSE < {spec.settings().threshold:g}, "
+        f"pass at val and eval MSE < {spec.threshold:g} with >= {spec.min_bit_accuracy:.0%} "
+        f"bits right; at most {spec.max_epochs} epochs"
+    )
+    pop_seconds, pop_passed, pop_epochs = quality_population(spec, plans, args.device)
+    loop_seconds, loop_passed, loop_epochs = quality_loop(spec, loop_plans, args.device)
+    rates = {}
+    for label, seconds, passed, note in (
+        ("population", pop_seconds, pop_passed, f"all {len(plans)} networks as one"),
+        ("one by one", loop_seconds, loop_passed, f"the first {len(loop_plans)} of them"),
+    ):
+        rates[label] = sum(passed) / seconds * 3600
+        print(
+            f"{label:>11}: {sum(passed):3d}/{len(passed):<3d} passed in {seconds:7.1f} s: "
+            f"{rates[label]:8.0f} passed networks/hour ({note})"
+        )
+    ratio = rates["population"] / rates["one by one"] if rates["one by one"] else float("inf")
+    print(f"ratio population / one by one (passed networks per hour): {ratio:.2f}x")
+    same = [
+        f"{plan.columns['machine']} {pop_epochs[i]}/{loop_epochs[i]}"
+        for i, plan in enumerate(loop_plans)
+    ]
+    print("  epochs trained, population / one by one, same networks: " + ", ".join(same))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--networks", type=int, default=64)
@@ -135,8 +284,30 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--epochs", type=int, default=6, help="part 2: most epochs")
     parser.add_argument("--threshold", type=float, default=0.2, help="part 2: val loss")
+    parser.add_argument(
+        "--ttq-networks", type=int, default=10, help="part 3: population size (mlds-ds1 order)"
+    )
+    parser.add_argument(
+        "--loop-networks", type=int, default=2, help="part 3: networks trained one by one"
+    )
+    parser.add_argument(
+        "--parts",
+        nargs="+",
+        choices=("step", "threshold", "quality"),
+        default=["step", "threshold", "quality"],
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if "step" in args.parts:
+        bench_steps(args)
+    if "threshold" in args.parts:
+        bench_threshold(args)
+    if "quality" in args.parts:
+        bench_quality(args)
+
+
+def bench_steps(args) -> None:
+    """Part 1: fixed steps per network, one by one vs one population."""
     x, y = make_data(args.networks, args.batch, args.steps_len, args.device)
     print(
         f"{args.networks} DS1 networks (4,364 params), {args.steps} steps each, batch "
@@ -147,7 +318,6 @@ def main() -> None:
     for label, seconds in (("one by one", loop), ("population", population)):
         print(f"{label:>11}: {3600 / seconds:10.0f} networks/hour ({seconds:.3f} s per network)")
     print(f"ratio population / one by one: {loop / population:.2f}x")
-    bench_threshold(args)
 
 
 if __name__ == "__main__":
