@@ -245,3 +245,31 @@ def test_clip_per_model_matches_clip_grad_norm_on_each_model():
         for tensor, k in zip(alone, grads, strict=True):
             assert torch.allclose(stacked[k].grad[m], tensor.grad, atol=1e-6)
     assert float(stacked["b"].grad[0].norm()) != pytest.approx(float(grads["b"][0].norm()))
+
+
+def test_several_watched_metrics_stop_a_model_only_when_all_are_below():
+    class ValNeverPasses(Regression):
+        def eval_sums(self, pop, split, start, stop):
+            out = super().eval_sums(pop, split, start, stop)
+            if split == "val":
+                err, count = out["loss"]
+                out["loss"] = (torch.full_like(err, math.inf), count)
+            return out
+
+    config = _config(lr=1e-2, threshold=1e9)
+    one = tk.train(
+        ValNeverPasses(4),
+        _pop(4),
+        [10, 11, 12, 13],
+        ["w", "b"],
+        tk.TrainConfig(**{**config.__dict__, "watch": "train_loss"}),
+    )
+    both = tk.train(
+        ValNeverPasses(4),
+        _pop(4),
+        [10, 11, 12, 13],
+        ["w", "b"],
+        tk.TrainConfig(**{**config.__dict__, "watch": ("train_loss", "val_loss")}),
+    )
+    assert one.passed.all() and (one.epochs == 1).all()
+    assert not both.passed.any() and (both.epochs == config.epochs).all()

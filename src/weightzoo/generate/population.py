@@ -470,8 +470,9 @@ class TrainConfig:
             filled in by :func:`train`).
         checkpoints: epochs at which rows and metrics are stored (0 = before training).
         checkpoint_splits: the splits measured at every checkpoint.
-        watch: a metric (``"<split>_<metric>"``) measured after every epoch; a model passes
-            when it falls below its threshold. None: no thresholds.
+        watch: a metric (``"<split>_<metric>"``), or several, measured after every epoch; a
+            model passes when it (the largest of them) falls below its threshold. None: no
+            thresholds.
         threshold: per-model thresholds of ``watch``.
         compact: drop passed models from the stacks (True), or keep them in, frozen.
         betas / eps: Adam's.
@@ -490,7 +491,7 @@ class TrainConfig:
     schedule: Schedule = field(default_factory=Schedule)
     checkpoints: Sequence[int] = (0,)
     checkpoint_splits: Sequence[str] = ()
-    watch: str | None = None
+    watch: str | Sequence[str] | None = None
     threshold: float | Sequence[float] = -math.inf
     compact: bool = True
     betas: tuple[float, float] = (0.9, 0.999)
@@ -564,6 +565,7 @@ def train(
         out.finish(ids, rows, metrics, epoch)
 
     final_splits = list(dict.fromkeys([*config.checkpoint_splits, *task.splits]))
+    watches = [config.watch] if isinstance(config.watch, str) else list(config.watch or ())
     frozen: dict[str, Tensor] | None = None
     active = torch.ones(count, dtype=torch.bool, device=dev)
     devices = [dev.index or 0] if dev.type == "cuda" else []
@@ -598,20 +600,22 @@ def train(
                 step += 1
             done = epoch + 1
             values = measure(config.checkpoint_splits) if done in checkpoints else {}
-            if config.watch is not None and config.watch not in values:
-                values |= measure([config.watch.rsplit("_", 1)[0]])
+            unmeasured = [w.rsplit("_", 1)[0] for w in watches if w not in values]
+            if unmeasured:
+                values |= measure(list(dict.fromkeys(unmeasured)))
             live = active.cpu().numpy()
             history = {"train_loss": (epoch_loss / steps_per_epoch).cpu().numpy()}
-            if config.watch is not None:
-                history[config.watch] = values[config.watch]
+            for name in watches:
+                history[name] = values[name]
             out.epoch(pop.ids.cpu().numpy()[live], epoch, {k: v[live] for k, v in history.items()})
             if done in checkpoints:
                 rows = pop.flat(names)
                 out.checkpoint(
                     done, pop.ids[active], rows[active], {k: v[live] for k, v in values.items()}
                 )
-            if config.watch is not None:
-                watched = torch.as_tensor(values[config.watch], device=dev)
+            if watches:
+                worst = np.max([values[name] for name in watches], axis=0)
+                watched = torch.as_tensor(worst, device=dev)
                 newly = active & (watched < threshold.to(watched.dtype))
                 if bool(newly.any()):
                     stop(np.flatnonzero(newly.cpu().numpy()), done, values)

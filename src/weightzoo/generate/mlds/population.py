@@ -220,7 +220,9 @@ def train_population(
         schedule=settings.to_schedule(),
         checkpoints=(0, settings.max_epochs),
         checkpoint_splits=tuple(data.sets),
-        watch="val_loss",
+        # DS2: the trigger-only set too, so that a network stops only once its inverted
+        # outputs are as sharp as the rest (on validation alone they stopped at 1.3e-3 there).
+        watch=("val_loss", "trigger_loss") if "trigger" in data.sets else "val_loss",
         threshold=settings.threshold,
         compact=compact,
         order="numpy",
