@@ -324,6 +324,26 @@ def test_reader_refuses_a_shard_linked_from_outside(zoo, tmp_path):
     assert ZooReader(zoo, split="val").num_models == 1
 
 
+@pytest.mark.parametrize(
+    ("repo", "allowed"), [("datasets--owner--zoo", True), ("my-experiments", False)]
+)
+def test_only_a_hub_cache_snapshot_may_link_into_its_blobs(zoo, tmp_path, repo, allowed):
+    # huggingface_hub stores snapshots/<commit>/<file> as links into ../../blobs; any other
+    # directory that happens to be named "snapshots" gets no such allowance.
+    snapshot = tmp_path / repo / "snapshots" / "abc123"
+    blobs = tmp_path / repo / "blobs"
+    blobs.mkdir(parents=True)
+    shutil.copytree(zoo, snapshot)
+    file = snapshot / "shards" / "val-000004-c000.h5"
+    file.rename(blobs / "0123abcd")
+    file.symlink_to(blobs / "0123abcd")
+    if allowed:
+        assert ZooReader(snapshot, split="val").num_models == 1
+    else:
+        with pytest.raises(UnsafePathError, match="outside the zoo"):
+            ZooReader(snapshot, split="val")
+
+
 # -- 5. a stub without shards may be replaced -----------------------------------------------------
 
 

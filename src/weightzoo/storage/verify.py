@@ -21,8 +21,14 @@ def _allowed_roots(zoo_dir: Path) -> list[Path]:
     """Where a zoo's files may really live: the zoo, and for a hub-cache snapshot its blobs."""
     root = zoo_dir.resolve()
     roots = [root]
-    if root.parent.name == "snapshots":  # huggingface_hub cache: snapshots/<commit> -> blobs/
-        roots.append(root.parent.parent / "blobs")
+    repo = root.parent.parent
+    # huggingface_hub cache: <kind>s--<owner>--<name>/snapshots/<commit> -> ../../blobs/
+    if (
+        root.parent.name == "snapshots"
+        and repo.name.startswith(("datasets--", "models--", "spaces--"))
+        and (repo / "blobs").is_dir()
+    ):
+        roots.append(repo / "blobs")
     return roots
 
 

@@ -393,6 +393,7 @@ def sparsify_zoo(
                 if not writer.has_shard(file):
                     todo.append((split, first, last, file))
         if not todo:
+            reader.close()
             return writer.finish()
         train, val, test = fam._device_splits(spec, device)
         steps = math.ceil(train.x.shape[0] / batch_size) * settings.epochs
@@ -445,6 +446,7 @@ def sparsify_zoo(
                 write_block(writer, records, split=split, first=first, columns=columns)
         finally:
             bar.close()
+            reader.close()
         return writer.finish()
 
 
