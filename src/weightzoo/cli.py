@@ -222,7 +222,7 @@ def cmd_sparsify(args: argparse.Namespace) -> int:
     check_device(args.device)
     if args.epochs < 1:
         raise InvalidOptionError(
-            f"--epochs: sparsification epochs must be at least 1, got {args.epochs}"
+            f"--train-epochs: sparsification epochs must be at least 1, got {args.epochs}"
         )
     out = Path(args.out) if args.out else default_twin_dir(args.src)
     manifest = sparsify_zoo(
@@ -291,9 +291,10 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_report_parser(sub: Any) -> None:
+def _add_report_parser(sub: Any, verbose: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
         "report",
+        parents=[verbose],
         help="the papers' tables for a zoo (MLDS: pass DS1 and DS2 for Table 2)",
         description="Compute every paper table the zoo supports (training quality, MLDS "
         "Tables 1-2, Model Zoos Table 3, trajectory clustering), with the paper's numbers "
@@ -309,6 +310,29 @@ def _add_report_parser(sub: Any) -> None:
 
 
 # -- parser --------------------------------------------------------------------------------
+
+
+class _DeprecatedEpochs(argparse.Action):
+    """``--epochs`` of a training command: the old name of ``--train-epochs``, with a note."""
+
+    def __call__(self, parser: Any, namespace: Any, values: Any, option: Any = None) -> None:
+        print(
+            "weightzoo: note: --epochs of this command is deprecated (it sets the training "
+            "length); use --train-epochs (--epochs elsewhere selects checkpoints)",
+            file=sys.stderr,
+        )
+        setattr(namespace, self.dest, values)
+
+
+def _add_train_epochs(
+    p: Any, text: str, *, default: int | None = None, checked: bool = True
+) -> None:
+    """``--train-epochs`` (the training length), and ``--epochs`` as its deprecated alias."""
+    kind = _positive_int if checked else int
+    p.add_argument("--train-epochs", dest="epochs", type=kind, default=default, help=text)
+    p.add_argument(
+        "--epochs", dest="epochs", type=kind, action=_DeprecatedEpochs, help=argparse.SUPPRESS
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -350,9 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", help="zoo spec name (see `weightzoo list`)")
     p.add_argument("--out", help="zoo directory (default: zoos/NAME)")
     p.add_argument("--models", type=_positive_int, help="only the first N models of the spec")
-    p.add_argument(
-        "--epochs", type=_positive_int, help="train N epochs (image zoos) / at most N (MLDS)"
-    )
+    _add_train_epochs(p, "train N epochs (image zoos) / at most N (MLDS)")
     p.add_argument(
         "--per-class", type=_positive_int, help="MLDS: networks per machine or automaton"
     )
@@ -376,7 +398,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("src", help="a generated Model Zoos or trajectory zoo directory")
     p.add_argument("--out", help="twin directory (default: SRC-sparse beside SRC)")
-    p.add_argument("--epochs", type=int, default=25, help="sparsification epochs (default 25)")
+    _add_train_epochs(p, "sparsification epochs (default 25)", default=25, checked=False)
     p.add_argument("--data-dir", help="directory with the raw image files of SRC's dataset")
     p.add_argument("--device", default="cpu", help="torch device: cpu (default) or cuda")
     p.set_defaults(func=cmd_sparsify)
@@ -404,7 +426,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dest")
     p.set_defaults(func=cmd_import)
 
-    _add_report_parser(sub)
+    _add_report_parser(sub, verbose)
     return parser
 
 
