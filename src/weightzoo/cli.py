@@ -123,34 +123,108 @@ def _damaged_shards(path: str) -> list[str]:
     return damaged
 
 
-def cmd_info(args: argparse.Namespace) -> int:
-    """Print a zoo's summary; exit 1 naming the shards that are missing or damaged."""
+def epochs_text(epochs: Sequence[int]) -> str:
+    """Checkpoint labels written so that they cannot be misread as a range.
+
+    Runs of three or more equally spaced labels become ``first..last every step``; the
+    rest are listed: ``[0, 1000]`` is ``0, 1000`` and ``[0, 1, ..., 50]`` is
+    ``0..50 every 1``.
+    """
+    parts: list[str] = []
+    i = 0
+    while i < len(epochs):
+        j = i + 1
+        if j < len(epochs):
+            step = epochs[j] - epochs[i]
+            while j + 1 < len(epochs) and epochs[j + 1] - epochs[j] == step:
+                j += 1
+            if j - i >= 2:
+                parts.append(f"{epochs[i]}..{epochs[j]} every {step}")
+                i = j + 1
+                continue
+        parts.append(str(epochs[i]))
+        i += 1
+    return ", ".join(parts) or "none"
+
+
+def _zoo_info(path: str) -> dict[str, Any]:
+    """``Zoo.info()`` plus the missing shards and the per-class quality table (if readable)."""
     from weightzoo.zoo import Zoo
 
-    info = Zoo(args.path).info()
-    damaged = _damaged_shards(args.path)
+    zoo = Zoo(path)
+    info = zoo.info()
+    damaged = _damaged_shards(path)
     info["complete"] = info["complete"] and not damaged
     info["missing_shards"] = damaged
+    info["quality"] = None
+    if not damaged:
+        from weightzoo.analysis.quality import quality_table
+        from weightzoo.analysis.tables import UnsupportedTableError
+
+        try:
+            info["quality"] = quality_table(zoo).to_dict()
+        except UnsupportedTableError as exc:
+            info["quality_skipped"] = str(exc)
+    return info
+
+
+def _zoo_dirs(path: str) -> list[Path]:
+    """The zoo directories directly under ``path`` (sorted), for ``info`` on a folder."""
+    from weightzoo.storage.manifest import MANIFEST_NAME
+
+    return sorted(p for p in Path(path).iterdir() if (p / MANIFEST_NAME).is_file())
+
+
+def _info_folder(args: argparse.Namespace) -> int:
+    """List the zoos in a folder: one line (or JSON object) each; exit 1 if one is damaged."""
+    from weightzoo.zoo import Zoo
+
+    rows = []
+    for directory in _zoo_dirs(args.path):
+        info = Zoo(directory).info()
+        damaged = _damaged_shards(str(directory))
+        rows.append(
+            {
+                key: info[key]
+                for key in ("name", "family", "path", "models", "checkpoints", "params", "bytes")
+            }
+            | {"complete": info["complete"] and not damaged, "missing_shards": damaged}
+        )
+    if not rows:
+        from weightzoo.errors import ZooNotFoundError
+
+        raise ZooNotFoundError(
+            f"no zoo at {args.path}: it has no zoo.json, and no folder in it has one; pass a "
+            "zoo directory or a folder of zoos"
+        )
+    if args.json:
+        print(json.dumps({"zoos": rows}, indent=1))
+    else:
+        for row in rows:
+            state = (
+                "complete" if row["complete"] else f"{len(row['missing_shards'])} shards missing"
+            )
+            print(
+                f"{row['name']:<32} {row['family']:<10} {row['models']:>6} models "
+                f"{row['checkpoints']:>4} ckpts {_human_bytes(row['bytes']):>9}  {state}  "
+                f"{row['path']}"
+            )
+    return EXIT_ERROR if any(row["missing_shards"] for row in rows) else 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    """Print a zoo's summary; exit 1 naming the shards that are missing or damaged."""
+    from weightzoo.storage.manifest import MANIFEST_NAME
+
+    if Path(args.path).is_dir() and not (Path(args.path) / MANIFEST_NAME).exists():
+        if _zoo_dirs(args.path):
+            return _info_folder(args)
+    info = _zoo_info(args.path)
+    damaged = info["missing_shards"]
     if args.json:
         print(json.dumps(info, indent=1))
         return EXIT_ERROR if damaged else 0
-    print(f"{info['name']} ({info['family']}) at {info['path']}")
-    print(
-        f"  models {info['models']}, checkpoints {info['checkpoints']} "
-        f"(epochs {info['epochs'][0]}..{info['epochs'][-1]}), params {info['params']}"
-    )
-    splits = ", ".join(f"{k} {v}" for k, v in info["splits"].items())
-    state = "complete" if info["complete"] else "INCOMPLETE (rerun generate to finish)"
-    print(f"  splits: {splits or 'none written'}; {state}")
-    print(
-        f"  shards {info['shards_present']}/{info['shards']} present, {_human_bytes(info['bytes'])}"
-    )
-    print(f"  stats: {info['stats']}")
-    print(f"  metrics: {', '.join(info['metrics']) or '-'}")
-    print(f"  columns: {', '.join(info['columns'])}")
-    for key, value in info.items():
-        if key.startswith("range_"):
-            print(f"  {key[6:]} at last checkpoint: {value[0]:.4f} .. {value[1]:.4f}")
+    _print_info(info)
     if damaged:
         print(
             f"weightzoo: error: {len(damaged)} of {info['shards']} shards of {args.path} are "
@@ -160,6 +234,41 @@ def cmd_info(args: argparse.Namespace) -> int:
         )
         return EXIT_ERROR
     return 0
+
+
+def _print_info(info: dict[str, Any]) -> None:
+    print(f"{info['name']} ({info['family']}) at {info['path']}")
+    print(f"  models {info['models']}, checkpoints {info['checkpoints']}, params {info['params']}")
+    print(f"  checkpoint epochs: {epochs_text(info['epochs'])}")
+    splits = ", ".join(f"{k} {v}" for k, v in info["splits"].items())
+    state = "complete" if info["complete"] else "INCOMPLETE (rerun generate to finish)"
+    print(f"  splits: {splits or 'none written'}; {state}")
+    print(
+        f"  shards {info['shards_present']}/{info['shards']} present, {_human_bytes(info['bytes'])}"
+    )
+    print(f"  stats: {info['stats']}")
+    print(f"  metrics: {', '.join(info['metrics']) or '-'}")
+    print(f"  columns: {', '.join(info['columns'])}")
+    ranges = {k[6:]: v for k, v in info.items() if k.startswith("range_")}
+    if ranges:
+        print(f"  range over viable models at the last checkpoint (epoch {info['epochs'][-1]}):")
+        width = max(map(len, ranges))
+        for name, (low, high) in ranges.items():
+            print(f"    {name:<{width}}  {low:.4g} .. {high:.4g}")
+    if info["quality"]:
+        from weightzoo.analysis.tables import Table
+
+        table = Table(**{k: v for k, v in info["quality"].items() if k != "rows"})
+        table.rows = [_row(r) for r in info["quality"]["rows"]]
+        print("  " + table.to_text().replace("\n", "\n  "))
+    elif info.get("quality_skipped"):
+        print(f"  quality: {info['quality_skipped']}")
+
+
+def _row(data: dict[str, Any]) -> Any:
+    from weightzoo.analysis.tables import Row
+
+    return Row(data["label"], data["ours"], data["paper"], data["paper_label"])
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -354,8 +463,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--family", choices=("mlds", "modelzoo", "trajectory"))
     p.set_defaults(func=cmd_list)
 
-    p = sub.add_parser("info", parents=[verbose], help="summarise a zoo directory")
-    p.add_argument("path")
+    p = sub.add_parser(
+        "info",
+        parents=[verbose],
+        help="summarise a zoo directory (or list the zoos in a folder)",
+        description="Counts, checkpoints, splits, shards, metric ranges and per-class training "
+        "quality of a zoo; exit 1 if a shard is missing or damaged. On a folder of zoos, one "
+        "line per zoo. The --json schema is in docs/cli.md.",
+    )
+    p.add_argument("path", help="a zoo directory, or a folder holding zoo directories")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=cmd_info)
 

@@ -104,7 +104,10 @@ class Zoo:
         return unflatten(torch.as_tensor(row), self.layout)
 
     def info(self) -> dict[str, Any]:
-        """Summary for ``weightzoo info``: counts, sizes, splits, columns, accuracy range.
+        """Summary for ``weightzoo info``: counts, sizes, splits, columns, metric ranges.
+
+        ``range_<metric>`` is ``(min, max)`` of each accuracy and loss metric at the last
+        checkpoint over the viable models (only when every shard is present).
 
         Every shard on disk is checked against the manifest (size and attributes, no hashing).
 
@@ -134,9 +137,10 @@ class Zoo:
         }
         if present and len(present) == len(manifest.shards):
             reader = self.reader(epochs="last")
+            viable = reader.column("viable").astype(bool) & reader.complete
             for metric in manifest.metrics:
-                if "acc" in metric:
-                    values = reader.metrics[metric]
+                if "acc" in metric or metric.endswith("loss"):
+                    values = reader.metrics[metric][viable]
                     finite = values[np.isfinite(values)]
                     if finite.size:
                         summary[f"range_{metric}"] = (float(finite.min()), float(finite.max()))
