@@ -368,6 +368,45 @@ def cmd_push(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_card(args: argparse.Namespace) -> int:
+    """Write a zoo's card (Markdown and figures)."""
+    from weightzoo.card import write_card
+
+    out = Path(args.out) if args.out else Path(f"{Path(args.zoo).resolve()}-card")
+    card = write_card(
+        args.zoo,
+        out,
+        repo_id=args.repo_id,
+        plots=not args.no_plots,
+        color_by=args.color_by,
+        embedding=args.embedding,
+    )
+    figures = sorted(p.name for p in (out / "figures").glob("*.png")) if not args.no_plots else []
+    print(
+        f"wrote {card}" + (f" and {len(figures)} figures in {out / 'figures'}" if figures else "")
+    )
+    return 0
+
+
+def _add_card_parser(sub: Any, verbose: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "card",
+        parents=[verbose],
+        help="write a zoo card: Markdown summary and figures (the card `push` uploads)",
+        description="Write README.md (the dataset card `weightzoo push` uploads) and PNG "
+        "figures: the main metric over training, weight mean vs std, a 2-D embedding of the "
+        "final weights and trajectories in it, pairwise distances, and pass rates per class. "
+        "Figures need the plots extra: pip install 'weightzoo[plots]'.",
+    )
+    p.add_argument("zoo", help="a complete zoo directory")
+    p.add_argument("--out", help="card directory (default: ZOO-card beside ZOO)")
+    p.add_argument("--color-by", help="column to colour the embedding by (default: the class)")
+    p.add_argument("--embedding", choices=("pca", "umap"), default="pca", help="default: pca")
+    p.add_argument("--repo-id", help="hub repo named in the card's usage snippet")
+    p.add_argument("--no-plots", action="store_true", help="write the Markdown only")
+    p.set_defaults(func=cmd_card)
+
+
 def cmd_import(args: argparse.Namespace) -> int:
     """Convert an existing zoo into the weightzoo format."""
     from weightzoo.importers import import_zoo
@@ -543,6 +582,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_import)
 
     _add_report_parser(sub, verbose)
+    _add_card_parser(sub, verbose)
     return parser
 
 
