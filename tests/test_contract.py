@@ -6,23 +6,11 @@ import pytest
 
 import weightzoo
 from contract import DatasetContract
-from toy_family import ToySpec
 
 
-@pytest.fixture(scope="session")
-def zoos(tmp_path_factory, _register_toy_family):
-    """Small zoos under one root, by the names the named families look for."""
-    from test_mlds_family import tiny
-    from weightzoo.generate.runner import generate
-
-    root = tmp_path_factory.mktemp("zoos")
-    for name in ("toy", "modelzoo-digits-cnn-s-seed", "trajectory-digits-mlp"):
-        generate(ToySpec(name=name, shard_models=3), root / name, progress=False)
-    for subset in ("ds1", "ds2", "ds3"):
-        generate(
-            tiny(subset, split_fractions=(1.0, 0.0, 0.0)), root / f"mlds-{subset}", progress=False
-        )
-    return root
+@pytest.fixture
+def zoos(named_zoos):
+    return named_zoos
 
 
 class TestZooDataset(DatasetContract):
