@@ -99,7 +99,7 @@ def test_bad_selections_raise_clear_errors(toy_zoo, kwargs, error, message):
 
 
 def test_bad_selection_errors_are_builtin_types(toy_zoo):
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="nope"):
         weightzoo.ZooDataset(toy_zoo, split="nope")
     with pytest.raises(KeyError):
         weightzoo.ZooDataset(toy_zoo, targets="nope")

@@ -204,7 +204,7 @@ def test_flatten_errors_name_the_tensor():
     wrong = {**state, "6.weight": torch.zeros(5, 17)}
     with pytest.raises(LayoutError, match=r"6\.weight.*\(5, 17\)"):
         flatten(wrong, layout)
-    with pytest.raises(ValueError):  # LayoutError is also a ValueError
+    with pytest.raises(ValueError, match="missing"):  # LayoutError is also a ValueError
         flatten(missing, layout)
 
 

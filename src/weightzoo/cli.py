@@ -463,7 +463,7 @@ def _add_report_parser(sub: Any, verbose: argparse.ArgumentParser) -> None:
 class _DeprecatedEpochs(argparse.Action):
     """``--epochs`` of a training command: the old name of ``--train-epochs``, with a note."""
 
-    def __call__(self, parser: Any, namespace: Any, values: Any, option: Any = None) -> None:
+    def __call__(self, _parser: Any, namespace: Any, values: Any, _option: Any = None) -> None:
         print(
             "weightzoo: note: --epochs of this command is deprecated (it sets the training "
             "length); use --train-epochs (--epochs elsewhere selects checkpoints)",
@@ -593,7 +593,7 @@ def _sigterm_raises() -> Iterator[None]:
         yield
         return
 
-    def handler(signum: int, frame: FrameType | None) -> NoReturn:
+    def handler(_signum: int, _frame: FrameType | None) -> NoReturn:
         raise Terminated
 
     previous = signal.signal(signal.SIGTERM, handler)

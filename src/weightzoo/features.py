@@ -388,7 +388,7 @@ def _stats_last_dim(x: Tensor, stats: Sequence[tuple[str, str, float]]) -> Tenso
                 sorted_x = _sort_last_dim(x)
                 has_nan = torch.isnan(x).any(dim=-1)
             position = arg * (n - 1)
-            lo = min(int(math.floor(position)), n - 1)
+            lo = min(math.floor(position), n - 1)
             hi = min(lo + 1, n - 1)
             frac = position - lo
             a = sorted_x[..., lo].to(torch.float64)
