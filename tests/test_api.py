@@ -146,5 +146,6 @@ def test_backdoor_pair_shares_machine_classes_and_reads_batches(tmp_path):
     assert set(batch["machine"][8:].tolist()) == {1}  # DS2's only machine, DS1's index
     only = weightzoo.MLDSBackdoor(tmp_path, machine="SingleDirectMachine", filter_viable=False)
     assert len(only) == 4 + 4 and set(only.batch(range(8))["machine"].tolist()) == {1}
+    assert only.batch([])["weights"].shape == (0, 4364)
     with pytest.raises(UnknownColumnError, match="ParityMachine"):
         weightzoo.MLDSBackdoor(tmp_path, machine="ParityMachine", filter_viable=False)
