@@ -62,6 +62,7 @@ def test_main_metric_prefers_held_out_accuracy():
     assert main_metric(["train_loss", "train_acc", "test_loss", "test_acc"]) == "test_acc"
     assert main_metric(["train_loss", "eval_loss", "eval_bit_accuracy"]) == "eval_bit_accuracy"
     assert main_metric(["train_loss", "val_loss"]) == "val_loss"
+    assert main_metric(["train_loss", "val_loss", "eval_loss"]) == "eval_loss"
 
 
 def test_card_command_and_the_error_naming_the_extra(toy_zoo, tmp_path, capsys, monkeypatch):

@@ -70,7 +70,11 @@ def main_metric(metrics: list[str]) -> str:
     if not metrics:
         raise UnknownColumnError("the zoo records no metric to plot")
     accuracy = [m for m in metrics if "acc" in m]
-    held_out = [m for m in metrics if m.split("_", 1)[0] in HELD_OUT]
+    # Held-out sets in order of preference: test, then eval, val, trigger.
+    held_out = sorted(
+        (m for m in metrics if m.split("_", 1)[0] in HELD_OUT),
+        key=lambda m: HELD_OUT.index(m.split("_", 1)[0]),
+    )
     for group in ([m for m in accuracy if m in held_out], accuracy, held_out, metrics):
         if group:
             return group[0]
@@ -396,7 +400,7 @@ def write_figures(
     out.mkdir(parents=True, exist_ok=True)
     figures = [
         (
-            f"{_label(data.metric)} over training",
+            f"{_label(data.metric).capitalize()} over training",
             "metric-over-epochs.png",
             metric_over_epochs(data),
         ),
