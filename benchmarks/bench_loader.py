@@ -170,7 +170,7 @@ def main() -> None:
         # Read everything once so that every contender starts from a warm page cache.
         for path in [*zoo.rglob("*.h5"), npy]:
             path.read_bytes()
-        weightzoo = ZooDataset(zoo, split="train", filter_viable=False)
+        weightzoo = ZooDataset(zoo, split="train", epochs="all", filter_viable=False)
         memmap = MemmapDataset(npy, rows)
         per_file = PerFileDataset(files, rows)
         print(f"\nrandom batches of {BATCH}, rows/s (higher is better), best of {args.rounds}")

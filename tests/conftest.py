@@ -46,3 +46,21 @@ def toy_zoo(tmp_path, toy_spec):
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(0)
+
+
+@pytest.fixture(scope="session")
+def named_zoos(tmp_path_factory, _register_toy_family):
+    """Small zoos under one root, by the names the named families look for.
+
+    ``mlds-ds1``/``mlds-ds2``/``mlds-ds3`` are tiny real MLDS zoos; ``toy``,
+    ``modelzoo-digits-cnn-s-seed`` and ``trajectory-digits-mlp`` are toy zoos under those names.
+    """
+    from test_mlds_family import tiny
+    from weightzoo.generate.runner import generate
+
+    root = tmp_path_factory.mktemp("zoos") / "zoos"
+    for name in ("toy", "modelzoo-digits-cnn-s-seed", "trajectory-digits-mlp"):
+        generate(toy_family.ToySpec(name=name, shard_models=3), root / name, progress=False)
+    for subset in ("ds1", "ds2", "ds3"):
+        generate(tiny(subset), root / f"mlds-{subset}", progress=False)
+    return root

@@ -405,7 +405,7 @@ def test_report_on_a_generated_mlds_zoo(tmp_path, fast_classifiers, capsys):
     from weightzoo.generate.mlds.family import MLDSSpec
     from weightzoo.generate.runner import generate
 
-    # `weightzoo generate mlds-ds1 --models 10 --epochs 1` with smaller data sets.
+    # `weightzoo generate mlds-ds1 --models 10 --train-epochs 1` with smaller data sets.
     sizes = dict(seq_len=8, train_size=16, val_size=8, eval_size=8, batch_size=8)
     spec = MLDSSpec(name="mlds-ds1", family="mlds", subset="ds1", models=10, max_epochs=1, **sizes)
     out = tmp_path / "mlds-ds1"

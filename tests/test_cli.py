@@ -59,14 +59,14 @@ def test_generate_unknown_name_suggests_close_ones(capsys):
 
 def test_generate_and_resume_via_cli(tmp_path, capsys):
     out = tmp_path / "zoo"
-    assert run(["generate", "toy", "--out", str(out), "--models", "5", "--epochs", "2"]) == 0
+    assert run(["generate", "toy", "--out", str(out), "--models", "5", "--train-epochs", "2"]) == 0
     assert "wrote toy" in capsys.readouterr().out
     assert run(["info", str(out), "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["models"] == 5 and info["checkpoints"] == 3
     # Rerunning is a no-op resume; a different spec is refused with exit 1.
-    assert run(["generate", "toy", "--out", str(out), "--models", "5", "--epochs", "2"]) == 0
-    assert run(["generate", "toy", "--out", str(out), "--models", "6", "--epochs", "2"]) == 1
+    assert run(["generate", "toy", "--out", str(out), "--models", "5", "--train-epochs", "2"]) == 0
+    assert run(["generate", "toy", "--out", str(out), "--models", "6", "--train-epochs", "2"]) == 1
     assert "different spec" in capsys.readouterr().err
 
 
@@ -156,3 +156,51 @@ def test_a_closed_output_pipe_ends_quietly(tmp_path):
         os.close(write_end)
     assert done.returncode == 141
     assert done.stderr == b""
+
+
+def test_training_length_is_train_epochs_and_epochs_is_a_noted_alias(tmp_path, capsys):
+    out = tmp_path / "toy"
+    assert run(["generate", "toy", "--out", str(out), "--models", "3", "--epochs", "1"]) == 0
+    assert "--epochs of this command is deprecated" in capsys.readouterr().err
+    assert Zoo(out).epochs == [0, 1]
+    parsed = build_parser().parse_args(["generate", "toy", "--train-epochs", "4"])
+    assert parsed.epochs == 4 and "deprecated" not in capsys.readouterr().err
+    assert build_parser().parse_args(["fetch", "x", "--epochs", "last"]).epochs == "last"
+
+
+@pytest.mark.parametrize("command", [["list"], ["info", "x"], ["report", "x"], ["verify", "x"]])
+def test_verbose_flag_works_after_every_subcommand(command):
+    assert build_parser().parse_args([*command, "-v"]).verbose is True
+    assert build_parser().parse_args(["-v", *command]).verbose is True
+
+
+@pytest.mark.parametrize(
+    ("epochs", "text"),
+    [
+        ([0, 1000], "0, 1000"),
+        (list(range(51)), "0..50 every 1"),
+        ([0, 5, 10, 15, 17], "0..15 every 5, 17"),
+        ([3], "3"),
+    ],
+)
+def test_checkpoint_epochs_are_written_unambiguously(epochs, text):
+    from weightzoo.cli import epochs_text
+
+    assert epochs_text(epochs) == text
+
+
+def test_info_shows_quality_ranges_and_lists_a_folder_of_zoos(toy_zoo, capsys):
+    assert run(["info", str(toy_zoo), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["missing_shards"] == [] and info["epochs"] == [0, 1, 2, 3]
+    assert info["quality"]["rows"][0]["ours"]["models"] == 12
+    assert info["range_train_loss"][0] <= info["range_train_loss"][1]
+    assert run(["info", str(toy_zoo)]) == 0
+    out = capsys.readouterr().out
+    assert "checkpoint epochs: 0..3 every 1" in out and "Training quality" in out
+    assert run(["info", str(toy_zoo.parent), "--json"]) == 0
+    listing = json.loads(capsys.readouterr().out)["zoos"]
+    assert [z["name"] for z in listing] == ["toy"] and listing[0]["complete"]
+    next((toy_zoo / "shards").glob("val-*")).unlink()
+    assert run(["info", str(toy_zoo.parent)]) == 1
+    assert "1 shards missing" in capsys.readouterr().out

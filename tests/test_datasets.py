@@ -15,11 +15,13 @@ from weightzoo.storage import ZooReader
 
 
 def test_items_are_dicts_of_tensors_matching_storage(toy_zoo):
-    data = weightzoo.ZooDataset(toy_zoo, split="train", targets=("test_acc", "lr"), ids=True)
+    data = weightzoo.ZooDataset(
+        toy_zoo, split="train", epochs="all", targets=("test_acc", "lr"), ids=True
+    )
     assert len(data) == 8 * 4
     item = data[5]
     assert set(item) == {"weights", "test_acc", "lr", "model", "epoch"}
-    plain = weightzoo.ZooDataset(toy_zoo, split="train", targets=("test_acc", "lr"))
+    plain = weightzoo.ZooDataset(toy_zoo, split="train", epochs="all", targets=("test_acc", "lr"))
     assert set(plain[5]) == {"weights", "test_acc", "lr"}  # ids are opt-in
     assert item["weights"].dtype == torch.float32 and item["weights"].shape == (12,)
     reader = ZooReader(toy_zoo, split="train")
@@ -30,7 +32,9 @@ def test_items_are_dicts_of_tensors_matching_storage(toy_zoo):
 
 
 def test_getitems_equals_getitem(toy_zoo):
-    data = weightzoo.ZooDataset(toy_zoo, split="all", features=("weights", "stats"), targets="kind")
+    data = weightzoo.ZooDataset(
+        toy_zoo, split="all", epochs="all", features=("weights", "stats"), targets="kind"
+    )
     indices = [7, 0, 31, 7, 12]
     batch = data.__getitems__(indices)
     for index, item in zip(indices, batch, strict=True):
@@ -85,7 +89,7 @@ def test_computed_statistics_presets(toy_zoo):
         ({"split": "training"}, UnknownSplitError, "did you mean 'train'"),
         ({"epochs": 7}, EpochError, "epochs 0..3|epochs \\[0, 1, 2, 3\\]"),
         ({"targets": "accuracy"}, UnknownColumnError, "no metric or column 'accuracy'"),
-        ({"features": "tokens"}, UnknownColumnError, "unknown feature"),
+        ({"features": "token"}, UnknownColumnError, "unknown feature"),
         ({"features": "stats:median"}, UnknownColumnError, "preset"),
     ],
 )
@@ -95,7 +99,7 @@ def test_bad_selections_raise_clear_errors(toy_zoo, kwargs, error, message):
 
 
 def test_bad_selection_errors_are_builtin_types(toy_zoo):
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="nope"):
         weightzoo.ZooDataset(toy_zoo, split="nope")
     with pytest.raises(KeyError):
         weightzoo.ZooDataset(toy_zoo, targets="nope")
@@ -137,7 +141,7 @@ def test_trajectories_yield_whole_sequences_pairs_and_windows(toy_zoo):
 def test_partial_zoo_serves_the_splits_it_has(toy_zoo):
     for shard in (toy_zoo / "shards").glob("train-*"):
         shard.unlink()
-    assert len(weightzoo.ZooDataset(toy_zoo, split="test")) == 2 * 4
+    assert len(weightzoo.ZooDataset(toy_zoo, split="test", epochs="all")) == 2 * 4
     with pytest.raises(ShardMissingError, match="(?i)fetch it again"):
         weightzoo.ZooDataset(toy_zoo, split="train")
 
@@ -177,7 +181,9 @@ def test_import_is_light():
 
 
 def test_batch_read_keeps_the_requested_order(toy_zoo):
-    data = weightzoo.ZooDataset(toy_zoo, split="all", features=("weights", "stats"), targets="kind")
+    data = weightzoo.ZooDataset(
+        toy_zoo, split="all", epochs="all", features=("weights", "stats"), targets="kind"
+    )
     indices = [40, 3, 17, 3]
     batch = data[indices]
     items = [data[i] for i in indices]
@@ -186,7 +192,7 @@ def test_batch_read_keeps_the_requested_order(toy_zoo):
 
 
 def test_fast_loader_serves_every_item_once_with_workers(toy_zoo):
-    data = weightzoo.ZooDataset(toy_zoo, split="train", targets="test_acc", ids=True)
+    data = weightzoo.ZooDataset(toy_zoo, split="train", epochs="all", targets="test_acc", ids=True)
     seen = []
     for batch in data.loader(batch_size=5, shuffle=True, seed=0, num_workers=2):
         assert batch["weights"].shape[1:] == (12,) and len(batch["epoch"]) <= 5

@@ -204,7 +204,7 @@ def test_flatten_errors_name_the_tensor():
     wrong = {**state, "6.weight": torch.zeros(5, 17)}
     with pytest.raises(LayoutError, match=r"6\.weight.*\(5, 17\)"):
         flatten(wrong, layout)
-    with pytest.raises(ValueError):  # LayoutError is also a ValueError
+    with pytest.raises(ValueError, match="missing"):  # LayoutError is also a ValueError
         flatten(missing, layout)
 
 
@@ -396,3 +396,23 @@ def test_tokenize_errors():
     transposed = layout_of(nn.Sequential(nn.ConvTranspose2d(2, 3, 3)))
     with pytest.raises(LayoutError, match="'0'.*dimension 0"):
         tokenize(torch.zeros(transposed.num_params), transposed)
+
+
+def test_chunked_tokens_split_wide_neurons_and_round_trip():
+    net = small_cnn(True)
+    layout = layout_of(net, sort=True)
+    vector = flatten(net.state_dict(), layout)
+    out = tokenize(vector, layout, token_size=8, chunk=True)
+    # rows of 10, 28 and 17 values: 2, 4 and 3 tokens of 8 per neuron
+    assert out["tokens"].shape == (3 * 2 + 4 * 4 + 5 * 3, 8)
+    assert out["mask"].sum() == layout.num_params
+    first = 3 * 2  # the first token of neuron 0 of layer "4"
+    assert torch.equal(out["tokens"][first], net[4].weight[0].detach().reshape(-1)[:8])
+    assert out["positions"][:, 1].tolist() == [0] * 6 + [1] * 16 + [2] * 15
+    assert out["positions"][first + 3].tolist() == [first + 3, 1, 3]
+    assert torch.equal(detokenize(out, layout), vector)
+    assert torch.equal(
+        detokenize(tokenize(vector, layout, token_size=1, chunk=True), layout), vector
+    )
+    with pytest.raises(ValueError, match="token_size"):
+        tokenize(vector, layout, chunk=True)

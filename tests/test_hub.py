@@ -230,11 +230,15 @@ def test_push_then_fetch_round_trip(hub, source_zoo, tmp_path):
     assert url.endswith(sha) and hub.repos["alice/toy"].private
     files = hub.files("alice/toy")
     manifest = Manifest.load(source_zoo)
-    assert set(files) == {"zoo.json", "README.md", *(s.file for s in manifest.shards)}
+    figures = {f for f in files if f.startswith("figures/")}
+    assert set(files) == {"zoo.json", "README.md", *(s.file for s in manifest.shards), *figures}
+    assert len(figures) == 5 and all(files[f].startswith(b"\x89PNG") for f in figures)
+    assert all(f"]({f})" in files["README.md"].decode() for f in figures)  # the card shows them
     # the manifest arrives in the last commit, after every shard
     assert len(hub.repos["alice/toy"].commits) == 2
     first = next(c for s, c in hub.repos["alice/toy"].commits.items() if s != sha)
     assert "zoo.json" not in first and len(first) == len(manifest.shards)
+    assert figures <= set(hub.repos["alice/toy"].commits[sha])  # with the manifest
     meta = read_card_metadata(files["README.md"].decode())
     assert meta["license"] == "cc-by-4.0" and "weightzoo" in meta["tags"]
     block = meta["weightzoo"]

@@ -143,7 +143,7 @@ def test_cifar10_binary(tmp_path):
         raw, images = cifar_records(2, [np.array([i, 9 - i])])
         (home / f"data_batch_{i}.bin").write_bytes(raw)
         train_images.append(images)
-    raw, test_images = cifar_records(3, [np.array([0, 5, 7])])
+    raw, _test_images = cifar_records(3, [np.array([0, 5, 7])])
     (home / "test_batch.bin").write_bytes(raw)
     data = load_image_data("cifar-10", tmp_path)
     assert data.train_x.shape == (10, 3, 32, 32) and data.test_x.shape == (3, 3, 32, 32)

@@ -214,7 +214,7 @@ def test_overlap_is_refused_by_info_verify_and_datasets(zoo, capsys):
     for call in (
         lambda: weightzoo.Zoo(zoo).info(),
         lambda: verify_zoo(zoo),
-        lambda: weightzoo.ZooDataset(zoo, split="all"),
+        lambda: weightzoo.ZooDataset(zoo, split="all", epochs="all"),
     ):
         with pytest.raises(ManifestError, match="overlap|no shard holds|split"):
             call()
@@ -257,7 +257,7 @@ def test_shards_swapped_within_a_zoo_are_refused(zoo):
     rehash(zoo, a)
     rehash(zoo, b)
     with pytest.raises(ShardCorruptError, match="models="):
-        weightzoo.ZooDataset(zoo, split="train")
+        weightzoo.ZooDataset(zoo, split="train", epochs="all")
     assert len(verify_zoo(zoo)) == 2
 
 
@@ -278,7 +278,7 @@ def test_old_shards_without_a_spec_fingerprint_get_the_weaker_check(zoo):
 
 
 def test_shard_replaced_after_validation_is_not_mapped(zoo):
-    data = weightzoo.ZooDataset(zoo, split="train", filter_viable=False)
+    data = weightzoo.ZooDataset(zoo, split="train", epochs="all", filter_viable=False)
     file = zoo / "shards" / "train-000000-c000.h5"
     other = zoo / "shards" / "train-000002-c000.h5"
     assert file.stat().st_size == other.stat().st_size
@@ -428,7 +428,7 @@ def test_empty_split_is_an_empty_dataset(tmp_path):
     path = tmp_path / "zoo"
     with open_writer(path) as writer:
         write_all(writer, zoo_weights())
-    data = weightzoo.ZooDataset(path, split="val", targets="kind")
+    data = weightzoo.ZooDataset(path, split="val", epochs="all", targets="kind")
     assert len(data) == 3  # one val model x three checkpoints
     manifest = json.loads((path / "zoo.json").read_text())
     manifest["shards"] = [r for r in manifest["shards"] if r["split"] != "val"]
@@ -468,7 +468,7 @@ def test_non_integer_epochs_are_refused(zoo, epoch):
 
 
 def test_tensor_indices_and_bad_options(zoo):
-    data = weightzoo.ZooDataset(zoo, split="all", ids=True)
+    data = weightzoo.ZooDataset(zoo, split="all", epochs="all", ids=True)
     single = data[torch.tensor(3)]
     assert all(torch.equal(single[k], data[3][k]) for k in single)
     assert torch.equal(data[torch.tensor([3, 1])]["weights"][1], data[1]["weights"])
@@ -494,7 +494,7 @@ def test_tensor_indices_and_bad_options(zoo):
 
 
 def test_threaded_loader_yields_what_batch_reads(zoo):
-    data = weightzoo.ZooDataset(zoo, split="all", ids=True, filter_viable=False)
+    data = weightzoo.ZooDataset(zoo, split="all", epochs="all", ids=True, filter_viable=False)
     single = list(data.loader(batch_size=4, shuffle=True, seed=1))
     threaded = data.loader(batch_size=4, shuffle=True, seed=1, num_workers=2)
     assert len(threaded) == len(single) == 5

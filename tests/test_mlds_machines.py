@@ -13,7 +13,7 @@ from weightzoo.generate.mlds.machines import (
 
 
 def _step(data_bits, cmd):
-    return list(data_bits) + [cmd]
+    return [*list(data_bits), cmd]
 
 
 def _run(machine, steps, backdoor=False):

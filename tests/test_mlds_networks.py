@@ -1,3 +1,5 @@
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -55,7 +57,7 @@ def test_cosine_schedule():
     settings = TrainSettings(lr=1e-2, max_epochs=5, schedule="cosine", min_lr_ratio=0.01)
     lrs = [settings.lr_at(epoch) for epoch in range(5)]
     assert lrs[0] == pytest.approx(1e-2) and lrs[-1] == pytest.approx(1e-4)
-    assert all(a > b for a, b in zip(lrs, lrs[1:], strict=False))
+    assert all(a > b for a, b in itertools.pairwise(lrs))
     assert TrainSettings(lr=3e-3).lr_at(4) == 3e-3
     with pytest.raises(ValueError, match="schedule"):
         TrainSettings(schedule="step")

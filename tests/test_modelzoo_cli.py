@@ -50,7 +50,7 @@ def _manifest(path):
 def test_cli_generate_digits_and_read_it_back(small_digits, tmp_path, capsys):
     root = tmp_path / "zoos"
     out = root / "modelzoo-digits-cnn-s-seed"
-    argv = ["generate", "modelzoo-digits-cnn-s-seed", "--models", "4", "--epochs", "2"]
+    argv = ["generate", "modelzoo-digits-cnn-s-seed", "--models", "4", "--train-epochs", "2"]
     assert run([*argv, "--out", str(out)]) == 0
     assert f"wrote modelzoo-digits-cnn-s-seed to {out}: 4 models" in capsys.readouterr().out
     manifest = _manifest(out)
@@ -157,7 +157,7 @@ def test_generate_unknown_option_and_name_fail_cleanly(capsys):
 
 
 def test_generate_missing_mnist_names_the_files(tmp_path, capsys):
-    argv = ["generate", "modelzoo-mnist-cnn-s-seed", "--models", "1", "--epochs", "1"]
+    argv = ["generate", "modelzoo-mnist-cnn-s-seed", "--models", "1", "--train-epochs", "1"]
     assert run([*argv, "--out", str(tmp_path / "z"), "--data-dir", str(tmp_path / "data")]) == 1
     err = capsys.readouterr().err
     assert "train-images-idx3-ubyte.gz" in err and "DataFilesMissingError" in err

@@ -114,7 +114,7 @@ def test_choose_path():
     assert choose_path(cnn_small(1), 4) == "grouped"
     assert choose_path(cnn_small(1), 128) == "grouped"
     assert choose_path(cnn_small(1), 129) == "loop"
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="unknown population path 'fast'"):
         choose_path(cnn_small(1), 4, "fast")
 
 

@@ -140,7 +140,7 @@ def test_override_models_is_a_prefix_and_epochs(by_name):
     assert spec.override() is spec
     with pytest.raises(ValueError, match="does not accept"):
         spec.override(per_class=3)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="at least 1, got 0"):
         spec.override(models=0)
 
 

@@ -109,10 +109,15 @@ def test_cli_sparsify(source, capsys):
     out = source.with_name(source.name + "-sparse")
     assert f"wrote modelzoo-digits-cnn-s-seed-sparse to {out}: 3 models" in capsys.readouterr().out
     zoo = weightzoo.ModelZoo(
-        source.parent, dataset="digits", config="seed-sparse", split="all", targets="sparsity"
+        source.parent,
+        dataset="digits",
+        config="seed-sparse",
+        split="all",
+        epochs="all",
+        targets="sparsity",
     )
     assert len(zoo) == 3 * 2
-    assert run(["sparsify", str(source), "--epochs", "0"]) == 1
+    assert run(["sparsify", str(source), "--train-epochs", "0"]) == 1
     assert "epochs must be at least 1" in capsys.readouterr().err
 
 

@@ -28,13 +28,42 @@ if TYPE_CHECKING:
         TrajectoryZoo,
         ZooDataset,
     )
+    from weightzoo.hub import fetch
 
 __version__ = "0.1.0"
 
+# Attributes loaded on first use, so that `import weightzoo` stays light (no torch, no
+# huggingface_hub): name -> the module that defines it.
 _LAZY = {
-    name: "weightzoo.datasets"
-    for name in ("MLDS", "MLDSBackdoor", "ModelZoo", "Trajectories", "TrajectoryZoo", "ZooDataset")
+    **{
+        name: "weightzoo.datasets"
+        for name in (
+            "MLDS",
+            "MLDSBackdoor",
+            "ModelZoo",
+            "Trajectories",
+            "TrajectoryZoo",
+            "ZooDataset",
+        )
+    },
+    "fetch": "weightzoo.hub",
 }
+# Submodules reachable as attributes after a plain `import weightzoo` (weightzoo.features...).
+_SUBMODULES = (
+    "analysis",
+    "architectures",
+    "blocks",
+    "card",
+    "catalog",
+    "datasets",
+    "errors",
+    "features",
+    "generate",
+    "hub",
+    "importers",
+    "storage",
+    "zoo",
+)
 
 __all__ = [
     "MLDS",
@@ -54,12 +83,13 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value  # later lookups skip this function
+        return value
+    if name in _SUBMODULES:
+        return importlib.import_module(f"weightzoo.{name}")
     raise AttributeError(f"module 'weightzoo' has no attribute {name!r}")
 
 
-def fetch(name_or_repo: str, **kwargs: Any) -> Any:
-    """Download a zoo from the Hugging Face Hub; see :func:`weightzoo.hub.fetch`."""
-    from weightzoo.hub import fetch as _fetch
-
-    return _fetch(name_or_repo, **kwargs)
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY) | set(_SUBMODULES))

@@ -1,8 +1,9 @@
-"""The dataset card (``README.md``) that :func:`weightzoo.hub.push` uploads with a zoo.
+"""The zoo card (``README.md`` and figures) that ``weightzoo card`` writes and ``push`` uploads.
 
 The card is generated from the manifest alone plus the final-checkpoint accuracy metrics of the
 shards, so that it always says what the repo holds. Its YAML front matter is written with JSON
-flow values (valid YAML), which needs no YAML library and round-trips exactly.
+flow values (valid YAML), which needs no YAML library and round-trips exactly. With the
+``plots`` extra (matplotlib), :func:`write_card` adds the figures of :mod:`weightzoo.figures`.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import h5py
 import numpy as np
 
 from weightzoo.storage.manifest import SPLITS, Manifest
+
+FIGURE_DIR = "figures"  # beside README.md, locally and in the hub repo
 
 
 def accuracy_summary(zoo_dir: str | os.PathLike[str], manifest: Manifest) -> dict[str, Any]:
@@ -98,6 +101,7 @@ def card_metadata(
         "tags": ["weightzoo", "model-zoo", "weight-space-learning", manifest.family],
         "size_categories": [_size_category(manifest.num_models)],
         "weightzoo": {
+            "version": _version(),
             "name": manifest.name,
             "family": manifest.family,
             "format_version": 1,
@@ -116,12 +120,19 @@ def card_metadata(
     }
 
 
+def _version() -> str:
+    from weightzoo import __version__
+
+    return __version__
+
+
 def render_card(
     zoo_dir: str | os.PathLike[str],
     manifest: Manifest,
     *,
     repo_id: str,
     license: str = "cc-by-4.0",
+    figures: list[tuple[str, str]] | None = None,
 ) -> str:
     """The full ``README.md``: YAML front matter, then a human-readable summary.
 
@@ -130,6 +141,7 @@ def render_card(
         manifest: its manifest.
         repo_id: the hub repo the card is for (used in the usage snippet).
         license: license identifier.
+        figures: ``(title, file name)`` of PNGs in :data:`FIGURE_DIR` beside the card.
 
     Returns:
         The card text.
@@ -177,8 +189,62 @@ def render_card(
                     f"| {metric} | {split} | {row['models']} | {row['mean']} | {row['std']} "
                     f"| {row['min']} | {row['max']} |"
                 )
-    lines += ["", "The full generating spec is in the front matter (`weightzoo.spec`).", ""]
+    if figures:
+        lines += ["", "## Figures", ""]
+        for title, name in figures:
+            lines += [f"### {title}", "", f"![{title}]({FIGURE_DIR}/{name})", ""]
+    lines += [
+        "",
+        "The full generating spec is in the front matter (`weightzoo.spec`); card written by "
+        f"weightzoo {_version()}.",
+        "",
+    ]
     return "\n".join(lines)
+
+
+def write_card(
+    zoo_dir: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    *,
+    repo_id: str | None = None,
+    license: str = "cc-by-4.0",
+    plots: bool = True,
+    color_by: str | None = None,
+    embedding: str = "pca",
+) -> Path:
+    """Write a zoo's card: ``out_dir/README.md`` and, with ``plots``, ``out_dir/figures/*.png``.
+
+    Args:
+        zoo_dir: the zoo directory.
+        out_dir: where the card goes (created if needed).
+        repo_id: the hub repo named in the usage snippet (default: the zoo's name).
+        license: license identifier.
+        plots: draw the figures (needs the ``plots`` extra).
+        color_by: the column the weight embedding is coloured by (default: the class column,
+            else the main metric).
+        embedding: ``"pca"`` or ``"umap"`` (needs umap-learn).
+
+    Returns:
+        The path of the written ``README.md``.
+
+    Raises:
+        MissingExtraError: if ``plots`` and matplotlib is not installed.
+        UnknownColumnError: for an unknown ``color_by``.
+    """
+    manifest = Manifest.load(zoo_dir)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    figures = None
+    if plots:
+        from weightzoo.figures import write_figures
+
+        figures = write_figures(zoo_dir, out / FIGURE_DIR, color_by=color_by, embedding=embedding)
+    text = render_card(
+        zoo_dir, manifest, repo_id=repo_id or manifest.name, license=license, figures=figures
+    )
+    card = out / "README.md"
+    card.write_text(text, encoding="utf-8")
+    return card
 
 
 def read_card_metadata(text: str) -> dict[str, Any]:

@@ -123,34 +123,108 @@ def _damaged_shards(path: str) -> list[str]:
     return damaged
 
 
-def cmd_info(args: argparse.Namespace) -> int:
-    """Print a zoo's summary; exit 1 naming the shards that are missing or damaged."""
+def epochs_text(epochs: Sequence[int]) -> str:
+    """Checkpoint labels written so that they cannot be misread as a range.
+
+    Runs of three or more equally spaced labels become ``first..last every step``; the
+    rest are listed: ``[0, 1000]`` is ``0, 1000`` and ``[0, 1, ..., 50]`` is
+    ``0..50 every 1``.
+    """
+    parts: list[str] = []
+    i = 0
+    while i < len(epochs):
+        j = i + 1
+        if j < len(epochs):
+            step = epochs[j] - epochs[i]
+            while j + 1 < len(epochs) and epochs[j + 1] - epochs[j] == step:
+                j += 1
+            if j - i >= 2:
+                parts.append(f"{epochs[i]}..{epochs[j]} every {step}")
+                i = j + 1
+                continue
+        parts.append(str(epochs[i]))
+        i += 1
+    return ", ".join(parts) or "none"
+
+
+def _zoo_info(path: str) -> dict[str, Any]:
+    """``Zoo.info()`` plus the missing shards and the per-class quality table (if readable)."""
     from weightzoo.zoo import Zoo
 
-    info = Zoo(args.path).info()
-    damaged = _damaged_shards(args.path)
+    zoo = Zoo(path)
+    info = zoo.info()
+    damaged = _damaged_shards(path)
     info["complete"] = info["complete"] and not damaged
     info["missing_shards"] = damaged
+    info["quality"] = None
+    if not damaged:
+        from weightzoo.analysis.quality import quality_table
+        from weightzoo.analysis.tables import UnsupportedTableError
+
+        try:
+            info["quality"] = quality_table(zoo).to_dict()
+        except UnsupportedTableError as exc:
+            info["quality_skipped"] = str(exc)
+    return info
+
+
+def _zoo_dirs(path: str) -> list[Path]:
+    """The zoo directories directly under ``path`` (sorted), for ``info`` on a folder."""
+    from weightzoo.storage.manifest import MANIFEST_NAME
+
+    return sorted(p for p in Path(path).iterdir() if (p / MANIFEST_NAME).is_file())
+
+
+def _info_folder(args: argparse.Namespace) -> int:
+    """List the zoos in a folder: one line (or JSON object) each; exit 1 if one is damaged."""
+    from weightzoo.zoo import Zoo
+
+    rows = []
+    for directory in _zoo_dirs(args.path):
+        info = Zoo(directory).info()
+        damaged = _damaged_shards(str(directory))
+        rows.append(
+            {
+                key: info[key]
+                for key in ("name", "family", "path", "models", "checkpoints", "params", "bytes")
+            }
+            | {"complete": info["complete"] and not damaged, "missing_shards": damaged}
+        )
+    if not rows:
+        from weightzoo.errors import ZooNotFoundError
+
+        raise ZooNotFoundError(
+            f"no zoo at {args.path}: it has no zoo.json, and no folder in it has one; pass a "
+            "zoo directory or a folder of zoos"
+        )
+    if args.json:
+        print(json.dumps({"zoos": rows}, indent=1))
+    else:
+        for row in rows:
+            state = (
+                "complete" if row["complete"] else f"{len(row['missing_shards'])} shards missing"
+            )
+            print(
+                f"{row['name']:<32} {row['family']:<10} {row['models']:>6} models "
+                f"{row['checkpoints']:>4} ckpts {_human_bytes(row['bytes']):>9}  {state}  "
+                f"{row['path']}"
+            )
+    return EXIT_ERROR if any(row["missing_shards"] for row in rows) else 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    """Print a zoo's summary; exit 1 naming the shards that are missing or damaged."""
+    from weightzoo.storage.manifest import MANIFEST_NAME
+
+    if Path(args.path).is_dir() and not (Path(args.path) / MANIFEST_NAME).exists():
+        if _zoo_dirs(args.path):
+            return _info_folder(args)
+    info = _zoo_info(args.path)
+    damaged = info["missing_shards"]
     if args.json:
         print(json.dumps(info, indent=1))
         return EXIT_ERROR if damaged else 0
-    print(f"{info['name']} ({info['family']}) at {info['path']}")
-    print(
-        f"  models {info['models']}, checkpoints {info['checkpoints']} "
-        f"(epochs {info['epochs'][0]}..{info['epochs'][-1]}), params {info['params']}"
-    )
-    splits = ", ".join(f"{k} {v}" for k, v in info["splits"].items())
-    state = "complete" if info["complete"] else "INCOMPLETE (rerun generate to finish)"
-    print(f"  splits: {splits or 'none written'}; {state}")
-    print(
-        f"  shards {info['shards_present']}/{info['shards']} present, {_human_bytes(info['bytes'])}"
-    )
-    print(f"  stats: {info['stats']}")
-    print(f"  metrics: {', '.join(info['metrics']) or '-'}")
-    print(f"  columns: {', '.join(info['columns'])}")
-    for key, value in info.items():
-        if key.startswith("range_"):
-            print(f"  {key[6:]} at last checkpoint: {value[0]:.4f} .. {value[1]:.4f}")
+    _print_info(info)
     if damaged:
         print(
             f"weightzoo: error: {len(damaged)} of {info['shards']} shards of {args.path} are "
@@ -160,6 +234,41 @@ def cmd_info(args: argparse.Namespace) -> int:
         )
         return EXIT_ERROR
     return 0
+
+
+def _print_info(info: dict[str, Any]) -> None:
+    print(f"{info['name']} ({info['family']}) at {info['path']}")
+    print(f"  models {info['models']}, checkpoints {info['checkpoints']}, params {info['params']}")
+    print(f"  checkpoint epochs: {epochs_text(info['epochs'])}")
+    splits = ", ".join(f"{k} {v}" for k, v in info["splits"].items())
+    state = "complete" if info["complete"] else "INCOMPLETE (rerun generate to finish)"
+    print(f"  splits: {splits or 'none written'}; {state}")
+    print(
+        f"  shards {info['shards_present']}/{info['shards']} present, {_human_bytes(info['bytes'])}"
+    )
+    print(f"  stats: {info['stats']}")
+    print(f"  metrics: {', '.join(info['metrics']) or '-'}")
+    print(f"  columns: {', '.join(info['columns'])}")
+    ranges = {k[6:]: v for k, v in info.items() if k.startswith("range_")}
+    if ranges:
+        print(f"  range over viable models at the last checkpoint (epoch {info['epochs'][-1]}):")
+        width = max(map(len, ranges))
+        for name, (low, high) in ranges.items():
+            print(f"    {name:<{width}}  {low:.4g} .. {high:.4g}")
+    if info["quality"]:
+        from weightzoo.analysis.tables import Table
+
+        table = Table(**{k: v for k, v in info["quality"].items() if k != "rows"})
+        table.rows = [_row(r) for r in info["quality"]["rows"]]
+        print("  " + table.to_text().replace("\n", "\n  "))
+    elif info.get("quality_skipped"):
+        print(f"  quality: {info['quality_skipped']}")
+
+
+def _row(data: dict[str, Any]) -> Any:
+    from weightzoo.analysis.tables import Row
+
+    return Row(data["label"], data["ours"], data["paper"], data["paper_label"])
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -222,7 +331,7 @@ def cmd_sparsify(args: argparse.Namespace) -> int:
     check_device(args.device)
     if args.epochs < 1:
         raise InvalidOptionError(
-            f"--epochs: sparsification epochs must be at least 1, got {args.epochs}"
+            f"--train-epochs: sparsification epochs must be at least 1, got {args.epochs}"
         )
     out = Path(args.out) if args.out else default_twin_dir(args.src)
     manifest = sparsify_zoo(
@@ -259,6 +368,45 @@ def cmd_push(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_card(args: argparse.Namespace) -> int:
+    """Write a zoo's card (Markdown and figures)."""
+    from weightzoo.card import write_card
+
+    out = Path(args.out) if args.out else Path(f"{Path(args.zoo).resolve()}-card")
+    card = write_card(
+        args.zoo,
+        out,
+        repo_id=args.repo_id,
+        plots=not args.no_plots,
+        color_by=args.color_by,
+        embedding=args.embedding,
+    )
+    figures = sorted(p.name for p in (out / "figures").glob("*.png")) if not args.no_plots else []
+    print(
+        f"wrote {card}" + (f" and {len(figures)} figures in {out / 'figures'}" if figures else "")
+    )
+    return 0
+
+
+def _add_card_parser(sub: Any, verbose: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "card",
+        parents=[verbose],
+        help="write a zoo card: Markdown summary and figures (the card `push` uploads)",
+        description="Write README.md (the dataset card `weightzoo push` uploads) and PNG "
+        "figures: the main metric over training, weight mean vs std, a 2-D embedding of the "
+        "final weights and trajectories in it, pairwise distances, and pass rates per class. "
+        "Figures need the plots extra: pip install 'weightzoo[plots]'.",
+    )
+    p.add_argument("zoo", help="a complete zoo directory")
+    p.add_argument("--out", help="card directory (default: ZOO-card beside ZOO)")
+    p.add_argument("--color-by", help="column to colour the embedding by (default: the class)")
+    p.add_argument("--embedding", choices=("pca", "umap"), default="pca", help="default: pca")
+    p.add_argument("--repo-id", help="hub repo named in the card's usage snippet")
+    p.add_argument("--no-plots", action="store_true", help="write the Markdown only")
+    p.set_defaults(func=cmd_card)
+
+
 def cmd_import(args: argparse.Namespace) -> int:
     """Convert an existing zoo into the weightzoo format."""
     from weightzoo.importers import import_zoo
@@ -291,9 +439,10 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_report_parser(sub: Any) -> None:
+def _add_report_parser(sub: Any, verbose: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
         "report",
+        parents=[verbose],
         help="the papers' tables for a zoo (MLDS: pass DS1 and DS2 for Table 2)",
         description="Compute every paper table the zoo supports (training quality, MLDS "
         "Tables 1-2, Model Zoos Table 3, trajectory clustering), with the paper's numbers "
@@ -309,6 +458,29 @@ def _add_report_parser(sub: Any) -> None:
 
 
 # -- parser --------------------------------------------------------------------------------
+
+
+class _DeprecatedEpochs(argparse.Action):
+    """``--epochs`` of a training command: the old name of ``--train-epochs``, with a note."""
+
+    def __call__(self, _parser: Any, namespace: Any, values: Any, _option: Any = None) -> None:
+        print(
+            "weightzoo: note: --epochs of this command is deprecated (it sets the training "
+            "length); use --train-epochs (--epochs elsewhere selects checkpoints)",
+            file=sys.stderr,
+        )
+        setattr(namespace, self.dest, values)
+
+
+def _add_train_epochs(
+    p: Any, text: str, *, default: int | None = None, checked: bool = True
+) -> None:
+    """``--train-epochs`` (the training length), and ``--epochs`` as its deprecated alias."""
+    kind = _positive_int if checked else int
+    p.add_argument("--train-epochs", dest="epochs", type=kind, default=default, help=text)
+    p.add_argument(
+        "--epochs", dest="epochs", type=kind, action=_DeprecatedEpochs, help=argparse.SUPPRESS
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -330,8 +502,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--family", choices=("mlds", "modelzoo", "trajectory"))
     p.set_defaults(func=cmd_list)
 
-    p = sub.add_parser("info", parents=[verbose], help="summarise a zoo directory")
-    p.add_argument("path")
+    p = sub.add_parser(
+        "info",
+        parents=[verbose],
+        help="summarise a zoo directory (or list the zoos in a folder)",
+        description="Counts, checkpoints, splits, shards, metric ranges and per-class training "
+        "quality of a zoo; exit 1 if a shard is missing or damaged. On a folder of zoos, one "
+        "line per zoo. The --json schema is in docs/cli.md.",
+    )
+    p.add_argument("path", help="a zoo directory, or a folder holding zoo directories")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=cmd_info)
 
@@ -350,9 +529,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", help="zoo spec name (see `weightzoo list`)")
     p.add_argument("--out", help="zoo directory (default: zoos/NAME)")
     p.add_argument("--models", type=_positive_int, help="only the first N models of the spec")
-    p.add_argument(
-        "--epochs", type=_positive_int, help="train N epochs (image zoos) / at most N (MLDS)"
-    )
+    _add_train_epochs(p, "train N epochs (image zoos) / at most N (MLDS)")
     p.add_argument(
         "--per-class", type=_positive_int, help="MLDS: networks per machine or automaton"
     )
@@ -376,7 +553,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("src", help="a generated Model Zoos or trajectory zoo directory")
     p.add_argument("--out", help="twin directory (default: SRC-sparse beside SRC)")
-    p.add_argument("--epochs", type=int, default=25, help="sparsification epochs (default 25)")
+    _add_train_epochs(p, "sparsification epochs (default 25)", default=25, checked=False)
     p.add_argument("--data-dir", help="directory with the raw image files of SRC's dataset")
     p.add_argument("--device", default="cpu", help="torch device: cpu (default) or cuda")
     p.set_defaults(func=cmd_sparsify)
@@ -404,7 +581,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dest")
     p.set_defaults(func=cmd_import)
 
-    _add_report_parser(sub)
+    _add_report_parser(sub, verbose)
+    _add_card_parser(sub, verbose)
     return parser
 
 
@@ -415,7 +593,7 @@ def _sigterm_raises() -> Iterator[None]:
         yield
         return
 
-    def handler(signum: int, frame: FrameType | None) -> NoReturn:
+    def handler(_signum: int, _frame: FrameType | None) -> NoReturn:
         raise Terminated
 
     previous = signal.signal(signal.SIGTERM, handler)

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import operator
 import os
+import warnings
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,6 @@ import numpy as np
 import torch
 from torch.utils.data import (
     BatchSampler,
-    ConcatDataset,
     DataLoader,
     Dataset,
     RandomSampler,
@@ -42,10 +42,18 @@ from weightzoo.zoo import Zoo
 Item = dict[str, torch.Tensor]
 Transform = Callable[[Item], Item]
 PathLike = str | os.PathLike[str]
+#: A model filter: ``{column: value or collection of values}``, or a function of the
+#: per-model metadata dict (``{column: array}``) that returns a bool mask.
+Where = Mapping[str, Any] | Callable[[dict[str, np.ndarray]], Any]
 
 STORED_STATS = "stats"
-BASE_FEATURES = ("weights", STORED_STATS)
+TOKENS = "tokens"
+BASE_FEATURES = ("weights", STORED_STATS, TOKENS)
+TOKEN_KEYS = ("tokens", "tokens_mask", "tokens_positions")
 ID_KEYS = ("model", "epoch")
+#: The checkpoint selection every point-wise Dataset starts from: the trained networks.
+DEFAULT_EPOCHS = "last"
+DEFAULT_SPLIT = "train"
 
 
 def _as_zoo(zoo: Zoo | PathLike) -> Zoo:
@@ -58,129 +66,25 @@ def _as_tuple(value: str | Sequence[str] | None) -> tuple[str, ...]:
     return (value,) if isinstance(value, str) else tuple(value)
 
 
-class ZooDataset(Dataset):
-    """Checkpoints of a zoo as a map-style Dataset: one item per (model, checkpoint).
+class _BatchedDataset(Dataset):
+    """Indexing and the fast loader for Datasets that read whole batches (:meth:`batch`)."""
 
-    Args:
-        zoo: a zoo directory or :class:`Zoo`.
-        split: ``"train"``, ``"val"``, ``"test"``, several, or ``"all"``.
-        epochs: one checkpoint label, several, ``"last"`` or ``"all"``/``None``.
-        features: any of ``"weights"``, ``"stats"`` (the stored ``modelzoo`` statistics) and
-            ``"stats:<preset>"`` (``unterthiner``, ``nfn``, computed from the weights on read).
-        targets: metric names (one value per checkpoint, e.g. ``"test_acc"``) or model columns
-            (``"seed"``, ``"lr"``, ``"machine"``...). String columns become class indices;
-            :attr:`classes` maps them back. ``"model"`` (storage position) and ``"epoch"``
-            (checkpoint label) name the item itself.
-        transform: applied to each item dict.
-        filter_viable: drop models with a NaN/Inf or diverged checkpoint, as the papers do.
-        ids: add ``"model"`` and ``"epoch"`` to every item (as ``targets=("model", "epoch")``).
+    def batch(self, indices: Sequence[int] | np.ndarray) -> Item:  # pragma: no cover - abstract
+        """Read items as one batch dict of stacked tensors."""
+        raise NotImplementedError
 
-    Each item is ``{feature: float32 tensor, target: tensor}``, plus ``"model"`` and
-    ``"epoch"`` when asked for.
-
-    Raises:
-        ZooNotFoundError, UnknownSplitError, EpochError, UnknownColumnError: for bad input.
-        InvalidOptionError: for an option of the wrong type.
-    """
-
-    def __init__(
-        self,
-        zoo: Zoo | PathLike,
-        *,
-        split: str | Sequence[str] = "train",
-        epochs: int | str | Iterable[int] | None = None,
-        features: str | Sequence[str] = ("weights",),
-        targets: str | Sequence[str] = (),
-        transform: Transform | None = None,
-        filter_viable: bool = True,
-        ids: bool = False,
-    ) -> None:
-        self.zoo = _as_zoo(zoo)
-        self.features = _as_names(features, "features")
-        self.targets = _as_names(targets, "targets")
-        if ids:
-            self.targets += tuple(k for k in ID_KEYS if k not in self.targets)
-        if transform is not None and not callable(transform):
-            raise InvalidOptionError(f"transform must be callable, got {transform!r}")
-        self.transform = transform
-        self.reader = self.zoo.reader(split, epochs)
-        self._check_names()
-        keep = self.reader.complete.copy()
-        if filter_viable:
-            keep &= self.reader.column("viable").astype(bool)
-        self.model_indices = np.flatnonzero(keep)
-        self.classes: dict[str, list[str]] = {}
-        self._encoded: dict[str, np.ndarray] = {}
-        for name in self.targets:
-            if name in self.reader.columns and self.reader.columns[name].dtype == object:
-                values = self.reader.columns[name].astype(str)
-                # Classes of the whole zoo, so that every split uses the same indices.
-                names = self.zoo.manifest.categories.get(name) or sorted(set(values))
-                self.classes[name] = names
-                lookup = {v: i for i, v in enumerate(names)}
-                unknown = sorted(map(str, set(values) - set(lookup)))
-                if unknown:
-                    raise ManifestError(
-                        f"column {name!r} of zoo {self.zoo.name!r} holds {unknown}, which the "
-                        f"manifest's categories {names} do not list; the manifest does not "
-                        "match its shards (fetch or generate the zoo again)"
-                    )
-                self._encoded[name] = np.asarray([lookup[v] for v in values], dtype=np.int64)
-
-    def _check_names(self) -> None:
-        for feature in self.features:
-            base, _, preset = feature.partition(":")
-            if base not in BASE_FEATURES or (preset and base != STORED_STATS):
-                raise UnknownColumnError(
-                    f"unknown feature {feature!r}; use 'weights', 'stats' or 'stats:<preset>' "
-                    "(presets: modelzoo, unterthiner, nfn)"
-                )
-            if preset:
-                from weightzoo.features import PRESETS
-
-                if preset not in PRESETS:
-                    raise UnknownColumnError(
-                        f"unknown statistics preset {preset!r}; use one of {', '.join(PRESETS)}"
-                    )
-        for target in self.targets:
-            known = self.reader.metrics.keys() | self.reader.columns.keys() | set(ID_KEYS)
-            if target not in known:
-                raise UnknownColumnError(
-                    f"zoo {self.zoo.name!r} has no metric or column {target!r}. Metrics: "
-                    f"{', '.join(self.reader.metrics)}; columns: "
-                    f"{', '.join(sorted(self.reader.columns))}"
-                )
-
-    @property
-    def num_models(self) -> int:
-        """Number of models served."""
-        return len(self.model_indices)
-
-    @property
-    def epochs(self) -> list[int]:
-        """Checkpoint labels served."""
-        return self.reader.epochs
-
-    def __len__(self) -> int:
-        return self.num_models * len(self.epochs)
-
-    def _locate(self, indices: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
-        flat = np.asarray(indices, dtype=np.int64)
-        size = len(self)
-        if flat.size:
-            low, high = int(flat.min()), int(flat.max())
-            if low < -size or high >= size:
-                raise IndexError(f"index out of range for a dataset of {size} items")
-            if low < 0:
-                flat = flat % size
-        models, checkpoints = np.divmod(flat, len(self.reader.epochs))
-        return self.model_indices[models], checkpoints
+    def __getitems__(self, indices: Sequence[int]) -> list[Item]:  # pragma: no cover
+        raise NotImplementedError
 
     def __getitem__(self, index: Any) -> Item:
         """One item, or for a sequence of indices the whole collated batch (see :meth:`loader`).
 
         An index may be an ``int``, a numpy integer or a 0-d integer tensor; a list, array or
-        1-d tensor of them reads a batch.
+        1-d tensor of them reads a batch. Negative indices count from the end.
+
+        Raises:
+            IndexError: for an index out of range.
+            InvalidOptionError: for an index that is not an integer or a sequence of them.
         """
         if hasattr(index, "__index__") and getattr(index, "ndim", 0) == 0:
             try:
@@ -195,19 +99,6 @@ class ZooDataset(Dataset):
                 f"a dataset index must be an integer or a sequence of integers, got {index!r}"
             )
         return self.batch(index)
-
-    def batch(self, indices: Sequence[int] | np.ndarray) -> Item:
-        """Read items as one batch dict of stacked tensors, as the default collate would build.
-
-        Rows are copied once, straight into the batch tensors, in the order asked. This skips
-        splitting a batch into items and stacking them again, which costs more than the read
-        itself for small rows. With a ``transform``, items are transformed one by one and then
-        collated.
-        """
-        if self.transform is not None:
-            return default_collate(self.__getitems__(_index_list(indices)))
-        models, checkpoints = self._locate(indices)
-        return self._read_batch(models, checkpoints)
 
     def loader(
         self,
@@ -281,6 +172,189 @@ class ZooDataset(Dataset):
             **dataloader_options,
         )
 
+
+class ZooDataset(_BatchedDataset):
+    """Checkpoints of a zoo as a map-style Dataset: one item per (model, checkpoint).
+
+    Args:
+        root: a zoo directory (holding ``zoo.json``) or a :class:`Zoo`.
+        split: ``"train"`` (default), ``"val"``, ``"test"``, several, or ``"all"``.
+        epochs: one checkpoint label, several, ``"last"`` (default: the trained networks) or
+            ``"all"``/``None``.
+        features: any of ``"weights"``, ``"stats"`` (the stored ``modelzoo`` statistics),
+            ``"stats:<preset>"`` (``unterthiner``, ``nfn``, computed from the weights on read)
+            and ``"tokens"`` / ``"tokens:<width>"`` (per-neuron tokens, see
+            :func:`weightzoo.features.tokenize`; with a width, wide neurons are cut into
+            several tokens of that width). Tokens come as three entries: ``tokens``
+            ``[T, width]``, ``tokens_mask`` (True on real values) and ``tokens_positions``
+            ``[T, 3]``.
+        targets: metric names (one value per checkpoint, e.g. ``"test_acc"``) or model columns
+            (``"seed"``, ``"lr"``, ``"machine"``...). String columns become class indices;
+            :attr:`classes` maps them back. ``"model"`` (storage position) and ``"epoch"``
+            (checkpoint label) name the item itself.
+        where: keep only models that match: ``{"machine": "ParityMachine", "lr": 1e-3}``
+            (a value, or a list/tuple/set of allowed values, per column; floats compare with
+            a relative tolerance of 1e-9), or a function that takes the metadata dict
+            (``{column: array}``, as :meth:`Zoo.metadata`, over the selected split) and returns
+            a bool mask, e.g. ``lambda m: m["final_test_acc"] > 0.5``.
+        transform: applied to each item dict (after ``target_transform``).
+        target_transform: applied to each item's targets, as a dict ``{name: tensor}`` of the
+            names in ``targets``; returns the new dict.
+        filter_viable: drop models with a NaN/Inf or diverged checkpoint, as the papers do.
+        ids: add ``"model"`` and ``"epoch"`` to every item (as ``targets=("model", "epoch")``).
+
+    Each item is ``{feature: float32 tensor, target: tensor}``, plus ``"model"`` and
+    ``"epoch"`` when asked for.
+
+    Raises:
+        ZooNotFoundError, UnknownSplitError, EpochError, UnknownColumnError: for bad input.
+        InvalidOptionError: for an option of the wrong type.
+    """
+
+    def __init__(
+        self,
+        root: Zoo | PathLike,
+        *,
+        split: str | Sequence[str] = DEFAULT_SPLIT,
+        epochs: int | str | Iterable[int] | None = DEFAULT_EPOCHS,
+        features: str | Sequence[str] = ("weights",),
+        targets: str | Sequence[str] = (),
+        where: Where | None = None,
+        transform: Transform | None = None,
+        target_transform: Transform | None = None,
+        filter_viable: bool = True,
+        ids: bool = False,
+    ) -> None:
+        self.zoo = _as_zoo(root)
+        self.features = _as_names(features, "features")
+        self.targets = _as_names(targets, "targets")
+        self.ids = tuple(k for k in ID_KEYS if ids and k not in self.targets)
+        for name, function in (("transform", transform), ("target_transform", target_transform)):
+            if function is not None and not callable(function):
+                raise InvalidOptionError(f"{name} must be callable, got {function!r}")
+        self.transform = transform
+        self.target_transform = target_transform
+        self.split = split
+        self.reader = self.zoo.reader(split, epochs)
+        self._check_names()
+        self.token_width = self._token_width()
+        keep = self.reader.complete.copy()
+        if filter_viable:
+            keep &= self.reader.column("viable").astype(bool)
+        if where is not None:
+            keep &= model_mask(self.zoo, self.reader, where, split)
+        self.model_indices = np.flatnonzero(keep)
+        self.classes: dict[str, list[Any]] = {}
+        self._encoded: dict[str, np.ndarray] = {}
+        for name in self.targets:
+            if name in self.reader.columns and self.reader.columns[name].dtype == object:
+                values = self.reader.columns[name].astype(str)
+                # Classes of the whole zoo, so that every split uses the same indices.
+                names = self.zoo.manifest.categories.get(name) or sorted(set(values))
+                self.encode_classes(name, names)
+
+    def encode_classes(self, name: str, names: Sequence[Any]) -> None:
+        """Serve column ``name`` as indices into ``names`` (recorded in :attr:`classes`).
+
+        Args:
+            name: a model column among the targets.
+            names: every class, in index order (the whole zoo's, so that splits agree).
+
+        Raises:
+            ManifestError: if the column holds a value that ``names`` does not list.
+        """
+        values = self.reader.columns[name]
+        as_text = [str(v) for v in names]
+        lookup = {v: i for i, v in enumerate(as_text)}
+        texts = values.astype(str)
+        unknown = sorted(set(texts.tolist()) - set(lookup))
+        if unknown:
+            raise ManifestError(
+                f"column {name!r} of zoo {self.zoo.name!r} holds {unknown}, which the "
+                f"manifest's categories {as_text} do not list; the manifest does not "
+                "match its shards (fetch or generate the zoo again)"
+            )
+        self.classes[name] = list(names)
+        self._encoded[name] = np.asarray([lookup[v] for v in texts], dtype=np.int64)
+
+    def _token_width(self) -> int | None:
+        """The chunk width of a ``tokens:<width>`` feature (``None``: one token per neuron)."""
+        for feature in self.features:
+            base, _, option = feature.partition(":")
+            if base == TOKENS and option:
+                return int(option)
+        return None
+
+    def _check_names(self) -> None:
+        if sum(f.partition(":")[0] == TOKENS for f in self.features) > 1:
+            raise InvalidOptionError(f"features name tokens more than once: {self.features}")
+        for feature in self.features:
+            base, _, preset = feature.partition(":")
+            if base not in BASE_FEATURES or (preset and base == "weights"):
+                raise UnknownColumnError(
+                    f"unknown feature {feature!r}; use 'weights', 'stats', 'stats:<preset>' "
+                    "(presets: modelzoo, unterthiner, nfn), 'tokens' or 'tokens:<width>'"
+                )
+            if base == TOKENS:
+                if preset and not (preset.isdigit() and int(preset) > 0):
+                    raise InvalidOptionError(
+                        f"feature {feature!r}: the token width must be a positive integer"
+                    )
+                continue
+            if preset:
+                from weightzoo.features import PRESETS
+
+                if preset not in PRESETS:
+                    raise UnknownColumnError(
+                        f"unknown statistics preset {preset!r}; use one of {', '.join(PRESETS)}"
+                    )
+        for target in self.targets:
+            known = self.reader.metrics.keys() | self.reader.columns.keys() | set(ID_KEYS)
+            if target not in known:
+                raise UnknownColumnError(
+                    f"zoo {self.zoo.name!r} has no metric or column {target!r}. Metrics: "
+                    f"{', '.join(self.reader.metrics)}; columns: "
+                    f"{', '.join(sorted(self.reader.columns))}"
+                )
+
+    @property
+    def num_models(self) -> int:
+        """Number of models served."""
+        return len(self.model_indices)
+
+    @property
+    def epochs(self) -> list[int]:
+        """Checkpoint labels served."""
+        return self.reader.epochs
+
+    def __len__(self) -> int:
+        return self.num_models * len(self.epochs)
+
+    def _locate(self, indices: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+        flat = np.asarray(indices, dtype=np.int64)
+        size = len(self)
+        if flat.size:
+            low, high = int(flat.min()), int(flat.max())
+            if low < -size or high >= size:
+                raise IndexError(f"index out of range for a dataset of {size} items")
+            if low < 0:
+                flat = flat % size
+        models, checkpoints = np.divmod(flat, len(self.reader.epochs))
+        return self.model_indices[models], checkpoints
+
+    def batch(self, indices: Sequence[int] | np.ndarray) -> Item:
+        """Read items as one batch dict of stacked tensors, as the default collate would build.
+
+        Rows are copied once, straight into the batch tensors, in the order asked. This skips
+        splitting a batch into items and stacking them again, which costs more than the read
+        itself for small rows. With a ``transform``, items are transformed one by one and then
+        collated.
+        """
+        if self.transform is not None:
+            return default_collate(self.__getitems__(_index_list(indices)))
+        models, checkpoints = self._locate(indices)
+        return self._read_batch(models, checkpoints)
+
     def __getitems__(self, indices: Sequence[int]) -> list[Item]:
         """Read a batch of items with one read per shard (used by ``DataLoader``)."""
         models, checkpoints = self._locate(indices)
@@ -301,9 +375,21 @@ class ZooDataset(Dataset):
             items = [built[0]] * len(built)
             for position, item in zip(order.tolist(), built, strict=True):
                 items[position] = item
-        if self.transform is not None:
-            items = [self.transform(item) for item in items]
-        return items
+        return [self._transformed(item) for item in items]
+
+    def _transformed(self, item: Item) -> Item:
+        if self.target_transform is not None:
+            targets = {k: item.pop(k) for k in self.targets}
+            item.update(self.target_transform(targets))
+        return self.transform(item) if self.transform is not None else item
+
+    def _tokens(self, weights: torch.Tensor) -> dict[str, torch.Tensor]:
+        from weightzoo.features import tokenize
+
+        width = self.token_width
+        out = tokenize(weights, self.zoo.layout, token_size=width, chunk=width is not None)
+        positions = out["positions"].expand(len(weights), *out["positions"].shape)
+        return dict(zip(TOKEN_KEYS, (out["tokens"], out["mask"], positions), strict=True))
 
     def _read_batch(self, models: np.ndarray, checkpoints: np.ndarray) -> dict[str, torch.Tensor]:
         reader = self.reader
@@ -311,11 +397,14 @@ class ZooDataset(Dataset):
         weights = None
         for feature in self.features:
             base, _, preset = feature.partition(":")
-            if base == "weights" or preset:
+            if base in ("weights", TOKENS) or preset:
                 if weights is None:
                     weights = torch.from_numpy(reader.read("weights", models, checkpoints))
                 if base == "weights":
                     batch[feature] = weights
+                    continue
+                if base == TOKENS:
+                    batch.update(self._tokens(weights))
                     continue
             if preset and preset != reader.manifest.stats_preset:
                 from weightzoo.features import layer_statistics
@@ -323,7 +412,7 @@ class ZooDataset(Dataset):
                 batch[feature] = layer_statistics(weights, reader.manifest.layout, preset=preset)
             else:
                 batch[feature] = torch.from_numpy(reader.read("stats", models, checkpoints))
-        for target in self.targets:
+        for target in self.targets + self.ids:
             if target in reader.metrics:
                 batch[target] = torch.from_numpy(reader.metrics[target][models, checkpoints])
             elif target in self._encoded:
@@ -335,6 +424,65 @@ class ZooDataset(Dataset):
             else:  # "epoch"
                 batch[target] = torch.as_tensor(np.asarray(reader.epochs)[checkpoints])
         return batch
+
+
+def model_mask(zoo: Zoo, reader: Any, where: Where, split: Any = None) -> np.ndarray:
+    """The models of ``reader`` that ``where`` keeps, as a bool mask.
+
+    Args:
+        zoo: the zoo.
+        reader: a :class:`~weightzoo.storage.ZooReader` over a selection of it.
+        where: ``{column: value or collection}`` or a function of the metadata dict.
+        split: the reader's split selection (to read ``final_*`` metrics of the same models).
+
+    Raises:
+        UnknownColumnError: for a column the zoo does not have.
+        InvalidOptionError: for a ``where`` of the wrong type, or a function whose result is
+            not one bool per model.
+    """
+    table = {k: v for k, v in reader.columns.items() if np.ndim(v) == 1}
+    needs_final = callable(where) or any(k not in table for k in where)
+    if needs_final and reader.num_models:
+        last = zoo.reader(split, "last")
+        local = {int(p): i for i, p in enumerate(last.positions)}
+        rows = np.asarray([local[int(p)] for p in reader.positions], dtype=np.int64)
+        for name, values in last.metrics.items():
+            table.setdefault(f"final_{name}", values[rows, 0])
+    if callable(where):
+        mask = np.asarray(where(table))
+        if mask.dtype != bool or mask.shape != (reader.num_models,):
+            raise InvalidOptionError(
+                f"where= function must return a bool array of {reader.num_models} values (one "
+                f"per model), got dtype {mask.dtype} and shape {mask.shape}"
+            )
+        return mask
+    if not isinstance(where, Mapping):
+        raise InvalidOptionError(
+            f"where must be a dict {{column: value}} or a function, got {where!r}"
+        )
+    mask = np.ones(reader.num_models, dtype=bool)
+    for name, wanted in where.items():
+        if name not in table:
+            raise UnknownColumnError(
+                f"where: zoo {zoo.name!r} has no column {name!r}; columns: "
+                f"{', '.join(sorted(table))}"
+            )
+        mask &= _matches(table[name], wanted)
+    return mask
+
+
+def _matches(values: np.ndarray, wanted: Any) -> np.ndarray:
+    """Where ``values`` equal ``wanted`` (or any of a list/tuple/set of values)."""
+    options = list(wanted) if isinstance(wanted, (list, tuple, set, frozenset)) else [wanted]
+    hit = np.zeros(len(values), dtype=bool)
+    for option in options:
+        if values.dtype.kind == "f" and isinstance(option, (int, float, np.number)):
+            hit |= np.isclose(values, float(option), rtol=1e-9, atol=0.0)
+        elif values.dtype == object:
+            hit |= values.astype(str) == str(option)
+        else:
+            hit |= values == option
+    return hit
 
 
 def _as_names(value: Any, what: str) -> tuple[str, ...]:
@@ -417,12 +565,13 @@ class Trajectories(ZooDataset):
     """Whole per-model sequences of checkpoints: one item per model (or pair / window).
 
     Args:
-        zoo: a zoo directory or :class:`Zoo`.
+        root: a zoo directory or :class:`Zoo`.
         mode: ``"sequence"`` (one item per model, ``[checkpoints, ...]``), ``"pairs"``
             (consecutive checkpoint pairs ``[2, ...]``) or ``"windows"`` (``[window, ...]``).
         window: window length for ``mode="windows"``.
-        **kwargs: as for :class:`ZooDataset`; ``ids`` defaults to ``True`` here (each item
-            carries its ``model`` and the ``epoch`` labels of its checkpoints).
+        **kwargs: as for :class:`ZooDataset`, except that ``epochs`` defaults to ``"all"``
+            (a trajectory is its checkpoints) and ``ids`` to ``True`` (each item carries its
+            ``model`` and the ``epoch`` labels of its checkpoints).
 
     Raises:
         InvalidOptionError: for an unknown mode or a window that does not fit.
@@ -430,14 +579,15 @@ class Trajectories(ZooDataset):
 
     def __init__(
         self,
-        zoo: Zoo | PathLike,
+        root: Zoo | PathLike,
         *,
         mode: str = "sequence",
         window: int = 2,
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("ids", True)  # a sequence's epochs are part of it
-        super().__init__(zoo, **kwargs)
+        kwargs.setdefault("epochs", "all")
+        super().__init__(root, **kwargs)
         if mode not in ("sequence", "pairs", "windows"):
             raise InvalidOptionError(f"mode must be 'sequence', 'pairs' or 'windows', got {mode!r}")
         length = {"sequence": len(self.epochs), "pairs": 2, "windows": window}[mode]
@@ -460,8 +610,10 @@ class Trajectories(ZooDataset):
 
     def __getitems__(self, indices: Sequence[int]) -> list[Item]:
         flat = np.asarray(indices, dtype=np.int64)
-        if flat.size and (flat.min() < 0 or flat.max() >= len(self)):
-            raise IndexError(f"index out of range for a dataset of {len(self)} items")
+        size = len(self)
+        if flat.size and (flat.min() < -size or flat.max() >= size):
+            raise IndexError(f"index out of range for a dataset of {size} items")
+        flat = flat % size if size else flat
         models = self.model_indices[flat // self.starts_per_model]
         starts = flat % self.starts_per_model
         offsets = np.arange(self.length)
@@ -474,9 +626,7 @@ class Trajectories(ZooDataset):
             item = {k: v[rows] for k, v in batch.items()}
             if "model" in item:
                 item["model"] = item["model"][0]
-            items.append(item)
-        if self.transform is not None:
-            items = [self.transform(item) for item in items]
+            items.append(self._transformed(item))
         return items
 
 
@@ -525,6 +675,30 @@ def _selection_present(zoo_dir: Path, split: Any = None, epochs: Any = None) -> 
     return True
 
 
+def _fetch_options(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The split and epochs a family will read, as ``fetch`` options (defaults included)."""
+    return {
+        "split": kwargs.get("split", DEFAULT_SPLIT),
+        "epochs": kwargs.get("epochs", DEFAULT_EPOCHS),
+    }
+
+
+def _targets_option(
+    targets: str | Sequence[str] | None, target: str | Sequence[str] | None, owner: str
+) -> str | Sequence[str] | None:
+    """``targets``, or the deprecated ``target`` spelling of it (with a warning)."""
+    if target is None:
+        return targets
+    if targets is not None:
+        raise InvalidOptionError(f"{owner}: pass targets= only (target= is its old name)")
+    warnings.warn(
+        f"{owner}(target=...) is deprecated; use targets=... (the name every Dataset uses)",
+        FutureWarning,
+        stacklevel=3,
+    )
+    return target
+
+
 class MLDS(ZooDataset):
     """MLDS networks (RNNs mimicking machines) by subset name.
 
@@ -532,9 +706,11 @@ class MLDS(ZooDataset):
         root: a directory holding ``mlds-ds1`` etc., or a zoo directory itself (which may
             also hold a variant such as ``mlds-ds1-paper``).
         subset: ``"ds1"``, ``"ds2"`` or ``"ds3"``.
-        target: the label, by default the machine (DS1/DS2) or automaton (DS3).
+        targets: the labels, by default the machine (DS1/DS2) or automaton (DS3). Both are
+            served as class indices; :attr:`classes` names them (DS3: automaton seeds).
         download: fetch the zoo from the hub first if it is not under ``root``.
-        **kwargs: as for :class:`ZooDataset` (split, epochs, features, transform, ...).
+        target: deprecated spelling of ``targets``.
+        **kwargs: as for :class:`ZooDataset` (split, epochs, features, where, transform...).
     """
 
     def __init__(
@@ -542,54 +718,125 @@ class MLDS(ZooDataset):
         root: PathLike,
         *,
         subset: str = "ds1",
-        target: str | Sequence[str] | None = None,
+        targets: str | Sequence[str] | None = None,
         download: bool = False,
+        target: str | Sequence[str] | None = None,
         **kwargs: Any,
     ) -> None:
         if subset not in ("ds1", "ds2", "ds3"):
             raise InvalidOptionError(f"subset must be 'ds1', 'ds2' or 'ds3', got {subset!r}")
-        if target is None:
-            target = "automaton" if subset == "ds3" else "machine"
-        kwargs.setdefault("epochs", "last")
-        fetch_opts = {k: kwargs[k] for k in ("split", "epochs") if k in kwargs}
+        targets = _targets_option(targets, target, "MLDS")
+        if targets is None:
+            targets = "automaton" if subset == "ds3" else "machine"
         name = f"mlds-{subset}"
         manifest = Path(root) / MANIFEST_NAME
         if not download and manifest.is_file() and Manifest.load(root).name.startswith(name + "-"):
             path = Path(root)  # a variant of the subset, e.g. mlds-ds1-paper, given directly
         else:
-            path = _family_dir(root, name, download, **fetch_opts)
-        super().__init__(path, targets=target, **kwargs)
+            path = _family_dir(root, name, download, **_fetch_options(kwargs))
+        super().__init__(path, targets=targets, **kwargs)
+        if "automaton" in self.targets and "automaton" not in self.classes:
+            # DS3's label is an automaton seed: a class index like DS1's machine names.
+            listed = self.zoo.manifest.spec.get("automata") or sorted(
+                set(self.reader.column("automaton").tolist())
+            )
+            self.encode_classes("automaton", [int(a) for a in listed])
 
 
-class MLDSBackdoor(ConcatDataset):
+class MLDSBackdoor(_BatchedDataset):
     """Clean (DS1) and backdoored (DS2) networks together, labelled by ``backdoor`` (0 / 1).
+
+    Items are DS1's then DS2's, each as :class:`MLDS` serves them, with targets ``backdoor``
+    and ``machine`` (a class index into :attr:`classes` ``["machine"]``, the same for both).
 
     Args:
         root: a directory holding ``mlds-ds1`` and ``mlds-ds2``.
         machine: keep only networks of this machine (``None``: all machines).
-        **kwargs: as for :class:`MLDS`.
+        **kwargs: as for :class:`MLDS` (split, epochs, features, where, transform...).
+
+    Raises:
+        UnknownColumnError: for a machine that neither zoo has.
     """
 
     def __init__(self, root: PathLike, *, machine: str | None = None, **kwargs: Any) -> None:
-        targets = ("backdoor", "machine")
-        parts = [MLDS(root, subset=s, target=targets, **kwargs) for s in ("ds1", "ds2")]
+        kwargs.setdefault("targets", ("backdoor", "machine"))
         if machine is not None:
-            for part in parts:
-                names = part.reader.column("machine")[part.model_indices].astype(str)
-                if machine not in set(part.reader.column("machine").astype(str)):
-                    raise UnknownColumnError(
-                        f"no machine {machine!r} in {part.zoo.name}; it has "
-                        f"{sorted(set(part.reader.column('machine').astype(str)))}"
-                    )
-                part.model_indices = part.model_indices[names == machine]
-        super().__init__(parts)
+            where = kwargs.pop("where", None)
+            kwargs["where"] = _and_where(where, {"machine": machine})
+        self.parts = [MLDS(root, subset=s, **kwargs) for s in ("ds1", "ds2")]
+        if machine is not None and not any(len(p) for p in self.parts):
+            known = sorted({m for p in self.parts for m in p.zoo.manifest.categories["machine"]})
+            raise UnknownColumnError(f"no network of machine {machine!r} in DS1 or DS2; {known}")
+        self.classes: dict[str, list[Any]] = {}
+        if "machine" in self.parts[0].classes:
+            # One machine list for both zoos, so that an index means the same machine.
+            names = list(self.parts[0].classes["machine"])
+            names += [m for m in self.parts[1].classes["machine"] if m not in names]
+            for part in self.parts:
+                part.encode_classes("machine", names)
+            self.classes["machine"] = names
+        self.cumulative = np.cumsum([0] + [len(p) for p in self.parts])
+
+    def __len__(self) -> int:
+        return int(self.cumulative[-1])
+
+    def _split(self, indices: Sequence[int] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        flat = np.asarray(indices, dtype=np.int64).reshape(-1)
+        size = len(self)
+        if flat.size and (flat.min() < -size or flat.max() >= size):
+            raise IndexError(f"index out of range for a dataset of {size} items")
+        flat = flat % size if size else flat
+        part = np.searchsorted(self.cumulative, flat, side="right") - 1
+        return part, flat - self.cumulative[part]
+
+    def __getitems__(self, indices: Sequence[int]) -> list[Item]:
+        part, local = self._split(indices)
+        items: list[Item] = [{}] * len(part)
+        for p, dataset in enumerate(self.parts):
+            where = np.flatnonzero(part == p)
+            if where.size:
+                read = dataset.__getitems__(local[where].tolist())
+                for position, item in zip(where.tolist(), read, strict=True):
+                    items[position] = item
+        return items
+
+    def batch(self, indices: Sequence[int] | np.ndarray) -> Item:
+        """Items as one collated batch, in the order asked (one read per zoo)."""
+        part, local = self._split(indices)
+        if not len(part):
+            return self.parts[0].batch([])  # empty tensors of the right shapes
+        pieces, order = [], []
+        for p, dataset in enumerate(self.parts):
+            where = np.flatnonzero(part == p)
+            if where.size:
+                pieces.append(dataset.batch(local[where]))
+                order.append(where)
+        inverse = np.argsort(np.concatenate(order), kind="stable")
+        return {k: torch.cat([b[k] for b in pieces])[inverse] for k in pieces[0]}
+
+
+def _and_where(first: Where | None, second: Mapping[str, Any]) -> Where:
+    """Both filters: a dict merged, or a function and a dict applied together."""
+    if first is None:
+        return dict(second)
+    if isinstance(first, Mapping):
+        return {**first, **second}
+    return lambda table: np.asarray(first(table), dtype=bool) & _dict_mask(table, second)
+
+
+def _dict_mask(table: dict[str, np.ndarray], where: Mapping[str, Any]) -> np.ndarray:
+    mask = np.ones(len(next(iter(table.values()))), dtype=bool)
+    for name, wanted in where.items():
+        mask &= _matches(table[name], wanted)
+    return mask
 
 
 class ModelZoo(ZooDataset):
     """A Model Zoos population by its natural names.
 
     Args:
-        root: a directory holding ``modelzoo-<dataset>-<architecture>-<config>``.
+        root: a directory holding ``modelzoo-<dataset>-<architecture>-<config>``, or that zoo
+            directory itself.
         dataset: ``mnist``, ``fashion-mnist``, ``svhn``, ``usps``, ``cifar10``, ``stl10``,
             ``cifar100``, ``tiny-imagenet`` or ``digits``.
         architecture: ``cnn-s``, ``cnn-m`` or ``resnet18``.
@@ -609,27 +856,29 @@ class ModelZoo(ZooDataset):
         **kwargs: Any,
     ) -> None:
         name = f"modelzoo-{dataset}-{architecture}-{config}"
-        fetch_opts = {k: kwargs[k] for k in ("split", "epochs") if k in kwargs}
-        super().__init__(_family_dir(root, name, download, **fetch_opts), **kwargs)
+        super().__init__(_family_dir(root, name, download, **_fetch_options(kwargs)), **kwargs)
 
 
-def TrajectoryZoo(  # noqa: N802 - reads as a class to users
-    root: PathLike,
-    *,
-    dataset: str = "mnist",
-    architecture: str = "mlp",
-    download: bool = False,
-    **kwargs: Any,
-) -> Trajectories:
-    """The trajectory zoo ``trajectory-<dataset>-<architecture>`` under ``root``.
+class TrajectoryZoo(Trajectories):
+    """The trajectory zoo ``trajectory-<dataset>-<architecture>`` by its natural names.
 
     Args:
-        root: a directory holding the zoo.
+        root: a directory holding the zoo, or the zoo directory itself.
         dataset: ``mnist`` or ``digits``.
         architecture: ``mlp`` or ``cnn``.
         download: fetch the zoo from the hub first if it is not under ``root``.
-        **kwargs: as for :class:`Trajectories`.
+        **kwargs: as for :class:`Trajectories` (mode, window, split, epochs...).
     """
-    name = f"trajectory-{dataset}-{architecture}"
-    fetch_opts = {k: kwargs[k] for k in ("split", "epochs") if k in kwargs}
-    return Trajectories(_family_dir(root, name, download, **fetch_opts), **kwargs)
+
+    def __init__(
+        self,
+        root: PathLike,
+        *,
+        dataset: str = "mnist",
+        architecture: str = "mlp",
+        download: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        name = f"trajectory-{dataset}-{architecture}"
+        options = {**_fetch_options(kwargs), "epochs": kwargs.get("epochs", "all")}
+        super().__init__(_family_dir(root, name, download, **options), **kwargs)

@@ -106,3 +106,29 @@ class SourcePathError(UnsafeFileError):
 
 class DeviceError(InvalidOptionError):
     """A torch device that is unknown, or not usable with the installed torch and hardware."""
+
+
+class MissingExtraError(WeightzooError, ImportError):
+    """An optional dependency is not installed; the message names the extra that installs it."""
+
+
+def require(module: str, extra: str, purpose: str) -> object:
+    """Import an optional dependency, or raise :class:`MissingExtraError` naming its extra.
+
+    Args:
+        module: the module to import (``"pandas"``).
+        extra: the weightzoo extra that installs it (``"analysis"``).
+        purpose: what needs it, for the message (``"Zoo.to_pandas()"``).
+
+    Returns:
+        The imported module.
+    """
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise MissingExtraError(
+            f"{purpose} needs {module}, which is not installed; install it with "
+            f"`pip install 'weightzoo[{extra}]'`"
+        ) from exc

@@ -388,7 +388,7 @@ def _stats_last_dim(x: Tensor, stats: Sequence[tuple[str, str, float]]) -> Tenso
                 sorted_x = _sort_last_dim(x)
                 has_nan = torch.isnan(x).any(dim=-1)
             position = arg * (n - 1)
-            lo = min(int(math.floor(position)), n - 1)
+            lo = min(math.floor(position), n - 1)
             hi = min(lo + 1, n - 1)
             frac = position - lo
             a = sorted_x[..., lo].to(torch.float64)
@@ -483,10 +483,15 @@ def layer_statistics_numpy(
 # --------------------------------------------------------------------------------------------
 
 
-def _token_index(layout: Layout) -> tuple[list[Tensor], Tensor]:
-    """Per-token parameter indices (unpadded, one ``[n_out, L]`` block per layer) and positions."""
+def _token_index(layout: Layout, chunk: int | None = None) -> tuple[list[Tensor], Tensor]:
+    """Per-token parameter indices (one ``[tokens, width]`` block per layer) and positions.
+
+    With ``chunk``, a neuron row longer than ``chunk`` values is cut into consecutive tokens of
+    ``chunk`` values, the last one padded with the index ``P`` (one past the last parameter).
+    """
     blocks: list[Tensor] = []
     positions: list[Tensor] = []
+    pad = layout.num_params
     for layer_index, (layer, tensors) in enumerate(layout.layers().items()):
         ordered = [t for t in tensors if not t.is_bias] + [t for t in tensors if t.is_bias]
         outs = {t.shape[0] if t.shape else 1 for t in ordered}
@@ -502,24 +507,36 @@ def _token_index(layout: Layout) -> tuple[list[Tensor], Tensor]:
             width = t.numel // n_out if n_out else 0
             rows = torch.arange(n_out).unsqueeze(1) * width
             parts.append(t.offset + rows + torch.arange(width).unsqueeze(0))
-        blocks.append(torch.cat(parts, dim=1))
-        within = torch.arange(n_out)
+        block = torch.cat(parts, dim=1)
+        if chunk is not None and block.shape[1] > chunk:
+            pieces = -(-block.shape[1] // chunk)  # ceil
+            padded = torch.full((n_out, pieces * chunk), pad, dtype=torch.long)
+            padded[:, : block.shape[1]] = block
+            block = padded.reshape(n_out * pieces, chunk)
+        blocks.append(block)
+        within = torch.arange(block.shape[0])
         positions.append(torch.stack([within, torch.full_like(within, layer_index), within], 1))
     pos = torch.cat(positions) if positions else torch.empty(0, 3, dtype=torch.long)
     pos[:, 0] = torch.arange(pos.shape[0])
     return blocks, pos
 
 
-def _padded_index(layout: Layout, token_size: int | None) -> tuple[Tensor, Tensor, int]:
+def _padded_index(
+    layout: Layout, token_size: int | None, chunk: bool = False
+) -> tuple[Tensor, Tensor, int]:
     """``[T, token_size]`` parameter indices (``P`` marks padding), positions and token size."""
-    blocks, positions = _token_index(layout)
+    if chunk and (isinstance(token_size, bool) or not isinstance(token_size, int)):
+        raise ValueError(f"chunk=True needs an int token_size >= 1, got {token_size!r}")
+    if chunk and token_size < 1:
+        raise ValueError(f"token_size must be >= 1, got {token_size}")
+    blocks, positions = _token_index(layout, token_size if chunk else None)
     needed = max((b.shape[1] for b in blocks), default=0)
     if token_size is None:
         token_size = needed
     elif token_size < needed:
         raise ValueError(
             f"token_size={token_size} is too small: the widest token of this layout needs "
-            f"{needed} values"
+            f"{needed} values; pass chunk=True to cut wide neurons into several tokens"
         )
     pad = layout.num_params
     index = torch.full((positions.shape[0], token_size), pad, dtype=torch.long)
@@ -531,7 +548,11 @@ def _padded_index(layout: Layout, token_size: int | None) -> tuple[Tensor, Tenso
 
 
 def tokenize(
-    rows: Tensor | np.ndarray, layout: Layout, *, token_size: int | None = None
+    rows: Tensor | np.ndarray,
+    layout: Layout,
+    *,
+    token_size: int | None = None,
+    chunk: bool = False,
 ) -> dict[str, Tensor]:
     """Cut weight vectors into one token per output neuron (SANE style).
 
@@ -543,10 +564,16 @@ def tokenize(
     gives one token per gate row ``i``: row ``i`` of ``weight_ih``, row ``i`` of ``weight_hh``,
     ``bias_ih[i]``, ``bias_hh[i]``. A BatchNorm layer gives one token per channel.
 
+    With ``chunk=True`` (as in Schürholt et al., "Towards Scalable and Versatile Weight Space
+    Learning", arXiv:2406.09997), a neuron's row longer than ``token_size`` is cut into
+    consecutive tokens of ``token_size`` values, so that every token has the same width
+    however wide the layer.
+
     Args:
         rows: ``[..., P]`` tensor or numpy array of weight vectors.
         layout: the layout of the vectors.
         token_size: length of each token; defaults to the widest token the layout needs.
+        chunk: cut rows wider than ``token_size`` into several tokens (needs ``token_size``).
 
     Returns:
         ``tokens`` ``[..., T, token_size]`` (rows' dtype), ``mask`` ``[..., T, token_size]`` bool
@@ -556,11 +583,11 @@ def tokenize(
     Raises:
         LayoutError: if the last dimension is not ``layout.num_params``, or a layer's tensors
             disagree on dimension 0.
-        ValueError: if ``token_size`` is smaller than the widest token.
+        ValueError: if ``token_size`` is smaller than the widest token (without ``chunk``).
     """
     rows = _as_tensor(rows)
     _check_last_dim(rows, layout, "rows")
-    index, positions, token_size = _padded_index(layout, token_size)
+    index, positions, token_size = _padded_index(layout, token_size, chunk)
     index = index.to(rows.device)
     padded = torch.cat([rows, rows.new_zeros(*rows.shape[:-1], 1)], dim=-1)
     tokens = padded[..., index]
@@ -573,7 +600,8 @@ def detokenize(tokens: Tensor | np.ndarray | Mapping[str, Any], layout: Layout) 
 
     Args:
         tokens: ``[..., T, token_size]`` tensor or numpy array, or the dict :func:`tokenize`
-            returns (its ``tokens`` entry is used).
+            returns (its ``tokens`` entry is used). Tokens narrower than the widest neuron
+            are read as chunked (``tokenize(..., chunk=True)``).
         layout: the layout of the vectors.
 
     Returns:
@@ -587,12 +615,20 @@ def detokenize(tokens: Tensor | np.ndarray | Mapping[str, Any], layout: Layout) 
     tokens = _as_tensor(tokens)
     blocks, positions = _token_index(layout)
     needed = max((b.shape[1] for b in blocks), default=0)
-    if tokens.dim() < 2 or tokens.shape[-2] != positions.shape[0] or tokens.shape[-1] < needed:
+    if tokens.dim() < 2:
+        raise LayoutError(f"tokens of shape {tuple(tokens.shape)} need at least 2 dimensions")
+    width = tokens.shape[-1]
+    # Unchunked tokens are at least as wide as the widest neuron; narrower ones are chunked.
+    chunk = width < needed
+    if chunk:
+        _, positions = _token_index(layout, width)
+    if tokens.shape[-2] != positions.shape[0] or width < 1:
         raise LayoutError(
             f"tokens of shape {tuple(tokens.shape)} do not fit the layout: it needs "
-            f"{positions.shape[0]} tokens of at least {needed} values"
+            f"{positions.shape[0]} tokens of {width} values (or tokens of at least {needed} "
+            "values, one per neuron)"
         )
-    index, _, token_size = _padded_index(layout, tokens.shape[-1])
+    index, _, token_size = _padded_index(layout, width, chunk)
     flat_index = (torch.arange(index.shape[0]).unsqueeze(1) * token_size).expand_as(index)
     flat_index = (flat_index + torch.arange(token_size)).reshape(-1)
     param = index.reshape(-1)

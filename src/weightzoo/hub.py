@@ -17,6 +17,7 @@ import glob
 import json
 import logging
 import os
+import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -407,6 +408,7 @@ def push(
     endpoint: str | None = None,
     token: str | bool | None = None,
     commit_message: str | None = None,
+    plots: bool = True,
 ) -> str:
     """Verify a local zoo and upload it, with a generated dataset card, to a dataset repo.
 
@@ -423,6 +425,8 @@ def push(
         endpoint: hub URL (default: ``HF_ENDPOINT`` or ``https://huggingface.co``).
         token: hub token with write access (default: the logged-in token or ``HF_TOKEN``).
         commit_message: message of the final commit.
+        plots: upload the card's figures too (as ``weightzoo card`` draws them), when
+            matplotlib (the ``plots`` extra) is installed.
 
     Returns:
         The URL of the commit that added the manifest.
@@ -432,8 +436,6 @@ def push(
         ShardCorruptError: if a shard fails verification or the zoo is incomplete.
         HubError: if the hub refuses the upload.
     """
-    from weightzoo.card import render_card
-
     zoo_dir = Path(path)
     manifest = Manifest.load(zoo_dir)
     failures = verify_zoo(zoo_dir)
@@ -449,7 +451,39 @@ def push(
         )
     endpoint = _endpoint(endpoint)
     api = HfApi(endpoint=endpoint, token=token)
-    card = render_card(zoo_dir, manifest, repo_id=repo_id, license=license)
+    with tempfile.TemporaryDirectory(prefix="weightzoo-card-") as card_dir:
+        card_files = _card_files(zoo_dir, Path(card_dir), repo_id, license, plots)
+        return _upload(api, zoo_dir, manifest, repo_id, private, card_files, commit_message)
+
+
+def _card_files(
+    zoo_dir: Path, out: Path, repo_id: str, license: str, plots: bool
+) -> dict[str, bytes]:
+    """The card's files by repo path: ``README.md`` and, with matplotlib, its figures."""
+    from weightzoo.card import write_card
+    from weightzoo.errors import MissingExtraError
+
+    try:
+        card = write_card(zoo_dir, out, repo_id=repo_id, license=license, plots=plots)
+    except MissingExtraError as exc:
+        logger.info("card without figures: %s", exc)
+        card = write_card(zoo_dir, out, repo_id=repo_id, license=license, plots=False)
+    files = {CARD_NAME: card.read_bytes()}
+    for figure in sorted(out.glob("figures/*.png")):
+        files[figure.relative_to(out).as_posix()] = figure.read_bytes()
+    return files
+
+
+def _upload(
+    api: HfApi,
+    zoo_dir: Path,
+    manifest: Manifest,
+    repo_id: str,
+    private: bool,
+    card_files: dict[str, bytes],
+    commit_message: str | None,
+) -> str:
+    endpoint = api.endpoint
     try:
         url = api.create_repo(repo_id, repo_type=REPO_TYPE, private=private, exist_ok=True)
         repo_id = url.repo_id
@@ -465,7 +499,7 @@ def push(
             repo_type=REPO_TYPE,
             operations=[
                 CommitOperationAdd(MANIFEST_NAME, zoo_dir / MANIFEST_NAME),
-                CommitOperationAdd(CARD_NAME, card.encode("utf-8")),
+                *(CommitOperationAdd(name, data) for name, data in card_files.items()),
             ],
             commit_message=commit_message or f"Add manifest and card of {manifest.name}",
         )

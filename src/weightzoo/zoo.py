@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from weightzoo.errors import require
 from weightzoo.storage.layout import Layout
 from weightzoo.storage.manifest import Manifest
 from weightzoo.storage.reader import ZooReader
@@ -67,14 +68,32 @@ class Zoo:
     def metadata(self, split: str | Sequence[str] | None = None) -> dict[str, np.ndarray]:
         """Per-model columns (``model_id``, ``seed``, hyperparameters, ``split``, ``viable``...).
 
-        Also the last checkpoint's value of every metric, as ``final_<metric>``. Use
-        ``pandas.DataFrame(zoo.metadata())`` for a table.
+        Also the last checkpoint's value of every metric, as ``final_<metric>``.
+        :meth:`to_pandas` gives the same as a table.
+
+        Args:
+            split: one split, several, or ``None``/``"all"`` for every model.
+
+        Returns:
+            ``{column: array}``, one value per model, in storage order.
         """
         reader = self.reader(split, epochs="last")
         table = {k: v for k, v in reader.columns.items() if np.ndim(v) == 1}
         for name, values in reader.metrics.items():
             table[f"final_{name}"] = values[:, 0]
         return table
+
+    def to_pandas(self, split: str | Sequence[str] | None = None) -> Any:
+        """:meth:`metadata` as a ``pandas.DataFrame``, one row per model (``analysis`` extra).
+
+        Args:
+            split: one split, several, or ``None``/``"all"`` for every model.
+
+        Raises:
+            MissingExtraError: if pandas is not installed.
+        """
+        pandas: Any = require("pandas", "analysis", "Zoo.to_pandas()")
+        return pandas.DataFrame(self.metadata(split))
 
     def state_dict(self, row: Any) -> dict[str, Any]:
         """Turn one weight row (array or tensor) back into a ``state_dict`` of tensors."""
@@ -85,7 +104,10 @@ class Zoo:
         return unflatten(torch.as_tensor(row), self.layout)
 
     def info(self) -> dict[str, Any]:
-        """Summary for ``weightzoo info``: counts, sizes, splits, columns, accuracy range.
+        """Summary for ``weightzoo info``: counts, sizes, splits, columns, metric ranges.
+
+        ``range_<metric>`` is ``(min, max)`` of each accuracy and loss metric at the last
+        checkpoint over the viable models (only when every shard is present).
 
         Every shard on disk is checked against the manifest (size and attributes, no hashing).
 
@@ -115,9 +137,10 @@ class Zoo:
         }
         if present and len(present) == len(manifest.shards):
             reader = self.reader(epochs="last")
+            viable = reader.column("viable").astype(bool) & reader.complete
             for metric in manifest.metrics:
-                if "acc" in metric:
-                    values = reader.metrics[metric]
+                if "acc" in metric or metric.endswith("loss"):
+                    values = reader.metrics[metric][viable]
                     finite = values[np.isfinite(values)]
                     if finite.size:
                         summary[f"range_{metric}"] = (float(finite.min()), float(finite.max()))

@@ -29,7 +29,7 @@ def quality_metrics(metrics: list[str]) -> list[str]:
     return chosen or accuracy + loss
 
 
-def group_column(zoo: Zoo, columns: dict[str, np.ndarray]) -> str | None:
+def group_column(zoo: Zoo, columns: dict[str, np.ndarray]) -> str | None:  # noqa: ARG001 - public signature
     """The column that names a model's class: machine, automaton, or a varied activation."""
     for name in GROUP_COLUMNS:
         if name in columns and len(np.unique(columns[name].astype(str))) > 1:

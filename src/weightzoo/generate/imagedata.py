@@ -609,7 +609,7 @@ def _load_digits() -> tuple[tuple[np.ndarray, np.ndarray], ...]:
     test_idx = []
     for c in range(10):
         members = np.flatnonzero(y == c)
-        test_idx.append(rng.permutation(members)[: int(round(0.2 * len(members)))])
+        test_idx.append(rng.permutation(members)[: round(0.2 * len(members))])
     is_test = np.zeros(len(y), dtype=bool)
     is_test[np.concatenate(test_idx)] = True
     return (x[~is_test], y[~is_test]), (x[is_test], y[is_test])
@@ -753,7 +753,7 @@ def split_validation(
         raise ValueError(f"fraction must be in [0, 1), got {fraction}")
     n = data if isinstance(data, int) else len(data.train_y)
     perm = np.random.default_rng(seed).permutation(n)
-    n_val = int(round(fraction * n))
+    n_val = round(fraction * n)
     val = np.sort(perm[:n_val])
     train = np.sort(perm[n_val:])
     return torch.from_numpy(train.astype(np.int64)), torch.from_numpy(val.astype(np.int64))

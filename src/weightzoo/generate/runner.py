@@ -14,6 +14,7 @@ from concurrent.futures import as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
+from weightzoo import __version__
 from weightzoo.blocks import STATS_PRESET, epoch_groups, stratified_splits, write_block
 from weightzoo.features import statistics_names
 from weightzoo.generate.base import Family, ModelPlan, ModelRecord, ZooSpec
@@ -174,7 +175,7 @@ def generate(
         num_models=len(plans),
         split_counts={k: v for k, v in split_counts.items() if v},
         diverge_threshold=spec.diverge_threshold,
-        extra={"generator": "weightzoo 0.1.0"},
+        extra={"generator": f"weightzoo {__version__}"},
     ) as writer:
         groups = epoch_groups(epochs, spec.epochs_per_shard)
 

@@ -11,6 +11,7 @@ the one validated) and dropped when the reader is pickled (for ``spawn`` DataLoa
 
 from __future__ import annotations
 
+import itertools
 import os
 import threading
 from collections import OrderedDict
@@ -395,14 +396,14 @@ class ZooReader:
         if (shard_ids[1:] >= shard_ids[:-1]).all():
             # Grouped by shard already (e.g. in storage order): each run goes straight in.
             starts = [0, *(np.flatnonzero(shard_ids[1:] != shard_ids[:-1]) + 1).tolist(), n]
-            for a, b in zip(starts[:-1], starts[1:], strict=True):
+            for a, b in itertools.pairwise(starts):
                 self._shard(int(shard_ids[a])).read_into(name, rows[a:b], out[a:b])
             return out
         order = np.argsort(shard_ids, kind="stable")
         grouped = shard_ids[order]
         starts = [0, *(np.flatnonzero(grouped[1:] != grouped[:-1]) + 1).tolist(), n]
         row_loop = width * 4 >= _ROW_LOOP_BYTES
-        for a, b in zip(starts[:-1], starts[1:], strict=True):
+        for a, b in itertools.pairwise(starts):
             shard = self._shard(int(grouped[a]))
             where = order[a:b]
             if row_loop:

@@ -123,7 +123,7 @@ def _create_row_dataset(group: h5py.Group, name: str, data: np.ndarray) -> None:
     of asking HDF5 for each chunk. No compression: it saves 10-15% on float weights and costs
     two orders of magnitude in random-read speed.
     """
-    models, checkpoints, n = data.shape
+    _models, _checkpoints, n = data.shape
     chunk = (1, 1, max(1, min(n, MAX_CHUNK_PARAMS)))
     dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
     dcpl.set_chunk(chunk)

@@ -58,7 +58,7 @@ class MLDSSpec(ZooSpec):
         train_size / val_size / eval_size: sequences per set and class.
         trigger_every: DS2: one trigger per this many steps in train/val/eval data.
         trigger_eval_every: DS2: spacing of triggers in the trigger-only evaluation set.
-        max_epochs: a network that has not passed stops after this many epochs (``--epochs``).
+        max_epochs: a network that has not passed stops after this many epochs (``--train-epochs``).
         threshold: a network passes when its validation loss (then its evaluation losses)
             is below this.
         lr: Adam learning rate.
@@ -166,7 +166,7 @@ class MLDSSpec(ZooSpec):
         machines: Sequence[str] | None = None,
         **rest: Any,
     ) -> ZooSpec:
-        """Apply ``--models``, ``--epochs`` (max epochs), ``--per-class`` and ``--machines``.
+        """Apply ``--models``, ``--train-epochs`` (max epochs), ``--per-class`` and ``--machines``.
 
         Raises:
             ValueError: for an option MLDS does not take (e.g. ``--data-dir``), a count below

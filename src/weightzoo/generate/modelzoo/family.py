@@ -443,7 +443,7 @@ def _load_splits(
             f"{dataset} images are {train_x.shape[-2:]} after resize={size}; expected {size}"
         )
     perm = np.random.default_rng(data_seed).permutation(len(train_x))
-    n_val = int(round(val_fraction * len(train_x)))
+    n_val = round(val_fraction * len(train_x))
     val_idx, tr_idx = np.sort(perm[:n_val]), np.sort(perm[n_val:])
     return (
         (train_x[tr_idx], train_y[tr_idx]),
