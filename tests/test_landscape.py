@@ -52,8 +52,9 @@ def dense_hessian(module, row, batches, loss_fn=F.cross_entropy) -> torch.Tensor
 
 
 # ------------------------------------------------------------------------------- Hessian
+@pytest.mark.filterwarnings("error::RuntimeWarning")
 def test_top_eigenvalue_matches_each_models_dense_hessian(mlp, rows, batches):
-    got = landscape.hessian_top_eigenvalue(mlp, rows, batches, F.cross_entropy, iters=120, tol=1e-9)
+    got = landscape.hessian_top_eigenvalue(mlp, rows, batches, F.cross_entropy, iters=80, tol=1e-9)
     assert got.shape == (M,)
     for m in range(M):
         eig = torch.linalg.eigvalsh(dense_hessian(mlp, rows[m], batches))
@@ -66,16 +67,26 @@ def test_algebraic_top_eigenvalue_when_the_largest_magnitude_is_negative(mlp, ro
     def negated(out, y):
         return -F.cross_entropy(out, y)
 
-    kwargs = {"iters": 120, "tol": 1e-9}
-    magnitude = landscape.hessian_top_eigenvalue(mlp, rows, batches, negated, **kwargs)
+    kwargs = {"hvp": "reverse", "tol": 1e-10}  # reverse: the faster product on tiny models
+    magnitude = landscape.hessian_top_eigenvalue(mlp, rows, batches, negated, iters=80, **kwargs)
+    # The shifted spectrum's top gap is small: give the second power iteration more steps.
     algebraic = landscape.hessian_top_eigenvalue(
-        mlp, rows, batches, negated, which="algebraic", **kwargs
+        mlp, rows, batches, negated, which="algebraic", iters=200, **kwargs
     )
     for m in range(M):
         eig = torch.linalg.eigvalsh(dense_hessian(mlp, rows[m], batches, negated))
         assert magnitude[m].item() == pytest.approx(eig[eig.abs().argmax()].item(), rel=1e-4)
         assert algebraic[m].item() == pytest.approx(eig[-1].item(), rel=1e-3, abs=1e-6)
-    assert (magnitude < 0).any()  # the shift path was exercised
+    assert (magnitude < 0).all()  # the shift path was exercised
+
+
+def test_warns_when_extreme_eigenvalues_cancel(mlp, rows, batches):
+    # On the first batch alone model 2's Hessian has eigenvalues -0.487 and +0.468: power
+    # iteration alternates between them and settles on a wrong Rayleigh quotient.
+    eig = torch.linalg.eigvalsh(dense_hessian(mlp, rows[2], batches[:1]))
+    assert (eig[0] + eig[-1]).abs() < 0.05 * eig[-1]
+    with pytest.warns(RuntimeWarning, match="did not converge for 1 of 4 models"):
+        landscape.hessian_top_eigenvalue(mlp, rows, batches[:1], F.cross_entropy)
 
 
 def test_loop_reverse_mode_and_chunks_agree_with_vmap(mlp, rows, batches):
@@ -238,7 +249,7 @@ def test_bezier_curve_lowers_the_barrier_between_permuted_twins():
     b = torch.stack([torch.cat([v.reshape(-1) for v in permuted(n, perm).values()]) for n in nets])
     data = xor_task()
     result = landscape.mode_connectivity(
-        nets[0], a, b, data, F.cross_entropy, accuracy_fn=accuracy, steps=300, lr=0.1
+        nets[0], a, b, data, F.cross_entropy, accuracy_fn=accuracy, steps=60, lr=0.2
     )
     assert result.linear_loss.shape == result.curve_loss.shape == (2, 11)
     # Same function at both ends, so the endpoints' losses agree and the paths start there.
@@ -246,12 +257,12 @@ def test_bezier_curve_lowers_the_barrier_between_permuted_twins():
     np.testing.assert_allclose(result.curve_loss[:, [0, -1]], result.linear_loss[:, [0, -1]])
     assert (result.linear_barrier > 0.1).all()
     assert (result.curve_barrier < result.linear_barrier).all()
-    assert (result.curve_barrier < 0.5 * result.linear_barrier).all()
+    assert (result.curve_barrier < 0.25 * result.linear_barrier).all()
     assert (result.mc < 0).all() and (result.mc > -result.linear_barrier).all()
     assert result.curve_error is not None and result.curve_error.shape == (2, 11)
     # Each pair trains its own control point: pair 1 alone gives the same curve.
     alone = landscape.mode_connectivity(
-        nets[0], a[1:], b[1:], data, F.cross_entropy, steps=300, lr=0.1
+        nets[0], a[1:], b[1:], data, F.cross_entropy, steps=60, lr=0.2
     )
     np.testing.assert_allclose(alone.curve_loss[0], result.curve_loss[1], rtol=1e-8)
     assert set(result.control) == set(layout.names)
