@@ -320,6 +320,7 @@ def test_landscape_metrics_bad_input(mlp, rows, batches):
         landscape.hessian_top_eigenvalue(mlp, rows, batches, F.cross_entropy, which="smallest")
 
 
+@pytest.mark.filterwarnings("ignore:power iteration did not converge")  # 3 steps only
 def test_zoo_architectures_run(rng):
     """A CNN-s (conv, max-pool) under vmap and an MLDS GRU network (looped, reverse mode)."""
     from weightzoo.architectures import image, mlds

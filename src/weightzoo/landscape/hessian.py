@@ -207,8 +207,9 @@ def _power(
         warnings.warn(
             f"power iteration did not converge for {int(bad.sum())} of {size} models (relative "
             f"residual ||Hv - lambda v|| / |lambda| up to {float(residual.max()):.3g}): raise "
-            "iters, and expect this where the largest and smallest eigenvalues have nearly the "
-            "same magnitude and opposite signs",
+            "iters; a residual that stays near 1 means the largest and smallest eigenvalues "
+            "have nearly the same magnitude and opposite signs, which power iteration cannot "
+            "separate",
             RuntimeWarning,
             stacklevel=3,
         )
