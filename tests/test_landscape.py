@@ -342,3 +342,39 @@ def test_zoo_architectures_run(rng):
     target = torch.randn(3, 4, net.config.output_size)
     got = landscape.landscape_metrics(net, rnn_rows, (seq, target), F.mse_loss, iters=3, probes=2)
     assert np.isfinite(got["hessian_top"]).all() and got["hessian_top"][0] != got["hessian_top"][1]
+
+
+def test_batchnorm_buffers_are_fixed_and_the_module_mode_restored():
+    """Rows carry BatchNorm running statistics: used as given, never differentiated."""
+    torch.manual_seed(2)  # extreme eigenvalues well apart in magnitude for both models
+    net = nn.Sequential(
+        nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.Tanh(), nn.Flatten(), nn.Linear(8, 2)
+    ).double()
+    layout = layout_of(net)
+    assert "1.running_var" in layout
+    rows = torch.randn(2, layout.num_params, dtype=torch.float64)
+    var = layout["1.running_var"]
+    rows[:, var.offset : var.stop] = torch.rand(2, 2, dtype=torch.float64) + 0.5
+    x, y = torch.randn(6, 1, 4, 4, dtype=torch.float64), torch.randint(0, 2, (6,))
+    net.train()
+    got = landscape.hessian_top_eigenvalue(net, rows, (x, y), F.cross_entropy, iters=100, tol=0)
+    assert net.training and net[1].training  # the caller's mode is back
+    for m in range(2):
+        eig = torch.linalg.eigvalsh(params_only_hessian(net, rows[m], x, y))
+        assert got[m].item() == pytest.approx(eig[eig.abs().argmax()].item(), rel=1e-3)
+
+
+def params_only_hessian(net, row, x, y) -> torch.Tensor:
+    """Dense Hessian over the parameters, with the row's buffers held fixed."""
+    tensors = unflatten(row, layout_of(net))
+    names = [name for name, _ in net.named_parameters()]
+    buffers = {k: v for k, v in tensors.items() if k not in names}
+    sizes = [tensors[n].numel() for n in names]
+
+    def loss(w):
+        parts = dict(zip(names, torch.split(w, sizes), strict=True))
+        params = {n: parts[n].reshape(tensors[n].shape) for n in names}
+        return F.cross_entropy(functional_call(net.eval(), (params, buffers), (x,)), y)
+
+    flat = torch.cat([tensors[n].reshape(-1) for n in names])
+    return torch.autograd.functional.hessian(loss, flat)

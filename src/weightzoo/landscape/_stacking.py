@@ -7,6 +7,7 @@ by all models.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -109,7 +110,24 @@ def _is_recurrent(module: nn.Module) -> bool:
     return any(isinstance(m, nn.RNNBase) for m in module.modules())
 
 
+def in_eval_mode(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Run ``fn(module, ...)`` with ``module`` in eval mode, restoring every submodule's mode."""
+
+    @functools.wraps(fn)
+    def wrapper(module: nn.Module, *args: Any, **kwargs: Any) -> Any:
+        modes = [(m, m.training) for m in module.modules()]
+        module.eval()
+        try:
+            return fn(module, *args, **kwargs)
+        finally:
+            for m, training in modes:
+                m.training = training
+
+    return wrapper
+
+
 def resolve_plan(module: nn.Module, vectorize: bool | None, hvp: str | None) -> tuple[bool, str]:
+    """``(vectorize, hvp)`` with the defaults filled in for ``module``."""
     # vmap has no batching rule for the fused RNN kernels, and their forward-mode AD fails.
     recurrent = _is_recurrent(module)
     vectorize = (not recurrent) if vectorize is None else bool(vectorize)
@@ -120,6 +138,7 @@ def resolve_plan(module: nn.Module, vectorize: bool | None, hvp: str | None) -> 
 
 
 def as_batches(data: Data, device: torch.device, dtype: torch.dtype) -> list[Batch]:
+    """``data`` as a list of ``(inputs, targets)`` on ``device``, float inputs in ``dtype``."""
     if isinstance(data, tuple) and len(data) == 2 and isinstance(data[0], Tensor):
         data = [data]
     out = []
@@ -183,6 +202,7 @@ def per_model_dot(a: Params, b: Params) -> Tensor:
 
 
 def chunk_slices(size: int, chunk: int | None) -> list[slice]:
+    """Slices of ``chunk`` models covering ``size`` (one slice for ``chunk=None``)."""
     if chunk is None:
         return [slice(0, size)]
     if chunk < 1:
@@ -204,6 +224,8 @@ def shared_draw(params: Params, generator: torch.Generator, draw: str) -> Params
 
 
 def loss_of(module: nn.Module, loss_fn: LossFn) -> Callable[..., Tensor]:
+    """``(params, buffers, x, y) -> loss`` of one model, for the ``torch.func`` transforms."""
+
     def loss(p: Params, b: Params, x: Tensor, y: Tensor) -> Tensor:
         return loss_fn(functional_call(module, (p, b), (x,)), y)
 
@@ -211,6 +233,7 @@ def loss_of(module: nn.Module, loss_fn: LossFn) -> Callable[..., Tensor]:
 
 
 def slice_weights(weights: Any, part: slice) -> Any:
+    """Models ``part`` of rows or of a stacked dict."""
     if isinstance(weights, Mapping):
         return {k: torch.as_tensor(v)[part] for k, v in weights.items()}
     return weights[part]

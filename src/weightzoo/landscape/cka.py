@@ -11,7 +11,13 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from weightzoo.errors import InvalidOptionError
-from weightzoo.landscape._stacking import Params, over_models, resolve_plan, weights_of
+from weightzoo.landscape._stacking import (
+    Params,
+    in_eval_mode,
+    over_models,
+    resolve_plan,
+    weights_of,
+)
 from weightzoo.storage.layout import Layout
 
 __all__ = ["UnknownLayerError", "cka", "cka_between", "layer_activations"]
@@ -63,6 +69,7 @@ def cka(a: Tensor | np.ndarray, b: Tensor | np.ndarray) -> Tensor:
     return torch.where(denom > 0, cross / denom.clamp_min(1e-300), torch.nan)
 
 
+@in_eval_mode
 def layer_activations(
     module: nn.Module,
     params: Tensor | np.ndarray | Mapping[str, Tensor],
@@ -90,7 +97,6 @@ def layer_activations(
     Raises:
         UnknownLayerError: for a name the module does not have, listing the ones it has.
     """
-    module = module.eval()
     p, b, _ = weights_of(module, params, layout)
     vectorize, _ = resolve_plan(module, vectorize, None)
     first = next(iter(p.values()))

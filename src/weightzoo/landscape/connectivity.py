@@ -17,6 +17,7 @@ from weightzoo.landscape._stacking import (
     Params,
     as_batches,
     batch_shares,
+    in_eval_mode,
     loss_of,
     over_models,
     resolve_plan,
@@ -116,6 +117,7 @@ def _lerp(t: Tensor | float, a: Params, b: Params) -> Params:
     return {k: (1 - t) * a[k] + t * b[k] for k in a}
 
 
+@in_eval_mode
 def mode_connectivity(
     module: nn.Module,
     params_a: Tensor | np.ndarray | Mapping[str, Tensor],
@@ -174,7 +176,6 @@ def mode_connectivity(
         raise InvalidOptionError(
             f"points must be at least 3 and steps at least 0, got {points} and {steps}"
         )
-    module = module.eval()
     pa, ba, size = weights_of(module, params_a, layout)
     pb, bb, size_b = weights_of(module, params_b, layout)
     if size != size_b:

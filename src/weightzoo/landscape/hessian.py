@@ -18,6 +18,7 @@ from weightzoo.landscape._stacking import (
     Params,
     as_batches,
     batch_shares,
+    in_eval_mode,
     loss_of,
     over_models,
     per_model_dot,
@@ -112,6 +113,7 @@ class _HVP:
         return total
 
 
+@in_eval_mode
 def hessian_top_eigenvalue(
     module: nn.Module,
     params: Tensor | np.ndarray | Mapping[str, Tensor],
@@ -162,7 +164,6 @@ def hessian_top_eigenvalue(
         raise InvalidOptionError(f"which must be 'magnitude' or 'algebraic', got {which!r}")
     if iters < 1:
         raise InvalidOptionError(f"iters must be at least 1, got {iters}")
-    module = module.eval()
     p, b, _ = weights_of(module, params, layout)
     vectorize, mode = resolve_plan(module, vectorize, hvp)
     product = _HVP(module, data, loss_fn, p, vectorize=vectorize, mode=mode)
@@ -211,7 +212,7 @@ def _power(
             "have nearly the same magnitude and opposite signs, which power iteration cannot "
             "separate",
             RuntimeWarning,
-            stacklevel=3,
+            stacklevel=4,  # _power, the function, in_eval_mode, the caller
         )
     dtype = next(iter(p.values())).dtype
     return eigen.to(dtype)
@@ -226,6 +227,7 @@ def _normalize(v: Params) -> Params:
     return {k: t / _bcast(norm, t) for k, t in v.items()}
 
 
+@in_eval_mode
 def hessian_trace(
     module: nn.Module,
     params: Tensor | np.ndarray | Mapping[str, Tensor],
@@ -270,7 +272,6 @@ def hessian_trace(
         raise InvalidOptionError(
             f"probes and probe_batch must be at least 1, got {probes} and {probe_batch}"
         )
-    module = module.eval()
     p, b, size = weights_of(module, params, layout)
     vectorize, mode = resolve_plan(module, vectorize, hvp)
     product = _HVP(module, data, loss_fn, p, vectorize=vectorize, mode=mode)
