@@ -11,7 +11,8 @@ Usage::
 
     weightzoo generate trajectory-digits-mlp --models 12 --epochs 3 --out zoos/traj-mlp
     python examples/landscape_metrics.py zoos/traj-mlp [--models 8] [--epoch last]
-        [--split train] [--batches 10] [--data-dir DIR]
+        [--split train] [--batches 10] [--data-dir DIR] [--iters 20] [--probes 100]
+        [--steps 200]
 """
 
 from __future__ import annotations
@@ -35,6 +36,9 @@ def main() -> None:
     parser.add_argument("--split", default="train")
     parser.add_argument("--batches", type=int, default=10, help="batches of 64 images")
     parser.add_argument("--data-dir", default=None, help="raw dataset files (not for digits)")
+    parser.add_argument("--iters", type=int, default=20, help="power-iteration steps")
+    parser.add_argument("--probes", type=int, default=100, help="Hutchinson probes")
+    parser.add_argument("--steps", type=int, default=200, help="Bézier training steps")
     args = parser.parse_args()
     torch.set_num_threads(1)
 
@@ -66,6 +70,9 @@ def main() -> None:
         metrics=("hessian_top", "hessian_trace", "cka", "mc"),
         layout=zoo.layout,
         partners=rows.roll(-1, 0),
+        iters=args.iters,
+        probes=args.probes,
+        steps=args.steps,
     )
     print(f"{zoo.name}: {len(rows)} models of split {args.split!r} at epoch {args.epoch}")
     print("row  train_loss  hessian_top  hessian_trace  cka(next)  mc(next)")

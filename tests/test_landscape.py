@@ -378,3 +378,62 @@ def params_only_hessian(net, row, x, y) -> torch.Tensor:
 
     flat = torch.cat([tensors[n].reshape(-1) for n in names])
     return torch.autograd.functional.hessian(loss, flat)
+
+
+@pytest.mark.filterwarnings("ignore:power iteration did not converge")  # 3 steps only
+def test_example_script_on_a_zoo(tmp_path, monkeypatch, capsys):
+    """examples/landscape_metrics.py: rows of a zoo -> build_model -> metrics per row."""
+    import runpy
+    from pathlib import Path
+
+    from weightzoo.architectures import build_model
+    from weightzoo.features import flatten
+    from weightzoo.storage import ZooWriter, shard_file_name
+
+    spec = {
+        "name": "mini-trajectory",
+        "family": "trajectory",
+        "architecture": "mlp",
+        "dataset": "digits",
+        "image_size": 14,
+        "in_channels": 1,
+        "num_classes": 10,
+        "activations": ["sigmoid"],
+        "hidden": 10,
+        "loss": "mse",
+    }
+    nets = []
+    for seed in range(3):
+        torch.manual_seed(seed)
+        nets.append(build_model(spec))
+    layout = layout_of(nets[0])
+    weights = torch.stack([flatten(n, layout) for n in nets])[:, None].numpy()
+    writer = ZooWriter(
+        tmp_path / "zoo",
+        name=spec["name"],
+        family="trajectory",
+        spec=spec,
+        layout=layout,
+        epochs=[0],
+        metrics=["train_loss"],
+        stats_names=["mean"],
+        num_models=3,
+    )
+    writer.write_shard(
+        shard_file_name("train", 0),
+        split="train",
+        models=(0, 3),
+        epochs=[0],
+        weights=weights,
+        stats=weights.mean(-1, keepdims=True),
+        metrics={"train_loss": np.array([[0.1], [0.2], [0.3]])},
+        columns={"model_id": np.arange(3)},
+    )
+    writer.finish()
+    script = Path(__file__).resolve().parents[1] / "examples" / "landscape_metrics.py"
+    argv = [str(tmp_path / "zoo"), "--batches", "1", "--iters", "3", "--probes", "2"]
+    monkeypatch.setattr("sys.argv", [script.name, *argv, "--steps", "2"])
+    runpy.run_path(str(script), run_name="__main__")
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "mini-trajectory: 3 models of split 'train' at epoch last"
+    assert len(out) == 5 and out[2].split()[:2] == ["0", "0.1000"]
