@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -437,3 +439,14 @@ def test_example_script_on_a_zoo(tmp_path, monkeypatch, capsys):
     out = capsys.readouterr().out.splitlines()
     assert out[0] == "mini-trajectory: 3 models of split 'train' at epoch last"
     assert len(out) == 5 and out[2].split()[:2] == ["0", "0.1000"]
+
+
+def test_read_only_numpy_rows_and_numpy_data(mlp, rows, batches):
+    frozen = rows.numpy().copy()
+    frozen.flags.writeable = False  # as a memory-mapped shard gives them
+    x, y = batches[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # "the NumPy array is not writable"
+        got = landscape.hessian_trace(mlp, frozen, (x.numpy(), y.numpy()), F.cross_entropy)
+    want = landscape.hessian_trace(mlp, rows, [(x, y)], F.cross_entropy)
+    torch.testing.assert_close(got, want)

@@ -51,6 +51,8 @@ def stack_rows(
         RowWidthError: if the rows are not ``[M, layout.num_params]``.
         LayoutError: if the layout names a tensor that the module does not have.
     """
+    if isinstance(rows, np.ndarray) and not rows.flags.writeable:
+        rows = np.array(rows)  # a read-only memory map: torch warns on sharing it
     rows = torch.as_tensor(rows)
     if rows.dim() == 1:
         rows = rows.unsqueeze(0)
@@ -139,8 +141,8 @@ def resolve_plan(module: nn.Module, vectorize: bool | None, hvp: str | None) -> 
 
 def as_batches(data: Data, device: torch.device, dtype: torch.dtype) -> list[Batch]:
     """``data`` as a list of ``(inputs, targets)`` on ``device``, float inputs in ``dtype``."""
-    if isinstance(data, tuple) and len(data) == 2 and isinstance(data[0], Tensor):
-        data = [data]
+    if isinstance(data, tuple) and len(data) == 2 and not isinstance(data[0], tuple | list):
+        data = [data]  # one batch (tensors or arrays), not a sequence of two batches
     out = []
     for batch in data:
         x, y = batch
