@@ -1,0 +1,235 @@
+"""Mode connectivity of model pairs: the linear path and a trained quadratic Bézier curve."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call, grad
+
+from weightzoo.errors import InvalidOptionError
+from weightzoo.landscape._stacking import (
+    Data,
+    LossFn,
+    Params,
+    as_batches,
+    batch_shares,
+    in_eval_mode,
+    loss_of,
+    over_models,
+    resolve_plan,
+    weights_of,
+)
+from weightzoo.storage.layout import Layout
+
+__all__ = ["ConnectivityResult", "barrier", "mode_connectivity", "signed_mc"]
+
+
+def barrier(values: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """Barrier height along a path: ``max_t [v(t) - ((1 - t) v(0) + t v(1))]``.
+
+    The largest excess of the loss (or error) over the straight line between the endpoints'
+    values. It is ``>= 0`` (the endpoints give 0); 0 means no bump anywhere on the path.
+
+    Args:
+        values: ``[..., k]`` values at times ``t`` (``t[0] = 0``, ``t[-1] = 1``).
+        t: ``[k]`` times.
+
+    Returns:
+        ``[...]`` barrier heights.
+    """
+    values, t = np.asarray(values, dtype=np.float64), np.asarray(t, dtype=np.float64)
+    line = (1 - t) * values[..., :1] + t * values[..., -1:]
+    return (values - line).max(-1)
+
+
+def signed_mc(values: np.ndarray) -> np.ndarray:
+    """The signed mode connectivity ``mc`` of the phase diagrams (Yang et al. 2021).
+
+    ``mc = (v(0) + v(1)) / 2 - v(t*)`` with ``t* = argmax_t |v(t) - (v(0) + v(1)) / 2|``, for
+    ``v`` a loss or an error along the trained curve. ``mc < 0``: the curve rises above the
+    endpoints (a barrier, the models sit in different basins); ``mc > 0``: the curve goes lower
+    than the endpoints (the endpoints are not minima, typically under-trained); ``mc ~ 0``: well
+    connected.
+
+    Args:
+        values: ``[..., k]`` values along the path, endpoints first and last.
+
+    Returns:
+        ``[...]`` signed ``mc``.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    mid = (values[..., :1] + values[..., -1:]) / 2
+    star = np.abs(values - mid).argmax(-1)[..., None]
+    return (mid - np.take_along_axis(values, star, -1))[..., 0]
+
+
+@dataclass(frozen=True)
+class ConnectivityResult:
+    """Loss and error along the linear path and the trained Bézier curve, per model pair.
+
+    Attributes:
+        t: ``[k]`` path times from 0 (model a) to 1 (model b).
+        linear_loss: ``[M, k]`` loss at ``(1 - t) a + t b``.
+        curve_loss: ``[M, k]`` loss at ``(1 - t)^2 a + 2 t (1 - t) c + t^2 b``.
+        linear_error: ``[M, k]`` ``1 - accuracy`` on the linear path (None without an
+            ``accuracy_fn``).
+        curve_error: ``[M, k]`` the same on the curve.
+        control: the trained control points ``c``, ``{name: [M, ...]}``.
+    """
+
+    t: np.ndarray
+    linear_loss: np.ndarray
+    curve_loss: np.ndarray
+    linear_error: np.ndarray | None
+    curve_error: np.ndarray | None
+    control: Params
+
+    @property
+    def linear_barrier(self) -> np.ndarray:
+        """``[M]`` :func:`barrier` of the loss on the linear path."""
+        return barrier(self.linear_loss, self.t)
+
+    @property
+    def curve_barrier(self) -> np.ndarray:
+        """``[M]`` :func:`barrier` of the loss on the curve."""
+        return barrier(self.curve_loss, self.t)
+
+    @property
+    def mc(self) -> np.ndarray:
+        """``[M]`` :func:`signed_mc` of the loss on the curve."""
+        return signed_mc(self.curve_loss)
+
+    @property
+    def mc_error(self) -> np.ndarray | None:
+        """``[M]`` :func:`signed_mc` of the error on the curve (None without accuracy)."""
+        return None if self.curve_error is None else signed_mc(self.curve_error)
+
+
+def _bezier(t: Tensor | float, a: Params, c: Params, b: Params) -> Params:
+    return {k: (1 - t) ** 2 * a[k] + 2 * t * (1 - t) * c[k] + t**2 * b[k] for k in a}
+
+
+def _lerp(t: Tensor | float, a: Params, b: Params) -> Params:
+    return {k: (1 - t) * a[k] + t * b[k] for k in a}
+
+
+@in_eval_mode
+def mode_connectivity(
+    module: nn.Module,
+    params_a: Tensor | np.ndarray | Mapping[str, Tensor],
+    params_b: Tensor | np.ndarray | Mapping[str, Tensor],
+    data: Data,
+    loss_fn: LossFn,
+    *,
+    layout: Layout | None = None,
+    accuracy_fn: LossFn | None = None,
+    eval_data: Data | None = None,
+    points: int = 11,
+    steps: int = 200,
+    lr: float = 0.05,
+    momentum: float = 0.9,
+    weight_decay: float = 0.0,
+    seed: int = 0,
+    vectorize: bool | None = None,
+) -> ConnectivityResult:
+    """Connect model ``i`` of ``params_a`` with model ``i`` of ``params_b``, all pairs at once.
+
+    The quadratic Bézier curve ``phi(t) = (1 - t)^2 a + 2 t (1 - t) c + t^2 b`` of Garipov et
+    al. (arXiv:1802.10026) starts with its control point ``c`` at the midpoint ``(a + b) / 2``
+    (the linear path) and trains ``c`` by ``steps`` steps of SGD with momentum on
+    ``loss(phi(t))``, with ``t ~ U(0, 1)`` drawn anew each step (one ``t`` for all pairs) and
+    the batches of ``data`` in turn. The endpoints stay fixed. Buffers (BatchNorm running
+    statistics) follow the straight line between the endpoints' on both paths; they are not
+    re-estimated at each ``t`` as Garipov et al. do, so prefer models without BatchNorm.
+    Both paths are then evaluated at ``points`` evenly spaced times on ``eval_data``
+    (default: ``data``, the training data, as the phase diagrams use).
+
+    Args:
+        module: the architecture.
+        params_a: the first models (rows ``[M, P]`` or stacked tensors).
+        params_b: their partners, the same number of models.
+        data: batches the curve trains on.
+        loss_fn: ``loss_fn(outputs, targets)``, the batch mean.
+        layout: the rows' layout; by default ``layout_of(module)``.
+        accuracy_fn: ``accuracy_fn(outputs, targets)`` -> the batch's fraction correct; gives
+            the error curves and ``mc_error``.
+        eval_data: batches to evaluate the paths on (default: ``data``).
+        points: path times ``k`` (at least 3: both endpoints and a midpoint).
+        steps: SGD steps on the control point (0: the curve is the linear path).
+        lr: learning rate.
+        momentum: SGD momentum.
+        weight_decay: L2 penalty on the control point.
+        seed: seeds the times ``t`` drawn during training.
+        vectorize: ``vmap`` over pairs (default: yes, except for recurrent modules).
+
+    Returns:
+        A :class:`ConnectivityResult` (barrier heights and ``mc`` are its properties).
+
+    Raises:
+        InvalidOptionError: for a bad option or a different number of partners.
+    """
+    if points < 3 or steps < 0:
+        raise InvalidOptionError(
+            f"points must be at least 3 and steps at least 0, got {points} and {steps}"
+        )
+    pa, ba, size = weights_of(module, params_a, layout)
+    pb, bb, size_b = weights_of(module, params_b, layout)
+    if size != size_b:
+        raise InvalidOptionError(
+            f"mode_connectivity needs one partner per model, got {size} and {size_b} models"
+        )
+    vectorize, _ = resolve_plan(module, vectorize, None)
+    first = next(iter(pa.values()))
+    train = as_batches(data, first.device, first.dtype)
+    evaluate = train if eval_data is None else as_batches(eval_data, first.device, first.dtype)
+    loss = loss_of(module, loss_fn)
+
+    def curve_loss(c: Params, a: Params, b: Params, u: Params, w: Params, t: Tensor, x, y):
+        return loss(_bezier(t, a, c, b), _lerp(t, u, w), x, y)
+
+    step = over_models(grad(curve_loss), vectorize, (0, 0, 0, 0, 0, None, None, None))
+    control = {k: (pa[k] + pb[k]) / 2 for k in pa}
+    velocity = {k: torch.zeros_like(v) for k, v in control.items()}
+    generator = torch.Generator().manual_seed(seed)
+    for i in range(steps):
+        x, y = train[i % len(train)]
+        t = torch.rand((), generator=generator, dtype=first.dtype).to(first.device)
+        grads = step(control, pa, pb, ba, bb, t, x, y)
+        for k in control:
+            velocity[k] = momentum * velocity[k] + grads[k] + weight_decay * control[k]
+            control[k] = control[k] - lr * velocity[k]
+
+    times = np.linspace(0.0, 1.0, points)
+    shares = batch_shares(evaluate)
+
+    def measure(q: Params, c: Params, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        out = functional_call(module, (q, c), (x,))
+        acc = accuracy_fn(out, y) if accuracy_fn is not None else out.new_zeros(())
+        return loss_fn(out, y), acc
+
+    run = over_models(measure, vectorize, (0, 0, None, None))
+    curves = {name: np.zeros((size, points)) for name in ("ll", "cl", "la", "ca")}
+    with torch.no_grad():
+        for j, t in enumerate(times.tolist()):
+            paths = {
+                "l": (_lerp(t, pa, pb), _lerp(t, ba, bb)),
+                "c": (_bezier(t, pa, control, pb), _lerp(t, ba, bb)),
+            }
+            for key, (q, c) in paths.items():
+                for (x, y), share in zip(evaluate, shares, strict=True):
+                    value, acc = run(q, c, x, y)
+                    curves[key + "l"][:, j] += share * value.double().cpu().numpy()
+                    curves[key + "a"][:, j] += share * acc.double().cpu().numpy()
+    errors = accuracy_fn is not None
+    return ConnectivityResult(
+        t=times,
+        linear_loss=curves["ll"],
+        curve_loss=curves["cl"],
+        linear_error=1 - curves["la"] if errors else None,
+        curve_error=1 - curves["ca"] if errors else None,
+        control={k: v.detach() for k, v in control.items()},
+    )

@@ -1,0 +1,163 @@
+"""``landscape_metrics``: several metrics of a population by name, in chunks of models."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from weightzoo.errors import InvalidOptionError
+from weightzoo.landscape._stacking import (
+    Data,
+    LossFn,
+    as_batches,
+    chunk_slices,
+    count_models,
+    slice_weights,
+)
+from weightzoo.landscape.cka import cka_between
+from weightzoo.landscape.connectivity import mode_connectivity
+from weightzoo.landscape.hessian import hessian_top_eigenvalue, hessian_trace
+from weightzoo.storage.layout import Layout
+
+__all__ = ["METRICS", "UnknownMetricError", "landscape_metrics"]
+
+#: Metric names :func:`landscape_metrics` knows. ``cka``, ``mc``, ``mc_error``,
+#: ``linear_barrier`` and ``curve_barrier`` compare each model with its partner.
+METRICS = (
+    "hessian_top",
+    "hessian_trace",
+    "cka",
+    "mc",
+    "mc_error",
+    "linear_barrier",
+    "curve_barrier",
+)
+
+_PAIR_METRICS = frozenset(METRICS[2:])
+_CONNECTIVITY_METRICS = frozenset(METRICS[3:])
+
+
+class UnknownMetricError(InvalidOptionError):
+    """A metric name that :func:`landscape_metrics` does not know."""
+
+
+def landscape_metrics(
+    module: nn.Module,
+    rows: Tensor | np.ndarray | Mapping[str, Tensor],
+    data: Data,
+    loss_fn: LossFn,
+    metrics: Sequence[str] = ("hessian_top", "hessian_trace"),
+    *,
+    layout: Layout | None = None,
+    partners: Tensor | np.ndarray | Mapping[str, Tensor] | None = None,
+    accuracy_fn: LossFn | None = None,
+    cka_inputs: Tensor | None = None,
+    cka_layer: str | None = None,
+    chunk: int | None = None,
+    seed: int = 0,
+    iters: int = 20,
+    tol: float = 1e-3,
+    probes: int = 100,
+    points: int = 11,
+    steps: int = 200,
+    lr: float = 0.05,
+    vectorize: bool | None = None,
+) -> dict[str, np.ndarray]:
+    """Several landscape metrics of ``M`` models, ``chunk`` models at a time.
+
+    Metric names (:data:`METRICS`): ``hessian_top`` (:func:`hessian_top_eigenvalue`, largest
+    magnitude), ``hessian_trace`` (:func:`hessian_trace`), and, comparing model ``i`` with
+    ``partners[i]`` (e.g. the same configuration from another seed): ``cka``
+    (:func:`cka_between` on ``cka_inputs``, default the inputs of the first batch of
+    ``data``), ``mc`` and ``mc_error`` (:func:`signed_mc` of the loss / error on the trained
+    curve; ``mc_error`` needs ``accuracy_fn``), ``linear_barrier`` and ``curve_barrier``
+    (:func:`barrier` of the loss). The connectivity metrics share one curve per pair.
+
+    Args:
+        module: the architecture (``weightzoo.architectures.build_model(zoo.manifest.spec)``).
+        rows: rows ``[M, P]`` (with ``layout``) or stacked tensors ``{name: [M, ...]}``.
+        data: ``(inputs, targets)`` or a sequence of such batches (the training data).
+        loss_fn: ``loss_fn(outputs, targets)``, the batch mean.
+        metrics: names from :data:`METRICS`.
+        layout: the rows' layout (``zoo.layout``); by default ``layout_of(module)``.
+        partners: ``M`` partner models for the pair metrics.
+        accuracy_fn: ``accuracy_fn(outputs, targets)``, the batch's fraction correct.
+        cka_inputs: inputs for ``cka``.
+        cka_layer: layer for ``cka`` (see :func:`layer_activations`; default the outputs).
+        chunk: models per call, to bound memory (results do not depend on it).
+        seed: seeds every random draw.
+        iters: power-iteration steps (``hessian_top``).
+        tol: power-iteration tolerance (``hessian_top``).
+        probes: Hutchinson probes (``hessian_trace``).
+        points: path times (connectivity).
+        steps: curve-training steps (connectivity).
+        lr: curve-training learning rate (connectivity).
+        vectorize: ``vmap`` over models (default: yes, except for recurrent modules).
+
+    Returns:
+        ``{metric: float64 array [M]}`` in the order asked for.
+
+    Raises:
+        UnknownMetricError: for a name not in :data:`METRICS`.
+        RowWidthError: for rows (or partners) of the wrong width.
+        InvalidOptionError: for a pair metric without ``partners``, or ``mc_error`` without
+            ``accuracy_fn``.
+    """
+    metrics = [metrics] if isinstance(metrics, str) else list(metrics)
+    unknown = [m for m in metrics if m not in METRICS]
+    if unknown:
+        raise UnknownMetricError(
+            f"unknown landscape metric(s) {unknown}; known: {', '.join(METRICS)}"
+        )
+    wanted = set(metrics)
+    if wanted & _PAIR_METRICS and partners is None:
+        raise InvalidOptionError(
+            f"metrics {sorted(wanted & _PAIR_METRICS)} compare each model with a partner; pass "
+            "partners=rows of the same shape (e.g. the same configuration, another seed)"
+        )
+    if "mc_error" in wanted and accuracy_fn is None:
+        raise InvalidOptionError("metric 'mc_error' needs accuracy_fn(outputs, targets)")
+    size = count_models(module, rows, layout)
+    if partners is not None and size != count_models(module, partners, layout):
+        raise InvalidOptionError(
+            f"partners must hold one model per row: {size} rows, "
+            f"{count_models(module, partners, layout)} partners"
+        )
+    if cka_inputs is None and "cka" in wanted:
+        cka_inputs = as_batches(data, torch.device("cpu"), torch.float32)[0][0]
+    out: dict[str, list[np.ndarray]] = {m: [] for m in metrics}
+    for part in chunk_slices(size, chunk):
+        mine = slice_weights(rows, part)
+        theirs = None if partners is None else slice_weights(partners, part)
+        common = {"layout": layout, "vectorize": vectorize}
+        if "hessian_top" in wanted:
+            top = hessian_top_eigenvalue(
+                module, mine, data, loss_fn, iters=iters, tol=tol, seed=seed, **common
+            )
+            out["hessian_top"].append(top.double().cpu().numpy())
+        if "hessian_trace" in wanted:
+            trace = hessian_trace(module, mine, data, loss_fn, probes=probes, seed=seed, **common)
+            out["hessian_trace"].append(trace.double().cpu().numpy())
+        if "cka" in wanted:
+            similarity = cka_between(module, mine, theirs, cka_inputs, layer=cka_layer, **common)
+            out["cka"].append(similarity.cpu().numpy())
+        if wanted & _CONNECTIVITY_METRICS:
+            result = mode_connectivity(
+                module,
+                mine,
+                theirs,
+                data,
+                loss_fn,
+                accuracy_fn=accuracy_fn,
+                points=points,
+                steps=steps,
+                lr=lr,
+                seed=seed,
+                **common,
+            )
+            for name in wanted & _CONNECTIVITY_METRICS:
+                out[name].append(np.asarray(getattr(result, name), dtype=np.float64))
+    return {m: np.concatenate(v) if v else np.zeros(0) for m, v in out.items()}
