@@ -106,3 +106,15 @@ class SourcePathError(UnsafeFileError):
 
 class DeviceError(InvalidOptionError):
     """A torch device that is unknown, or not usable with the installed torch and hardware."""
+
+
+class InputShapeError(WeightzooError, ValueError):
+    """Inputs (a query set, an evaluation batch) that do not have the zoo's input shape."""
+
+
+class SidecarNotFoundError(WeightzooError, FileNotFoundError):
+    """A named side file of a zoo (``<zoo>/sidecars/<name>.h5``) does not exist."""
+
+
+class SidecarCorruptError(WeightzooError, ValueError):
+    """A side file that differs from its record (sha256, size, contents) or is another zoo's."""
