@@ -330,6 +330,38 @@ def test_queries_run_through_evaluate(mlds_zoos):
     assert result.loss is None and result.split is None
 
 
+# ------------------------------------------------------------------------------ behaviour
+@pytest.mark.parametrize("subset", ["ds1", "ds3"])
+def test_behaviour_command_stores_every_checkpoints_outputs(mlds_zoos, subset, capsys):
+    from weightzoo.cli import run
+    from weightzoo.storage.sidecar import open_sidecar
+
+    zoo = mlds_zoos[subset]
+    assert run(["behaviour", str(zoo.path), "--queries", "union", "--n", "5", "--seed", "2"]) == 0
+    assert "sidecars/behaviour.h5" in capsys.readouterr().out
+    side = open_sidecar(zoo.path, "behaviour")
+    x = queries(zoo, "union", 5, seed=2)
+    assert side.attrs["kind"] == "union" and np.array_equal(side["queries"], x.numpy())
+    models = len(zoo)
+    width = 8 if subset == "ds1" else 14
+    assert side["outputs"].shape == (models, 2, 5, 8, width)
+    for epoch in zoo.epochs:
+        direct = evaluate(zoo, zoo.rows(epoch=epoch), x).outputs.numpy()
+        stored = side.read("outputs", np.arange(models), np.full(models, epoch))
+        np.testing.assert_array_equal(stored, direct)
+    side.close()
+
+
+def test_behaviour_command_errors_are_one_line(mlds_zoos, capsys):
+    from weightzoo.cli import run
+
+    path = str(mlds_zoos["ds1"].path)
+    assert run(["behaviour", path, "--epochs", "7"]) == 1
+    assert run(["behaviour", path, "--device", "tpu"]) == 1
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert len(errors) == 2 and "no checkpoint for epoch" in errors[0] and "tpu" in errors[1]
+
+
 # -------------------------------------------------------------------------------- errors
 def test_bad_input_is_a_named_one_line_error(image_zoos, mlds_zoos):
     zoo, ds1 = image_zoos["mlp"], mlds_zoos["ds1"]

@@ -28,16 +28,18 @@ if TYPE_CHECKING:
         TrajectoryZoo,
         ZooDataset,
     )
+    from weightzoo.functional import Evaluation, evaluate, queries
 
 __version__ = "0.1.0"
 
 _LAZY = {
     name: "weightzoo.datasets"
     for name in ("MLDS", "MLDSBackdoor", "ModelZoo", "Trajectories", "TrajectoryZoo", "ZooDataset")
-}
+} | {name: "weightzoo.functional" for name in ("Evaluation", "evaluate", "queries")}
 
 __all__ = [
     "MLDS",
+    "Evaluation",
     "Layout",
     "MLDSBackdoor",
     "Manifest",
@@ -48,7 +50,9 @@ __all__ = [
     "Zoo",
     "ZooDataset",
     "__version__",
+    "evaluate",
     "fetch",
+    "queries",
 ]
 
 

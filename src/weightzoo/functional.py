@@ -657,6 +657,7 @@ def behaviour(
     from weightzoo.storage.sidecar import write_sidecar
 
     zoo = _as_zoo(zoo)
+    _device(device)  # before any work
     inputs = queries(zoo, kind, n, seed, data_dir=data_dir)
     reader = zoo.reader(epochs=epochs)
     positions = reader.positions

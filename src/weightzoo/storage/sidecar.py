@@ -292,7 +292,7 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
     try:
         os.fchmod(fd, 0o644)
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=1)
+            json.dump(data, handle)  # one line: the model list may be long
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
