@@ -60,11 +60,13 @@ QUERY_KINDS = ("random", "data", "union")
 BEHAVIOUR_SIDECAR = "behaviour"
 """Name of the side file :func:`behaviour` writes (``<zoo>/sidecars/behaviour.h5``)."""
 
-# Working memory of one forward pass, in float32 values (256 MB): bounds rows x inputs.
-_ACTIVATION_BUDGET = 2**26
+# Working memory of one forward pass, in float32 values: bounds rows x inputs per pass. On CPU
+# a pass that stays in cache (16 MB) ran fastest (benchmarks/bench_evaluate.py); a GPU wants
+# big passes (256 MB).
+_ACTIVATION_BUDGET = {"cpu": 2**22, "cuda": 2**26}
 # Parameters of one chunk of rows, in float32 values (256 MB).
 _PARAMETER_BUDGET = 2**26
-_MAX_ROWS = 256
+_MAX_ROWS = {"cpu": 64, "cuda": 1024}
 
 ZooLike = Zoo | str | os.PathLike[str]
 
@@ -223,9 +225,9 @@ class _ImageTask:
         hits = (out.argmax(-1) == ys).sum(1).double()
         return {"loss": loss.double() * batch, "acc": hits, "count": out.new_full((models,), batch)}
 
-    def batch_size(self, net: nn.Module, rows: int) -> int:
-        per_sample = _activation_numel(net, torch.zeros(1, *self.input_shape))
-        return max(1, _ACTIVATION_BUDGET // max(1, rows * per_sample))
+    def batch_size(self, net: nn.Module, rows: int, budget: int) -> int:
+        per_sample = _activation_numel(net, torch.zeros(1, *self.input_shape, device=_on(net)))
+        return max(1, budget // max(1, rows * per_sample))
 
 
 class _MLDSTask:
@@ -303,9 +305,9 @@ class _MLDSTask:
             "bit_accuracy:count": terms * width,
         }
 
-    def batch_size(self, config: NetConfig, rows: int) -> int:
+    def batch_size(self, config: NetConfig, rows: int, budget: int) -> int:
         per_sequence = self.input_shape[0] * config.gates * config.hidden * config.layers
-        return max(1, _ACTIVATION_BUDGET // max(1, rows * per_sequence))
+        return max(1, budget // max(1, rows * per_sequence))
 
 
 def _task(zoo: Zoo) -> _ImageTask | _MLDSTask:
@@ -339,6 +341,10 @@ def _device(device: str | torch.device) -> torch.device:
     if dev.type not in ("cpu", "cuda"):
         raise DeviceError(f"device {device!r} is not supported; use 'cpu' or 'cuda'")
     return dev
+
+
+def _on(net: nn.Module) -> torch.device:
+    return next(iter(net.parameters())).device
 
 
 def _activation_numel(net: nn.Module, x: Tensor) -> int:
@@ -462,7 +468,7 @@ def evaluate(
         targets: labels ``[B]`` (image zoos) or output lines ``[B, steps, lines]`` (MLDS) for
             ``inputs``; without them only outputs are returned.
         batch_size: inputs per forward pass; ``None`` picks one that keeps a pass's working
-            memory near 256 MB.
+            memory near 16 MB on CPU (in cache), 256 MB on CUDA.
         device: ``"cpu"`` or ``"cuda"`` (rows and inputs are moved there chunk by chunk).
         model_columns: what the rows' modules or data depend on: the activation of a
             hyperparameter-grid zoo, the machine / automaton of an MLDS row (for its own data
@@ -471,7 +477,8 @@ def evaluate(
         split: the zoo's data set without ``inputs``: ``"test"`` (default), ``"val"`` or
             ``"train"`` for image zoos; ``"eval"`` (default), ``"val"``, ``"train"`` (DS2 also
             ``"trigger"``) for MLDS zoos.
-        rows_per_chunk: rows run together; ``None``: up to 256, fewer for big networks.
+        rows_per_chunk: rows run together; ``None``: up to 64 on CPU, 1024 on CUDA, fewer
+            for big networks (at most 256 MB of parameters).
         keep_outputs: keep every output (``Evaluation.outputs``); False saves the memory.
         data_dir: where an image zoo's dataset files are (default ``$WEIGHTZOO_DATA_DIR`` or
             ``~/.cache/weightzoo/data``; digits needs none).
@@ -515,7 +522,8 @@ def evaluate(
             )
         data = task.default_data(split, None if data_dir is None else str(data_dir), columns, count)
     keys = task.group_keys(columns, count)
-    chunk = rows_per_chunk or max(1, min(_MAX_ROWS, _PARAMETER_BUDGET // zoo.layout.num_params))
+    most = _MAX_ROWS[dev.type]
+    chunk = rows_per_chunk or max(1, min(most, _PARAMETER_BUDGET // zoo.layout.num_params))
     outputs: Tensor | None = None
     totals: dict[str, Tensor] = {}
     with torch.no_grad():
@@ -524,7 +532,8 @@ def evaluate(
             if isinstance(net, nn.Module):
                 net = net.to(dev)
             members = np.flatnonzero(keys == key)
-            step = batch_size or task.batch_size(net, min(chunk, len(members)))
+            budget = _ACTIVATION_BUDGET[dev.type]
+            step = batch_size or task.batch_size(net, min(chunk, len(members)), budget)
             for first in range(0, len(members), chunk):
                 part = members[first : first + chunk]
                 params = {k: v.to(dev) for k, v in unflatten(rows[part], zoo.layout).items()}
