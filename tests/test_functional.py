@@ -205,6 +205,37 @@ def test_zoo_module_matches_a_manual_rebuild_and_evaluate(image_zoos):
     assert all(torch.equal(a, b) for a, b in pairs)
 
 
+@pytest.mark.parametrize("name", ["cnn-s-grid", "cnn-m", "mlp", "cnn", "ds1", "ds2", "ds3"])
+def test_zoo_module_reproduces_stored_metrics(image_zoos, mlds_zoos, name):
+    """One module per model, run plainly (nn.GRU / nn.LSTM for MLDS), gives the stored values."""
+    from weightzoo.architectures.mlds import network_inputs
+    from weightzoo.tasks.mlds import MLDSData, class_sets
+
+    zoo = image_zoos.get(name) or mlds_zoos[name]
+    reader = zoo.reader(epochs="last")
+    for local, position in enumerate(reader.positions):
+        net = zoo.module((int(position), "last"))
+        if name.startswith("ds"):
+            data = MLDSData.from_spec(zoo.manifest.spec)
+            column = "automaton" if name == "ds3" else "machine"
+            test = class_sets(data, str(reader.column(column)[local]))["eval"]
+            with torch.no_grad():
+                out = net(network_inputs(test.inputs, data.signed_inputs))
+            target = torch.from_numpy(test.outputs).float()
+            loss = float(((out - target) ** 2).mean())
+            stored = reader.metrics["eval_loss"][local, 0]
+            assert loss == pytest.approx(float(stored), rel=1e-4)
+        else:
+            spec = zoo.manifest.spec
+            _, _, (x, y) = images.load_splits(
+                "digits", None, spec["image_size"], True, 0.15, spec["data_seed"]
+            )
+            with torch.no_grad():
+                predicted = net(torch.from_numpy(x)).argmax(1)
+            acc = float((predicted == torch.from_numpy(y)).double().mean())
+            assert acc == pytest.approx(float(reader.metrics["test_acc"][local, 0]), abs=1e-6)
+
+
 def test_grid_zoo_without_a_model_is_a_clear_error(image_zoos):
     zoo = image_zoos["cnn-s-grid"]
     with pytest.raises(UnbuildableSpecError, match=r"build_model\(model=POSITION\)"):
