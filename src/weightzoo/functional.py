@@ -66,7 +66,8 @@ BEHAVIOUR_SIDECAR = "behaviour"
 _ACTIVATION_BUDGET = {"cpu": 2**22, "cuda": 2**26}
 # Parameters of one chunk of rows, in float32 values (256 MB).
 _PARAMETER_BUDGET = 2**26
-_MAX_ROWS = {"cpu": 64, "cuda": 1024}
+_MAX_ROWS = {"cpu": 256, "cuda": 1024}
+_MIN_BATCH = 32  # fewer rows per pass rather than batches smaller than this
 
 ZooLike = Zoo | str | os.PathLike[str]
 
@@ -225,9 +226,8 @@ class _ImageTask:
         hits = (out.argmax(-1) == ys).sum(1).double()
         return {"loss": loss.double() * batch, "acc": hits, "count": out.new_full((models,), batch)}
 
-    def batch_size(self, net: nn.Module, rows: int, budget: int) -> int:
-        per_sample = _activation_numel(net, torch.zeros(1, *self.input_shape, device=_on(net)))
-        return max(1, budget // max(1, rows * per_sample))
+    def per_input(self, net: nn.Module) -> int:
+        return _activation_numel(net, torch.zeros(1, *self.input_shape, device=_on(net)))
 
 
 class _MLDSTask:
@@ -305,9 +305,8 @@ class _MLDSTask:
             "bit_accuracy:count": terms * width,
         }
 
-    def batch_size(self, config: NetConfig, rows: int, budget: int) -> int:
-        per_sequence = self.input_shape[0] * config.gates * config.hidden * config.layers
-        return max(1, budget // max(1, rows * per_sequence))
+    def per_input(self, config: NetConfig) -> int:
+        return self.input_shape[0] * config.gates * config.hidden * config.layers
 
 
 def _task(zoo: Zoo) -> _ImageTask | _MLDSTask:
@@ -363,6 +362,15 @@ def _activation_numel(net: nn.Module, x: Tensor) -> int:
         for hook in hooks:
             hook.remove()
     return max(total[0], x.numel())
+
+
+def _pass_size(
+    per_input: int, budget: int, most: int, rows: int | None, batch: int | None
+) -> tuple[int, int]:
+    """Rows and inputs per pass: about ``budget`` activation values, batches of 32 or more."""
+    per_input = max(1, per_input)
+    rows = rows or max(1, min(most, budget // (per_input * _MIN_BATCH)))
+    return rows, batch or max(1, budget // (rows * per_input))
 
 
 def _as_rows(weights: Any, zoo: Zoo) -> Tensor:
@@ -467,8 +475,8 @@ def evaluate(
             the zoo's own evaluation data (``split``), rebuilt from its manifest.
         targets: labels ``[B]`` (image zoos) or output lines ``[B, steps, lines]`` (MLDS) for
             ``inputs``; without them only outputs are returned.
-        batch_size: inputs per forward pass; ``None`` picks one that keeps a pass's working
-            memory near 16 MB on CPU (in cache), 256 MB on CUDA.
+        batch_size: inputs per forward pass; ``None``: a pass's activations stay near 16 MB
+            on CPU (in cache), 256 MB on CUDA.
         device: ``"cpu"`` or ``"cuda"`` (rows and inputs are moved there chunk by chunk).
         model_columns: what the rows' modules or data depend on: the activation of a
             hyperparameter-grid zoo, the machine / automaton of an MLDS row (for its own data
@@ -477,8 +485,8 @@ def evaluate(
         split: the zoo's data set without ``inputs``: ``"test"`` (default), ``"val"`` or
             ``"train"`` for image zoos; ``"eval"`` (default), ``"val"``, ``"train"`` (DS2 also
             ``"trigger"``) for MLDS zoos.
-        rows_per_chunk: rows run together; ``None``: up to 64 on CPU, 1024 on CUDA, fewer
-            for big networks (at most 256 MB of parameters).
+        rows_per_chunk: rows run together; ``None``: as many as leave batches of 32 inputs
+            within that memory, at most 256 on CPU, 1024 on CUDA and 256 MB of parameters.
         keep_outputs: keep every output (``Evaluation.outputs``); False saves the memory.
         data_dir: where an image zoo's dataset files are (default ``$WEIGHTZOO_DATA_DIR`` or
             ``~/.cache/weightzoo/data``; digits needs none).
@@ -522,8 +530,8 @@ def evaluate(
             )
         data = task.default_data(split, None if data_dir is None else str(data_dir), columns, count)
     keys = task.group_keys(columns, count)
-    most = _MAX_ROWS[dev.type]
-    chunk = rows_per_chunk or max(1, min(most, _PARAMETER_BUDGET // zoo.layout.num_params))
+    budget, most = _ACTIVATION_BUDGET[dev.type], _MAX_ROWS[dev.type]
+    most = max(1, min(most, _PARAMETER_BUDGET // zoo.layout.num_params))
     outputs: Tensor | None = None
     totals: dict[str, Tensor] = {}
     with torch.no_grad():
@@ -532,8 +540,7 @@ def evaluate(
             if isinstance(net, nn.Module):
                 net = net.to(dev)
             members = np.flatnonzero(keys == key)
-            budget = _ACTIVATION_BUDGET[dev.type]
-            step = batch_size or task.batch_size(net, min(chunk, len(members)), budget)
+            chunk, step = _pass_size(task.per_input(net), budget, most, rows_per_chunk, batch_size)
             for first in range(0, len(members), chunk):
                 part = members[first : first + chunk]
                 params = {k: v.to(dev) for k, v in unflatten(rows[part], zoo.layout).items()}
