@@ -8,7 +8,7 @@ forward for MLDS GRUs) in chunks of rows and inputs.
 
 Cases (rows are freshly initialised networks; speed does not depend on trained values):
 
-- ``cnn-s test``: CNN-s (``modelzoo-digits-cnn-s-seed``) on the 360 digits test images;
+- ``cnn-s test``: CNN-s (``modelzoo-digits-cnn-s-seed``) on the 359 digits test images;
 - ``cnn-s queries``: the same rows on a query set of ``--queries`` inputs (what
   ``weightzoo behaviour`` and a behavioural loss run);
 - ``mlp test`` / ``mlp queries``: the trajectory MLP (``trajectory-digits-mlp``, 196-10-10-10),
