@@ -25,7 +25,7 @@ This module never imports :mod:`weightzoo.generate`: the data builders live in
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -130,14 +130,18 @@ class _Data:
     def batch(
         self, rows: np.ndarray, start: int, stop: int, device: torch.device
     ) -> tuple[Tensor, Tensor | None, Tensor | None]:
-        if self.row_class is None:
-            pick: Callable[[Tensor], Tensor] = lambda t: t[start:stop]  # noqa: E731
-        else:
-            index = torch.as_tensor(self.row_class[rows], dtype=torch.long)
-            pick = lambda t: t[index, start:stop]  # noqa: E731
-        out = [None if t is None else pick(t).to(device) for t in (self.inputs, self.targets)]
-        mask = None if self.mask is None else pick(self.mask).to(device)
-        return out[0], out[1], mask
+        """Inputs, targets and mask of items ``start:stop`` for ``rows`` (on ``device``)."""
+        index = None if self.row_class is None else torch.as_tensor(self.row_class[rows])
+
+        def pick(tensor: Tensor | None) -> Tensor | None:
+            if tensor is None:
+                return None
+            part = tensor[start:stop] if index is None else tensor[index, start:stop]
+            return part.to(device)
+
+        inputs = pick(self.inputs)
+        assert inputs is not None
+        return inputs, pick(self.targets), pick(self.mask)
 
 
 def task_spec(spec: Mapping[str, Any]) -> Mapping[str, Any]:
