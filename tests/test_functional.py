@@ -242,6 +242,8 @@ def test_grid_zoo_without_a_model_is_a_clear_error(image_zoos):
         zoo.build_model()
     with pytest.raises(InvalidOptionError, match="model_columns"):
         evaluate(zoo, zoo.rows([0]))
+    with pytest.raises(InvalidOptionError, match="activation"):
+        evaluate(zoo, zoo.rows([0]), model_columns={"dropout": 0.0})
     assert isinstance(image_zoos["mlp"].build_model(), torch.nn.Module)
 
 

@@ -414,6 +414,10 @@ def _row_columns(
                     f"model_columns[{name!r}] has {len(array)} values for {count} rows"
                 )
             out[str(name)] = array
+        if needed and what not in out:
+            raise InvalidOptionError(
+                f"zoo {zoo.name!r} needs each row's {what}; model_columns has only {sorted(out)}"
+            )
         return out
     positions = np.asarray(model_columns)
     if positions.ndim != 1 or len(positions) != count or positions.dtype.kind not in "iu":
