@@ -28,6 +28,7 @@ if TYPE_CHECKING:
         TrajectoryZoo,
         ZooDataset,
     )
+    from weightzoo.functional import Evaluation, evaluate, queries
     from weightzoo.hub import fetch
 
 __version__ = "0.1.0"
@@ -47,6 +48,7 @@ _LAZY = {
         )
     },
     "fetch": "weightzoo.hub",
+    **{name: "weightzoo.functional" for name in ("Evaluation", "evaluate", "queries")},
 }
 # Submodules reachable as attributes after a plain `import weightzoo` (weightzoo.features...).
 _SUBMODULES = (
@@ -58,15 +60,19 @@ _SUBMODULES = (
     "datasets",
     "errors",
     "features",
+    "functional",
     "generate",
     "hub",
     "importers",
+    "landscape",
     "storage",
+    "tasks",
     "zoo",
 )
 
 __all__ = [
     "MLDS",
+    "Evaluation",
     "Layout",
     "MLDSBackdoor",
     "Manifest",
@@ -77,7 +83,9 @@ __all__ = [
     "Zoo",
     "ZooDataset",
     "__version__",
+    "evaluate",
     "fetch",
+    "queries",
 ]
 
 

@@ -457,6 +457,56 @@ def _add_report_parser(sub: Any, verbose: argparse.ArgumentParser) -> None:
     p.set_defaults(func=cmd_report)
 
 
+def cmd_behaviour(args: argparse.Namespace) -> int:
+    """Store every checkpoint's outputs on the zoo's query set in a side file."""
+    from weightzoo.functional import behaviour
+
+    record = behaviour(
+        args.zoo,
+        kind=args.queries,
+        n=args.n,
+        seed=args.seed,
+        epochs=args.epochs,
+        device=args.device,
+        data_dir=args.data_dir,
+        name=args.name,
+        progress=True,
+    )
+    shape = record.arrays["outputs"]["shape"]
+    print(
+        f"wrote {Path(args.zoo) / record.file}: outputs {shape} (models x checkpoints x "
+        f"{args.n} {args.queries} queries x output), sha256 {record.sha256[:12]}"
+    )
+    return 0
+
+
+def _add_behaviour_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "behaviour",
+        parents=parents,
+        help="every checkpoint's outputs on a fixed query set, in a side file of the zoo",
+        description="Run every checkpoint of the zoo (the models on disk) on one fixed query "
+        "set and store the outputs in <zoo>/sidecars/<name>.h5 (with its record "
+        "<name>.json: sha256, shapes, the query set's kind, n and seed).",
+    )
+    p.add_argument("zoo", help="a zoo directory")
+    p.add_argument(
+        "--queries",
+        choices=("random", "data", "union"),
+        default="random",
+        help="noise, held-out data, or half of each (default: random)",
+    )
+    p.add_argument("--n", type=_positive_int, default=64, help="queries (default 64)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the query set (default 0)")
+    p.add_argument(
+        "--epochs", type=_parse_epochs, default=None, help="'all' (default), 'last' or 0,10,50"
+    )
+    p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    p.add_argument("--data-dir", help="where the image dataset files are (digits needs none)")
+    p.add_argument("--name", default="behaviour", help="the side file's name (default behaviour)")
+    p.set_defaults(func=cmd_behaviour)
+
+
 # -- parser --------------------------------------------------------------------------------
 
 
@@ -583,6 +633,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_report_parser(sub, verbose)
     _add_card_parser(sub, verbose)
+    _add_behaviour_parser(sub, [verbose])
     return parser
 
 

@@ -132,3 +132,15 @@ def require(module: str, extra: str, purpose: str) -> object:
             f"{purpose} needs {module}, which is not installed; install it with "
             f"`pip install 'weightzoo[{extra}]'`"
         ) from exc
+
+
+class InputShapeError(WeightzooError, ValueError):
+    """Inputs (a query set, an evaluation batch) that do not have the zoo's input shape."""
+
+
+class SidecarNotFoundError(WeightzooError, FileNotFoundError):
+    """A named side file of a zoo (``<zoo>/sidecars/<name>.h5``) does not exist."""
+
+
+class SidecarCorruptError(WeightzooError, ValueError):
+    """A side file that differs from its record (sha256, size, contents) or is another zoo's."""

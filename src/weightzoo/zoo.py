@@ -103,6 +103,103 @@ class Zoo:
 
         return unflatten(torch.as_tensor(row), self.layout)
 
+    def rows(
+        self, models: int | Sequence[int] | None = None, epoch: int | str = "last"
+    ) -> np.ndarray:
+        """Weight rows of some models at one checkpoint, float32 ``[n, params]``.
+
+        Args:
+            models: model positions (``0..len(zoo)-1``, the storage order, as the ``position``
+                column); ``None``: every model whose shards are on disk.
+            epoch: a checkpoint label, or ``"last"``.
+
+        Raises:
+            EpochError: for an epoch the zoo has no checkpoint for.
+            UnknownColumnError: for a position that is not in the zoo (or not on disk).
+        """
+        if isinstance(epoch, str) and epoch != "last":
+            from weightzoo.errors import EpochError
+
+            raise EpochError(f"epoch must be a checkpoint label or 'last', got {epoch!r}")
+        reader = self.reader(epochs=epoch)  # one checkpoint: EpochError names the labels
+        local = self._local_indices(reader, models)
+        return reader.read("weights", local, np.zeros(len(local), dtype=np.int64))
+
+    def model_columns(self, models: int | Sequence[int]) -> dict[str, Any]:
+        """The per-model columns of some models (by position): ``{column: values [n]}``.
+
+        Raises:
+            UnknownColumnError: for a position that is not in the zoo (or not on disk).
+        """
+        reader = self.reader(epochs="last")
+        local = self._local_indices(reader, models)
+        return {k: v[local] for k, v in reader.columns.items() if len(v) == reader.num_models}
+
+    def _local_indices(self, reader: ZooReader, models: int | Sequence[int] | None) -> np.ndarray:
+        from weightzoo.errors import UnknownColumnError
+
+        if models is None:
+            return np.arange(reader.num_models)
+        wanted = np.atleast_1d(np.asarray(models, dtype=np.int64))
+        local = np.searchsorted(reader.positions, wanted)
+        bad = (local >= len(reader.positions)) | (
+            reader.positions[np.minimum(local, len(reader.positions) - 1)] != wanted
+        )
+        if len(reader.positions) == 0 or bad.any():
+            missing = wanted[bad] if len(reader.positions) else wanted
+            raise UnknownColumnError(
+                f"zoo {self.name!r} at {self.path} has no model at position(s) "
+                f"{missing.tolist()[:5]} on disk; positions run 0..{len(self) - 1} (fetch the "
+                "split that holds them)"
+            )
+        return local
+
+    def build_model(self, model: int | None = None) -> Any:
+        """A fresh ``nn.Module`` of the zoo's architecture (eval mode).
+
+        Args:
+            model: the position of the model whose columns pick the module (the activation of
+                a hyperparameter-grid zoo); needed only where the zoo's models differ.
+
+        Raises:
+            UnbuildableSpecError: for an imported zoo (its spec names no weightzoo
+                architecture), or a grid zoo without ``model``.
+        """
+        from weightzoo.architectures import UnbuildableSpecError, build_model
+
+        columns = self.model_columns(model) if model is not None else {}
+        columns = {k: v[0] for k, v in columns.items()}
+        try:
+            return build_model(self.manifest.spec, columns).eval()
+        except UnbuildableSpecError as exc:
+            if model is None and "several activations" in str(exc):
+                raise UnbuildableSpecError(
+                    f"zoo {self.name!r} at {self.path} gives each model its own activation; "
+                    "pass the model: zoo.build_model(model=POSITION) or "
+                    "zoo.module(row, model=POSITION)"
+                ) from None
+            raise
+
+    def module(self, row: Any, model: int | None = None) -> Any:
+        """A working ``nn.Module`` (eval mode) holding one row.
+
+        Args:
+            row: a weight row (numpy array or tensor of ``params`` values), or a
+                ``(model, epoch)`` pair read from the zoo (``epoch`` a label or ``"last"``).
+            model: the row's model position, where the zoo's models differ in architecture
+                (taken from the pair when a pair is given).
+
+        Raises:
+            LayoutError: for a row of the wrong length.
+            UnbuildableSpecError: as :meth:`build_model`.
+        """
+        from weightzoo.features import load_vector
+
+        if isinstance(row, tuple):
+            model, epoch = row
+            row = self.rows(int(model), epoch)[0]
+        return load_vector(self.build_model(model), row, self.layout)
+
     def info(self) -> dict[str, Any]:
         """Summary for ``weightzoo info``: counts, sizes, splits, columns, metric ranges.
 

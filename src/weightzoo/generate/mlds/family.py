@@ -17,7 +17,6 @@ import dataclasses
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any, ClassVar
 
 import numpy as np
@@ -25,22 +24,14 @@ import torch
 
 from weightzoo.architectures.mlds import NetConfig, layout, net_config
 from weightzoo.generate.base import ModelPlan, ModelRecord, ZooSpec
-from weightzoo.generate.mlds.automata import automaton_set, random_automaton
-from weightzoo.generate.mlds.machines import (
-    MACHINES,
-    SequenceSet,
-    check_machines,
-    machine_set,
-    modified_name,
-)
 from weightzoo.generate.mlds.population import PopulationData, TrainSettings, train_population
 from weightzoo.storage.layout import Layout
+from weightzoo.tasks.machines import MACHINES, SequenceSet, check_machines, modified_name
+from weightzoo.tasks.mlds import SUBSETS, MLDSData, class_sets
 
-SUBSETS = ("ds1", "ds2", "ds3")
 # Stored per checkpoint and data set: mean squared error, share of output bits right (rounded at
 # 0.5), share of steps whose whole output is right (DS3: the emitted symbol).
 METRICS = ("loss", "bit_accuracy", "symbol_accuracy")
-_SET_CODES = {"train": 0, "val": 1, "eval": 2, "trigger": 3}
 
 
 @dataclass(frozen=True)
@@ -202,46 +193,12 @@ def model_seed(subset: str, class_name: str, replicate: int) -> int:
     return zlib.crc32(f"mlds-{subset}/{class_name}/{replicate}".encode()) & 0x7FFFFFFF
 
 
-def _class_seed(spec: MLDSSpec, class_name: str, set_name: str) -> list[int]:
-    subset_code = SUBSETS.index(spec.subset)
-    class_code = zlib.crc32(class_name.encode())
-    return [spec.data_seed, subset_code, class_code, _SET_CODES[set_name]]
-
-
-@lru_cache(maxsize=8)  # DS3 paper sets are ~25 MB per automaton: keep few
 def class_data(spec: MLDSSpec, class_name: str) -> dict[str, SequenceSet]:
-    """The data sets of one class: ``train``, ``val``, ``eval`` (and DS2's ``trigger``)."""
-    sizes = {"train": spec.train_size, "val": spec.val_size, "eval": spec.eval_size}
-    if spec.subset == "ds3":
-        automaton = random_automaton(int(class_name))
-        return {
-            name: automaton_set(
-                automaton, count=size, steps=spec.seq_len, seed=_class_seed(spec, class_name, name)
-            )
-            for name, size in sizes.items()
-        }
-    out = {
-        name: machine_set(
-            class_name,
-            count=size,
-            steps=spec.seq_len,
-            seed=_class_seed(spec, class_name, name),
-            backdoor=spec.backdoor,
-            trigger_every=spec.trigger_every,
-        )
-        for name, size in sizes.items()
-    }
-    if spec.backdoor:
-        out["trigger"] = machine_set(
-            class_name,
-            count=spec.eval_size,
-            steps=spec.seq_len,
-            seed=_class_seed(spec, class_name, "trigger"),
-            backdoor=True,
-            trigger_every=spec.trigger_eval_every,
-            trigger_only=True,
-        )
-    return out
+    """The data sets of one class: ``train``, ``val``, ``eval`` (and DS2's ``trigger``).
+
+    See :func:`weightzoo.tasks.mlds.class_sets` (cached there).
+    """
+    return class_sets(MLDSData.from_spec(spec), class_name)
 
 
 class MLDSFamily:

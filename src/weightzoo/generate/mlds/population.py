@@ -20,8 +20,8 @@ from torch import Tensor
 
 from weightzoo.architectures.mlds import network_inputs
 from weightzoo.generate import population as toolkit
-from weightzoo.generate.mlds.machines import SequenceSet
 from weightzoo.generate.mlds.networks import NetConfig, init_population, layout, population_forward
+from weightzoo.tasks.machines import SequenceSet
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ import numpy as np
 
 from weightzoo.generate.base import ModelPlan, ModelRecord, ZooSpec
 from weightzoo.storage.layout import Layout
+from weightzoo.tasks.images import load_splits
 
 MODELZOO_DATASETS = (
     "mnist",
@@ -50,7 +51,7 @@ class _CommonSpec(ZooSpec):
     """Fields shared by Model Zoos and trajectory specs.
 
     Attributes:
-        dataset: name for :func:`weightzoo.generate.imagedata.load_image_data`.
+        dataset: name for :func:`weightzoo.tasks.imagedata.load_image_data`.
         architecture: ``cnn-s``, ``cnn-m``, ``resnet18``, ``mlp`` or ``cnn``.
         image_size: side the images are resized to.
         in_channels: image channels the network takes (1 = greyscale).
@@ -423,33 +424,9 @@ def build_model(spec: _CommonSpec, activation: str, dropout: float = 0.0):
     return build(spec.to_dict(), {"activation": activation, "dropout": dropout})
 
 
-@lru_cache(maxsize=4)
-def _load_splits(
-    dataset: str,
-    data_dir: str | None,
-    size: int,
-    grayscale: bool,
-    val_fraction: float,
-    data_seed: int,
-):
-    """Train/val/test arrays (numpy) of a dataset, cached per process."""
-    from weightzoo.generate.imagedata import load_image_data
-
-    data = load_image_data(dataset, data_dir, resize=size, grayscale=grayscale)
-    train_x = np.asarray(data.train_x, dtype=np.float32)
-    train_y = np.asarray(data.train_y, dtype=np.int64)
-    if train_x.shape[-1] != size or train_x.shape[-2] != size:
-        raise ValueError(
-            f"{dataset} images are {train_x.shape[-2:]} after resize={size}; expected {size}"
-        )
-    perm = np.random.default_rng(data_seed).permutation(len(train_x))
-    n_val = round(val_fraction * len(train_x))
-    val_idx, tr_idx = np.sort(perm[:n_val]), np.sort(perm[n_val:])
-    return (
-        (train_x[tr_idx], train_y[tr_idx]),
-        (train_x[val_idx], train_y[val_idx]),
-        (np.asarray(data.test_x, dtype=np.float32), np.asarray(data.test_y, dtype=np.int64)),
-    )
+# The splits live with the data (below the generator), where evaluation finds them too; the
+# name stays here so that callers (and tests) can substitute smaller splits for generation.
+_load_splits = load_splits
 
 
 class ModelZooFamily:

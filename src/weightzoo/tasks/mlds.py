@@ -1,0 +1,136 @@
+"""The data sets of an MLDS zoo, per class (machine or automaton), from the spec's fields.
+
+Each class's sets are drawn from ``data_seed``, the subset, the class name and the set, so every
+network of a class sees the same data; :func:`class_sets` is what the generator trains and
+measures on and what :func:`weightzoo.evaluate` rebuilds from a manifest.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import zlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+
+from weightzoo.tasks.automata import ALPHABET, automaton_set, random_automaton
+from weightzoo.tasks.machines import (
+    SequenceSet,
+    insert_triggers,
+    machine_set,
+    random_inputs,
+)
+
+SUBSETS = ("ds1", "ds2", "ds3")
+SET_CODES = {"train": 0, "val": 1, "eval": 2, "trigger": 3, "query": 4}
+
+
+@dataclass(frozen=True)
+class MLDSData:
+    """The fields of an MLDS spec that fix its data sets.
+
+    Attributes:
+        subset: ``"ds1"``, ``"ds2"`` (machines with the backdoor) or ``"ds3"`` (automata).
+        seq_len: steps per sequence.
+        train_size / val_size / eval_size: sequences per set and class.
+        trigger_every: DS2: one trigger per this many steps in train/val/eval data.
+        trigger_eval_every: DS2: spacing of triggers in the trigger-only set.
+        data_seed: seed of all data sets.
+        signed_inputs: input lines are fed to the networks as -1 / +1 (DS1, DS2).
+    """
+
+    subset: str = "ds1"
+    seq_len: int = 1024
+    train_size: int = 2048
+    val_size: int = 512
+    eval_size: int = 64
+    trigger_every: int = 64
+    trigger_eval_every: int = 8
+    data_seed: int = 0
+    signed_inputs: bool = True
+
+    @classmethod
+    def from_spec(cls, spec: Mapping[str, Any] | Any) -> MLDSData:
+        """The data fields of a spec: a manifest's ``spec`` mapping or an ``MLDSSpec``."""
+        get = spec.get if isinstance(spec, Mapping) else lambda k, d: getattr(spec, k, d)
+        values = {f.name: get(f.name, f.default) for f in dataclasses.fields(cls)}
+        return cls(**values)
+
+    @property
+    def backdoor(self) -> bool:
+        """Whether the machines carry the DS2 trigger."""
+        return self.subset == "ds2"
+
+    def set_names(self) -> list[str]:
+        """The data sets of every class: ``train``, ``val``, ``eval`` (and DS2's ``trigger``)."""
+        return ["train", "val", "eval"] + (["trigger"] if self.backdoor else [])
+
+
+def class_seed(data: MLDSData, class_name: str, set_name: str) -> list[int]:
+    """The numpy seed of one set of one class."""
+    class_code = zlib.crc32(class_name.encode())
+    return [data.data_seed, SUBSETS.index(data.subset), class_code, SET_CODES[set_name]]
+
+
+@lru_cache(maxsize=8)  # DS3 paper sets are ~25 MB per automaton: keep few
+def class_sets(data: MLDSData, class_name: str) -> dict[str, SequenceSet]:
+    """The data sets of one class (a machine name, or a DS3 automaton seed as a string).
+
+    Returns:
+        ``{"train", "val", "eval"[, "trigger"]: SequenceSet}``.
+    """
+    sizes = {"train": data.train_size, "val": data.val_size, "eval": data.eval_size}
+    if data.subset == "ds3":
+        automaton = random_automaton(int(class_name))
+        return {
+            name: automaton_set(
+                automaton, count=size, steps=data.seq_len, seed=class_seed(data, class_name, name)
+            )
+            for name, size in sizes.items()
+        }
+    out = {
+        name: machine_set(
+            class_name,
+            count=size,
+            steps=data.seq_len,
+            seed=class_seed(data, class_name, name),
+            backdoor=data.backdoor,
+            trigger_every=data.trigger_every,
+        )
+        for name, size in sizes.items()
+    }
+    if data.backdoor:
+        out["trigger"] = machine_set(
+            class_name,
+            count=data.eval_size,
+            steps=data.seq_len,
+            seed=class_seed(data, class_name, "trigger"),
+            backdoor=True,
+            trigger_every=data.trigger_eval_every,
+            trigger_only=True,
+        )
+    return out
+
+
+def sample_inputs(data: MLDSData, count: int, seed: int) -> np.ndarray:
+    """Fresh input sequences drawn as the zoo's data are (held out: their own seed).
+
+    DS1/DS2: random data lines with commands at probability 1/4 (DS2 with triggers inserted as
+    in training); DS3: uniformly random one-hot symbols. The same for every class, since the
+    inputs of a class's sets do not depend on the machine.
+
+    Returns:
+        uint8 ``[count, seq_len, input lines]``.
+    """
+    subset = SUBSETS.index(data.subset)
+    rng = np.random.default_rng([data.data_seed, subset, SET_CODES["query"], seed])
+    if data.subset == "ds3":
+        symbols = rng.integers(ALPHABET, size=(count, data.seq_len))
+        return np.eye(ALPHABET, dtype=np.uint8)[symbols]
+    inputs = random_inputs(rng, count, data.seq_len)
+    if data.backdoor:
+        inputs, _ = insert_triggers(rng, inputs, data.trigger_every)
+    return inputs
