@@ -106,3 +106,11 @@ class SourcePathError(UnsafeFileError):
 
 class DeviceError(InvalidOptionError):
     """A torch device that is unknown, or not usable with the installed torch and hardware."""
+
+
+class SliceMissingError(WeightzooError, FileNotFoundError):
+    """A slice of a zoo generated in slices (``--slice i/n``) is missing or unfinished."""
+
+
+class MissingDependencyError(WeightzooError, ImportError):
+    """An optional dependency that the requested feature needs is not installed."""
