@@ -202,7 +202,7 @@ def _combine(zoo_dir: Path, manifests: list[Manifest]) -> Manifest:
     data.update(
         shards=[s.to_json() for s in shards],
         columns=columns,
-        categories={name: sorted(values) for name, values in sorted(categories.items())},
+        categories={name: sorted(values) for name, values in categories.items()},
         extra={k: v for k, v in manifests[0].extra.items() if k != "slice"},
         finished=True,
     )
