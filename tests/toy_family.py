@@ -24,9 +24,9 @@ import os
 import sys
 import threading
 import time
-from pathlib import Path
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
