@@ -19,6 +19,7 @@ from weightzoo.errors import (
     SliceMissingError,
     SpecMismatchError,
     ZooLockedError,
+    ZooNotFoundError,
 )
 from weightzoo.generate import progress
 from weightzoo.generate.runner import generate, plan_blocks, slice_blocks
@@ -173,6 +174,13 @@ def test_merge_recomputes_every_hash(tmp_path, toy_spec):
     assert not (out / MANIFEST_NAME).exists()
 
 
+def test_reading_a_directory_of_slices_points_to_merge(tmp_path, toy_spec):
+    out = tmp_path / "zoo"
+    generate_slices(toy_spec, out, 2, indices=[0])
+    with pytest.raises(ZooNotFoundError, match="weightzoo merge"):
+        Manifest.load(out)
+
+
 def test_merge_without_slices_says_what_to_run(tmp_path, toy_zoo):
     (tmp_path / "empty").mkdir()
     with pytest.raises(SliceMissingError, match="--slice I/N"):
@@ -219,6 +227,36 @@ def test_an_unknown_engine_is_refused(tmp_path, toy_spec):
 
 
 # -- progress across processes -----------------------------------------------------------
+
+
+class CountingBar:
+    def __init__(self, total, initial=0, **kwargs):
+        self.total, self.n, self.highest = total, initial, initial
+
+    def update(self, n):
+        self.n += n
+        self.highest = max(self.highest, self.n)
+
+    def set_postfix(self, refresh=True, **values):
+        self.postfix = values
+
+    def close(self):
+        pass
+
+
+def test_a_restarted_block_counts_again_from_zero():
+    bar = progress.ModelEpochBar(12, bar_factory=CountingBar)
+    bar.plan(0, 6)
+    bar.plan(6, 6)
+    bar.advance(6, 3, None)
+    bar.advance(0, 3, 1)
+    bar.restart(0)  # its worker died: the retry reports every epoch again
+    assert (bar._bar.n, bar.passed) == (3, 0)
+    for _ in range(2):
+        bar.advance(0, 3, 2)
+    bar.finish(0)
+    bar.finish(6)
+    assert bar._bar.n == bar._bar.highest == 12 and bar.passed == 2
 
 
 @pytest.fixture

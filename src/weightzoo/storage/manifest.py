@@ -190,6 +190,11 @@ class Manifest:
         """
         zoo_dir = Path(zoo_dir)
         path = zoo_dir / file
+        if not path.is_file() and file == MANIFEST_NAME and any(zoo_dir.glob("zoo.slice-*.json")):
+            raise ZooNotFoundError(
+                f"{zoo_dir} holds the slices of a zoo (zoo.slice-I-of-N.json) but no "
+                f"{MANIFEST_NAME} yet: run `weightzoo merge {zoo_dir}` once every slice is done"
+            )
         if not path.is_file():
             what = "directory" if not zoo_dir.exists() else f"manifest {file}"
             raise ZooNotFoundError(
