@@ -3,8 +3,10 @@
 Part ``engines``: one small MLDS DS1 spec (``--models`` GRU networks, at most ``--epochs``
 epochs each, ``--block`` networks per block) generated from scratch with the local engine
 (1 and 2 worker processes) and the Ray engine (a local Ray with 1 and 2 CPUs, one CPU per
-block). ``models/hour = models / seconds * 3600``; Ray's start-up is timed apart (a cluster
-starts once for many zoos). Every run must write the same bytes; the script checks it.
+block), ``--repeat`` rounds of all four interleaved, the best round of each counted (on a
+shared machine the load of other processes changes from minute to minute).
+``models/hour = models / seconds * 3600``; Ray's start-up is timed apart (a cluster starts
+once for many zoos). Every run must write the same bytes; the script checks it.
 
 Part ``cost``: seconds per model-epoch against parameter count, for every architecture of the
 papers' zoos at the paper specs' batch size and input shape: a population of ``--population``
@@ -20,7 +22,7 @@ split is not included. The projection multiplies by each paper zoo's models and 
 Usage::
 
     python benchmarks/bench_scale.py [--parts engines cost] [--models 8] [--epochs 3]
-        [--block 2] [--population 8] [--steps 3] [--max-batch 32] [--device cpu]
+        [--block 2] [--repeat 2] [--population 8] [--steps 3] [--max-batch 32] [--device cpu]
 
 Run with ``OMP_NUM_THREADS=1`` on a shared machine: every block trains with one torch thread.
 """
@@ -30,6 +32,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import Callable
@@ -88,41 +91,48 @@ def bench_engines(args) -> None:
     print(
         f"engines: mlds-ds1, {args.models} GRU networks, at most {args.epochs} epochs, "
         f"{args.block} per block ({blocks} blocks); {os.cpu_count()} CPUs, 1 torch thread "
-        "per block"
+        f"per block; {args.repeat} rounds, each round every engine once (best of the rounds)"
     )
-    print("engine  workers  seconds  models/hour  vs local x1")
-    runs: dict[str, float] = {}
+    try:
+        import ray
+    except ImportError:
+        ray = None
+        print('(Ray not installed: pip install "weightzoo[ray]")')
+    runs: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        for workers in (1, 2):
-            runs[f"local x{workers}"] = timed_generate(
-                spec, root / f"local{workers}", workers=workers
-            )
-        ray = None
-        try:
-            import ray
-        except ImportError:
-            print('(Ray not installed: pip install "weightzoo[ray]")')
-        if ray is not None:
-            for cpus in (1, 2):
-                start = time.perf_counter()
-                ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
-                print(f"(Ray start with {cpus} CPU(s): {time.perf_counter() - start:.1f} s)")
-                try:
-                    runs[f"ray x{cpus}"] = timed_generate(
-                        spec, root / f"ray{cpus}", engine="ray", ray=RayOptions()
-                    )
-                finally:
-                    ray.shutdown()
-        reference = shard_hashes(root / "local1")
-        for name in runs:
-            folder = name.replace(" x", "")
-            assert shard_hashes(root / folder) == reference, f"{name} wrote other bytes"
-    base = runs["local x1"]
-    for name, seconds in runs.items():
+        reference = None
+        for round_ in range(args.repeat):
+            for engine, count in [("local", 1), ("local", 2), ("ray", 1), ("ray", 2)]:
+                if engine == "ray" and ray is None:
+                    continue
+                out = root / f"{engine}{count}-{round_}"
+                if engine == "local":
+                    seconds = timed_generate(spec, out, workers=count)
+                else:
+                    start = time.perf_counter()
+                    ray.init(num_cpus=count, include_dashboard=False, log_to_driver=False)
+                    started = time.perf_counter() - start
+                    try:
+                        seconds = timed_generate(spec, out, engine="ray", ray=RayOptions())
+                    finally:
+                        ray.shutdown()
+                    print(f"(round {round_}: Ray start with {count} CPU(s) {started:.1f} s)")
+                runs.setdefault(f"{engine} x{count}", []).append(seconds)
+                hashes = shard_hashes(out)
+                reference = reference or hashes
+                assert hashes == reference, f"{engine} x{count} wrote other bytes"
+                shutil.rmtree(out)
+    print("engine  workers  best s  models/hour  vs local x1  all rounds (s)")
+    base = min(runs["local x1"])
+    for name, times in runs.items():
         engine, workers = name.split(" x")
-        rate = args.models / seconds * 3600
-        print(f"{engine:6s}  {workers:>7s}  {seconds:7.1f}  {rate:11.0f}  {base / seconds:10.2f}x")
+        best = min(times)
+        rate = args.models / best * 3600
+        every = ", ".join(f"{t:.1f}" for t in times)
+        print(
+            f"{engine:6s}  {workers:>7s}  {best:6.1f}  {rate:11.0f}  {base / best:10.2f}x  {every}"
+        )
     print("(every run wrote the same shards, byte for byte)")
 
 
@@ -281,6 +291,7 @@ def main() -> None:
     parser.add_argument("--block", type=int, default=2)
     parser.add_argument("--population", type=int, default=8)
     parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--max-batch", type=int, default=32)
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()

@@ -174,3 +174,29 @@ def test_ray_with_cuda_asks_for_gpus(tmp_path, toy_spec):
 
     with pytest.raises(InvalidOptionError, match="--gpus-per-block"):
         generate(toy_spec, tmp_path / "zoo", engine="ray", device="cuda", progress=False)
+
+
+def test_ctrl_c_keeps_the_blocks_that_came_back_and_the_rerun_resumes(
+    tmp_path, toy_spec, toy_zoo, hooks, monkeypatch
+):
+    out = tmp_path / "ray"
+    original = progress.ModelEpochBar.finish
+    finished = []
+
+    def interrupt_after_two(self, block):
+        original(self, block)
+        finished.append(block)
+        if len(finished) == 2:
+            raise KeyboardInterrupt  # the user presses Ctrl-C while blocks still train
+
+    monkeypatch.setattr(progress.ModelEpochBar, "finish", interrupt_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        generate(toy_spec, out, engine="ray", progress=False)
+    monkeypatch.setattr(progress.ModelEpochBar, "finish", original)
+    kept = first_model_ids(out, toy_zoo)
+    assert len(kept) >= 2 and not list(out.rglob("*.tmp"))
+    before = len(toy_family.started_blocks(hooks))
+    generate(toy_spec, out, engine="ray", progress=False)
+    rerun = toy_family.started_blocks(hooks)[before:]
+    assert sorted(rerun) == sorted(first_model_ids(toy_zoo, toy_zoo) - kept)
+    assert shard_hashes(out) == shard_hashes(toy_zoo)
