@@ -214,6 +214,13 @@ def test_ray_options_without_the_ray_engine_are_refused(tmp_path, capsys):
     assert code == cli.EXIT_ERROR and "need --engine ray" in capsys.readouterr().err
 
 
+def test_workers_belong_to_the_local_engine(tmp_path, capsys):
+    args = ["generate", "toy3", "--out", str(tmp_path / "z"), "--engine", "ray", "--workers", "2"]
+    assert cli.run(args) == cli.EXIT_ERROR
+    assert "--cpus-per-block" in capsys.readouterr().err
+    assert not (tmp_path / "z").exists()
+
+
 def test_the_ray_engine_without_ray_says_how_to_install_it(tmp_path, toy_spec, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
     with pytest.raises(MissingDependencyError, match=r'pip install "weightzoo\[ray\]"'):

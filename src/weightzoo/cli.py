@@ -225,7 +225,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from weightzoo.generate.runner import generate, zoo_dir_default
     from weightzoo.generate.specs import get_spec
 
-    check_device(args.device)
+    if args.engine == "local":  # a Ray cluster's GPUs are checked where its blocks run
+        check_device(args.device)
 
     options = {
         "models": args.models,
@@ -252,6 +253,11 @@ def cmd_generate(args: argparse.Namespace) -> int:
             gpus_per_block=args.gpus_per_block,
             max_retries=args.max_retries,
         )
+        if args.workers is not None:
+            raise InvalidOptionError(
+                "--workers is for --engine local; with --engine ray every block is a task "
+                "(size it with --cpus-per-block)"
+            )
     elif args.address or args.cpus_per_block != 1 or args.gpus_per_block:
         raise InvalidOptionError(
             "--address, --cpus-per-block and --gpus-per-block need --engine ray"

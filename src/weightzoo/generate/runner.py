@@ -26,7 +26,7 @@ from weightzoo.features import statistics_names
 from weightzoo.generate.base import Family, ModelPlan, ModelRecord, ZooSpec
 from weightzoo.generate.devices import check_device
 from weightzoo.generate.progress import ModelEpochBar
-from weightzoo.generate.ray_engine import RayOptions
+from weightzoo.generate.ray_engine import RayOptions, import_ray, run_blocks
 from weightzoo.generate.specs import family_for
 from weightzoo.generate.workers import BlockPool, future_succeeded, train_block
 from weightzoo.storage.manifest import SPLITS, Manifest
@@ -201,8 +201,6 @@ def generate(
     if engine not in ENGINES:
         raise InvalidOptionError(f"--engine {engine!r}: choose one of {', '.join(ENGINES)}")
     if engine == "ray":
-        from weightzoo.generate.ray_engine import import_ray
-
         ray = ray or RayOptions()
         ray.check(device)
         import_ray()  # fail before anything is written
@@ -287,8 +285,6 @@ def generate(
 
         try:
             if engine == "ray" and todo:
-                from weightzoo.generate.ray_engine import run_blocks
-
                 run_blocks(family, spec, todo, device=device, options=ray, keep=keep, bar=bar)
             else:
                 _train_locally(
