@@ -12,7 +12,8 @@ Part ``cost``: seconds per model-epoch against parameter count, for every archit
 papers' zoos at the paper specs' batch size and input shape: a population of ``--population``
 models (1 for ResNet-18, trained one at a time by the generator) takes ``--steps`` training
 steps (forward, backward, Adam) on random data after one warm-up step; seconds per model-step
-times the steps of one epoch (MLDS: ``train_size / batch`` sequences of the network's own
+(CPU time of the process on the CPU, so that other load on the machine does not count; wall
+time on an accelerator) times the steps of one epoch (MLDS: ``train_size / batch`` sequences of the network's own
 machine; images: 85% of the official training set, the rest is the validation split, divided
 by the batch size) is seconds per model-epoch. Batches above ``--max-batch`` (ResNet-18's
 128 and 256) are timed at ``--max-batch`` and scaled linearly. Per-epoch evaluation of every
@@ -187,13 +188,19 @@ def image_step_seconds(spec, models: int, steps: int, device: str, batch: int) -
 
 
 def _time_steps(step: Callable[[], None], steps: int, device: str) -> float:
+    """Seconds per step: CPU time of this process on the CPU, wall time on an accelerator.
+
+    With one torch thread, CPU time is the work itself, whatever else the machine runs (wall
+    time on a shared machine would count the time other processes held the core).
+    """
+    clock = time.process_time if device == "cpu" else time.perf_counter
     step()  # warm-up: allocations, kernels, autotuning
     _sync(device)
-    start = time.perf_counter()
+    start = clock()
     for _ in range(steps):
         step()
     _sync(device)
-    return (time.perf_counter() - start) / steps
+    return (clock() - start) / steps
 
 
 def _sync(device: str) -> None:

@@ -200,8 +200,11 @@ def _collect(
         while pending:
             ready, pending = ray.wait(pending, num_returns=1, timeout=_POLL_S)
             _apply(bar, ray.get(board.take.remote()))
-            for ref in ready:
-                keep(refs[ref], ray.get(ref))
+            if ready:
+                # Popping the last reference lets Ray free the records once they are written.
+                ref = ready.pop()
+                keep(refs.pop(ref), ray.get(ref))
+                del ref
     except BaseException:
         for ref in pending:
             ray.cancel(ref, force=True)
