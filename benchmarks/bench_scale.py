@@ -11,14 +11,15 @@ once for many zoos). Every run must write the same bytes; the script checks it.
 Part ``cost``: seconds per model-epoch against parameter count, for every architecture of the
 papers' zoos at the paper specs' batch size and input shape: a population of ``--population``
 models (1 for ResNet-18, trained one at a time by the generator) takes ``--steps`` training
-steps (forward, backward, Adam) on random data after one warm-up step; seconds per model-step
-(CPU time of the process on the CPU, so that other load on the machine does not count; wall
-time on an accelerator) times the steps of one epoch (MLDS: ``train_size / batch`` sequences of the network's own
-machine; images: 85% of the official training set, the rest is the validation split, divided
-by the batch size) is seconds per model-epoch. Batches above ``--max-batch`` (ResNet-18's
-128 and 256) are timed at ``--max-batch`` and scaled linearly. Per-epoch evaluation of every
-split is not included. The projection multiplies by each paper zoo's models and epochs
-(MLDS: the spec's ``max_epochs``, an upper bound: networks stop when they pass).
+steps (forward, backward, Adam) on random data after one warm-up step. Seconds per model-step
+are CPU time of the process on the CPU (so that other load on the machine does not count),
+wall time on an accelerator. Times the steps of one epoch (MLDS: ``train_size / batch``
+sequences of the network's own machine; images: 85% of the official training set, the rest
+is the validation split, divided by the batch size) they give seconds per model-epoch.
+Batches above ``--max-batch`` (ResNet-18's 128 and 256) are timed at ``--max-batch`` and
+scaled linearly. Per-epoch evaluation of every split is not included. The projection
+multiplies by each paper zoo's models and epochs (MLDS: the spec's ``max_epochs``, an upper
+bound: networks stop when they pass).
 
 Usage::
 
