@@ -258,9 +258,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
                 "--workers is for --engine local; with --engine ray every block is a task "
                 "(size it with --cpus-per-block)"
             )
-    elif args.address or args.cpus_per_block != 1 or args.gpus_per_block:
+    elif args.address or args.cpus_per_block != 1 or args.gpus_per_block or args.max_retries != 3:
         raise InvalidOptionError(
-            "--address, --cpus-per-block and --gpus-per-block need --engine ray"
+            "--address, --cpus-per-block, --gpus-per-block and --max-retries need --engine ray"
         )
     manifest = generate(
         spec,
