@@ -10,6 +10,12 @@ Hooks for tests that run the command line in a subprocess (environment variables
 ``TOY_ANNOUNCE=1`` prints ``toy: block FIRST starts in pid PID`` to stderr when a block starts;
 ``TOY_HANG_MODEL=ID,ID,...`` makes the blocks that hold these models wait forever (until
 killed).
+
+``TOY_HOOK_DIR=DIR`` arms file-driven hooks that work in any process (worker processes, Ray
+workers started before the test): every block appends ``FIRST_MODEL_ID PID`` to
+``DIR/started``; a block holding model ``ID`` while ``DIR/exit-ID`` exists deletes that file
+and ends its process at once (``os._exit``: a worker killed mid-block, once); while
+``DIR/await`` exists, a block stops after its first epoch report until ``DIR/seen`` exists.
 """
 
 from __future__ import annotations
@@ -17,8 +23,10 @@ from __future__ import annotations
 import os
 import sys
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -88,12 +96,17 @@ class ToyFamily:
         hang = {int(i) for i in os.environ.get("TOY_HANG_MODEL", "").split(",") if i}
         if hang & {plan.model_id for plan in plans}:
             threading.Event().wait()
+        hooks = Path(os.environ["TOY_HOOK_DIR"]) if os.environ.get("TOY_HOOK_DIR") else None
+        if hooks is not None:
+            _file_hooks_at_start(hooks, plans)
         records = [self._train_one(spec, plan) for plan in plans]
         if on_epoch is not None:
             passed_at = [r.columns["passed_at"] for r in records]
             for epoch in range(1, spec.num_epochs + 1):
                 active = sum(1 for at in passed_at if at < 0 or at >= epoch)
                 on_epoch(active, sum(1 for at in passed_at if 0 < at <= epoch))
+                if epoch == 1 and hooks is not None and (hooks / "await").exists():
+                    _wait_for(hooks / "seen")
         return records
 
     def _train_one(self, spec: ToySpec, plan: ModelPlan) -> ModelRecord:
@@ -117,6 +130,33 @@ class ToyFamily:
                 "torch_threads": torch.get_num_threads(),
             },
         )
+
+
+def _file_hooks_at_start(hooks: Path, plans: Sequence[ModelPlan]) -> None:
+    with open(hooks / "started", "a") as log:  # one short append: atomic between processes
+        log.write(f"{plans[0].model_id} {os.getpid()}\n")
+    for plan in plans:
+        try:
+            (hooks / f"exit-{plan.model_id}").unlink()
+        except FileNotFoundError:
+            continue
+        os._exit(1)  # as if killed: no exception, no cleanup
+
+
+def _wait_for(path: Path, timeout: float = 60.0) -> None:
+    """Wait for another process to create ``path`` (the test fails if it never does)."""
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{path} did not appear within {timeout} s")
+        time.sleep(0.01)
+
+
+def started_blocks(hooks: Path) -> list[int]:
+    """First model ids of the blocks started under ``TOY_HOOK_DIR=hooks``, in order."""
+    path = hooks / "started"
+    lines = path.read_text().split("\n") if path.exists() else []
+    return [int(line.split()[0]) for line in lines if line]
 
 
 class LegacyToyFamily(ToyFamily):

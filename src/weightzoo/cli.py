@@ -55,6 +55,40 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    return value
+
+
+def _parse_slice(text: str) -> tuple[int, int]:
+    """``"i/n"``: slice ``i`` of ``n``, numbered from 0."""
+    index, _, count = text.partition("/")
+    try:
+        parsed = int(index), int(count)
+    except ValueError:
+        parsed = (-1, 0)
+    if not 0 <= parsed[0] < parsed[1]:
+        raise argparse.ArgumentTypeError(
+            f"--slice takes I/N with 0 <= I < N (e.g. 0/4 ... 3/4), got {text!r}"
+        )
+    return parsed
+
+
 def _human_bytes(size: float) -> str:
     for unit in ("B", "KB", "MB", "GB", "TB"):
         if size < 1000 or unit == "TB":
@@ -300,7 +334,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from weightzoo.generate.runner import generate, zoo_dir_default
     from weightzoo.generate.specs import get_spec
 
-    check_device(args.device)
+    if args.engine == "local":  # a Ray cluster's GPUs are checked where its blocks run
+        check_device(args.device)
 
     options = {
         "models": args.models,
@@ -317,9 +352,60 @@ def cmd_generate(args: argparse.Namespace) -> int:
     except ValueError as exc:  # the documented answer of override() to an unusable option
         raise InvalidOptionError(f"weightzoo generate {args.name}: {exc}") from exc
     out = Path(args.out) if args.out else zoo_dir_default(spec)
-    manifest = generate(spec, out, device=args.device, workers=args.workers)
+    ray = None
+    if args.engine == "ray":
+        from weightzoo.generate.ray_engine import RayOptions
+
+        ray = RayOptions(
+            address=args.address,
+            cpus_per_block=args.cpus_per_block,
+            gpus_per_block=args.gpus_per_block,
+            max_retries=args.max_retries,
+        )
+        if args.workers is not None:
+            raise InvalidOptionError(
+                "--workers is for --engine local; with --engine ray every block is a task "
+                "(size it with --cpus-per-block)"
+            )
+    elif args.address or args.cpus_per_block != 1 or args.gpus_per_block or args.max_retries != 3:
+        raise InvalidOptionError(
+            "--address, --cpus-per-block, --gpus-per-block and --max-retries need --engine ray"
+        )
+    manifest = generate(
+        spec,
+        out,
+        device=args.device,
+        workers=args.workers,
+        engine=args.engine,
+        ray=ray,
+        slice=args.slice,
+    )
     splits = ", ".join(f"{k} {v}" for k, v in manifest.splits().items())
+    if args.slice is not None:
+        index, count = args.slice
+        print(
+            f"wrote slice {index}/{count} of {manifest.name} to {out}: "
+            f"{sum(manifest.splits().values())} models "
+            f"({splits}); run `weightzoo merge {out}` once all {count} slices are done"
+        )
+        return 0
     print(f"wrote {manifest.name} to {out}: {manifest.num_models} models ({splits})")
+    return 0
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    """Join the finished slices of a zoo into one verified zoo.json."""
+    from tqdm.auto import tqdm
+
+    from weightzoo.storage.merge import merge_slices
+
+    with tqdm(unit="shard", desc="verifying", disable=not sys.stderr.isatty()) as bar:
+        manifest = merge_slices(args.path, on_shard=lambda _entry: bar.update(1))
+    splits = ", ".join(f"{k} {v}" for k, v in manifest.splits().items())
+    print(
+        f"merged {manifest.name} in {args.path}: {manifest.num_models} models ({splits}), "
+        f"{len(manifest.shards)} shards verified"
+    )
     return 0
 
 
@@ -589,9 +675,55 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--workers",
         type=_positive_int,
-        help="parallel training processes (default: one per CPU core on cpu, 1 on cuda)",
+        help="local engine: parallel training processes (default: one per CPU core on cpu, "
+        "1 on cuda)",
+    )
+    p.add_argument(
+        "--engine",
+        choices=("local", "ray"),
+        default="local",
+        help="where blocks train: local processes (default) or Ray tasks (pip install "
+        '"weightzoo[ray]")',
+    )
+    p.add_argument(
+        "--address", help="Ray: cluster to join (default: RAY_ADDRESS, else a local Ray)"
+    )
+    p.add_argument(
+        "--cpus-per-block",
+        type=_positive_float,
+        default=1,
+        help="Ray: CPUs reserved per block (default 1)",
+    )
+    p.add_argument(
+        "--gpus-per-block",
+        type=_non_negative_float,
+        default=0,
+        help="Ray: GPUs reserved per block (default 0; needed with --device cuda)",
+    )
+    p.add_argument(
+        "--max-retries",
+        type=int,
+        default=3,
+        help="Ray: retries of a block whose worker died (default 3)",
+    )
+    p.add_argument(
+        "--slice",
+        type=_parse_slice,
+        metavar="I/N",
+        help="train only slice I of N (blocks I, I+N, ...; I from 0) into --out, beside the "
+        "other slices; then `weightzoo merge DIR`",
     )
     p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser(
+        "merge",
+        parents=[verbose],
+        help="join the finished slices of a zoo (generate --slice) into one zoo.json",
+        description="Check that the slices in DIR are of one spec and cover every model once, "
+        "recompute every shard's sha256, and write the zoo's zoo.json.",
+    )
+    p.add_argument("path", help="the --out directory of the slices")
+    p.set_defaults(func=cmd_merge)
 
     p = sub.add_parser(
         "sparsify",

@@ -144,3 +144,7 @@ class SidecarNotFoundError(WeightzooError, FileNotFoundError):
 
 class SidecarCorruptError(WeightzooError, ValueError):
     """A side file that differs from its record (sha256, size, contents) or is another zoo's."""
+
+
+class SliceMissingError(WeightzooError, FileNotFoundError):
+    """A slice of a zoo generated in slices (``--slice i/n``) is missing or unfinished."""

@@ -64,6 +64,15 @@ class ModelEpochBar:
             if step:
                 self._bar.update(step)
 
+    def restart(self, block: int) -> None:
+        """Take back what ``block`` reported: it is being trained again from the start."""
+        with self._lock:
+            done = self._done[block]
+            self._done[block] = 0
+            self._passed.pop(block, None)
+            if done:
+                self._bar.update(-done)
+
     def finish(self, block: int) -> None:
         """Count whatever ``block`` did not report: it is written."""
         with self._lock:

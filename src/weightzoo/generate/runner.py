@@ -3,6 +3,12 @@
 One block of models is one population trained together and one shard (or several, one per
 group of epochs). Blocks already on disk are skipped, so an interrupted run resumes where it
 stopped and never duplicates a model.
+
+Blocks train on an engine: ``local`` (this process, or worker processes on this machine) or
+``ray`` (Ray tasks on a cluster, :mod:`weightzoo.generate.ray_engine`). Either way every block
+comes back to the one writer in this process. A run may also train one *slice* of the blocks
+(``slice=(i, n)``: the blocks whose index in storage order is ``i`` modulo ``n``) for a batch
+job array; the slices' manifests are merged by :func:`weightzoo.storage.merge.merge_slices`.
 """
 
 from __future__ import annotations
@@ -16,17 +22,28 @@ from pathlib import Path
 
 from weightzoo import __version__
 from weightzoo.blocks import STATS_PRESET, epoch_groups, stratified_splits, write_block
+from weightzoo.errors import InvalidOptionError
 from weightzoo.features import statistics_names
 from weightzoo.generate.base import Family, ModelPlan, ModelRecord, ZooSpec
 from weightzoo.generate.devices import check_device
 from weightzoo.generate.progress import ModelEpochBar
+from weightzoo.generate.ray_engine import RayOptions, import_ray, run_blocks
 from weightzoo.generate.specs import family_for
 from weightzoo.generate.workers import BlockPool, future_succeeded, train_block
 from weightzoo.storage.manifest import SPLITS, Manifest
 from weightzoo.storage.writer import ZooWriter, shard_file_name
 
 log = logging.getLogger(__name__)
-__all__ = ["STATS_PRESET", "assign_splits", "epoch_groups", "generate", "plan_blocks"]
+__all__ = [
+    "ENGINES",
+    "STATS_PRESET",
+    "assign_splits",
+    "epoch_groups",
+    "generate",
+    "plan_blocks",
+    "slice_blocks",
+]
+ENGINES = ("local", "ray")
 
 
 def assign_splits(plans: Sequence[ModelPlan], spec: ZooSpec) -> dict[int, str]:
@@ -74,6 +91,23 @@ def plan_blocks(plans: Sequence[ModelPlan], spec: ZooSpec) -> list[Block]:
             blocks.append(Block(split, position, chunk))
             position += len(chunk)
     return blocks
+
+
+def slice_blocks(blocks: Sequence[Block], index: int, count: int) -> list[Block]:
+    """The blocks of slice ``index`` of ``count``: those at positions ``index``, ``index + n``...
+
+    Positions are in :func:`plan_blocks` order (storage order), so the assignment depends only
+    on the spec, and round-robin keeps the slices within one block of each other in size.
+
+    Raises:
+        InvalidOptionError: unless ``0 <= index < count``.
+    """
+    if not 0 <= index < count:
+        raise InvalidOptionError(
+            f"--slice {index}/{count}: the index must be in 0..{count - 1} (slices are numbered "
+            "from 0, as SLURM_ARRAY_TASK_ID is for --array=0-N)"
+        )
+    return [block for k, block in enumerate(blocks) if k % count == index]
 
 
 def usable_cpus() -> int:
@@ -127,6 +161,9 @@ def generate(
     device: str = "cpu",
     workers: int | None = 1,
     progress: bool = True,
+    engine: str = "local",
+    ray: RayOptions | None = None,
+    slice: tuple[int, int] | None = None,
 ) -> Manifest:
     """Generate (or finish generating) the zoo of ``spec`` into ``out``.
 
@@ -135,25 +172,41 @@ def generate(
         out: the zoo directory; an existing zoo of the same spec is resumed, one of another
             spec is refused.
         device: ``"cpu"`` or ``"cuda"`` (any torch device string), checked before anything
-            is written.
-        workers: processes training blocks in parallel; 1 trains in this process (the
-            default). ``None``: one process per usable CPU core, at most one per pending
-            block, on CPU; 1 on an accelerator (what the CLI does unless ``--workers`` is
-            given). Every block trains with ``generate.workers.BLOCK_THREADS`` torch threads
-            wherever it runs, so the zoo's bytes do not depend on this number.
+            is written (with the Ray engine, on the node that trains each block).
+        workers: local engine: processes training blocks in parallel; 1 trains in this
+            process (the default). ``None``: one process per usable CPU core, at most one per
+            pending block, on CPU; 1 on an accelerator (what the CLI does unless ``--workers``
+            is given). Every block trains with ``generate.workers.BLOCK_THREADS`` torch
+            threads wherever it runs, so the zoo's bytes do not depend on this number.
         progress: show a tqdm bar over model-epochs, with the running count of models that
             passed where the family reports one.
+        engine: ``"local"`` or ``"ray"`` (Ray tasks, see
+            :mod:`weightzoo.generate.ray_engine`; needs ``pip install "weightzoo[ray]"``).
+        ray: options of the Ray engine (default :class:`RayOptions()`).
+        slice: ``(index, count)``: train only the blocks of this slice (see
+            :func:`slice_blocks`) and keep them in the slice manifest
+            ``zoo.slice-<index>-of-<count>.json``; other slices may run at the same time into
+            the same ``out``. ``weightzoo merge`` joins them once all are done.
 
     Returns:
-        The manifest of the finished zoo.
+        The manifest of the finished zoo (of the slice, with ``slice``).
 
     Raises:
         SpecMismatchError: if ``out`` holds a zoo of another spec.
         DeviceError: if ``device`` is unknown or not usable here.
+        InvalidOptionError: for an unknown engine, a bad slice or unusable Ray options.
+        MissingExtraError: for ``engine="ray"`` without Ray installed.
         KeyboardInterrupt: on Ctrl-C, after stopping the workers and keeping every finished
             block (any other exception is handled the same way).
     """
-    check_device(device)
+    if engine not in ENGINES:
+        raise InvalidOptionError(f"--engine {engine!r}: choose one of {', '.join(ENGINES)}")
+    if engine == "ray":
+        ray = ray or RayOptions()
+        ray.check(device)
+        import_ray()  # fail before anything is written
+    else:
+        check_device(device)
     family = family_for(spec)
     layout = family.layout(spec)
     epochs = family.checkpoint_epochs(spec)
@@ -161,6 +214,14 @@ def generate(
     plans = family.plan(spec)
     blocks = plan_blocks(plans, spec)
     split_counts = {s: sum(len(b.plans) for b in blocks if b.split == s) for s in SPLITS}
+    extra: dict[str, object] = {"generator": f"weightzoo {__version__}"}
+    if slice is not None:
+        blocks = slice_blocks(blocks, *slice)
+        extra["slice"] = {
+            "index": slice[0],
+            "count": slice[1],
+            "models": [[b.first, b.last] for b in blocks],
+        }
     with ZooWriter(
         out,
         name=spec.name,
@@ -175,7 +236,8 @@ def generate(
         num_models=len(plans),
         split_counts={k: v for k, v in split_counts.items() if v},
         diverge_threshold=spec.diverge_threshold,
-        extra={"generator": f"weightzoo {__version__}"},
+        extra=extra,
+        slice=slice,
     ) as writer:
         groups = epoch_groups(epochs, spec.epochs_per_shard)
 
@@ -183,15 +245,16 @@ def generate(
             return [shard_file_name(block.split, block.first, g) for g in range(len(groups))]
 
         todo = [b for b in blocks if not all(writer.has_shard(f) for f in files_of(b))]
-        done_models = len(plans) - sum(len(b.plans) for b in todo)
+        planned = sum(len(b.plans) for b in blocks)
+        done_models = planned - sum(len(b.plans) for b in todo)
         if done_models:
-            log.info("resuming %s: %d of %d models already written", out, done_models, len(plans))
+            log.info("resuming %s: %d of %d models already written", out, done_models, planned)
         # A model's share of the bar is its training epochs: the last checkpoint's label.
         per_model = max(1, int(max(epochs, default=1)))
         bar = ModelEpochBar(
-            len(plans) * per_model,
+            planned * per_model,
             initial=done_models * per_model,
-            desc=spec.name,
+            desc=spec.name if slice is None else f"{spec.name} {slice[0]}/{slice[1]}",
             disable=not progress,
         )
         for block in todo:
@@ -221,27 +284,52 @@ def generate(
             bar.finish(block.first)
             log.info("wrote %s models %d..%d of %s", block.split, block.first, block.last - 1, out)
 
-        if workers is None:
-            workers = min(usable_cpus(), len(todo)) if str(device) == "cpu" else 1
         try:
-            if workers <= 1:
-                for block in todo:
-                    records = train_block(
-                        family,
-                        spec,
-                        block.plans,
-                        device=device,
-                        on_epoch=bar.callback(block.first),
-                        progress=progress,
-                    )
-                    keep(block, records)
+            if engine == "ray" and todo:
+                run_blocks(family, spec, todo, device=device, options=ray, keep=keep, bar=bar)
             else:
-                _train_in_workers(
-                    family, spec, todo, device=device, workers=workers, keep=keep, bar=bar
+                _train_locally(
+                    family,
+                    spec,
+                    todo,
+                    device=device,
+                    workers=workers,
+                    keep=keep,
+                    bar=bar,
+                    progress=progress,
                 )
         finally:
             bar.close()
         return writer.finish()
+
+
+def _train_locally(
+    family: Family,
+    spec: ZooSpec,
+    todo: Sequence[Block],
+    *,
+    device: str,
+    workers: int | None,
+    keep: Callable[[Block, list[ModelRecord]], None],
+    bar: ModelEpochBar,
+    progress: bool,
+) -> None:
+    """The local engine: this process for one worker, else a :class:`BlockPool`."""
+    if workers is None:
+        workers = min(usable_cpus(), len(todo)) if str(device) == "cpu" else 1
+    if workers <= 1:
+        for block in todo:
+            records = train_block(
+                family,
+                spec,
+                block.plans,
+                device=device,
+                on_epoch=bar.callback(block.first),
+                progress=progress,
+            )
+            keep(block, records)
+    else:
+        _train_in_workers(family, spec, todo, device=device, workers=workers, keep=keep, bar=bar)
 
 
 def zoo_dir_default(spec: ZooSpec) -> Path:

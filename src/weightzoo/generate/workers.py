@@ -21,8 +21,9 @@ import signal
 import struct
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
+from contextlib import contextmanager
 from multiprocessing.connection import Connection
 from types import TracebackType
 from typing import Any
@@ -77,11 +78,45 @@ def train_block(
     threads = torch.get_num_threads()
     torch.set_num_threads(BLOCK_THREADS)
     try:
-        if on_epoch is not None and accepts_on_epoch(family):
-            return family.train(spec, plans, device=device, progress=False, on_epoch=on_epoch)
-        return family.train(spec, plans, device=device, progress=progress)
+        with exact_cuda(device):
+            if on_epoch is not None and accepts_on_epoch(family):
+                return family.train(spec, plans, device=device, progress=False, on_epoch=on_epoch)
+            return family.train(spec, plans, device=device, progress=progress)
     finally:
         torch.set_num_threads(threads)
+
+
+@contextmanager
+def exact_cuda(device: str) -> Iterator[None]:
+    """On a CUDA device: full float32 (no TF32) and deterministic cuDNN, restored after.
+
+    TF32 convolutions (cuDNN's default on Ampere and later) round to 10 mantissa bits, so a
+    CUDA block would drift from its CPU twin far beyond float32 rounding; cuDNN's autotuner
+    and non-deterministic algorithms would make two CUDA runs of one spec differ.
+    """
+    if torch.device(device).type != "cuda":
+        yield
+        return
+    backends = torch.backends
+    saved = (
+        backends.cuda.matmul.allow_tf32,
+        backends.cudnn.allow_tf32,
+        backends.cudnn.deterministic,
+        backends.cudnn.benchmark,
+    )
+    backends.cuda.matmul.allow_tf32 = False
+    backends.cudnn.allow_tf32 = False
+    backends.cudnn.deterministic = True
+    backends.cudnn.benchmark = False
+    try:
+        yield
+    finally:
+        (
+            backends.cuda.matmul.allow_tf32,
+            backends.cudnn.allow_tf32,
+            backends.cudnn.deterministic,
+            backends.cudnn.benchmark,
+        ) = saved
 
 
 def _init_worker(alive: Connection, alive_writer: Connection, reports: Connection) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -22,6 +23,18 @@ FORMAT_VERSION = 1
 MANIFEST_NAME = "zoo.json"
 TEMP_MANIFEST_PREFIX = ".zoo.json."
 SPLITS = ("train", "val", "test")
+_SLICE_MANIFEST = re.compile(r"zoo\.slice-(\d+)-of-(\d+)\.json")
+
+
+def slice_manifest_name(index: int, count: int) -> str:
+    """The manifest file of slice ``index`` of ``count``: ``zoo.slice-<i>-of-<n>.json``."""
+    return f"zoo.slice-{index}-of-{count}.json"
+
+
+def parse_slice_manifest_name(name: str) -> tuple[int, int] | None:
+    """``(index, count)`` of a slice manifest's file name, ``None`` for any other name."""
+    match = _SLICE_MANIFEST.fullmatch(name)
+    return (int(match.group(1)), int(match.group(2))) if match else None
 
 
 def _as_bool(value: Any) -> bool:
@@ -162,8 +175,13 @@ class Manifest:
     # -- reading ---------------------------------------------------------------------------
 
     @classmethod
-    def load(cls, zoo_dir: str | os.PathLike[str]) -> Manifest:
-        """Read and validate ``<zoo_dir>/zoo.json``.
+    def load(cls, zoo_dir: str | os.PathLike[str], *, file: str = MANIFEST_NAME) -> Manifest:
+        """Read and validate ``<zoo_dir>/zoo.json`` (or another manifest file of the zoo).
+
+        Args:
+            zoo_dir: the zoo directory.
+            file: the manifest's file name inside it, e.g. a slice manifest's
+                (:func:`slice_manifest_name`).
 
         Raises:
             ZooNotFoundError: if the directory or manifest is missing.
@@ -171,9 +189,14 @@ class Manifest:
             ManifestError: if it is malformed.
         """
         zoo_dir = Path(zoo_dir)
-        path = zoo_dir / MANIFEST_NAME
+        path = zoo_dir / file
+        if not path.is_file() and file == MANIFEST_NAME and any(zoo_dir.glob("zoo.slice-*.json")):
+            raise ZooNotFoundError(
+                f"{zoo_dir} holds the slices of a zoo (zoo.slice-I-of-N.json) but no "
+                f"{MANIFEST_NAME} yet: run `weightzoo merge {zoo_dir}` once every slice is done"
+            )
         if not path.is_file():
-            what = "directory" if not zoo_dir.exists() else f"manifest {MANIFEST_NAME}"
+            what = "directory" if not zoo_dir.exists() else f"manifest {file}"
             raise ZooNotFoundError(
                 f"no zoo at {zoo_dir}: the {what} does not exist. Generate one with "
                 "`weightzoo generate NAME --out DIR` or download one with `weightzoo fetch NAME`."
@@ -383,19 +406,21 @@ class Manifest:
         self,
         zoo_dir: str | os.PathLike[str],
         *,
+        file: str = MANIFEST_NAME,
         on_step: Callable[[str], None] | None = None,
     ) -> None:
         """Write ``zoo.json`` atomically (temporary file, fsync, rename), mode 0644.
 
         Args:
             zoo_dir: the zoo directory.
+            file: the manifest's file name inside it (a slice manifest's, for a slice).
             on_step: called with ``"before_manifest_replace"`` and ``"after_manifest_replace"``
                 (the writer's fault-injection hook).
         """
         zoo_dir = Path(zoo_dir)
         zoo_dir.mkdir(parents=True, exist_ok=True)
         text = json.dumps(self.to_dict(), indent=1)
-        fd, tmp = tempfile.mkstemp(prefix=TEMP_MANIFEST_PREFIX, suffix=".tmp", dir=zoo_dir)
+        fd, tmp = tempfile.mkstemp(prefix=f".{file}.", suffix=".tmp", dir=zoo_dir)
         try:
             os.fchmod(fd, 0o644)  # mkstemp creates 0600; a manifest is as readable as a shard
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
@@ -404,7 +429,7 @@ class Manifest:
                 os.fsync(handle.fileno())
             if on_step is not None:
                 on_step("before_manifest_replace")
-            os.replace(tmp, zoo_dir / MANIFEST_NAME)
+            os.replace(tmp, zoo_dir / file)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise

@@ -5,6 +5,13 @@ life (the OS releases it when the process ends, however it ends). Every shard is
 temporary name unique to the writer, flushed and fsynced, hashed, renamed into place, and only
 then added to the manifest, which is itself replaced atomically. A crash at any point leaves the
 zoo readable with the shards that were complete, and a rerun writes the rest.
+
+Slices (``weightzoo generate --slice i/n``, one job of a batch array each) write one zoo
+directory together: each slice writer holds ``<zoo>/.lock`` *shared* and its own
+``<zoo>/.lock.slice-<i>-of-<n>`` exclusively, and keeps its own manifest
+``zoo.slice-<i>-of-<n>.json``. Slices therefore run at the same time, a slice cannot run twice,
+and a whole-zoo writer (or the merge, :mod:`weightzoo.storage.merge`) waits for none of them:
+it is refused while any slice holds the shared lock.
 """
 
 from __future__ import annotations
@@ -26,10 +33,11 @@ from weightzoo.storage.manifest import (
     FORMAT_VERSION,
     MANIFEST_NAME,
     SPLITS,
-    TEMP_MANIFEST_PREFIX,
     Manifest,
     ShardEntry,
+    parse_slice_manifest_name,
     safe_relative_path,
+    slice_manifest_name,
 )
 
 SHARD_DIR = "shards"
@@ -46,41 +54,55 @@ def _step(name: str) -> None:
         fault_hook(name)
 
 
+def slice_lock_name(index: int, count: int) -> str:
+    """The lock file that keeps slice ``index`` of ``count`` from running twice."""
+    return f"{LOCK_NAME}.slice-{index}-of-{count}"
+
+
 class ZooLock:
-    """An exclusive ``flock`` on ``<zoo>/.lock``, holding the owner's pid for error messages.
+    """A ``flock`` on ``<zoo>/.lock`` (or another lock file of the zoo).
+
+    An exclusive holder writes its pid into the file for error messages; shared holders (the
+    slices of one zoo) leave the file alone.
 
     Args:
         zoo_dir: the zoo directory (must exist).
+        name: the lock file's name inside it.
+        shared: take a shared lock (any number of shared holders, no exclusive one).
 
     Raises:
-        ZooLockedError: if another open writer (in this or another process) holds the lock.
+        ZooLockedError: if another open writer (in this or another process) holds the lock in
+            a conflicting mode.
     """
 
-    def __init__(self, zoo_dir: Path) -> None:
-        self.path = zoo_dir / LOCK_NAME
+    def __init__(self, zoo_dir: Path, *, name: str = LOCK_NAME, shared: bool = False) -> None:
+        self.path = zoo_dir / name
         flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
         self._fd: int | None = os.open(self.path, flags, 0o644)
         try:
-            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(self._fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except BlockingIOError:
-            owner = os.pread(self._fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            owner = os.pread(self._fd, 32, 0).decode(errors="replace").strip()
             os.close(self._fd)
             self._fd = None
-            who = (
-                f"another writer in this process (pid {owner})"
-                if owner == str(os.getpid())
-                else f"another process (pid {owner})"
-            )
+            if not owner:  # only shared holders write no pid: slices are running
+                who = "slices (generate --slice) are"
+            elif owner == str(os.getpid()):
+                who = f"another writer in this process (pid {owner}) is"
+            else:
+                who = f"another process (pid {owner}) is"
             raise ZooLockedError(
-                f"{who} is writing zoo {zoo_dir}; wait for it to finish (or close it) or use "
-                "another --out directory"
+                f"{who} writing zoo {zoo_dir} ({name}); wait for it to finish (or close it) or "
+                "use another --out directory"
             ) from None
         except BaseException:
             os.close(self._fd)  # e.g. no flock on this file system: keep no descriptor open
             self._fd = None
             raise
+        # An exclusive holder's pid would outlive it and name the wrong culprit to the next one.
         os.ftruncate(self._fd, 0)
-        os.pwrite(self._fd, f"{os.getpid()}\n".encode(), 0)
+        if not shared:
+            os.pwrite(self._fd, f"{os.getpid()}\n".encode(), 0)
 
     @property
     def held(self) -> bool:
@@ -238,13 +260,21 @@ class ZooWriter:
         spec_fingerprint: identity of the spec (defaults to a hash of ``spec``).
         diverge_threshold: ``abs(weight)`` beyond which a checkpoint is not viable.
         extra: free-form manifest information (library version, creator).
+        slice: ``(index, count)`` to write one slice of the zoo: the manifest goes to
+            ``zoo.slice-<index>-of-<count>.json`` and other slices may write the same
+            directory at the same time (see the module's documentation).
 
     Raises:
-        ZooLockedError: if another writer is writing ``zoo_dir``.
+        ZooLockedError: if another writer is writing ``zoo_dir`` (for a slice: a whole-zoo
+            writer, or the same slice).
         SpecMismatchError: if ``zoo_dir`` holds a zoo generated from another spec.
+        ManifestError: for a whole-zoo writer on a directory of slices or of stray shards, and
+            for a slice writer on a directory with a whole-zoo manifest or slices of another
+            count.
     """
 
     _lock: ZooLock | None = None
+    _slice_lock: ZooLock | None = None
 
     def __init__(
         self,
@@ -263,6 +293,7 @@ class ZooWriter:
         spec_fingerprint: str | None = None,
         diverge_threshold: float = 1e3,
         extra: Mapping[str, Any] | None = None,
+        slice: tuple[int, int] | None = None,
     ) -> None:
         import hashlib
         import json
@@ -288,26 +319,66 @@ class ZooWriter:
             split_counts=dict(split_counts or {}),
             extra=dict(extra or {}),
         )
+        self.slice = slice
+        if slice is None:
+            self.manifest_file = MANIFEST_NAME
+            self._temp_tag = ""
+        else:
+            index, count = slice
+            if not 0 <= index < count:
+                raise ValueError(f"slice {index}/{count}: expected 0 <= index < count")
+            self.manifest_file = slice_manifest_name(index, count)
+            self._temp_tag = f"slice-{index}-of-{count}."
         self.zoo_dir.mkdir(parents=True, exist_ok=True)
-        self._lock = ZooLock(self.zoo_dir)
+        self._lock = ZooLock(self.zoo_dir, shared=slice is not None)
         try:
+            if slice is not None:
+                self._slice_lock = ZooLock(self.zoo_dir, name=slice_lock_name(*slice))
             (self.zoo_dir / SHARD_DIR).mkdir(exist_ok=True)
-            if (self.zoo_dir / MANIFEST_NAME).exists():
+            self._check_directory()
+            if (self.zoo_dir / self.manifest_file).exists():
                 self._resume()
-            elif any(p.suffix == ".h5" for p in (self.zoo_dir / SHARD_DIR).iterdir()):
-                raise ManifestError(
-                    f"{self.zoo_dir} holds shard files but no {MANIFEST_NAME}; refusing to mix "
-                    "them into a new zoo. Choose an empty --out directory or delete the old "
-                    "shards."
-                )
             self._remove_temporaries()
             self._save()
         except BaseException:
             self.close()
             raise
 
+    def _check_directory(self) -> None:
+        """Refuse to mix a whole-zoo run and slices, or slices of different counts."""
+        names = (p.name for p in self.zoo_dir.glob("zoo.slice-*.json"))
+        slices = sorted(n for n in names if parse_slice_manifest_name(n))
+        has_zoo = (self.zoo_dir / MANIFEST_NAME).exists()
+        if self.slice is None:
+            if slices:
+                raise ManifestError(
+                    f"{self.zoo_dir} holds slice manifests ({', '.join(slices)}): finish the "
+                    "slices and run `weightzoo merge` on it, or use another --out directory"
+                )
+            if not has_zoo and any(p.suffix == ".h5" for p in (self.zoo_dir / SHARD_DIR).iterdir()):
+                raise ManifestError(
+                    f"{self.zoo_dir} holds shard files but no {MANIFEST_NAME}; refusing to mix "
+                    "them into a new zoo. Choose an empty --out directory or delete the old "
+                    "shards."
+                )
+            return
+        if has_zoo:
+            raise ManifestError(
+                f"{self.zoo_dir} holds a whole-zoo {MANIFEST_NAME}; slices (--slice) write into "
+                "an empty directory or one holding slices only. Use another --out directory."
+            )
+        count = self.slice[1]
+        other = [n for n in slices if parse_slice_manifest_name(n)[1] != count]  # type: ignore[index]
+        if other:
+            raise ManifestError(
+                f"{self.zoo_dir} holds slices of another count ({', '.join(other)}); every "
+                f"slice of a zoo must use the same n (here {count}). Use another --out directory."
+            )
+
     def close(self) -> None:
         """Release the zoo's lock; the writer cannot write afterwards."""
+        if self._slice_lock is not None:
+            self._slice_lock.release()
         if self._lock is not None:
             self._lock.release()
 
@@ -321,10 +392,10 @@ class ZooWriter:
         self.close()
 
     def _save(self) -> None:
-        self.manifest.save(self.zoo_dir, on_step=_step)
+        self.manifest.save(self.zoo_dir, file=self.manifest_file, on_step=_step)
 
     def _resume(self) -> None:
-        existing = Manifest.load(self.zoo_dir)
+        existing = Manifest.load(self.zoo_dir, file=self.manifest_file)
         if not existing.shards:
             return  # a stub of a run that failed before its first shard: start afresh
         if existing.spec_fingerprint != self.manifest.spec_fingerprint:
@@ -353,10 +424,14 @@ class ZooWriter:
         self.manifest.categories = existing.categories
 
     def _remove_temporaries(self) -> None:
-        """Delete temporary files of earlier writers: we hold the lock, so they are gone."""
+        """Delete temporary files of earlier writers: we hold the lock, so they are gone.
+
+        A slice deletes only its own (tagged) temporary files: the other slices are alive.
+        """
+        tag = self._temp_tag
         leftovers = [
-            *(self.zoo_dir / SHARD_DIR).glob(f"*{TEMP_SUFFIX}"),
-            *self.zoo_dir.glob(f"{TEMP_MANIFEST_PREFIX}*{TEMP_SUFFIX}"),
+            *(self.zoo_dir / SHARD_DIR).glob(f"*.{tag}*{TEMP_SUFFIX}"),
+            *self.zoo_dir.glob(f".{self.manifest_file}.*{TEMP_SUFFIX}"),
         ]
         for leftover in leftovers:
             leftover.unlink(missing_ok=True)
@@ -453,7 +528,9 @@ class ZooWriter:
         final = self.zoo_dir / file
         final.parent.mkdir(parents=True, exist_ok=True)
         # Unique per writer: a temporary name never collides with another process's.
-        temp = final.with_name(f"{final.name}.{os.getpid()}-{secrets.token_hex(4)}{TEMP_SUFFIX}")
+        temp = final.with_name(
+            f"{final.name}.{self._temp_tag}{os.getpid()}-{secrets.token_hex(4)}{TEMP_SUFFIX}"
+        )
         try:
             write_shard_file(
                 temp,
