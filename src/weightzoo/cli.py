@@ -566,6 +566,69 @@ def cmd_behaviour(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_landscape(args: argparse.Namespace) -> int:
+    """Store loss-landscape metrics of every selected checkpoint in a side file."""
+    from weightzoo.landscape.zoo import compute_zoo_landscape
+
+    record = compute_zoo_landscape(
+        args.zoo,
+        metrics=args.metrics,
+        split=args.split,
+        epochs=args.epochs,
+        batches=args.batches,
+        batch_size=args.batch_size,
+        data_dir=args.data_dir,
+        device=args.device,
+        seed=args.seed,
+        iters=args.iters,
+        probes=args.probes,
+        steps=args.steps,
+        name=args.name,
+        progress=True,
+    )
+    shape = next(iter(record.arrays.values()))["shape"]
+    print(
+        f"wrote {Path(args.zoo) / record.file}: {', '.join(record.arrays)} "
+        f"({shape[0]} models x {shape[1]} checkpoints), sha256 {record.sha256[:12]}; read them "
+        "with ZooDataset(..., targets=(...))"
+    )
+    return 0
+
+
+def _add_landscape_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "landscape",
+        parents=parents,
+        help="loss-landscape metrics of every checkpoint, in a side file of the zoo",
+        description="Measure Hessian top eigenvalue and trace (and, against a seed sibling, "
+        "CKA and mode connectivity) of each selected checkpoint of an image zoo on its own "
+        "training loss, and store them in <zoo>/sidecars/<name>.h5; ZooDataset(..., "
+        "targets=('hessian_top',)) then serves them.",
+    )
+    p.add_argument("zoo", help="an image zoo directory (Model Zoos or trajectory family)")
+    p.add_argument(
+        "--metrics",
+        type=lambda text: [m for m in text.split(",") if m],
+        default=["hessian_top", "hessian_trace"],
+        help="comma-separated: hessian_top, hessian_trace, cka, mc, mc_error, linear_barrier, "
+        "curve_barrier (default hessian_top,hessian_trace)",
+    )
+    p.add_argument("--split", default="all", help="models to measure (default all)")
+    p.add_argument(
+        "--epochs", type=_parse_epochs, default="last", help="'last' (default), 'all' or 0,10,50"
+    )
+    p.add_argument("--batches", type=_positive_int, default=4, help="training batches (4)")
+    p.add_argument("--batch-size", type=_positive_int, default=64, help="images per batch (64)")
+    p.add_argument("--iters", type=_positive_int, default=20, help="power-iteration steps (20)")
+    p.add_argument("--probes", type=_positive_int, default=20, help="Hutchinson probes (20)")
+    p.add_argument("--steps", type=_positive_int, default=100, help="curve-training steps (100)")
+    p.add_argument("--seed", type=int, default=0, help="seed of probes and start vectors (0)")
+    p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    p.add_argument("--data-dir", help="where the image dataset files are (digits needs none)")
+    p.add_argument("--name", default="landscape", help="the side file's name (landscape)")
+    p.set_defaults(func=cmd_landscape)
+
+
 def _add_behaviour_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "behaviour",
@@ -766,6 +829,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_report_parser(sub, verbose)
     _add_card_parser(sub, verbose)
     _add_behaviour_parser(sub, [verbose])
+    _add_landscape_parser(sub, [verbose])
     return parser
 
 

@@ -31,11 +31,13 @@ from torch.utils.data import (
 from weightzoo.errors import (
     InvalidOptionError,
     ManifestError,
+    SidecarNotFoundError,
     UnknownColumnError,
     WeightzooError,
     ZooNotFoundError,
 )
 from weightzoo.storage.manifest import MANIFEST_NAME, Manifest
+from weightzoo.storage.sidecar import Sidecar, list_sidecars
 from weightzoo.storage.verify import check_shard_present
 from weightzoo.zoo import Zoo
 
@@ -48,7 +50,9 @@ Where = Mapping[str, Any] | Callable[[dict[str, np.ndarray]], Any]
 
 STORED_STATS = "stats"
 TOKENS = "tokens"
-BASE_FEATURES = ("weights", STORED_STATS, TOKENS)
+OUTPUTS = "outputs"  # every checkpoint's outputs on the zoo's query set (a side file)
+BASE_FEATURES = ("weights", STORED_STATS, TOKENS, OUTPUTS)
+BEHAVIOUR_SIDECAR = "behaviour"  # the side file `weightzoo behaviour` writes
 TOKEN_KEYS = ("tokens", "tokens_mask", "tokens_positions")
 ID_KEYS = ("model", "epoch")
 #: The checkpoint selection every point-wise Dataset starts from: the trained networks.
@@ -187,11 +191,14 @@ class ZooDataset(_BatchedDataset):
             :func:`weightzoo.features.tokenize`; with a width, wide neurons are cut into
             several tokens of that width). Tokens come as three entries: ``tokens``
             ``[T, width]``, ``tokens_mask`` (True on real values) and ``tokens_positions``
-            ``[T, 3]``.
-        targets: metric names (one value per checkpoint, e.g. ``"test_acc"``) or model columns
-            (``"seed"``, ``"lr"``, ``"machine"``...). String columns become class indices;
-            :attr:`classes` maps them back. ``"model"`` (storage position) and ``"epoch"``
-            (checkpoint label) name the item itself.
+            ``[T, 3]``. ``"outputs"`` / ``"outputs:<name>"``: the checkpoint's outputs on the
+            zoo's fixed query set, read from the side file ``weightzoo behaviour`` writes
+            (``behaviour``, or the one named).
+        targets: metric names (one value per checkpoint, e.g. ``"test_acc"``), model columns
+            (``"seed"``, ``"lr"``, ``"machine"``...) or per-checkpoint values of a side file
+            (e.g. ``"hessian_top"`` after ``weightzoo landscape``). String columns become class
+            indices; :attr:`classes` maps them back. ``"model"`` (storage position) and
+            ``"epoch"`` (checkpoint label) name the item itself.
         where: keep only models that match: ``{"machine": "ParityMachine", "lr": 1e-3}``
             (a value, or a list/tuple/set of allowed values, per column; floats compare with
             a relative tolerance of 1e-9), or a function that takes the metadata dict
@@ -236,6 +243,8 @@ class ZooDataset(_BatchedDataset):
         self.target_transform = target_transform
         self.split = split
         self.reader = self.zoo.reader(split, epochs)
+        self._sidecars: dict[str, Sidecar] = {}
+        self._from_sidecar: dict[str, tuple[str, str]] = {}
         self._check_names()
         self.token_width = self._token_width()
         keep = self.reader.complete.copy()
@@ -244,6 +253,9 @@ class ZooDataset(_BatchedDataset):
         if where is not None:
             keep &= model_mask(self.zoo, self.reader, where, split)
         self.model_indices = np.flatnonzero(keep)
+        for sidecar in self._sidecars.values():
+            # Refuse now, not mid-epoch, a side file that lacks a served model or checkpoint.
+            sidecar.index(self.reader.positions[self.model_indices], self.reader.epochs)
         self.classes: dict[str, list[Any]] = {}
         self._encoded: dict[str, np.ndarray] = {}
         for name in self.targets:
@@ -293,8 +305,12 @@ class ZooDataset(_BatchedDataset):
             if base not in BASE_FEATURES or (preset and base == "weights"):
                 raise UnknownColumnError(
                     f"unknown feature {feature!r}; use 'weights', 'stats', 'stats:<preset>' "
-                    "(presets: modelzoo, unterthiner, nfn), 'tokens' or 'tokens:<width>'"
+                    "(presets: modelzoo, unterthiner, nfn), 'tokens', 'tokens:<width>', "
+                    "'outputs' or 'outputs:<side file>'"
                 )
+            if base == OUTPUTS:
+                self._use_sidecar(feature, preset or BEHAVIOUR_SIDECAR, OUTPUTS)
+                continue
             if base == TOKENS:
                 if preset and not (preset.isdigit() and int(preset) > 0):
                     raise InvalidOptionError(
@@ -310,12 +326,46 @@ class ZooDataset(_BatchedDataset):
                     )
         for target in self.targets:
             known = self.reader.metrics.keys() | self.reader.columns.keys() | set(ID_KEYS)
-            if target not in known:
+            if target in known:
+                continue
+            holder = self._sidecar_holding(target)
+            if holder is None:
+                sidecars = list_sidecars(self.zoo.path)
                 raise UnknownColumnError(
                     f"zoo {self.zoo.name!r} has no metric or column {target!r}. Metrics: "
                     f"{', '.join(self.reader.metrics)}; columns: "
-                    f"{', '.join(sorted(self.reader.columns))}"
+                    f"{', '.join(sorted(self.reader.columns))}; side files: "
+                    f"{', '.join(sidecars) or 'none'} (landscape metrics come from "
+                    "`weightzoo landscape ZOO`)"
                 )
+            self._use_sidecar(target, holder, target)
+
+    def _sidecar_holding(self, array: str) -> str | None:
+        """The side file with a per-checkpoint array ``array`` (``None``: no such file)."""
+        for name in list_sidecars(self.zoo.path):
+            if name not in self._sidecars:
+                self._sidecars[name] = Sidecar(self.zoo.path, name)
+            if array in self._sidecars[name].arrays:
+                return name
+        return None
+
+    def _use_sidecar(self, key: str, name: str, array: str) -> None:
+        """Serve item entry ``key`` from array ``array`` of side file ``name``."""
+        if name not in self._sidecars:
+            try:
+                self._sidecars[name] = Sidecar(self.zoo.path, name)
+            except SidecarNotFoundError:
+                raise SidecarNotFoundError(
+                    f"zoo {self.zoo.name!r} has no side file {name!r} for {key!r}; compute it "
+                    f"with `weightzoo behaviour {self.zoo.path}`"
+                    + ("" if name == BEHAVIOUR_SIDECAR else f" --name {name}")
+                ) from None
+        if array not in self._sidecars[name].arrays:
+            raise UnknownColumnError(
+                f"side file {name!r} of zoo {self.zoo.name!r} has no per-checkpoint array "
+                f"{array!r}; it has {', '.join(self._sidecars[name].arrays)}"
+            )
+        self._from_sidecar[key] = (name, array)
 
     @property
     def num_models(self) -> int:
@@ -397,6 +447,9 @@ class ZooDataset(_BatchedDataset):
         weights = None
         for feature in self.features:
             base, _, preset = feature.partition(":")
+            if feature in self._from_sidecar:
+                batch[feature] = self._sidecar_values(feature, models, checkpoints)
+                continue
             if base in ("weights", TOKENS) or preset:
                 if weights is None:
                     weights = torch.from_numpy(reader.read("weights", models, checkpoints))
@@ -413,17 +466,32 @@ class ZooDataset(_BatchedDataset):
             else:
                 batch[feature] = torch.from_numpy(reader.read("stats", models, checkpoints))
         for target in self.targets + self.ids:
-            if target in reader.metrics:
-                batch[target] = torch.from_numpy(reader.metrics[target][models, checkpoints])
-            elif target in self._encoded:
-                batch[target] = torch.from_numpy(self._encoded[target][models])
-            elif target in reader.columns:
-                batch[target] = torch.from_numpy(np.asarray(reader.columns[target][models]))
-            elif target == "model":
-                batch[target] = torch.from_numpy(reader.positions[models])
-            else:  # "epoch"
-                batch[target] = torch.as_tensor(np.asarray(reader.epochs)[checkpoints])
+            batch[target] = self._target_values(target, models, checkpoints)
         return batch
+
+    def _target_values(
+        self, target: str, models: np.ndarray, checkpoints: np.ndarray
+    ) -> torch.Tensor:
+        reader = self.reader
+        if target in reader.metrics:
+            return torch.from_numpy(reader.metrics[target][models, checkpoints])
+        if target in self._encoded:
+            return torch.from_numpy(self._encoded[target][models])
+        if target in reader.columns:
+            return torch.from_numpy(np.asarray(reader.columns[target][models]))
+        if target == "model":
+            return torch.from_numpy(reader.positions[models])
+        if target == "epoch":
+            return torch.as_tensor(np.asarray(reader.epochs)[checkpoints])
+        return self._sidecar_values(target, models, checkpoints)
+
+    def _sidecar_values(
+        self, key: str, models: np.ndarray, checkpoints: np.ndarray
+    ) -> torch.Tensor:
+        name, array = self._from_sidecar[key]
+        labels = np.asarray(self.reader.epochs)[checkpoints]
+        values = self._sidecars[name].read(array, self.reader.positions[models], labels)
+        return torch.from_numpy(np.ascontiguousarray(values))
 
 
 def model_mask(zoo: Zoo, reader: Any, where: Where, split: Any = None) -> np.ndarray:

@@ -1,0 +1,139 @@
+"""`weightzoo landscape` and side files served by ZooDataset (outputs and landscape targets)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch.nn import functional as F
+
+import weightzoo
+from weightzoo.cli import EXIT_ERROR, run
+from weightzoo.errors import EpochError, SidecarNotFoundError, UnknownColumnError
+from weightzoo.functional import evaluate
+from weightzoo.generate.modelzoo import family as fam_module
+from weightzoo.generate.runner import generate
+from weightzoo.generate.specs import get_spec
+from weightzoo.landscape import landscape_metrics
+from weightzoo.landscape.zoo import UnsupportedZooError, compute_zoo_landscape, siblings
+from weightzoo.storage.sidecar import open_sidecar
+from weightzoo.tasks import images
+
+FAST = ["--batches", "1", "--batch-size", "32", "--iters", "4", "--probes", "3"]
+
+
+@pytest.fixture(scope="module")
+def tiny_images():
+    """Digits splits cut to 120 training and 40 val/test images."""
+    original = images.load_splits
+    original.cache_clear()
+
+    def small(*args):
+        (trx, tr_y), (vx, vy), (tex, tey) = original(*args)
+        return (trx[:120], tr_y[:120]), (vx[:40], vy[:40]), (tex[:40], tey[:40])
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(fam_module, "_load_splits", small)
+        patch.setattr(images, "load_splits", small)
+        yield
+    original.cache_clear()
+
+
+@pytest.fixture
+def mlp_zoo(tiny_images, tmp_path):
+    spec = get_spec("trajectory-digits-mlp").override(models=4, epochs=2)
+    generate(spec, tmp_path / "mlp", progress=False)
+    return weightzoo.Zoo(tmp_path / "mlp")
+
+
+def test_siblings_pair_models_of_one_node_cyclically():
+    node = np.array([5, 5, 7, 9, 9, 9])
+    assert siblings({"node": node}, 6).tolist() == [1, 0, -1, 4, 5, 3]
+    assert siblings({}, 3).tolist() == [1, 2, 0]
+    assert siblings({}, 1).tolist() == [-1]
+
+
+def test_landscape_command_stores_metrics_that_the_dataset_serves(mlp_zoo, capsys):
+    code = run(["landscape", str(mlp_zoo.path), "--epochs", "all", *FAST])
+    assert code == 0, capsys.readouterr().err
+    assert "hessian_top, hessian_trace" in capsys.readouterr().out
+    stored = open_sidecar(mlp_zoo.path, "landscape")
+    assert stored.epochs == mlp_zoo.epochs
+    # The stored values are landscape_metrics on the zoo's first training batch and own loss.
+    reader = mlp_zoo.reader("all", epochs=[2])
+    rows = torch.from_numpy(reader.read("weights", np.arange(4), np.zeros(4, dtype=np.int64)))
+    (x, y), _, _ = images.load_splits("digits", None, 14, True, 0.15, 42)
+    data = [(torch.from_numpy(x[:32]), torch.from_numpy(y[:32]))]
+
+    def loss(out, target):
+        return F.mse_loss(out, F.one_hot(target, 10).to(out.dtype))
+
+    direct = landscape_metrics(
+        mlp_zoo.build_model(), rows, data, loss, ("hessian_top", "hessian_trace"),
+        layout=mlp_zoo.layout, iters=4, probes=3, chunk=16,
+    )  # fmt: skip
+    positions = reader.positions
+    np.testing.assert_allclose(
+        stored.read("hessian_top", positions, [2] * 4), direct["hessian_top"], rtol=1e-5
+    )
+    np.testing.assert_allclose(
+        stored.read("hessian_trace", positions, [2] * 4), direct["hessian_trace"], rtol=1e-5
+    )
+    assert (direct["hessian_trace"] != 0).all()
+    # ZooDataset serves them per (model, epoch), beside the stored metrics.
+    ds = weightzoo.ZooDataset(
+        mlp_zoo.path, split="all", epochs="all", targets=("hessian_top", "train_loss"), ids=True
+    )
+    batch = ds.batch(range(len(ds)))
+    expected = stored.read("hessian_top", batch["model"].numpy(), batch["epoch"].numpy())
+    np.testing.assert_array_equal(batch["hessian_top"].numpy(), expected)
+    assert len(set(batch["hessian_top"].tolist())) == len(ds)  # every checkpoint its own
+
+
+def test_pair_metrics_compare_each_model_with_a_sibling(mlp_zoo):
+    record = compute_zoo_landscape(
+        mlp_zoo, metrics=("cka", "linear_barrier"), batches=1, batch_size=32, steps=5,
+        progress=False,
+    )  # fmt: skip
+    stored = open_sidecar(mlp_zoo.path, record.file.split("/")[-1].removesuffix(".h5"))
+    positions = mlp_zoo.reader("all").positions
+    cka = stored.read("cka", positions, [mlp_zoo.epochs[-1]] * len(positions))
+    assert np.isfinite(cka).all() and ((cka > 0) & (cka <= 1 + 1e-9)).all()
+    barrier = stored.read("linear_barrier", positions, [mlp_zoo.epochs[-1]] * len(positions))
+    assert (barrier >= 0).all()
+
+
+def test_dataset_refuses_a_side_file_that_misses_served_checkpoints(mlp_zoo, capsys):
+    assert run(["landscape", str(mlp_zoo.path), "--metrics", "hessian_trace", *FAST]) == 0
+    ds = weightzoo.ZooDataset(mlp_zoo.path, split="all", targets="hessian_trace")  # last only
+    assert len(ds) == 4
+    with pytest.raises(EpochError, match="has no epoch"):
+        weightzoo.ZooDataset(mlp_zoo.path, split="all", epochs="all", targets="hessian_trace")
+    with pytest.raises(UnknownColumnError, match="side files: landscape"):
+        weightzoo.ZooDataset(mlp_zoo.path, targets="hessian_top")
+
+
+def test_outputs_feature_serves_the_behaviour_side_file(mlp_zoo, capsys):
+    with pytest.raises(SidecarNotFoundError, match="weightzoo behaviour"):
+        weightzoo.ZooDataset(mlp_zoo.path, features=("weights", "outputs"))
+    assert run(["behaviour", str(mlp_zoo.path), "--n", "8"]) == 0
+    ds = weightzoo.ZooDataset(
+        mlp_zoo.path, split="all", epochs="all", features=("weights", "outputs")
+    )
+    batch = ds.batch(list(range(len(ds))))
+    queries = torch.from_numpy(np.array(open_sidecar(mlp_zoo.path, "behaviour")["queries"]))
+    result = evaluate(mlp_zoo, batch["weights"], queries)
+    assert batch["outputs"].shape == (len(ds), 8, 10)
+    torch.testing.assert_close(batch["outputs"], result.outputs, rtol=1e-5, atol=1e-6)
+    item = ds[3]
+    torch.testing.assert_close(item["outputs"], batch["outputs"][3])
+
+
+def test_landscape_errors_are_one_line(mlp_zoo, tmp_path, capsys):
+    assert run(["landscape", str(mlp_zoo.path), "--metrics", "sharpness"]) == EXIT_ERROR
+    err = capsys.readouterr().err.strip()
+    assert "sharpness" in err and "hessian_top" in err and len(err.splitlines()) == 1
+    spec = get_spec("mlds-ds1").override(per_class=1, epochs=1, machines=["EightBitMachine"])
+    generate(spec, tmp_path / "mlds", progress=False)
+    with pytest.raises(UnsupportedZooError, match="image zoos"):
+        compute_zoo_landscape(tmp_path / "mlds", progress=False)
