@@ -88,6 +88,9 @@ def test_landscape_command_stores_metrics_that_the_dataset_serves(mlp_zoo, capsy
     expected = stored.read("hessian_top", batch["model"].numpy(), batch["epoch"].numpy())
     np.testing.assert_array_equal(batch["hessian_top"].numpy(), expected)
     assert len(set(batch["hessian_top"].tolist())) == len(ds)  # every checkpoint its own
+    assert mlp_zoo.info()["side_files"] == {"landscape": ["hessian_top", "hessian_trace"]}
+    assert run(["info", str(mlp_zoo.path)]) == 0
+    assert "side file landscape: hessian_top, hessian_trace" in capsys.readouterr().out
 
 
 def test_pair_metrics_compare_each_model_with_a_sibling(mlp_zoo):

@@ -283,6 +283,8 @@ def _print_info(info: dict[str, Any]) -> None:
     print(f"  stats: {info['stats']}")
     print(f"  metrics: {', '.join(info['metrics']) or '-'}")
     print(f"  columns: {', '.join(info['columns'])}")
+    for name, arrays in info.get("side_files", {}).items():
+        print(f"  side file {name}: {', '.join(arrays)}")
     ranges = {k[6:]: v for k, v in info.items() if k.startswith("range_")}
     if ranges:
         print(f"  range over viable models at the last checkpoint (epoch {info['epochs'][-1]}):")

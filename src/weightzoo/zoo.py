@@ -13,6 +13,7 @@ from weightzoo.errors import require
 from weightzoo.storage.layout import Layout
 from weightzoo.storage.manifest import Manifest
 from weightzoo.storage.reader import ZooReader
+from weightzoo.storage.sidecar import sidecar_records
 from weightzoo.storage.verify import check_shard
 
 PathLike = str | os.PathLike[str]
@@ -231,6 +232,9 @@ class Zoo:
             "metrics": manifest.metrics,
             "columns": sorted(manifest.columns),
             "stats": f"{manifest.stats_preset} ({len(manifest.stats_names)} values)",
+            "side_files": {
+                name: sorted(record.arrays) for name, record in sidecar_records(self.path).items()
+            },
         }
         if present and len(present) == len(manifest.shards):
             reader = self.reader(epochs="last")

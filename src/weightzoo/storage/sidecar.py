@@ -52,6 +52,7 @@ __all__ = [
     "list_sidecars",
     "open_sidecar",
     "read_sidecar",
+    "sidecar_records",
     "write_sidecar",
 ]
 
@@ -337,6 +338,17 @@ def _load_record(zoo_dir: Path, name: str, manifest: Manifest) -> tuple[SidecarR
             f"{manifest.spec_fingerprint[:12]}). Compute it again."
         )
     return record, h5_path
+
+
+def sidecar_records(zoo_dir: str | os.PathLike[str]) -> dict[str, SidecarRecord]:
+    """Every side file's record, checked against the zoo (the files are not hashed here).
+
+    Raises:
+        SidecarCorruptError: a record that does not parse or belongs to another zoo.
+    """
+    zoo_dir = Path(zoo_dir)
+    manifest = Manifest.load(zoo_dir)
+    return {name: _load_record(zoo_dir, name, manifest)[0] for name in list_sidecars(zoo_dir)}
 
 
 class Sidecar:
