@@ -354,7 +354,9 @@ def specs() -> list[ZooSpec]:
     automata = tuple(range(100))
     return [
         MLDSSpec(name="mlds-ds1", family="mlds", subset="ds1", **small),
-        MLDSSpec(name="mlds-ds2", family="mlds", subset="ds2", **small),
+        # DS2: the backdoor's inversion is learned slowly; EightBit and SimpleXOR networks pass
+        # at 150 epochs, not at 100 (docs/mlds.md, "Measured").
+        MLDSSpec(name="mlds-ds2", family="mlds", subset="ds2", **(small | {"max_epochs": 150})),
         MLDSSpec(
             name="mlds-ds3",
             family="mlds",
