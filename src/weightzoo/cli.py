@@ -700,7 +700,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("list", parents=[verbose], help="list known zoos with size estimates")
-    p.add_argument("--family", choices=("mlds", "modelzoo", "trajectory"))
+    p.add_argument("--family", choices=("mlds", "modelzoo", "trajectory", "property"))
     p.set_defaults(func=cmd_list)
 
     p = sub.add_parser(
