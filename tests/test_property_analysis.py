@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from weightzoo.analysis import report
-from weightzoo.analysis.property import (
+from weightzoo.analysis.property_inference import (
     METHODS,
     dense_layers,
     distinguish_table,
@@ -18,7 +18,7 @@ from weightzoo.analysis.property import (
 )
 from weightzoo.analysis.tables import UnsupportedTableError
 from weightzoo.architectures.image import cnn_small
-from weightzoo.architectures.property import PropertyMLP
+from weightzoo.architectures.property_mlp import PropertyMLP
 from weightzoo.cli import run
 from weightzoo.features import layout_of, load_vector
 from weightzoo.generate.property.family import PropertySpec

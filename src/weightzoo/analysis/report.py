@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from weightzoo.analysis import mlds, probes, property, quality, trajectories
+from weightzoo.analysis import mlds, probes, property_inference, quality, trajectories
 from weightzoo.analysis.data import PathLike, as_zoo, class_column, zoo_label
 from weightzoo.analysis.tables import Skipped, Table
 from weightzoo.errors import InvalidOptionError, WeightzooError
@@ -193,7 +193,7 @@ def _property(zoos: list[Zoo], result: Report) -> None:
             result,
             "property.distinguish",
             zoo_label(zoo),
-            lambda zoo=zoo: property.distinguish_table(zoo),
+            lambda zoo=zoo: property_inference.distinguish_table(zoo),
         )
 
 
