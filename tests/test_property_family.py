@@ -79,6 +79,12 @@ def test_subset_too_large_for_the_pool_is_a_named_error():
         training_subset(pool, 1.0, 600, seed=1)
 
 
+def test_spec_that_disagrees_with_its_data_is_a_named_error(tmp_path):
+    spec = tiny_spec(dataset="digits", pool_size=700, test_size=397)  # still 8 features
+    with pytest.raises(InvalidOptionError, match="64 and 10"):
+        generate(spec, tmp_path / "bad", progress=False)
+
+
 def test_plan_is_balanced_over_pools_and_ratios():
     spec = tiny_spec()
     plans = family().plan(spec)

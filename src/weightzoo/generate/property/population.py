@@ -17,6 +17,7 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from weightzoo.architectures import build_model
+from weightzoo.errors import InvalidOptionError
 from weightzoo.generate import population as toolkit
 from weightzoo.generate.base import ModelPlan, ModelRecord
 from weightzoo.generate.property.family import METRICS, PropertySpec, family
@@ -114,6 +115,12 @@ def train_population(
     data = load_property_data(
         spec.dataset, spec.data_seed, spec.pool_size, spec.test_size, spec.features
     )
+    if (data.features, data.classes) != (spec.features, spec.num_classes):
+        raise InvalidOptionError(
+            f"spec {spec.name!r} says {spec.features} features and {spec.num_classes} classes, "
+            f"but {spec.dataset} data has {data.features} and {data.classes}; set the spec's "
+            "features and num_classes to the data's"
+        )
     offsets = {}
     xs, ys = [], []
     for name, pool in data.pools.items():
