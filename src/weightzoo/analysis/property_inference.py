@@ -14,10 +14,10 @@ Three meta-classifiers on each model's final weights:
 - ``sorted``: the same on a permutation-invariant form: the hidden neurons of each layer are
   sorted by the norm of their incoming weights (with bias), the next layer's columns permuted
   to match, then flattened (:func:`sort_neurons`);
-- ``deepsets``: a small set model over neurons in the spirit of the permutation-invariant
-  meta-classifiers of Suri & Evans: per hidden layer, each neuron's incoming weights, bias
-  and outgoing weights go through a shared MLP, are averaged over the layer's neurons, and the
-  layer means are classified by a second MLP (:class:`NeuronSetClassifier`, torch).
+- ``deepsets``: a small DeepSets-style model over neurons, invariant to their order: per
+  hidden layer, each neuron's incoming weights, bias and outgoing weights go through a shared
+  MLP, are averaged over the layer's neurons, and the layer means are classified by a second
+  MLP (:class:`NeuronSetClassifier`, torch).
 """
 
 from __future__ import annotations
