@@ -356,7 +356,11 @@ def test_report_json_schema(tmp_path, fast_classifiers):
             assert set(row) == {"label", "ours", "paper", "paper_label"}
             assert set(row["ours"]) == set(table["columns"])
     assert data["tables"][2]["rows"][1]["paper_label"] == "MLDS-DS2-1000"
-    assert {s["table"] for s in data["skipped"]} == {"modelzoo.table3", "trajectories.clustering"}
+    assert {s["table"] for s in data["skipped"]} == {
+        "modelzoo.table3",
+        "trajectories.clustering",
+        "property.distinguish",
+    }
     assert result.table("mlds.table2").rows[0].label == "EightBitMachine"
     with pytest.raises(KeyError, match="modelzoo.table3"):
         result.table("modelzoo.table3")

@@ -30,6 +30,10 @@ _IMAGE_ZOOS: dict[tuple[str, str], tuple[str, ...]] = {
     ("tiny-imagenet", "resnet18"): ("seed",),
 }
 _TRAJECTORY_ZOOS = (("mnist", "mlp"), ("mnist", "cnn"), ("digits", "mlp"), ("digits", "cnn"))
+_PROPERTY_ZOOS = {
+    "property-synthetic": "Property inference: MLPs on synthetic data, property share 0.0-1.0",
+    "property-digits-even": "Property inference: MLPs on digits, share of even digits 0.0-1.0",
+}
 
 
 @dataclass(frozen=True)
@@ -38,7 +42,7 @@ class CatalogEntry:
 
     Attributes:
         name: the zoo's name (also its spec name and default directory name).
-        family: ``mlds``, ``modelzoo`` or ``trajectory``.
+        family: ``mlds``, ``modelzoo``, ``trajectory`` or ``property``.
         summary: one line for ``weightzoo list``.
         hub_repo: Hugging Face dataset repo id, or ``None`` while unpublished.
         revision: pinned commit of ``hub_repo`` (``None`` while unpublished).
@@ -83,6 +87,7 @@ def _entries() -> list[CatalogEntry]:
         )
         for dataset, architecture in _TRAJECTORY_ZOOS
     ]
+    entries += [CatalogEntry(name, "property", summary) for name, summary in _PROPERTY_ZOOS.items()]
     return entries
 
 

@@ -533,8 +533,8 @@ def _add_report_parser(sub: Any, verbose: argparse.ArgumentParser) -> None:
         parents=[verbose],
         help="the papers' tables for a zoo (MLDS: pass DS1 and DS2 for Table 2)",
         description="Compute every paper table the zoo supports (training quality, MLDS "
-        "Tables 1-2, Model Zoos Table 3, trajectory clustering), with the paper's numbers "
-        "beside ours; tables the zoo cannot support are listed with the reason.",
+        "Tables 1-2, Model Zoos Table 3, trajectory clustering, property inference), with the "
+        "paper's numbers beside ours; tables the zoo cannot support are listed with the reason.",
     )
     p.add_argument("zoo", help="a zoo directory")
     p.add_argument("zoo2", nargs="?", help="a second zoo (the DS2 partner of a DS1 zoo)")
@@ -700,7 +700,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("list", parents=[verbose], help="list known zoos with size estimates")
-    p.add_argument("--family", choices=("mlds", "modelzoo", "trajectory"))
+    p.add_argument("--family", choices=("mlds", "modelzoo", "trajectory", "property"))
     p.set_defaults(func=cmd_list)
 
     p = sub.add_parser(

@@ -2,8 +2,10 @@
 
 One module per paper: :mod:`~weightzoo.analysis.mlds` (MLDS Tables 1-2),
 :mod:`~weightzoo.analysis.probes` (Model Zoos Table 3), :mod:`~weightzoo.analysis.trajectories`
-(training-trajectory Tables 2-3), plus :mod:`~weightzoo.analysis.quality` (training quality of
-any zoo) and :mod:`~weightzoo.analysis.report`. scikit-learn is imported here only, so
+(training-trajectory Tables 2-3), :mod:`~weightzoo.analysis.property_inference`
+(property-inference meta-classifiers, the "0.5 vs X" table), plus
+:mod:`~weightzoo.analysis.quality` (training quality of any zoo) and
+:mod:`~weightzoo.analysis.report`. scikit-learn is imported here only, so
 ``import weightzoo`` stays cheap::
 
     from weightzoo.analysis import report

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from weightzoo.analysis import mlds, probes, quality, trajectories
+from weightzoo.analysis import mlds, probes, property_inference, quality, trajectories
 from weightzoo.analysis.data import PathLike, as_zoo, class_column, zoo_label
 from weightzoo.analysis.tables import Skipped, Table
 from weightzoo.errors import InvalidOptionError, WeightzooError
@@ -24,6 +24,7 @@ TABLE_IDS = (
     "mlds.table2",
     "modelzoo.table3",
     "trajectories.clustering",
+    "property.distinguish",
 )
 
 
@@ -186,10 +187,21 @@ def _trajectories(zoos: list[Zoo], result: Report) -> None:
         )
 
 
+def _property(zoos: list[Zoo], result: Report) -> None:
+    for zoo in zoos:
+        _attempt(
+            result,
+            "property.distinguish",
+            zoo_label(zoo),
+            lambda zoo=zoo: property_inference.distinguish_table(zoo),
+        )
+
+
 _RUNNERS: dict[str, Callable[[list[Zoo], Report], None]] = {
     "quality": _quality,
     "mlds.table1": _mlds_table1,
     "mlds.table2": _mlds_table2,
     "modelzoo.table3": _modelzoo_table3,
     "trajectories.clustering": _trajectories,
+    "property.distinguish": _property,
 }

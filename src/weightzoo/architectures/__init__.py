@@ -14,10 +14,10 @@ from typing import Any
 
 from torch import nn
 
-from weightzoo.architectures import image, mlds
+from weightzoo.architectures import image, mlds, property_mlp
 from weightzoo.errors import WeightzooError
 
-__all__ = ["UnbuildableSpecError", "build_model", "image", "mlds"]
+__all__ = ["UnbuildableSpecError", "build_model", "image", "mlds", "property_mlp"]
 
 
 class UnbuildableSpecError(WeightzooError, ValueError):
@@ -48,6 +48,8 @@ def build_model(spec: Mapping[str, Any], columns: Mapping[str, Any] | None = Non
         return mlds.MLDSNet(mlds.net_config(str(spec.get("subset", "ds1"))))
     if family in ("modelzoo", "trajectory") and "architecture" in spec:
         return _image_model(spec, columns)
+    if family == "property" and "hidden" in spec:
+        return property_mlp.from_spec(spec)
     raise UnbuildableSpecError(
         f"zoo spec {spec.get('name')!r} (family {family!r}) names no weightzoo architecture; "
         "imported zoos keep the source's own module: build it yourself and use "

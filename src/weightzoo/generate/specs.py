@@ -19,6 +19,7 @@ _FAMILY_MODULES: dict[str, str] = {
     "mlds": "weightzoo.generate.mlds.family",
     "modelzoo": "weightzoo.generate.modelzoo.family",
     "trajectory": "weightzoo.generate.modelzoo.family",
+    "property": "weightzoo.generate.property.family",
 }
 
 
