@@ -1,8 +1,8 @@
 """Property inference: white-box meta-classifiers that read a data property from weights.
 
 The "0.5 vs X" distinguishing test of Suri & Evans, *Formalizing and Estimating Distribution
-Inference Risks* (arXiv:2109.06024), also studied by Hartmann, Meynent, Schürholt, Borth et al.,
-*Distribution inference risks: identifying and mitigating sources of leakage*
+Inference Risks* (arXiv:2109.06024), also studied by Hartmann, Meynent, Peyrard, Dimitriadis,
+Tople, West, *Distribution inference risks: identifying and mitigating sources of leakage*
 (arXiv:2209.08541): for every ratio ``X != 0.5`` of a property zoo, a meta-classifier is fitted
 on the *adversary* pool's models of ratios 0.5 and X (labels: which ratio) and scored on the
 *victim* pool's models of the same ratios, which were trained on disjoint data. Both ratios
@@ -39,8 +39,8 @@ from weightzoo.zoo import Zoo
 
 SOURCE = (
     "Suri, Evans, Formalizing and Estimating Distribution Inference Risks (arXiv:2109.06024); "
-    "Hartmann, Meynent, Schürholt, Borth et al., Distribution inference risks: identifying and "
-    "mitigating sources of leakage (arXiv:2209.08541)"
+    "Hartmann, Meynent, Peyrard, Dimitriadis, Tople, West, Distribution inference risks: "
+    "identifying and mitigating sources of leakage (arXiv:2209.08541)"
 )
 BASE_RATIO = 0.5
 METHODS = ("flat", "sorted", "deepsets")
