@@ -232,3 +232,35 @@ def test_batchnorm_net_on_the_toolkit_equals_torch_sgd_with_onecycle():
     want = torch.cat([state[n].reshape(-1) for n in names])
     assert "1.running_mean" in names and state["1.running_mean"].abs().sum() > 0
     torch.testing.assert_close(torch.from_numpy(ours.weights[0, -1]), want, atol=1e-5, rtol=1e-4)
+
+
+def test_large_populations_evaluate_in_smaller_passes_with_the_same_metrics(monkeypatch):
+    from weightzoo.generate.modelzoo import population as module
+
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 4 * 4, 10))
+    g = torch.Generator().manual_seed(4)
+    data = Split(torch.rand(40, 3, 4, 4, generator=g), torch.randint(0, 10, (40,), generator=g))
+
+    def run():
+        return train_population(
+            [copy.deepcopy(net) for _ in range(4)],
+            [1, 2, 3, 4],
+            train=data,
+            val=None,
+            test=data,
+            optimizer="adam",
+            lr=[1e-2] * 4,
+            weight_decay=[0.0] * 4,
+            batch_size=8,
+            epochs=1,
+            names=[n for n in net.state_dict()],
+            path="vmap",
+        )
+
+    whole = run()  # 40 images x 4 models fit one pass
+    monkeypatch.setattr(module, "_EVAL_PAIRS", 12)  # 3 images a pass
+    chunked = run()
+    for name in ("test_loss", "test_acc"):
+        torch.testing.assert_close(
+            torch.as_tensor(chunked.metrics[name]), torch.as_tensor(whole.metrics[name])
+        )

@@ -48,6 +48,9 @@ loop, which is what saturates a device once each model's batch is big.
 
 PATHS = ("auto", "vmap", "grouped", "loop")
 
+_EVAL_PAIRS = 8192
+"""Image-model pairs per evaluation pass (a population of 64 evaluates 128 images at a time)."""
+
 
 def _dropout_rate(rate: torch.Tensor, h: torch.Tensor, models: int) -> torch.Tensor:
     """Broadcast a ``[M]`` rate to ``h`` in grouped (``[B, M*C, ...]``) or flat layout."""
@@ -329,8 +332,12 @@ class ImageTask:
         return {"loss": (loss, count), "acc": ((out.argmax(-1) == ys).sum(1).double(), count)}
 
     def eval_chunk(self, split: str, models: int) -> int:
-        """Images per evaluation pass."""
-        return self.eval_batch
+        """Images per evaluation pass: ``eval_batch``, fewer for a large population.
+
+        The activations of one pass grow with images x models; a block of 64 CNN-s models at
+        1,000 images a pass peaked at 1.9 GB.
+        """
+        return max(1, min(self.eval_batch, _EVAL_PAIRS // max(models, 1)))
 
 
 def train_population(
