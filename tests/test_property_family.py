@@ -168,3 +168,13 @@ def test_cli_lists_and_generates(tmp_path, capsys):
     assert code == 0
     zoo = Zoo(out)
     assert len(zoo) == 22 and zoo.manifest.family == "property"
+
+
+def test_evaluate_names_the_family_it_cannot_evaluate(tiny_zoo):
+    from weightzoo.architectures import UnbuildableSpecError
+    from weightzoo.functional import evaluate
+
+    rows = tiny_zoo.reader(ALL, epochs="last").read("weights", np.arange(2), np.zeros(2, int))
+    with pytest.raises(UnbuildableSpecError, match="'property' family.*zoo.module"):
+        evaluate(tiny_zoo, rows)
+    assert tiny_zoo.module(rows[0]) is not None  # the module itself is there

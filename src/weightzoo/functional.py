@@ -320,7 +320,10 @@ def _task(zoo: Zoo) -> _ImageTask | _MLDSTask:
     if spec.get("family") in ("modelzoo", "trajectory") and "architecture" in spec:
         return _ImageTask(zoo, spec)
     build_model(zoo.manifest.spec)  # raises the UnbuildableSpecError that says what to do
-    raise UnbuildableSpecError(f"zoo {zoo.name!r} names no weightzoo architecture")
+    raise UnbuildableSpecError(
+        f"zoo {zoo.name!r}: weightzoo.evaluate does not know the evaluation data of the "
+        f"{spec.get('family')!r} family; run its rows yourself with zoo.module(row) on your data"
+    )
 
 
 # ------------------------------------------------------------------------------- helpers
