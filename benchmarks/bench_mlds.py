@@ -44,11 +44,11 @@ import torch
 
 from weightzoo.architectures.mlds import initialise_, network_inputs
 from weightzoo.generate.mlds.family import MLDSFamily, MLDSSpec, class_data
-from weightzoo.generate.mlds.machines import MACHINES, machine_set
 from weightzoo.generate.mlds.networks import DS1_NET, MLDSNet, init_population, population_forward
 from weightzoo.generate.mlds.population import PopulationData, TrainSettings, train_population
 from weightzoo.generate.population import DataOrder, PopulationOptimizer
 from weightzoo.generate.specs import get_spec
+from weightzoo.tasks.machines import MACHINES, machine_set
 
 QUALITY_SETS = ("val", "eval")  # the sets a network must pass on (its training set aside)
 

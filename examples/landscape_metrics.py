@@ -24,7 +24,7 @@ from torch.nn import functional as F
 
 from weightzoo import Zoo, ZooDataset, landscape
 from weightzoo.architectures import build_model
-from weightzoo.generate.imagedata import load_image_data
+from weightzoo.tasks.imagedata import load_image_data
 
 
 def main() -> None:

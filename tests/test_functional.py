@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import weightzoo
+from small_splits import cut_image_splits
 from weightzoo.architectures import UnbuildableSpecError
 from weightzoo.errors import (
     DataFilesMissingError,
@@ -21,7 +22,6 @@ from weightzoo.errors import (
 )
 from weightzoo.features import layout_of, load_vector
 from weightzoo.functional import evaluate, input_shape, queries
-from weightzoo.generate.modelzoo import family as fam_module
 from weightzoo.generate.runner import generate
 from weightzoo.generate.specs import get_spec
 from weightzoo.tasks import images
@@ -41,18 +41,8 @@ GRID = dict(
 @pytest.fixture(scope="module")
 def tiny_images():
     """Digits splits cut to 200 training and 60 val/test images, for generation and evaluation."""
-    original = images.load_splits
-    original.cache_clear()
-
-    def small(*args):
-        (trx, tr_y), (vx, vy), (tex, tey) = original(*args)
-        return (trx[:200], tr_y[:200]), (vx[:60], vy[:60]), (tex[:60], tey[:60])
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(fam_module, "_load_splits", small)
-        patch.setattr(images, "load_splits", small)
+    with cut_image_splits(200, 60):
         yield
-    original.cache_clear()
 
 
 def _image_spec(name: str):

@@ -8,10 +8,10 @@ import torch
 from torch.nn import functional as F
 
 import weightzoo
+from small_splits import cut_image_splits
 from weightzoo.cli import EXIT_ERROR, run
 from weightzoo.errors import EpochError, SidecarNotFoundError, UnknownColumnError
 from weightzoo.functional import evaluate
-from weightzoo.generate.modelzoo import family as fam_module
 from weightzoo.generate.runner import generate
 from weightzoo.generate.specs import get_spec
 from weightzoo.landscape import landscape_metrics
@@ -25,18 +25,8 @@ FAST = ["--batches", "1", "--batch-size", "32", "--iters", "4", "--probes", "3"]
 @pytest.fixture(scope="module")
 def tiny_images():
     """Digits splits cut to 120 training and 40 val/test images."""
-    original = images.load_splits
-    original.cache_clear()
-
-    def small(*args):
-        (trx, tr_y), (vx, vy), (tex, tey) = original(*args)
-        return (trx[:120], tr_y[:120]), (vx[:40], vy[:40]), (tex[:40], tey[:40])
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(fam_module, "_load_splits", small)
-        patch.setattr(images, "load_splits", small)
+    with cut_image_splits(120, 40):
         yield
-    original.cache_clear()
 
 
 @pytest.fixture

@@ -6,11 +6,11 @@ import weightzoo
 from weightzoo.architectures.mlds import network_inputs
 from weightzoo.features import unflatten
 from weightzoo.generate.mlds.family import MLDSSpec, class_data, family, specs
-from weightzoo.generate.mlds.machines import machine_set
 from weightzoo.generate.mlds.networks import DS1_NET, MLDSNet
 from weightzoo.generate.runner import generate
 from weightzoo.generate.specs import get_spec
 from weightzoo.storage.manifest import Manifest
+from weightzoo.tasks.machines import machine_set
 
 
 def tiny(subset="ds1", **changes):

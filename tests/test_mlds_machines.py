@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from weightzoo.generate.mlds.automata import automaton_set, random_automaton
-from weightzoo.generate.mlds.machines import (
+from weightzoo.tasks.automata import automaton_set, random_automaton
+from weightzoo.tasks.machines import (
     MACHINES,
     TRIGGER_SPAN,
     check_machines,

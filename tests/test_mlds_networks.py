@@ -5,7 +5,6 @@ import pytest
 import torch
 from torch import nn
 
-from weightzoo.generate.mlds.machines import machine_set
 from weightzoo.generate.mlds.networks import (
     DS1_NET,
     DS3_NET,
@@ -17,6 +16,7 @@ from weightzoo.generate.mlds.networks import (
     population_forward,
 )
 from weightzoo.generate.mlds.population import PopulationData, TrainSettings, train_population
+from weightzoo.tasks.machines import machine_set
 
 
 def test_parameter_counts():

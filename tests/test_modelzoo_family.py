@@ -2,62 +2,20 @@
 
 from __future__ import annotations
 
-import importlib
-import sys
-import types
-
 import numpy as np
 import pytest
 import torch
-from torch.nn import functional as F
 
+from small_splits import cut_image_splits
 from weightzoo.generate.modelzoo import family as fam_module
 from weightzoo.generate.specs import family_for, get_spec
 
 
-def _fake_load_image_data(name, data_dir=None, *, resize=None, grayscale=False):
-    """Stand-in for imagedata.load_image_data("digits") built from sklearn digits."""
-    from sklearn.datasets import load_digits
-
-    assert name == "digits"
-    digits = load_digits()
-    size = resize or 28
-    x = torch.tensor(digits.images, dtype=torch.float32)[:, None] / 16.0
-    x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
-    y = torch.tensor(digits.target, dtype=torch.int64)
-    return types.SimpleNamespace(
-        train_x=x[:1500].numpy(),
-        train_y=y[:1500].numpy(),
-        test_x=x[1500:].numpy(),
-        test_y=y[1500:].numpy(),
-        num_classes=10,
-        channels=1,
-        size=size,
-    )
-
-
 @pytest.fixture
-def digits(monkeypatch):
-    """Real digits splits cut to 400 training and 120 val/test images (fast, still learnable).
-
-    Uses the real image-data module when it exists, else a sklearn-digits stand-in.
-    """
-    try:
-        importlib.import_module("weightzoo.generate.imagedata")
-    except ModuleNotFoundError:
-        fake = types.ModuleType("weightzoo.generate.imagedata")
-        fake.load_image_data = _fake_load_image_data
-        monkeypatch.setitem(sys.modules, "weightzoo.generate.imagedata", fake)
-    original = fam_module._load_splits
-    original.cache_clear()
-
-    def small(*args):
-        (trx, tr_y), (vx, vy), (tex, tey) = original(*args)
-        return (trx[:400], tr_y[:400]), (vx[:120], vy[:120]), (tex[:120], tey[:120])
-
-    monkeypatch.setattr(fam_module, "_load_splits", small)
-    yield
-    original.cache_clear()
+def digits():
+    """Real digits splits cut to 400 training and 120 val/test images (fast, still learnable)."""
+    with cut_image_splits(400, 120):
+        yield
 
 
 def test_digits_records_shapes_and_learning(digits):

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import weightzoo
+from small_splits import cut_image_splits
 from weightzoo.architectures.image import cnn_small
 from weightzoo.cli import run
 from weightzoo.errors import WeightzooError
@@ -27,15 +28,7 @@ def source(tmp_path_factory):
 
     The digits splits stay cut for the whole module, so the twins train on the same data.
     """
-    original = fam_module._load_splits
-    original.cache_clear()
-
-    def small(*args):
-        (trx, tr_y), (vx, vy), (tex, tey) = original(*args)
-        return (trx[:200], tr_y[:200]), (vx[:60], vy[:60]), (tex[:60], tey[:60])
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(fam_module, "_load_splits", small)
+    with cut_image_splits(200, 60):
         before = torch.get_num_threads()
         torch.set_num_threads(1)
         spec = get_spec("modelzoo-digits-cnn-s-seed").override(models=3, epochs=1)
@@ -43,7 +36,6 @@ def source(tmp_path_factory):
         generate(spec, path, progress=False)
         torch.set_num_threads(before)
         yield path
-    original.cache_clear()
 
 
 def test_twin_format_and_metrics(source, tmp_path):

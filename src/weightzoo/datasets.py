@@ -37,7 +37,7 @@ from weightzoo.errors import (
     ZooNotFoundError,
 )
 from weightzoo.storage.manifest import MANIFEST_NAME, Manifest
-from weightzoo.storage.sidecar import Sidecar, list_sidecars
+from weightzoo.storage.sidecar import Sidecar, list_sidecars, sidecar_records
 from weightzoo.storage.verify import check_shard_present
 from weightzoo.zoo import Zoo
 
@@ -341,11 +341,12 @@ class ZooDataset(_BatchedDataset):
             self._use_sidecar(target, holder, target)
 
     def _sidecar_holding(self, array: str) -> str | None:
-        """The side file with a per-checkpoint array ``array`` (``None``: no such file)."""
-        for name in list_sidecars(self.zoo.path):
-            if name not in self._sidecars:
-                self._sidecars[name] = Sidecar(self.zoo.path, name)
-            if array in self._sidecars[name].arrays:
+        """The side file with a per-checkpoint array ``array`` (``None``: no such file).
+
+        Reads the records only: just the side file that is used gets opened and hashed.
+        """
+        for name, record in sidecar_records(self.zoo.path).items():
+            if array in record.arrays:
                 return name
         return None
 

@@ -4,7 +4,7 @@ A side file holds arrays ``[models, checkpoints, ...]`` over some of the zoo's m
 positions) and epochs (checkpoint labels), e.g. every checkpoint's outputs on a query set or
 its loss-landscape metrics, plus optional arrays shared by all checkpoints (the query set)::
 
-    <zoo>/sidecars/<name>.h5     HDF5: models, epochs, arrays/<array>, shared/<array>
+    <zoo>/sidecars/<name>.h5     HDF5: models, epochs, arrays/<array>, common/<array>
     <zoo>/sidecars/<name>.json   its record: zoo, spec fingerprint, sha256, bytes, shapes, attrs
 
 Same discipline as shards: the HDF5 file is written to a temporary name, fsynced and renamed,
@@ -256,7 +256,7 @@ def write_sidecar(
                 handle.attrs["name"] = name
                 handle.create_dataset("models", data=positions)
                 handle.create_dataset("epochs", data=labels)
-                for group, table in (("arrays", per), ("shared", common)):
+                for group, table in (("arrays", per), ("common", common)):
                     folder = handle.create_group(group)
                     for key, value in table.items():
                         folder.create_dataset(key, data=value)  # contiguous: memory-mappable
@@ -443,7 +443,7 @@ class Sidecar:
                         )
                 if h5["models"][()].tolist() != self.record.models:
                     raise SidecarCorruptError(f"side file {self.path}: models differ from record")
-                tables = (("arrays", self.record.arrays), ("shared", self.record.shared))
+                tables = (("arrays", self.record.arrays), ("common", self.record.shared))
                 for group, table in tables:
                     for key, meta in table.items():
                         dataset = h5[f"{group}/{key}"]

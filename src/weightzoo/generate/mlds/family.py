@@ -214,7 +214,7 @@ class MLDSFamily:
 
     def set_names(self, spec: MLDSSpec) -> list[str]:
         """Data sets measured at every checkpoint."""
-        return ["train", "val", "eval"] + (["trigger"] if spec.backdoor else [])
+        return MLDSData.from_spec(spec).set_names()
 
     def metric_names(self, spec: MLDSSpec) -> list[str]:
         """``<set>_<metric>`` for every data set and metric of :data:`METRICS`."""
