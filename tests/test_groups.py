@@ -26,18 +26,6 @@ from weightzoo.storage.hashing import sha256_file
 from weightzoo.zoo import Zoo
 
 
-@pytest.fixture
-def grouped_spec() -> toy_family.ToyGroupedSpec:
-    return toy_family.ToyGroupedSpec(shard_models=3)
-
-
-@pytest.fixture
-def grouped_zoo(tmp_path, grouped_spec):
-    out = tmp_path / "grouped"
-    generate(grouped_spec, out, progress=False)
-    return out
-
-
 def shard_hashes(zoo_dir):
     return {p.relative_to(zoo_dir).as_posix(): sha256_file(p) for p in zoo_dir.rglob("*.h5")}
 
