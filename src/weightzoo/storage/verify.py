@@ -21,14 +21,17 @@ def _allowed_roots(zoo_dir: Path) -> list[Path]:
     """Where a zoo's files may really live: the zoo, and for a hub-cache snapshot its blobs."""
     root = zoo_dir.resolve()
     roots = [root]
-    repo = root.parent.parent
-    # huggingface_hub cache: <kind>s--<owner>--<name>/snapshots/<commit> -> ../../blobs/
-    if (
-        root.parent.name == "snapshots"
-        and repo.name.startswith(("datasets--", "models--", "spaces--"))
-        and (repo / "blobs").is_dir()
-    ):
-        roots.append(repo / "blobs")
+    # huggingface_hub cache: <kind>s--<owner>--<name>/snapshots/<commit> -> ../../blobs/; a
+    # group of a grouped zoo sits deeper in the snapshot (<commit>/groups/<name>)
+    for snapshot in (root, *root.parents):
+        repo = snapshot.parent.parent
+        if (
+            snapshot.parent.name == "snapshots"
+            and repo.name.startswith(("datasets--", "models--", "spaces--"))
+            and (repo / "blobs").is_dir()
+        ):
+            roots.append(repo / "blobs")
+            break
     return roots
 
 
