@@ -145,7 +145,15 @@ def test_group_paths_and_names_are_checked(grouped_zoo, tmp_path):
     data["groups"][0]["path"] = "../elsewhere"
     with pytest.raises(UnsafePathError):
         GroupedManifest.from_dict(data)
+    for odd in (".", "groups/wide", "shards"):
+        data["groups"][0]["path"] = odd
+        with pytest.raises(ManifestError):
+            GroupedManifest.from_dict(data)
     data["groups"][0]["path"] = "groups/narrow"
+    data["groups"][1]["first_model_id"] = 3
+    with pytest.raises(ManifestError, match="share model ids"):
+        GroupedManifest.from_dict(data)
+    data["groups"][1]["first_model_id"] = 6
     data["groups"][0]["name"] = "Narrow!"
     with pytest.raises(ManifestError, match="not allowed"):
         GroupedManifest.from_dict(data)
@@ -210,3 +218,9 @@ def test_grouped_batches_shuffle_anew_each_pass_and_repeat_by_seed(grouped_zoo):
     assert list(again) == first
     assert all(max(b) < 6 or min(b) >= 6 for b in first)
     assert len(list(GroupedBatchSampler([5, 3], 2, drop_last=True))) == 3
+
+
+def test_a_bad_engine_is_refused_before_anything_is_written(tmp_path, grouped_spec):
+    with pytest.raises(InvalidOptionError, match="--engine"):
+        generate(grouped_spec, tmp_path / "never", progress=False, engine="slurm")
+    assert not (tmp_path / "never").exists()

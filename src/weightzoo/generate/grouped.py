@@ -141,13 +141,16 @@ def generate_grouped(
         SpecMismatchError: if ``out`` holds a zoo of another spec.
         ZooLockedError: if another process is generating into ``out``.
     """
-    from weightzoo.generate.runner import generate
+    from weightzoo.generate.runner import _check_engine, generate
 
     if slice is not None:
         raise InvalidOptionError(
             f"--slice {slice[0]}/{slice[1]}: {spec.name!r} is a grouped zoo, which is generated "
             "whole (each group resumes block by block after an interruption); drop --slice"
         )
+    _check_engine(
+        options.get("engine", "local"), options.get("ray"), options.get("device", "cpu")
+    )  # before anything is written, as for a version-1 spec
     out = Path(out)
     planned = plan_groups(spec)
     out.mkdir(parents=True, exist_ok=True)

@@ -112,14 +112,20 @@ class GroupEntry:
             raise ManifestError(f"malformed group entry {row!r}")
         try:
             sha = row.get("manifest_sha256")
+            name = check_group_name(row["name"])
+            path = safe_relative_path(row["path"], what="group path")
+            if path != group_path(name):
+                raise ManifestError(
+                    f"group {name!r} has path {path!r}; a group lives at {group_path(name)!r}"
+                )
             entry = cls(
-                name=check_group_name(row["name"]),
-                path=safe_relative_path(row["path"], what="group path"),
+                name=name,
+                path=path,
                 num_models=int(row["num_models"]),
                 first_model_id=int(row.get("first_model_id", 0)),
                 manifest_sha256=None if sha is None else str(sha),
             )
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
             if isinstance(exc, ManifestError):
                 raise
             raise ManifestError(f"malformed group entry {row!r}: {exc}") from exc

@@ -24,7 +24,7 @@ import h5py
 import numpy as np
 
 from weightzoo.errors import ShardChangedError, ShardCorruptError, UnknownColumnError
-from weightzoo.storage.groups import resolve_group
+from weightzoo.storage.groups import load_any, resolve_group
 from weightzoo.storage.manifest import Manifest, ShardEntry
 from weightzoo.storage.selection import check_epochs, check_splits
 from weightzoo.storage.verify import check_shard_attributes, check_shard_present
@@ -273,7 +273,11 @@ class ZooReader:
         self.zoo_dir = Path(zoo_dir)
         self.group = group
         if manifest is None:
-            self.zoo_dir, self.group = resolve_group(self.zoo_dir, group)
+            found = load_any(self.zoo_dir)  # one parse for a version-1 zoo
+            if isinstance(found, Manifest) and group is None:
+                manifest = found
+            else:
+                self.zoo_dir, self.group = resolve_group(self.zoo_dir, group)
         self.manifest = manifest or Manifest.load(self.zoo_dir)
         self.splits = check_splits(split, self.manifest)
         self.epochs = check_epochs(epochs, self.manifest)
