@@ -224,3 +224,10 @@ def test_a_bad_engine_is_refused_before_anything_is_written(tmp_path, grouped_sp
     with pytest.raises(InvalidOptionError, match="--engine"):
         generate(grouped_spec, tmp_path / "never", progress=False, engine="slurm")
     assert not (tmp_path / "never").exists()
+
+
+def test_a_later_group_reads_an_earlier_one_through_root(tmp_path, grouped_spec, monkeypatch):
+    monkeypatch.setattr(toy_family, "family", lambda name: toy_family.FinetuneToyFamily())
+    generate(grouped_spec, tmp_path / "tuned", progress=False, workers=2)
+    wide = Zoo(tmp_path / "tuned", group="wide").metadata("all")
+    assert set(wide["parent_models"].tolist()) == {6}

@@ -216,3 +216,22 @@ def specs() -> list[ZooSpec]:
 
 def family(name: str) -> ToyFamily:
     return ToyFamily()
+
+
+class FinetuneToyFamily(ToyFamily):
+    """A toy family whose second group reads the first one, as a fine-tuning stage would.
+
+    The ``wide`` group's models store ``parent_models``: how many models the finished
+    ``narrow`` group beside it holds, read at ``root.parent / "narrow"``.
+    """
+
+    def train(self, spec, plans, *, device, progress=True, on_epoch=None, root=None):
+        records = super().train(spec, plans, device=device, progress=progress, on_epoch=on_epoch)
+        parent = Path(root).parent / "narrow"
+        if Path(root).name == "wide":
+            from weightzoo.zoo import Zoo
+
+            count = len(Zoo(parent).metadata("all")["model_id"])
+            for record in records:
+                record.columns["parent_models"] = count
+        return records
