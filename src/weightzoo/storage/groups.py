@@ -282,8 +282,8 @@ def read_manifest_json(zoo_dir: PathLike) -> dict[str, Any]:
     """
     path = Path(zoo_dir) / MANIFEST_NAME
     if not path.is_file():
-        Manifest.load(zoo_dir)  # raises the ZooNotFoundError that says what to do
-        raise ZooNotFoundError(f"no zoo at {zoo_dir}")  # pragma: no cover - load raised
+        # Manifest.load's ZooNotFoundError says what to do (generate, fetch, or merge slices)
+        return Manifest.load(zoo_dir).to_dict()
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:

@@ -273,7 +273,7 @@ class Manifest:
         if version > FORMAT_VERSION:
             raise FormatVersionError(
                 f"{source} uses format version {version}, but this weightzoo reads versions up to "
-                f"{FORMAT_VERSION}. Upgrade weightzoo: pip install -U weightzoo"
+                f"{GROUPED_FORMAT_VERSION}. Upgrade weightzoo: pip install -U weightzoo"
             )
         try:
             manifest = cls(
