@@ -170,11 +170,19 @@ def test_cli_lists_and_generates(tmp_path, capsys):
     assert len(zoo) == 22 and zoo.manifest.family == "property"
 
 
-def test_evaluate_names_the_family_it_cannot_evaluate(tiny_zoo):
-    from weightzoo.architectures import UnbuildableSpecError
-    from weightzoo.functional import evaluate
+def test_evaluate_reproduces_the_stored_test_metrics(tiny_zoo):
+    from weightzoo.functional import evaluate, queries
 
-    rows = tiny_zoo.reader(ALL, epochs="last").read("weights", np.arange(2), np.zeros(2, int))
-    with pytest.raises(UnbuildableSpecError, match="'property' family.*zoo.module"):
-        evaluate(tiny_zoo, rows)
-    assert tiny_zoo.module(rows[0]) is not None  # the module itself is there
+    reader = tiny_zoo.reader(ALL, epochs="all")
+    models, checkpoints = reader.num_models, len(reader.epochs)
+    assert checkpoints == 2  # the initialisation and the last epoch
+    pairs = np.indices((models, checkpoints)).reshape(2, -1)
+    result = evaluate(tiny_zoo, reader.read("weights", pairs[0], pairs[1]))
+    assert result.split == "test" and result.stored_name("acc") == "test_acc"
+    stored = reader.metrics
+    np.testing.assert_allclose(result.loss, stored["test_loss"].reshape(-1), rtol=1e-4)
+    np.testing.assert_allclose(result.accuracy, stored["test_acc"].reshape(-1), atol=1e-6)
+    data = queries(tiny_zoo, "data", 16)
+    assert data.shape == (16, tiny_zoo.manifest.spec["features"])
+    noise = queries(tiny_zoo, "random", 16)
+    assert noise.shape == data.shape and noise.min() < 0  # standard normal, like the features

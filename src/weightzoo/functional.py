@@ -234,6 +234,43 @@ class _ImageTask:
         return _activation_numel(net, torch.zeros(1, *self.input_shape, device=_on(net)))
 
 
+class _PropertyTask(_ImageTask):
+    """Property-inference MLPs: classification of feature vectors on the shared test set.
+
+    Every model of the zoo is tested on the same items (its training subset is its own, so
+    only ``"test"`` is rebuilt here).
+    """
+
+    splits = ("test",)
+
+    def __init__(self, zoo: Zoo, spec: Mapping[str, Any]) -> None:
+        self.zoo, self.spec = zoo, spec
+        self.loss = "ce"
+        self.input_shape = (int(spec["features"]),)
+        self.activations = ["relu"]
+
+    def module(self, key: str) -> nn.Module:
+        return build_model(self.zoo.manifest.spec).eval()
+
+    def default_data(self, split: str, data_dir: str | None, columns: Any, count: int) -> _Data:
+        from weightzoo.tasks.property import load_property_data
+
+        spec = self.spec
+        data = load_property_data(
+            str(spec["dataset"]),
+            int(spec["data_seed"]),
+            int(spec["pool_size"]),
+            int(spec["test_size"]),
+            int(spec["features"]),
+        )
+        return _Data(torch.from_numpy(data.test.x), torch.from_numpy(data.test.y))
+
+    def random_inputs(self, n: int, generator: torch.Generator) -> Tensor:
+        if self.spec.get("dataset") == "synthetic":  # standard normal features
+            return torch.randn((n, *self.input_shape), generator=generator)
+        return torch.rand((n, *self.input_shape), generator=generator)
+
+
 class _MLDSTask:
     """MLDS: recurrent nets mimicking a machine or automaton, masked MSE on its sequences."""
 
@@ -317,6 +354,8 @@ def _task(zoo: Zoo) -> _ImageTask | _MLDSTask:
     spec = task_spec(zoo.manifest.spec)
     if spec.get("family") == "mlds":
         return _MLDSTask(zoo, spec)
+    if spec.get("family") == "property":
+        return _PropertyTask(zoo, spec)
     if spec.get("family") in ("modelzoo", "trajectory") and "architecture" in spec:
         return _ImageTask(zoo, spec)
     build_model(zoo.manifest.spec)  # raises the UnbuildableSpecError that says what to do
@@ -495,7 +534,7 @@ def evaluate(
             or a mapping ``{column: values}`` (a scalar applies to every row).
         split: the zoo's data set without ``inputs``: ``"test"`` (default), ``"val"`` or
             ``"train"`` for image zoos; ``"eval"`` (default), ``"val"``, ``"train"`` (DS2 also
-            ``"trigger"``) for MLDS zoos.
+            ``"trigger"``) for MLDS zoos; ``"test"`` (the shared test set) for property zoos.
         rows_per_chunk: rows run together; ``None``: as many as leave batches of 32 inputs
             within that memory, at most 256 on CPU, 1024 on CUDA and 256 MB of parameters.
         keep_outputs: keep every output (``Evaluation.outputs``); False saves the memory.
@@ -596,8 +635,10 @@ def queries(
     Args:
         zoo: the zoo (or its directory).
         kind: ``"random"``: noise (image zoos: uniform in [0, 1], the range of their images;
-            MLDS: random bits at the spec's sequence length); ``"data"``: held-out data
-            (image zoos: test images; MLDS: fresh sequences drawn as the zoo's data are);
+            MLDS: random bits at the spec's sequence length; property zoos: standard normal
+            features for synthetic data, uniform in [0, 1] for digits); ``"data"``: held-out
+            data (image and property zoos: test items; MLDS: fresh sequences drawn as the
+            zoo's data are);
             ``"union"``: the first ``n // 2`` of the random set, then ``n - n // 2`` of the
             data set.
         n: number of inputs.
@@ -630,6 +671,8 @@ def queries(
     if kind == "random":
         if isinstance(task, _MLDSTask):
             return torch.randint(0, 2, (n, *shape), generator=generator).float()
+        if isinstance(task, _PropertyTask):
+            return task.random_inputs(n, generator)
         return torch.rand((n, *shape), generator=generator)
     if isinstance(task, _MLDSTask):
         from weightzoo.tasks.mlds import sample_inputs
@@ -638,7 +681,7 @@ def queries(
     test = task.default_data("test", None if data_dir is None else str(data_dir), {}, 0).inputs
     if n > len(test):
         raise InvalidOptionError(
-            f"zoo {zoo.name!r} has {len(test)} test images; ask for at most that many data "
+            f"zoo {zoo.name!r} has {len(test)} test items; ask for at most that many data "
             f"queries, got n={n}"
         )
     pick = torch.randperm(len(test), generator=generator)[:n]
