@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from weightzoo.errors import InvalidOptionError
-from weightzoo.generate.base import ModelPlan, ModelRecord, ZooSpec
+from weightzoo.generate.base import GroupedSpec, ModelPlan, ModelRecord, ZooSpec
 from weightzoo.storage.layout import Layout
 
 PRETRAININGS = ("supervised", "simclr")
@@ -199,7 +199,6 @@ class ViTFinetuneSpec(_ViTSpec):
         seeds: seeds per (parent, optimizer, lr): ``seed_start .. seed_start + seeds - 1``.
         momentum: SGD momentum.
         weight_decay: weight decay of both optimizers.
-        first_model_id: id of the first child (ids are unique across a grouped zoo).
     """
 
     family: str = "vit-finetune"
@@ -212,7 +211,6 @@ class ViTFinetuneSpec(_ViTSpec):
     seeds: int = 2
     momentum: float = 0.9
     weight_decay: float = 0.0
-    first_model_id: int = 0
 
     kind: ClassVar[str] = "vit-finetune"
 
@@ -318,9 +316,7 @@ class ViTFamily:
             columns = {"stage": "finetune", "head": spec.head, **cell}
             columns.pop("seed")
             # stratified by parent, so that every parent has children in every split
-            plans.append(
-                ModelPlan(spec.first_model_id + k, cell["seed"], str(cell["parent"]), columns)
-            )
+            plans.append(ModelPlan(k, cell["seed"], str(cell["parent"]), columns))
         return plans
 
     def train(
@@ -388,6 +384,181 @@ def family(name: str = "vit-pretrain") -> ViTFamily:
     return ViTFamily(name)
 
 
+PRETRAIN_GROUP = "pretrain"
+"""Name of the group of pre-trained models in a grouped ViT zoo."""
+
+
+def finetune_group(head: str) -> str:
+    """Name of the group of fine-tuned models with ``head``: ``finetune-<head>``."""
+    return f"finetune-{head}"
+
+
+@dataclass(frozen=True)
+class ViTZooSpec(GroupedSpec):
+    """A grouped ViT zoo: group ``pretrain``, then one fine-tuning group per head.
+
+    The pre-trained models have ids ``0 .. len(pretrainings)-1`` (the first group); every one
+    of them is the parent of ``len(optimizers) * len(lrs) * seeds`` children in each
+    fine-tuning group. All pre-trained models are in the ``train`` split (they are the
+    parents); each fine-tuning group splits its children 70/15/15, stratified by parent.
+
+    Attributes:
+        architecture: a ViT preset for both stages.
+        pretrain_dataset / finetune_dataset: ``"digits"`` for both, or the paper's
+            ``"imagenet-1k"`` / ``"cifar100"``.
+        pretrainings: the objective of each pre-trained model.
+        pretrain_outputs: the pre-training head's outputs (classes, or the SimCLR projection).
+        pretrain_epochs / pretrain_batch_size / pretrain_lr: pre-training (AdamW).
+        temperature: of the SimCLR loss.
+        heads: the fine-tuning heads, one group each.
+        head_hidden: hidden width of the ``"mlp"`` head.
+        finetune_outputs: classes of the fine-tuning task.
+        optimizers / lrs / seeds: the fine-tuning grid per parent and head.
+        finetune_epochs / finetune_batch_size: fine-tuning.
+        checkpoint_every: a checkpoint every this many epochs in both stages.
+        parents: if set, only the first ``parents`` pre-trained models and their children
+            (``--models``).
+        data_dir: where the paper's data lives; not part of the spec's identity.
+    """
+
+    family: str = "vit"
+    architecture: str = "vit-digits"
+    pretrain_dataset: str = "digits"
+    finetune_dataset: str = "digits"
+    pretrainings: tuple[str, ...] = ("supervised", "supervised", "simclr", "simclr")
+    pretrain_outputs: int = 10
+    pretrain_epochs: int = 30
+    pretrain_batch_size: int = 64
+    pretrain_lr: float = 1e-3
+    temperature: float = 0.2
+    heads: tuple[str, ...] = ("linear", "mlp")
+    head_hidden: int = 32
+    finetune_outputs: int = 5
+    optimizers: tuple[str, ...] = FINETUNE_OPTIMIZERS
+    lrs: tuple[float, ...] = PAPER_LRS
+    seeds: int = 1
+    finetune_epochs: int = 15
+    finetune_batch_size: int = 64
+    checkpoint_every: int = 5
+    parents: int | None = None
+    data_dir: str | None = field(default=None, compare=False)
+
+    kind: ClassVar[str] = "vit"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The spec as JSON data, without ``data_dir``."""
+        data = super().to_dict()
+        data.pop("data_dir", None)
+        return data
+
+    def override(
+        self,
+        models: int | None = None,
+        epochs: int | None = None,
+        data_dir: str | None = None,
+        **rest: Any,
+    ) -> ZooSpec:
+        """Apply ``--models`` (the first N pre-trained models, with their children),
+        ``--epochs`` (both stages) and ``--data-dir``.
+
+        Raises:
+            ValueError: for another option, or a non-positive count.
+        """
+        ZooSpec.override(self, **rest)
+        changes: dict[str, Any] = {}
+        if models is not None:
+            if int(models) < 1:
+                raise ValueError(f"--models must be at least 1, got {models}")
+            changes["parents"] = min(int(models), len(self.pretrainings))
+        if epochs is not None:
+            if int(epochs) < 1:
+                raise ValueError(f"--epochs must be at least 1, got {epochs}")
+            changes["pretrain_epochs"] = changes["finetune_epochs"] = int(epochs)
+        if data_dir is not None:
+            changes["data_dir"] = str(data_dir)
+        return dataclasses.replace(self, **changes) if changes else self
+
+    def groups(self) -> list[tuple[str, ZooSpec]]:
+        """``pretrain``, then ``finetune-<head>`` for every head."""
+        kinds = self.pretrainings[: self.parents]
+        common = dict(
+            architecture=self.architecture,
+            checkpoint_every=self.checkpoint_every,
+            split_seed=self.split_seed,
+            shard_models=self.shard_models,
+            diverge_threshold=self.diverge_threshold,
+            data_dir=self.data_dir,
+        )
+        out: list[tuple[str, ZooSpec]] = [
+            (
+                PRETRAIN_GROUP,
+                ViTPretrainSpec(
+                    name=f"{self.name}-{PRETRAIN_GROUP}",
+                    dataset=self.pretrain_dataset,
+                    pretrainings=kinds,
+                    outputs=self.pretrain_outputs,
+                    epochs=self.pretrain_epochs,
+                    batch_size=self.pretrain_batch_size,
+                    lr=self.pretrain_lr,
+                    temperature=self.temperature,
+                    split_fractions=(1.0, 0.0, 0.0),
+                    **common,
+                ),
+            )
+        ]
+        for head in self.heads:
+            group = finetune_group(head)
+            spec = ViTFinetuneSpec(
+                name=f"{self.name}-{group}",
+                dataset=self.finetune_dataset,
+                head=head,
+                head_hidden=self.head_hidden,
+                outputs=self.finetune_outputs,
+                parent_group=PRETRAIN_GROUP,
+                parents=tuple(range(len(kinds))),
+                parent_pretrainings=kinds,
+                optimizers=self.optimizers,
+                lrs=self.lrs,
+                seeds=self.seeds,
+                epochs=self.finetune_epochs,
+                batch_size=self.finetune_batch_size,
+                split_fractions=self.split_fractions,
+                **common,
+            )
+            out.append((group, spec))
+        return out
+
+    def estimate(self) -> dict[str, int]:
+        """Size of the whole zoo: models, and bytes of ``weights`` over all groups."""
+        parts = [spec.estimate() for _, spec in self.groups()]  # type: ignore[attr-defined]
+        return {
+            "models": sum(p["models"] for p in parts),
+            "checkpoints": max(p["checkpoints"] for p in parts),
+            "params": max(p["params"] for p in parts),
+            "bytes": sum(p["bytes"] for p in parts),
+        }
+
+
 def specs() -> list[ZooSpec]:
-    """The named ViT specs (grouped: see :mod:`weightzoo.generate.vit.zoo`)."""
-    return []
+    """The named ViT zoos: ``vit-digits`` (offline, minutes on a CPU) and ``vit-zoo-paper``."""
+    return [
+        ViTZooSpec(name="vit-digits"),
+        ViTZooSpec(
+            name="vit-zoo-paper",
+            architecture="vit-s",
+            pretrain_dataset="imagenet-1k",
+            finetune_dataset="cifar100",
+            pretrainings=("supervised",) * 7 + ("simclr",) * 3,
+            pretrain_outputs=1000,
+            pretrain_epochs=90,
+            pretrain_batch_size=256,
+            temperature=0.07,
+            head_hidden=384,
+            finetune_outputs=100,
+            seeds=2,
+            finetune_epochs=50,
+            finetune_batch_size=256,
+            checkpoint_every=1,
+            shard_models=4,
+        ),
+    ]
