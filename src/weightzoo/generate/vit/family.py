@@ -458,8 +458,10 @@ class ViTZooSpec(GroupedSpec):
         data_dir: str | None = None,
         **rest: Any,
     ) -> ZooSpec:
-        """Apply ``--models`` (the first N pre-trained models, with their children),
-        ``--epochs`` (both stages) and ``--data-dir``.
+        """Apply ``--models`` (pre-trained models kept), ``--epochs`` and ``--data-dir``.
+
+        ``--models N`` keeps the first N pre-trained models and their children; ``--epochs``
+        sets both stages.
 
         Raises:
             ValueError: for another option, or a non-positive count.
