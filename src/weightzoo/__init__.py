@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     )
     from weightzoo.functional import Evaluation, evaluate, queries
     from weightzoo.hub import fetch
+    from weightzoo.lineage import LineagePairs
 
 __version__ = "0.1.0"
 
@@ -48,6 +49,7 @@ _LAZY = {
         )
     },
     "fetch": "weightzoo.hub",
+    "LineagePairs": "weightzoo.lineage",
     **{name: "weightzoo.functional" for name in ("Evaluation", "evaluate", "queries")},
 }
 # Submodules reachable as attributes after a plain `import weightzoo` (weightzoo.features...).
@@ -65,6 +67,7 @@ _SUBMODULES = (
     "hub",
     "importers",
     "landscape",
+    "lineage",
     "storage",
     "tasks",
     "zoo",
@@ -74,6 +77,7 @@ __all__ = [
     "MLDS",
     "Evaluation",
     "Layout",
+    "LineagePairs",
     "MLDSBackdoor",
     "Manifest",
     "ModelZoo",

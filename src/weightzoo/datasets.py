@@ -951,3 +951,7 @@ class TrajectoryZoo(Trajectories):
         name = f"trajectory-{dataset}-{architecture}"
         options = {**_fetch_options(kwargs), "epochs": kwargs.get("epochs", "all")}
         super().__init__(_family_dir(root, name, download, **options), **kwargs)
+
+
+# Parent/child pairs of grouped zoos live beside the lineage helpers; served here too.
+from weightzoo.lineage import LineagePairs  # noqa: E402, F401
