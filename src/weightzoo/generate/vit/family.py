@@ -445,6 +445,9 @@ class ViTZooSpec(GroupedSpec):
 
     kind: ClassVar[str] = "vit"
 
+    def __post_init__(self) -> None:
+        self.groups()  # every group's spec checks its own values (unknown grid values...)
+
     def to_dict(self) -> dict[str, Any]:
         """The spec as JSON data, without ``data_dir``."""
         data = super().to_dict()
