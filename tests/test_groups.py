@@ -26,18 +26,6 @@ from weightzoo.storage.hashing import sha256_file
 from weightzoo.zoo import Zoo
 
 
-@pytest.fixture
-def grouped_spec() -> toy_family.ToyGroupedSpec:
-    return toy_family.ToyGroupedSpec(shard_models=3)
-
-
-@pytest.fixture
-def grouped_zoo(tmp_path, grouped_spec):
-    out = tmp_path / "grouped"
-    generate(grouped_spec, out, progress=False)
-    return out
-
-
 def shard_hashes(zoo_dir):
     return {p.relative_to(zoo_dir).as_posix(): sha256_file(p) for p in zoo_dir.rglob("*.h5")}
 
@@ -174,3 +162,51 @@ def test_a_family_taking_root_gets_its_group_directory(tmp_path, grouped_spec, m
     for name in ("narrow", "wide"):
         roots = Zoo(tmp_path / "rooted", group=name).metadata("all")["root_name"]
         assert set(roots.tolist()) == {name}
+
+
+def test_datasets_read_one_group(grouped_zoo):
+    from weightzoo.datasets import ZooDataset
+
+    wide = ZooDataset(grouped_zoo, group="wide", split="all", filter_viable=False)
+    assert len(wide) == 6 and wide[0]["weights"].shape == (14,)
+    with pytest.raises(GroupRequiredError, match="group="):
+        ZooDataset(grouped_zoo)
+    narrow = ZooDataset(Zoo(grouped_zoo), group="narrow", split="all", filter_viable=False)
+    assert narrow[0]["weights"].shape == (8,)
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_grouped_batches_cover_every_model_one_group_per_batch(grouped_zoo, workers):
+    from weightzoo.datasets import GroupedBatches
+
+    batches = GroupedBatches(
+        grouped_zoo,
+        batch_size=4,
+        shuffle=True,
+        split="all",
+        targets=("model",),
+        filter_viable=False,
+    )
+    assert batches.groups == ["narrow", "wide"] and len(batches) == 12
+    seen: dict[str, list[int]] = {"narrow": [], "wide": []}
+    sizes = []
+    for batch in batches.loader(num_workers=workers):
+        group = batches.groups[int(batch["group"][0])]
+        assert (batch["group"] == batch["group"][0]).all()
+        assert batch["weights"].shape[1] == {"narrow": 8, "wide": 14}[group]
+        seen[group] += batch["model"].tolist()
+        sizes.append(len(batch["model"]))
+    assert sorted(seen["narrow"]) == list(range(6)) and sorted(seen["wide"]) == list(range(6))
+    assert sorted(sizes) == [2, 2, 4, 4] and len(batches.sampler) == 4
+
+
+def test_grouped_batches_shuffle_anew_each_pass_and_repeat_by_seed(grouped_zoo):
+    from weightzoo.datasets import GroupedBatchSampler
+
+    sampler = GroupedBatchSampler([6, 6], 2, shuffle=True, seed=3)
+    first, second = list(sampler), list(sampler)
+    assert first != second
+    again = GroupedBatchSampler([6, 6], 2, shuffle=True, seed=3)
+    assert list(again) == first
+    assert all(max(b) < 6 or min(b) >= 6 for b in first)
+    assert len(list(GroupedBatchSampler([5, 3], 2, drop_last=True))) == 3

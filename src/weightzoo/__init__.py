@@ -22,6 +22,7 @@ from weightzoo.zoo import Zoo
 if TYPE_CHECKING:
     from weightzoo.datasets import (
         MLDS,
+        GroupedBatches,
         MLDSBackdoor,
         ModelZoo,
         Trajectories,
@@ -40,6 +41,7 @@ _LAZY = {
     **{
         name: "weightzoo.datasets"
         for name in (
+            "GroupedBatches",
             "MLDS",
             "MLDSBackdoor",
             "ModelZoo",
@@ -76,6 +78,7 @@ _SUBMODULES = (
 __all__ = [
     "MLDS",
     "Evaluation",
+    "GroupedBatches",
     "Layout",
     "LineagePairs",
     "MLDSBackdoor",

@@ -10,10 +10,12 @@ finished, the sha256 of its ``zoo.json``: a hash chain from the top manifest to 
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,10 +35,12 @@ from weightzoo.storage.manifest import (
     GROUPED_FORMAT_VERSION,
     MANIFEST_NAME,
     Manifest,
+    ShardEntry,
     _as_bool,
     safe_relative_path,
     write_json_atomically,
 )
+from weightzoo.storage.verify import _allowed_roots, verify_zoo
 
 GROUPS_DIR = "groups"
 GROUP_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
@@ -341,8 +345,12 @@ def check_group_manifest(zoo_dir: PathLike, entry: GroupEntry) -> Path:
     if entry.manifest_sha256 is None:
         return path
     manifest = path / MANIFEST_NAME
-    if manifest.is_symlink() and not manifest.resolve().is_relative_to(Path(zoo_dir).resolve()):
-        raise UnsafePathError(f"{manifest} is a link out of the zoo directory; refusing it")
+    # a hub-cache snapshot links its files to the repo's blobs/, as it does shards
+    if not any(manifest.resolve().is_relative_to(r) for r in _allowed_roots(Path(zoo_dir))):
+        raise UnsafePathError(
+            f"{manifest} is a link to {manifest.resolve()}, outside the zoo directory; "
+            "weightzoo does not read through such links. Fetch or generate the group again."
+        )
     if not manifest.is_file():
         raise ZooNotFoundError(
             f"group {entry.name!r} of zoo {zoo_dir} has no {MANIFEST_NAME} at {manifest}; fetch "
@@ -391,3 +399,48 @@ def resolve_group(zoo_dir: PathLike, group: str | None = None) -> tuple[Path, st
         group = manifest.groups[0].name
     entry = manifest.entry(group)
     return check_group_manifest(root, entry), group
+
+
+def verify_grouped_zoo(
+    zoo_dir: PathLike,
+    *,
+    on_shard: Callable[[ShardEntry], None] | None = None,
+) -> list[tuple[ShardEntry, Exception]]:
+    """Check a grouped zoo's hash chain, then recompute every shard's hash in every group.
+
+    Args:
+        zoo_dir: the grouped zoo's directory.
+        on_shard: called after each shard is checked (with its entry, ``file`` relative to the
+            grouped zoo: ``groups/<name>/shards/...``).
+
+    Returns:
+        The failing shards with their errors; their ``file`` is relative to ``zoo_dir``.
+
+    Raises:
+        GroupManifestError: if a group's manifest differs from the hash the top records.
+        ManifestError: if a manifest is malformed, or a group contradicts its top entry.
+        ZooNotFoundError: if a finished group's manifest is missing.
+    """
+    root = Path(zoo_dir)
+    top = GroupedManifest.load(root)
+    failures: list[tuple[ShardEntry, Exception]] = []
+    for entry in top.groups:
+        path = check_group_manifest(root, entry)
+        if not (path / MANIFEST_NAME).is_file():
+            continue  # a group not begun yet (the top is not finished)
+        manifest = Manifest.load(path)
+        if manifest.num_models != entry.num_models:
+            raise ManifestError(
+                f"{path / MANIFEST_NAME} holds {manifest.num_models} models, but the top "
+                f"manifest of {root} lists {entry.num_models} for group {entry.name!r}"
+            )
+
+        def prefixed(shard: ShardEntry, group: GroupEntry = entry) -> ShardEntry:
+            return dataclasses.replace(shard, file=f"{group.path}/{shard.file}")
+
+        def report(shard: ShardEntry, group: GroupEntry = entry) -> None:
+            if on_shard is not None:
+                on_shard(prefixed(shard, group))
+
+        failures += [(prefixed(s), exc) for s, exc in verify_zoo(path, on_shard=report)]
+    return failures

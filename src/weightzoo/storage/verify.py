@@ -172,9 +172,18 @@ def verify_zoo(
     Returns:
         The failing shards with their errors (empty when the zoo is intact).
 
+    A grouped zoo (format version 2) is checked whole: its hash chain, then every group's
+    shards (:func:`weightzoo.storage.groups.verify_grouped_zoo`; files are then named relative
+    to ``zoo_dir``).
+
     Raises:
         ManifestError: if the manifest itself is malformed (overlapping or out-of-range shards).
+        GroupManifestError: if a group's manifest breaks a grouped zoo's hash chain.
     """
+    from weightzoo.storage.groups import is_grouped, verify_grouped_zoo
+
+    if is_grouped(zoo_dir):
+        return verify_grouped_zoo(zoo_dir, on_shard=on_shard)
     manifest = Manifest.load(zoo_dir)
     failures: list[tuple[ShardEntry, Exception]] = []
     for entry in manifest.shards:
