@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -239,3 +241,12 @@ def test_named_specs_build():
     assert spec.estimate()["models"] == 4 + 2 * 4 * 6
     for _, group in spec.groups():
         assert isinstance(build_model(group.to_dict()), ViT)
+
+
+def test_report_cli_puts_the_lineage_tables_first(tiny_zoo, capsys):
+    from weightzoo.cli import run
+
+    assert run(["report", str(tiny_zoo.root), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert next(iter(out)) == "*" and set(out) >= {"pretrain", *CHILD_GROUPS}
+    assert [t["id"] for t in out["*"]["tables"]] == ["vit.finetune", "vit.lineage"]
