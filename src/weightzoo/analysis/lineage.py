@@ -65,8 +65,10 @@ def lineage_recovery(
         split: the children's split(s).
 
     Returns:
-        ``{"model", "parent", "cosine", "l2", "head", "optimizer", "lr", "pretraining"}``:
-        one entry per child, ``cosine`` / ``l2`` the predicted parent ids.
+        ``{"model", "parent", "cosine", "l2", "parent_similarity", "other_similarity", "head",
+        "optimizer", "lr", "pretraining"}``: one entry per child; ``cosine`` / ``l2`` are the
+        predicted parent ids, ``parent_similarity`` the cosine similarity to the parent and
+        ``other_similarity`` the largest to any other pre-trained model.
 
     Raises:
         UnsupportedTableError: for a zoo without lineage, or parent groups whose shared
@@ -97,11 +99,14 @@ def lineage_recovery(
         unit = rows / np.linalg.norm(rows, axis=1, keepdims=True)
         cosine = (kids / np.linalg.norm(kids, axis=1, keepdims=True)) @ unit.T
         distance = ((kids[:, None, :] - rows[None, :, :]) ** 2).sum(-1)
+        own = ids[None, :] == np.asarray(data[PARENT_COLUMN])[:, None]
         found = {
             "model": data["model_id"],
             "parent": data[PARENT_COLUMN],
             "cosine": ids[cosine.argmax(1)],
             "l2": ids[distance.argmin(1)],
+            "parent_similarity": np.where(own, cosine, -np.inf).max(1),
+            "other_similarity": np.where(own, -np.inf, cosine).max(1),
         }
         for column in (*_GRID, "pretraining"):
             found[column] = data.get(column, np.full(len(kids), "", dtype=object))
@@ -142,10 +147,12 @@ def lineage_table(zoo: Zoo, *, epoch: int | str = "last") -> Table:
         source=SOURCE,
         unit="% of fine-tuned models (last checkpoint) whose nearest pre-trained model on the "
         "shared backbone tensors is their parent",
-        columns=["models", *DISTANCES],
+        columns=["models", *DISTANCES, "cos parent", "cos other"],
         zoo=zoo_label(zoo),
         notes=[
             f"{count} pre-trained models: chance is {100.0 / count:.1f}%",
+            "cos parent / cos other: median cosine similarity to the parent / to the most "
+            "similar other pre-trained model",
             "at checkpoint 0 a child holds its parent's backbone exactly (100% by construction)",
         ],
     )
@@ -155,6 +162,9 @@ def lineage_table(zoo: Zoo, *, epoch: int | str = "last") -> Table:
         for distance in DISTANCES:
             hits = found[distance][mask] == found["parent"][mask]
             ours[distance] = 100.0 * float(hits.mean()) if mask.any() else None
+        for column, key in (("cos parent", "parent_similarity"), ("cos other", "other_similarity")):
+            values = found[key][mask]
+            ours[column] = float(np.median(values)) if np.isfinite(values).all() else None
         table.rows.append(Row(label, ours))
     return table
 
