@@ -292,7 +292,6 @@ def _records(
 
 
 def _run(
-    spec,
     plans: Sequence[ModelPlan],
     models: Sequence[nn.Module],
     task,
@@ -351,7 +350,7 @@ def pretrain(
         else:
             task = ContrastiveTask(template, knn, knn, spec, dev)
         models = _initial(spec, members)
-        records = _run(spec, members, models, task, config, PRETRAIN_METRICS, device, progress)
+        records = _run(members, models, task, config, PRETRAIN_METRICS, device, progress)
         out.update(zip(index, records, strict=True))
     return [out[k] for k in range(len(plans))]
 
@@ -430,7 +429,7 @@ def finetune(
             checkpoint_splits=("train", "test"),
         )
         chosen = [models[k] for k in index]
-        records = _run(spec, members, chosen, task, config, FINETUNE_METRICS, device, progress)
+        records = _run(members, chosen, task, config, FINETUNE_METRICS, device, progress)
         out.update(zip(index, records, strict=True))
     return [out[k] for k in range(len(plans))]
 
