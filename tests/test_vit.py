@@ -25,7 +25,7 @@ from weightzoo.generate.runner import generate
 from weightzoo.generate.specs import get_spec
 from weightzoo.generate.vit.family import ViTZooSpec, family
 from weightzoo.generate.vit.population import nt_xent
-from weightzoo.lineage import LineagePairs
+from weightzoo.lineage import LineagePairs, columns_of
 from weightzoo.tasks.transfer import FINETUNE_DIGITS, augment, digit_task
 from weightzoo.zoo import Zoo
 
@@ -52,11 +52,7 @@ def tiny_zoo(tmp_path_factory) -> Zoo:
 
 
 def _backbone(rows: np.ndarray, zoo: Zoo) -> np.ndarray:
-    names = backbone_names(zoo.layout.names)
-    return np.concatenate(
-        [rows[:, zoo.layout[n].offset : zoo.layout[n].offset + zoo.layout[n].numel] for n in names],
-        axis=1,
-    )
+    return rows[:, columns_of(zoo.layout, backbone_names(zoo.layout.names))]
 
 
 # ------------------------------------------------------------------------ architecture

@@ -37,6 +37,7 @@ __all__ = [
     "LineagePairs",
     "ModelLocation",
     "child_groups",
+    "columns_of",
     "locate_models",
     "parent_groups",
     "parent_of",
@@ -119,12 +120,15 @@ def shared_names(first: Layout, second: Layout) -> list[str]:
     return [e.name for e in first if theirs.get(e.name) == e.shape]
 
 
-def _cut(rows: np.ndarray, layout: Layout, names: Sequence[str]) -> np.ndarray:
-    """The columns of ``rows [n, P]`` that hold tensors ``names``, in that order."""
-    index = np.concatenate(
+def columns_of(layout: Layout, names: Sequence[str]) -> np.ndarray:
+    """Positions in a row of ``layout`` of the values of tensors ``names``, in that order."""
+    return np.concatenate(
         [np.arange(layout[n].offset, layout[n].offset + layout[n].numel) for n in names]
     )
-    return rows[:, index]
+
+
+def _cut(rows: np.ndarray, layout: Layout, names: Sequence[str]) -> np.ndarray:
+    return rows[:, columns_of(layout, names)]
 
 
 class LineagePairs(Dataset):

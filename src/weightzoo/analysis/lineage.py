@@ -21,7 +21,13 @@ import numpy as np
 
 from weightzoo.analysis.data import arrays, zoo_label
 from weightzoo.analysis.tables import Row, Table, UnsupportedTableError
-from weightzoo.lineage import PARENT_COLUMN, child_groups, parent_groups, shared_names
+from weightzoo.lineage import (
+    PARENT_COLUMN,
+    child_groups,
+    columns_of,
+    parent_groups,
+    shared_names,
+)
 from weightzoo.zoo import Zoo
 
 SOURCE = (
@@ -47,11 +53,7 @@ def _groups(zoo: Zoo) -> tuple[list[str], list[str]]:
 
 
 def _cut(rows: np.ndarray, zoo: Zoo, names: list[str]) -> np.ndarray:
-    layout = zoo.layout
-    index = np.concatenate(
-        [np.arange(layout[n].offset, layout[n].offset + layout[n].numel) for n in names]
-    )
-    return rows[:, index].astype(np.float64)
+    return rows[:, columns_of(zoo.layout, names)].astype(np.float64)
 
 
 def lineage_recovery(
