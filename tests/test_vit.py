@@ -246,3 +246,16 @@ def test_report_cli_puts_the_lineage_tables_first(tiny_zoo, capsys):
     out = json.loads(capsys.readouterr().out)
     assert next(iter(out)) == "*" and set(out) >= {"pretrain", *CHILD_GROUPS}
     assert [t["id"] for t in out["*"]["tables"]] == ["vit.finetune", "vit.lineage"]
+
+
+def test_example_script_reads_the_pairs(tiny_zoo, monkeypatch, capsys):
+    """examples/vit_lineage.py: the backbone has moved 0 at checkpoint 0, more after."""
+    import runpy
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "examples" / "vit_lineage.py"
+    monkeypatch.setattr("sys.argv", ["vit_lineage.py", str(tiny_zoo.root)])
+    runpy.run_path(str(script), run_name="__main__")
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()[2:]]
+    assert {(r[0], r[1]) for r in rows} == {("adamw", "1e-03"), ("sgd", "1e-03")}
+    assert all(float(r[2]) == 0.0 and float(r[3]) > 0.0 for r in rows)
