@@ -259,3 +259,17 @@ def test_example_script_reads_the_pairs(tiny_zoo, monkeypatch, capsys):
     rows = [line.split() for line in capsys.readouterr().out.splitlines()[2:]]
     assert {(r[0], r[1]) for r in rows} == {("adamw", "1e-03"), ("sgd", "1e-03")}
     assert all(float(r[2]) == 0.0 and float(r[3]) > 0.0 for r in rows)
+
+
+def test_paper_spec_with_its_files_in_place_is_refused_not_run_on_digits(tmp_path):
+    data = tmp_path / "data"
+    for folder in ("train", "val"):
+        (data / "imagenet" / folder / "n01440764").mkdir(parents=True)
+    cifar = data / "cifar-100-binary"
+    cifar.mkdir()
+    record = np.zeros((2, 2 + 3 * 32 * 32), dtype=np.uint8)  # coarse, fine label, image
+    for name in ("train.bin", "test.bin"):
+        (cifar / name).write_bytes(record.tobytes())
+    spec = get_spec("vit-zoo-paper").override(data_dir=str(data))
+    with pytest.raises(InvalidOptionError, match="no streaming reader"):
+        generate(spec, tmp_path / "zoo", progress=False)

@@ -287,12 +287,20 @@ class ViTFamily:
         Raises:
             DataFilesMissingError: for the paper's data when its files are missing (checked
                 here, before anything is trained or written).
+            InvalidOptionError: for the paper's data when its files are in place: weightzoo
+                holds image data in memory and has no streaming reader for ImageNet-1k.
         """
         assert isinstance(spec, _ViTSpec)
         if spec.dataset != "digits":
             from weightzoo.tasks.transfer import check_paper_data
 
             check_paper_data(spec.data_dir)
+            raise InvalidOptionError(
+                f"zoo spec {spec.name!r} trains on {spec.dataset}: its files are in place, but "
+                "weightzoo reads image data sets into memory and has no streaming reader for "
+                "ImageNet-1k at 224 px, so the paper's ViT zoo cannot be generated here; "
+                "generate vit-digits, the offline zoo of the same design"
+            )
         if isinstance(spec, ViTPretrainSpec):
             return [
                 ModelPlan(
