@@ -127,10 +127,6 @@ def columns_of(layout: Layout, names: Sequence[str]) -> np.ndarray:
     )
 
 
-def _cut(rows: np.ndarray, layout: Layout, names: Sequence[str]) -> np.ndarray:
-    return rows[:, columns_of(layout, names)]
-
-
 class LineagePairs(Dataset):
     """Every fine-tuned model with its parent: items ``(parent, child, info)``.
 
@@ -212,6 +208,8 @@ class LineagePairs(Dataset):
             )
         self.cumulative = np.cumsum([0] + [len(p) for p in self.parts])
         self._parent_rows: dict[int, np.ndarray] = {}
+        self._zoos: dict[str | None, Zoo] = {}
+        self._shared: dict[tuple[str | None, str | None], tuple[np.ndarray, np.ndarray]] = {}
 
     def __len__(self) -> int:
         return int(self.cumulative[-1])
@@ -219,6 +217,7 @@ class LineagePairs(Dataset):
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state["_parent_rows"] = {}  # reread in each worker process
+        state["_zoos"] = {}
         return state
 
     def _parent_zoo(self, parent: int) -> Zoo:
@@ -228,7 +227,23 @@ class LineagePairs(Dataset):
                 f"parent model {parent} is not on disk in zoo {self.zoo.name!r}; fetch the "
                 "group that holds it"
             )
-        return self.zoo.group(where.group) if where.group is not None else self.zoo
+        if where.group not in self._zoos:
+            self._zoos[where.group] = (
+                self.zoo.group(where.group) if where.group is not None else self.zoo
+            )
+        return self._zoos[where.group]
+
+    def _shared_columns(self, parent: int, child: Zoo) -> tuple[np.ndarray, np.ndarray]:
+        """Positions of the shared tensors in the parent's row and in the child's."""
+        key = (self.locations[parent].group, child.group_name)
+        if key not in self._shared:
+            parent_layout = self._parent_zoo(parent).layout
+            names = shared_names(parent_layout, child.layout)
+            self._shared[key] = (
+                columns_of(parent_layout, names),
+                columns_of(child.layout, names),
+            )
+        return self._shared[key]
 
     def _parent_row(self, parent: int) -> np.ndarray:
         if parent not in self._parent_rows:
@@ -239,7 +254,6 @@ class LineagePairs(Dataset):
 
     def _items(self, part: Any, local: Sequence[int]) -> list[tuple[Any, Any, dict]]:
         batch = part.batch(list(local))
-        child_layout = part.zoo.layout
         items = []
         parents = batch[PARENT_COLUMN].tolist()
         rows = batch["weights"].numpy()
@@ -247,10 +261,8 @@ class LineagePairs(Dataset):
             parent_row = self._parent_row(int(parent))[None]
             child_row = rows[k : k + 1]
             if self.shared:
-                parent_layout = self._parent_zoo(int(parent)).layout
-                names = shared_names(parent_layout, child_layout)
-                parent_row = _cut(parent_row, parent_layout, names)
-                child_row = _cut(child_row, child_layout, names)
+                in_parent, in_child = self._shared_columns(int(parent), part.zoo)
+                parent_row, child_row = parent_row[:, in_parent], child_row[:, in_child]
             info: dict[str, Any] = {
                 "model": int(batch["model_id"][k]),
                 "parent": int(parent),
