@@ -173,6 +173,10 @@ def test_lineage_pairs_with_a_dataloader(tiny_zoo):
     assert info["head"] == ["mlp"] * 3
     for model, parent in zip(info["model"].tolist(), info["parent"].tolist(), strict=True):
         assert tiny_zoo.parent_of(model) == parent
+    workers = DataLoader(pairs, batch_size=3, num_workers=2)  # pickled into worker processes
+    assert sorted(m for _, _, i in workers for m in i["model"].tolist()) == sorted(
+        pairs[k][2]["model"] for k in range(len(pairs))
+    )
     with pytest.raises(GroupRequiredError, match="finetune-linear, finetune-mlp"):
         LineagePairs(tiny_zoo.root, split="all")
     with pytest.raises(InvalidOptionError, match="no fine-tuned models"):
