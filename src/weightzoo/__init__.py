@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     )
     from weightzoo.functional import Evaluation, evaluate, queries
     from weightzoo.hub import fetch
+    from weightzoo.lineage import LineagePairs
 
 __version__ = "0.1.0"
 
@@ -50,6 +51,7 @@ _LAZY = {
         )
     },
     "fetch": "weightzoo.hub",
+    "LineagePairs": "weightzoo.lineage",
     **{name: "weightzoo.functional" for name in ("Evaluation", "evaluate", "queries")},
 }
 # Submodules reachable as attributes after a plain `import weightzoo` (weightzoo.features...).
@@ -67,6 +69,7 @@ _SUBMODULES = (
     "hub",
     "importers",
     "landscape",
+    "lineage",
     "storage",
     "tasks",
     "zoo",
@@ -77,6 +80,7 @@ __all__ = [
     "Evaluation",
     "GroupedBatches",
     "Layout",
+    "LineagePairs",
     "MLDSBackdoor",
     "Manifest",
     "ModelZoo",

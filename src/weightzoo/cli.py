@@ -659,8 +659,15 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+WHOLE_ZOO = "*"  # key of the whole grouped zoo's report in `report --json`
+
+
 def _report_groups(args: argparse.Namespace, groups: list[tuple[str | None, Path]]) -> int:
-    """``report`` on the groups of a grouped zoo: one report per group (JSON: by group)."""
+    """``report`` on the groups of a grouped zoo: one report per group (JSON: by group).
+
+    Without ``--group``, the tables that read all groups together (lineage recovery) come
+    first, as ``== all groups ==`` (JSON key ``"*"``).
+    """
     from weightzoo.analysis import report
 
     if args.zoo2 is not None:
@@ -675,11 +682,17 @@ def _report_groups(args: argparse.Namespace, groups: list[tuple[str | None, Path
             else "weightzoo report --out: pass the group's directory (ZOO/groups/NAME) instead"
         )
     results = {name: report(str(path)) for name, path in groups}
+    if args.group is None:  # tables that read every group together (lineage) come first
+        from weightzoo.analysis.report import WHOLE_ZOO_TABLES
+
+        whole = report(args.zoo, tables=WHOLE_ZOO_TABLES)
+        if whole.tables:
+            results = {WHOLE_ZOO: whole, **results}
     if args.json:
         print(json.dumps({name: json.loads(r.to_json()) for name, r in results.items()}, indent=1))
     else:
         for name, result in results.items():
-            print(f"== group {name} ==")
+            print("== all groups ==" if name == WHOLE_ZOO else f"== group {name} ==")
             print(result.to_text(), end="")
     if not any(result.tables for result in results.values()):
         print(

@@ -1124,3 +1124,7 @@ class GroupedBatches(Dataset):
     def loader(self, **options: Any) -> DataLoader:
         """A ``DataLoader`` over :attr:`sampler`'s batches (options: ``num_workers``...)."""
         return DataLoader(self, batch_sampler=self.sampler, **options)
+
+
+# Parent/child pairs of grouped zoos live beside the lineage helpers; served here too.
+from weightzoo.lineage import LineagePairs  # noqa: E402, F401

@@ -88,6 +88,18 @@ class Zoo:
         """
         return Zoo(self.root, group=name)
 
+    def parent_of(self, model_id: int) -> int | None:
+        """The id of the model that ``model_id`` was fine-tuned from; ``None``: from scratch.
+
+        Read from the ``parent`` column of whichever group holds the model.
+
+        Raises:
+            UnknownColumnError: for a zoo without lineage, or an id it does not hold.
+        """
+        from weightzoo.lineage import parent_of
+
+        return parent_of(self, model_id)
+
     def __repr__(self) -> str:
         if self._manifest is None:
             assert self.grouped is not None

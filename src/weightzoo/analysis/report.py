@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from weightzoo.analysis import mlds, probes, property_inference, quality, trajectories
+from weightzoo.analysis import lineage, mlds, probes, property_inference, quality, trajectories
 from weightzoo.analysis.data import PathLike, as_zoo, class_column, zoo_label
 from weightzoo.analysis.tables import Skipped, Table
 from weightzoo.errors import InvalidOptionError, WeightzooError
@@ -25,7 +25,13 @@ TABLE_IDS = (
     "modelzoo.table3",
     "trajectories.clustering",
     "property.distinguish",
+    "vit.finetune",
+    "vit.lineage",
 )
+
+
+WHOLE_ZOO_TABLES = ("vit.finetune", "vit.lineage")
+"""Tables that read every group of a grouped zoo together (lineage spans groups)."""
 
 
 @dataclass
@@ -70,6 +76,8 @@ class Report:
     def _heading(self) -> str:
         return "weightzoo report: " + " + ".join(
             f"{z['name']} ({z['models']} models x {z['checkpoints']} checkpoints)"
+            if z.get("checkpoints") is not None
+            else f"{z['name']} ({z['models']} models in groups {', '.join(z['groups'])})"
             for z in self.zoos
         )
 
@@ -92,6 +100,15 @@ class Report:
 
 
 def _describe(zoo: Zoo) -> dict[str, Any]:
+    if zoo.grouped is not None and zoo.group_name is None:  # a whole grouped zoo
+        return {
+            "name": zoo.name,
+            "path": str(zoo.root),
+            "family": zoo.grouped.family,
+            "models": len(zoo),
+            "checkpoints": None,
+            "groups": zoo.groups,
+        }
     return {
         "name": zoo.name,
         "path": str(zoo.path),
@@ -130,9 +147,16 @@ def report(
         )
     zoos = [as_zoo(zoo)] + ([] if zoo2 is None else [as_zoo(zoo2)])
     result = Report(zoos=[_describe(z) for z in zoos])
+    whole = [z for z in zoos if z.grouped is not None and z.group_name is None]
     for table_id in TABLE_IDS:
-        if table_id in wanted:
-            _RUNNERS[table_id](zoos, result)
+        if table_id not in wanted:
+            continue
+        if whole and table_id not in WHOLE_ZOO_TABLES:
+            labels = " + ".join(zoo_label(z) for z in whole)
+            reason = "a grouped zoo: this table reads one group at a time; pass its group"
+            result.skipped.append(Skipped(table_id, labels, reason))
+            continue
+        _RUNNERS[table_id](zoos, result)
     return result
 
 
@@ -197,6 +221,14 @@ def _property(zoos: list[Zoo], result: Report) -> None:
         )
 
 
+def _vit(table_id: str, make: Callable[[Zoo], Table]) -> Callable[[list[Zoo], Report], None]:
+    def run(zoos: list[Zoo], result: Report) -> None:
+        for zoo in zoos:
+            _attempt(result, table_id, zoo_label(zoo), lambda zoo=zoo: make(zoo))
+
+    return run
+
+
 _RUNNERS: dict[str, Callable[[list[Zoo], Report], None]] = {
     "quality": _quality,
     "mlds.table1": _mlds_table1,
@@ -204,4 +236,6 @@ _RUNNERS: dict[str, Callable[[list[Zoo], Report], None]] = {
     "modelzoo.table3": _modelzoo_table3,
     "trajectories.clustering": _trajectories,
     "property.distinguish": _property,
+    "vit.finetune": _vit("vit.finetune", lineage.finetune_table),
+    "vit.lineage": _vit("vit.lineage", lineage.lineage_table),
 }

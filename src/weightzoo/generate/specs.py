@@ -20,6 +20,8 @@ _FAMILY_MODULES: dict[str, str] = {
     "modelzoo": "weightzoo.generate.modelzoo.family",
     "trajectory": "weightzoo.generate.modelzoo.family",
     "property": "weightzoo.generate.property.family",
+    "vit-pretrain": "weightzoo.generate.vit.family",
+    "vit-finetune": "weightzoo.generate.vit.family",
 }
 
 

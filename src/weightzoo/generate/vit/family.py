@@ -1,0 +1,577 @@
+"""The ViT zoo's two stages as specs and families: pre-training, and fine-tuning from a parent.
+
+After Falk et al., *A Model Zoo of Vision Transformers* (arXiv:2504.10231): pre-trained ViTs
+(supervised or SimCLR), each fine-tuned many ways (head x optimizer x learning rate x seed).
+
+- :class:`ViTPretrainSpec` (family ``"vit-pretrain"``): one model per entry of
+  ``pretrainings``, model ``i`` with seed ``seed_start + i``. Every pre-trained model carries
+  the same head shape (``Linear(dim, outputs)``), as the paper's supervised and SimCLR models
+  both do (its SimCLR models project to the classifier's 1,000 outputs): supervised models read
+  it as class logits, SimCLR models as their projection.
+- :class:`ViTFinetuneSpec` (family ``"vit-finetune"``): for every parent (a model id of the
+  pre-training group), every optimizer, learning rate and seed, one child that starts from the
+  parent's last checkpoint with a freshly initialised head of kind ``head``. Children are
+  ordered parent-major, then optimizer, learning rate, seed. A fine-tuning zoo has one head
+  kind (one layout): the linear and MLP children are two zoos (two groups of one grouped zoo).
+
+Columns of both: ``parent`` (the parent's model id, -1 for a pre-trained model), ``stage``
+(``pretrain`` / ``finetune``), ``pretraining`` (``supervised`` / ``simclr``), ``head``,
+``optimizer``, ``lr`` and ``seed``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from weightzoo.errors import InvalidOptionError
+from weightzoo.generate.base import GroupedSpec, ModelPlan, ModelRecord, ZooSpec
+from weightzoo.storage.layout import Layout
+
+PRETRAININGS = ("supervised", "simclr")
+"""Pre-training objectives."""
+FINETUNE_OPTIMIZERS = ("adamw", "sgd")
+"""Optimizers of the fine-tuning grid."""
+PAPER_LRS = (3e-3, 1e-3, 1e-4)
+"""Fine-tuning learning rates of the paper."""
+PRETRAIN_METRICS = ("train_loss", "train_acc", "test_loss", "test_acc", "knn_acc")
+"""Per-checkpoint metrics of a pre-trained model (see :mod:`weightzoo.generate.vit.population`)."""
+FINETUNE_METRICS = ("train_loss", "train_acc", "test_loss", "test_acc")
+"""Per-checkpoint metrics of a fine-tuned model, on the fine-tuning task."""
+DATASETS = ("digits", "imagenet-1k", "cifar100")
+"""Data of the stages: the offline digits tasks, or the paper's ImageNet-1k / CIFAR-100."""
+
+
+def _check_choice(spec: str, what: str, values: Sequence[Any], known: Sequence[Any]) -> None:
+    bad = [v for v in values if v not in known]
+    if bad:
+        raise InvalidOptionError(
+            f"zoo spec {spec!r}: unknown {what} {bad}; choose from {', '.join(map(str, known))}"
+        )
+
+
+@dataclass(frozen=True)
+class _ViTSpec(ZooSpec):
+    """Fields of both stages.
+
+    Attributes:
+        architecture: a preset of :data:`weightzoo.architectures.vit.PRESETS`.
+        dataset: ``"digits"`` (offline) or the paper's data (see :data:`DATASETS`).
+        outputs: outputs of the head.
+        head: ``"linear"`` or ``"mlp"``.
+        head_hidden: hidden width of the ``"mlp"`` head.
+        epochs: training epochs.
+        checkpoint_every: a checkpoint every this many epochs (and at 0 and the last epoch).
+        batch_size: per-model batch size.
+        label_smoothing: of the classification loss in training (the paper's 0.1).
+        seed_start: first seed.
+        models: if set, only the first ``models`` models (``--models``).
+        data_dir: where the paper's image data lives; not part of the spec's identity.
+    """
+
+    architecture: str = "vit-digits"
+    dataset: str = "digits"
+    outputs: int = 10
+    head: str = "linear"
+    head_hidden: int = 32
+    epochs: int = 20
+    checkpoint_every: int = 5
+    batch_size: int = 64
+    label_smoothing: float = 0.1
+    seed_start: int = 1
+    models: int | None = None
+    data_dir: str | None = field(default=None, compare=False)
+
+    kind: ClassVar[str] = "vit"
+
+    def __post_init__(self) -> None:
+        from weightzoo.architectures.vit import HEADS, PRESETS
+
+        _check_choice(self.name, "architecture", [self.architecture], list(PRESETS))
+        _check_choice(self.name, "dataset", [self.dataset], DATASETS)
+        _check_choice(self.name, "head", [self.head], HEADS)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The spec as JSON data, without ``data_dir`` (a machine's path is not identity)."""
+        data = super().to_dict()
+        data.pop("data_dir", None)
+        return data
+
+    def grid_models(self) -> int:  # pragma: no cover - each stage defines it
+        """Models of the full grid (ignoring ``models``)."""
+        raise NotImplementedError
+
+    def num_models(self) -> int:
+        """Models of this spec (``models`` if set)."""
+        full = self.grid_models()
+        return full if self.models is None else min(self.models, full)
+
+    def checkpoints(self) -> list[int]:
+        """Checkpoint epochs: 0, every ``checkpoint_every``, and the last."""
+        every = max(1, self.checkpoint_every)
+        return sorted({0, self.epochs, *range(0, self.epochs + 1, every)})
+
+    def override(
+        self,
+        models: int | None = None,
+        epochs: int | None = None,
+        data_dir: str | None = None,
+        **rest: Any,
+    ) -> ZooSpec:
+        """Apply ``--models`` (the first N models of the order), ``--epochs``, ``--data-dir``.
+
+        Raises:
+            ValueError: for another option, or a non-positive count.
+        """
+        ZooSpec.override(self, **rest)
+        changes: dict[str, Any] = {}
+        if models is not None:
+            if int(models) < 1:
+                raise ValueError(f"--models must be at least 1, got {models}")
+            changes["models"] = min(int(models), self.grid_models())
+        if epochs is not None:
+            if int(epochs) < 1:
+                raise ValueError(f"--epochs must be at least 1, got {epochs}")
+            changes["epochs"] = int(epochs)
+        if data_dir is not None:
+            changes["data_dir"] = str(data_dir)
+        return dataclasses.replace(self, **changes) if changes else self
+
+    def estimate(self) -> dict[str, int]:
+        """Size of the zoo: models, checkpoints, params per row, and bytes of ``weights``."""
+        params = _layout(self).num_params
+        models, checkpoints = self.num_models(), len(self.checkpoints())
+        return {
+            "models": models,
+            "checkpoints": checkpoints,
+            "params": params,
+            "bytes": models * checkpoints * params * 4,
+        }
+
+
+@dataclass(frozen=True)
+class ViTPretrainSpec(_ViTSpec):
+    """Pre-trained ViTs: one per entry of ``pretrainings``.
+
+    Attributes:
+        pretrainings: ``"supervised"`` or ``"simclr"`` per model, in model order.
+        optimizer: the pre-training optimizer (the paper's AdamW).
+        lr: its learning rate.
+        weight_decay: its weight decay.
+        temperature: of the SimCLR (NT-Xent) loss.
+        max_shift / noise: the SimCLR views (:func:`weightzoo.tasks.transfer.augment`).
+    """
+
+    family: str = "vit-pretrain"
+    pretrainings: tuple[str, ...] = ("supervised", "supervised", "simclr", "simclr")
+    optimizer: str = "adamw"
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    temperature: float = 0.2
+    max_shift: int = 1
+    noise: float = 0.1
+
+    kind: ClassVar[str] = "vit-pretrain"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_choice(self.name, "pretraining", self.pretrainings, PRETRAININGS)
+        _check_choice(self.name, "optimizer", [self.optimizer], ("adam", "adamw", "sgd"))
+
+    def grid_models(self) -> int:
+        """One model per entry of ``pretrainings``."""
+        return len(self.pretrainings)
+
+
+@dataclass(frozen=True)
+class ViTFinetuneSpec(_ViTSpec):
+    """Children of pre-trained ViTs: parents x optimizers x learning rates x seeds.
+
+    Attributes:
+        parent_group: the group of the same grouped zoo that holds the parents.
+        parents: the parents' model ids.
+        parent_pretrainings: each parent's pre-training (for the ``pretraining`` column).
+        optimizers: the optimizer axis.
+        lrs: the learning-rate axis.
+        seeds: seeds per (parent, optimizer, lr): ``seed_start .. seed_start + seeds - 1``.
+        momentum: SGD momentum.
+        weight_decay: weight decay of both optimizers.
+    """
+
+    family: str = "vit-finetune"
+    outputs: int = 5
+    parent_group: str = "pretrain"
+    parents: tuple[int, ...] = ()
+    parent_pretrainings: tuple[str, ...] = ()
+    optimizers: tuple[str, ...] = FINETUNE_OPTIMIZERS
+    lrs: tuple[float, ...] = PAPER_LRS
+    seeds: int = 2
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+
+    kind: ClassVar[str] = "vit-finetune"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_choice(self.name, "optimizer", self.optimizers, FINETUNE_OPTIMIZERS)
+        _check_choice(self.name, "pretraining", self.parent_pretrainings, PRETRAININGS)
+        if len(self.parents) != len(self.parent_pretrainings):
+            raise InvalidOptionError(
+                f"zoo spec {self.name!r}: {len(self.parents)} parents but "
+                f"{len(self.parent_pretrainings)} parent_pretrainings; give one each"
+            )
+        bad = [lr for lr in self.lrs if not lr > 0]
+        if bad or self.seeds < 1:
+            raise InvalidOptionError(
+                f"zoo spec {self.name!r}: learning rates must be > 0 (got {list(self.lrs)}) and "
+                f"seeds >= 1 (got {self.seeds})"
+            )
+
+    def cells(self) -> list[dict[str, Any]]:
+        """Every child's grid values, in model order (parent-major)."""
+        return [
+            {
+                "parent": int(parent),
+                "pretraining": kind,
+                "optimizer": optimizer,
+                "lr": float(lr),
+                "seed": self.seed_start + k,
+            }
+            for parent, kind in zip(self.parents, self.parent_pretrainings, strict=True)
+            for optimizer in self.optimizers
+            for lr in self.lrs
+            for k in range(self.seeds)
+        ]
+
+    def grid_models(self) -> int:
+        """Children of the full grid."""
+        return len(self.parents) * len(self.optimizers) * len(self.lrs) * self.seeds
+
+
+def _layout(spec: ZooSpec) -> Layout:
+    from weightzoo.architectures import build_model
+    from weightzoo.features import layout_of
+
+    return layout_of(build_model(spec.to_dict()))
+
+
+class ViTFamily:
+    """The :class:`~weightzoo.generate.base.Family` of both ViT stages.
+
+    Args:
+        name: ``"vit-pretrain"`` or ``"vit-finetune"``.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def layout(self, spec: ZooSpec) -> Layout:
+        """Layout of one row: the backbone, then the head."""
+        return _layout(spec)
+
+    def checkpoint_epochs(self, spec: ZooSpec) -> list[int]:
+        """0, every ``checkpoint_every`` epochs, and the last epoch."""
+        assert isinstance(spec, _ViTSpec)
+        return spec.checkpoints()
+
+    def metric_names(self, spec: ZooSpec) -> list[str]:
+        """The stage's metrics (:data:`PRETRAIN_METRICS` or :data:`FINETUNE_METRICS`)."""
+        return list(PRETRAIN_METRICS if isinstance(spec, ViTPretrainSpec) else FINETUNE_METRICS)
+
+    def plan(self, spec: ZooSpec) -> list[ModelPlan]:
+        """One plan per model with the lineage columns.
+
+        Raises:
+            DataFilesMissingError: for the paper's data when its files are missing (checked
+                here, before anything is trained or written).
+            InvalidOptionError: for the paper's data when its files are in place: weightzoo
+                holds image data in memory and has no streaming reader for ImageNet-1k.
+        """
+        assert isinstance(spec, _ViTSpec)
+        if spec.dataset != "digits":
+            from weightzoo.tasks.transfer import check_paper_data
+
+            check_paper_data(spec.data_dir)
+            raise InvalidOptionError(
+                f"zoo spec {spec.name!r} trains on {spec.dataset}: its files are in place, but "
+                "weightzoo reads image data sets into memory and has no streaming reader for "
+                "ImageNet-1k at 224 px, so the paper's ViT zoo cannot be generated here; "
+                "generate vit-digits, the offline zoo of the same design"
+            )
+        if isinstance(spec, ViTPretrainSpec):
+            return [
+                ModelPlan(
+                    model_id,
+                    spec.seed_start + model_id,
+                    kind,
+                    {
+                        "parent": -1,
+                        "stage": "pretrain",
+                        "pretraining": kind,
+                        "head": spec.head,
+                        "optimizer": spec.optimizer,
+                        "lr": float(spec.lr),
+                    },
+                )
+                for model_id, kind in enumerate(spec.pretrainings[: spec.num_models()])
+            ]
+        assert isinstance(spec, ViTFinetuneSpec)
+        plans = []
+        for k, cell in enumerate(spec.cells()[: spec.num_models()]):
+            columns = {"stage": "finetune", "head": spec.head, **cell}
+            columns.pop("seed")
+            # stratified by parent, so that every parent has children in every split
+            plans.append(ModelPlan(k, cell["seed"], str(cell["parent"]), columns))
+        return plans
+
+    def train(
+        self,
+        spec: ZooSpec,
+        plans: Sequence[ModelPlan],
+        *,
+        device: str,
+        progress: bool = True,
+        on_epoch: Callable[[int, int | None], None] | None = None,
+        root: str | Path | None = None,
+    ) -> list[ModelRecord]:
+        """Train ``plans``: pre-training, or fine-tuning from the parents in ``root``'s sibling.
+
+        Args:
+            spec: the stage's spec.
+            plans: the block's models.
+            device: torch device.
+            progress: show a progress bar.
+            on_epoch: the runner's per-epoch callback.
+            root: this zoo's directory inside its grouped zoo; a fine-tuning stage reads its
+                parents from ``root.parent / spec.parent_group``.
+
+        Raises:
+            InvalidOptionError: a fine-tuning stage without ``root``.
+        """
+        from tqdm.auto import tqdm
+
+        from weightzoo.generate.vit import population
+
+        assert isinstance(spec, _ViTSpec)
+        bar = tqdm(
+            total=len(plans) * spec.epochs, disable=not progress, desc=spec.name, leave=False
+        )
+
+        def report(models: int) -> None:
+            bar.update(models)
+            if on_epoch is not None:
+                on_epoch(models, None)
+
+        try:
+            if isinstance(spec, ViTPretrainSpec):
+                return population.pretrain(spec, plans, device=device, progress=report)
+            assert isinstance(spec, ViTFinetuneSpec)
+            if root is None:
+                raise InvalidOptionError(
+                    f"zoo spec {spec.name!r} fine-tunes the models of group "
+                    f"{spec.parent_group!r}: generate it as a group of a grouped ViT zoo "
+                    "(weightzoo generate vit-digits), which passes the group's directory"
+                )
+            parents = Path(root).parent / spec.parent_group
+            return population.finetune(spec, plans, parents, device=device, progress=report)
+        finally:
+            bar.close()
+
+
+def family(name: str = "vit-pretrain") -> ViTFamily:
+    """The family object for ``"vit-pretrain"`` or ``"vit-finetune"``.
+
+    Raises:
+        ValueError: for another name.
+    """
+    if name not in ("vit-pretrain", "vit-finetune"):
+        raise ValueError(f"this module trains ViT zoos, not {name!r}")
+    return ViTFamily(name)
+
+
+PRETRAIN_GROUP = "pretrain"
+"""Name of the group of pre-trained models in a grouped ViT zoo."""
+
+
+def finetune_group(head: str) -> str:
+    """Name of the group of fine-tuned models with ``head``: ``finetune-<head>``."""
+    return f"finetune-{head}"
+
+
+@dataclass(frozen=True)
+class ViTZooSpec(GroupedSpec):
+    """A grouped ViT zoo: group ``pretrain``, then one fine-tuning group per head.
+
+    The pre-trained models have ids ``0 .. len(pretrainings)-1`` (the first group); every one
+    of them is the parent of ``len(optimizers) * len(lrs) * seeds`` children in each
+    fine-tuning group. All pre-trained models are in the ``train`` split (they are the
+    parents); each fine-tuning group splits its children 70/15/15, stratified by parent.
+
+    Attributes:
+        architecture: a ViT preset for both stages.
+        pretrain_dataset / finetune_dataset: ``"digits"`` for both, or the paper's
+            ``"imagenet-1k"`` / ``"cifar100"``.
+        pretrainings: the objective of each pre-trained model.
+        pretrain_outputs: the pre-training head's outputs (classes, or the SimCLR projection).
+        pretrain_epochs / pretrain_batch_size / pretrain_lr: pre-training (AdamW).
+        temperature: of the SimCLR loss.
+        heads: the fine-tuning heads, one group each.
+        head_hidden: hidden width of the ``"mlp"`` head.
+        finetune_outputs: classes of the fine-tuning task.
+        optimizers / lrs / seeds: the fine-tuning grid per parent and head.
+        finetune_epochs / finetune_batch_size: fine-tuning.
+        checkpoint_every: a checkpoint every this many epochs in both stages.
+        parents: if set, only the first ``parents`` pre-trained models and their children
+            (``--models``).
+        data_dir: where the paper's data lives; not part of the spec's identity.
+    """
+
+    family: str = "vit"
+    architecture: str = "vit-digits"
+    pretrain_dataset: str = "digits"
+    finetune_dataset: str = "digits"
+    pretrainings: tuple[str, ...] = ("supervised", "supervised", "simclr", "simclr")
+    pretrain_outputs: int = 10
+    pretrain_epochs: int = 30
+    pretrain_batch_size: int = 64
+    pretrain_lr: float = 1e-3
+    temperature: float = 0.2
+    heads: tuple[str, ...] = ("linear", "mlp")
+    head_hidden: int = 32
+    finetune_outputs: int = 5
+    optimizers: tuple[str, ...] = FINETUNE_OPTIMIZERS
+    lrs: tuple[float, ...] = PAPER_LRS
+    seeds: int = 1
+    finetune_epochs: int = 15
+    finetune_batch_size: int = 64
+    checkpoint_every: int = 5
+    parents: int | None = None
+    data_dir: str | None = field(default=None, compare=False)
+
+    kind: ClassVar[str] = "vit"
+
+    def __post_init__(self) -> None:
+        self.groups()  # every group's spec checks its own values (unknown grid values...)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The spec as JSON data, without ``data_dir``."""
+        data = super().to_dict()
+        data.pop("data_dir", None)
+        return data
+
+    def override(
+        self,
+        models: int | None = None,
+        epochs: int | None = None,
+        data_dir: str | None = None,
+        **rest: Any,
+    ) -> ZooSpec:
+        """Apply ``--models`` (pre-trained models kept), ``--epochs`` and ``--data-dir``.
+
+        ``--models N`` keeps the first N pre-trained models and their children; ``--epochs``
+        sets both stages.
+
+        Raises:
+            ValueError: for another option, or a non-positive count.
+        """
+        ZooSpec.override(self, **rest)
+        changes: dict[str, Any] = {}
+        if models is not None:
+            if int(models) < 1:
+                raise ValueError(f"--models must be at least 1, got {models}")
+            changes["parents"] = min(int(models), len(self.pretrainings))
+        if epochs is not None:
+            if int(epochs) < 1:
+                raise ValueError(f"--epochs must be at least 1, got {epochs}")
+            changes["pretrain_epochs"] = changes["finetune_epochs"] = int(epochs)
+        if data_dir is not None:
+            changes["data_dir"] = str(data_dir)
+        return dataclasses.replace(self, **changes) if changes else self
+
+    def groups(self) -> list[tuple[str, ZooSpec]]:
+        """``pretrain``, then ``finetune-<head>`` for every head."""
+        kinds = self.pretrainings[: self.parents]
+        common = dict(
+            architecture=self.architecture,
+            checkpoint_every=self.checkpoint_every,
+            split_seed=self.split_seed,
+            shard_models=self.shard_models,
+            diverge_threshold=self.diverge_threshold,
+            data_dir=self.data_dir,
+        )
+        out: list[tuple[str, ZooSpec]] = [
+            (
+                PRETRAIN_GROUP,
+                ViTPretrainSpec(
+                    name=f"{self.name}-{PRETRAIN_GROUP}",
+                    dataset=self.pretrain_dataset,
+                    pretrainings=kinds,
+                    outputs=self.pretrain_outputs,
+                    epochs=self.pretrain_epochs,
+                    batch_size=self.pretrain_batch_size,
+                    lr=self.pretrain_lr,
+                    temperature=self.temperature,
+                    split_fractions=(1.0, 0.0, 0.0),
+                    **common,
+                ),
+            )
+        ]
+        for head in self.heads:
+            group = finetune_group(head)
+            spec = ViTFinetuneSpec(
+                name=f"{self.name}-{group}",
+                dataset=self.finetune_dataset,
+                head=head,
+                head_hidden=self.head_hidden,
+                outputs=self.finetune_outputs,
+                parent_group=PRETRAIN_GROUP,
+                parents=tuple(range(len(kinds))),
+                parent_pretrainings=kinds,
+                optimizers=self.optimizers,
+                lrs=self.lrs,
+                seeds=self.seeds,
+                epochs=self.finetune_epochs,
+                batch_size=self.finetune_batch_size,
+                split_fractions=self.split_fractions,
+                **common,
+            )
+            out.append((group, spec))
+        return out
+
+    def estimate(self) -> dict[str, int]:
+        """Size of the whole zoo: models, and bytes of ``weights`` over all groups."""
+        parts = [spec.estimate() for _, spec in self.groups()]  # type: ignore[attr-defined]
+        return {
+            "models": sum(p["models"] for p in parts),
+            "checkpoints": max(p["checkpoints"] for p in parts),
+            "params": max(p["params"] for p in parts),
+            "bytes": sum(p["bytes"] for p in parts),
+        }
+
+
+def specs() -> list[ZooSpec]:
+    """The named ViT zoos: ``vit-digits`` (offline, minutes on a CPU) and ``vit-zoo-paper``."""
+    return [
+        ViTZooSpec(name="vit-digits"),
+        ViTZooSpec(
+            name="vit-zoo-paper",
+            architecture="vit-s",
+            pretrain_dataset="imagenet-1k",
+            finetune_dataset="cifar100",
+            pretrainings=("supervised",) * 7 + ("simclr",) * 3,
+            pretrain_outputs=1000,
+            pretrain_epochs=90,
+            pretrain_batch_size=256,
+            temperature=0.07,
+            head_hidden=384,
+            finetune_outputs=100,
+            seeds=2,
+            finetune_epochs=50,
+            finetune_batch_size=256,
+            checkpoint_every=1,
+            shard_models=4,
+        ),
+    ]

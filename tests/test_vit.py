@@ -1,0 +1,279 @@
+"""The ViT zoo: architecture, digits tasks, pre-training -> fine-tuning groups, lineage."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch.nn import functional as F
+from torch.utils.data import DataLoader
+
+from weightzoo.analysis import report
+from weightzoo.analysis.lineage import lineage_recovery
+from weightzoo.architectures import build_model
+from weightzoo.architectures.vit import PRESETS, ViT, backbone_names
+from weightzoo.errors import (
+    DataFilesMissingError,
+    GroupRequiredError,
+    InvalidOptionError,
+    UnknownColumnError,
+)
+from weightzoo.features import layout_of
+from weightzoo.generate.runner import generate
+from weightzoo.generate.specs import get_spec
+from weightzoo.generate.vit.family import ViTZooSpec, family
+from weightzoo.generate.vit.population import nt_xent
+from weightzoo.lineage import LineagePairs, columns_of
+from weightzoo.tasks.transfer import FINETUNE_DIGITS, augment, digit_task
+from weightzoo.zoo import Zoo
+
+CHILD_GROUPS = ("finetune-linear", "finetune-mlp")
+
+
+def tiny_spec(**changes) -> ViTZooSpec:
+    base = dict(
+        name="vit-tiny",
+        pretrainings=("supervised", "simclr"),
+        pretrain_epochs=1,
+        finetune_epochs=1,
+        lrs=(1e-3,),
+        checkpoint_every=1,
+    )
+    return ViTZooSpec(**(base | changes))
+
+
+@pytest.fixture(scope="module")
+def tiny_zoo(tmp_path_factory) -> Zoo:
+    out = tmp_path_factory.mktemp("vit") / "zoo"
+    generate(tiny_spec(), out, progress=False)
+    return Zoo(out)
+
+
+def _backbone(rows: np.ndarray, zoo: Zoo) -> np.ndarray:
+    return rows[:, columns_of(zoo.layout, backbone_names(zoo.layout.names))]
+
+
+# ------------------------------------------------------------------------ architecture
+@pytest.mark.parametrize("head", ["linear", "mlp"])
+def test_vit_heads_share_the_backbone(head):
+    net = ViT(outputs=5, head=head)
+    assert net(torch.zeros(3, 1, 8, 8)).shape == (3, 5)
+    assert net(torch.zeros(3, 1, 8, 8), features_only=True).shape == (3, 32)
+    names = layout_of(net).names
+    assert all(not n.startswith("head.") for n in backbone_names(names))
+    assert backbone_names(names) == backbone_names(layout_of(ViT(outputs=10)).names)
+
+
+def test_paper_vit_s_has_the_published_size():
+    net = ViT(**PRESETS["vit-s"], outputs=100)
+    layout = layout_of(net)
+    backbone = sum(layout[n].numel for n in backbone_names(layout.names))
+    assert backbone == 21_665_664  # ViT-S/16: ~21.7M without the head
+    assert layout.num_params - backbone == 384 * 100 + 100
+
+
+# ------------------------------------------------------------------------------ the tasks
+def test_digit_tasks_split_classes_and_scale():
+    task = digit_task(FINETUNE_DIGITS)
+    assert set(task.train_y.tolist()) == set(range(5))
+    assert task.train_x.shape[1:] == (1, 8, 8)
+    assert task.train_x.min() == -1.0 and task.train_x.max() <= 1.0
+    with pytest.raises(ValueError, match="distinct digits"):
+        digit_task((1, 1))
+
+
+def test_augment_shifts_with_a_blank_border_and_is_seeded():
+    x = torch.rand(6, 1, 8, 8) * 2 - 1
+    first = augment(x, torch.Generator().manual_seed(3), noise=0.0)
+    again = augment(x, torch.Generator().manual_seed(3), noise=0.0)
+    assert torch.equal(first, again)
+    for k in range(6):  # each view is the image moved by at most one pixel
+        matches = [
+            torch.equal(first[k, 0, 1:-1, 1:-1], torch.roll(x[k, 0], (dy, dx), (0, 1))[1:-1, 1:-1])
+            for dy in (-1, 0, 1)
+            for dx in (-1, 0, 1)
+        ]
+        assert any(matches)
+
+
+def test_nt_xent_rewards_matching_views():
+    z = torch.randn(2, 8, 16)
+    same, hits = nt_xent(torch.cat([z, z], dim=1), 0.1)
+    other, _ = nt_xent(torch.cat([z, torch.randn(2, 8, 16)], dim=1), 0.1)
+    assert hits.all() and same.mean() < other.mean()
+
+
+# ------------------------------------------------------------------------- generation
+def test_groups_and_lineage_columns(tiny_zoo):
+    assert tiny_zoo.groups == ["pretrain", *CHILD_GROUPS]
+    pre = tiny_zoo.group("pretrain").metadata()
+    assert pre["parent"].tolist() == [-1, -1]
+    assert set(pre["stage"]) == {"pretrain"}
+    assert pre["pretraining"].tolist() == ["supervised", "simclr"]
+    ids = list(pre["model_id"])
+    for group in CHILD_GROUPS:
+        meta = tiny_zoo.group(group).metadata()
+        ids += list(meta["model_id"])
+        assert set(meta["stage"]) == {"finetune"}
+        assert set(meta["head"]) == {group.split("-")[1]}
+        assert sorted(meta["parent"].tolist()) == [0, 0, 1, 1]
+        assert sorted(meta["optimizer"].tolist()) == ["adamw", "adamw", "sgd", "sgd"]
+        assert set(meta["lr"].tolist()) == {1e-3} and set(meta["seed"].tolist()) == {1}
+        kinds = dict(zip(pre["model_id"].tolist(), pre["pretraining"].tolist(), strict=True))
+        assert [kinds[p] for p in meta["parent"]] == meta["pretraining"].tolist()
+    assert sorted(ids) == list(range(10))  # unique across groups
+
+
+def test_children_start_bitwise_from_their_parent_backbone(tiny_zoo):
+    parents = tiny_zoo.group("pretrain")
+    parent_rows = _backbone(parents.rows(None, "last"), parents)
+    parent_ids = parents.metadata()["model_id"].tolist()
+    for group in CHILD_GROUPS:
+        child = tiny_zoo.group(group)
+        start = _backbone(child.rows(None, 0), child)
+        end = _backbone(child.rows(None, "last"), child)
+        for k, parent in enumerate(child.metadata()["parent"].tolist()):
+            assert np.array_equal(start[k], parent_rows[parent_ids.index(parent)])
+            assert not np.array_equal(end[k], start[k])  # and fine-tuning moved it
+
+
+def test_module_reproduces_the_stored_metric(tiny_zoo):
+    task = digit_task(FINETUNE_DIGITS)
+    x, y = torch.from_numpy(task.test_x), torch.from_numpy(task.test_y)
+    for group in CHILD_GROUPS:
+        zoo = tiny_zoo.group(group)
+        meta = zoo.metadata()
+        with torch.no_grad():
+            out = zoo.module((0, "last"))(x)
+        assert abs(F.cross_entropy(out, y).item() - meta["final_test_loss"][0]) < 1e-4
+        accuracy = (out.argmax(1) == y).float().mean().item()
+        assert abs(accuracy - meta["final_test_acc"][0]) <= 1.0 / len(y)
+        assert isinstance(zoo.build_model(), ViT)
+
+
+# ----------------------------------------------------------------------------- lineage
+def test_parent_of(tiny_zoo):
+    for group in CHILD_GROUPS:
+        meta = tiny_zoo.group(group).metadata()
+        for model, parent in zip(meta["model_id"], meta["parent"], strict=True):
+            assert tiny_zoo.parent_of(int(model)) == int(parent)
+    assert tiny_zoo.parent_of(0) is None
+    with pytest.raises(UnknownColumnError, match="no model with id 99"):
+        tiny_zoo.parent_of(99)
+
+
+def test_lineage_pairs_with_a_dataloader(tiny_zoo):
+    pairs = LineagePairs(tiny_zoo.root, group="finetune-mlp", split="all")
+    assert len(pairs) == 4
+    parents, children, info = next(iter(DataLoader(pairs, batch_size=3)))
+    assert parents.shape == (3, tiny_zoo.group("pretrain").layout.num_params)
+    assert children.shape == (3, tiny_zoo.group("finetune-mlp").layout.num_params)
+    assert info["head"] == ["mlp"] * 3
+    for model, parent in zip(info["model"].tolist(), info["parent"].tolist(), strict=True):
+        assert tiny_zoo.parent_of(model) == parent
+    workers = DataLoader(pairs, batch_size=3, num_workers=2)  # pickled into worker processes
+    assert sorted(m for _, _, i in workers for m in i["model"].tolist()) == sorted(
+        pairs[k][2]["model"] for k in range(len(pairs))
+    )
+    with pytest.raises(GroupRequiredError, match="finetune-linear, finetune-mlp"):
+        LineagePairs(tiny_zoo.root, split="all")
+    with pytest.raises(InvalidOptionError, match="no fine-tuned models"):
+        LineagePairs(tiny_zoo.root, group="pretrain", split="all")
+
+
+def test_shared_lineage_pairs_span_groups_and_match_at_checkpoint_0(tiny_zoo):
+    pairs = LineagePairs(tiny_zoo.root, split="all", epochs=0, shared=True)
+    assert len(pairs) == 8
+    for parent, child, _ in pairs:
+        assert torch.equal(parent, child)
+
+
+def test_lineage_recovery(tiny_zoo):
+    start = lineage_recovery(tiny_zoo, epoch=0)
+    assert np.array_equal(start["cosine"], start["parent"])
+    assert np.array_equal(start["l2"], start["parent"])
+    table = report(tiny_zoo.root).table("vit.lineage")
+    assert table.rows[-1].label == "all" and table.rows[-1].ours["models"] == 8
+    # one short epoch of fine-tuning keeps every child nearest to its parent
+    assert table.rows[-1].ours["cosine"] == 100.0
+    finetune = report(tiny_zoo.root, tables=["vit.finetune"]).table("vit.finetune")
+    assert {row.label for row in finetune.rows} == {
+        f"{h} {o} lr=0.001" for h in ("linear", "mlp") for o in ("adamw", "sgd")
+    }
+
+
+# ------------------------------------------------------------------------ named errors
+def test_paper_spec_names_the_missing_files(tmp_path):
+    spec = get_spec("vit-zoo-paper").override(data_dir=str(tmp_path / "data"))
+    assert spec.estimate()["models"] == 250
+    with pytest.raises(DataFilesMissingError, match=r"imagenet[/\\]train") as caught:
+        generate(spec, tmp_path / "zoo", progress=False)
+    assert "train.bin" in str(caught.value)  # CIFAR-100's binary files
+    assert not (tmp_path / "zoo" / "groups").exists()
+
+
+@pytest.mark.parametrize(
+    ("changes", "named"),
+    [
+        ({"optimizers": ("adamw", "adam")}, "adam"),
+        ({"heads": ("linear", "conv")}, "conv"),
+        ({"pretrainings": ("supervised", "byol")}, "byol"),
+        ({"lrs": (1e-3, 0.0)}, "0.0"),
+    ],
+)
+def test_unknown_grid_values_are_named_errors(changes, named):
+    with pytest.raises(InvalidOptionError, match=named):
+        tiny_spec(**changes)
+
+
+def test_finetuning_outside_a_grouped_zoo_is_refused():
+    spec = dict(tiny_spec().groups())["finetune-linear"]
+    plans = family("vit-finetune").plan(spec)
+    with pytest.raises(InvalidOptionError, match="grouped ViT zoo"):
+        family("vit-finetune").train(spec, plans[:1], device="cpu", progress=False)
+
+
+def test_named_specs_build():
+    spec = get_spec("vit-digits")
+    assert [name for name, _ in spec.groups()] == ["pretrain", *CHILD_GROUPS]
+    assert spec.estimate()["models"] == 4 + 2 * 4 * 6
+    for _, group in spec.groups():
+        assert isinstance(build_model(group.to_dict()), ViT)
+
+
+def test_report_cli_puts_the_lineage_tables_first(tiny_zoo, capsys):
+    from weightzoo.cli import run
+
+    assert run(["report", str(tiny_zoo.root), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert next(iter(out)) == "*" and set(out) >= {"pretrain", *CHILD_GROUPS}
+    assert [t["id"] for t in out["*"]["tables"]] == ["vit.finetune", "vit.lineage"]
+
+
+def test_example_script_reads_the_pairs(tiny_zoo, monkeypatch, capsys):
+    """examples/vit_lineage.py: the backbone has moved 0 at checkpoint 0, more after."""
+    import runpy
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "examples" / "vit_lineage.py"
+    monkeypatch.setattr("sys.argv", ["vit_lineage.py", str(tiny_zoo.root)])
+    runpy.run_path(str(script), run_name="__main__")
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()[2:]]
+    assert {(r[0], r[1]) for r in rows} == {("adamw", "1e-03"), ("sgd", "1e-03")}
+    assert all(float(r[2]) == 0.0 and float(r[3]) > 0.0 for r in rows)
+
+
+def test_paper_spec_with_its_files_in_place_is_refused_not_run_on_digits(tmp_path):
+    data = tmp_path / "data"
+    for folder in ("train", "val"):
+        (data / "imagenet" / folder / "n01440764").mkdir(parents=True)
+    cifar = data / "cifar-100-binary"
+    cifar.mkdir()
+    record = np.zeros((2, 2 + 3 * 32 * 32), dtype=np.uint8)  # coarse, fine label, image
+    for name in ("train.bin", "test.bin"):
+        (cifar / name).write_bytes(record.tobytes())
+    spec = get_spec("vit-zoo-paper").override(data_dir=str(data))
+    with pytest.raises(InvalidOptionError, match="no streaming reader"):
+        generate(spec, tmp_path / "zoo", progress=False)
