@@ -34,6 +34,10 @@ _PROPERTY_ZOOS = {
     "property-synthetic": "Property inference: MLPs on synthetic data, property share 0.0-1.0",
     "property-digits-even": "Property inference: MLPs on digits, share of even digits 0.0-1.0",
 }
+_PINN_ZOOS = {
+    "phase-pinn-convection": "Phase zoo: PINNs on 1-D convection, beta x learning rate, small",
+    "phase-pinn-convection-paper": "Phase zoo: PINNs on 1-D convection, 10 beta x 14 lr x 5 seeds",
+}
 
 
 @dataclass(frozen=True)
@@ -42,7 +46,7 @@ class CatalogEntry:
 
     Attributes:
         name: the zoo's name (also its spec name and default directory name).
-        family: ``mlds``, ``modelzoo``, ``trajectory`` or ``property``.
+        family: ``mlds``, ``modelzoo``, ``trajectory``, ``property`` or ``pinn``.
         summary: one line for ``weightzoo list``.
         hub_repo: Hugging Face dataset repo id, or ``None`` while unpublished.
         revision: pinned commit of ``hub_repo`` (``None`` while unpublished).
@@ -88,6 +92,7 @@ def _entries() -> list[CatalogEntry]:
         for dataset, architecture in _TRAJECTORY_ZOOS
     ]
     entries += [CatalogEntry(name, "property", summary) for name, summary in _PROPERTY_ZOOS.items()]
+    entries += [CatalogEntry(name, "pinn", summary) for name, summary in _PINN_ZOOS.items()]
     return entries
 
 

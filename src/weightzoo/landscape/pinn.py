@@ -221,8 +221,8 @@ def pinn_landscape(
                     for metric, array in found.items():
                         out[metric][paired, column] = array
                 bar.update(len(members))
-            if "cka" in metrics:
-                paired = np.flatnonzero(partner >= 0)
+            paired = np.flatnonzero(partner >= 0)
+            if "cka" in metrics and len(paired):
                 found = landscape_metrics(
                     plain, rows[paired], (grid, grid[:, 0]), pinn_loss_fn, ["cka"],
                     partners=rows[partner[paired]], cka_inputs=grid, cka_layer="act", **common,

@@ -15,6 +15,7 @@ against the exact solution on the evaluation grid.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -26,7 +27,17 @@ from weightzoo.generate import population as toolkit
 from weightzoo.generate.base import ModelPlan, ModelRecord
 from weightzoo.tasks.convection import LOSS_PARTS, convection_data, loss_parts
 
-__all__ = ["ConvectionTask", "population_loss_parts", "train_population"]
+if TYPE_CHECKING:  # the family module imports this one when it trains
+    from weightzoo.generate.pinn.family import PINNSpec
+
+__all__ = [
+    "ConvectionTask",
+    "initial_models",
+    "population_loss_parts",
+    "population_predict",
+    "stored_metrics",
+    "train_population",
+]
 
 
 def population_loss_parts(
@@ -115,7 +126,7 @@ def stored_metrics(metrics: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return out
 
 
-def initial_models(spec, plans: Sequence[ModelPlan]) -> list[PINN]:
+def initial_models(spec: PINNSpec, plans: Sequence[ModelPlan]) -> list[PINN]:
     """Each plan's freshly initialised PINN, drawn under ``torch.manual_seed(plan.seed)``."""
     from weightzoo.architectures import build_model
 
@@ -128,7 +139,7 @@ def initial_models(spec, plans: Sequence[ModelPlan]) -> list[PINN]:
 
 
 def train_population(
-    spec,
+    spec: PINNSpec,
     plans: Sequence[ModelPlan],
     *,
     device: str = "cpu",
