@@ -159,6 +159,8 @@ def test_plan_columns_and_contract_attributes():
         assert plan.columns["load"] == plan.columns["beta"]
         assert plan.columns["temperature"] == plan.columns["lr"]
     assert (PINNSpec.load_factor, PINNSpec.temperature_factor) == ("beta", "lr")
+    stored = spec.to_dict()  # the manifest names them too
+    assert (stored["load_factor"], stored["temperature_factor"]) == ("beta", "lr")
     # seed siblings: one model per seed in every cell, seed-major order
     assert spec.cell_models(5.0, 1e-3) == [2, 6, 10]
     assert {plans[i].columns["beta"] for i in spec.cell_models(5.0, 1e-3)} == {5.0}

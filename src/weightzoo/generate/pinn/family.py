@@ -98,6 +98,12 @@ class PINNSpec(ZooSpec):
                 f"{self.seeds}, {self.epochs}, {self.checkpoints}"
             )
 
+    def to_dict(self) -> dict[str, Any]:
+        """The spec as plain JSON data, with the natural names of its phase factors."""
+        data = ZooSpec.to_dict(self)
+        data["load_factor"], data["temperature_factor"] = self.load_factor, self.temperature_factor
+        return data
+
     def override(
         self, models: int | None = None, epochs: int | None = None, **rest: Any
     ) -> ZooSpec:
