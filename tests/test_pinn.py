@@ -151,6 +151,14 @@ def test_a_population_of_two_trains_and_lowers_the_loss():
     assert not np.array_equal(records[0].weights, records[1].weights)  # own seeds
 
 
+def test_training_is_deterministic():
+    spec = tiny_spec(seeds=1, epochs=3, checkpoints=1)
+    first, again = (train_population(spec, family().plan(spec)) for _ in range(2))
+    for a, b in zip(first, again, strict=True):
+        assert np.array_equal(a.weights, b.weights)
+        assert all(np.array_equal(a.metrics[m], b.metrics[m]) for m in a.metrics)
+
+
 def test_plan_columns_and_contract_attributes():
     spec = tiny_spec(betas=(1.0, 5.0), lrs=(1e-3, 1e-2), seeds=3)
     plans = family().plan(spec)
