@@ -12,7 +12,7 @@ from weightzoo import functional
 from weightzoo.architectures import UnbuildableSpecError
 from weightzoo.architectures.pinn import PINN
 from weightzoo.errors import InvalidOptionError
-from weightzoo.generate.pinn.family import GridValueError, PINNSpec, family, write_phase_labels
+from weightzoo.generate.pinn.family import GridValueError, PINNSpec, family
 from weightzoo.generate.pinn.population import (
     initial_models,
     population_loss_parts,
@@ -21,7 +21,12 @@ from weightzoo.generate.pinn.population import (
 from weightzoo.generate.runner import generate
 from weightzoo.generate.specs import all_specs, get_spec
 from weightzoo.landscape.hessian import hessian_top_eigenvalue
-from weightzoo.landscape.pinn import PINNLossModule, pinn_loss_data, pinn_loss_fn
+from weightzoo.landscape.pinn import (
+    PINNLossModule,
+    pinn_loss_data,
+    pinn_loss_fn,
+    write_phase_labels,
+)
 from weightzoo.landscape.zoo import compute_zoo_landscape
 from weightzoo.storage.sidecar import read_sidecar
 from weightzoo.tasks.convection import (
@@ -224,11 +229,13 @@ def test_finalize_writes_the_landscape_side_file(tiny_zoo):
         assert arrays[name].shape == (count, checkpoints), name
         assert np.isfinite(arrays[name]).all(), name
     assert ((arrays["cka"] > 0) & (arrays["cka"] <= 1 + 1e-6)).all()
-    # the phase labels wait for weightzoo.landscape.phase; where it exists they are written
+    # the phase labels come from weightzoo.landscape.phase where it is installed
     try:
-        import weightzoo.landscape.phase  # noqa: F401
+        from weightzoo.landscape.phase import read_phases
     except ImportError:
         assert write_phase_labels(tiny_zoo.path) is False
+    else:
+        assert read_phases(tiny_zoo.path)[0].shape == (count, checkpoints)
 
 
 def test_landscape_command_recomputes_a_pinn_zoo(tiny_zoo):

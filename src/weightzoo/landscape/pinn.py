@@ -17,7 +17,8 @@ reverse-over-reverse by itself).
 model and of its seed sibling on the evaluation grid, and ``mc`` (and the barriers) along the
 Bézier curve between them, trained on the PINN loss. The seed sibling is the next model, in
 storage order and cyclically, with the same ``beta`` and ``lr``. Models are measured in groups
-of one ``beta`` (the loss differs per ``beta``).
+of one ``beta`` (the loss differs per ``beta``). Where the side file is ``landscape`` and holds
+``cka`` and ``mc``, the ``phase`` labels are added (:func:`write_phase_labels`).
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from weightzoo.landscape.metrics import (
     UnknownMetricError,
     landscape_metrics,
 )
-from weightzoo.storage.sidecar import SidecarRecord, write_sidecar
+from weightzoo.storage.sidecar import SidecarRecord, sidecar_records, write_sidecar
 from weightzoo.tasks.convection import ConvectionData, convection_data, residual
 from weightzoo.zoo import Zoo
 
@@ -49,6 +50,7 @@ __all__ = [
     "pinn_landscape",
     "pinn_loss_data",
     "pinn_loss_fn",
+    "write_phase_labels",
 ]
 
 #: What ``finalize`` measures for every stored checkpoint.
@@ -239,4 +241,26 @@ def pinn_landscape(
         "cka": f"last hidden layer on every {stride}th evaluation-grid point",
         "partner": "next model of the same beta and lr (another seed), cyclic",
     }
-    return write_sidecar(zoo.path, name, out, attrs, models=positions, epochs=reader.epochs)
+    record = write_sidecar(zoo.path, name, out, attrs, models=positions, epochs=reader.epochs)
+    if name == "landscape" and {"cka", "mc"} <= set(metrics) and write_phase_labels(zoo.path):
+        return sidecar_records(zoo.path)[name]
+    return record
+
+
+def write_phase_labels(zoo_dir: Any) -> bool:
+    """Store the ``phase`` labels of a zoo's ``landscape`` side file, where possible.
+
+    The labels come from the one ``write_phases`` of the phase-transition zoos (module
+    ``weightzoo.landscape.phase``, from ``train_loss`` and the side file's metrics).
+
+    Returns:
+        Whether labels were written (False where that module is not installed).
+    """
+    # PHASE LABELS: the call site of the shared assign_phases/write_phases; until
+    # weightzoo.landscape.phase is present it writes nothing.
+    try:
+        from weightzoo.landscape.phase import write_phases
+    except ImportError:
+        return False
+    write_phases(zoo_dir)
+    return True

@@ -262,9 +262,11 @@ class PINNFamily:
             bar.close()
 
     def finalize(self, spec: ZooSpec, root: Any, device: str = "cpu") -> None:
-        """Write the zoo's ``landscape`` side file, then its phase labels.
+        """Write the zoo's ``landscape`` side file and its phase labels (every checkpoint).
 
-        Idempotent: the side file is rewritten whole from the stored checkpoints.
+        :func:`weightzoo.landscape.pinn.pinn_landscape` measures ``hessian_top``,
+        ``hessian_trace``, ``cka`` and ``mc`` and then adds the ``phase`` labels. Idempotent:
+        the side file is rewritten whole from the stored checkpoints.
         """
         from weightzoo.landscape.pinn import pinn_landscape
 
@@ -277,23 +279,6 @@ class PINNFamily:
             steps=spec.landscape_steps,
             progress=False,
         )
-        write_phase_labels(root)
-
-
-def write_phase_labels(root: Any) -> bool:
-    """Store the ``phase`` labels where :mod:`weightzoo.landscape.phase` is available.
-
-    Returns:
-        Whether labels were written.
-    """
-    # PHASE LABELS: the one assign_phases/write_phases of the phase contract lives in
-    # weightzoo.landscape.phase; until that module is present this hook writes nothing.
-    try:
-        from weightzoo.landscape.phase import write_phases
-    except ImportError:
-        return False
-    write_phases(root)
-    return True
 
 
 def family(name: str = "pinn") -> PINNFamily:
