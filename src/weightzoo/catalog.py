@@ -39,6 +39,11 @@ _VIT_ZOOS = {
     "vit-zoo-paper": "ViT-S pre-trained on ImageNet-1k, fine-tuned on CIFAR-100 (250 models)",
 }
 
+_PINN_ZOOS = {
+    "phase-pinn-convection": "Phase zoo: PINNs on 1-D convection, beta x learning rate, small",
+    "phase-pinn-convection-paper": "Phase zoo: PINNs on 1-D convection, 10 beta x 14 lr x 5 seeds",
+}
+
 
 @dataclass(frozen=True)
 class CatalogEntry:
@@ -46,7 +51,8 @@ class CatalogEntry:
 
     Attributes:
         name: the zoo's name (also its spec name and default directory name).
-        family: ``mlds``, ``modelzoo``, ``trajectory``, ``property`` or ``vit`` (grouped).
+        family: ``mlds``, ``modelzoo``, ``trajectory``, ``property``, ``pinn`` or ``vit``
+            (grouped).
         summary: one line for ``weightzoo list``.
         hub_repo: Hugging Face dataset repo id, or ``None`` while unpublished.
         revision: pinned commit of ``hub_repo`` (``None`` while unpublished).
@@ -93,6 +99,7 @@ def _entries() -> list[CatalogEntry]:
     ]
     entries += [CatalogEntry(name, "property", summary) for name, summary in _PROPERTY_ZOOS.items()]
     entries += [CatalogEntry(name, "vit", summary) for name, summary in _VIT_ZOOS.items()]
+    entries += [CatalogEntry(name, "pinn", summary) for name, summary in _PINN_ZOOS.items()]
     return entries
 
 

@@ -14,10 +14,10 @@ from typing import Any
 
 from torch import nn
 
-from weightzoo.architectures import image, mlds, property_mlp, vit
+from weightzoo.architectures import image, mlds, pinn, property_mlp, vit
 from weightzoo.errors import WeightzooError
 
-__all__ = ["UnbuildableSpecError", "build_model", "image", "mlds", "property_mlp", "vit"]
+__all__ = ["UnbuildableSpecError", "build_model", "image", "mlds", "pinn", "property_mlp", "vit"]
 
 
 VIT_FAMILIES = ("vit-pretrain", "vit-finetune")
@@ -56,6 +56,8 @@ def build_model(spec: Mapping[str, Any], columns: Mapping[str, Any] | None = Non
         return property_mlp.from_spec(spec)
     if family in VIT_FAMILIES:
         return vit.from_spec(spec)
+    if family == "pinn":
+        return pinn.from_spec(spec)
     raise UnbuildableSpecError(
         f"zoo spec {spec.get('name')!r} (family {family!r}) names no weightzoo architecture; "
         "imported zoos keep the source's own module: build it yourself and use "

@@ -22,6 +22,7 @@ _FAMILY_MODULES: dict[str, str] = {
     "property": "weightzoo.generate.property.family",
     "vit-pretrain": "weightzoo.generate.vit.family",
     "vit-finetune": "weightzoo.generate.vit.family",
+    "pinn": "weightzoo.generate.pinn.family",
 }
 
 

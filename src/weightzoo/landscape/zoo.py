@@ -80,6 +80,25 @@ def _loss_functions(spec: dict[str, Any]) -> tuple[Any, Any]:
     return loss, accuracy
 
 
+def _metric_list(metrics: str | Sequence[str]) -> list[str]:
+    """``metrics`` as a list of known names.
+
+    Raises:
+        InvalidOptionError: for no metric; UnknownMetricError for an unknown one.
+    """
+    metrics = [metrics] if isinstance(metrics, str) else list(metrics)
+    if not metrics:
+        raise InvalidOptionError(f"name at least one landscape metric: {', '.join(METRICS)}")
+    unknown = [m for m in metrics if m not in METRICS]
+    if unknown:
+        from weightzoo.landscape.metrics import UnknownMetricError
+
+        raise UnknownMetricError(
+            f"unknown landscape metric(s) {unknown}; known: {', '.join(METRICS)}"
+        )
+    return metrics
+
+
 def compute_zoo_landscape(
     zoo: Zoo | str,
     *,
@@ -104,7 +123,9 @@ def compute_zoo_landscape(
     ``batch_size`` images of the zoo's training split, the same for every model.
 
     Args:
-        zoo: an image zoo (Model Zoos or trajectory family).
+        zoo: an image zoo (Model Zoos or trajectory family), or a PINN zoo (measured by
+            :func:`weightzoo.landscape.pinn.pinn_landscape` on its PINN loss; ``batches``,
+            ``batch_size`` and ``data_dir`` do not apply).
         metrics: names from :data:`weightzoo.landscape.METRICS`.
         split: the models to measure (``"all"`` by default).
         epochs: checkpoints to measure (``"last"`` by default, or labels, or ``"all"``).
@@ -129,16 +150,14 @@ def compute_zoo_landscape(
         DataFilesMissingError: if the zoo's dataset files are not on disk.
     """
     zoo = zoo if isinstance(zoo, Zoo) else Zoo(zoo)
-    metrics = [metrics] if isinstance(metrics, str) else list(metrics)
-    if not metrics:
-        raise InvalidOptionError(f"name at least one landscape metric: {', '.join(METRICS)}")
-    unknown = [m for m in metrics if m not in METRICS]
-    if unknown:
-        from weightzoo.landscape.metrics import UnknownMetricError
+    metrics = _metric_list(metrics)
+    if zoo.manifest.family == "pinn":  # its loss is the PDE's, on its own points
+        from weightzoo.landscape.pinn import pinn_landscape
 
-        raise UnknownMetricError(
-            f"unknown landscape metric(s) {unknown}; known: {', '.join(METRICS)}"
-        )
+        return pinn_landscape(
+            zoo, metrics=metrics, split=split, epochs=epochs, device=device, chunk=chunk,
+            seed=seed, iters=iters, probes=probes, steps=steps, progress=progress, name=name,
+        )  # fmt: skip
     task = functional._task(zoo)
     if not isinstance(task, functional._ImageTask):
         raise UnsupportedZooError(

@@ -1,0 +1,292 @@
+"""PINN convection zoos as specs and a family.
+
+A zoo is a grid of convection coefficient ``beta`` (the load-like factor: how hard the PDE is
+for a fixed network) times Adam learning rate ``lr`` (the temperature-like factor) times seeds,
+every model a :class:`~weightzoo.architectures.pinn.PINN` trained full batch on the convection
+problem of :mod:`weightzoo.tasks.convection`. Models are ordered seed-major (for each
+replicate, every ``beta`` and, inside it, every ``lr``), so ``--models N`` keeps a balanced
+part of the grid, and model ``i`` has seed ``seed_start + i``. All models share one
+architecture, so one version-1 zoo holds the whole grid.
+
+Columns per model: ``beta``, ``lr``, ``load`` (= ``beta``), ``temperature`` (= ``lr``),
+``seed``. Metrics per checkpoint: ``train_loss`` (the PINN loss), its parts
+``loss_residual``, ``loss_initial``, ``loss_boundary``, and ``test_error`` (relative L2
+error against the exact solution on the evaluation grid).
+
+The grid of the paper's zoo ("A Model Zoo on Phase Transitions in Neural Networks",
+Schürholt, Meynent, Zhou, Lu, Yang, Borth, arXiv:2504.18072) is documented as a reading in
+``docs/pinn.md``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from weightzoo.errors import InvalidOptionError
+from weightzoo.generate.base import ModelPlan, ModelRecord, ZooSpec
+from weightzoo.storage.layout import Layout
+
+__all__ = ["METRICS", "GridValueError", "PINNFamily", "PINNSpec", "family", "specs"]
+
+METRICS = ("train_loss", "loss_residual", "loss_initial", "loss_boundary", "test_error")
+"""Per-checkpoint metrics (see the module docs)."""
+
+
+class GridValueError(InvalidOptionError):
+    """A grid value (``beta`` or ``lr``) that a PINN spec does not have or cannot train."""
+
+
+@dataclass(frozen=True)
+class PINNSpec(ZooSpec):
+    """A PINN convection zoo.
+
+    Attributes:
+        betas: convection coefficients (load-like).
+        lrs: Adam learning rates (temperature-like).
+        seeds: models per (beta, lr) cell.
+        hidden: hidden widths of the PINN.
+        collocation: collocation points of the residual.
+        collocation_seed: seeds the draw of the collocation points (shared by all models).
+        x_grid / t_grid: the evaluation grid (``x_grid`` points in ``[0, 2 pi)``, ``t_grid`` in
+            ``[0, 1]``).
+        epochs: full-batch Adam steps.
+        checkpoints: stored checkpoints after initialisation, evenly spaced to ``epochs``.
+        optimizer: the toolkit optimizer.
+        seed_start: model ``i`` has seed ``seed_start + i``.
+        landscape_iters / landscape_probes / landscape_steps: power-iteration steps,
+            Hutchinson probes and curve-training steps of the ``landscape`` side file.
+        models: if set, only the first ``models`` models (``--models``).
+    """
+
+    family: str = "pinn"
+    betas: tuple[float, ...] = (1.0, 10.0, 40.0)
+    lrs: tuple[float, ...] = (1e-3, 1e-2)
+    seeds: int = 3
+    hidden: tuple[int, ...] = (50, 50, 50, 50)
+    collocation: int = 100
+    collocation_seed: int = 0
+    x_grid: int = 256
+    t_grid: int = 100
+    epochs: int = 1000
+    checkpoints: int = 2
+    optimizer: str = "adam"
+    seed_start: int = 1
+    landscape_iters: int = 20
+    landscape_probes: int = 20
+    landscape_steps: int = 100
+    models: int | None = None
+
+    kind: ClassVar[str] = "pinn"
+    load_factor: ClassVar[str] = "beta"
+    temperature_factor: ClassVar[str] = "lr"
+
+    def __post_init__(self) -> None:
+        bad_beta = [b for b in self.betas if not (math.isfinite(b) and b >= 0)]
+        bad_lr = [r for r in self.lrs if not (math.isfinite(r) and r > 0)]
+        if bad_beta or bad_lr or not self.betas or not self.lrs:
+            raise GridValueError(
+                f"spec {self.name!r}: betas must be finite and >= 0 and lrs finite and > 0, "
+                f"at least one of each; got betas={list(self.betas)}, lrs={list(self.lrs)}"
+            )
+        if self.seeds < 1 or self.epochs < 1 or self.checkpoints < 1:
+            raise GridValueError(
+                f"spec {self.name!r}: seeds, epochs and checkpoints must be >= 1; got "
+                f"{self.seeds}, {self.epochs}, {self.checkpoints}"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The spec as plain JSON data, with the natural names of its phase factors."""
+        data = ZooSpec.to_dict(self)
+        data["load_factor"], data["temperature_factor"] = self.load_factor, self.temperature_factor
+        return data
+
+    def override(
+        self, models: int | None = None, epochs: int | None = None, **rest: Any
+    ) -> ZooSpec:
+        """Apply ``--models`` (the first N models of the order) and ``--epochs``.
+
+        Raises:
+            ValueError: for another option, or a non-positive count.
+        """
+        ZooSpec.override(self, **rest)
+        changes: dict[str, Any] = {}
+        if models is not None:
+            if int(models) < 1:
+                raise ValueError(f"--models must be at least 1, got {models}")
+            changes["models"] = min(int(models), self.grid_models())
+        if epochs is not None:
+            if int(epochs) < 1:
+                raise ValueError(f"--epochs must be at least 1, got {epochs}")
+            changes["epochs"] = int(epochs)
+        return dataclasses.replace(self, **changes) if changes else self
+
+    def cells(self) -> list[tuple[float, float]]:
+        """The (beta, lr) cells in model order within one replicate."""
+        return [(float(b), float(r)) for b in self.betas for r in self.lrs]
+
+    def grid_models(self) -> int:
+        """Models of the full grid (ignoring ``models``)."""
+        return len(self.cells()) * self.seeds
+
+    def num_models(self) -> int:
+        """Models of this spec (``models`` if set)."""
+        full = self.grid_models()
+        return full if self.models is None else min(self.models, full)
+
+    def cell_models(self, beta: float, lr: float) -> list[int]:
+        """Model ids of the cell ``(beta, lr)``, one per seed, in seed order.
+
+        Raises:
+            GridValueError: for a ``beta`` or ``lr`` that is not on the grid.
+        """
+        for what, value, known in (("beta", beta, self.betas), ("lr", lr, self.lrs)):
+            if not any(math.isclose(float(value), float(k), rel_tol=1e-9) for k in known):
+                raise GridValueError(
+                    f"spec {self.name!r} has no {what} {value!r}; its grid: {list(known)}"
+                )
+        cells = self.cells()
+        index = next(
+            i
+            for i, (b, r) in enumerate(cells)
+            if math.isclose(b, beta, rel_tol=1e-9) and math.isclose(r, lr, rel_tol=1e-9)
+        )
+        return [k * len(cells) + index for k in range(self.seeds)]
+
+    def estimate(self) -> dict[str, int]:
+        """Size of the zoo: models, checkpoints, params per row, and bytes of ``weights``."""
+        params = family().layout(self).num_params
+        models, checkpoints = self.num_models(), self.checkpoints + 1
+        return {
+            "models": models,
+            "checkpoints": checkpoints,
+            "params": params,
+            "bytes": models * checkpoints * params * 4,
+        }
+
+
+def paper_betas() -> tuple[float, ...]:
+    """The convection coefficients of the paper-size grid (a reading, see docs/pinn.md)."""
+    return (1.0, 5.0, 10.0, 15.0, 20.0, 25.0, 30.0, 35.0, 40.0, 50.0)
+
+
+def paper_lrs() -> tuple[float, ...]:
+    """14 Adam learning rates, log-spaced from 1e-4 to 1e-1 (a reading, see docs/pinn.md)."""
+    return tuple(float(f"{10 ** (-4 + 3 * k / 13):.3g}") for k in range(14))
+
+
+def specs() -> list[ZooSpec]:
+    """The named PINN specs: a small CPU zoo and the paper-size grid (10 x 14 x 5 = 700)."""
+    return [
+        PINNSpec(
+            name="phase-pinn-convection",
+            landscape_iters=10,
+            landscape_probes=10,
+            landscape_steps=50,
+        ),
+        PINNSpec(
+            name="phase-pinn-convection-paper",
+            betas=paper_betas(),
+            lrs=paper_lrs(),
+            seeds=5,
+            epochs=10000,
+            checkpoints=10,
+            shard_models=256,  # on a GPU a step costs the same for 64 or 700 models
+        ),
+    ]
+
+
+class PINNFamily:
+    """The :class:`~weightzoo.generate.base.Family` of PINN specs, with its ``finalize`` hook."""
+
+    name = "pinn"
+
+    def layout(self, spec: ZooSpec) -> Layout:
+        """Layout of one row: the PINN's weights and biases, layer by layer."""
+        from weightzoo.architectures import build_model
+        from weightzoo.features import layout_of
+
+        return layout_of(build_model(spec.to_dict()))
+
+    def checkpoint_epochs(self, spec: ZooSpec) -> list[int]:
+        """Epoch 0 and ``checkpoints`` evenly spaced epochs ending at the last."""
+        assert isinstance(spec, PINNSpec)
+        count = min(spec.checkpoints, spec.epochs)
+        return sorted({0, *(round(spec.epochs * (k + 1) / count) for k in range(count))})
+
+    def metric_names(self, spec: ZooSpec) -> list[str]:
+        """:data:`METRICS`."""
+        return list(METRICS)
+
+    def plan(self, spec: ZooSpec) -> list[ModelPlan]:
+        """One plan per model, seed-major; stratum = the (beta, lr) cell."""
+        assert isinstance(spec, PINNSpec)
+        cells = spec.cells()
+        plans = []
+        for model_id in range(spec.num_models()):
+            beta, lr = cells[model_id % len(cells)]
+            columns = {"beta": beta, "lr": lr, "load": beta, "temperature": lr}
+            plans.append(ModelPlan(model_id, spec.seed_start + model_id, f"{beta}:{lr}", columns))
+        return plans
+
+    def train(
+        self,
+        spec: ZooSpec,
+        plans: Sequence[ModelPlan],
+        *,
+        device: str,
+        progress: bool = True,
+        on_epoch: Callable[[int, int | None], None] | None = None,
+    ) -> list[ModelRecord]:
+        """Train ``plans`` as one population."""
+        from tqdm.auto import tqdm
+
+        from weightzoo.generate.pinn.population import train_population
+
+        assert isinstance(spec, PINNSpec)
+        bar = tqdm(
+            total=spec.epochs, disable=not progress, desc=spec.name, unit="step", leave=False
+        )
+
+        def report(done: int) -> None:
+            bar.update(done)
+            if on_epoch is not None:
+                on_epoch(len(plans), None)
+
+        try:
+            return train_population(spec, plans, device=device, progress=report)
+        finally:
+            bar.close()
+
+    def finalize(self, spec: ZooSpec, root: Any, device: str = "cpu") -> None:
+        """Write the zoo's ``landscape`` side file and its phase labels (every checkpoint).
+
+        :func:`weightzoo.landscape.pinn.pinn_landscape` measures ``hessian_top``,
+        ``hessian_trace``, ``cka`` and ``mc`` and then adds the ``phase`` labels. Idempotent:
+        the side file is rewritten whole from the stored checkpoints.
+        """
+        from weightzoo.landscape.pinn import pinn_landscape
+
+        assert isinstance(spec, PINNSpec)
+        pinn_landscape(
+            root,
+            device=device,
+            iters=spec.landscape_iters,
+            probes=spec.landscape_probes,
+            steps=spec.landscape_steps,
+            progress=False,
+        )
+
+
+def family(name: str = "pinn") -> PINNFamily:
+    """The family object for ``"pinn"``.
+
+    Raises:
+        ValueError: for another name.
+    """
+    if name != "pinn":
+        raise ValueError(f"this module trains PINN zoos, not {name!r}")
+    return PINNFamily()
