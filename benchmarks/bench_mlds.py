@@ -31,7 +31,8 @@ Usage::
 
     python benchmarks/bench_mlds.py [--networks 64] [--steps 20] [--steps-len 32] [--batch 16]
         [--threads 1] [--device cpu] [--epochs 6] [--threshold 0.2]
-        [--ttq-networks 10] [--loop-networks 2] [--parts step threshold quality]
+        [--ttq-networks 10] [--loop-networks 2] [--ttq-per-class 16]
+        [--parts step threshold quality]
 """
 
 from __future__ import annotations
@@ -243,7 +244,7 @@ def quality_loop(spec: MLDSSpec, plans, device: str) -> tuple[float, list[bool],
 
 def bench_quality(args) -> None:
     """Passed networks per hour: the mlds-ds1 recipe, population vs one at a time."""
-    spec = get_spec("mlds-ds1").override(models=args.ttq_networks)
+    spec = get_spec("mlds-ds1").override(models=args.ttq_networks, per_class=args.ttq_per_class)
     plans = MLDSFamily().plan(spec)
     loop_plans = plans[: args.loop_networks]
     for name in spec.classes():
@@ -289,6 +290,12 @@ def main() -> None:
     )
     parser.add_argument(
         "--loop-networks", type=int, default=2, help="part 3: networks trained one by one"
+    )
+    parser.add_argument(
+        "--ttq-per-class",
+        type=int,
+        default=None,
+        help="part 3: networks per machine (default: the spec's 16; more for a larger population)",
     )
     parser.add_argument(
         "--parts",
