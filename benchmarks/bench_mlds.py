@@ -49,6 +49,7 @@ from weightzoo.generate.mlds.networks import DS1_NET, MLDSNet, init_population, 
 from weightzoo.generate.mlds.population import PopulationData, TrainSettings, train_population
 from weightzoo.generate.population import DataOrder, PopulationOptimizer
 from weightzoo.generate.specs import get_spec
+from weightzoo.precision import exact_cuda
 from weightzoo.tasks.machines import MACHINES, machine_set
 
 QUALITY_SETS = ("val", "eval")  # the sets a network must pass on (its training set aside)
@@ -305,12 +306,15 @@ def main() -> None:
     )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    if "step" in args.parts:
-        bench_steps(args)
-    if "threshold" in args.parts:
-        bench_threshold(args)
-    if "quality" in args.parts:
-        bench_quality(args)
+    # Every side in full float32 on CUDA (TF32 off, deterministic cuDNN), as weightzoo
+    # computes and trains: the comparison is of the same arithmetic.
+    with exact_cuda(args.device):
+        if "step" in args.parts:
+            bench_steps(args)
+        if "threshold" in args.parts:
+            bench_threshold(args)
+        if "quality" in args.parts:
+            bench_quality(args)
 
 
 def bench_steps(args) -> None:

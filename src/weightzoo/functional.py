@@ -45,6 +45,7 @@ from weightzoo.errors import (
     LayoutError,
 )
 from weightzoo.features import unflatten
+from weightzoo.precision import exact_cuda
 from weightzoo.zoo import Zoo
 
 __all__ = [
@@ -545,7 +546,9 @@ def evaluate(
     most = max(1, min(most, _PARAMETER_BUDGET // zoo.layout.num_params))
     outputs: Tensor | None = None
     totals: dict[str, Tensor] = {}
-    with torch.no_grad():
+    # Full float32 on CUDA, as the generator trained and measured: TF32 convolutions would
+    # flip accuracies on near ties and move losses away from the stored ones.
+    with torch.no_grad(), exact_cuda(dev):
         for key in dict.fromkeys(keys.tolist()):
             net = task.module(key)
             if isinstance(net, nn.Module):
