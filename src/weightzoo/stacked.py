@@ -70,12 +70,21 @@ def forward(net: SeqNet, params: dict[str, Tensor], x: Tensor) -> Tensor:
     kind, h = "shared", x
     if x.dim() == 5:  # one input batch per model
         kind, h = "conv", x.transpose(0, 1).reshape(x.shape[1], -1, *x.shape[3:])
-    for index, layer in enumerate(net.module_list):
+    layers = list(net.module_list)
+    pooled = False  # the layer before was a shared-input conv that did this max-pool already
+    for index, layer in enumerate(layers):
         weight = params.get(f"module_list.{index}.weight")
         bias = params.get(f"module_list.{index}.bias")
         if isinstance(layer, nn.Conv2d):
             assert weight is not None
+            after = layers[index + 1] if index + 1 < len(layers) else None
+            if kind == "shared" and layer.groups == 1:
+                pooled = isinstance(after, nn.MaxPool2d) and _plain_pool(after)
+                kind, h = "conv", _shared_conv(layer, weight, bias, h, pooled)
+                continue
             kind, h = "conv", _conv(layer, weight, bias, kind, h, models, channels_last)
+        elif isinstance(layer, nn.MaxPool2d) and pooled:
+            pooled = False
         elif isinstance(layer, nn.MaxPool2d):
             h = _max_pool(layer, h)
         elif isinstance(layer, nn.Flatten):
@@ -106,8 +115,6 @@ def _conv(
     channels_last: bool,
 ) -> Tensor:
     groups = layer.groups
-    if kind == "shared" and groups == 1:
-        return _shared_conv(layer, weight, bias, h)
     if kind == "shared" and groups > 1:
         # A grouped convolution of shared inputs: give every model its own copy first.
         h, kind = h.repeat(1, models, 1, 1), "conv"
@@ -126,31 +133,47 @@ def _conv(
     )
 
 
-def _shared_conv(layer: nn.Conv2d, weight: Tensor, bias: Tensor | None, x: Tensor) -> Tensor:
+def _shared_conv(
+    layer: nn.Conv2d, weight: Tensor, bias: Tensor | None, x: Tensor, pool: bool
+) -> Tensor:
     """Every model's convolution of the same inputs as one matmul on their patches.
 
     ``[M*O, C*k*k] @ [B, C*k*k, L]``: the patches are cut once for all models, and the matmul
-    is far faster than oneDNN's convolution for the few input channels of a first layer.
+    is far faster than oneDNN's convolution for the few input channels of a first layer. With
+    ``pool``, the 2x2 max-pool that follows is done here too: the patches are ordered by their
+    place in the pooling window, so that the pool is a maximum over four contiguous blocks of
+    the matmul's output instead of over strided views of it.
     """
     kernel, stride = layer.kernel_size, layer.stride
     padding, dilation = layer.padding, layer.dilation
-    patches = F.unfold(x, kernel, dilation, padding, stride)  # [B, C*k*k, L]
-    filters = weight.reshape(-1, patches.shape[1])
-    if bias is not None:
-        # The bias as one more input of constant 1: added inside the matmul, not in a second
-        # pass over the large output.
-        filters = torch.cat([filters, bias.reshape(-1, 1)], dim=1)
-        patches = torch.cat([patches, patches.new_ones(patches.shape[0], 1, patches.shape[2])], 1)
-    out = filters @ patches  # [B, M*O, L]
     size = [
         (x.shape[-2 + i] + 2 * padding[i] - dilation[i] * (kernel[i] - 1) - 1) // stride[i] + 1
         for i in range(2)
     ]
-    return out.view(x.shape[0], -1, *size)
+    patches = F.unfold(x, kernel, dilation, padding, stride)  # [B, C*k*k, H*W]
+    batch, depth = patches.shape[:2]
+    if pool:
+        rows, cols = size[0] // 2, size[1] // 2  # floor, as max_pool2d does
+        grid = patches.view(batch, depth, size[0], size[1])[:, :, : rows * 2, : cols * 2]
+        grid = grid.reshape(batch, depth, rows, 2, cols, 2).permute(0, 1, 3, 5, 2, 4)
+        patches = grid.reshape(batch, depth, 4 * rows * cols)  # window place major
+    filters = weight.reshape(-1, depth)
+    if bias is not None:
+        # The bias as one more input of constant 1: added inside the matmul, not in a second
+        # pass over the large output.
+        filters = torch.cat([filters, bias.reshape(-1, 1)], dim=1)
+        patches = torch.cat([patches, patches.new_ones(batch, 1, patches.shape[2])], 1)
+    out = filters @ patches  # [B, M*O, L]
+    if not pool:
+        return out.view(batch, -1, *size)
+    out = out.view(batch, -1, 4, rows * cols)
+    top = torch.maximum(out[:, :, 0], out[:, :, 1])
+    return torch.maximum(top, torch.maximum(out[:, :, 2], out[:, :, 3])).view(batch, -1, rows, cols)
 
 
-def _max_pool(layer: nn.MaxPool2d, h: Tensor) -> Tensor:
-    plain = (
+def _plain_pool(layer: nn.MaxPool2d) -> bool:
+    """A 2x2 max-pool of stride 2 without padding, dilation or ceil mode."""
+    return (
         layer.kernel_size in (2, (2, 2))
         and layer.stride in (2, (2, 2))
         and layer.padding in (0, (0, 0))
@@ -158,7 +181,10 @@ def _max_pool(layer: nn.MaxPool2d, h: Tensor) -> Tensor:
         and not layer.ceil_mode
         and not layer.return_indices
     )
-    if not plain:
+
+
+def _max_pool(layer: nn.MaxPool2d, h: Tensor) -> Tensor:
+    if not _plain_pool(layer):
         return F.max_pool2d(
             h, layer.kernel_size, layer.stride, layer.padding, layer.dilation, layer.ceil_mode
         )
