@@ -91,8 +91,8 @@ def forward(net: SeqNet, params: dict[str, Tensor], x: Tensor) -> Tensor:
             if kind == "conv":  # model-major channels: [B, M*C, H, W] -> [M, B, C*H*W]
                 h = h.contiguous().view(h.shape[0], models, -1).transpose(0, 1)
                 kind = "flat"
-            else:
-                h = h.flatten(-3) if kind == "shared" else h.flatten(2)
+            elif kind == "shared":
+                h = h.flatten(1)
         elif isinstance(layer, nn.Linear):
             assert weight is not None
             kind, h = "flat", _linear(weight, bias, kind, h, models)
@@ -100,9 +100,7 @@ def forward(net: SeqNet, params: dict[str, Tensor], x: Tensor) -> Tensor:
             continue  # eval mode: the identity
         else:
             h = layer(h)  # element-wise: the layout does not matter
-    if kind == "shared":  # no layer depended on the model (cannot happen with a Linear last)
-        h = h.expand(models, *h.shape)
-    return h
+    return h  # "flat": supports() asks for a Linear last
 
 
 def _conv(
