@@ -43,6 +43,7 @@ from weightzoo.architectures import build_model
 from weightzoo.architectures.image import init_weights
 from weightzoo.architectures.mlds import initialise_, network_inputs
 from weightzoo.features import flatten, layout_of, unflatten
+from weightzoo.precision import exact_cuda
 from weightzoo.storage import Manifest
 from weightzoo.tasks.images import load_splits
 from weightzoo.tasks.mlds import MLDSData, class_sets
@@ -176,11 +177,14 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {args.threads} thread(s), device {args.device}")
-    with tempfile.TemporaryDirectory() as tmp:
-        bench_image(Path(tmp), args, "modelzoo-digits-cnn-s-seed", "cnn-s")
-        bench_image(Path(tmp), args, "trajectory-digits-mlp", "mlp")
-        bench_mlds(Path(tmp), args)
+    # Every side in full float32 on CUDA (TF32 off, deterministic cuDNN), as weightzoo
+    # computes and trains: the comparison is of the same arithmetic.
+    with exact_cuda(args.device):
+        print(f"torch {torch.__version__}, {args.threads} thread(s), device {args.device}")
+        with tempfile.TemporaryDirectory() as tmp:
+            bench_image(Path(tmp), args, "modelzoo-digits-cnn-s-seed", "cnn-s")
+            bench_image(Path(tmp), args, "trajectory-digits-mlp", "mlp")
+            bench_mlds(Path(tmp), args)
 
 
 if __name__ == "__main__":

@@ -43,6 +43,7 @@ from torch.nn import functional as F
 from weightzoo import landscape
 from weightzoo.architectures.image import cnn_small
 from weightzoo.features import flatten, layout_of, load_vector
+from weightzoo.precision import exact_cuda
 
 SEED = 0
 
@@ -141,70 +142,73 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     # A fixed number of power steps rarely converges; the residual warning is beside the point.
     warnings.filterwarnings("ignore", "power iteration did not converge")
-    print(
-        f"{args.models} models, {args.batches} x {args.batch_size} digits, {args.iters} power "
-        f"steps, {args.probes} probes, {args.threads} thread(s), device {args.device}"
-    )
-    print("| model | metric | path | seconds | models/s | speedup | max rel diff |")
-    print("| --- | --- | --- | ---: | ---: | ---: | ---: |")
-    for name in args.archs:
-        make, size = ARCHS[name]
-        data = digits(args.batches, args.batch_size, size, args.device)
-        module = make().to(args.device)
-        layout = layout_of(module)
-        rows = population(make, args.models).to(args.device)
-        nets = [load_vector(make(), row, layout).to(args.device).eval() for row in rows.cpu()]
-        # Warm-up: the first vmap call pays for tracing the functional transforms once.
-        landscape.hessian_top_eigenvalue(module, rows[:2], data, F.cross_entropy, iters=1)
+    # Every side in full float32 on CUDA (TF32 off, deterministic cuDNN), as weightzoo
+    # computes and trains: the comparison is of the same arithmetic.
+    with exact_cuda(args.device):
+        print(
+            f"{args.models} models, {args.batches} x {args.batch_size} digits, {args.iters} power "
+            f"steps, {args.probes} probes, {args.threads} thread(s), device {args.device}"
+        )
+        print("| model | metric | path | seconds | models/s | speedup | max rel diff |")
+        print("| --- | --- | --- | ---: | ---: | ---: | ---: |")
+        for name in args.archs:
+            make, size = ARCHS[name]
+            data = digits(args.batches, args.batch_size, size, args.device)
+            module = make().to(args.device)
+            layout = layout_of(module)
+            rows = population(make, args.models).to(args.device)
+            nets = [load_vector(make(), row, layout).to(args.device).eval() for row in rows.cpu()]
+            # Warm-up: the first vmap call pays for tracing the functional transforms once.
+            landscape.hessian_top_eigenvalue(module, rows[:2], data, F.cross_entropy, iters=1)
 
-        def vec_top(r=rows, d=data, m=module, vectorize=True):
-            return landscape.hessian_top_eigenvalue(
-                m,
-                r,
-                d,
-                F.cross_entropy,
-                iters=args.iters,
-                tol=0.0,
-                seed=SEED,
-                hvp="forward",
-                vectorize=vectorize,
-            )
-
-        def vec_trace(r=rows, d=data, m=module, vectorize=True):
-            return landscape.hessian_trace(
-                m,
-                r,
-                d,
-                F.cross_entropy,
-                probes=args.probes,
-                seed=SEED,
-                hvp="forward",
-                vectorize=vectorize,
-            )
-
-        runs = {
-            "top eigenvalue": (
-                vec_top,
-                lambda d=data, ns=nets: [loop_top(n, d, args.iters, SEED) for n in ns],
-            ),
-            "trace": (
-                vec_trace,
-                lambda d=data, ns=nets: [loop_trace(n, d, args.probes, SEED) for n in ns],
-            ),
-        }
-        for metric, (vec, loop) in runs.items():
-            want, loop_s = timed(loop, args.device)
-            got, vec_s = timed(vec, args.device)
-            _, func_s = timed(lambda v=vec: v(vectorize=False), args.device)
-            want_t = torch.tensor(want, dtype=got.dtype)
-            diff = float(((got.cpu() - want_t).abs() / want_t.abs().clamp_min(1e-12)).max())
-            for path, secs in (("loop", loop_s), ("func loop", func_s), ("vmap", vec_s)):
-                speedup = f"{loop_s / secs:.1f}x" if path != "loop" else ""
-                shown = f"{diff:.1e}" if path == "vmap" else ""
-                print(
-                    f"| {name} | {metric} | {path} | {secs:.2f} | {args.models / secs:.1f} | "
-                    f"{speedup} | {shown} |"
+            def vec_top(r=rows, d=data, m=module, vectorize=True):
+                return landscape.hessian_top_eigenvalue(
+                    m,
+                    r,
+                    d,
+                    F.cross_entropy,
+                    iters=args.iters,
+                    tol=0.0,
+                    seed=SEED,
+                    hvp="forward",
+                    vectorize=vectorize,
                 )
+
+            def vec_trace(r=rows, d=data, m=module, vectorize=True):
+                return landscape.hessian_trace(
+                    m,
+                    r,
+                    d,
+                    F.cross_entropy,
+                    probes=args.probes,
+                    seed=SEED,
+                    hvp="forward",
+                    vectorize=vectorize,
+                )
+
+            runs = {
+                "top eigenvalue": (
+                    vec_top,
+                    lambda d=data, ns=nets: [loop_top(n, d, args.iters, SEED) for n in ns],
+                ),
+                "trace": (
+                    vec_trace,
+                    lambda d=data, ns=nets: [loop_trace(n, d, args.probes, SEED) for n in ns],
+                ),
+            }
+            for metric, (vec, loop) in runs.items():
+                want, loop_s = timed(loop, args.device)
+                got, vec_s = timed(vec, args.device)
+                _, func_s = timed(lambda v=vec: v(vectorize=False), args.device)
+                want_t = torch.tensor(want, dtype=got.dtype)
+                diff = float(((got.cpu() - want_t).abs() / want_t.abs().clamp_min(1e-12)).max())
+                for path, secs in (("loop", loop_s), ("func loop", func_s), ("vmap", vec_s)):
+                    speedup = f"{loop_s / secs:.1f}x" if path != "loop" else ""
+                    shown = f"{diff:.1e}" if path == "vmap" else ""
+                    print(
+                        f"| {name} | {metric} | {path} | {secs:.2f} | {args.models / secs:.1f} | "
+                        f"{speedup} | {shown} |"
+                    )
 
 
 if __name__ == "__main__":

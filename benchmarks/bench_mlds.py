@@ -31,7 +31,8 @@ Usage::
 
     python benchmarks/bench_mlds.py [--networks 64] [--steps 20] [--steps-len 32] [--batch 16]
         [--threads 1] [--device cpu] [--epochs 6] [--threshold 0.2]
-        [--ttq-networks 10] [--loop-networks 2] [--parts step threshold quality]
+        [--ttq-networks 10] [--loop-networks 2] [--ttq-per-class 16]
+        [--parts step threshold quality]
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ from weightzoo.generate.mlds.networks import DS1_NET, MLDSNet, init_population, 
 from weightzoo.generate.mlds.population import PopulationData, TrainSettings, train_population
 from weightzoo.generate.population import DataOrder, PopulationOptimizer
 from weightzoo.generate.specs import get_spec
+from weightzoo.precision import exact_cuda
 from weightzoo.tasks.machines import MACHINES, machine_set
 
 QUALITY_SETS = ("val", "eval")  # the sets a network must pass on (its training set aside)
@@ -243,7 +245,7 @@ def quality_loop(spec: MLDSSpec, plans, device: str) -> tuple[float, list[bool],
 
 def bench_quality(args) -> None:
     """Passed networks per hour: the mlds-ds1 recipe, population vs one at a time."""
-    spec = get_spec("mlds-ds1").override(models=args.ttq_networks)
+    spec = get_spec("mlds-ds1").override(models=args.ttq_networks, per_class=args.ttq_per_class)
     plans = MLDSFamily().plan(spec)
     loop_plans = plans[: args.loop_networks]
     for name in spec.classes():
@@ -291,6 +293,12 @@ def main() -> None:
         "--loop-networks", type=int, default=2, help="part 3: networks trained one by one"
     )
     parser.add_argument(
+        "--ttq-per-class",
+        type=int,
+        default=None,
+        help="part 3: networks per machine (default: the spec's 16; more for a larger population)",
+    )
+    parser.add_argument(
         "--parts",
         nargs="+",
         choices=("step", "threshold", "quality"),
@@ -298,12 +306,15 @@ def main() -> None:
     )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    if "step" in args.parts:
-        bench_steps(args)
-    if "threshold" in args.parts:
-        bench_threshold(args)
-    if "quality" in args.parts:
-        bench_quality(args)
+    # Every side in full float32 on CUDA (TF32 off, deterministic cuDNN), as weightzoo
+    # computes and trains: the comparison is of the same arithmetic.
+    with exact_cuda(args.device):
+        if "step" in args.parts:
+            bench_steps(args)
+        if "threshold" in args.parts:
+            bench_threshold(args)
+        if "quality" in args.parts:
+            bench_quality(args)
 
 
 def bench_steps(args) -> None:

@@ -54,6 +54,7 @@ from weightzoo.generate.modelzoo.population import (
 )
 from weightzoo.generate.population import PopulationOptimizer
 from weightzoo.generate.specs import get_spec
+from weightzoo.precision import exact_cuda
 
 QUALITY_SPEC = "modelzoo-digits-cnn-s-seed"
 
@@ -230,10 +231,13 @@ def main() -> None:
     )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    if "step" in args.parts:
-        bench_steps(args)
-    if "quality" in args.parts:
-        bench_quality(args)
+    # Every side in full float32 on CUDA (TF32 off, deterministic cuDNN), as weightzoo
+    # computes and trains: the comparison is of the same arithmetic.
+    with exact_cuda(args.device):
+        if "step" in args.parts:
+            bench_steps(args)
+        if "quality" in args.parts:
+            bench_quality(args)
 
 
 if __name__ == "__main__":

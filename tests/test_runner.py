@@ -128,6 +128,21 @@ def test_parallel_workers_write_the_same_zoo(tmp_path, toy_spec, toy_zoo):
     assert shard_hashes(tmp_path / "parallel") == shard_hashes(toy_zoo)
 
 
+def test_accelerator_workers_are_spawned_not_forked():
+    # A forked child cannot use CUDA once the parent has; CPU keeps the fast default.
+    assert workers.start_method("cuda") == "spawn"
+    assert workers.start_method("cuda:1") == "spawn"
+    assert workers.start_method("cpu") is None
+
+
+def test_spawned_workers_write_the_same_zoo(tmp_path, toy_spec, toy_zoo, monkeypatch):
+    # What accelerator runs use, checked on the CPU: the family, spec and pipes reach fresh
+    # interpreters and the blocks come back byte for byte.
+    monkeypatch.setattr(workers, "start_method", lambda device: "spawn")
+    generate(toy_spec, tmp_path / "spawned", workers=2, progress=True)
+    assert shard_hashes(tmp_path / "spawned") == shard_hashes(toy_zoo)
+
+
 def test_automatic_workers_write_the_same_zoo(tmp_path, toy_spec, toy_zoo, monkeypatch):
     monkeypatch.setattr(runner, "usable_cpus", lambda: 3)  # as on a 3-core machine
     generate(toy_spec, tmp_path / "auto", workers=None, progress=False)

@@ -35,6 +35,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, vmap
 from torch.nn import functional as F
 
+from weightzoo import stacked
 from weightzoo.architectures import UnbuildableSpecError, build_model
 from weightzoo.architectures.mlds import NetConfig, net_config, network_inputs, population_forward
 from weightzoo.errors import (
@@ -45,6 +46,7 @@ from weightzoo.errors import (
     LayoutError,
 )
 from weightzoo.features import unflatten
+from weightzoo.precision import exact_cuda
 from weightzoo.zoo import Zoo
 
 __all__ = [
@@ -68,6 +70,7 @@ _ACTIVATION_BUDGET = {"cpu": 2**22, "cuda": 2**26}
 _PARAMETER_BUDGET = 2**26
 _MAX_ROWS = {"cpu": 256, "cuda": 1024}
 _MIN_BATCH = 32  # fewer rows per pass rather than batches smaller than this
+_STACKED_MIN_BATCH = 8  # the same for weightzoo.stacked (measured with bench_evaluate.py)
 
 ZooLike = Zoo | str | os.PathLike[str]
 
@@ -213,6 +216,9 @@ class _ImageTask:
         return _Data(x, y)
 
     def forward(self, net: nn.Module, params: dict[str, Tensor], x: Tensor) -> Tensor:
+        if stacked.supports(net):  # sequential CNNs / MLPs: a few large kernels
+            return stacked.forward(net, params, x)
+
         def one(p: dict[str, Tensor], xi: Tensor) -> Tensor:
             return functional_call(net, p, (xi,))
 
@@ -350,6 +356,10 @@ class _MLDSTask:
         return self.input_shape[0] * config.gates * config.hidden * config.layers
 
 
+def _stacked(task: _ImageTask | _MLDSTask, net: Any) -> bool:
+    return isinstance(task, _ImageTask) and stacked.supports(net)
+
+
 def _task(zoo: Zoo) -> _ImageTask | _MLDSTask:
     spec = task_spec(zoo.manifest.spec)
     if spec.get("family") == "mlds":
@@ -411,11 +421,16 @@ def _activation_numel(net: nn.Module, x: Tensor) -> int:
 
 
 def _pass_size(
-    per_input: int, budget: int, most: int, rows: int | None, batch: int | None
+    per_input: int,
+    budget: int,
+    most: int,
+    rows: int | None,
+    batch: int | None,
+    min_batch: int = _MIN_BATCH,
 ) -> tuple[int, int]:
-    """Rows and inputs per pass: about ``budget`` activation values, batches of 32 or more."""
+    """Rows and inputs per pass: about ``budget`` activation values, ``min_batch``+ inputs."""
     per_input = max(1, per_input)
-    rows = rows or max(1, min(most, budget // (per_input * _MIN_BATCH)))
+    rows = rows or max(1, min(most, budget // (per_input * min_batch)))
     return rows, batch or max(1, budget // (rows * per_input))
 
 
@@ -584,13 +599,20 @@ def evaluate(
     most = max(1, min(most, _PARAMETER_BUDGET // zoo.layout.num_params))
     outputs: Tensor | None = None
     totals: dict[str, Tensor] = {}
-    with torch.no_grad():
+    # Full float32 on CUDA, as the generator trained and measured: TF32 convolutions would
+    # flip accuracies on near ties and move losses away from the stored ones.
+    with torch.no_grad(), exact_cuda(dev):
         for key in dict.fromkeys(keys.tolist()):
             net = task.module(key)
             if isinstance(net, nn.Module):
                 net = net.to(dev)
             members = np.flatnonzero(keys == key)
-            chunk, step = _pass_size(task.per_input(net), budget, most, rows_per_chunk, batch_size)
+            # The stacked path runs best on many rows and few inputs per pass (its large
+            # first-layer outputs then stay in cache); vmap needs batches of 32 or more.
+            low = _STACKED_MIN_BATCH if _stacked(task, net) else _MIN_BATCH
+            chunk, step = _pass_size(
+                task.per_input(net), budget, most, rows_per_chunk, batch_size, low
+            )
             for first in range(0, len(members), chunk):
                 part = members[first : first + chunk]
                 params = {k: v.to(dev) for k, v in unflatten(rows[part], zoo.layout).items()}

@@ -142,7 +142,7 @@ def _train_in_workers(
     started are cancelled, the running ones are stopped, and every block that had finished is
     still kept (written) before the exception goes on.
     """
-    with BlockPool(workers, bar) as pool:
+    with BlockPool(workers, bar, device) as pool:
         # Largest blocks first: better balance at the end.
         largest_first = sorted(todo, key=lambda b: len(b.plans), reverse=True)
         futures = {pool.submit(family, spec, b.plans, device, b.first): b for b in largest_first}

@@ -21,9 +21,8 @@ import signal
 import struct
 import sys
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
-from contextlib import contextmanager
 from multiprocessing.connection import Connection
 from types import TracebackType
 from typing import Any
@@ -32,6 +31,7 @@ import torch
 
 from weightzoo.generate.base import Family, ModelPlan, ModelRecord, ZooSpec
 from weightzoo.generate.progress import EpochCallback, ModelEpochBar
+from weightzoo.precision import exact_cuda
 
 log = logging.getLogger(__name__)
 BLOCK_THREADS = 1  # torch threads per block, wherever it trains
@@ -86,39 +86,6 @@ def train_block(
         torch.set_num_threads(threads)
 
 
-@contextmanager
-def exact_cuda(device: str) -> Iterator[None]:
-    """On a CUDA device: full float32 (no TF32) and deterministic cuDNN, restored after.
-
-    TF32 convolutions (cuDNN's default on Ampere and later) round to 10 mantissa bits, so a
-    CUDA block would drift from its CPU twin far beyond float32 rounding; cuDNN's autotuner
-    and non-deterministic algorithms would make two CUDA runs of one spec differ.
-    """
-    if torch.device(device).type != "cuda":
-        yield
-        return
-    backends = torch.backends
-    saved = (
-        backends.cuda.matmul.allow_tf32,
-        backends.cudnn.allow_tf32,
-        backends.cudnn.deterministic,
-        backends.cudnn.benchmark,
-    )
-    backends.cuda.matmul.allow_tf32 = False
-    backends.cudnn.allow_tf32 = False
-    backends.cudnn.deterministic = True
-    backends.cudnn.benchmark = False
-    try:
-        yield
-    finally:
-        (
-            backends.cuda.matmul.allow_tf32,
-            backends.cudnn.allow_tf32,
-            backends.cudnn.deterministic,
-            backends.cudnn.benchmark,
-        ) = saved
-
-
 def _init_worker(alive: Connection, alive_writer: Connection, reports: Connection) -> None:
     # The parent alone decides what a Ctrl-C means and stops its workers itself.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -169,6 +136,17 @@ def _train_in_worker(
     return train_block(family, spec, plans, device=device, on_epoch=_report_to_parent(key))
 
 
+def start_method(device: str) -> str | None:
+    """How block workers start for ``device``: ``"spawn"`` on an accelerator, else the default.
+
+    A forked child cannot use CUDA once its parent has (torch refuses: "Cannot re-initialize
+    CUDA in forked subprocess"), and the parent touches the device before any block starts,
+    so accelerator workers are started fresh. On the CPU the platform's default is kept
+    (``fork`` on Linux: the workers start in milliseconds).
+    """
+    return None if torch.device(device).type == "cpu" else "spawn"
+
+
 class BlockPool:
     """Worker processes that train blocks and feed a :class:`ModelEpochBar`.
 
@@ -178,10 +156,12 @@ class BlockPool:
     Args:
         workers: number of processes.
         bar: receives every worker's per-epoch reports.
+        device: the device the blocks train on; it picks how the workers start
+            (:func:`start_method`).
     """
 
-    def __init__(self, workers: int, bar: ModelEpochBar) -> None:
-        context = multiprocessing.get_context()
+    def __init__(self, workers: int, bar: ModelEpochBar, device: str = "cpu") -> None:
+        context = multiprocessing.get_context(start_method(device))
         self._bar = bar
         self._alive, self._alive_writer = context.Pipe(duplex=False)
         self._reports, self._report_writer = context.Pipe(duplex=False)

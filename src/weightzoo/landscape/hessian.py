@@ -26,6 +26,7 @@ from weightzoo.landscape._stacking import (
     shared_draw,
     weights_of,
 )
+from weightzoo.precision import exact_cuda
 from weightzoo.storage.layout import Layout
 
 __all__ = ["hessian_top_eigenvalue", "hessian_trace"]
@@ -105,8 +106,11 @@ class _HVP:
                 self._build("reverse")
         fn = getattr(self, which)
         total: Params | None = None
+        device = next(iter(params.values())).device
         for (x, y), share in zip(self.batches, self.shares, strict=True):
-            out = fn(params, buffers, v, x, y)
+            # TF32 convolutions on CUDA cost a CNN's Hessian products about three digits.
+            with exact_cuda(device):
+                out = fn(params, buffers, v, x, y)
             out = {k: t.detach() * share for k, t in out.items()}
             total = out if total is None else {k: total[k] + out[k] for k in total}
         assert total is not None

@@ -1,0 +1,205 @@
+"""Many networks of one sequential architecture at once: stacked convolutions and batched matmuls.
+
+:func:`weightzoo.evaluate` runs ``M`` rows of a zoo as one population. ``vmap`` over
+``functional_call`` does that for any module, but on a CPU it turns each layer into the same
+small per-model kernels the loop would run, plus layout copies. For the networks that are one
+``nn.Sequential`` of convolutions, 2-D max-pools, element-wise activations, dropout (identity in
+eval mode), ``Flatten`` and linear layers (Model Zoos CNN-s / CNN-m, the trajectory MLP and
+CNN), this module runs the population as a few large kernels instead:
+
+* a convolution on inputs every model shares (the images) is one matmul of the ``M x C``
+  stacked filters with the inputs' patches (cut once for all models); later convolutions are
+  one grouped convolution with ``groups = M``
+  (channels stay model-major: model ``m`` owns channels ``m*C .. m*C + C - 1``);
+* a 2x2 max-pool is the maximum of four strided views (``F.max_pool2d`` also computes indices
+  and is several times slower on the CPU);
+* linear layers are one matmul on shared inputs, else one ``baddbmm`` over models;
+* on the CPU, the convolutions run channels-last (oneDNN's faster layout for grouped
+  convolutions).
+
+The results are those of each network run alone, up to float32 rounding (different summation
+order in the kernels); ``tests/test_functional.py`` checks them against the loop.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from weightzoo.architectures.image import RateDropout, SeqNet
+
+_ELEMENTWISE = (nn.Tanh, nn.Sigmoid, nn.ReLU, nn.GELU, nn.LeakyReLU, nn.Identity)
+_DROPOUT = (RateDropout, nn.Dropout)
+
+
+def supports(net: nn.Module) -> bool:
+    """Whether :func:`forward` can run ``net``: a :class:`SeqNet` in eval mode of known layers."""
+    if not isinstance(net, SeqNet) or net.training:
+        return False
+    layers = list(net.module_list)
+    if not layers or not isinstance(layers[-1], nn.Linear):
+        return False
+    for layer in layers:
+        if isinstance(layer, nn.Conv2d):
+            if layer.padding_mode != "zeros" or isinstance(layer.padding, str):
+                return False
+        elif isinstance(layer, nn.Flatten):
+            if (layer.start_dim, layer.end_dim) != (1, -1):
+                return False
+        elif not isinstance(layer, (nn.MaxPool2d, nn.Linear, *_ELEMENTWISE, *_DROPOUT)):
+            return False
+    return True
+
+
+def forward(net: SeqNet, params: dict[str, Tensor], x: Tensor) -> Tensor:
+    """Outputs ``[M, B, classes]`` of ``M`` stacked networks of ``net``'s architecture.
+
+    Args:
+        net: the architecture (its own weights are not used); :func:`supports` must hold.
+        params: stacked parameters ``{"module_list.<i>.weight": [M, ...], ...}``.
+        x: inputs ``[B, C, H, W]`` shared by every model, or ``[M, B, C, H, W]`` per model.
+
+    Returns:
+        The outputs of network ``m`` on its inputs at ``[m]``.
+    """
+    models = next(iter(params.values())).shape[0]
+    channels_last = x.device.type == "cpu"
+    # Three layouts: "shared" [B, ...] (the same for every model), "conv" [B, M*C, H, W]
+    # (model-major channels) and "flat" [M, B, F].
+    kind, h = "shared", x
+    if x.dim() == 5:  # one input batch per model
+        kind, h = "conv", x.transpose(0, 1).reshape(x.shape[1], -1, *x.shape[3:])
+    layers = list(net.module_list)
+    pooled = False  # the layer before was a shared-input conv that did this max-pool already
+    for index, layer in enumerate(layers):
+        weight = params.get(f"module_list.{index}.weight")
+        bias = params.get(f"module_list.{index}.bias")
+        if isinstance(layer, nn.Conv2d):
+            assert weight is not None
+            after = layers[index + 1] if index + 1 < len(layers) else None
+            if kind == "shared" and layer.groups == 1:
+                pooled = isinstance(after, nn.MaxPool2d) and _plain_pool(after)
+                kind, h = "conv", _shared_conv(layer, weight, bias, h, pooled)
+                continue
+            kind, h = "conv", _conv(layer, weight, bias, kind, h, models, channels_last)
+        elif isinstance(layer, nn.MaxPool2d) and pooled:
+            pooled = False
+        elif isinstance(layer, nn.MaxPool2d):
+            h = _max_pool(layer, h)
+        elif isinstance(layer, nn.Flatten):
+            if kind == "conv":  # model-major channels: [B, M*C, H, W] -> [M, B, C*H*W]
+                h = h.contiguous().view(h.shape[0], models, -1).transpose(0, 1)
+                kind = "flat"
+            elif kind == "shared":
+                h = h.flatten(1)
+        elif isinstance(layer, nn.Linear):
+            assert weight is not None
+            kind, h = "flat", _linear(weight, bias, kind, h, models)
+        elif isinstance(layer, _DROPOUT):
+            continue  # eval mode: the identity
+        else:
+            h = layer(h)  # element-wise: the layout does not matter
+    return h  # "flat": supports() asks for a Linear last
+
+
+def _conv(
+    layer: nn.Conv2d,
+    weight: Tensor,
+    bias: Tensor | None,
+    kind: str,
+    h: Tensor,
+    models: int,
+    channels_last: bool,
+) -> Tensor:
+    groups = layer.groups
+    if kind == "shared" and groups > 1:
+        # A grouped convolution of shared inputs: give every model its own copy first.
+        h, kind = h.repeat(1, models, 1, 1), "conv"
+    stacked = weight.reshape(-1, *weight.shape[2:])
+    if channels_last:
+        h = h.contiguous(memory_format=torch.channels_last)
+        stacked = stacked.contiguous(memory_format=torch.channels_last)
+    return F.conv2d(
+        h,
+        stacked,
+        None if bias is None else bias.reshape(-1),
+        layer.stride,
+        layer.padding,
+        layer.dilation,
+        groups if kind == "shared" else groups * models,
+    )
+
+
+def _shared_conv(
+    layer: nn.Conv2d, weight: Tensor, bias: Tensor | None, x: Tensor, pool: bool
+) -> Tensor:
+    """Every model's convolution of the same inputs as one matmul on their patches.
+
+    ``[M*O, C*k*k] @ [B, C*k*k, L]``: the patches are cut once for all models, and the matmul
+    is far faster than oneDNN's convolution for the few input channels of a first layer. With
+    ``pool``, the 2x2 max-pool that follows is done here too: the patches are ordered by their
+    place in the pooling window, so that the pool is a maximum over four contiguous blocks of
+    the matmul's output instead of over strided views of it.
+    """
+    kernel, stride = layer.kernel_size, layer.stride
+    padding, dilation = layer.padding, layer.dilation
+    size = [
+        (x.shape[-2 + i] + 2 * padding[i] - dilation[i] * (kernel[i] - 1) - 1) // stride[i] + 1
+        for i in range(2)
+    ]
+    patches = F.unfold(x, kernel, dilation, padding, stride)  # [B, C*k*k, H*W]
+    batch, depth = patches.shape[:2]
+    if pool:
+        rows, cols = size[0] // 2, size[1] // 2  # floor, as max_pool2d does
+        grid = patches.view(batch, depth, size[0], size[1])[:, :, : rows * 2, : cols * 2]
+        grid = grid.reshape(batch, depth, rows, 2, cols, 2).permute(0, 1, 3, 5, 2, 4)
+        patches = grid.reshape(batch, depth, 4 * rows * cols)  # window place major
+    filters = weight.reshape(-1, depth)
+    if bias is not None:
+        # The bias as one more input of constant 1: added inside the matmul, not in a second
+        # pass over the large output.
+        filters = torch.cat([filters, bias.reshape(-1, 1)], dim=1)
+        patches = torch.cat([patches, patches.new_ones(batch, 1, patches.shape[2])], 1)
+    out = filters @ patches  # [B, M*O, L]
+    if not pool:
+        return out.view(batch, -1, *size)
+    out = out.view(batch, -1, 4, rows * cols)
+    top = torch.maximum(out[:, :, 0], out[:, :, 1])
+    return torch.maximum(top, torch.maximum(out[:, :, 2], out[:, :, 3])).view(batch, -1, rows, cols)
+
+
+def _plain_pool(layer: nn.MaxPool2d) -> bool:
+    """A 2x2 max-pool of stride 2 without padding, dilation or ceil mode."""
+    return (
+        layer.kernel_size in (2, (2, 2))
+        and layer.stride in (2, (2, 2))
+        and layer.padding in (0, (0, 0))
+        and layer.dilation in (1, (1, 1))
+        and not layer.ceil_mode
+        and not layer.return_indices
+    )
+
+
+def _max_pool(layer: nn.MaxPool2d, h: Tensor) -> Tensor:
+    if not _plain_pool(layer):
+        return F.max_pool2d(
+            h, layer.kernel_size, layer.stride, layer.padding, layer.dilation, layer.ceil_mode
+        )
+    rows, cols = h.shape[-2] // 2 * 2, h.shape[-1] // 2 * 2  # floor, as max_pool2d does
+    h = h[..., :rows, :cols]
+    top = torch.maximum(h[..., 0::2, 0::2], h[..., 0::2, 1::2])
+    return torch.maximum(top, torch.maximum(h[..., 1::2, 0::2], h[..., 1::2, 1::2]))
+
+
+def _linear(weight: Tensor, bias: Tensor | None, kind: str, h: Tensor, models: int) -> Tensor:
+    if kind == "conv":
+        raise ValueError("a linear layer after a convolution needs a Flatten between them")
+    if kind == "shared":  # one matmul for every model: [B, F] @ [F, M*O]
+        out_features = weight.shape[1]
+        out = (h @ weight.reshape(-1, weight.shape[-1]).T).view(h.shape[0], models, out_features)
+        out = out.transpose(0, 1)
+        return out if bias is None else out + bias[:, None, :]
+    if bias is None:
+        return h @ weight.transpose(1, 2)
+    return bias[:, None, :].baddbmm(h, weight.transpose(1, 2))
