@@ -153,6 +153,25 @@ def test_module_reproduces_the_stored_metric(tiny_zoo):
         assert isinstance(zoo.build_model(), ViT)
 
 
+def test_evaluate_reproduces_every_childs_stored_test_metrics(tiny_zoo):
+    from weightzoo.architectures import UnbuildableSpecError
+    from weightzoo.functional import evaluate, queries
+
+    for group in CHILD_GROUPS:
+        zoo = tiny_zoo.group(group)
+        reader = zoo.reader()
+        models, checkpoints = reader.num_models, len(reader.epochs)
+        pairs = np.indices((models, checkpoints)).reshape(2, -1)
+        result = evaluate(zoo, reader.read("weights", pairs[0], pairs[1]))
+        stored = reader.metrics
+        np.testing.assert_allclose(result.loss, stored["test_loss"].reshape(-1), rtol=1e-4)
+        np.testing.assert_allclose(result.accuracy, stored["test_acc"].reshape(-1), atol=1e-6)
+        assert queries(zoo, "union", 6).shape == (6, 1, 8, 8)
+    pretrain = tiny_zoo.group("pretrain")
+    with pytest.raises(UnbuildableSpecError, match="'vit-pretrain' family"):
+        evaluate(pretrain, pretrain.reader().read("weights", [0], [0]))
+
+
 # ----------------------------------------------------------------------------- lineage
 def test_parent_of(tiny_zoo):
     for group in CHILD_GROUPS:

@@ -277,6 +277,40 @@ class _PropertyTask(_ImageTask):
         return torch.rand((n, *self.input_shape), generator=generator)
 
 
+class _ViTFinetuneTask(_ImageTask):
+    """Fine-tuned ViTs of a ViT zoo's fine-tune groups, on the fine-tuning task's digits.
+
+    Pre-trained ViTs are not covered: a group mixes supervised and SimCLR models, whose
+    stored metrics measure different things.
+    """
+
+    splits = ("train", "test")
+
+    def __init__(self, zoo: Zoo, spec: Mapping[str, Any]) -> None:
+        if spec.get("dataset", "digits") != "digits":
+            raise UnbuildableSpecError(
+                f"zoo {zoo.name!r}: weightzoo.evaluate rebuilds only the offline digits task of "
+                f"a ViT zoo, not {spec.get('dataset')!r}; pass inputs= and targets="
+            )
+        self.zoo, self.spec = zoo, spec
+        self.loss = "ce"
+        self.input_shape = (1, 8, 8)
+        self.activations = ["gelu"]
+
+    def module(self, key: str) -> nn.Module:
+        return build_model(self.zoo.manifest.spec).eval()
+
+    def default_data(self, split: str, data_dir: str | None, columns: Any, count: int) -> _Data:
+        from weightzoo.tasks.transfer import FINETUNE_DIGITS, digit_task
+
+        task = digit_task(FINETUNE_DIGITS)
+        x, y = (task.train_x, task.train_y) if split == "train" else (task.test_x, task.test_y)
+        return _Data(torch.from_numpy(x), torch.from_numpy(y))
+
+    def random_inputs(self, n: int, generator: torch.Generator) -> Tensor:
+        return torch.rand((n, *self.input_shape), generator=generator) * 2 - 1  # pixels in [-1, 1]
+
+
 class _MLDSTask:
     """MLDS: recurrent nets mimicking a machine or automaton, masked MSE on its sequences."""
 
@@ -366,6 +400,8 @@ def _task(zoo: Zoo) -> _ImageTask | _MLDSTask:
         return _MLDSTask(zoo, spec)
     if spec.get("family") == "property":
         return _PropertyTask(zoo, spec)
+    if spec.get("family") == "vit-finetune":
+        return _ViTFinetuneTask(zoo, spec)
     if spec.get("family") in ("modelzoo", "trajectory") and "architecture" in spec:
         return _ImageTask(zoo, spec)
     build_model(zoo.manifest.spec)  # raises the UnbuildableSpecError that says what to do
@@ -693,7 +729,7 @@ def queries(
     if kind == "random":
         if isinstance(task, _MLDSTask):
             return torch.randint(0, 2, (n, *shape), generator=generator).float()
-        if isinstance(task, _PropertyTask):
+        if isinstance(task, _PropertyTask | _ViTFinetuneTask):
             return task.random_inputs(n, generator)
         return torch.rand((n, *shape), generator=generator)
     if isinstance(task, _MLDSTask):
