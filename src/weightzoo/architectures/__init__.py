@@ -14,10 +14,10 @@ from typing import Any
 
 from torch import nn
 
-from weightzoo.architectures import image, mlds, property_mlp
+from weightzoo.architectures import image, mlds, phase, property_mlp
 from weightzoo.errors import WeightzooError
 
-__all__ = ["UnbuildableSpecError", "build_model", "image", "mlds", "property_mlp"]
+__all__ = ["UnbuildableSpecError", "build_model", "image", "mlds", "phase", "property_mlp"]
 
 
 class UnbuildableSpecError(WeightzooError, ValueError):
@@ -50,6 +50,11 @@ def build_model(spec: Mapping[str, Any], columns: Mapping[str, Any] | None = Non
         return _image_model(spec, columns)
     if family == "property" and "hidden" in spec:
         return property_mlp.from_spec(spec)
+    if family == "phase" and "architecture" in spec and "width" in spec:
+        try:
+            return phase.from_spec(spec)
+        except ValueError as exc:
+            raise UnbuildableSpecError(f"zoo spec {spec.get('name')!r}: {exc}") from None
     raise UnbuildableSpecError(
         f"zoo spec {spec.get('name')!r} (family {family!r}) names no weightzoo architecture; "
         "imported zoos keep the source's own module: build it yourself and use "

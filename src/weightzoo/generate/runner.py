@@ -188,6 +188,10 @@ def generate(
             ``zoo.slice-<index>-of-<count>.json``; other slices may run at the same time into
             the same ``out``. ``weightzoo merge`` joins them once all are done.
 
+    Once every block is written (and not for a slice), a family that defines
+    ``finalize(spec, root, device)`` completes the zoo with it (e.g. the phase family's
+    landscape side file); the hook is idempotent, so a resumed run finishes it.
+
     Returns:
         The manifest of the finished zoo (of the slice, with ``slice``).
 
@@ -300,7 +304,23 @@ def generate(
                 )
         finally:
             bar.close()
-        return writer.finish()
+        manifest = writer.finish()
+    _finalize(family, spec, Path(out), device, whole=slice is None)
+    return manifest
+
+
+def _finalize(family: Family, spec: ZooSpec, out: Path, device: str, *, whole: bool) -> None:
+    """The family's ``finalize(spec, root, device)`` hook, once the zoo is complete.
+
+    Optional: a family without it is skipped. It runs after the writer's lock is released (it
+    may write side files) on every run, so it must be idempotent; an interrupted one is
+    finished by running ``generate`` again. Slices skip it: ``merge`` completes the zoo.
+    """
+    hook = getattr(family, "finalize", None)
+    if hook is None or not whole:
+        return
+    log.info("finalizing %s", out)
+    hook(spec, out, device)
 
 
 def _train_locally(

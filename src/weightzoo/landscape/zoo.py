@@ -1,8 +1,8 @@
 """Landscape metrics of a zoo's checkpoints, kept in the zoo's ``landscape`` side file.
 
 :func:`compute_zoo_landscape` (the ``weightzoo landscape`` command) measures every selected
-checkpoint of an image zoo (Model Zoos and trajectory families) on the zoo's own training data
-and loss, and writes one ``[models, checkpoints]`` array per metric into
+checkpoint of an image zoo (Model Zoos, trajectory and phase families) on the zoo's own
+training data and loss, and writes one ``[models, checkpoints]`` array per metric into
 ``<zoo>/sidecars/landscape.h5`` (see :mod:`weightzoo.storage.sidecar`). ``ZooDataset(...,
 targets=("hessian_top",))`` then serves them beside the stored metrics.
 
@@ -104,7 +104,7 @@ def compute_zoo_landscape(
     ``batch_size`` images of the zoo's training split, the same for every model.
 
     Args:
-        zoo: an image zoo (Model Zoos or trajectory family).
+        zoo: an image zoo (Model Zoos, trajectory or phase family).
         metrics: names from :data:`weightzoo.landscape.METRICS`.
         split: the models to measure (``"all"`` by default).
         epochs: checkpoints to measure (``"last"`` by default, or labels, or ``"all"``).
@@ -143,8 +143,8 @@ def compute_zoo_landscape(
     if not isinstance(task, functional._ImageTask):
         raise UnsupportedZooError(
             f"zoo {zoo.name!r} ({zoo.manifest.family}): landscape metrics of a whole zoo are "
-            "measured for image zoos (Model Zoos and trajectory families); for other zoos call "
-            "weightzoo.landscape.landscape_metrics with your own data and loss"
+            "measured for image zoos (Model Zoos, trajectory and phase families); for other "
+            "zoos call weightzoo.landscape.landscape_metrics with your own data and loss"
         )
     for what, value in (("batches", batches), ("batch_size", batch_size), ("chunk", chunk)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
