@@ -245,7 +245,8 @@ def _digits_grids() -> list[PhaseSpec]:
         epochs=20,
         checkpoint_every=5,
         shard_models=len(DIGITS_BATCH_SIZES) * 3,
-        landscape_epochs="all",
+        landscape_batches=2,
+        landscape_steps=400,
     )
     return [
         *grid_specs("phase-digits-cnn", DIGITS_WIDTHS, architecture="cnn", **common),
