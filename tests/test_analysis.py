@@ -360,6 +360,7 @@ def test_report_json_schema(tmp_path, fast_classifiers):
         "modelzoo.table3",
         "trajectories.clustering",
         "property.distinguish",
+        "phase.diagram",
     }
     assert result.table("mlds.table2").rows[0].label == "EightBitMachine"
     with pytest.raises(KeyError, match="modelzoo.table3"):

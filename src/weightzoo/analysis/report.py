@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from weightzoo.analysis import mlds, probes, property_inference, quality, trajectories
+from weightzoo.analysis import mlds, phase, probes, property_inference, quality, trajectories
 from weightzoo.analysis.data import PathLike, as_zoo, class_column, zoo_label
 from weightzoo.analysis.tables import Skipped, Table
 from weightzoo.errors import InvalidOptionError, WeightzooError
@@ -25,6 +25,7 @@ TABLE_IDS = (
     "modelzoo.table3",
     "trajectories.clustering",
     "property.distinguish",
+    "phase.diagram",
 )
 
 
@@ -197,6 +198,11 @@ def _property(zoos: list[Zoo], result: Report) -> None:
         )
 
 
+def _phase(zoos: list[Zoo], result: Report) -> None:
+    for zoo in zoos:
+        _attempt(result, "phase.diagram", zoo_label(zoo), lambda zoo=zoo: phase.diagram_table(zoo))
+
+
 _RUNNERS: dict[str, Callable[[list[Zoo], Report], None]] = {
     "quality": _quality,
     "mlds.table1": _mlds_table1,
@@ -204,4 +210,5 @@ _RUNNERS: dict[str, Callable[[list[Zoo], Report], None]] = {
     "modelzoo.table3": _modelzoo_table3,
     "trajectories.clustering": _trajectories,
     "property.distinguish": _property,
+    "phase.diagram": _phase,
 }
