@@ -5,15 +5,13 @@ landscapes" (Yang, Hodgkinson, Theisen, Zou, Gonzalez, Ramchandran, Mahoney;
 arXiv:2107.11228), as "A Model Zoo on Phase Transitions in Neural Networks" (Schürholt,
 Meynent, Zhou, Lu, Yang, Borth; arXiv:2504.18072) labels its zoos:
 
-========  ==========  =================  ======================  ==============
-phase     train loss  Hessian            mode connectivity mc    CKA
-========  ==========  =================  ======================  ==============
-I         high        large (sharp)      negative (a barrier)    --
-II        high        large (sharp)      positive or near zero   --
-III       small       small (flat)       negative (a barrier)    --
-IV-A      small       small (flat)       near zero or positive   low
-IV-B      small       small (flat)       near zero or positive   high
-========  ==========  =================  ======================  ==============
+| phase | train loss | Hessian | mode connectivity ``mc`` | CKA |
+| --- | --- | --- | --- | --- |
+| I | high | large (sharp) | negative (a barrier) | -- |
+| II | high | large (sharp) | positive or near zero | -- |
+| III | small | small (flat) | negative (a barrier) | -- |
+| IV-A | small | small (flat) | near zero or positive | low |
+| IV-B | small | small (flat) | near zero or positive | high |
 
 Local structure (sharp: phases I and II; flat: III and IV) is read from the training loss and,
 where a threshold is given, the Hessian; global structure from the sign and size of ``mc``
