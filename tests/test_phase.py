@@ -22,6 +22,7 @@ from weightzoo.generate.phase.family import PhaseGridError, PhaseSpec, family
 from weightzoo.generate.runner import generate
 from weightzoo.generate.specs import all_specs, get_spec
 from weightzoo.landscape.phase import PHASES, UNKNOWN, assign_phases, read_phases, write_phases
+from weightzoo.landscape.zoo import compute_zoo_landscape
 from weightzoo.storage.sidecar import read_sidecar, sidecar_records
 from weightzoo.zoo import Zoo
 
@@ -127,6 +128,21 @@ def test_finalize_adds_only_the_missing_phases(grid, tmp_path):
     np.testing.assert_array_equal(after["mc"], data["mc"])  # the metrics were not measured again
     np.testing.assert_array_equal(after["phase"], data["phase"])
     assert sidecar_records(copy)["landscape"].attrs["kept"] is True
+
+
+def test_recomputing_the_landscape_relabels_the_phases(grid, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(grid / f"{GRID}-w8", copy)
+    shutil.rmtree(copy / "sidecars")
+    record = compute_zoo_landscape(
+        copy, metrics=("cka", "mc"), batches=1, batch_size=32, steps=5, progress=False
+    )
+    assert set(record.arrays) == {"cka", "mc", "phase"}
+    assert read_phases(copy)[0].shape == (4, 1)
+    # another side file name, or a zoo without the phase columns, gets no labels
+    other = compute_zoo_landscape(copy, metrics=("cka", "mc"), batches=1, batch_size=32,
+                                  steps=5, progress=False, name="other")  # fmt: skip
+    assert "phase" not in other.arrays
 
 
 def hand_made():

@@ -29,7 +29,8 @@ from tqdm.auto import tqdm
 from weightzoo import functional
 from weightzoo.errors import InvalidOptionError
 from weightzoo.landscape.metrics import _PAIR_METRICS, METRICS, landscape_metrics
-from weightzoo.storage.sidecar import SidecarRecord, write_sidecar
+from weightzoo.landscape.phase import write_phases
+from weightzoo.storage.sidecar import SidecarRecord, sidecar_records, write_sidecar
 from weightzoo.zoo import Zoo
 
 __all__ = ["LANDSCAPE_SIDECAR", "compute_zoo_landscape", "siblings"]
@@ -120,6 +121,10 @@ def compute_zoo_landscape(
         progress: show a progress bar over checkpoints.
         name: the side file's name.
 
+    On a phase-transition zoo (columns ``load`` and ``temperature``) whose ``landscape`` file
+    gets ``mc`` and ``cka``, the phase labels are added as well
+    (:func:`weightzoo.landscape.phase.write_phases`, default thresholds).
+
     Returns:
         The side file's record.
 
@@ -207,4 +212,20 @@ def compute_zoo_landscape(
         "steps": steps,
         "partner": "next model of the same node (or of the selection), cyclic",
     }
-    return write_sidecar(zoo.path, name, out, attrs, models=positions, epochs=reader.epochs)
+    record = write_sidecar(zoo.path, name, out, attrs, models=positions, epochs=reader.epochs)
+    return _with_phases(zoo, metrics, name, record)
+
+
+def _with_phases(zoo: Zoo, metrics: Sequence[str], name: str, record: SidecarRecord):
+    """Add ``phase`` labels to a phase zoo's own ``landscape`` file that has ``mc`` and ``cka``.
+
+    Returns:
+        The side file's record (rewritten with ``phase``, or ``record`` unchanged).
+    """
+    known = {*zoo.manifest.columns, *zoo.manifest.metrics}
+    if not {"load", "temperature", "train_loss"} <= known or name != LANDSCAPE_SIDECAR:
+        return record
+    if not {"mc", "cka"} <= set(metrics):
+        return record
+    write_phases(zoo.path, name=name)
+    return sidecar_records(zoo.path)[name]

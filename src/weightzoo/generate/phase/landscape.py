@@ -14,7 +14,7 @@ log = logging.getLogger(__name__)
 
 
 def finalize_zoo(spec: PhaseSpec, root: Path, *, device: str = "cpu") -> None:
-    """Compute what is missing of the ``landscape`` side file of ``root``, then its phases.
+    """Compute what is missing of the ``landscape`` side file of ``root``, with its phases.
 
     The metrics are :data:`~weightzoo.generate.phase.family.LANDSCAPE_METRICS` of every model
     at the spec's ``landscape_epochs`` (pairs: seed siblings of the same cell), on
@@ -40,6 +40,5 @@ def finalize_zoo(spec: PhaseSpec, root: Path, *, device: str = "cpu") -> None:
             steps=spec.landscape_steps,
             progress=False,
         )
-        have = set(LANDSCAPE_METRICS)
-    if "phase" not in have:
+    elif "phase" not in have:  # the metrics are there, their labels are not
         write_phases(root)
