@@ -18,7 +18,12 @@ from weightzoo.card import write_card
 from weightzoo.cli import run
 from weightzoo.errors import DataFilesMissingError, InvalidOptionError
 from weightzoo.features import layout_of, load_vector
-from weightzoo.generate.phase.family import PhaseGridError, PhaseSpec, family
+from weightzoo.generate.phase.family import (
+    PhaseGridError,
+    PhaseGridSpec,
+    PhaseSpec,
+    family,
+)
 from weightzoo.generate.runner import generate
 from weightzoo.generate.specs import all_specs, get_spec
 from weightzoo.landscape.phase import PHASES, UNKNOWN, assign_phases, read_phases, write_phases
@@ -50,11 +55,19 @@ def tiny(width: int, **changes) -> PhaseSpec:
 
 
 @pytest.fixture(scope="module")
-def grid(tmp_path_factory):
-    """Both widths of a tiny MLP grid on digits, side by side in one folder."""
-    root = tmp_path_factory.mktemp("phase")
+def grouped(tmp_path_factory):
+    """A tiny MLP grid on digits as one grouped zoo: groups w2 and w8."""
+    out = tmp_path_factory.mktemp("phase") / GRID
+    generate(PhaseGridSpec(name=GRID, base=tiny(2)), out, progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def grid(grouped, tmp_path_factory):
+    """The same grid as separate version-1 zoos side by side (``<grid>-w<width>``)."""
+    root = tmp_path_factory.mktemp("flat")
     for width in (2, 8):
-        generate(tiny(width), root / f"{GRID}-w{width}", progress=False)
+        shutil.copytree(grouped / "groups" / f"w{width}", root / f"{GRID}-w{width}")
     return root
 
 
@@ -313,3 +326,32 @@ def test_a_phase_spec_builds_the_module_of_its_layout():
     spec = get_spec("phase-digits-cnn-w4")
     assert layout_of(build_model(spec.to_dict())) == family().layout(spec)
     assert build_model(spec.to_dict())(torch.zeros(3, 1, 8, 8)).shape == (3, 10)
+
+
+def test_the_grouped_grid_has_one_group_per_width(grouped):
+    top = Zoo(grouped)
+    assert [g.name for g in top.grouped.groups] == ["w2", "w8"]
+    w8 = Zoo(grouped, group="w8")
+    assert w8.manifest.spec["width"] == 8 and w8.name == f"{GRID}-w8"
+    assert "phase" in sidecar_records(w8.path)["landscape"].arrays
+    models = [sorted(Zoo(grouped, group=g).reader(None, "last").columns["model_id"].tolist())
+              for g in ("w2", "w8")]  # fmt: skip
+    assert models == [[0, 1, 2, 3], [4, 5, 6, 7]]  # model ids run on across groups
+
+
+def test_report_on_the_grouped_zoo_prints_the_diagram_once(grouped, capsys):
+    assert run(["report", str(grouped)]) == 0
+    text = capsys.readouterr().out
+    assert text.count("Phase diagram of phase-tiny") == 1
+    assert "reported once, with its first group (w2)" in text
+    assert "width=2" in text and "width=8" in text
+
+
+def test_the_named_grouped_grids():
+    spec = get_spec("phase-digits-cnn")
+    assert isinstance(spec, PhaseGridSpec)
+    assert [name for name, _ in spec.groups()] == ["w2", "w4", "w8", "w16", "w32"]
+    assert spec.groups()[2][1] == get_spec("phase-digits-cnn-w8")
+    assert spec.estimate()["models"] == 90
+    assert get_spec("phase-tiny-imagenet-resnet50").estimate()["models"] == 192
+    assert spec.override(epochs=3).groups()[0][1].epochs == 3

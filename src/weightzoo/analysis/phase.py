@@ -6,10 +6,12 @@ cell holds the mean held-out metric of its models at the last checkpoint (``test
 the zoo has it, else ``test_loss``) and the majority of their phase labels (the ``phase``
 array of the zoo's ``landscape`` side file, :mod:`weightzoo.landscape.phase`).
 
-A grid whose models differ in width is stored as one zoo per load value. The zoos of one grid
-are found beside each other: :func:`grid_zoos` collects the zoos in the same folder whose spec
-names the same ``grid`` (e.g. ``zoos/phase-digits-cnn-w2`` ... ``-w32``), so that the diagram
-of any of them covers the whole grid.
+A grid whose models differ in width is stored as one zoo per load value: the groups of a
+grouped zoo (``zoos/phase-digits-cnn/groups/w2`` ... ``w32``) or separate zoos
+(``zoos/phase-digits-cnn-w2`` ...). Either way they sit in one folder, and :func:`grid_zoos`
+collects the zoos there whose spec names the same ``grid``, so that the diagram of any of
+them covers the whole grid (``weightzoo report`` on a grouped zoo shows it once, with the
+first group).
 """
 
 from __future__ import annotations
@@ -59,6 +61,16 @@ def grid_zoos(zoo: Zoo) -> list[Zoo]:
         if same and other.manifest.spec.get("grid") == grid:
             found.append(other)
     return found
+
+
+def _in_grouped_zoo(zoo: Zoo) -> bool:
+    """Whether ``zoo`` is a group (``<top>/groups/<name>``) of a grouped zoo."""
+    if zoo.path.parent.name != "groups":
+        return False
+    try:
+        return Zoo(zoo.path.parent.parent).grouped is not None
+    except WeightzooError:
+        return False
 
 
 @dataclass
@@ -208,7 +220,14 @@ def diagram_table(zoo: Zoo, *, metric: str | None = None) -> Table:
         raise UnsupportedTableError(
             f"{zoo_label(zoo)} is not a phase-transition zoo (no load and temperature columns)"
         )
-    diagram = phase_diagram(grid_zoos(zoo), metric=metric)
+    zoos = grid_zoos(zoo)
+    first = min(zoos, key=lambda z: float(z.reader(None, "last").columns["load"].min()))
+    if _in_grouped_zoo(zoo) and first.path != zoo.path:
+        raise UnsupportedTableError(
+            f"the diagram of grid {zoo.manifest.spec.get('grid')!r} is reported once, with its "
+            f"first group ({first.path.name})"
+        )
+    diagram = phase_diagram(zoos, metric=metric)
     temperature = [f"{diagram.temperature_factor}={_number(t)}" for t in diagram.temperatures]
     table = Table(
         id="phase.diagram",

@@ -331,7 +331,7 @@ def generate(
         finally:
             bar.close()
         manifest = writer.finish()
-    _finalize(family, spec, Path(out), device, whole=slice is None)
+    _finalize(family_for(spec), spec, Path(out), device, whole=slice is None)
     return manifest
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from weightzoo.errors import InvalidOptionError
-from weightzoo.generate.base import ModelPlan, ModelRecord, ZooSpec
+from weightzoo.generate.base import GroupedSpec, ModelPlan, ModelRecord, ZooSpec
 from weightzoo.storage.layout import Layout
 
 METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc", "ggap")
@@ -220,6 +220,66 @@ def grid_specs(grid: str, widths: Sequence[int], **fields: Any) -> list[PhaseSpe
     return [width_spec(grid, w, widths=tuple(widths), **fields) for w in widths]
 
 
+@dataclass(frozen=True)
+class PhaseGridSpec(GroupedSpec):
+    """A whole phase grid as one grouped zoo (format version 2): one group per width.
+
+    Group ``w<width>`` is ``base`` at that width (named ``<grid>-w<width>``), for every width of
+    ``base.widths``; ``--models``, ``--epochs`` and ``--data-dir`` apply to every group.
+
+    Attributes:
+        base: the spec of one width; its ``grid`` names the grid.
+    """
+
+    family: str = "phase"
+    base: PhaseSpec | None = None
+
+    kind: ClassVar[str] = "phase-grid"
+    load_factor: ClassVar[str] = PhaseSpec.load_factor
+    temperature_factor: ClassVar[str] = PhaseSpec.temperature_factor
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.base, PhaseSpec):
+            raise PhaseGridError(f"phase grid {self.name!r} needs base=PhaseSpec(...)")
+
+    def groups(self) -> list[tuple[str, ZooSpec]]:
+        """``[("w<width>", the spec of that width), ...]`` in width order."""
+        assert self.base is not None
+        grid = self.base.grid or self.name
+        return [
+            (f"w{w}", dataclasses.replace(self.base, name=f"{grid}-w{w}", grid=grid, width=w))
+            for w in self.base.widths
+        ]
+
+    def to_dict(self) -> dict[str, Any]:
+        """As :class:`GroupedSpec`, without ``base``'s machine path (``data_dir``)."""
+        data = super().to_dict()
+        data["base"].pop("data_dir", None)
+        return data
+
+    def override(self, **options: Any) -> ZooSpec:
+        """Apply ``--models`` (per group), ``--epochs`` and ``--data-dir`` to every group."""
+        assert self.base is not None
+        return dataclasses.replace(self, base=self.base.override(**options))
+
+    def estimate(self) -> dict[str, int]:
+        """The sum of the groups' estimates (params: the widest group's)."""
+        parts = [spec.estimate() for _, spec in self.groups()]  # type: ignore[attr-defined]
+        return {
+            "models": sum(p["models"] for p in parts),
+            "checkpoints": max(p["checkpoints"] for p in parts),
+            "params": max(p["params"] for p in parts),
+            "bytes": sum(p["bytes"] for p in parts),
+        }
+
+
+def phase_grid(grid: str, widths: Sequence[int], **fields: Any) -> PhaseGridSpec:
+    """The grouped spec of grid ``grid``: every width of ``widths`` as a group."""
+    return PhaseGridSpec(
+        name=grid, base=width_spec(grid, widths[0], widths=tuple(widths), **fields)
+    )
+
+
 # ------------------------------------------------------------------------- the named grids
 DIGITS_WIDTHS = (2, 4, 8, 16, 32)
 DIGITS_BATCH_SIZES = (8, 16, 32, 64, 128, 256)
@@ -288,8 +348,17 @@ def _paper_grids() -> list[PhaseSpec]:
 
 
 def specs() -> list[ZooSpec]:
-    """The named phase specs: the digits grids, then the paper's ResNet and ViT grids."""
-    return [*_digits_grids(), *_paper_grids()]
+    """The named phase specs: every grid whole and width by width.
+
+    Each grid is a grouped zoo ``<grid>`` and each of its widths a version-1 zoo
+    ``<grid>-w<width>``: the digits grids, then the paper's ResNet and ViT grids.
+    """
+    widths = [*_digits_grids(), *_paper_grids()]
+    grids: dict[str, list[PhaseSpec]] = {}
+    for spec in widths:
+        grids.setdefault(spec.grid, []).append(spec)
+    grouped = [PhaseGridSpec(name=grid, base=members[0]) for grid, members in grids.items()]
+    return [*grouped, *widths]
 
 
 # ------------------------------------------------------------------------------ the family
