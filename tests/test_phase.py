@@ -355,3 +355,31 @@ def test_the_named_grouped_grids():
     assert spec.estimate()["models"] == 90
     assert get_spec("phase-tiny-imagenet-resnet50").estimate()["models"] == 192
     assert spec.override(epochs=3).groups()[0][1].epochs == 3
+
+
+@pytest.mark.parametrize(("architecture", "width"), [("resnet18", 2), ("resnet50", 2), ("vit", 6)])
+def test_the_paper_networks_train_on_the_population_toolkit(architecture, width, monkeypatch):
+    """The full-size grids' code path on random 32x32 images (the real files are not here)."""
+    from weightzoo.generate.phase import population
+
+    rng = np.random.default_rng(0)
+
+    def fake(*_args):
+        def part(n):
+            return rng.random((n, 3, 32, 32), dtype=np.float32), rng.integers(0, 10, n)
+
+        return part(32), part(8), part(8)
+
+    monkeypatch.setattr(population, "load_splits", fake)
+    spec = get_spec(f"phase-cifar10-{architecture}-w{width}").replace(
+        batch_sizes=(16,), seeds=2, epochs=1, checkpoint_every=1
+    )
+    records = family().train(spec, family().plan(spec), device="cpu", progress=False)
+    assert len(records) == 2
+    layout = family().layout(spec)
+    for record in records:
+        assert record.weights.shape == (2, layout.num_params)
+        assert np.isfinite(record.metrics["train_loss"]).all()
+        assert not np.array_equal(record.weights[0], record.weights[1])  # it trained
+    if architecture != "vit":  # BatchNorm running statistics are part of the row
+        assert any(name.endswith("running_mean") for name in layout.names)
