@@ -7,9 +7,10 @@ phases of "Taxonomizing local versus global structure in neural network loss lan
 (Yang, Hodgkinson, Theisen, Zou, Gonzalez, Ramchandran, Mahoney; arXiv:2107.11228) are then
 measured on every model (:meth:`PhaseFamily.finalize`).
 
-Models of different widths have different layouts, so one width is one zoo (version-1
-format): :func:`width_spec` builds the spec of one width of a grid, named
-``<grid>-w<width>``, and :func:`grid_specs` every width of a grid. Inside a zoo, models are
+Models of different widths have different layouts, so one width is one version-1 zoo:
+:func:`width_spec` builds the spec of one width of a grid, named ``<grid>-w<width>``, and
+:func:`grid_specs` every width of a grid; :class:`PhaseGridSpec` is the whole grid as one
+grouped zoo (format version 2) with a group ``w<width>`` per width. Inside a zoo, models are
 ordered batch-size-major with the seeds inner; the columns are ``width``, ``batch_size``,
 ``load`` (= width), ``temperature`` (= batch size), ``seed``, ``lr``, ``weight_decay`` and
 ``node`` (the cell, so that seed siblings share it).

@@ -55,6 +55,15 @@ def _init(spec: PhaseSpec, seed: int) -> torch.nn.Module:
         return build_model(spec.to_dict())
 
 
+def _forward_path(net: torch.nn.Module, batch: int) -> str:
+    """Grouped convolutions for the digits nets, the loop for BatchNorm nets, else vmap."""
+    if isinstance(net, SeqNet):
+        return choose_path(net, batch)
+    has_batchnorm = any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in net.modules())
+    # BatchNorm updates its running statistics in place: only the loop path does that
+    return "loop" if has_batchnorm else "vmap"
+
+
 def train_block(
     spec: PhaseSpec,
     plans: Sequence[ModelPlan],
@@ -88,10 +97,7 @@ def train_block(
             models = [_init(spec, p.seed) for p in members]
             pop = stack_models(models, device=device)
             net = copy.deepcopy(models[0]).to(pop.device)
-            # BatchNorm updates its running statistics in place: only the loop path does that
-            path = choose_path(net, batch) if isinstance(net, SeqNet) else "loop"
-            if spec.architecture == "vit":
-                path = "vmap"
+            path = _forward_path(net, batch)
             task = ImageTask(
                 net, dict(splits), loss=spec.loss, path=path, dropout=False, augment=spec.augment
             )
