@@ -59,7 +59,8 @@ def _forward_path(net: torch.nn.Module, batch: int) -> str:
     """Grouped convolutions for the digits nets, the loop for BatchNorm nets, else vmap."""
     if isinstance(net, SeqNet):
         return choose_path(net, batch)
-    has_batchnorm = any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in net.modules())
+    norms = (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d, torch.nn.BatchNorm3d)
+    has_batchnorm = any(isinstance(m, norms) for m in net.modules())
     # BatchNorm updates its running statistics in place: only the loop path does that
     return "loop" if has_batchnorm else "vmap"
 
