@@ -44,7 +44,8 @@ def is_phase_zoo(zoo: Zoo) -> bool:
 def grid_zoos(zoo: Zoo) -> list[Zoo]:
     """The zoos of ``zoo``'s grid: itself and the zoos beside it whose spec has its ``grid``.
 
-    Zoos that cannot be opened are left out. Without a ``grid`` in the spec, only ``zoo``.
+    In width order; zoos that cannot be opened are left out. Without a ``grid`` in the spec,
+    only ``zoo``.
     """
     grid = zoo.manifest.spec.get("grid")
     if not grid:
@@ -60,7 +61,7 @@ def grid_zoos(zoo: Zoo) -> list[Zoo]:
         same = other.manifest.family == zoo.manifest.family
         if same and other.manifest.spec.get("grid") == grid:
             found.append(other)
-    return found
+    return sorted(found, key=lambda z: (float(z.manifest.spec.get("width", 0)), z.name))
 
 
 def _in_grouped_zoo(zoo: Zoo) -> bool:
