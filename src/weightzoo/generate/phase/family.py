@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -370,10 +371,9 @@ class PhaseFamily:
 
     def layout(self, spec: ZooSpec) -> Layout:
         """Layout of one row: the network's parameters (and BatchNorm running statistics)."""
-        from weightzoo.architectures import build_model
-        from weightzoo.features import layout_of
-
-        return layout_of(build_model(spec.to_dict()))
+        assert isinstance(spec, PhaseSpec)
+        key = (spec.architecture, spec.width, spec.in_channels, spec.num_classes, spec.image_size)
+        return _layout(*key)
 
     def checkpoint_epochs(self, spec: ZooSpec) -> list[int]:
         """Epoch 0, every ``checkpoint_every`` epochs, and the last."""
@@ -431,6 +431,29 @@ class PhaseFamily:
 
         assert isinstance(spec, PhaseSpec)
         finalize_zoo(spec, Path(root), device=device)
+
+
+@lru_cache(maxsize=64)
+def _layout(architecture: str, width: int, channels: int, classes: int, size: int) -> Layout:
+    """The layout of a phase network, built on the meta device (no memory, no init work).
+
+    The widest paper networks have hundreds of millions of parameters; listing their specs
+    must not allocate them.
+    """
+    import torch
+
+    from weightzoo.architectures.phase import from_spec
+    from weightzoo.features import layout_of
+
+    fields = dict(
+        architecture=architecture,
+        width=width,
+        in_channels=channels,
+        num_classes=classes,
+        image_size=size,
+    )
+    with torch.device("meta"):
+        return layout_of(from_spec(fields))
 
 
 def family(name: str = "phase") -> PhaseFamily:
