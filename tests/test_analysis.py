@@ -362,6 +362,7 @@ def test_report_json_schema(tmp_path, fast_classifiers):
         "property.distinguish",
         "vit.finetune",
         "vit.lineage",
+        "phase.diagram",
     }
     assert result.table("mlds.table2").rows[0].label == "EightBitMachine"
     with pytest.raises(KeyError, match="modelzoo.table3"):

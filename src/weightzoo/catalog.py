@@ -44,6 +44,21 @@ _PINN_ZOOS = {
     "phase-pinn-convection-paper": "Phase zoo: PINNs on 1-D convection, 10 beta x 14 lr x 5 seeds",
 }
 
+_RESNET_WIDTHS = (2, 4, 8, 16, 32, 64, 128, 256)
+# Phase-transition grids (dataset, architecture) -> widths: the grid is a grouped zoo, each
+# width also a zoo of its own (``<grid>-w<width>``).
+_PHASE_GRIDS: dict[tuple[str, str], tuple[int, ...]] = {
+    ("digits", "cnn"): (2, 4, 8, 16, 32),
+    ("digits", "mlp"): (2, 4, 8, 16, 32),
+    **{
+        (dataset, arch): _RESNET_WIDTHS
+        for arch in ("resnet18", "resnet50")
+        for dataset in ("svhn", "cifar10", "cifar100", "tiny-imagenet")
+    },
+    ("cifar10", "vit"): (6, 12, 24, 48, 60, 96, 192),
+    ("cifar100", "vit"): (6, 12, 24, 48, 60, 96, 192),
+}
+
 
 @dataclass(frozen=True)
 class CatalogEntry:
@@ -51,8 +66,8 @@ class CatalogEntry:
 
     Attributes:
         name: the zoo's name (also its spec name and default directory name).
-        family: ``mlds``, ``modelzoo``, ``trajectory``, ``property``, ``pinn`` or ``vit``
-            (grouped).
+        family: ``mlds``, ``modelzoo``, ``trajectory``, ``property``, ``phase``, ``pinn``
+            or ``vit`` (grouped).
         summary: one line for ``weightzoo list``.
         hub_repo: Hugging Face dataset repo id, or ``None`` while unpublished.
         revision: pinned commit of ``hub_repo`` (``None`` while unpublished).
@@ -100,6 +115,19 @@ def _entries() -> list[CatalogEntry]:
     entries += [CatalogEntry(name, "property", summary) for name, summary in _PROPERTY_ZOOS.items()]
     entries += [CatalogEntry(name, "vit", summary) for name, summary in _VIT_ZOOS.items()]
     entries += [CatalogEntry(name, "pinn", summary) for name, summary in _PINN_ZOOS.items()]
+    for (dataset, architecture), widths in _PHASE_GRIDS.items():
+        what = f"Phase transitions: {architecture.upper()} on {dataset}"
+        entries.append(
+            CatalogEntry(
+                f"phase-{dataset}-{architecture}",
+                "phase",
+                f"{what}, width x batch size x 3 seeds, one group per width",
+            )
+        )
+        entries += [
+            CatalogEntry(f"phase-{dataset}-{architecture}-w{w}", "phase", f"{what}, width {w}")
+            for w in widths
+        ]
     return entries
 
 

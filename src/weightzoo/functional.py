@@ -402,7 +402,7 @@ def _task(zoo: Zoo) -> _ImageTask | _MLDSTask:
         return _PropertyTask(zoo, spec)
     if spec.get("family") == "vit-finetune":
         return _ViTFinetuneTask(zoo, spec)
-    if spec.get("family") in ("modelzoo", "trajectory") and "architecture" in spec:
+    if spec.get("family") in ("modelzoo", "trajectory", "phase") and "architecture" in spec:
         return _ImageTask(zoo, spec)
     build_model(zoo.manifest.spec)  # raises the UnbuildableSpecError that says what to do
     raise UnbuildableSpecError(

@@ -11,7 +11,15 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from weightzoo.analysis import lineage, mlds, probes, property_inference, quality, trajectories
+from weightzoo.analysis import (
+    lineage,
+    mlds,
+    phase,
+    probes,
+    property_inference,
+    quality,
+    trajectories,
+)
 from weightzoo.analysis.data import PathLike, as_zoo, class_column, zoo_label
 from weightzoo.analysis.tables import Skipped, Table
 from weightzoo.errors import InvalidOptionError, WeightzooError
@@ -27,6 +35,7 @@ TABLE_IDS = (
     "property.distinguish",
     "vit.finetune",
     "vit.lineage",
+    "phase.diagram",
 )
 
 
@@ -229,6 +238,11 @@ def _vit(table_id: str, make: Callable[[Zoo], Table]) -> Callable[[list[Zoo], Re
     return run
 
 
+def _phase(zoos: list[Zoo], result: Report) -> None:
+    for zoo in zoos:
+        _attempt(result, "phase.diagram", zoo_label(zoo), lambda zoo=zoo: phase.diagram_table(zoo))
+
+
 _RUNNERS: dict[str, Callable[[list[Zoo], Report], None]] = {
     "quality": _quality,
     "mlds.table1": _mlds_table1,
@@ -238,4 +252,5 @@ _RUNNERS: dict[str, Callable[[list[Zoo], Report], None]] = {
     "property.distinguish": _property,
     "vit.finetune": _vit("vit.finetune", lineage.finetune_table),
     "vit.lineage": _vit("vit.lineage", lineage.lineage_table),
+    "phase.diagram": _phase,
 }

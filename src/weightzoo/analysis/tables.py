@@ -157,6 +157,9 @@ def format_value(value: Value) -> str:
                 f"{format_value(value['p50'])} "
                 f"[{format_value(value['p10'])}, {format_value(value['p90'])}]"
             )
+        if "phase" in value:  # a phase-diagram cell: "0.967 IV-B"
+            others = [format_value(v) for k, v in value.items() if k != "phase"]
+            return " ".join([*others, str(value["phase"])])
         return ", ".join(f"{k} {format_value(v)}" for k, v in value.items())
     if isinstance(value, bool):
         return str(value)

@@ -14,10 +14,19 @@ from typing import Any
 
 from torch import nn
 
-from weightzoo.architectures import image, mlds, pinn, property_mlp, vit
+from weightzoo.architectures import image, mlds, phase, pinn, property_mlp, vit
 from weightzoo.errors import WeightzooError
 
-__all__ = ["UnbuildableSpecError", "build_model", "image", "mlds", "pinn", "property_mlp", "vit"]
+__all__ = [
+    "UnbuildableSpecError",
+    "build_model",
+    "image",
+    "mlds",
+    "phase",
+    "pinn",
+    "property_mlp",
+    "vit",
+]
 
 
 VIT_FAMILIES = ("vit-pretrain", "vit-finetune")
@@ -58,6 +67,11 @@ def build_model(spec: Mapping[str, Any], columns: Mapping[str, Any] | None = Non
         return vit.from_spec(spec)
     if family == "pinn":
         return pinn.from_spec(spec)
+    if family == "phase" and "architecture" in spec and "width" in spec:
+        try:
+            return phase.from_spec(spec)
+        except ValueError as exc:
+            raise UnbuildableSpecError(f"zoo spec {spec.get('name')!r}: {exc}") from None
     raise UnbuildableSpecError(
         f"zoo spec {spec.get('name')!r} (family {family!r}) names no weightzoo architecture; "
         "imported zoos keep the source's own module: build it yourself and use "

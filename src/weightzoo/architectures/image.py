@@ -250,19 +250,23 @@ class ResNet18(nn.Module):
     Args:
         in_channels: input channels.
         num_classes: outputs (10, 100 or 200 in the Model Zoos).
+        width: channels of the stem and first stage; the stages have ``width``, ``2 width``,
+            ``4 width`` and ``8 width`` channels (64 is the standard network; the phase zoos
+            vary it as their load).
     """
 
-    def __init__(self, in_channels: int = 3, num_classes: int = 10) -> None:
+    def __init__(self, in_channels: int = 3, num_classes: int = 10, width: int = 64) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(in_channels, 64, 3, 1, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(64)
+        self.conv1 = nn.Conv2d(in_channels, width, 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
         blocks: list[nn.Module] = []
-        cin = 64
-        for cout, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
+        cin = width
+        for scale, stride in ((1, 1), (2, 2), (4, 2), (8, 2)):
+            cout = width * scale
             blocks.append(nn.Sequential(BasicBlock(cin, cout, stride), BasicBlock(cout, cout, 1)))
             cin = cout
         self.layer1, self.layer2, self.layer3, self.layer4 = blocks
-        self.fc = nn.Linear(512, num_classes)
+        self.fc = nn.Linear(8 * width, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits for a batch of images."""

@@ -206,7 +206,12 @@ class ModelPlan:
 
 
 class Family(Protocol):
-    """What the runner needs from a family. Implementations live in ``generate/<family>/``."""
+    """What the runner needs from a family. Implementations live in ``generate/<family>/``.
+
+    A family may also define ``finalize(spec, root, device)``: the runner calls it once the
+    zoo at ``root`` is complete (on every run, so it must be idempotent), e.g. to write side
+    files computed from the stored checkpoints.
+    """
 
     def layout(self, spec: ZooSpec) -> Layout:
         """The layout of one model's flattened weights."""

@@ -207,6 +207,10 @@ def generate(
             (a group of a grouped zoo starts where the previous group ended); the family still
             sees its own ids ``0..n-1``.
 
+    Once every block is written (and not for a slice), a family that defines
+    ``finalize(spec, root, device)`` completes the zoo with it (e.g. the phase family's
+    landscape side file); the hook is idempotent, so a resumed run finishes it.
+
     Returns:
         The manifest of the finished zoo (of the slice, with ``slice``); the top
         :class:`GroupedManifest` for a grouped spec.
@@ -326,7 +330,23 @@ def generate(
                 )
         finally:
             bar.close()
-        return writer.finish()
+        manifest = writer.finish()
+    _finalize(family_for(spec), spec, Path(out), device, whole=slice is None)
+    return manifest
+
+
+def _finalize(family: Family, spec: ZooSpec, out: Path, device: str, *, whole: bool) -> None:
+    """The family's ``finalize(spec, root, device)`` hook, once the zoo is complete.
+
+    Optional: a family without it is skipped. It runs after the writer's lock is released (it
+    may write side files) on every run, so it must be idempotent; an interrupted one is
+    finished by running ``generate`` again. Slices skip it: ``merge`` completes the zoo.
+    """
+    hook = getattr(family, "finalize", None)
+    if hook is None or not whole:
+        return
+    log.info("finalizing %s", out)
+    hook(spec, out, device)
 
 
 def _check_engine(engine: str, ray: RayOptions | None, device: str) -> RayOptions | None:

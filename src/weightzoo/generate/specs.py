@@ -23,6 +23,7 @@ _FAMILY_MODULES: dict[str, str] = {
     "vit-pretrain": "weightzoo.generate.vit.family",
     "vit-finetune": "weightzoo.generate.vit.family",
     "pinn": "weightzoo.generate.pinn.family",
+    "phase": "weightzoo.generate.phase.family",
 }
 
 

@@ -40,6 +40,7 @@ from weightzoo.landscape.metrics import (
     UnknownMetricError,
     landscape_metrics,
 )
+from weightzoo.landscape.phase import write_phases
 from weightzoo.storage.sidecar import SidecarRecord, sidecar_records, write_sidecar
 from weightzoo.tasks.convection import ConvectionData, convection_data, residual
 from weightzoo.zoo import Zoo
@@ -242,25 +243,16 @@ def pinn_landscape(
         "partner": "next model of the same beta and lr (another seed), cyclic",
     }
     record = write_sidecar(zoo.path, name, out, attrs, models=positions, epochs=reader.epochs)
-    if name == "landscape" and {"cka", "mc"} <= set(metrics) and write_phase_labels(zoo.path):
+    if name == "landscape" and {"cka", "mc"} <= set(metrics):
+        write_phase_labels(zoo.path)
         return sidecar_records(zoo.path)[name]
     return record
 
 
-def write_phase_labels(zoo_dir: Any) -> bool:
-    """Store the ``phase`` labels of a zoo's ``landscape`` side file, where possible.
+def write_phase_labels(zoo_dir: Any) -> None:
+    """Store the ``phase`` labels of a zoo's ``landscape`` side file.
 
-    The labels come from the one ``write_phases`` of the phase-transition zoos (module
-    ``weightzoo.landscape.phase``, from ``train_loss`` and the side file's metrics).
-
-    Returns:
-        Whether labels were written (False where that module is not installed).
+    The labels come from the one :func:`weightzoo.landscape.phase.write_phases` of every
+    phase-transition zoo (from ``train_loss`` and the side file's metrics).
     """
-    # PHASE LABELS: the call site of the shared assign_phases/write_phases; until
-    # weightzoo.landscape.phase is present it writes nothing.
-    try:
-        from weightzoo.landscape.phase import write_phases
-    except ImportError:
-        return False
     write_phases(zoo_dir)
-    return True

@@ -1,8 +1,8 @@
 """Landscape metrics of a zoo's checkpoints, kept in the zoo's ``landscape`` side file.
 
 :func:`compute_zoo_landscape` (the ``weightzoo landscape`` command) measures every selected
-checkpoint of an image zoo (Model Zoos and trajectory families) on the zoo's own training data
-and loss, and writes one ``[models, checkpoints]`` array per metric into
+checkpoint of an image zoo (Model Zoos, trajectory and phase families) on the zoo's own
+training data and loss, and writes one ``[models, checkpoints]`` array per metric into
 ``<zoo>/sidecars/landscape.h5`` (see :mod:`weightzoo.storage.sidecar`). ``ZooDataset(...,
 targets=("hessian_top",))`` then serves them beside the stored metrics.
 
@@ -29,7 +29,8 @@ from tqdm.auto import tqdm
 from weightzoo import functional
 from weightzoo.errors import InvalidOptionError
 from weightzoo.landscape.metrics import _PAIR_METRICS, METRICS, landscape_metrics
-from weightzoo.storage.sidecar import SidecarRecord, write_sidecar
+from weightzoo.landscape.phase import write_phases
+from weightzoo.storage.sidecar import SidecarRecord, sidecar_records, write_sidecar
 from weightzoo.zoo import Zoo
 
 __all__ = ["LANDSCAPE_SIDECAR", "compute_zoo_landscape", "siblings"]
@@ -123,8 +124,8 @@ def compute_zoo_landscape(
     ``batch_size`` images of the zoo's training split, the same for every model.
 
     Args:
-        zoo: an image zoo (Model Zoos or trajectory family), or a PINN zoo (measured by
-            :func:`weightzoo.landscape.pinn.pinn_landscape` on its PINN loss; ``batches``,
+        zoo: an image zoo (Model Zoos, trajectory or phase family), or a PINN zoo (measured
+            by :func:`weightzoo.landscape.pinn.pinn_landscape` on its PINN loss; ``batches``,
             ``batch_size`` and ``data_dir`` do not apply).
         metrics: names from :data:`weightzoo.landscape.METRICS`.
         split: the models to measure (``"all"`` by default).
@@ -140,6 +141,10 @@ def compute_zoo_landscape(
         steps: curve-training steps (connectivity metrics).
         progress: show a progress bar over checkpoints.
         name: the side file's name.
+
+    On a phase-transition zoo (columns ``load`` and ``temperature``) whose ``landscape`` file
+    gets ``mc`` and ``cka``, the phase labels are added as well
+    (:func:`weightzoo.landscape.phase.write_phases`, default thresholds).
 
     Returns:
         The side file's record.
@@ -162,8 +167,8 @@ def compute_zoo_landscape(
     if not isinstance(task, functional._ImageTask):
         raise UnsupportedZooError(
             f"zoo {zoo.name!r} ({zoo.manifest.family}): landscape metrics of a whole zoo are "
-            "measured for image zoos (Model Zoos and trajectory families); for other zoos call "
-            "weightzoo.landscape.landscape_metrics with your own data and loss"
+            "measured for image zoos (Model Zoos, trajectory and phase families); for other "
+            "zoos call weightzoo.landscape.landscape_metrics with your own data and loss"
         )
     for what, value in (("batches", batches), ("batch_size", batch_size), ("chunk", chunk)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -226,4 +231,20 @@ def compute_zoo_landscape(
         "steps": steps,
         "partner": "next model of the same node (or of the selection), cyclic",
     }
-    return write_sidecar(zoo.path, name, out, attrs, models=positions, epochs=reader.epochs)
+    record = write_sidecar(zoo.path, name, out, attrs, models=positions, epochs=reader.epochs)
+    return _with_phases(zoo, metrics, name, record)
+
+
+def _with_phases(zoo: Zoo, metrics: Sequence[str], name: str, record: SidecarRecord):
+    """Add ``phase`` labels to a phase zoo's own ``landscape`` file that has ``mc`` and ``cka``.
+
+    Returns:
+        The side file's record (rewritten with ``phase``, or ``record`` unchanged).
+    """
+    known = {*zoo.manifest.columns, *zoo.manifest.metrics}
+    if not {"load", "temperature", "train_loss"} <= known or name != LANDSCAPE_SIDECAR:
+        return record
+    if not {"mc", "cka"} <= set(metrics):
+        return record
+    write_phases(zoo.path, name=name)
+    return sidecar_records(zoo.path)[name]
