@@ -14,10 +14,17 @@ from typing import Any
 
 from torch import nn
 
-from weightzoo.architectures import image, mlds, property_mlp
+from weightzoo.architectures import image, mlds, property_mlp, tiny_lm
 from weightzoo.errors import WeightzooError
 
-__all__ = ["UnbuildableSpecError", "build_model", "image", "mlds", "property_mlp"]
+__all__ = [
+    "UnbuildableSpecError",
+    "build_model",
+    "image",
+    "mlds",
+    "property_mlp",
+    "tiny_lm",
+]
 
 
 class UnbuildableSpecError(WeightzooError, ValueError):
@@ -50,6 +57,8 @@ def build_model(spec: Mapping[str, Any], columns: Mapping[str, Any] | None = Non
         return _image_model(spec, columns)
     if family == "property" and "hidden" in spec:
         return property_mlp.from_spec(spec)
+    if family == "tinylm" and "model_dim" in spec:
+        return tiny_lm.from_spec(spec)
     raise UnbuildableSpecError(
         f"zoo spec {spec.get('name')!r} (family {family!r}) names no weightzoo architecture; "
         "imported zoos keep the source's own module: build it yourself and use "

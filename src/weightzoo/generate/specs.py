@@ -20,6 +20,7 @@ _FAMILY_MODULES: dict[str, str] = {
     "modelzoo": "weightzoo.generate.modelzoo.family",
     "trajectory": "weightzoo.generate.modelzoo.family",
     "property": "weightzoo.generate.property.family",
+    "tinylm": "weightzoo.generate.tinylm.family",
 }
 
 
