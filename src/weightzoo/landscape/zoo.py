@@ -80,7 +80,7 @@ def _loss_functions(spec: dict[str, Any]) -> tuple[Any, Any]:
     return loss, accuracy
 
 
-def compute_zoo_landscape(
+def compute_zoo_landscape(  # noqa: C901 (one early branch per zoo family)
     zoo: Zoo | str,
     *,
     metrics: Sequence[str] = ("hessian_top", "hessian_trace"),
@@ -104,7 +104,8 @@ def compute_zoo_landscape(
     ``batch_size`` images of the zoo's training split, the same for every model.
 
     Args:
-        zoo: an image zoo (Model Zoos or trajectory family).
+        zoo: an image zoo (Model Zoos or trajectory family), or a tiny-LM zoo (measured by
+            :func:`weightzoo.landscape.tinylm.compute_lm_landscape`).
         metrics: names from :data:`weightzoo.landscape.METRICS`.
         split: the models to measure (``"all"`` by default).
         epochs: checkpoints to measure (``"last"`` by default, or labels, or ``"all"``).
@@ -129,6 +130,14 @@ def compute_zoo_landscape(
         DataFilesMissingError: if the zoo's dataset files are not on disk.
     """
     zoo = zoo if isinstance(zoo, Zoo) else Zoo(zoo)
+    if zoo.manifest.family == "tinylm":  # language models: their own text, windows and loss
+        from weightzoo.landscape.tinylm import compute_lm_landscape
+
+        return compute_lm_landscape(
+            zoo, metrics=metrics, split=split, epochs=epochs, batches=batches,
+            batch_size=batch_size, data_dir=data_dir, device=device, chunk=chunk, seed=seed,
+            iters=iters, probes=probes, steps=steps, progress=progress, name=name,
+        )  # fmt: skip
     metrics = [metrics] if isinstance(metrics, str) else list(metrics)
     if not metrics:
         raise InvalidOptionError(f"name at least one landscape metric: {', '.join(METRICS)}")

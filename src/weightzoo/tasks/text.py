@@ -8,8 +8,10 @@ its rows on a different corpus (:class:`CorpusMismatchError`).
 
 Tokens are bytes of the UTF-8 encoding (a vocabulary of 256, no tokenizer to ship or train).
 Documents (topics) are taken in sorted key order, each as its key, a newline, its text and a
-blank line; every ``val_every``-th document (the 10th, 20th, ... by default) is held out for
-validation, so the split never cuts a document in half. A *window* is ``length + 1``
+blank line. The documents differ a lot in length (79 topics, from a few hundred bytes to
+tens of kilobytes), so the split is within each document: its last ``val_fraction`` (10%),
+from the first line break after that point, is validation text, the rest training text;
+every topic is on both sides and validation is a tenth of the bytes. A *window* is ``length + 1``
 consecutive tokens: the first ``length`` are the input, the last ``length`` the next-byte
 targets.
 
@@ -20,9 +22,11 @@ The paper-scale corpus, OpenWebText tokenized with GPT-2's byte-pair encoding, i
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -36,6 +40,7 @@ __all__ = [
     "TokenSplits",
     "check_corpus",
     "corpus_bytes",
+    "corpus_for",
     "corpus_sha256",
     "load_openwebtext",
     "load_pydoc_corpus",
@@ -82,17 +87,21 @@ def _documents() -> list[tuple[str, str]]:
 
 
 @cache
-def corpus_bytes(val_every: int = 10) -> tuple[bytes, bytes]:
+def corpus_bytes(val_fraction: float = 0.1) -> tuple[bytes, bytes]:
     """The corpus as UTF-8 bytes: ``(train, val)``.
 
     Args:
-        val_every: every ``val_every``-th document (1-based) goes to validation.
+        val_fraction: the share of each document, at its end, that is validation text.
     """
-    if val_every < 2:
-        raise ValueError(f"val_every must be at least 2, got {val_every}")
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"val_fraction must lie in (0, 1), got {val_fraction}")
     train, val = [], []
-    for i, (key, text) in enumerate(_documents(), start=1):
-        (val if i % val_every == 0 else train).append(f"{key}\n{text}\n\n".encode())
+    for key, text in _documents():
+        doc = f"{key}\n{text}\n\n".encode()
+        cut = doc.find(b"\n", int(len(doc) * (1.0 - val_fraction)))
+        cut = len(doc) if cut < 0 else cut + 1
+        train.append(doc[:cut])
+        val.append(doc[cut:])
     return b"".join(train), b"".join(val)
 
 
@@ -128,9 +137,9 @@ def check_corpus(expected: str | None, where: str) -> str:
     return actual
 
 
-def load_pydoc_corpus(val_every: int = 10) -> TokenSplits:
+def load_pydoc_corpus(val_fraction: float = 0.1) -> TokenSplits:
     """The byte-level corpus: train and validation tokens as ``uint8`` arrays."""
-    train, val = corpus_bytes(val_every)
+    train, val = corpus_bytes(val_fraction)
     return TokenSplits(
         train=np.frombuffer(train, dtype=np.uint8),
         val=np.frombuffer(val, dtype=np.uint8),
@@ -160,6 +169,26 @@ def load_openwebtext(data_dir: str | Path | None, spec_name: str) -> TokenSplits
     val = np.memmap(root / "val.bin", dtype=np.uint16, mode="r")
     digest = hashlib.sha256(f"openwebtext:{len(train)}:{len(val)}".encode()).hexdigest()
     return TokenSplits(train=train, val=val, vocab=50257, sha256=digest)
+
+
+def corpus_for(
+    spec: Mapping[str, Any], where: str, data_dir: str | Path | None = None
+) -> TokenSplits:
+    """The token streams a tiny-LM spec (as stored in a manifest) was trained on, checked.
+
+    Args:
+        spec: the spec's fields (``corpus``, ``corpus_sha256``, ``val_fraction``, ``name``).
+        where: what recorded the spec, for messages (a spec name, a zoo path).
+        data_dir: where ``openwebtext/`` is (the OpenWebText corpus only).
+
+    Raises:
+        CorpusMismatchError: the byte corpus here differs from the recorded one.
+        OpenWebTextMissingError: the OpenWebText files are not on disk.
+    """
+    if spec.get("corpus") == "openwebtext":
+        return load_openwebtext(data_dir, str(spec.get("name")))
+    check_corpus(spec.get("corpus_sha256"), where)
+    return load_pydoc_corpus(float(spec.get("val_fraction", 0.1)))
 
 
 def window_starts(tokens: int, length: int, stride: int, limit: int | None = None) -> np.ndarray:

@@ -69,7 +69,7 @@ class TinyLMSpec(ZooSpec):
         corpus: ``"pydoc-topics"`` (offline, byte-level) or ``"openwebtext"`` (GPT-2 tokens).
         corpus_sha256: the corpus's sha256; ``None`` pins the running Python's corpus when
             the spec is written into a manifest (:meth:`to_dict`).
-        val_every: every ``val_every``-th document is validation text (byte corpus).
+        val_fraction: the share at the end of each document that is validation text.
         vocab: vocabulary size (256 bytes; 50257 GPT-2 tokens).
         context: window length in tokens.
         model_dim: this spec's model dimension (one of ``model_dims``).
@@ -97,7 +97,7 @@ class TinyLMSpec(ZooSpec):
     family: str = "tinylm"
     corpus: str = "pydoc-topics"
     corpus_sha256: str | None = None
-    val_every: int = 10
+    val_fraction: float = 0.1
     vocab: int = 256
     context: int = 32
     model_dim: int = 32
@@ -346,13 +346,11 @@ class TinyLMFamily:
 
 def check_data(spec: TinyLMSpec) -> None:
     """Fail early (before anything is written) when the spec's corpus is not usable here."""
-    if spec.corpus == "openwebtext":
-        from weightzoo.tasks.text import load_openwebtext
+    from weightzoo.tasks.text import check_corpus, load_openwebtext
 
+    if spec.corpus == "openwebtext":
         load_openwebtext(spec.data_dir, spec.name)
     else:
-        from weightzoo.tasks.text import check_corpus
-
         check_corpus(spec.corpus_sha256, f"spec {spec.name!r}")
 
 

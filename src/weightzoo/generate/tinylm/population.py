@@ -13,6 +13,7 @@ clipping) and evaluation are :mod:`weightzoo.generate.population`'s.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -24,24 +25,15 @@ from torch.nn import functional as F
 from weightzoo.architectures import build_model
 from weightzoo.generate import population as toolkit
 from weightzoo.generate.base import ModelPlan, ModelRecord
-from weightzoo.generate.tinylm.family import METRICS, TinyLMSpec, check_data, family
-from weightzoo.tasks.text import (
-    TokenSplits,
-    load_openwebtext,
-    load_pydoc_corpus,
-    window_starts,
-    windows,
-)
+from weightzoo.generate.tinylm.family import METRICS, TinyLMSpec, family
+from weightzoo.tasks.text import TokenSplits, corpus_for, window_starts, windows
 
 __all__ = ["LMTask", "corpus_of", "eval_starts", "population_logits", "train_population"]
 
 
 def corpus_of(spec: TinyLMSpec) -> TokenSplits:
     """The spec's token streams (after checking the corpus)."""
-    check_data(spec)
-    if spec.corpus == "openwebtext":
-        return load_openwebtext(spec.data_dir, spec.name)
-    return load_pydoc_corpus(spec.val_every)
+    return corpus_for(dataclasses.asdict(spec), f"spec {spec.name!r}", spec.data_dir)
 
 
 def eval_starts(spec: TinyLMSpec, data: TokenSplits) -> dict[str, np.ndarray]:
