@@ -44,6 +44,21 @@ def toy_zoo(tmp_path, toy_spec):
 
 
 @pytest.fixture
+def grouped_spec() -> toy_family.ToyGroupedSpec:
+    return toy_family.ToyGroupedSpec(shard_models=3)
+
+
+@pytest.fixture
+def grouped_zoo(tmp_path, grouped_spec):
+    """A grouped toy zoo: groups ``narrow`` (width 3) and ``wide`` (width 6), 6 models each."""
+    from weightzoo.generate.runner import generate
+
+    out = tmp_path / "grouped"
+    generate(grouped_spec, out, progress=False)
+    return out
+
+
+@pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(0)
 

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from weightzoo.generate.base import ModelPlan, ModelRecord, ZooSpec
+from weightzoo.generate.base import GroupedSpec, ModelPlan, ModelRecord, ZooSpec
 from weightzoo.storage.layout import Layout
 
 CALLS: list[int] = []  # block sizes trained, for resume tests
@@ -168,9 +168,50 @@ class LegacyToyFamily(ToyFamily):
         return super().train(spec, plans, device=device, progress=progress)
 
 
+@dataclass(frozen=True)
+class ToyGroupedSpec(GroupedSpec):
+    """Two groups of toy zoos with different widths (so different layouts): ``narrow``, ``wide``."""
+
+    name: str = "toy-grouped"
+    family: str = "toy"
+    widths: tuple[int, ...] = (3, 6)
+    group_names: tuple[str, ...] = ("narrow", "wide")
+    num_models: int = 6
+    num_epochs: int = 2
+
+    def groups(self) -> list[tuple[str, ZooSpec]]:
+        return [
+            (
+                group,
+                ToySpec(
+                    name=f"{self.name}-{group}",
+                    width=width,
+                    num_models=self.num_models,
+                    num_epochs=self.num_epochs,
+                    shard_models=self.shard_models,
+                ),
+            )
+            for group, width in zip(self.group_names, self.widths, strict=True)
+        ]
+
+
+class RootedToyFamily(ToyFamily):
+    """The toy family taking ``root``: records the directory it was given in a column."""
+
+    def train(self, spec, plans, *, device, progress=True, on_epoch=None, root=None):
+        records = super().train(spec, plans, device=device, progress=progress, on_epoch=on_epoch)
+        for record in records:
+            record.columns["root_name"] = Path(root).name
+        return records
+
+
 def specs() -> list[ZooSpec]:
     # toy3: several blocks (of 3 models), for the command line tests of workers.
-    return [ToySpec(), ToySpec(name="toy3", shard_models=3)]
+    return [
+        ToySpec(),
+        ToySpec(name="toy3", shard_models=3),
+        ToyGroupedSpec(shard_models=3),
+    ]
 
 
 def family(name: str) -> ToyFamily:

@@ -22,6 +22,7 @@ from weightzoo.zoo import Zoo
 if TYPE_CHECKING:
     from weightzoo.datasets import (
         MLDS,
+        GroupedBatches,
         MLDSBackdoor,
         ModelZoo,
         Trajectories,
@@ -39,6 +40,7 @@ _LAZY = {
     **{
         name: "weightzoo.datasets"
         for name in (
+            "GroupedBatches",
             "MLDS",
             "MLDSBackdoor",
             "ModelZoo",
@@ -73,6 +75,7 @@ _SUBMODULES = (
 __all__ = [
     "MLDS",
     "Evaluation",
+    "GroupedBatches",
     "Layout",
     "MLDSBackdoor",
     "Manifest",

@@ -231,6 +231,20 @@ def write_card(
         MissingExtraError: if ``plots`` and matplotlib is not installed.
         UnknownColumnError: for an unknown ``color_by``.
     """
+    from weightzoo.storage.groups import is_grouped
+
+    if is_grouped(zoo_dir):
+        from weightzoo.grouped_card import write_grouped_card
+
+        return write_grouped_card(
+            zoo_dir,
+            out_dir,
+            repo_id=repo_id,
+            license=license,
+            plots=plots,
+            color_by=color_by,
+            embedding=embedding,
+        )
     manifest = Manifest.load(zoo_dir)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -116,6 +116,7 @@ def _parse_epochs(text: str | None) -> Any:
 def cmd_list(args: argparse.Namespace) -> int:
     """Print every known zoo spec with its size estimate and hub status."""
     from weightzoo import catalog
+    from weightzoo.generate.base import GroupedSpec
     from weightzoo.generate.specs import all_specs
 
     published = {e.name: e for e in catalog.entries() if e.published}
@@ -123,11 +124,12 @@ def cmd_list(args: argparse.Namespace) -> int:
     for name, spec in all_specs().items():
         if args.family and spec.family != args.family:
             continue
-        estimate = spec.estimate() if hasattr(spec, "estimate") else {}
+        estimate = _estimate(spec)
+        groups = len(spec.groups()) if isinstance(spec, GroupedSpec) else 0
         rows.append(
             (
                 name,
-                spec.family,
+                f"{spec.family} ({groups} groups)" if groups else spec.family,
                 str(estimate.get("models", "?")),
                 str(estimate.get("checkpoints", "?")),
                 str(estimate.get("params", "?")),
@@ -140,6 +142,23 @@ def cmd_list(args: argparse.Namespace) -> int:
     for row in [header, *rows]:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
     return 0
+
+
+def _estimate(spec: Any) -> dict[str, Any]:
+    """A spec's size estimate; a grouped spec's is the sum over its groups (where all have one)."""
+    from weightzoo.generate.base import GroupedSpec
+
+    if hasattr(spec, "estimate") or not isinstance(spec, GroupedSpec):
+        return spec.estimate() if hasattr(spec, "estimate") else {}
+    parts = [_estimate(group) for _, group in spec.groups()]
+    if not parts or not all(parts):
+        return {}
+    total = {k: sum(p[k] for p in parts) for k in ("models", "bytes") if all(k in p for p in parts)}
+    for key in ("checkpoints", "params"):
+        values = sorted({p[key] for p in parts if key in p})
+        if values:
+            total[key] = values[0] if len(values) == 1 else f"{values[0]}-{values[-1]}"
+    return total
 
 
 def _damaged_shards(path: str) -> list[str]:
@@ -181,13 +200,51 @@ def epochs_text(epochs: Sequence[int]) -> str:
     return ", ".join(parts) or "none"
 
 
-def _zoo_info(path: str) -> dict[str, Any]:
-    """``Zoo.info()`` plus the missing shards and the per-class quality table (if readable)."""
+def _zoo_info(path: str | Path) -> dict[str, Any]:
+    """``Zoo.info()`` plus the missing shards and the per-class quality table (if readable).
+
+    For a grouped zoo: its own fields and ``groups``, one such summary per group (with
+    ``group`` and ``first_model_id``); ``missing_shards`` then names files relative to ``path``.
+    """
+    from weightzoo.storage.groups import GroupedManifest, group_dir, is_grouped
     from weightzoo.zoo import Zoo
 
+    if is_grouped(path):
+        top = GroupedManifest.load(path)
+        groups = []
+        for entry in top.groups:
+            directory = group_dir(path, entry)
+            if not (directory / "zoo.json").is_file():
+                groups.append(
+                    {
+                        "group": entry.name,
+                        "models": entry.num_models,
+                        "complete": False,
+                        "missing_shards": [],
+                        "first_model_id": entry.first_model_id,
+                    }
+                )
+                continue
+            Zoo(path, group=entry.name)  # checks the group manifest against the chain
+            info = _zoo_info(directory)
+            info["missing_shards"] = [f"{entry.path}/{f}" for f in info["missing_shards"]]
+            groups.append({"group": entry.name, "first_model_id": entry.first_model_id, **info})
+        return {
+            "name": top.name,
+            "family": top.family,
+            "path": str(path),
+            "format_version": 2,
+            "models": top.num_models,
+            "finished": top.finished,
+            "complete": top.finished and all(g["complete"] for g in groups),
+            "bytes": sum(g.get("bytes", 0) for g in groups),
+            "shards": sum(g.get("shards", 0) for g in groups),
+            "missing_shards": [f for g in groups for f in g["missing_shards"]],
+            "groups": groups,
+        }
     zoo = Zoo(path)
     info = zoo.info()
-    damaged = _damaged_shards(path)
+    damaged = _damaged_shards(str(path))
     info["complete"] = info["complete"] and not damaged
     info["missing_shards"] = damaged
     info["quality"] = None
@@ -211,12 +268,19 @@ def _zoo_dirs(path: str) -> list[Path]:
 
 def _info_folder(args: argparse.Namespace) -> int:
     """List the zoos in a folder: one line (or JSON object) each; exit 1 if one is damaged."""
+    from weightzoo.storage.groups import is_grouped
     from weightzoo.zoo import Zoo
 
     rows = []
     for directory in _zoo_dirs(args.path):
-        info = Zoo(directory).info()
-        damaged = _damaged_shards(str(directory))
+        if is_grouped(directory):
+            info = _zoo_info(directory)
+            damaged = info["missing_shards"]
+            info["checkpoints"] = info["params"] = "-"
+            info["family"] = f"{info['family']} ({len(info['groups'])} groups)"
+        else:
+            info = Zoo(directory).info()
+            damaged = _damaged_shards(str(directory))
         rows.append(
             {
                 key: info[key]
@@ -258,7 +322,10 @@ def cmd_info(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(info, indent=1))
         return EXIT_ERROR if damaged else 0
-    _print_info(info)
+    if "groups" in info:
+        _print_grouped_info(info)
+    else:
+        _print_info(info)
     if damaged:
         print(
             f"weightzoo: error: {len(damaged)} of {info['shards']} shards of {args.path} are "
@@ -301,6 +368,19 @@ def _print_info(info: dict[str, Any]) -> None:
         print(f"  quality: {info['quality_skipped']}")
 
 
+def _print_grouped_info(info: dict[str, Any]) -> None:
+    state = "finished" if info["finished"] else "UNFINISHED (rerun generate to finish)"
+    print(f"{info['name']} ({info['family']}, grouped) at {info['path']}")
+    print(f"  models {info['models']} in {len(info['groups'])} groups; {state}")
+    for group in info["groups"]:
+        last = group["first_model_id"] + group["models"] - 1
+        print(f"group {group['group']} (model ids {group['first_model_id']}..{last})")
+        if "params" not in group:
+            print("  not generated yet")
+            continue
+        _print_info(group)
+
+
 def _row(data: dict[str, Any]) -> Any:
     from weightzoo.analysis.tables import Row
 
@@ -311,23 +391,40 @@ def cmd_verify(args: argparse.Namespace) -> int:
     """Recompute every shard hash; exit 1 naming the bad shards."""
     from tqdm.auto import tqdm
 
-    from weightzoo.storage.manifest import Manifest
+    from weightzoo.storage.groups import GroupedManifest, load_any
     from weightzoo.storage.verify import verify_zoo
 
-    manifest = Manifest.load(args.path)
-    with tqdm(total=len(manifest.shards), unit="shard", desc="verify") as bar:
+    manifest = load_any(args.path)
+    total = _shard_count(args.path, manifest)
+    with tqdm(total=total, unit="shard", desc="verify") as bar:
         failures = verify_zoo(args.path, on_shard=lambda _: bar.update())
     if failures:
         for entry, error in failures:
             print(f"BAD  {entry.file}: {error}", file=sys.stderr)
         print(
-            f"weightzoo: error: {len(failures)} of {len(manifest.shards)} shards failed "
-            "verification",
+            f"weightzoo: error: {len(failures)} of {total} shards failed verification",
             file=sys.stderr,
         )
         return EXIT_ERROR
-    print(f"ok: {len(manifest.shards)} shards of {manifest.name} match their sha256")
+    if isinstance(manifest, GroupedManifest):
+        print(
+            f"ok: {len(manifest.groups)} group manifests of {manifest.name} match the top "
+            f"manifest, and {total} shards match their sha256"
+        )
+        return 0
+    print(f"ok: {total} shards of {manifest.name} match their sha256")
     return 0
+
+
+def _shard_count(path: str, manifest: Any) -> int:
+    """Shards a zoo lists (over every group begun, for a grouped zoo)."""
+    from weightzoo.storage.groups import GroupedManifest, group_dir
+    from weightzoo.storage.manifest import Manifest
+
+    if not isinstance(manifest, GroupedManifest):
+        return len(manifest.shards)
+    directories = [group_dir(path, entry) for entry in manifest.groups]
+    return sum(len(Manifest.load(d).shards) for d in directories if (d / "zoo.json").is_file())
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
@@ -335,6 +432,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from weightzoo.generate.devices import check_device
     from weightzoo.generate.runner import generate, zoo_dir_default
     from weightzoo.generate.specs import get_spec
+    from weightzoo.storage.manifest import Manifest
 
     if args.engine == "local":  # a Ray cluster's GPUs are checked where its blocks run
         check_device(args.device)
@@ -382,6 +480,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
         ray=ray,
         slice=args.slice,
     )
+    if not isinstance(manifest, Manifest):  # a grouped zoo: its top manifest
+        groups = ", ".join(f"{g.name} {g.num_models}" for g in manifest.groups)
+        print(f"wrote {manifest.name} to {out}: {manifest.num_models} models in groups {groups}")
+        return 0
     splits = ", ".join(f"{k} {v}" for k, v in manifest.splits().items())
     if args.slice is not None:
         index, count = args.slice
@@ -432,6 +534,27 @@ def cmd_sparsify(args: argparse.Namespace) -> int:
     return 0
 
 
+def _each_group(path: str, group: str | None) -> list[tuple[str | None, Path]]:
+    """The zoo directories a per-zoo command runs on: ``path``, its ``group``, or every group.
+
+    A version-1 zoo gives ``[(None, path)]``; a grouped zoo without ``group`` gives every group
+    in order (each checked against the zoo's hash chain).
+
+    Raises:
+        UnknownGroupError: for a group the zoo does not have, or --group on a version-1 zoo.
+    """
+    from weightzoo.storage.groups import GroupedManifest, load_any, resolve_group
+
+    manifest = load_any(path)
+    if group is not None or not isinstance(manifest, GroupedManifest):
+        return [(group, resolve_group(path, group)[0])]
+    return [(name, resolve_group(path, name)[0]) for name in manifest.group_names]
+
+
+def _group_prefix(group: str | None) -> str:
+    return f"group {group}: " if group is not None else ""
+
+
 def cmd_fetch(args: argparse.Namespace) -> int:
     """Download a zoo (or part of it) from the hub."""
     from weightzoo.hub import fetch
@@ -443,6 +566,7 @@ def cmd_fetch(args: argparse.Namespace) -> int:
         revision=args.revision,
         cache_dir=args.cache_dir,
         local_dir=args.local_dir,
+        group=args.group,
     )
     print(path)
     return 0
@@ -460,16 +584,18 @@ def cmd_card(args: argparse.Namespace) -> int:
     """Write a zoo's card (Markdown and figures)."""
     from weightzoo.card import write_card
 
-    out = Path(args.out) if args.out else Path(f"{Path(args.zoo).resolve()}-card")
+    zoo = str(_each_group(args.zoo, args.group)[0][1]) if args.group else args.zoo
+    default = f"{Path(args.zoo).resolve()}" + (f"-{args.group}" if args.group else "") + "-card"
+    out = Path(args.out) if args.out else Path(default)
     card = write_card(
-        args.zoo,
+        zoo,
         out,
         repo_id=args.repo_id,
         plots=not args.no_plots,
         color_by=args.color_by,
         embedding=args.embedding,
     )
-    figures = sorted(p.name for p in (out / "figures").glob("*.png")) if not args.no_plots else []
+    figures = sorted(p.name for p in (out / "figures").rglob("*.png")) if not args.no_plots else []
     print(
         f"wrote {card}" + (f" and {len(figures)} figures in {out / 'figures'}" if figures else "")
     )
@@ -492,6 +618,9 @@ def _add_card_parser(sub: Any, verbose: argparse.ArgumentParser) -> None:
     p.add_argument("--embedding", choices=("pca", "umap"), default="pca", help="default: pca")
     p.add_argument("--repo-id", help="hub repo named in the card's usage snippet")
     p.add_argument("--no-plots", action="store_true", help="write the Markdown only")
+    p.add_argument(
+        "--group", help="grouped zoo: the card of this group alone (default: one card of all)"
+    )
     p.set_defaults(func=cmd_card)
 
 
@@ -508,6 +637,9 @@ def cmd_report(args: argparse.Namespace) -> int:
     """Run the papers' tables that a zoo (or a DS1 + DS2 pair) supports; exit 1 if none."""
     from weightzoo.analysis import report
 
+    groups = _each_group(args.zoo, args.group)
+    if len(groups) > 1 or groups[0][0] is not None:
+        return _report_groups(args, groups)
     result = report(args.zoo, args.zoo2)
     print(result.to_json() if args.json else result.to_text(), end="\n" if args.json else "")
     if args.out:
@@ -520,6 +652,36 @@ def cmd_report(args: argparse.Namespace) -> int:
             content = result.to_text()
         out.write_text(content, encoding="utf-8")
     if not result.tables:
+        print(
+            "weightzoo: error: no table could be computed (see the skipped lines)", file=sys.stderr
+        )
+        return EXIT_ERROR
+    return 0
+
+
+def _report_groups(args: argparse.Namespace, groups: list[tuple[str | None, Path]]) -> int:
+    """``report`` on the groups of a grouped zoo: one report per group (JSON: by group)."""
+    from weightzoo.analysis import report
+
+    if args.zoo2 is not None:
+        raise InvalidOptionError(
+            "weightzoo report: a second zoo is for a DS1 + DS2 pair of version-1 zoos, not for "
+            "a grouped zoo; pass the group directories (ZOO/groups/NAME) instead"
+        )
+    if args.out:
+        raise InvalidOptionError(
+            "weightzoo report --out: write one group's report at a time (with --group NAME)"
+            if len(groups) > 1
+            else "weightzoo report --out: pass the group's directory (ZOO/groups/NAME) instead"
+        )
+    results = {name: report(str(path)) for name, path in groups}
+    if args.json:
+        print(json.dumps({name: json.loads(r.to_json()) for name, r in results.items()}, indent=1))
+    else:
+        for name, result in results.items():
+            print(f"== group {name} ==")
+            print(result.to_text(), end="")
+    if not any(result.tables for result in results.values()):
         print(
             "weightzoo: error: no table could be computed (see the skipped lines)", file=sys.stderr
         )
@@ -542,6 +704,7 @@ def _add_report_parser(sub: Any, verbose: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--out", help="also write the report to FILE (.json: JSON, .md: Markdown, else text)"
     )
+    p.add_argument("--group", help="grouped zoo: report on this group (default: every group)")
     p.set_defaults(func=cmd_report)
 
 
@@ -549,8 +712,14 @@ def cmd_behaviour(args: argparse.Namespace) -> int:
     """Store every checkpoint's outputs on the zoo's query set in a side file."""
     from weightzoo.functional import behaviour
 
+    for group, zoo in _each_group(args.zoo, args.group):
+        _behaviour_one(args, group, zoo, behaviour)
+    return 0
+
+
+def _behaviour_one(args: argparse.Namespace, group: str | None, zoo: Path, behaviour: Any) -> None:
     record = behaviour(
-        args.zoo,
+        zoo,
         kind=args.queries,
         n=args.n,
         seed=args.seed,
@@ -562,18 +731,23 @@ def cmd_behaviour(args: argparse.Namespace) -> int:
     )
     shape = record.arrays["outputs"]["shape"]
     print(
-        f"wrote {Path(args.zoo) / record.file}: outputs {shape} (models x checkpoints x "
-        f"{args.n} {args.queries} queries x output), sha256 {record.sha256[:12]}"
+        f"{_group_prefix(group)}wrote {zoo / record.file}: outputs {shape} (models x "
+        f"checkpoints x {args.n} {args.queries} queries x output), sha256 {record.sha256[:12]}"
     )
-    return 0
 
 
 def cmd_landscape(args: argparse.Namespace) -> int:
     """Store loss-landscape metrics of every selected checkpoint in a side file."""
+    for group, zoo in _each_group(args.zoo, args.group):
+        _landscape_one(args, group, zoo)
+    return 0
+
+
+def _landscape_one(args: argparse.Namespace, group: str | None, zoo: Path) -> None:
     from weightzoo.landscape.zoo import compute_zoo_landscape
 
     record = compute_zoo_landscape(
-        args.zoo,
+        zoo,
         metrics=args.metrics,
         split=args.split,
         epochs=args.epochs,
@@ -590,11 +764,10 @@ def cmd_landscape(args: argparse.Namespace) -> int:
     )
     shape = next(iter(record.arrays.values()))["shape"]
     print(
-        f"wrote {Path(args.zoo) / record.file}: {', '.join(record.arrays)} "
+        f"{_group_prefix(group)}wrote {zoo / record.file}: {', '.join(record.arrays)} "
         f"({shape[0]} models x {shape[1]} checkpoints), sha256 {record.sha256[:12]}; read them "
         "with ZooDataset(..., targets=(...))"
     )
-    return 0
 
 
 def _add_landscape_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
@@ -628,6 +801,7 @@ def _add_landscape_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> N
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     p.add_argument("--data-dir", help="where the image dataset files are (digits needs none)")
     p.add_argument("--name", default="landscape", help="the side file's name (landscape)")
+    p.add_argument("--group", help="grouped zoo: only this group (default: every group)")
     p.set_defaults(func=cmd_landscape)
 
 
@@ -655,6 +829,7 @@ def _add_behaviour_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> N
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     p.add_argument("--data-dir", help="where the image dataset files are (digits needs none)")
     p.add_argument("--name", default="behaviour", help="the side file's name (default behaviour)")
+    p.add_argument("--group", help="grouped zoo: only this group (default: every group)")
     p.set_defaults(func=cmd_behaviour)
 
 
@@ -812,6 +987,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--revision")
     p.add_argument("--cache-dir")
     p.add_argument("--local-dir", help="download into this directory instead of the cache")
+    p.add_argument("--group", help="grouped zoo: only this group (default: every group)")
     p.set_defaults(func=cmd_fetch)
 
     p = sub.add_parser("push", parents=[verbose], help="upload a zoo to the Hugging Face Hub")

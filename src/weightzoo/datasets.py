@@ -36,6 +36,7 @@ from weightzoo.errors import (
     WeightzooError,
     ZooNotFoundError,
 )
+from weightzoo.storage.groups import GroupedManifest, check_group_manifest, is_grouped, zoo_name
 from weightzoo.storage.manifest import MANIFEST_NAME, Manifest
 from weightzoo.storage.sidecar import Sidecar, list_sidecars, sidecar_records
 from weightzoo.storage.verify import check_shard_present
@@ -60,8 +61,13 @@ DEFAULT_EPOCHS = "last"
 DEFAULT_SPLIT = "train"
 
 
-def _as_zoo(zoo: Zoo | PathLike) -> Zoo:
-    return zoo if isinstance(zoo, Zoo) else Zoo(zoo)
+def _as_zoo(zoo: Zoo | PathLike, group: str | None = None) -> Zoo:
+    """The zoo (or group of a grouped zoo) a Dataset reads."""
+    if not isinstance(zoo, Zoo):
+        return Zoo(zoo, group=group)
+    if group is None or group == zoo.group_name:
+        return zoo
+    return zoo.group(group)
 
 
 def _as_tuple(value: str | Sequence[str] | None) -> tuple[str, ...]:
@@ -209,6 +215,8 @@ class ZooDataset(_BatchedDataset):
             names in ``targets``; returns the new dict.
         filter_viable: drop models with a NaN/Inf or diverged checkpoint, as the papers do.
         ids: add ``"model"`` and ``"epoch"`` to every item (as ``targets=("model", "epoch")``).
+        group: for a grouped zoo (format version 2), the group to read; ``None`` picks the only
+            group of a one-group zoo. :class:`GroupedBatches` reads every group.
 
     Each item is ``{feature: float32 tensor, target: tensor}``, plus ``"model"`` and
     ``"epoch"`` when asked for.
@@ -216,12 +224,15 @@ class ZooDataset(_BatchedDataset):
     Raises:
         ZooNotFoundError, UnknownSplitError, EpochError, UnknownColumnError: for bad input.
         InvalidOptionError: for an option of the wrong type.
+        GroupRequiredError: for a grouped zoo with several groups and no ``group``.
+        UnknownGroupError: for a group the zoo does not have.
     """
 
     def __init__(
         self,
         root: Zoo | PathLike,
         *,
+        group: str | None = None,
         split: str | Sequence[str] = DEFAULT_SPLIT,
         epochs: int | str | Iterable[int] | None = DEFAULT_EPOCHS,
         features: str | Sequence[str] = ("weights",),
@@ -232,7 +243,7 @@ class ZooDataset(_BatchedDataset):
         filter_viable: bool = True,
         ids: bool = False,
     ) -> None:
-        self.zoo = _as_zoo(root)
+        self.zoo = _as_zoo(root, group)
         self.features = _as_names(features, "features")
         self.targets = _as_names(targets, "targets")
         self.ids = tuple(k for k in ID_KEYS if ids and k not in self.targets)
@@ -707,7 +718,7 @@ def resolve_zoo_dir(root: PathLike, name: str) -> Path:
     """
     root = Path(root)
     if (root / MANIFEST_NAME).is_file():
-        found = Manifest.load(root).name
+        found = zoo_name(root)
         if found == name:
             return root
         raise ZooNotFoundError(f"{root} holds zoo {found!r}, not {name!r}")
@@ -736,9 +747,15 @@ def _selection_present(zoo_dir: Path, split: Any = None, epochs: Any = None) -> 
     if not (zoo_dir / MANIFEST_NAME).is_file():
         return False
     try:
-        manifest = Manifest.load(zoo_dir)
-        for entry in manifest.shards_for(None if split == "all" else split, epochs):
-            check_shard_present(zoo_dir, entry)
+        if is_grouped(zoo_dir):
+            top = GroupedManifest.load(zoo_dir)
+            directories = [check_group_manifest(zoo_dir, entry) for entry in top.groups]
+        else:
+            directories = [zoo_dir]
+        for directory in directories:
+            manifest = Manifest.load(directory)
+            for entry in manifest.shards_for(None if split == "all" else split, epochs):
+                check_shard_present(directory, entry)
     except WeightzooError:
         return False  # missing or short shards, or a bad selection: fetch fixes or reports it
     return True
@@ -799,7 +816,7 @@ class MLDS(ZooDataset):
             targets = "automaton" if subset == "ds3" else "machine"
         name = f"mlds-{subset}"
         manifest = Path(root) / MANIFEST_NAME
-        if not download and manifest.is_file() and Manifest.load(root).name.startswith(name + "-"):
+        if not download and manifest.is_file() and zoo_name(root).startswith(name + "-"):
             path = Path(root)  # a variant of the subset, e.g. mlds-ds1-paper, given directly
         else:
             path = _family_dir(root, name, download, **_fetch_options(kwargs))
@@ -951,3 +968,159 @@ class TrajectoryZoo(Trajectories):
         name = f"trajectory-{dataset}-{architecture}"
         options = {**_fetch_options(kwargs), "epochs": kwargs.get("epochs", "all")}
         super().__init__(_family_dir(root, name, download, **options), **kwargs)
+
+
+class GroupedBatchSampler(Sampler[list[int]]):
+    """Batches of indices that each stay within one group: for :class:`GroupedBatches`.
+
+    Every index of every group is served once per pass. With ``shuffle``, the items of each
+    group and the order of all batches (of all groups, interleaved) are drawn anew each pass
+    from ``seed`` and the pass number (:meth:`set_epoch` sets it, else it counts passes).
+
+    Args:
+        sizes: items per group, in group order; group ``k`` owns the global indices
+            ``sum(sizes[:k]) .. sum(sizes[:k+1]) - 1``.
+        batch_size: items per batch (the last batch of a group may be smaller).
+        shuffle: shuffle items within groups and batches across groups.
+        drop_last: drop each group's last batch when it is smaller than ``batch_size``.
+        seed: seed of the shuffling.
+    """
+
+    def __init__(
+        self,
+        sizes: Sequence[int],
+        batch_size: int,
+        *,
+        shuffle: bool = False,
+        drop_last: bool = False,
+        seed: int = 0,
+    ) -> None:
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise InvalidOptionError(f"batch_size must be a positive int, got {batch_size!r}")
+        self.sizes = [int(n) for n in sizes]
+        self.starts = np.concatenate([[0], np.cumsum(self.sizes)]).astype(np.int64)
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.drop_last = drop_last
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Use the shuffling of pass ``epoch`` next (as ``DistributedSampler.set_epoch``)."""
+        self.epoch = int(epoch)
+
+    def _batches_of(self, group: int, rng: np.random.Generator | None) -> list[list[int]]:
+        start, size = int(self.starts[group]), self.sizes[group]
+        order = rng.permutation(size) if rng is not None else np.arange(size)
+        batches = [
+            (order[i : i + self.batch_size] + start).tolist()
+            for i in range(0, size, self.batch_size)
+        ]
+        if self.drop_last and batches and len(batches[-1]) < self.batch_size:
+            batches.pop()
+        return batches
+
+    def __iter__(self) -> Iterator[list[int]]:
+        rng = np.random.default_rng([self.seed, self.epoch]) if self.shuffle else None
+        self.epoch += 1
+        batches = [b for group in range(len(self.sizes)) for b in self._batches_of(group, rng)]
+        if rng is not None:
+            batches = [batches[i] for i in rng.permutation(len(batches))]
+        return iter(batches)
+
+    def __len__(self) -> int:
+        if self.drop_last:
+            return sum(n // self.batch_size for n in self.sizes)
+        return sum(-(-n // self.batch_size) for n in self.sizes)
+
+
+class GroupedBatches(Dataset):
+    """Every group of a grouped zoo as one Dataset whose batches stay within one group.
+
+    Groups differ in layout (widths, heads), so a batch cannot mix them; this Dataset holds
+    one Dataset per group (a :class:`ZooDataset` by default, with the same options) and a
+    :class:`GroupedBatchSampler` that yields batches of one group at a time, interleaved, so
+    that a training loop sees every model of every group each pass. Each item also carries
+    ``"group"``, the index of its group in :attr:`groups`.
+
+    Example::
+
+        batches = GroupedBatches(root, batch_size=32, shuffle=True, split="train")
+        for batch in batches.loader(num_workers=2):
+            head = heads[batches.groups[int(batch["group"][0])]]
+
+    Args:
+        root: a grouped zoo directory or :class:`Zoo` (a version-1 zoo counts as one group).
+        batch_size: items per batch.
+        shuffle: shuffle items within groups and batches across groups, anew each pass.
+        drop_last: drop each group's last, smaller batch.
+        seed: seed of the shuffling.
+        groups: the groups to read, in this order (default: all, in the zoo's order).
+        dataset: the Dataset class built for each group (``ZooDataset``, ``Trajectories``...).
+        **kwargs: options of ``dataset`` (split, epochs, features, targets, where...).
+
+    Raises:
+        UnknownGroupError: for a group the zoo does not have.
+    """
+
+    def __init__(
+        self,
+        root: Zoo | PathLike,
+        *,
+        batch_size: int = 64,
+        shuffle: bool = False,
+        drop_last: bool = False,
+        seed: int = 0,
+        groups: Sequence[str] | None = None,
+        dataset: type[ZooDataset] = ZooDataset,
+        **kwargs: Any,
+    ) -> None:
+        zoo = root if isinstance(root, Zoo) else Zoo(root)
+        if zoo.grouped is None:
+            names, zoos = [zoo.name], [zoo]
+        else:
+            names = list(groups) if groups is not None else zoo.groups
+            zoos = [zoo.group(name) for name in names]
+        self.groups: list[str] = names
+        self.datasets: list[ZooDataset] = [dataset(group, **kwargs) for group in zoos]
+        self.sampler = GroupedBatchSampler(
+            [len(d) for d in self.datasets],
+            batch_size,
+            shuffle=shuffle,
+            drop_last=drop_last,
+            seed=seed,
+        )
+
+    def __len__(self) -> int:
+        return int(self.sampler.starts[-1])
+
+    def _split(self, indices: Sequence[int]) -> list[tuple[int, list[int], list[int]]]:
+        """``(group, positions in indices, local indices)`` for each group the indices touch."""
+        flat = np.asarray(indices, dtype=np.int64)
+        if flat.size and (flat.min() < 0 or flat.max() >= len(self)):
+            raise IndexError(f"index out of range for {len(self)} items")
+        group_of = np.searchsorted(self.sampler.starts, flat, side="right") - 1
+        parts = []
+        for group in np.unique(group_of).tolist():
+            mine = group_of == group
+            local = flat[mine] - self.sampler.starts[group]
+            parts.append((group, np.flatnonzero(mine).tolist(), local.tolist()))
+        return parts
+
+    def __getitems__(self, indices: Sequence[int]) -> list[Item]:
+        """Items of ``indices`` (of one group or several), in their order."""
+        out: list[Item | None] = [None] * len(indices)
+        for group, positions, local in self._split(indices):
+            label = torch.tensor(group)
+            items = self.datasets[group].__getitems__(local)
+            for position, item in zip(positions, items, strict=True):
+                item["group"] = label
+                out[position] = item
+        return out  # type: ignore[return-value]
+
+    def __getitem__(self, index: int) -> Item:
+        return self.__getitems__([operator.index(index)])[0]
+
+    def loader(self, **options: Any) -> DataLoader:
+        """A ``DataLoader`` over :attr:`sampler`'s batches (options: ``num_workers``...)."""
+        return DataLoader(self, batch_sampler=self.sampler, **options)

@@ -148,3 +148,23 @@ class SidecarCorruptError(WeightzooError, ValueError):
 
 class SliceMissingError(WeightzooError, FileNotFoundError):
     """A slice of a zoo generated in slices (``--slice i/n``) is missing or unfinished."""
+
+
+class GroupedZooError(FormatVersionError):
+    """A grouped zoo (format version 2) met code that reads one version-1 zoo only.
+
+    It is a :class:`FormatVersionError`, as a reader that knows version 1 only raises; the
+    message names the groups and says how to open one (``Zoo(path).group(NAME)``, ``group=``).
+    """
+
+
+class GroupRequiredError(WeightzooError, ValueError):
+    """A grouped zoo with several groups was opened without saying which (``group=``)."""
+
+
+class UnknownGroupError(WeightzooError, KeyError):
+    """A group name that the grouped zoo does not have (or a ``group=`` for a version-1 zoo)."""
+
+
+class GroupManifestError(ManifestError):
+    """A group's ``zoo.json`` differs from the sha256 the top manifest records for it."""

@@ -13,12 +13,14 @@ default), and offline mode from ``HF_HUB_OFFLINE`` (or huggingface_hub's own set
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import json
 import logging
 import os
 import tempfile
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx2
@@ -38,14 +40,23 @@ from tqdm.auto import tqdm
 
 from weightzoo import catalog
 from weightzoo.errors import (
+    GroupManifestError,
     HubError,
     ManifestError,
     ShardCorruptError,
     ShardMissingError,
+    UnknownGroupError,
     UnsafePathError,
 )
+from weightzoo.storage.groups import GroupedManifest, group_dir, is_grouped
 from weightzoo.storage.hashing import sha256_file
-from weightzoo.storage.manifest import MANIFEST_NAME, Manifest, ShardEntry, safe_relative_path
+from weightzoo.storage.manifest import (
+    GROUPED_FORMAT_VERSION,
+    MANIFEST_NAME,
+    Manifest,
+    ShardEntry,
+    safe_relative_path,
+)
 from weightzoo.storage.verify import shard_path, verify_zoo
 
 __all__ = ["UnsafePathError", "fetch", "push", "resolve_repo"]
@@ -115,8 +126,8 @@ def _describe_bytes(data: bytes) -> str:
     return f"{kind} of {len(data)} bytes starting {shown!r}"
 
 
-def _parse_manifest(path: Path, repo_id: str) -> Manifest:
-    """Read a downloaded manifest, refusing any path that leaves the zoo directory."""
+def _read_manifest_data(path: Path, repo_id: str) -> dict:
+    """The JSON of a downloaded manifest (any version), or a ManifestError naming what came."""
     try:
         raw = path.read_bytes()
         data = json.loads(raw.decode("utf-8"))
@@ -127,6 +138,14 @@ def _parse_manifest(path: Path, repo_id: str) -> Manifest:
             f"({exc}). A proxy or login page may be answering instead of the hub; check "
             "HF_ENDPOINT and your network."
         ) from exc
+    if not isinstance(data, dict):
+        raise ManifestError(f"{MANIFEST_NAME} of {repo_id} is not a weightzoo manifest")
+    return data
+
+
+def _parse_manifest(path: Path, repo_id: str) -> Manifest:
+    """Read a downloaded manifest, refusing any path that leaves the zoo directory."""
+    data = _read_manifest_data(path, repo_id)
     rows = data.get("shards") if isinstance(data, dict) else None
     for row in rows if isinstance(rows, list) else []:
         file = row.get("file") if isinstance(row, dict) else None
@@ -138,7 +157,50 @@ def _parse_manifest(path: Path, repo_id: str) -> Manifest:
                 "outside the zoo directory; nothing was downloaded. The repo is malformed or "
                 "malicious: do not use it."
             ) from exc
-    return Manifest.from_dict(data, source=f"{MANIFEST_NAME} of {repo_id}")
+    return Manifest.from_dict(data, source=f"{path.name} of {repo_id}")
+
+
+def _grouped_shards(
+    source: _Source,
+    root: Path,
+    blobs: Path | None,
+    data: dict,
+    split: str | Sequence[str] | None,
+    epochs: int | str | Iterable[int] | None,
+    group: str | Sequence[str] | None,
+) -> list[ShardEntry]:
+    """The shards a selection needs in a grouped zoo, named relative to the zoo directory.
+
+    Each selected group's manifest is downloaded and checked against the top manifest's sha256
+    first (a mismatching download is deleted), so every shard hash used comes through the chain.
+    """
+    top = GroupedManifest.from_dict(data, source=f"{MANIFEST_NAME} of {source.repo_id}")
+    names = top.group_names if group is None else [group] if isinstance(group, str) else group
+    wanted: list[ShardEntry] = []
+    for name in names:
+        entry = top.entry(name)
+        if entry.manifest_sha256 is None:
+            raise ManifestError(
+                f"group {name!r} of hub repo {source.repo_id} is not finished (the top manifest "
+                "records no hash for it); push the zoo again once it is generated"
+            )
+        path = _download_file(source, f"{entry.path}/{MANIFEST_NAME}")
+        group_dir(root, entry)  # refuse a group directory that links out of the zoo
+        actual = sha256_file(path)
+        if actual != entry.manifest_sha256:
+            _remove_download(path, blobs)
+            raise GroupManifestError(
+                f"{entry.path}/{MANIFEST_NAME} of hub repo {source.repo_id} (revision "
+                f"{source.ref}) has sha256 {actual}, but the top manifest records "
+                f"{entry.manifest_sha256}; it was deleted. The hub copy is corrupt or changed "
+                "after its top manifest: report it to the zoo's maintainer."
+            )
+        manifest = _parse_manifest(path, source.repo_id)
+        wanted += [
+            dataclasses.replace(shard, file=f"{entry.path}/{shard.file}")
+            for shard in manifest.shards_for(split, epochs)
+        ]
+    return wanted
 
 
 def _cache_blobs(root: Path, local: Path | None) -> Path | None:
@@ -255,8 +317,13 @@ def fetch(
     endpoint: str | None = None,
     token: str | bool | None = None,
     progress: bool = True,
+    group: str | Sequence[str] | None = None,
 ) -> Path:
     """Download a zoo, or the part of it that a split and epochs need, and verify it.
+
+    A grouped zoo (format version 2) is fetched group by group: the top manifest, then each
+    group's ``zoo.json`` (checked against the sha256 the top manifest records), then the shards
+    the selection needs in every group (or only in ``group``).
 
     The manifest is downloaded first; the shards the selection needs are then downloaded with
     ``snapshot_download(allow_patterns=...)`` into the hub cache (or ``local_dir``), and every
@@ -276,6 +343,7 @@ def fetch(
         endpoint: hub URL (default: ``HF_ENDPOINT`` or ``https://huggingface.co``).
         token: hub token (default: the logged-in token or ``HF_TOKEN``).
         progress: show tqdm progress bars.
+        group: a grouped zoo's group, or several, to fetch (default: every group).
 
     Returns:
         The local zoo directory (holding ``zoo.json`` and the selected shards).
@@ -283,6 +351,8 @@ def fetch(
     Raises:
         HubError: if the repo, revision or manifest cannot be found, or offline data is missing.
         UnsafePathError: if the manifest names a path outside the zoo directory.
+        GroupManifestError: if a group's manifest differs from the hash the top one records.
+        UnknownGroupError: for a group the zoo does not have (or any group of a version-1 zoo).
         ShardCorruptError: if a shard's sha256 differs from the manifest after a retry.
         UnknownSplitError, EpochError: for a selection the zoo does not have.
     """
@@ -314,11 +384,51 @@ def fetch(
             offline, reason = True, f"the hub at {endpoint} cannot be reached ({exc})"
             logger.warning("%s; using the data already in %s", reason, where)
 
+    source = _Source(
+        repo_id, ref, cache, local, endpoint, token, offline, reason, where, name_or_repo, progress
+    )
+    manifest_path = _download_file(source, MANIFEST_NAME)
+    root = manifest_path.parent
+    blobs = _cache_blobs(root, local)
+    data = _read_manifest_data(manifest_path, repo_id)
+    if data.get("format_version") == GROUPED_FORMAT_VERSION:
+        wanted = _grouped_shards(source, root, blobs, data, split, epochs, group)
+    else:
+        if group is not None:
+            raise UnknownGroupError(
+                f"hub repo {repo_id} holds a version-1 zoo without groups; drop group={group!r}"
+            )
+        wanted = _parse_manifest(manifest_path, repo_id).shards_for(split, epochs)
+    return _fetch_shards(source, root, blobs, wanted)
+
+
+@dataclass(frozen=True)
+class _Source:
+    """Where a fetch downloads from and to, and how (one commit of one repo)."""
+
+    repo_id: str
+    ref: str
+    cache: str | None
+    local: Path | None
+    endpoint: str
+    token: str | bool | None
+    offline: bool
+    reason: str
+    where: str
+    name_or_repo: str
+    progress: bool
+
+
+def _download_file(source: _Source, filename: str) -> Path:
+    """Download one manifest file of the source's commit (or find it in the cache offline)."""
+    repo_id, ref, cache, local = source.repo_id, source.ref, source.cache, source.local
+    endpoint, token, offline = source.endpoint, source.token, source.offline
+    reason, where, name_or_repo = source.reason, source.where, source.name_or_repo
     try:
-        manifest_path = Path(
+        return Path(
             hf_hub_download(
                 repo_id,
-                MANIFEST_NAME,
+                filename,
                 repo_type=REPO_TYPE,
                 revision=ref,
                 cache_dir=cache,
@@ -330,28 +440,33 @@ def fetch(
         )
     except LocalEntryNotFoundError as exc:
         raise HubError(
-            f"{reason}, and {where} holds no {MANIFEST_NAME} of {repo_id} (revision {ref}). "
+            f"{reason}, and {where} holds no {filename} of {repo_id} (revision {ref}). "
             f"Connect to the hub and run `weightzoo fetch {name_or_repo}` once."
         ) from exc
     except EntryNotFoundError as exc:
         raise HubError(
-            f"hub repo {repo_id} (revision {ref}) has no {MANIFEST_NAME}: it is not a weightzoo "
+            f"hub repo {repo_id} (revision {ref}) has no {filename}: it is not a weightzoo "
             "zoo. Push zoos with `weightzoo push`."
         ) from exc
     except (*_NETWORK_ERRORS, HfHubHTTPError) as exc:
-        raise HubError(f"downloading {MANIFEST_NAME} of {repo_id} failed: {exc}") from exc
+        raise HubError(f"downloading {filename} of {repo_id} failed: {exc}") from exc
     except OSError as exc:
         # huggingface_hub's own checks (e.g. the size it was promised) fail with a bare OSError
         raise ManifestError(
-            f"{MANIFEST_NAME} of {repo_id} from {endpoint} did not arrive as a manifest: "
+            f"{filename} of {repo_id} from {endpoint} did not arrive as a manifest: "
             f"{' '.join(str(exc).split())} A proxy or login page may be answering instead of "
             "the hub; check HF_ENDPOINT and your network."
         ) from exc
 
-    root = manifest_path.parent
-    blobs = _cache_blobs(root, local)
-    manifest = _parse_manifest(manifest_path, repo_id)
-    wanted = manifest.shards_for(split, epochs)
+
+def _fetch_shards(
+    source: _Source, root: Path, blobs: Path | None, wanted: Sequence[ShardEntry]
+) -> Path:
+    """Download the ``wanted`` shards that are not present, verify all, retry once."""
+    repo_id, ref, cache, local = source.repo_id, source.ref, source.cache, source.local
+    endpoint, token, offline = source.endpoint, source.token, source.offline
+    reason, where, name_or_repo = source.reason, source.where, source.name_or_repo
+    progress = source.progress
     for attempt in range(2):
         missing = [s for s in wanted if not _present(root, s, blobs)]
         for entry in missing:
@@ -437,23 +552,57 @@ def push(
         HubError: if the hub refuses the upload.
     """
     zoo_dir = Path(path)
-    manifest = Manifest.load(zoo_dir)
+    contents = _push_contents(zoo_dir)
     failures = verify_zoo(zoo_dir)
     if failures:
         raise ShardCorruptError(
             f"zoo {zoo_dir} does not verify, nothing was uploaded: "
             + "; ".join(str(exc) for _, exc in failures)
         )
-    if not manifest.complete:
-        raise ShardCorruptError(
-            f"zoo {zoo_dir} is incomplete (its shards do not cover every model and checkpoint); "
-            f"finish it with `weightzoo generate {manifest.name} --out {zoo_dir}` before pushing."
-        )
     endpoint = _endpoint(endpoint)
     api = HfApi(endpoint=endpoint, token=token)
     with tempfile.TemporaryDirectory(prefix="weightzoo-card-") as card_dir:
         card_files = _card_files(zoo_dir, Path(card_dir), repo_id, license, plots)
-        return _upload(api, zoo_dir, manifest, repo_id, private, card_files, commit_message)
+        return _upload(api, zoo_dir, contents, repo_id, private, card_files, commit_message)
+
+
+@dataclass(frozen=True)
+class _Contents:
+    """What a push uploads: the zoo's name, its shard files, then its manifest files."""
+
+    name: str
+    shards: list[str]
+    manifests: list[str]
+
+
+def _push_contents(zoo_dir: Path) -> _Contents:
+    """The files of a complete zoo (of either version), refusing an unfinished one.
+
+    A grouped zoo's manifests go up top last, so the top manifest never names a group whose
+    files are not there.
+    """
+    if not is_grouped(zoo_dir):
+        manifest = Manifest.load(zoo_dir)
+        if not manifest.complete:
+            raise ShardCorruptError(
+                f"zoo {zoo_dir} is incomplete (its shards do not cover every model and "
+                f"checkpoint); finish it with `weightzoo generate {manifest.name} --out "
+                f"{zoo_dir}` before pushing."
+            )
+        return _Contents(manifest.name, [s.file for s in manifest.shards], [MANIFEST_NAME])
+    top = GroupedManifest.load(zoo_dir)
+    if not top.finished:
+        raise ShardCorruptError(
+            f"grouped zoo {zoo_dir} is not finished (groups without a recorded manifest hash: "
+            f"{', '.join(g.name for g in top.groups if g.manifest_sha256 is None)}); finish it "
+            f"with `weightzoo generate {top.name} --out {zoo_dir}` before pushing."
+        )
+    shards, manifests = [], []
+    for entry in top.groups:
+        manifest = Manifest.load(group_dir(zoo_dir, entry))
+        shards += [f"{entry.path}/{s.file}" for s in manifest.shards]
+        manifests.append(f"{entry.path}/{MANIFEST_NAME}")
+    return _Contents(top.name, shards, [*manifests, MANIFEST_NAME])
 
 
 def _card_files(
@@ -469,7 +618,7 @@ def _card_files(
         logger.info("card without figures: %s", exc)
         card = write_card(zoo_dir, out, repo_id=repo_id, license=license, plots=False)
     files = {CARD_NAME: card.read_bytes()}
-    for figure in sorted(out.glob("figures/*.png")):
+    for figure in sorted(out.glob("figures/**/*.png")):
         files[figure.relative_to(out).as_posix()] = figure.read_bytes()
     return files
 
@@ -477,7 +626,7 @@ def _card_files(
 def _upload(
     api: HfApi,
     zoo_dir: Path,
-    manifest: Manifest,
+    contents: _Contents,
     repo_id: str,
     private: bool,
     card_files: dict[str, bytes],
@@ -491,17 +640,17 @@ def _upload(
             repo_id=repo_id,
             repo_type=REPO_TYPE,
             folder_path=zoo_dir,
-            allow_patterns=[glob.escape(s.file) for s in manifest.shards],
-            commit_message=f"Upload {len(manifest.shards)} shards of {manifest.name}",
+            allow_patterns=[glob.escape(file) for file in contents.shards],
+            commit_message=f"Upload {len(contents.shards)} shards of {contents.name}",
         )
         info = api.create_commit(
             repo_id=repo_id,
             repo_type=REPO_TYPE,
             operations=[
-                CommitOperationAdd(MANIFEST_NAME, zoo_dir / MANIFEST_NAME),
+                *(CommitOperationAdd(file, zoo_dir / file) for file in contents.manifests),
                 *(CommitOperationAdd(name, data) for name, data in card_files.items()),
             ],
-            commit_message=commit_message or f"Add manifest and card of {manifest.name}",
+            commit_message=commit_message or f"Add manifest and card of {contents.name}",
         )
     except (*_NETWORK_ERRORS, HfHubHTTPError) as exc:
         raise HubError(

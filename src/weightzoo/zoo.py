@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from weightzoo.errors import require
+from weightzoo.storage.groups import GroupedManifest, load_any, resolve_group
 from weightzoo.storage.layout import Layout
 from weightzoo.storage.manifest import Manifest
 from weightzoo.storage.reader import ZooReader
@@ -22,30 +23,100 @@ PathLike = str | os.PathLike[str]
 class Zoo:
     """A zoo on disk: its manifest, layout and per-model metadata.
 
+    A grouped zoo (format version 2, see ``docs/format.md``) opens as a whole: :attr:`groups`
+    names its groups and :meth:`group` opens one, a :class:`Zoo` of its own. ``Zoo(path,
+    group=NAME)`` opens group ``NAME`` directly, and a grouped zoo with one group opens as that
+    group. Everything that reads models (:attr:`manifest`, :meth:`reader`, :meth:`rows`...)
+    needs one group and raises :class:`GroupRequiredError` otherwise.
+
     Args:
         path: the zoo directory (holding ``zoo.json``).
+        group: for a grouped zoo, the group to open.
+
+    Attributes:
+        path: the directory of the zoo read (a group's directory for a group).
+        root: the directory given (the grouped zoo's own, for a group).
+        group_name: the open group's name, ``None`` for a version-1 zoo or a whole grouped zoo.
+        grouped: the top manifest of a grouped zoo, else ``None``.
 
     Raises:
         ZooNotFoundError: if there is no zoo at ``path``.
+        UnknownGroupError: for a group the zoo does not have.
+        GroupManifestError: for a group manifest that breaks the zoo's hash chain.
     """
 
-    def __init__(self, path: PathLike) -> None:
-        self.path = Path(path)
-        self.manifest = Manifest.load(self.path)
+    def __init__(self, path: PathLike, group: str | None = None) -> None:
+        self.root = Path(path)
+        top = load_any(self.root)
+        self.grouped: GroupedManifest | None = top if isinstance(top, GroupedManifest) else None
+        self.group_name: str | None = None
+        self._manifest: Manifest | None = top if isinstance(top, Manifest) else None
+        self.path = self.root
+        if self.grouped is not None and (group is not None or len(self.grouped.groups) == 1):
+            self.path, self.group_name = resolve_group(self.root, group)
+            self._manifest = Manifest.load(self.path)
+        elif group is not None:
+            resolve_group(self.root, group)  # raises UnknownGroupError for a version-1 zoo
+
+    @classmethod
+    def open(cls, path: PathLike, group: str | None = None) -> Zoo:
+        """Open a zoo of either format version (the same as ``Zoo(path, group)``)."""
+        return cls(path, group)
+
+    @property
+    def manifest(self) -> Manifest:
+        """The (version-1) manifest of the zoo or of the open group.
+
+        Raises:
+            GroupRequiredError: on a grouped zoo opened without a group.
+        """
+        if self._manifest is None:
+            resolve_group(self.root, None)  # raises GroupRequiredError naming the groups
+            raise AssertionError("unreachable")  # pragma: no cover
+        return self._manifest
+
+    @property
+    def groups(self) -> list[str]:
+        """The group names of a grouped zoo, in order (empty for a version-1 zoo)."""
+        return [] if self.grouped is None else self.grouped.group_names
+
+    def group(self, name: str) -> Zoo:
+        """Group ``name`` of a grouped zoo, as a :class:`Zoo`.
+
+        Raises:
+            UnknownGroupError: for a group the zoo does not have (or a version-1 zoo).
+        """
+        return Zoo(self.root, group=name)
 
     def __repr__(self) -> str:
+        if self._manifest is None:
+            assert self.grouped is not None
+            return (
+                f"Zoo({self.name!r}, grouped: {len(self)} models in groups "
+                f"{', '.join(self.groups)}, path={str(self.root)!r})"
+            )
+        if self.group_name is not None:
+            return (
+                f"Zoo({self.name!r}, group {self.group_name!r}: {self.manifest.num_models} "
+                f"models x {len(self.epochs)} checkpoints x {self.layout.num_params} params, "
+                f"path={str(self.root)!r})"
+            )
         return (
             f"Zoo({self.name!r}, {self.manifest.num_models} models x {len(self.epochs)} "
             f"checkpoints x {self.layout.num_params} params, path={str(self.path)!r})"
         )
 
     def __len__(self) -> int:
-        """Number of models in the complete zoo."""
+        """Number of models in the complete zoo, the open group, or all groups of a zoo."""
+        if self._manifest is None and self.grouped is not None:
+            return self.grouped.num_models
         return self.manifest.num_models
 
     @property
     def name(self) -> str:
-        """The zoo's name."""
+        """The zoo's name (for a group: the group's own zoo name, as its shards carry it)."""
+        if self._manifest is None and self.grouped is not None:
+            return self.grouped.name
         return self.manifest.name
 
     @property
@@ -212,6 +283,8 @@ class Zoo:
         Raises:
             ShardCorruptError, UnsafePathError: for a shard that does not match the manifest.
         """
+        if self._manifest is None and self.grouped is not None:
+            return self._grouped_info()
         manifest = self.manifest
         present = [s for s in manifest.shards if (self.path / s.file).exists()]
         for entry in present:
@@ -246,3 +319,30 @@ class Zoo:
                     if finite.size:
                         summary[f"range_{metric}"] = (float(finite.min()), float(finite.max()))
         return summary
+
+    def _grouped_info(self) -> dict[str, Any]:
+        """:meth:`info` of a whole grouped zoo: its own fields and every group's summary."""
+        assert self.grouped is not None
+        groups = []
+        for entry in self.grouped.groups:
+            summary: dict[str, Any] = {
+                "group": entry.name,
+                "first_model_id": entry.first_model_id,
+                "finished": entry.manifest_sha256 is not None,
+            }
+            if (self.root / entry.path / "zoo.json").is_file():
+                summary.update(self.group(entry.name).info())
+            else:
+                summary.update(models=entry.num_models, complete=False)
+            groups.append(summary)
+        return {
+            "name": self.grouped.name,
+            "family": self.grouped.family,
+            "path": str(self.root),
+            "format_version": 2,
+            "models": self.grouped.num_models,
+            "finished": self.grouped.finished,
+            "complete": all(g.get("complete") for g in groups),
+            "bytes": sum(g.get("bytes", 0) for g in groups),
+            "groups": groups,
+        }

@@ -10,15 +10,25 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import inspect
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 from weightzoo.blocks import ModelRecord
 from weightzoo.storage.layout import Layout
 
-__all__ = ["Family", "ModelPlan", "ModelRecord", "ZooSpec"]
+__all__ = [
+    "Family",
+    "GroupedSpec",
+    "ModelPlan",
+    "ModelRecord",
+    "RootedFamily",
+    "ZooSpec",
+    "accepts_root",
+]
 
 
 @dataclass(frozen=True)
@@ -95,6 +105,85 @@ class ZooSpec:
                 "run `weightzoo generate --help` for the options each family takes"
             )
         return self
+
+
+@dataclass(frozen=True)
+class GroupedSpec(ZooSpec):
+    """Base of the spec of a grouped zoo: an ordered list of named version-1 zoo specs.
+
+    A grouped zoo (format version 2) holds models of different layouts (widths, heads) in
+    groups; each group is generated from its own spec into ``<out>/groups/<name>`` as a complete
+    version-1 zoo, in the order :meth:`groups` gives, and model ids run on across groups. A
+    family whose ``train`` names a ``root`` parameter receives the group's directory, so a later
+    group can read an earlier one at ``root.parent / "<name>"`` (a fine-tuning group reading its
+    pretraining group). Subclasses are frozen dataclasses with their own fields and implement
+    :meth:`groups`; the manifest stores :meth:`to_dict`, which includes every group's spec, so a
+    change to any group changes the fingerprint.
+    """
+
+    kind: ClassVar[str] = "grouped"
+
+    def groups(self) -> list[tuple[str, ZooSpec]]:
+        """The groups, in generation order: ``[(name, spec), ...]``.
+
+        Names match ``[a-z0-9][a-z0-9_-]*`` and are unique; each spec is a version-1 spec
+        (not a :class:`GroupedSpec`).
+        """
+        raise NotImplementedError(f"{type(self).__name__} must define groups()")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The spec's own fields, plus ``group_specs``: ``[[name, spec dict], ...]``."""
+        data = super().to_dict()
+        data["group_specs"] = [[name, spec.to_dict()] for name, spec in self.groups()]
+        return data
+
+
+def accepts_root(family: Family) -> bool:
+    """Whether ``family.train`` names a ``root`` parameter (it then gets its zoo directory)."""
+    return "root" in inspect.signature(family.train).parameters
+
+
+@dataclass(frozen=True)
+class RootedFamily:
+    """A family whose ``train`` takes ``root``, with the zoo directory bound to it.
+
+    The runner wraps such a family so that engines and workers call ``train`` as for any
+    family; it pickles like the family it holds (for worker processes and Ray tasks).
+    """
+
+    family: Any
+    root: Path
+
+    def layout(self, spec: ZooSpec) -> Layout:
+        """As the family's."""
+        return self.family.layout(spec)
+
+    def checkpoint_epochs(self, spec: ZooSpec) -> list[int]:
+        """As the family's."""
+        return self.family.checkpoint_epochs(spec)
+
+    def metric_names(self, spec: ZooSpec) -> list[str]:
+        """As the family's."""
+        return self.family.metric_names(spec)
+
+    def plan(self, spec: ZooSpec) -> list[ModelPlan]:
+        """As the family's."""
+        return self.family.plan(spec)
+
+    def train(
+        self,
+        spec: ZooSpec,
+        plans: Sequence[ModelPlan],
+        *,
+        device: str,
+        progress: bool = True,
+        on_epoch: Callable[[int, int | None], None] | None = None,
+    ) -> list[ModelRecord]:
+        """The family's ``train`` with ``root`` (and ``on_epoch`` where it takes one)."""
+        options: dict[str, Any] = {"root": self.root}
+        if on_epoch is not None and "on_epoch" in inspect.signature(self.family.train).parameters:
+            options["on_epoch"] = on_epoch
+        return self.family.train(spec, plans, device=device, progress=progress, **options)
 
 
 @dataclass(frozen=True)

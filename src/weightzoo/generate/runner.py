@@ -24,12 +24,21 @@ from weightzoo import __version__
 from weightzoo.blocks import STATS_PRESET, epoch_groups, stratified_splits, write_block
 from weightzoo.errors import InvalidOptionError
 from weightzoo.features import statistics_names
-from weightzoo.generate.base import Family, ModelPlan, ModelRecord, ZooSpec
+from weightzoo.generate.base import (
+    Family,
+    GroupedSpec,
+    ModelPlan,
+    ModelRecord,
+    RootedFamily,
+    ZooSpec,
+    accepts_root,
+)
 from weightzoo.generate.devices import check_device
 from weightzoo.generate.progress import ModelEpochBar
 from weightzoo.generate.ray_engine import RayOptions, import_ray, run_blocks
 from weightzoo.generate.specs import family_for
 from weightzoo.generate.workers import BlockPool, future_succeeded, train_block
+from weightzoo.storage.groups import GroupedManifest
 from weightzoo.storage.manifest import SPLITS, Manifest
 from weightzoo.storage.writer import ZooWriter, shard_file_name
 
@@ -164,8 +173,14 @@ def generate(
     engine: str = "local",
     ray: RayOptions | None = None,
     slice: tuple[int, int] | None = None,
-) -> Manifest:
+    first_model_id: int = 0,
+) -> Manifest | GroupedManifest:
     """Generate (or finish generating) the zoo of ``spec`` into ``out``.
+
+    A :class:`GroupedSpec` makes a grouped zoo (format version 2): each group is generated in
+    order into ``out/groups/<name>`` by this function, then the top manifest is finished
+    (:func:`weightzoo.generate.grouped.generate_grouped`). A family whose ``train`` names a
+    ``root`` parameter gets ``root=out`` (the group's directory, for a group).
 
     Args:
         spec: what to generate.
@@ -186,10 +201,15 @@ def generate(
         slice: ``(index, count)``: train only the blocks of this slice (see
             :func:`slice_blocks`) and keep them in the slice manifest
             ``zoo.slice-<index>-of-<count>.json``; other slices may run at the same time into
-            the same ``out``. ``weightzoo merge`` joins them once all are done.
+            the same ``out``. ``weightzoo merge`` joins them once all are done. Not for a
+            grouped spec.
+        first_model_id: added to every plan's ``model_id`` in the stored ``model_id`` column
+            (a group of a grouped zoo starts where the previous group ended); the family still
+            sees its own ids ``0..n-1``.
 
     Returns:
-        The manifest of the finished zoo (of the slice, with ``slice``).
+        The manifest of the finished zoo (of the slice, with ``slice``); the top
+        :class:`GroupedManifest` for a grouped spec.
 
     Raises:
         SpecMismatchError: if ``out`` holds a zoo of another spec.
@@ -199,22 +219,28 @@ def generate(
         KeyboardInterrupt: on Ctrl-C, after stopping the workers and keeping every finished
             block (any other exception is handled the same way).
     """
-    if engine not in ENGINES:
-        raise InvalidOptionError(f"--engine {engine!r}: choose one of {', '.join(ENGINES)}")
-    if engine == "ray":
-        ray = ray or RayOptions()
-        ray.check(device)
-        import_ray()  # fail before anything is written
-    else:
-        check_device(device)
-    family = family_for(spec)
+    if isinstance(spec, GroupedSpec):
+        from weightzoo.generate.grouped import generate_grouped
+
+        return generate_grouped(
+            spec,
+            out,
+            device=device,
+            workers=workers,
+            progress=progress,
+            engine=engine,
+            ray=ray,
+            slice=slice,
+        )
+    ray = _check_engine(engine, ray, device)
+    family = _family_bound_to(spec, out)
     layout = family.layout(spec)
     epochs = family.checkpoint_epochs(spec)
     metric_names = family.metric_names(spec)
     plans = family.plan(spec)
     blocks = plan_blocks(plans, spec)
     split_counts = {s: sum(len(b.plans) for b in blocks if b.split == s) for s in SPLITS}
-    extra: dict[str, object] = {"generator": f"weightzoo {__version__}"}
+    extra = _manifest_extra(first_model_id)
     if slice is not None:
         blocks = slice_blocks(blocks, *slice)
         extra["slice"] = {
@@ -262,7 +288,7 @@ def generate(
 
         def write(block: Block, records: list[ModelRecord]) -> None:
             known: dict[str, list] = {
-                "model_id": [p.model_id for p in block.plans],
+                "model_id": [p.model_id + first_model_id for p in block.plans],
                 "seed": [p.seed for p in block.plans],
             }
             for plan in block.plans:
@@ -273,7 +299,7 @@ def generate(
                 records,
                 split=block.split,
                 first=block.first,
-                order=known["model_id"],
+                order=[p.model_id for p in block.plans],
                 columns=known,
                 defaults={"device": device},
                 groups=groups,
@@ -301,6 +327,33 @@ def generate(
         finally:
             bar.close()
         return writer.finish()
+
+
+def _check_engine(engine: str, ray: RayOptions | None, device: str) -> RayOptions | None:
+    """Check the engine and device before anything is written; the Ray options to use."""
+    if engine not in ENGINES:
+        raise InvalidOptionError(f"--engine {engine!r}: choose one of {', '.join(ENGINES)}")
+    if engine == "ray":
+        ray = ray or RayOptions()
+        ray.check(device)
+        import_ray()  # fail before anything is written
+    else:
+        check_device(device)
+    return ray
+
+
+def _family_bound_to(spec: ZooSpec, out: str | os.PathLike[str]) -> Family:
+    """The spec's family, with ``root=out`` bound where its ``train`` names ``root``."""
+    family = family_for(spec)
+    return RootedFamily(family, Path(out)) if accepts_root(family) else family
+
+
+def _manifest_extra(first_model_id: int) -> dict[str, object]:
+    """The ``extra`` of a generated zoo's manifest: generator, and a group's first model id."""
+    extra: dict[str, object] = {"generator": f"weightzoo {__version__}"}
+    if first_model_id:
+        extra["first_model_id"] = first_model_id
+    return extra
 
 
 def _train_locally(

@@ -15,11 +15,18 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from weightzoo.errors import FormatVersionError, ManifestError, UnsafePathError, ZooNotFoundError
+from weightzoo.errors import (
+    FormatVersionError,
+    GroupedZooError,
+    ManifestError,
+    UnsafePathError,
+    ZooNotFoundError,
+)
 from weightzoo.storage.layout import Layout
 
 FORMAT_NAME = "weightzoo"
 FORMAT_VERSION = 1
+GROUPED_FORMAT_VERSION = 2  # a zoo of groups, each a version-1 zoo (storage/groups.py)
 MANIFEST_NAME = "zoo.json"
 TEMP_MANIFEST_PREFIX = ".zoo.json."
 SPLITS = ("train", "val", "test")
@@ -69,6 +76,41 @@ def safe_relative_path(path: str, *, what: str = "path") -> str:
             "it. The zoo is malformed or malicious: do not use it."
         )
     return pure.as_posix()
+
+
+def write_json_atomically(
+    zoo_dir: Path,
+    file: str,
+    data: dict[str, Any],
+    *,
+    on_step: Callable[[str], None] | None = None,
+) -> None:
+    """Write a manifest atomically (temporary file, fsync, rename), mode 0644.
+
+    Args:
+        zoo_dir: the zoo directory (created if missing).
+        file: the manifest's file name inside it.
+        data: the JSON data.
+        on_step: called with ``"before_manifest_replace"`` and ``"after_manifest_replace"``
+            (the writer's fault-injection hook).
+    """
+    zoo_dir.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(data, indent=1)
+    fd, tmp = tempfile.mkstemp(prefix=f".{file}.", suffix=".tmp", dir=zoo_dir)
+    try:
+        os.fchmod(fd, 0o644)  # mkstemp creates 0600; a manifest is as readable as a shard
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        if on_step is not None:
+            on_step("before_manifest_replace")
+        os.replace(tmp, zoo_dir / file)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    if on_step is not None:
+        on_step("after_manifest_replace")
 
 
 @dataclass(frozen=True)
@@ -220,6 +262,14 @@ class Manifest:
         version = data.get("format_version")
         if not isinstance(version, int):
             raise ManifestError(f"{source} has no integer 'format_version'")
+        if version == GROUPED_FORMAT_VERSION:
+            groups = [g.get("name") for g in data.get("groups", []) if isinstance(g, dict)]
+            raise GroupedZooError(
+                f"{source} is a grouped zoo (format version 2) with groups "
+                f"{', '.join(map(str, groups)) or '(none yet)'}; this step reads one group: "
+                "open it with weightzoo.Zoo(path).group(NAME), pass group=NAME (--group NAME "
+                "on the command line), or give the group's directory"
+            )
         if version > FORMAT_VERSION:
             raise FormatVersionError(
                 f"{source} uses format version {version}, but this weightzoo reads versions up to "
@@ -417,24 +467,7 @@ class Manifest:
             on_step: called with ``"before_manifest_replace"`` and ``"after_manifest_replace"``
                 (the writer's fault-injection hook).
         """
-        zoo_dir = Path(zoo_dir)
-        zoo_dir.mkdir(parents=True, exist_ok=True)
-        text = json.dumps(self.to_dict(), indent=1)
-        fd, tmp = tempfile.mkstemp(prefix=f".{file}.", suffix=".tmp", dir=zoo_dir)
-        try:
-            os.fchmod(fd, 0o644)  # mkstemp creates 0600; a manifest is as readable as a shard
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(text)
-                handle.flush()
-                os.fsync(handle.fileno())
-            if on_step is not None:
-                on_step("before_manifest_replace")
-            os.replace(tmp, zoo_dir / file)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        if on_step is not None:
-            on_step("after_manifest_replace")
+        write_json_atomically(Path(zoo_dir), file, self.to_dict(), on_step=on_step)
 
     # -- queries ---------------------------------------------------------------------------
 

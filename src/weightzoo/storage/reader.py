@@ -24,6 +24,7 @@ import h5py
 import numpy as np
 
 from weightzoo.errors import ShardChangedError, ShardCorruptError, UnknownColumnError
+from weightzoo.storage.groups import resolve_group
 from weightzoo.storage.manifest import Manifest, ShardEntry
 from weightzoo.storage.selection import check_epochs, check_splits
 from weightzoo.storage.verify import check_shard_attributes, check_shard_present
@@ -248,10 +249,14 @@ class ZooReader:
         zoo_dir: the zoo directory.
         split: a split name, several, or ``None``/``"all"``.
         epochs: checkpoint labels, ``"last"``, or ``None``/``"all"``.
-        manifest: an already loaded manifest (optional).
+        manifest: an already loaded manifest (optional; of ``zoo_dir`` itself).
+        group: for a grouped zoo (format version 2), the group to read; ``None`` picks the
+            only group of a one-group zoo. :attr:`zoo_dir` is then the group's directory.
 
     Raises:
         ZooNotFoundError: if there is no zoo at ``zoo_dir``.
+        GroupRequiredError: for a grouped zoo with several groups and no ``group``.
+        UnknownGroupError: for a group the zoo does not have.
         UnknownSplitError, EpochError: for a bad selection.
         ShardMissingError, ShardCorruptError: if a needed shard is absent or damaged.
     """
@@ -263,8 +268,12 @@ class ZooReader:
         split: str | Sequence[str] | None = None,
         epochs: int | str | Iterable[int] | None = None,
         manifest: Manifest | None = None,
+        group: str | None = None,
     ) -> None:
         self.zoo_dir = Path(zoo_dir)
+        self.group = group
+        if manifest is None:
+            self.zoo_dir, self.group = resolve_group(self.zoo_dir, group)
         self.manifest = manifest or Manifest.load(self.zoo_dir)
         self.splits = check_splits(split, self.manifest)
         self.epochs = check_epochs(epochs, self.manifest)

@@ -21,14 +21,17 @@ def _allowed_roots(zoo_dir: Path) -> list[Path]:
     """Where a zoo's files may really live: the zoo, and for a hub-cache snapshot its blobs."""
     root = zoo_dir.resolve()
     roots = [root]
-    repo = root.parent.parent
-    # huggingface_hub cache: <kind>s--<owner>--<name>/snapshots/<commit> -> ../../blobs/
-    if (
-        root.parent.name == "snapshots"
-        and repo.name.startswith(("datasets--", "models--", "spaces--"))
-        and (repo / "blobs").is_dir()
-    ):
-        roots.append(repo / "blobs")
+    # huggingface_hub cache: <kind>s--<owner>--<name>/snapshots/<commit> -> ../../blobs/; a
+    # group of a grouped zoo sits deeper in the snapshot (<commit>/groups/<name>)
+    for snapshot in (root, *root.parents):
+        repo = snapshot.parent.parent
+        if (
+            snapshot.parent.name == "snapshots"
+            and repo.name.startswith(("datasets--", "models--", "spaces--"))
+            and (repo / "blobs").is_dir()
+        ):
+            roots.append(repo / "blobs")
+            break
     return roots
 
 
@@ -172,9 +175,18 @@ def verify_zoo(
     Returns:
         The failing shards with their errors (empty when the zoo is intact).
 
+    A grouped zoo (format version 2) is checked whole: its hash chain, then every group's
+    shards (:func:`weightzoo.storage.groups.verify_grouped_zoo`; files are then named relative
+    to ``zoo_dir``).
+
     Raises:
         ManifestError: if the manifest itself is malformed (overlapping or out-of-range shards).
+        GroupManifestError: if a group's manifest breaks a grouped zoo's hash chain.
     """
+    from weightzoo.storage.groups import is_grouped, verify_grouped_zoo
+
+    if is_grouped(zoo_dir):
+        return verify_grouped_zoo(zoo_dir, on_shard=on_shard)
     manifest = Manifest.load(zoo_dir)
     failures: list[tuple[ShardEntry, Exception]] = []
     for entry in manifest.shards:
