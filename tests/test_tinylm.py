@@ -18,6 +18,7 @@ from weightzoo.generate.specs import all_specs, get_spec
 from weightzoo.generate.tinylm.family import (
     GPT2_BATCH_SIZES,
     GPT2_MODEL_DIMS,
+    TinyLMGridSpec,
     TinyLMSpec,
     UnknownGridValueError,
     family,
@@ -156,7 +157,7 @@ def test_population_of_two_lowers_its_loss():
 # ------------------------------------------------------------------------------------- specs
 def test_named_specs_cover_the_grids():
     specs = all_specs()
-    assert [f"phase-tinylm-d{d}" for d in (8, 16, 32, 64)] == [
+    assert ["phase-tinylm"] + [f"phase-tinylm-d{d}" for d in (8, 16, 32, 64)] == [
         n for n in specs if n.startswith("phase-tinylm")
     ]
     gpt2 = [specs[f"phase-gpt2-openwebtext-d{d}"] for d in GPT2_MODEL_DIMS]
@@ -270,3 +271,36 @@ def test_landscape_refuses_another_corpus(tiny_zoo, monkeypatch):
     monkeypatch.setattr(text, "corpus_sha256", lambda: "f" * 64)
     with pytest.raises(CorpusMismatchError, match=str(tiny_zoo.path)):
         compute_lm_landscape(tiny_zoo, metrics=["hessian_top"], progress=False, name="x")
+
+
+# ------------------------------------------------------------------------------ grouped grids
+def test_grid_specs_hold_one_group_per_model_dimension():
+    grid = get_spec("phase-tinylm")
+    assert isinstance(grid, TinyLMGridSpec)
+    assert [(name, spec) for name, spec in grid.groups()] == [
+        (f"d{d}", tinylm_spec(d)) for d in (8, 16, 32, 64)
+    ]
+    small = grid.override(models=2, epochs=1)
+    assert all(s.num_models() == 2 and s.epochs == 1 for _, s in small.groups())
+    gpt2 = get_spec("phase-gpt2-openwebtext")
+    assert len(gpt2.groups()) == 8 and "data_dir" not in gpt2.override(data_dir="x").to_dict()
+    with pytest.raises(UnknownGridValueError, match="no tiny-LM grid named"):
+        TinyLMGridSpec(name="phase-tinylm-big")
+
+
+@pytest.mark.slow
+def test_grouped_tinylm_zoo_end_to_end(tmp_path):
+    spec = get_spec("phase-tinylm").override(models=1, epochs=1)
+    generate(spec, tmp_path / "zoo", progress=False)
+    for name, group_spec in spec.groups():
+        zoo = Zoo(tmp_path / "zoo" / "groups" / name)
+        assert len(zoo) == 1 and zoo.manifest.spec == group_spec.to_dict()
+        loss = zoo.metadata()["final_train_loss"]
+        assert np.isfinite(loss).all() and (loss < np.log(256)).all()
+
+
+def test_grouped_gpt2_zoo_without_openwebtext_writes_nothing(tmp_path):
+    spec = get_spec("phase-gpt2-openwebtext").override(data_dir=str(tmp_path))
+    with pytest.raises(OpenWebTextMissingError, match="phase-gpt2-openwebtext-d8"):
+        generate(spec, tmp_path / "zoo", progress=False)
+    assert not (tmp_path / "zoo" / "zoo.json").exists()

@@ -22,6 +22,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+DeviceLike = str | torch.device | None
+
 
 def num_heads(model_dim: int, head_dim: int) -> int:
     """Heads of a model: ``model_dim // head_dim``, at least one.
@@ -38,11 +40,11 @@ def num_heads(model_dim: int, head_dim: int) -> int:
 class CausalSelfAttention(nn.Module):
     """Multi-head self-attention in which position ``t`` sees positions ``<= t``."""
 
-    def __init__(self, model_dim: int, heads: int) -> None:
+    def __init__(self, model_dim: int, heads: int, device: DeviceLike = None) -> None:
         super().__init__()
         self.heads = heads
-        self.qkv = nn.Linear(model_dim, 3 * model_dim)
-        self.proj = nn.Linear(model_dim, model_dim)
+        self.qkv = nn.Linear(model_dim, 3 * model_dim, device=device)
+        self.proj = nn.Linear(model_dim, model_dim, device=device)
 
     def forward(self, x: Tensor) -> Tensor:
         """``[B, L, D] -> [B, L, D]``."""
@@ -59,13 +61,13 @@ class CausalSelfAttention(nn.Module):
 class Block(nn.Module):
     """Pre-norm transformer block: ``x + attn(ln1(x))``, then ``x + mlp(ln2(x))``."""
 
-    def __init__(self, model_dim: int, heads: int) -> None:
+    def __init__(self, model_dim: int, heads: int, device: DeviceLike = None) -> None:
         super().__init__()
-        self.ln1 = nn.LayerNorm(model_dim)
-        self.attn = CausalSelfAttention(model_dim, heads)
-        self.ln2 = nn.LayerNorm(model_dim)
-        self.fc = nn.Linear(model_dim, 4 * model_dim)
-        self.proj = nn.Linear(4 * model_dim, model_dim)
+        self.ln1 = nn.LayerNorm(model_dim, device=device)
+        self.attn = CausalSelfAttention(model_dim, heads, device)
+        self.ln2 = nn.LayerNorm(model_dim, device=device)
+        self.fc = nn.Linear(model_dim, 4 * model_dim, device=device)
+        self.proj = nn.Linear(4 * model_dim, model_dim, device=device)
 
     def forward(self, x: Tensor) -> Tensor:
         """``[B, L, D] -> [B, L, D]``."""
@@ -82,18 +84,31 @@ class TinyLM(nn.Module):
         model_dim: width of the residual stream.
         layers: transformer blocks.
         head_dim: width per attention head (heads = ``model_dim // head_dim``, at least 1).
+        device: where the parameters are made; ``"meta"`` builds shapes only (no draws).
     """
 
     def __init__(
-        self, vocab: int, context: int, model_dim: int, layers: int, head_dim: int
+        self,
+        vocab: int,
+        context: int,
+        model_dim: int,
+        layers: int,
+        head_dim: int,
+        device: DeviceLike = None,
     ) -> None:
         super().__init__()
         heads = num_heads(model_dim, head_dim)
-        self.tok_emb = nn.Embedding(vocab, model_dim)
-        self.pos_emb = nn.Embedding(context, model_dim)
-        self.blocks = nn.ModuleList(Block(model_dim, heads) for _ in range(layers))
-        self.ln_f = nn.LayerNorm(model_dim)
-        self._init(layers)
+        # given weights skip nn.Embedding's own draw (slow on "meta"; _init draws anyway)
+        self.tok_emb = nn.Embedding(
+            vocab, model_dim, _weight=torch.empty(vocab, model_dim, device=device)
+        )
+        self.pos_emb = nn.Embedding(
+            context, model_dim, _weight=torch.empty(context, model_dim, device=device)
+        )
+        self.blocks = nn.ModuleList(Block(model_dim, heads, device) for _ in range(layers))
+        self.ln_f = nn.LayerNorm(model_dim, device=device)
+        if self.ln_f.weight.device.type != "meta":
+            self._init(layers)
 
     def _init(self, layers: int) -> None:
         for name, param in self.named_parameters():
@@ -118,7 +133,7 @@ class TinyLM(nn.Module):
         return self.hidden(idx) @ self.tok_emb.weight.T
 
 
-def from_spec(spec: Mapping[str, Any]) -> TinyLM:
+def from_spec(spec: Mapping[str, Any], device: DeviceLike = None) -> TinyLM:
     """The model of a tiny-LM spec (``vocab``, ``context``, ``model_dim``, ``layers``, ...)."""
     return TinyLM(
         int(spec["vocab"]),
@@ -126,4 +141,5 @@ def from_spec(spec: Mapping[str, Any]) -> TinyLM:
         int(spec["model_dim"]),
         int(spec["layers"]),
         int(spec["head_dim"]),
+        device=device,
     )

@@ -10,8 +10,10 @@ a small byte-level decoder on the documentation text shipped with Python
 need the tokenized OpenWebText on disk.
 
 A version-1 zoo holds one layout, so each model dimension is its own spec (built by
-:func:`tinylm_spec` / :func:`gpt2_openwebtext_spec`); the spec lists the whole grid in
-``model_dims`` and holds the one of them in ``model_dim``. Models are ordered
+:func:`tinylm_spec` / :func:`gpt2_openwebtext_spec`, named ``...-d<dim>``); the spec lists the
+whole grid in ``model_dims`` and holds the one of them in ``model_dim``. The whole grid is the
+grouped zoo (format version 2) ``phase-tinylm`` / ``phase-gpt2-openwebtext``
+(:class:`TinyLMGridSpec`), one group ``d<dim>`` per model dimension. Models are ordered
 replicate-major (for each seed, every batch size), so ``--models N`` keeps whole replicates
 first. Every model of a spec takes the same number of optimizer steps (an epoch is one pass
 of the largest batch over the training windows); a model of batch size ``b`` learns from the
@@ -27,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from weightzoo.errors import InvalidOptionError
-from weightzoo.generate.base import ModelPlan, ModelRecord, ZooSpec
+from weightzoo.generate.base import GroupedSpec, ModelPlan, ModelRecord, ZooSpec
 from weightzoo.storage.layout import Layout
 
 __all__ = [
@@ -37,6 +39,7 @@ __all__ = [
     "TINY_BATCH_SIZES",
     "TINY_MODEL_DIMS",
     "TinyLMFamily",
+    "TinyLMGridSpec",
     "TinyLMSpec",
     "UnknownGridValueError",
     "family",
@@ -243,11 +246,77 @@ def gpt2_openwebtext_spec(model_dim: int) -> TinyLMSpec:
     )
 
 
+_GRIDS: dict[str, tuple[Callable[[int], TinyLMSpec], tuple[int, ...]]] = {
+    "phase-tinylm": (tinylm_spec, TINY_MODEL_DIMS),
+    "phase-gpt2-openwebtext": (gpt2_openwebtext_spec, GPT2_MODEL_DIMS),
+}
+
+
+@dataclass(frozen=True)
+class TinyLMGridSpec(GroupedSpec):
+    """The whole model_dim x batch size grid as a grouped zoo (one group per model dimension).
+
+    Group ``d<dim>`` is the version-1 spec of that dimension.
+
+    Attributes:
+        models / epochs: ``--models`` / ``--epochs``, applied to every group (the first N
+            models of each model dimension).
+        data_dir: where ``openwebtext/`` is (not identity).
+    """
+
+    family: str = "tinylm"
+    models: int | None = None
+    epochs: int | None = None
+    data_dir: str | None = field(default=None, compare=False)
+
+    kind: ClassVar[str] = "tinylm-grid"
+    load_factor: ClassVar[str] = "model_dim"
+    temperature_factor: ClassVar[str] = "batch_size"
+
+    def __post_init__(self) -> None:
+        if self.name not in _GRIDS:
+            raise UnknownGridValueError(
+                f"no tiny-LM grid named {self.name!r}; known: {', '.join(_GRIDS)}"
+            )
+
+    def groups(self) -> list[tuple[str, ZooSpec]]:
+        """``[("d<dim>", spec of that dimension), ...]`` in increasing model dimension."""
+        build, dims = _GRIDS[self.name]
+        options = {"models": self.models, "epochs": self.epochs, "data_dir": self.data_dir}
+        return [(f"d{d}", build(d).override(**options)) for d in dims]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The grid's fields and every group's spec, without ``data_dir``."""
+        data = super().to_dict()
+        data.pop("data_dir", None)
+        return data
+
+    def override(
+        self,
+        models: int | None = None,
+        epochs: int | None = None,
+        data_dir: str | None = None,
+        **rest: Any,
+    ) -> ZooSpec:
+        """Apply ``--models``, ``--epochs`` and ``--data-dir`` to every group.
+
+        Raises:
+            ValueError: for another option, or a non-positive count.
+        """
+        ZooSpec.override(self, **rest)
+        changes = {"models": models, "epochs": epochs, "data_dir": data_dir}
+        changes = {k: v for k, v in changes.items() if v is not None}
+        spec = dataclasses.replace(self, **changes) if changes else self
+        spec.groups()  # the groups check the values
+        return spec
+
+
 def specs() -> list[ZooSpec]:
-    """The named specs: the offline zoo and the paper's GPT-2 zoo, one per model dimension."""
-    return [tinylm_spec(d) for d in TINY_MODEL_DIMS] + [
-        gpt2_openwebtext_spec(d) for d in GPT2_MODEL_DIMS
-    ]
+    """The named specs: each grid whole (grouped) and one version-1 spec per model dimension."""
+    out: list[ZooSpec] = []
+    for name, (build, dims) in _GRIDS.items():
+        out += [TinyLMGridSpec(name=name), *(build(d) for d in dims)]
+    return out
 
 
 class TinyLMFamily:
@@ -256,14 +325,11 @@ class TinyLMFamily:
     name = "tinylm"
 
     def layout(self, spec: ZooSpec) -> Layout:
-        """Layout of one row (built on the meta device: nothing is allocated)."""
-        import torch
-
-        from weightzoo.architectures import build_model
+        """Layout of one row (built on the meta device: nothing is allocated or drawn)."""
+        from weightzoo.architectures.tiny_lm import from_spec
         from weightzoo.features import layout_of
 
-        with torch.device("meta"):
-            return layout_of(build_model(spec.to_dict()))
+        return layout_of(from_spec(spec.to_dict(), device="meta"))
 
     def checkpoint_epochs(self, spec: ZooSpec) -> list[int]:
         """Every epoch, 0 (initialisation) to the last."""
