@@ -34,6 +34,17 @@ _PROPERTY_ZOOS = {
     "property-synthetic": "Property inference: MLPs on synthetic data, property share 0.0-1.0",
     "property-digits-even": "Property inference: MLPs on digits, share of even digits 0.0-1.0",
 }
+# tiny-LM phase grids: name -> (summary, model dimensions; one version-1 zoo per dimension)
+_TINYLM_ZOOS = {
+    "phase-tinylm": (
+        "Phase transitions: byte-level GPT-style LMs on Python's docs, model_dim x batch size",
+        (8, 16, 32, 64),
+    ),
+    "phase-gpt2-openwebtext": (
+        "Phase transitions: GPT-2 on OpenWebText, model_dim x batch size (data not bundled)",
+        (8, 16, 32, 64, 128, 256, 512, 1024),
+    ),
+}
 
 
 @dataclass(frozen=True)
@@ -88,6 +99,9 @@ def _entries() -> list[CatalogEntry]:
         for dataset, architecture in _TRAJECTORY_ZOOS
     ]
     entries += [CatalogEntry(name, "property", summary) for name, summary in _PROPERTY_ZOOS.items()]
+    for name, (summary, dims) in _TINYLM_ZOOS.items():
+        entries.append(CatalogEntry(name, "tinylm", f"{summary}, all {len(dims)} dimensions"))
+        entries += [CatalogEntry(f"{name}-d{d}", "tinylm", f"{summary}, d={d}") for d in dims]
     return entries
 
 
