@@ -248,7 +248,7 @@ def test_finalize_writes_the_landscape_side_file(tiny_zoo):
         assert side[metric].shape == (4, 2)
         assert np.isfinite(side[metric]).all(), metric
     assert ((side["cka"] > 0) & (side["cka"] <= 1 + 1e-9)).all()
-    # a model and its seed sibling share the pair's value at initialisation's CKA symmetric
+    # CKA is symmetric: in a cell of two seeds, both models get the same value
     meta = tiny_zoo.metadata()
     partner = seed_siblings({k: meta[k] for k in ("load", "temperature", "seed")}, 4)
     np.testing.assert_allclose(side["cka"][:, 0], side["cka"][partner, 0])

@@ -106,7 +106,7 @@ def compute_lm_landscape(
     device: str = "cpu",
     chunk: int = 16,
     seed: int = 0,
-    iters: int = 10,
+    iters: int = 20,
     probes: int = 10,
     steps: int = 50,
     points: int = 5,
