@@ -104,7 +104,7 @@ def compute_lm_landscape(
     cka_windows: int = 32,
     data_dir: str | None = None,
     device: str = "cpu",
-    chunk: int = 16,
+    chunk: int = 4,
     seed: int = 0,
     iters: int = 20,
     probes: int = 10,
