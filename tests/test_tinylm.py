@@ -63,7 +63,7 @@ def tiny_spec(**changes) -> TinyLMSpec:
 
 @pytest.fixture(scope="module")
 def tiny_zoo(tmp_path_factory) -> Zoo:
-    out = tmp_path_factory.mktemp("tinylm") / "zoo"
+    out = tmp_path_factory.mktemp("tinylm") / "phase-tinylm-d8"  # the example's layout
     spec = tiny_spec()
     generate(spec, out, progress=False)
     family().finalize(spec, out, "cpu")
@@ -304,3 +304,17 @@ def test_grouped_gpt2_zoo_without_openwebtext_writes_nothing(tmp_path):
     with pytest.raises(OpenWebTextMissingError, match="phase-gpt2-openwebtext-d8"):
         generate(spec, tmp_path / "zoo", progress=False)
     assert not (tmp_path / "zoo" / "zoo.json").exists()
+
+
+def test_grid_example_prints_the_tables(tiny_zoo, monkeypatch, capsys):
+    import runpy
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "examples" / "tinylm_grid.py"
+    monkeypatch.setattr("sys.argv", [script.name, str(tiny_zoo.path.parent), "--dims", "8"])
+    runpy.run_path(str(script), run_name="__main__")
+    out = capsys.readouterr().out
+    meta = tiny_zoo.metadata()
+    loss = meta["final_val_loss"][meta["batch_size"] == 4].mean()
+    assert "| model_dim | batch 4 | batch 8 |" in out and "cka: mean" in out
+    assert f"| 8 | {loss:.3f} |" in out
