@@ -59,6 +59,18 @@ _PHASE_GRIDS: dict[tuple[str, str], tuple[int, ...]] = {
     ("cifar100", "vit"): (6, 12, 24, 48, 60, 96, 192),
 }
 
+# tiny-LM phase grids: name -> (summary, model dimensions; one version-1 zoo per dimension)
+_TINYLM_ZOOS = {
+    "phase-tinylm": (
+        "Phase transitions: byte-level GPT-style LMs on Python's docs, model_dim x batch size",
+        (8, 16, 32, 64),
+    ),
+    "phase-gpt2-openwebtext": (
+        "Phase transitions: GPT-2 on OpenWebText, model_dim x batch size (data not bundled)",
+        (8, 16, 32, 64, 128, 256, 512, 1024),
+    ),
+}
+
 
 @dataclass(frozen=True)
 class CatalogEntry:
@@ -66,8 +78,8 @@ class CatalogEntry:
 
     Attributes:
         name: the zoo's name (also its spec name and default directory name).
-        family: ``mlds``, ``modelzoo``, ``trajectory``, ``property``, ``phase``, ``pinn``
-            or ``vit`` (grouped).
+        family: ``mlds``, ``modelzoo``, ``trajectory``, ``property``, ``phase``, ``pinn``,
+            ``tinylm`` or ``vit`` (grouped).
         summary: one line for ``weightzoo list``.
         hub_repo: Hugging Face dataset repo id, or ``None`` while unpublished.
         revision: pinned commit of ``hub_repo`` (``None`` while unpublished).
@@ -128,6 +140,9 @@ def _entries() -> list[CatalogEntry]:
             CatalogEntry(f"phase-{dataset}-{architecture}-w{w}", "phase", f"{what}, width {w}")
             for w in widths
         ]
+    for name, (summary, dims) in _TINYLM_ZOOS.items():
+        entries.append(CatalogEntry(name, "tinylm", f"{summary}, all {len(dims)} dimensions"))
+        entries += [CatalogEntry(f"{name}-d{d}", "tinylm", f"{summary}, d={d}") for d in dims]
     return entries
 
 

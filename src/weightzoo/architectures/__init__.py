@@ -14,7 +14,7 @@ from typing import Any
 
 from torch import nn
 
-from weightzoo.architectures import image, mlds, phase, pinn, property_mlp, vit
+from weightzoo.architectures import image, mlds, phase, pinn, property_mlp, tiny_lm, vit
 from weightzoo.errors import WeightzooError
 
 __all__ = [
@@ -25,6 +25,7 @@ __all__ = [
     "phase",
     "pinn",
     "property_mlp",
+    "tiny_lm",
     "vit",
 ]
 
@@ -72,6 +73,8 @@ def build_model(spec: Mapping[str, Any], columns: Mapping[str, Any] | None = Non
             return phase.from_spec(spec)
         except ValueError as exc:
             raise UnbuildableSpecError(f"zoo spec {spec.get('name')!r}: {exc}") from None
+    if family == "tinylm" and "model_dim" in spec:
+        return tiny_lm.from_spec(spec)
     raise UnbuildableSpecError(
         f"zoo spec {spec.get('name')!r} (family {family!r}) names no weightzoo architecture; "
         "imported zoos keep the source's own module: build it yourself and use "

@@ -24,6 +24,7 @@ _FAMILY_MODULES: dict[str, str] = {
     "vit-finetune": "weightzoo.generate.vit.family",
     "pinn": "weightzoo.generate.pinn.family",
     "phase": "weightzoo.generate.phase.family",
+    "tinylm": "weightzoo.generate.tinylm.family",
 }
 
 

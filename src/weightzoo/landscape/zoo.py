@@ -124,9 +124,10 @@ def compute_zoo_landscape(
     ``batch_size`` images of the zoo's training split, the same for every model.
 
     Args:
-        zoo: an image zoo (Model Zoos, trajectory or phase family), or a PINN zoo (measured
-            by :func:`weightzoo.landscape.pinn.pinn_landscape` on its PINN loss; ``batches``,
-            ``batch_size`` and ``data_dir`` do not apply).
+        zoo: an image zoo (Model Zoos, trajectory, phase family or a ViT zoo's fine-tune
+            group), a PINN zoo (measured by :func:`weightzoo.landscape.pinn.pinn_landscape`
+            on its PINN loss; ``batches``, ``batch_size`` and ``data_dir`` do not apply), or
+            a tiny-LM zoo (measured by :func:`weightzoo.landscape.tinylm.compute_lm_landscape`).
         metrics: names from :data:`weightzoo.landscape.METRICS`.
         split: the models to measure (``"all"`` by default).
         epochs: checkpoints to measure (``"last"`` by default, or labels, or ``"all"``).
@@ -156,6 +157,15 @@ def compute_zoo_landscape(
     """
     zoo = zoo if isinstance(zoo, Zoo) else Zoo(zoo)
     metrics = _metric_list(metrics)
+    if zoo.manifest.family == "tinylm":  # language models: their own text, windows and loss
+        from weightzoo.landscape.tinylm import compute_lm_landscape
+
+        record = compute_lm_landscape(
+            zoo, metrics=metrics, split=split, epochs=epochs, batches=batches,
+            batch_size=batch_size, data_dir=data_dir, device=device, chunk=chunk, seed=seed,
+            iters=iters, probes=probes, steps=steps, progress=progress, name=name,
+        )  # fmt: skip
+        return _with_phases(zoo, metrics, name, record)
     if zoo.manifest.family == "pinn":  # its loss is the PDE's, on its own points
         from weightzoo.landscape.pinn import pinn_landscape
 
@@ -164,7 +174,8 @@ def compute_zoo_landscape(
             seed=seed, iters=iters, probes=probes, steps=steps, progress=progress, name=name,
         )  # fmt: skip
     task = functional._task(zoo)
-    if not isinstance(task, functional._ImageTask):
+    # the loss is measured on training data every model shares (not a property zoo's subsets)
+    if not isinstance(task, functional._ImageTask) or "train" not in task.splits:
         raise UnsupportedZooError(
             f"zoo {zoo.name!r} ({zoo.manifest.family}): landscape metrics of a whole zoo are "
             "measured for image zoos (Model Zoos, trajectory and phase families); for other "

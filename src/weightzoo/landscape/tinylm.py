@@ -1,0 +1,217 @@
+"""Landscape metrics of a tiny-LM zoo's checkpoints, kept in the zoo's ``landscape`` side file.
+
+The loss is the zoo's own: mean next-token cross-entropy on a fixed set of training windows
+(the same for every model). ``cka`` compares the last hidden state (after the final
+LayerNorm, every position of every window flattened) of a fixed set of validation windows;
+``mc`` and the other pair metrics train a Bézier curve between the two models on the same
+training windows. A model's partner is its *seed sibling*: the next model, by seed and
+cyclically, of the same load and temperature (model dimension and batch size); a model
+without one gets NaN.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.nn import functional as F
+from tqdm.auto import tqdm
+
+from weightzoo.architectures import build_model
+from weightzoo.errors import InvalidOptionError
+from weightzoo.landscape.metrics import (
+    _PAIR_METRICS,
+    METRICS,
+    UnknownMetricError,
+    landscape_metrics,
+)
+from weightzoo.storage.sidecar import SidecarRecord, sidecar_records, write_sidecar
+from weightzoo.tasks.text import corpus_for, window_starts, windows
+from weightzoo.zoo import Zoo
+
+__all__ = [
+    "DEFAULT_METRICS",
+    "compute_lm_landscape",
+    "landscape_is_complete",
+    "lm_accuracy",
+    "lm_loss",
+    "seed_siblings",
+]
+
+DEFAULT_METRICS = ("hessian_top", "hessian_trace", "cka", "mc")
+"""What ``finalize`` stores for every checkpoint."""
+
+
+def lm_loss(outputs: Tensor, targets: Tensor) -> Tensor:
+    """Mean next-token cross-entropy of logits ``[n, L, V]`` against tokens ``[n, L]``."""
+    return F.cross_entropy(outputs.flatten(0, -2), targets.flatten())
+
+
+def lm_accuracy(outputs: Tensor, targets: Tensor) -> Tensor:
+    """Fraction of next tokens predicted right."""
+    return (outputs.argmax(-1) == targets).to(outputs.dtype).mean()
+
+
+def seed_siblings(columns: dict[str, np.ndarray], count: int) -> np.ndarray:
+    """Each model's seed sibling, as an index into the selection (-1: none).
+
+    Models with equal ``load`` and ``temperature`` (else ``model_dim`` and ``batch_size``)
+    form a cell; within a cell, ordered by ``seed`` (then position), each model's partner is
+    the next one, cyclically.
+    """
+    keys = ("load", "temperature") if "load" in columns else ("model_dim", "batch_size")
+    cells: dict[tuple[Any, ...], list[int]] = {}
+    for i in range(count):
+        cells.setdefault(tuple(np.asarray(columns[k])[i].item() for k in keys), []).append(i)
+    seeds = np.asarray(columns.get("seed", np.arange(count)))
+    out = np.full(count, -1, dtype=np.int64)
+    for members in cells.values():
+        if len(members) > 1:
+            ordered = sorted(members, key=lambda i: (int(seeds[i]), i))
+            out[ordered] = np.roll(ordered, -1)
+    return out
+
+
+def landscape_is_complete(
+    zoo_dir: str | os.PathLike[str],
+    metrics: Sequence[str] = DEFAULT_METRICS,
+    name: str = "landscape",
+) -> bool:
+    """Whether the side file ``name`` holds ``metrics`` for every model and checkpoint."""
+    record = sidecar_records(zoo_dir).get(name)
+    if record is None:
+        return False
+    zoo = Zoo(zoo_dir)
+    return (
+        set(metrics) <= set(record.arrays)
+        and len(record.models) == zoo.manifest.num_models
+        and list(record.epochs) == list(zoo.manifest.epochs)
+    )
+
+
+def compute_lm_landscape(
+    zoo: Zoo | str | os.PathLike[str],
+    *,
+    metrics: Sequence[str] = DEFAULT_METRICS,
+    split: str | Sequence[str] | None = "all",
+    epochs: int | str | Iterable[int] | None = "all",
+    batches: int = 2,
+    batch_size: int = 16,
+    cka_windows: int = 32,
+    data_dir: str | None = None,
+    device: str = "cpu",
+    chunk: int = 4,
+    seed: int = 0,
+    iters: int = 20,
+    probes: int = 10,
+    steps: int = 50,
+    points: int = 5,
+    progress: bool = True,
+    name: str = "landscape",
+) -> SidecarRecord:
+    """Measure landscape metrics of every selected checkpoint of a tiny-LM zoo.
+
+    Args:
+        zoo: a tiny-LM zoo.
+        metrics: names from :data:`weightzoo.landscape.METRICS`.
+        split: the models to measure (``"all"`` by default).
+        epochs: checkpoints to measure (``"all"`` by default, ``"last"``, or labels).
+        batches: batches of training windows the loss is measured on.
+        batch_size: windows per batch.
+        cka_windows: validation windows whose last hidden state ``cka`` compares.
+        data_dir: where ``openwebtext/`` is (GPT-2 zoos).
+        device: torch device.
+        chunk: models per vectorised call (bounds memory; results do not depend on it).
+        seed: seeds the start vectors, probes and curve times.
+        iters: power-iteration steps (``hessian_top``).
+        probes: Hutchinson probes (``hessian_trace``).
+        steps: curve-training steps (connectivity metrics).
+        points: path times (connectivity metrics).
+        progress: show a progress bar over checkpoints.
+        name: the side file's name.
+
+    Returns:
+        The side file's record.
+
+    Raises:
+        UnknownMetricError: for a metric name that does not exist.
+        CorpusMismatchError: the byte corpus here is not the one the zoo was trained on.
+        OpenWebTextMissingError: a GPT-2 zoo without its data on disk.
+    """
+    zoo = zoo if isinstance(zoo, Zoo) else Zoo(zoo)
+    metrics = [metrics] if isinstance(metrics, str) else list(metrics)
+    unknown = [m for m in metrics if m not in METRICS]
+    if unknown or not metrics:
+        raise UnknownMetricError(
+            f"unknown landscape metric(s) {unknown or metrics}; known: {', '.join(METRICS)}"
+        )
+    for what, value in (("batches", batches), ("batch_size", batch_size), ("chunk", chunk)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise InvalidOptionError(f"{what} must be an int >= 1, got {value!r}")
+    spec = dict(zoo.manifest.spec)
+    data = corpus_for(spec, f"zoo {zoo.name!r} at {zoo.path}", data_dir)
+    length = int(spec["context"])
+    target = torch.device(device)
+
+    def tensors(tokens: np.ndarray, starts: np.ndarray) -> tuple[Tensor, Tensor]:
+        x, y = windows(tokens, starts, length)
+        return torch.from_numpy(x).to(target), torch.from_numpy(y).to(target)
+
+    train = window_starts(len(data.train), length, length, limit=batches * batch_size)
+    batch_data = [
+        tensors(data.train, train[i : i + batch_size]) for i in range(0, len(train), batch_size)
+    ]
+    cka_inputs = tensors(data.val, window_starts(len(data.val), length, length, cka_windows))[0]
+    module = build_model(spec).to(target)
+    reader = zoo.reader(split, epochs)
+    count = len(reader.positions)
+    columns = {k: np.asarray(v) for k, v in reader.columns.items() if np.ndim(v) == 1}
+    partner = seed_siblings(columns, count)
+    paired = np.flatnonzero(partner >= 0)
+    singles = [m for m in metrics if m not in _PAIR_METRICS]
+    pairs = [m for m in metrics if m in _PAIR_METRICS]
+    options = dict(layout=zoo.layout, chunk=chunk, seed=seed, iters=iters, probes=probes)
+    options |= dict(steps=steps, points=points, accuracy_fn=lm_accuracy)
+    options |= dict(cka_inputs=cka_inputs, cka_layer="ln_f")
+    out = {m: np.full((count, len(reader.epochs)), np.nan, dtype=np.float64) for m in metrics}
+    bar = tqdm(total=len(reader.epochs), disable=not progress, desc=f"landscape {zoo.name}")
+    with bar:
+        for column in range(len(reader.epochs)):
+            rows = torch.from_numpy(
+                reader.read("weights", np.arange(count), np.full(count, column))
+            ).to(target)
+            if singles:
+                values = landscape_metrics(module, rows, batch_data, lm_loss, singles, **options)
+                for metric, array in values.items():
+                    out[metric][:, column] = array
+            if pairs and len(paired):
+                values = landscape_metrics(
+                    module,
+                    rows[paired],
+                    batch_data,
+                    lm_loss,
+                    pairs,
+                    partners=rows[partner[paired]],
+                    **options,
+                )
+                for metric, array in values.items():
+                    out[metric][paired, column] = array
+            bar.update(1)
+    attrs = {
+        "what": "loss-landscape metrics on the zoo's next-token loss",
+        "metrics": metrics,
+        "windows": len(train),
+        "batch_size": batch_size,
+        "cka": f"last hidden state (ln_f) of {len(cka_inputs)} validation windows",
+        "seed": seed,
+        "iters": iters,
+        "probes": probes,
+        "steps": steps,
+        "points": points,
+        "partner": "seed sibling: next seed of the same load and temperature, cyclic",
+    }
+    return write_sidecar(zoo.path, name, out, attrs, models=reader.positions, epochs=reader.epochs)
