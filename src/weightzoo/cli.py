@@ -790,8 +790,8 @@ def _add_landscape_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> N
         help="loss-landscape metrics of every checkpoint, in a side file of the zoo",
         description="Measure Hessian top eigenvalue and trace (and, against a seed sibling, "
         "CKA and mode connectivity) of each selected checkpoint on the zoo's own training "
-        "loss (image, phase, PINN and tiny-LM zoos), and store them in <zoo>/sidecars/<name>.h5; ZooDataset(..., "
-        "targets=('hessian_top',)) then serves them.",
+        "loss (image, phase, PINN and tiny-LM zoos), and store them in "
+        "<zoo>/sidecars/<name>.h5; ZooDataset(..., targets=('hessian_top',)) then serves them.",
     )
     p.add_argument(
         "zoo",
