@@ -16,7 +16,7 @@ from weightzoo.generate.runner import generate
 from weightzoo.generate.specs import get_spec
 from weightzoo.landscape import landscape_metrics
 from weightzoo.landscape.zoo import UnsupportedZooError, compute_zoo_landscape, siblings
-from weightzoo.storage.sidecar import open_sidecar
+from weightzoo.storage.sidecar import open_sidecar, read_sidecar
 from weightzoo.tasks import images
 
 FAST = ["--batches", "1", "--batch-size", "32", "--iters", "4", "--probes", "3"]
@@ -126,7 +126,40 @@ def test_landscape_errors_are_one_line(mlp_zoo, tmp_path, capsys):
     assert run(["landscape", str(mlp_zoo.path), "--metrics", "sharpness"]) == EXIT_ERROR
     err = capsys.readouterr().err.strip()
     assert "sharpness" in err and "hessian_top" in err and len(err.splitlines()) == 1
-    spec = get_spec("mlds-ds1").override(per_class=1, epochs=1, machines=["EightBitMachine"])
+    spec = get_spec("property-synthetic").override(models=3, epochs=1)
+    generate(spec, tmp_path / "property", progress=False)
+    with pytest.raises(UnsupportedZooError, match=r"\(property\).*landscape_metrics"):
+        compute_zoo_landscape(tmp_path / "property", progress=False)
+
+
+def test_mlds_networks_are_measured_on_their_own_machines_sequences(tmp_path):
+    from weightzoo.architectures import build_model
+    from weightzoo.landscape import mlds
+    from weightzoo.tasks.mlds import MLDSData
+
+    machines = ["EightBitMachine", "SingleDirectMachine"]
+    spec = get_spec("mlds-ds1").override(per_class=2, epochs=1, machines=machines)
     generate(spec, tmp_path / "mlds", progress=False)
-    with pytest.raises(UnsupportedZooError, match="image zoos"):
-        compute_zoo_landscape(tmp_path / "mlds", progress=False)
+    zoo = weightzoo.Zoo(tmp_path / "mlds")
+    options = dict(batches=1, batch_size=16, iters=5, probes=3, steps=5, progress=False)
+    metrics = ["hessian_top", "hessian_trace", "cka", "mc"]
+    compute_zoo_landscape(zoo, metrics=metrics, **options)
+    side = read_sidecar(zoo.path, "landscape")
+    row_of = {int(p): k for k, p in enumerate(side["models"])}
+    reader = zoo.reader("all", "last")
+    machine = [str(m) for m in reader.columns["machine"]]
+    rows = reader.read("weights", np.arange(4), np.zeros(4, int))
+    # the reference: the plain nn.GRU network, one at a time, on its machine's batch
+    data = MLDSData.from_spec(zoo.manifest.spec)
+    net = build_model(zoo.manifest.spec)
+    for i in range(4):
+        partner = next(j for j in range(4) if j != i and machine[j] == machine[i])
+        batch = mlds.class_batches(data, machine[i], 1, 16, torch.device("cpu"))
+        want = landscape_metrics(
+            net, torch.from_numpy(rows[i : i + 1]), batch, mlds.masked_mse, metrics,
+            layout=zoo.layout, partners=torch.from_numpy(rows[partner : partner + 1]),
+            accuracy_fn=mlds.bit_accuracy, iters=5, probes=3, steps=5,
+        )  # fmt: skip
+        for metric in metrics:
+            got = side[metric][row_of[int(reader.positions[i])], 0]
+            np.testing.assert_allclose(got, want[metric][0], rtol=1e-3, err_msg=metric)

@@ -1,15 +1,17 @@
 """Landscape metrics of a zoo's checkpoints, kept in the zoo's ``landscape`` side file.
 
 :func:`compute_zoo_landscape` (the ``weightzoo landscape`` command) measures every selected
-checkpoint of an image zoo (Model Zoos, trajectory and phase families) on the zoo's own
-training data and loss, and writes one ``[models, checkpoints]`` array per metric into
-``<zoo>/sidecars/landscape.h5`` (see :mod:`weightzoo.storage.sidecar`). ``ZooDataset(...,
-targets=("hessian_top",))`` then serves them beside the stored metrics.
+checkpoint of an image zoo (Model Zoos, trajectory and phase families, a ViT zoo's fine-tune
+groups) or an MLDS zoo (each network on its own machine's or automaton's training sequences,
+through :class:`weightzoo.landscape.mlds.VmapTwin`) on the zoo's own training data and loss,
+and writes one ``[models, checkpoints]`` array per metric into ``<zoo>/sidecars/landscape.h5``
+(see :mod:`weightzoo.storage.sidecar`). ``ZooDataset(..., targets=("hessian_top",))`` then
+serves them beside the stored metrics.
 
 Pair metrics (``cka``, ``mc``, the barriers) compare each model with a *sibling*: the next
 model, in storage order and cyclically, that shares its ``node`` (the same hyperparameters,
-another seed) where the zoo has a ``node`` column, else the next model of the selection. A
-model without a sibling gets NaN.
+another seed) where the zoo has a ``node`` column, the same machine or automaton in an MLDS
+zoo, else the next model of the selection. A model without a sibling gets NaN.
 
 This module sits beside :mod:`weightzoo.functional` and imports it (for the zoo's data, loss
 and modules); :mod:`weightzoo.functional` never imports it.
@@ -17,12 +19,13 @@ and modules); :mod:`weightzoo.functional` never imports it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
@@ -79,6 +82,66 @@ def _loss_functions(spec: dict[str, Any]) -> tuple[Any, Any]:
         return (outputs.argmax(-1) == targets).to(outputs.dtype).mean()
 
     return loss, accuracy
+
+
+@dataclass
+class _Plan:
+    """What the driver measures a zoo's models with: per group of models, a module and data."""
+
+    groups: np.ndarray  # each model's group key
+    module: Callable[[str], nn.Module]
+    data: Callable[[str], list[tuple[Tensor, Tensor]]]
+    loss: Callable[[Tensor, Tensor], Tensor]
+    accuracy: Callable[[Tensor, Tensor], Tensor]
+    sibling_columns: dict[str, np.ndarray]  # overrides of the columns siblings() reads
+
+
+def _plan(
+    zoo: Zoo,
+    columns: dict[str, np.ndarray],
+    count: int,
+    batches: int,
+    batch_size: int,
+    data_dir: str | None,
+    target: torch.device,
+) -> _Plan:
+    task = functional._task(zoo)
+    if isinstance(task, functional._MLDSTask):
+        from weightzoo.landscape import mlds
+
+        names = np.asarray([functional._text(v) for v in columns[task.class_column]], dtype=object)
+        return _Plan(
+            groups=names,
+            module=lambda _key: mlds.VmapTwin(task.config),
+            data=lambda key: mlds.class_batches(task.data, key, batches, batch_size, target),
+            loss=mlds.masked_mse,
+            accuracy=mlds.bit_accuracy,
+            # a sibling is another network of the same machine or automaton
+            sibling_columns={} if "node" in columns else {"node": names},
+        )
+    # the loss is measured on training data every model shares (not a property zoo's subsets)
+    if not isinstance(task, functional._ImageTask) or "train" not in task.splits:
+        raise UnsupportedZooError(
+            f"zoo {zoo.name!r} ({zoo.manifest.family}): landscape metrics of a whole zoo are "
+            "measured for image, MLDS, phase, PINN and tiny-LM zoos and a ViT zoo's fine-tune "
+            "groups; for other zoos call weightzoo.landscape.landscape_metrics with your own "
+            "data and loss"
+        )
+    train = task.default_data("train", data_dir, columns, count)
+    size = min(batches * batch_size, train.size)
+    data = [
+        (train.inputs[i : i + batch_size].to(target), train.targets[i : i + batch_size].to(target))
+        for i in range(0, size, batch_size)
+    ]
+    loss, accuracy = _loss_functions(dict(task.spec))
+    return _Plan(
+        groups=task.group_keys(columns, count),
+        module=task.module,
+        data=lambda _key: data,
+        loss=loss,
+        accuracy=accuracy,
+        sibling_columns={},
+    )
 
 
 def _metric_list(metrics: str | Sequence[str]) -> list[str]:
@@ -152,7 +215,8 @@ def compute_zoo_landscape(
 
     Raises:
         UnknownMetricError: for a metric name that does not exist.
-        UnsupportedZooError: for a zoo that is not an image zoo.
+        UnsupportedZooError: for a zoo of a family it does not measure (property zoos, a ViT
+            zoo's pre-training group).
         DataFilesMissingError: if the zoo's dataset files are not on disk.
     """
     zoo = zoo if isinstance(zoo, Zoo) else Zoo(zoo)
@@ -173,14 +237,6 @@ def compute_zoo_landscape(
             zoo, metrics=metrics, split=split, epochs=epochs, device=device, chunk=chunk,
             seed=seed, iters=iters, probes=probes, steps=steps, progress=progress, name=name,
         )  # fmt: skip
-    task = functional._task(zoo)
-    # the loss is measured on training data every model shares (not a property zoo's subsets)
-    if not isinstance(task, functional._ImageTask) or "train" not in task.splits:
-        raise UnsupportedZooError(
-            f"zoo {zoo.name!r} ({zoo.manifest.family}): landscape metrics of a whole zoo are "
-            "measured for image zoos (Model Zoos, trajectory and phase families); for other "
-            "zoos call weightzoo.landscape.landscape_metrics with your own data and loss"
-        )
     for what, value in (("batches", batches), ("batch_size", batch_size), ("chunk", chunk)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise InvalidOptionError(f"{what} must be an int >= 1, got {value!r}")
@@ -189,31 +245,25 @@ def compute_zoo_landscape(
     positions = reader.positions
     count = len(positions)
     columns = {k: np.asarray(v) for k, v in reader.columns.items() if np.ndim(v) == 1}
-    train = task.default_data("train", data_dir, columns, count)
-    size = min(batches * batch_size, train.size)
-    data = [
-        (train.inputs[i : i + batch_size].to(target), train.targets[i : i + batch_size].to(target))
-        for i in range(0, size, batch_size)
-    ]
-    loss, accuracy = _loss_functions(dict(task.spec))
-    partner = siblings(columns, count)
-    groups = task.group_keys(columns, count)
+    plan = _plan(zoo, columns, count, batches, batch_size, data_dir, target)
+    partner = siblings(columns | plan.sibling_columns, count)
     out = {m: np.full((count, len(reader.epochs)), np.nan, dtype=np.float64) for m in metrics}
+    wanted_pairs = [m for m in metrics if m in _PAIR_METRICS]
+    singles = [m for m in metrics if m not in _PAIR_METRICS]
+    common = dict(layout=zoo.layout, chunk=chunk, seed=seed, iters=iters)
+    common |= dict(probes=probes, steps=steps, accuracy_fn=plan.accuracy)
     bar = tqdm(total=count * len(reader.epochs), disable=not progress, desc=f"landscape {zoo.name}")
     with bar:
         for column, _epoch in enumerate(reader.epochs):
             rows = reader.read("weights", np.arange(count), np.full(count, column))
-            for key in dict.fromkeys(groups.tolist()):
-                module = task.module(key).to(target)
-                members = np.flatnonzero(groups == key)
+            for key in dict.fromkeys(plan.groups.tolist()):
+                module = plan.module(key).to(target)
+                data = plan.data(key)
+                members = np.flatnonzero(plan.groups == key)
                 paired = members[partner[members] >= 0]
-                wanted_pairs = [m for m in metrics if m in _PAIR_METRICS]
-                singles = [m for m in metrics if m not in _PAIR_METRICS]
-                common = dict(layout=zoo.layout, chunk=chunk, seed=seed, iters=iters)
-                common |= dict(probes=probes, steps=steps, accuracy_fn=accuracy)
                 if singles:
                     values = landscape_metrics(
-                        module, torch.from_numpy(rows[members]).to(target), data, loss,
+                        module, torch.from_numpy(rows[members]).to(target), data, plan.loss,
                         singles, **common,
                     )  # fmt: skip
                     for metric, array in values.items():
@@ -223,7 +273,7 @@ def compute_zoo_landscape(
                         module,
                         torch.from_numpy(rows[paired]).to(target),
                         data,
-                        loss,
+                        plan.loss,
                         wanted_pairs,
                         partners=torch.from_numpy(rows[partner[paired]]).to(target),
                         **common,
@@ -234,13 +284,14 @@ def compute_zoo_landscape(
     attrs = {
         "what": "loss-landscape metrics on the zoo's training loss",
         "metrics": metrics,
-        "batches": len(data),
+        "batches": batches,
         "batch_size": batch_size,
         "seed": seed,
         "iters": iters,
         "probes": probes,
         "steps": steps,
-        "partner": "next model of the same node (or of the selection), cyclic",
+        "partner": "next model of the same node (MLDS: machine or automaton; else the "
+        "selection), cyclic",
     }
     record = write_sidecar(zoo.path, name, out, attrs, models=positions, epochs=reader.epochs)
     return _with_phases(zoo, metrics, name, record)
