@@ -790,13 +790,13 @@ def _add_landscape_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> N
         help="loss-landscape metrics of every checkpoint, in a side file of the zoo",
         description="Measure Hessian top eigenvalue and trace (and, against a seed sibling, "
         "CKA and mode connectivity) of each selected checkpoint on the zoo's own training "
-        "loss (image, phase, PINN and tiny-LM zoos), and store them in "
+        "loss (image, MLDS, phase, PINN and tiny-LM zoos), and store them in "
         "<zoo>/sidecars/<name>.h5; ZooDataset(..., targets=('hessian_top',)) then serves them.",
     )
     p.add_argument(
         "zoo",
-        help="a zoo directory: Model Zoos, trajectory, phase, PINN or tiny-LM family, or a ViT "
-        "zoo's fine-tune group",
+        help="a zoo directory: Model Zoos, trajectory, MLDS, phase, PINN or tiny-LM family, or "
+        "a ViT zoo's fine-tune group",
     )
     p.add_argument(
         "--metrics",
