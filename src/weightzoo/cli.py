@@ -214,7 +214,8 @@ def _zoo_info(path: str | Path) -> dict[str, Any]:
         groups = []
         for entry in top.groups:
             directory = group_dir(path, entry)
-            if not (directory / "zoo.json").is_file():
+            # only a group with no recorded hash may lack its manifest (not generated yet)
+            if entry.manifest_sha256 is None and not (directory / "zoo.json").is_file():
                 groups.append(
                     {
                         "group": entry.name,

@@ -1,0 +1,84 @@
+"""Grouped zoos under attack: edited, swapped, linked or interrupted zoos fail loudly.
+
+Each test builds a broken copy of the toy grouped zoo (groups ``narrow``, ids 0..5, and
+``wide``, ids 6..11) and checks that the readers, ``verify``, ``info`` and the generator refuse
+it with a named error instead of serving the wrong models or writing outside the zoo.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from weightzoo.cli import run
+from weightzoo.datasets import GroupedBatches
+from weightzoo.errors import GroupManifestError, ZooNotFoundError
+from weightzoo.storage import ZooReader
+from weightzoo.storage.groups import verify_grouped_zoo
+from weightzoo.zoo import Zoo
+
+
+def edit_top(zoo_dir, change):
+    """Rewrite the top ``zoo.json`` with ``change(data)`` applied."""
+    path = zoo_dir / "zoo.json"
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data))
+
+
+def unfinished(data):
+    """The top manifest of a run interrupted before any group's hash was recorded."""
+    data["finished"] = False
+    for entry in data["groups"]:
+        entry["manifest_sha256"] = None
+
+
+def test_a_top_manifest_with_shifted_model_ids_is_refused(grouped_zoo):
+    # the wide group stores ids 6..11; a top manifest edited to claim 100..105 must not pass
+    edit_top(grouped_zoo, lambda d: d["groups"][1].update(first_model_id=100))
+    with pytest.raises(GroupManifestError, match="first_model_id"):
+        Zoo(grouped_zoo, group="wide")
+    with pytest.raises(GroupManifestError, match="first_model_id"):
+        verify_grouped_zoo(grouped_zoo)
+    assert Zoo(grouped_zoo, group="narrow").layout.num_params == 8
+
+
+def test_a_top_manifest_with_another_model_count_is_refused(grouped_zoo):
+    edit_top(grouped_zoo, lambda d: d["groups"][1].update(num_models=3))
+    with pytest.raises(GroupManifestError, match="models"):
+        ZooReader(grouped_zoo, group="wide")
+
+
+def test_swapped_group_directories_of_an_unfinished_zoo_are_refused(grouped_zoo):
+    # without recorded hashes, only the group's own manifest can tell the groups apart
+    edit_top(grouped_zoo, unfinished)
+    groups = grouped_zoo / "groups"
+    (groups / "narrow").rename(groups / "tmp")
+    (groups / "wide").rename(groups / "narrow")
+    (groups / "tmp").rename(groups / "wide")
+    for name in ("narrow", "wide"):
+        with pytest.raises(GroupManifestError, match="first_model_id"):
+            Zoo(grouped_zoo, group=name)
+    with pytest.raises(GroupManifestError):
+        GroupedBatches(grouped_zoo, batch_size=2, split="all", filter_viable=False)
+
+
+def test_a_group_linked_to_another_group_inside_the_zoo_is_refused(grouped_zoo):
+    edit_top(grouped_zoo, unfinished)
+    wide = grouped_zoo / "groups" / "wide"
+    shutil.rmtree(wide)
+    wide.symlink_to(grouped_zoo / "groups" / "narrow")
+    with pytest.raises(GroupManifestError):
+        Zoo(grouped_zoo, group="wide")
+
+
+def test_info_of_a_finished_group_without_manifest_is_an_error(grouped_zoo, capsys):
+    # a finished group (hash recorded) that lost its zoo.json is damage, not "not generated yet"
+    (grouped_zoo / "groups" / "wide" / "zoo.json").unlink()
+    with pytest.raises(ZooNotFoundError):
+        Zoo(grouped_zoo).info()
+    assert run(["info", str(grouped_zoo)]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "groups/wide/zoo.json" in err
