@@ -12,12 +12,19 @@ import shutil
 
 import pytest
 
+import toy_family
 from weightzoo.cli import run
 from weightzoo.datasets import GroupedBatches
-from weightzoo.errors import GroupManifestError, ZooNotFoundError
+from weightzoo.errors import GroupManifestError, UnsafePathError, ZooNotFoundError
+from weightzoo.generate.runner import generate
 from weightzoo.storage import ZooReader
-from weightzoo.storage.groups import verify_grouped_zoo
+from weightzoo.storage.groups import GroupedManifest, verify_grouped_zoo
+from weightzoo.storage.hashing import sha256_file
 from weightzoo.zoo import Zoo
+
+
+def shard_hashes(zoo_dir):
+    return {p.relative_to(zoo_dir).as_posix(): sha256_file(p) for p in zoo_dir.rglob("*.h5")}
 
 
 def edit_top(zoo_dir, change):
@@ -82,3 +89,51 @@ def test_info_of_a_finished_group_without_manifest_is_an_error(grouped_zoo, caps
     assert run(["info", str(grouped_zoo)]) == 1
     err = capsys.readouterr().err
     assert "Traceback" not in err and "groups/wide/zoo.json" in err
+
+
+def test_a_crash_before_the_top_records_a_finished_group_loses_nothing(
+    tmp_path, grouped_spec, grouped_zoo, monkeypatch
+):
+    out = tmp_path / "interrupted"
+    save = GroupedManifest.save
+    calls = []
+
+    def crash_on_second_save(self, zoo_dir):
+        calls.append(1)
+        if len(calls) == 2:  # narrow is finished, its hash not yet in the top manifest
+            raise KeyboardInterrupt
+        save(self, zoo_dir)
+
+    monkeypatch.setattr(GroupedManifest, "save", crash_on_second_save)
+    with pytest.raises(KeyboardInterrupt):
+        generate(grouped_spec, out, progress=False)
+    monkeypatch.setattr(GroupedManifest, "save", save)
+    assert [g.manifest_sha256 for g in GroupedManifest.load(out).groups] == [None, None]
+    assert Zoo(out, group="narrow").info()["complete"]
+    toy_family.CALLS.clear()
+    generate(grouped_spec, out, progress=False)
+    assert sum(toy_family.CALLS) == 6  # the wide group only: narrow was kept
+    assert shard_hashes(out) == shard_hashes(grouped_zoo)
+    assert verify_grouped_zoo(out) == []
+
+
+def test_a_rerun_does_not_bless_a_tampered_finished_group(grouped_zoo, grouped_spec):
+    path = grouped_zoo / "groups" / "wide" / "zoo.json"
+    data = json.loads(path.read_text())
+    data["shards"][0]["sha256"] = "0" * 64
+    path.write_text(json.dumps(data))
+    recorded = GroupedManifest.load(grouped_zoo).groups[1].manifest_sha256
+    with pytest.raises(GroupManifestError, match="wide"):
+        generate(grouped_spec, grouped_zoo, progress=False)
+    assert GroupedManifest.load(grouped_zoo).groups[1].manifest_sha256 == recorded
+
+
+@pytest.mark.parametrize("link", ["groups", "groups/wide"])
+def test_generate_never_writes_through_a_link_out_of_the_zoo(tmp_path, grouped_spec, link):
+    out, outside = tmp_path / "zoo", tmp_path / "outside"
+    outside.mkdir()
+    (out / link).parent.mkdir(parents=True, exist_ok=True)
+    (out / link).symlink_to(outside)
+    with pytest.raises(UnsafePathError, match="outside the zoo"):
+        generate(grouped_spec, out, progress=False)
+    assert list(outside.iterdir()) == []
