@@ -11,8 +11,11 @@ import json
 import shutil
 
 import pytest
+from huggingface_hub import constants
 
 import toy_family
+from hub_server import TOKEN, LoopbackHub
+from weightzoo import hub as wzhub
 from weightzoo.cli import run
 from weightzoo.datasets import GroupedBatches
 from weightzoo.errors import GroupManifestError, UnsafePathError, ZooNotFoundError
@@ -137,3 +140,43 @@ def test_generate_never_writes_through_a_link_out_of_the_zoo(tmp_path, grouped_s
     with pytest.raises(UnsafePathError, match="outside the zoo"):
         generate(grouped_spec, out, progress=False)
     assert list(outside.iterdir()) == []
+
+
+# -- fetch from the loopback hub ---------------------------------------------------------------
+
+REPO = "lab/grouped-adversarial"
+
+
+@pytest.fixture(scope="module")
+def _server():
+    with LoopbackHub() as fake:
+        yield fake
+
+
+@pytest.fixture
+def published(_server, monkeypatch, tmp_path, grouped_zoo):
+    """The toy grouped zoo on the loopback hub, with the client pointed at it."""
+    _server.reset()
+    monkeypatch.setenv("HF_ENDPOINT", _server.url)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    files = {
+        p.relative_to(grouped_zoo).as_posix(): p.read_bytes()
+        for p in grouped_zoo.rglob("*")
+        if p.is_file() and p.name != ".lock"
+    }
+    _server.commit(REPO, files)
+    return _server
+
+
+@pytest.mark.parametrize("link", ["groups", "groups/wide", "groups/wide/shards"])
+def test_fetch_never_writes_through_a_local_group_link(published, tmp_path, link):
+    target, outside = tmp_path / "zoo", tmp_path / "outside"
+    outside.mkdir()
+    (target / link).parent.mkdir(parents=True, exist_ok=True)
+    (target / link).symlink_to(outside)
+    with pytest.raises(UnsafePathError, match="outside the zoo"):
+        wzhub.fetch(REPO, local_dir=target, progress=False)
+    assert list(outside.rglob("*")) == []
