@@ -18,7 +18,13 @@ from hub_server import TOKEN, LoopbackHub
 from weightzoo import hub as wzhub
 from weightzoo.cli import run
 from weightzoo.datasets import GroupedBatches
-from weightzoo.errors import GroupManifestError, UnsafePathError, ZooNotFoundError
+from weightzoo.errors import (
+    GroupManifestError,
+    InvalidOptionError,
+    UnknownGroupError,
+    UnsafePathError,
+    ZooNotFoundError,
+)
 from weightzoo.generate.runner import generate
 from weightzoo.storage import ZooReader
 from weightzoo.storage.groups import GroupedManifest, verify_grouped_zoo
@@ -180,3 +186,18 @@ def test_fetch_never_writes_through_a_local_group_link(published, tmp_path, link
     with pytest.raises(UnsafePathError, match="outside the zoo"):
         wzhub.fetch(REPO, local_dir=target, progress=False)
     assert list(outside.rglob("*")) == []
+
+
+# -- GroupedBatches ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("groups", [["wide", "wide"], []])
+def test_grouped_batches_refuse_a_repeated_or_empty_group_list(grouped_zoo, groups):
+    # a repeated group would serve each of its models twice a pass, under two group indices
+    with pytest.raises(InvalidOptionError, match="groups"):
+        GroupedBatches(grouped_zoo, batch_size=2, split="all", filter_viable=False, groups=groups)
+
+
+def test_grouped_batches_refuse_groups_on_a_version_1_zoo(grouped_zoo):
+    with pytest.raises(UnknownGroupError, match="without groups"):
+        GroupedBatches(grouped_zoo / "groups" / "wide", batch_size=2, groups=["narrow"])
