@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import shutil
 
+import h5py
 import pytest
 from huggingface_hub import constants
 
@@ -21,11 +22,13 @@ from weightzoo.datasets import GroupedBatches
 from weightzoo.errors import (
     GroupManifestError,
     InvalidOptionError,
+    ManifestError,
     UnknownGroupError,
     UnsafePathError,
     ZooNotFoundError,
 )
 from weightzoo.generate.runner import generate
+from weightzoo.lineage import locate_models
 from weightzoo.storage import ZooReader
 from weightzoo.storage.groups import GroupedManifest, verify_grouped_zoo
 from weightzoo.storage.hashing import sha256_file
@@ -201,3 +204,16 @@ def test_grouped_batches_refuse_a_repeated_or_empty_group_list(grouped_zoo, grou
 def test_grouped_batches_refuse_groups_on_a_version_1_zoo(grouped_zoo):
     with pytest.raises(UnknownGroupError, match="without groups"):
         GroupedBatches(grouped_zoo / "groups" / "wide", batch_size=2, groups=["narrow"])
+
+
+# -- lineage -----------------------------------------------------------------------------------
+
+
+def test_model_ids_changed_in_the_shards_are_not_located_silently(grouped_zoo):
+    # same-size in-place edit: readers check sizes, not hashes; verify and lineage must notice
+    for shard in (grouped_zoo / "groups" / "wide" / "shards").glob("*.h5"):
+        with h5py.File(shard, "r+") as f:
+            f["models/model_id"][...] = f["models/model_id"][:] - 6  # narrow's ids
+    assert len(verify_grouped_zoo(grouped_zoo)) == 4
+    with pytest.raises(ManifestError, match="outside its group's ids 6..11"):
+        locate_models(Zoo(grouped_zoo))
