@@ -217,3 +217,43 @@ def test_model_ids_changed_in_the_shards_are_not_located_silently(grouped_zoo):
     assert len(verify_grouped_zoo(grouped_zoo)) == 4
     with pytest.raises(ManifestError, match="outside its group's ids 6..11"):
         locate_models(Zoo(grouped_zoo))
+
+
+# -- the command line --------------------------------------------------------------------------
+
+
+def test_verify_does_not_claim_unhashed_groups_match(grouped_zoo, capsys):
+    edit_top(
+        grouped_zoo,
+        lambda d: (d.update(finished=False), d["groups"][1].update(manifest_sha256=None)),
+    )
+    assert run(["verify", str(grouped_zoo)]) == 0
+    out = capsys.readouterr().out
+    assert "ok: 1 group manifests" in out and "not finished: groups wide" in out
+
+
+@pytest.mark.parametrize("command", ["info", "verify", "report", "card"])
+@pytest.mark.parametrize(
+    "damage",
+    ["tampered group manifest", "truncated top manifest", "group linked out", "groups not a list"],
+)
+def test_the_cli_names_the_error_of_a_broken_grouped_zoo(
+    grouped_zoo, tmp_path, capsys, command, damage
+):
+    wide = grouped_zoo / "groups" / "wide"
+    if damage == "tampered group manifest":
+        (wide / "zoo.json").write_text((wide / "zoo.json").read_text().replace("wide", "w1de"))
+    elif damage == "truncated top manifest":
+        top = grouped_zoo / "zoo.json"
+        top.write_text(top.read_text()[:100])
+    elif damage == "group linked out":
+        wide.rename(tmp_path / "elsewhere")
+        wide.symlink_to(tmp_path / "elsewhere")
+    else:
+        edit_top(grouped_zoo, lambda d: d.update(groups={"wide": 1}))
+    assert run([command, str(grouped_zoo)]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    lines = [x for x in err.splitlines() if x.strip() and not x.startswith("verify:")]  # progress
+    assert len(lines) == 1 and lines[0].startswith("weightzoo: error: "), lines
+    assert "Error;" in lines[0]  # the named error, e.g. [GroupManifestError; ...]
