@@ -23,6 +23,7 @@ from weightzoo.errors import (
     GroupManifestError,
     InvalidOptionError,
     ManifestError,
+    ShardCorruptError,
     UnknownGroupError,
     UnsafePathError,
     ZooNotFoundError,
@@ -257,3 +258,25 @@ def test_the_cli_names_the_error_of_a_broken_grouped_zoo(
     lines = [x for x in err.splitlines() if x.strip() and not x.startswith("verify:")]  # progress
     assert len(lines) == 1 and lines[0].startswith("weightzoo: error: "), lines
     assert "Error;" in lines[0]  # the named error, e.g. [GroupManifestError; ...]
+
+
+def test_fetch_refuses_a_corrupt_shard_or_group_manifest_served_by_the_hub(published, tmp_path):
+    wide = json.loads(published.files(REPO)["groups/wide/zoo.json"])
+    shard = f"groups/wide/{wide['shards'][0]['file']}"
+    published.corrupt.add(shard)
+    with pytest.raises(ShardCorruptError, match=shard):
+        wzhub.fetch(REPO, local_dir=tmp_path / "a", progress=False)
+    assert not (tmp_path / "a" / shard).exists()
+    published.corrupt.clear()
+    published.html.add("groups/wide/zoo.json")  # a login page instead of the manifest
+    with pytest.raises(ManifestError):
+        wzhub.fetch(REPO, local_dir=tmp_path / "b", progress=False)
+    assert not list((tmp_path / "b").rglob("*.h5"))
+
+
+def test_push_refuses_a_tampered_group_manifest(published, grouped_zoo):
+    path = grouped_zoo / "groups" / "wide" / "zoo.json"
+    path.write_text(path.read_text().replace('"finished": true', '"finished": false'))
+    with pytest.raises(GroupManifestError):
+        wzhub.push(grouped_zoo, "alice/tampered", plots=False)
+    assert "alice/tampered" not in published.repos
