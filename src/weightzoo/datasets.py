@@ -33,6 +33,7 @@ from weightzoo.errors import (
     ManifestError,
     SidecarNotFoundError,
     UnknownColumnError,
+    UnknownGroupError,
     WeightzooError,
     ZooNotFoundError,
 )
@@ -1060,7 +1061,8 @@ class GroupedBatches(Dataset):
         **kwargs: options of ``dataset`` (split, epochs, features, targets, where...).
 
     Raises:
-        UnknownGroupError: for a group the zoo does not have.
+        UnknownGroupError: for a group the zoo does not have, or ``groups`` on a version-1 zoo.
+        InvalidOptionError: for an empty ``groups`` or one that names a group twice.
     """
 
     def __init__(
@@ -1077,9 +1079,19 @@ class GroupedBatches(Dataset):
     ) -> None:
         zoo = root if isinstance(root, Zoo) else Zoo(root)
         if zoo.grouped is None:
+            if groups is not None:
+                raise UnknownGroupError(
+                    f"{zoo.root} is a version-1 zoo without groups; drop groups={groups!r}"
+                )
             names, zoos = [zoo.name], [zoo]
         else:
             names = list(groups) if groups is not None else zoo.groups
+            if not names or len(set(names)) != len(names):
+                # a repeated group would serve its models twice a pass, under two indices
+                raise InvalidOptionError(
+                    f"groups={names!r}: name each group of {zoo.root} at most once, and at "
+                    f"least one (its groups are {', '.join(zoo.groups)})"
+                )
             zoos = [zoo.group(name) for name in names]
         self.groups: list[str] = names
         self.datasets: list[ZooDataset] = [dataset(group, **kwargs) for group in zoos]

@@ -184,8 +184,8 @@ def _grouped_shards(
                 f"group {name!r} of hub repo {source.repo_id} is not finished (the top manifest "
                 "records no hash for it); push the zoo again once it is generated"
             )
+        group_dir(root, entry)  # before the download: never write through a link out of the zoo
         path = _download_file(source, f"{entry.path}/{MANIFEST_NAME}")
-        group_dir(root, entry)  # refuse a group directory that links out of the zoo
         actual = sha256_file(path)
         if actual != entry.manifest_sha256:
             _remove_download(path, blobs)
@@ -254,6 +254,24 @@ def _usable(root: Path, entry: ShardEntry, blobs: Path | None) -> Path | None:
         except UnsafePathError:
             return None
     return path if path.is_file() else None
+
+
+def _refuse_linked_folders(root: Path, wanted: Sequence[ShardEntry]) -> None:
+    """Refuse shards whose folder (``shards/``, a group's) is a link out of the zoo directory.
+
+    A link in place of a shard file is removed and the shard downloaded (see
+    :func:`_fetch_shards`), but a download into a linked folder would land outside the zoo.
+
+    Raises:
+        UnsafePathError: naming the folder and where it leads.
+    """
+    inside = root.resolve()
+    for folder in sorted({(root / s.file).parent for s in wanted}):
+        if not folder.resolve().is_relative_to(inside):
+            raise UnsafePathError(
+                f"{folder} is a link to {folder.resolve()}, outside the zoo directory {root}; "
+                "weightzoo does not download through such links. Replace it with a directory."
+            )
 
 
 def _present(root: Path, entry: ShardEntry, blobs: Path | None) -> bool:
@@ -467,6 +485,7 @@ def _fetch_shards(
     endpoint, token, offline = source.endpoint, source.token, source.offline
     reason, where, name_or_repo = source.reason, source.where, source.name_or_repo
     progress = source.progress
+    _refuse_linked_folders(root, wanted)
     for attempt in range(2):
         missing = [s for s in wanted if not _present(root, s, blobs)]
         for entry in missing:

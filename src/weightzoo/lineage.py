@@ -23,7 +23,12 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from weightzoo.errors import GroupRequiredError, InvalidOptionError, UnknownColumnError
+from weightzoo.errors import (
+    GroupRequiredError,
+    InvalidOptionError,
+    ManifestError,
+    UnknownColumnError,
+)
 from weightzoo.storage.layout import Layout
 from weightzoo.zoo import Zoo
 
@@ -64,12 +69,33 @@ def _column(part: Zoo, name: str) -> np.ndarray | None:
 
 
 def locate_models(zoo: Zoo) -> dict[int, ModelLocation]:
-    """``{model id: where it is}`` over every group of ``zoo`` (every model on disk)."""
+    """``{model id: where it is}`` over every group of ``zoo`` (every model on disk).
+
+    Raises:
+        ManifestError: for an id outside its group's range in the top manifest, or held twice
+            (shards changed after generation: ``weightzoo verify`` names them), which would
+            otherwise pair a child with another model's weights.
+    """
     out: dict[int, ModelLocation] = {}
     for part in _parts(zoo):
         reader = part.reader(epochs="last")
+        ids = None
+        if part.grouped is not None and part.group_name is not None:
+            ids = part.grouped.entry(part.group_name).model_ids
         for model_id, position in zip(reader.column("model_id"), reader.positions, strict=True):
-            out[int(model_id)] = ModelLocation(part.group_name, int(position))
+            model_id = int(model_id)
+            why = None
+            if ids is not None and model_id not in ids:
+                why = f"outside its group's ids {ids.start}..{ids.stop - 1}"
+            elif model_id in out:
+                why = "held twice"
+            if why is not None:
+                raise ManifestError(
+                    f"model id {model_id} of {part.path} is {why} in zoo {zoo.root}: its shards "
+                    f"were changed; run `weightzoo verify {zoo.root}` and fetch or generate the "
+                    "damaged group again"
+                )
+            out[model_id] = ModelLocation(part.group_name, int(position))
     return out
 
 

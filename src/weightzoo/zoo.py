@@ -342,7 +342,8 @@ class Zoo:
                 "first_model_id": entry.first_model_id,
                 "finished": entry.manifest_sha256 is not None,
             }
-            if (self.root / entry.path / "zoo.json").is_file():
+            # a finished group (hash recorded) is opened even without its manifest: that raises
+            if entry.manifest_sha256 is not None or (self.root / entry.path / "zoo.json").is_file():
                 summary.update(self.group(entry.name).info())
             else:
                 summary.update(models=entry.num_models, complete=False)

@@ -15,13 +15,19 @@ from pathlib import Path
 from typing import Any
 
 from weightzoo import __version__
-from weightzoo.errors import InvalidOptionError, ManifestError, SpecMismatchError
+from weightzoo.errors import (
+    GroupManifestError,
+    InvalidOptionError,
+    ManifestError,
+    SpecMismatchError,
+)
 from weightzoo.generate.base import GroupedSpec, ZooSpec
 from weightzoo.generate.specs import family_for
 from weightzoo.storage.groups import (
     GroupedManifest,
     GroupEntry,
     check_group_name,
+    group_dir,
     group_path,
     read_manifest_json,
 )
@@ -116,6 +122,24 @@ def _is_done(out: Path, entry: GroupEntry) -> bool:
     )
 
 
+def _refuse_changed(out: Path, entry: GroupEntry) -> None:
+    """Refuse to resume a finished group whose manifest no longer has the recorded hash.
+
+    Resuming it would record the changed manifest's hash and so bless whatever changed it.
+
+    Raises:
+        GroupManifestError: naming the group and how to regenerate it.
+    """
+    manifest = out / entry.path / MANIFEST_NAME
+    if entry.manifest_sha256 is not None and manifest.exists():
+        raise GroupManifestError(
+            f"{manifest} has sha256 {sha256_file(manifest)}, but the top manifest "
+            f"{out / MANIFEST_NAME} records {entry.manifest_sha256} for the finished group "
+            f"{entry.name!r}: it was changed after generation. Delete {out / entry.path} to "
+            "generate the group again."
+        )
+
+
 def generate_grouped(
     spec: GroupedSpec,
     out: str | os.PathLike[str],
@@ -153,6 +177,8 @@ def generate_grouped(
     )  # before anything is written, as for a version-1 spec
     out = Path(out)
     planned = plan_groups(spec)
+    for entry, _ in planned:
+        group_dir(out, entry)  # never write a group through a link out of the zoo
     out.mkdir(parents=True, exist_ok=True)
     lock = ZooLock(out)
     try:
@@ -163,6 +189,7 @@ def generate_grouped(
             if _is_done(out, entry):
                 log.info("group %s of %s is finished; skipping it", entry.name, spec.name)
                 continue
+            _refuse_changed(out, entry)
             manifest = generate(
                 group_spec, out / entry.path, first_model_id=entry.first_model_id, **options
             )

@@ -348,9 +348,11 @@ def check_group_manifest(zoo_dir: PathLike, entry: GroupEntry) -> Path:
         GroupManifestError: for a group manifest whose sha256 differs from the record.
     """
     path = group_dir(zoo_dir, entry)
-    if entry.manifest_sha256 is None:
-        return path
     manifest = path / MANIFEST_NAME
+    if entry.manifest_sha256 is None:
+        if manifest.is_file():  # a group being written: no hash yet, but its identity holds
+            check_group_identity(zoo_dir, entry, Manifest.load(path))
+        return path
     # a hub-cache snapshot links its files to the repo's blobs/, as it does shards
     if not any(manifest.resolve().is_relative_to(r) for r in _allowed_roots(Path(zoo_dir))):
         raise UnsafePathError(
@@ -369,7 +371,33 @@ def check_group_manifest(zoo_dir: PathLike, entry: GroupEntry) -> Path:
             f"records {entry.manifest_sha256} for group {entry.name!r}: the group manifest was "
             "changed or replaced. Fetch the zoo again or regenerate the group."
         )
+    check_group_identity(zoo_dir, entry, Manifest.load(path))
     return path
+
+
+def check_group_identity(zoo_dir: PathLike, entry: GroupEntry, manifest: Manifest) -> None:
+    """Check that a group's manifest is the group its top entry describes.
+
+    The top entry's model count and first model id must be the group manifest's own (its
+    ``num_models`` and ``extra.first_model_id``, 0 when absent), so that a top manifest edited
+    after the fact, or group directories swapped or linked to one another, cannot serve one
+    group's models under another's name or ids.
+
+    Raises:
+        GroupManifestError: naming the field that differs.
+    """
+    first = manifest.extra.get("first_model_id", 0)
+    for field_name, recorded, actual in (
+        ("num_models", entry.num_models, manifest.num_models),
+        ("first_model_id", entry.first_model_id, first),
+    ):
+        if recorded != actual:
+            raise GroupManifestError(
+                f"{Path(zoo_dir) / entry.path / MANIFEST_NAME} has {field_name} {actual!r}, "
+                f"but the top manifest {Path(zoo_dir) / MANIFEST_NAME} records "
+                f"{recorded!r} for group {entry.name!r}: the top manifest was edited or the "
+                "group directories were swapped. Fetch the zoo again or regenerate it."
+            )
 
 
 def resolve_group(zoo_dir: PathLike, group: str | None = None) -> tuple[Path, str | None]:
@@ -434,12 +462,6 @@ def verify_grouped_zoo(
         path = check_group_manifest(root, entry)
         if not (path / MANIFEST_NAME).is_file():
             continue  # a group not begun yet (the top is not finished)
-        manifest = Manifest.load(path)
-        if manifest.num_models != entry.num_models:
-            raise ManifestError(
-                f"{path / MANIFEST_NAME} holds {manifest.num_models} models, but the top "
-                f"manifest of {root} lists {entry.num_models} for group {entry.name!r}"
-            )
 
         def prefixed(shard: ShardEntry, group: GroupEntry = entry) -> ShardEntry:
             return dataclasses.replace(shard, file=f"{group.path}/{shard.file}")
