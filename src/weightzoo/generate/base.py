@@ -22,6 +22,7 @@ from weightzoo.storage.layout import Layout
 
 __all__ = [
     "Family",
+    "GridOptions",
     "GroupedSpec",
     "ModelPlan",
     "ModelRecord",
@@ -184,6 +185,48 @@ class RootedFamily:
         if on_epoch is not None and "on_epoch" in inspect.signature(self.family.train).parameters:
             options["on_epoch"] = on_epoch
         return self.family.train(spec, plans, device=device, progress=progress, **options)
+
+
+class GridOptions:
+    """``--models``, ``--epochs`` and ``--data-dir`` for a spec of a fixed grid of models.
+
+    Mix in before :class:`ZooSpec` (``class MySpec(GridOptions, ZooSpec)``). The spec has the
+    fields ``models`` (``None``: the whole grid) and ``epochs``, a method ``grid_models()``, and
+    optionally a ``data_dir`` field; ``--models N`` keeps the first N models of the grid's order.
+    """
+
+    def override(
+        self, models: int | None = None, epochs: int | None = None, **rest: Any
+    ) -> ZooSpec:
+        """Apply ``--models`` (the first N models), ``--epochs`` and ``--data-dir``.
+
+        Raises:
+            ValueError: for another option, or a non-positive count.
+        """
+        changes: dict[str, Any] = {}
+        data_dir = rest.pop("data_dir", None) if hasattr(self, "data_dir") else None
+        ZooSpec.override(self, **rest)  # refuses options the spec does not take
+        if models is not None:
+            if int(models) < 1:
+                raise ValueError(f"--models must be at least 1, got {models}")
+            changes["models"] = min(int(models), self.grid_models())
+        if epochs is not None:
+            if int(epochs) < 1:
+                raise ValueError(f"--epochs must be at least 1, got {epochs}")
+            changes["epochs"] = int(epochs)
+        if data_dir is not None:
+            changes["data_dir"] = str(data_dir)
+        return dataclasses.replace(self, **changes) if changes else self  # type: ignore[type-var]
+
+    def grid_models(self) -> int:
+        """Models of the full grid (ignoring ``models``)."""
+        raise NotImplementedError
+
+    def num_models(self) -> int:
+        """Models of this spec (``models`` if set)."""
+        full = self.grid_models()
+        models = self.models  # type: ignore[attr-defined]
+        return full if models is None else min(models, full)
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from weightzoo.errors import InvalidOptionError
-from weightzoo.generate.base import GroupedSpec, ModelPlan, ModelRecord, ZooSpec
+from weightzoo.generate.base import GridOptions, GroupedSpec, ModelPlan, ModelRecord, ZooSpec
 from weightzoo.storage.layout import Layout
 
 METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc", "ggap")
@@ -44,7 +44,7 @@ class PhaseGridError(InvalidOptionError):
 
 
 @dataclass(frozen=True)
-class PhaseSpec(ZooSpec):
+class PhaseSpec(GridOptions, ZooSpec):
     """One width of a phase-transition grid (a complete zoo).
 
     Attributes:
@@ -160,40 +160,9 @@ class PhaseSpec(ZooSpec):
         data["load_factor"], data["temperature_factor"] = self.load_factor, self.temperature_factor
         return data
 
-    def override(
-        self,
-        models: int | None = None,
-        epochs: int | None = None,
-        data_dir: str | None = None,
-        **rest: Any,
-    ) -> ZooSpec:
-        """Apply ``--models`` (the first N models), ``--epochs`` and ``--data-dir``.
-
-        Raises:
-            ValueError: for another option, or a non-positive count.
-        """
-        ZooSpec.override(self, **rest)
-        changes: dict[str, Any] = {}
-        if models is not None:
-            if int(models) < 1:
-                raise ValueError(f"--models must be at least 1, got {models}")
-            changes["models"] = min(int(models), self.grid_models())
-        if epochs is not None:
-            if int(epochs) < 1:
-                raise ValueError(f"--epochs must be at least 1, got {epochs}")
-            changes["epochs"] = int(epochs)
-        if data_dir is not None:
-            changes["data_dir"] = str(data_dir)
-        return dataclasses.replace(self, **changes) if changes else self
-
     def grid_models(self) -> int:
         """Models of this width's cells (ignoring ``models``)."""
         return len(self.batch_sizes) * self.seeds
-
-    def num_models(self) -> int:
-        """Models of this spec (``models`` if set)."""
-        full = self.grid_models()
-        return full if self.models is None else min(self.models, full)
 
     def checkpoints(self) -> list[int]:
         """Checkpoint epochs: 0, every ``checkpoint_every``, and the last."""

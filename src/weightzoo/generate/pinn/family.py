@@ -20,14 +20,13 @@ Schürholt, Meynent, Zhou, Lu, Yang, Borth, arXiv:2504.18072) is documented as a
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from weightzoo.errors import InvalidOptionError
-from weightzoo.generate.base import ModelPlan, ModelRecord, ZooSpec
+from weightzoo.generate.base import GridOptions, ModelPlan, ModelRecord, ZooSpec
 from weightzoo.storage.layout import Layout
 
 __all__ = ["METRICS", "GridValueError", "PINNFamily", "PINNSpec", "family", "specs"]
@@ -41,7 +40,7 @@ class GridValueError(InvalidOptionError):
 
 
 @dataclass(frozen=True)
-class PINNSpec(ZooSpec):
+class PINNSpec(GridOptions, ZooSpec):
     """A PINN convection zoo.
 
     Attributes:
@@ -104,26 +103,6 @@ class PINNSpec(ZooSpec):
         data["load_factor"], data["temperature_factor"] = self.load_factor, self.temperature_factor
         return data
 
-    def override(
-        self, models: int | None = None, epochs: int | None = None, **rest: Any
-    ) -> ZooSpec:
-        """Apply ``--models`` (the first N models of the order) and ``--epochs``.
-
-        Raises:
-            ValueError: for another option, or a non-positive count.
-        """
-        ZooSpec.override(self, **rest)
-        changes: dict[str, Any] = {}
-        if models is not None:
-            if int(models) < 1:
-                raise ValueError(f"--models must be at least 1, got {models}")
-            changes["models"] = min(int(models), self.grid_models())
-        if epochs is not None:
-            if int(epochs) < 1:
-                raise ValueError(f"--epochs must be at least 1, got {epochs}")
-            changes["epochs"] = int(epochs)
-        return dataclasses.replace(self, **changes) if changes else self
-
     def cells(self) -> list[tuple[float, float]]:
         """The (beta, lr) cells in model order within one replicate."""
         return [(float(b), float(r)) for b in self.betas for r in self.lrs]
@@ -131,11 +110,6 @@ class PINNSpec(ZooSpec):
     def grid_models(self) -> int:
         """Models of the full grid (ignoring ``models``)."""
         return len(self.cells()) * self.seeds
-
-    def num_models(self) -> int:
-        """Models of this spec (``models`` if set)."""
-        full = self.grid_models()
-        return full if self.models is None else min(self.models, full)
 
     def cell_models(self, beta: float, lr: float) -> list[int]:
         """Model ids of the cell ``(beta, lr)``, one per seed, in seed order.

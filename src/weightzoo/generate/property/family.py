@@ -11,13 +11,12 @@ Risks* (arXiv:2109.06024).
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
-from weightzoo.generate.base import ModelPlan, ModelRecord, ZooSpec
+from weightzoo.generate.base import GridOptions, ModelPlan, ModelRecord, ZooSpec
 from weightzoo.storage.layout import Layout
 from weightzoo.tasks.property import POOLS
 
@@ -29,7 +28,7 @@ METRICS = ("train_loss", "train_acc", "test_loss", "test_acc")
 
 
 @dataclass(frozen=True)
-class PropertySpec(ZooSpec):
+class PropertySpec(GridOptions, ZooSpec):
     """A property-inference zoo.
 
     Attributes:
@@ -75,34 +74,9 @@ class PropertySpec(ZooSpec):
 
     kind: ClassVar[str] = "property"
 
-    def override(
-        self, models: int | None = None, epochs: int | None = None, **rest: Any
-    ) -> ZooSpec:
-        """Apply ``--models`` (the first N models of the order) and ``--epochs``.
-
-        Raises:
-            ValueError: for another option, or a non-positive count.
-        """
-        ZooSpec.override(self, **rest)
-        changes: dict[str, Any] = {}
-        if models is not None:
-            if int(models) < 1:
-                raise ValueError(f"--models must be at least 1, got {models}")
-            changes["models"] = min(int(models), self.grid_models())
-        if epochs is not None:
-            if int(epochs) < 1:
-                raise ValueError(f"--epochs must be at least 1, got {epochs}")
-            changes["epochs"] = int(epochs)
-        return dataclasses.replace(self, **changes) if changes else self
-
     def grid_models(self) -> int:
         """Models of the full grid (ignoring ``models``)."""
         return len(self.ratios) * len(self.pools) * self.models_per_ratio
-
-    def num_models(self) -> int:
-        """Models of this spec (``models`` if set)."""
-        full = self.grid_models()
-        return full if self.models is None else min(self.models, full)
 
     def estimate(self) -> dict[str, int]:
         """Size of the zoo: models, checkpoints, params per row, and bytes of ``weights``."""

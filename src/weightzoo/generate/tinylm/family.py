@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from weightzoo.errors import InvalidOptionError
-from weightzoo.generate.base import GroupedSpec, ModelPlan, ModelRecord, ZooSpec
+from weightzoo.generate.base import GridOptions, GroupedSpec, ModelPlan, ModelRecord, ZooSpec
 from weightzoo.storage.layout import Layout
 
 __all__ = [
@@ -65,7 +65,7 @@ class UnknownGridValueError(InvalidOptionError):
 
 
 @dataclass(frozen=True)
-class TinyLMSpec(ZooSpec):
+class TinyLMSpec(GridOptions, ZooSpec):
     """A grid of GPT-style language models of one model dimension.
 
     Attributes:
@@ -154,40 +154,9 @@ class TinyLMSpec(ZooSpec):
             data["corpus_sha256"] = corpus_sha256()
         return data
 
-    def override(
-        self,
-        models: int | None = None,
-        epochs: int | None = None,
-        data_dir: str | None = None,
-        **rest: Any,
-    ) -> ZooSpec:
-        """Apply ``--models`` (the first N models), ``--epochs`` and ``--data-dir``.
-
-        Raises:
-            ValueError: for another option, or a non-positive count.
-        """
-        ZooSpec.override(self, **rest)
-        changes: dict[str, Any] = {}
-        if models is not None:
-            if int(models) < 1:
-                raise ValueError(f"--models must be at least 1, got {models}")
-            changes["models"] = min(int(models), self.grid_models())
-        if epochs is not None:
-            if int(epochs) < 1:
-                raise ValueError(f"--epochs must be at least 1, got {epochs}")
-            changes["epochs"] = int(epochs)
-        if data_dir is not None:
-            changes["data_dir"] = str(data_dir)
-        return dataclasses.replace(self, **changes) if changes else self
-
     def grid_models(self) -> int:
         """Models of the full grid of this model dimension (ignoring ``models``)."""
         return len(self.batch_sizes) * self.seeds
-
-    def num_models(self) -> int:
-        """Models of this spec (``models`` if set)."""
-        full = self.grid_models()
-        return full if self.models is None else min(self.models, full)
 
     def num_params(self) -> int:
         """Parameters of one model (counted, not built: the paper's models are large)."""

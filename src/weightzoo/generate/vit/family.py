@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from weightzoo.errors import InvalidOptionError
-from weightzoo.generate.base import GroupedSpec, ModelPlan, ModelRecord, ZooSpec
+from weightzoo.generate.base import GridOptions, GroupedSpec, ModelPlan, ModelRecord, ZooSpec
 from weightzoo.storage.layout import Layout
 
 PRETRAININGS = ("supervised", "simclr")
@@ -54,7 +54,7 @@ def _check_choice(spec: str, what: str, values: Sequence[Any], known: Sequence[A
 
 
 @dataclass(frozen=True)
-class _ViTSpec(ZooSpec):
+class _ViTSpec(GridOptions, ZooSpec):
     """Fields of both stages.
 
     Attributes:
@@ -104,41 +104,10 @@ class _ViTSpec(ZooSpec):
         """Models of the full grid (ignoring ``models``)."""
         raise NotImplementedError
 
-    def num_models(self) -> int:
-        """Models of this spec (``models`` if set)."""
-        full = self.grid_models()
-        return full if self.models is None else min(self.models, full)
-
     def checkpoints(self) -> list[int]:
         """Checkpoint epochs: 0, every ``checkpoint_every``, and the last."""
         every = max(1, self.checkpoint_every)
         return sorted({0, self.epochs, *range(0, self.epochs + 1, every)})
-
-    def override(
-        self,
-        models: int | None = None,
-        epochs: int | None = None,
-        data_dir: str | None = None,
-        **rest: Any,
-    ) -> ZooSpec:
-        """Apply ``--models`` (the first N models of the order), ``--epochs``, ``--data-dir``.
-
-        Raises:
-            ValueError: for another option, or a non-positive count.
-        """
-        ZooSpec.override(self, **rest)
-        changes: dict[str, Any] = {}
-        if models is not None:
-            if int(models) < 1:
-                raise ValueError(f"--models must be at least 1, got {models}")
-            changes["models"] = min(int(models), self.grid_models())
-        if epochs is not None:
-            if int(epochs) < 1:
-                raise ValueError(f"--epochs must be at least 1, got {epochs}")
-            changes["epochs"] = int(epochs)
-        if data_dir is not None:
-            changes["data_dir"] = str(data_dir)
-        return dataclasses.replace(self, **changes) if changes else self
 
     def estimate(self) -> dict[str, int]:
         """Size of the zoo: models, checkpoints, params per row, and bytes of ``weights``."""
