@@ -22,11 +22,11 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import time
 import warnings
 
 import torch
 
+from bench_landscape import timed  # the same timer (this script's folder is on sys.path)
 from weightzoo import landscape
 from weightzoo.architectures.mlds import MLDSNet, net_config
 from weightzoo.features import flatten, layout_of
@@ -35,16 +35,6 @@ from weightzoo.precision import exact_cuda
 from weightzoo.tasks.mlds import MLDSData
 
 MACHINE = "EightBitMachine"
-
-
-def timed(fn, device: str):
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    out = fn()
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-    return out, time.perf_counter() - start
 
 
 def main() -> None:

@@ -17,8 +17,8 @@ reverse-over-reverse by itself).
 model and of its seed sibling on the evaluation grid, and ``mc`` (and the barriers) along the
 Bézier curve between them, trained on the PINN loss. The seed sibling is the next model, in
 storage order and cyclically, with the same ``beta`` and ``lr``. Models are measured in groups
-of one ``beta`` (the loss differs per ``beta``). Where the side file is ``landscape`` and holds
-``cka`` and ``mc``, the ``phase`` labels are added (:func:`write_phase_labels`).
+of one ``beta`` (the loss differs per ``beta``). The ``phase`` labels are added by the callers
+(``weightzoo landscape`` and the family's ``finalize``), as for every phase-transition zoo.
 """
 
 from __future__ import annotations
@@ -40,8 +40,7 @@ from weightzoo.landscape.metrics import (
     UnknownMetricError,
     landscape_metrics,
 )
-from weightzoo.landscape.phase import write_phases
-from weightzoo.storage.sidecar import SidecarRecord, sidecar_records, write_sidecar
+from weightzoo.storage.sidecar import SidecarRecord, write_sidecar
 from weightzoo.tasks.convection import ConvectionData, convection_data, residual
 from weightzoo.zoo import Zoo
 
@@ -51,7 +50,6 @@ __all__ = [
     "pinn_landscape",
     "pinn_loss_data",
     "pinn_loss_fn",
-    "write_phase_labels",
 ]
 
 #: What ``finalize`` measures for every stored checkpoint.
@@ -242,17 +240,4 @@ def pinn_landscape(
         "cka": f"last hidden layer on every {stride}th evaluation-grid point",
         "partner": "next model of the same beta and lr (another seed), cyclic",
     }
-    record = write_sidecar(zoo.path, name, out, attrs, models=positions, epochs=reader.epochs)
-    if name == "landscape" and {"cka", "mc"} <= set(metrics):
-        write_phase_labels(zoo.path)
-        return sidecar_records(zoo.path)[name]
-    return record
-
-
-def write_phase_labels(zoo_dir: Any) -> None:
-    """Store the ``phase`` labels of a zoo's ``landscape`` side file.
-
-    The labels come from the one :func:`weightzoo.landscape.phase.write_phases` of every
-    phase-transition zoo (from ``train_loss`` and the side file's metrics).
-    """
-    write_phases(zoo_dir)
+    return write_sidecar(zoo.path, name, out, attrs, models=positions, epochs=reader.epochs)

@@ -233,10 +233,11 @@ def compute_zoo_landscape(
     if zoo.manifest.family == "pinn":  # its loss is the PDE's, on its own points
         from weightzoo.landscape.pinn import pinn_landscape
 
-        return pinn_landscape(
+        record = pinn_landscape(
             zoo, metrics=metrics, split=split, epochs=epochs, device=device, chunk=chunk,
             seed=seed, iters=iters, probes=probes, steps=steps, progress=progress, name=name,
         )  # fmt: skip
+        return _with_phases(zoo, metrics, name, record)
     for what, value in (("batches", batches), ("batch_size", batch_size), ("chunk", chunk)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise InvalidOptionError(f"{what} must be an int >= 1, got {value!r}")

@@ -242,6 +242,7 @@ class PINNFamily:
         ``hessian_trace``, ``cka`` and ``mc`` and then adds the ``phase`` labels. Idempotent:
         the side file is rewritten whole from the stored checkpoints.
         """
+        from weightzoo.landscape.phase import write_phases
         from weightzoo.landscape.pinn import pinn_landscape
 
         assert isinstance(spec, PINNSpec)
@@ -253,6 +254,7 @@ class PINNFamily:
             steps=spec.landscape_steps,
             progress=False,
         )
+        write_phases(root)
 
 
 def family(name: str = "pinn") -> PINNFamily:
