@@ -239,8 +239,9 @@ class PINNFamily:
         """Write the zoo's ``landscape`` side file and its phase labels (every checkpoint).
 
         :func:`weightzoo.landscape.pinn.pinn_landscape` measures ``hessian_top``,
-        ``hessian_trace``, ``cka`` and ``mc`` and then adds the ``phase`` labels. Idempotent:
-        the side file is rewritten whole from the stored checkpoints.
+        ``hessian_trace``, ``cka`` and ``mc``; :func:`weightzoo.landscape.phase.write_phases`
+        then adds the ``phase`` labels. Idempotent: the side file is rewritten whole from the
+        stored checkpoints.
         """
         from weightzoo.landscape.phase import write_phases
         from weightzoo.landscape.pinn import pinn_landscape
