@@ -70,7 +70,7 @@ _ACTIVATION_BUDGET = {"cpu": 2**22, "cuda": 2**26}
 _PARAMETER_BUDGET = 2**26
 _MAX_ROWS = {"cpu": 256, "cuda": 1024}
 _MIN_BATCH = 32  # fewer rows per pass rather than batches smaller than this
-_STACKED_MIN_BATCH = 8  # the same for weightzoo.stacked (measured with bench_evaluate.py)
+_STACKED_MIN_BATCH = 4  # the same for weightzoo.stacked (measured with bench_evaluate.py)
 
 ZooLike = Zoo | str | os.PathLike[str]
 

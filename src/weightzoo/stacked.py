@@ -98,9 +98,24 @@ def forward(net: SeqNet, params: dict[str, Tensor], x: Tensor) -> Tensor:
             kind, h = "flat", _linear(weight, bias, kind, h, models)
         elif isinstance(layer, _DROPOUT):
             continue  # eval mode: the identity
-        else:
-            h = layer(h)  # element-wise: the layout does not matter
+        else:  # element-wise: the layout does not matter
+            h = _elementwise(layer, h, in_place=h is not x)
     return h  # "flat": supports() asks for a Linear last
+
+
+def _elementwise(layer: nn.Module, h: Tensor, in_place: bool) -> Tensor:
+    """``layer(h)``, in place where ``h`` is an intermediate (no new large buffer to fill)."""
+    if not in_place or isinstance(layer, nn.Identity):
+        return layer(h)
+    if isinstance(layer, nn.Tanh):
+        return h.tanh_()
+    if isinstance(layer, nn.Sigmoid):
+        return h.sigmoid_()
+    if isinstance(layer, nn.ReLU):
+        return h.relu_()
+    if isinstance(layer, nn.LeakyReLU):
+        return F.leaky_relu_(h, layer.negative_slope)
+    return layer(h)
 
 
 def _conv(
@@ -136,11 +151,15 @@ def _shared_conv(
 ) -> Tensor:
     """Every model's convolution of the same inputs as one matmul on their patches.
 
-    ``[M*O, C*k*k] @ [B, C*k*k, L]``: the patches are cut once for all models, and the matmul
-    is far faster than oneDNN's convolution for the few input channels of a first layer. With
-    ``pool``, the 2x2 max-pool that follows is done here too: the patches are ordered by their
-    place in the pooling window, so that the pool is a maximum over four contiguous blocks of
-    the matmul's output instead of over strided views of it.
+    ``[B*L, C*k*k] @ [C*k*k, M*O]``: the patches are cut once for all models, and the matmul
+    is far faster than oneDNN's convolution for the few input channels of a first layer. Its
+    output, rows ``(image, place)`` and columns ``(model, channel)``, is already the
+    channels-last layout of ``[B, M*O, H, W]`` that the grouped convolutions after it read.
+    With ``pool``, the 2x2 max-pool that follows is done here too: the patches are ordered by
+    their place in the pooling window, so that the pool is a maximum over four contiguous
+    blocks of the matmul's output instead of over strided views of it; the bias is added after
+    the pool, on a quarter of the values (``max(x + b) == max(x) + b`` exactly: rounding
+    ``x + b`` is monotone in ``x``).
     """
     kernel, stride = layer.kernel_size, layer.stride
     padding, dilation = layer.padding, layer.dilation
@@ -150,23 +169,26 @@ def _shared_conv(
     ]
     patches = F.unfold(x, kernel, dilation, padding, stride)  # [B, C*k*k, H*W]
     batch, depth = patches.shape[:2]
-    if pool:
-        rows, cols = size[0] // 2, size[1] // 2  # floor, as max_pool2d does
-        grid = patches.view(batch, depth, size[0], size[1])[:, :, : rows * 2, : cols * 2]
-        grid = grid.reshape(batch, depth, rows, 2, cols, 2).permute(0, 1, 3, 5, 2, 4)
-        patches = grid.reshape(batch, depth, 4 * rows * cols)  # window place major
-    filters = weight.reshape(-1, depth)
-    if bias is not None:
-        # The bias as one more input of constant 1: added inside the matmul, not in a second
-        # pass over the large output.
-        filters = torch.cat([filters, bias.reshape(-1, 1)], dim=1)
-        patches = torch.cat([patches, patches.new_ones(batch, 1, patches.shape[2])], 1)
-    out = filters @ patches  # [B, M*O, L]
+    filters = weight.reshape(-1, depth).T  # [C*k*k, M*O]
+    channels = filters.shape[1]
     if not pool:
-        return out.view(batch, -1, *size)
-    out = out.view(batch, -1, 4, rows * cols)
-    top = torch.maximum(out[:, :, 0], out[:, :, 1])
-    return torch.maximum(top, torch.maximum(out[:, :, 2], out[:, :, 3])).view(batch, -1, rows, cols)
+        rows = patches.transpose(1, 2).reshape(-1, depth)  # [(B, H, W), C*k*k]
+        if bias is None:
+            out = rows @ filters
+        else:
+            out = torch.addmm(bias.reshape(1, -1), rows, filters)
+        return out.view(batch, *size, channels).permute(0, 3, 1, 2)
+    rows, cols = size[0] // 2, size[1] // 2  # floor, as max_pool2d does
+    grid = patches.view(batch, depth, size[0], size[1])[:, :, : rows * 2, : cols * 2]
+    # [B, 2, 2, H/2, W/2, C*k*k]: image, then place in the window, then pooled place.
+    grid = grid.reshape(batch, depth, rows, 2, cols, 2).permute(0, 3, 5, 2, 4, 1)
+    out = (grid.reshape(-1, depth) @ filters).view(batch, 4, rows * cols, channels)
+    pooled = torch.maximum(out[:, 0], out[:, 1])
+    pooled = torch.maximum(pooled, out[:, 2], out=pooled)
+    pooled = torch.maximum(pooled, out[:, 3], out=pooled)
+    if bias is not None:
+        pooled += bias.reshape(-1)
+    return pooled.view(batch, rows, cols, channels).permute(0, 3, 1, 2)
 
 
 def _plain_pool(layer: nn.MaxPool2d) -> bool:
