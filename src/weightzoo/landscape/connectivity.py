@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -23,6 +24,7 @@ from weightzoo.landscape._stacking import (
     resolve_plan,
     weights_of,
 )
+from weightzoo.landscape.batchnorm import batch_norm_layers, batch_statistics, reestimate_bn
 from weightzoo.storage.layout import Layout
 
 __all__ = ["ConnectivityResult", "barrier", "mode_connectivity", "signed_mc"]
@@ -135,6 +137,7 @@ def mode_connectivity(
     weight_decay: float = 0.0,
     seed: int = 0,
     vectorize: bool | None = None,
+    bn_update: bool | None = None,
 ) -> ConnectivityResult:
     """Connect model ``i`` of ``params_a`` with model ``i`` of ``params_b``, all pairs at once.
 
@@ -142,11 +145,21 @@ def mode_connectivity(
     al. (arXiv:1802.10026) starts with its control point ``c`` at the midpoint ``(a + b) / 2``
     (the linear path) and trains ``c`` by ``steps`` steps of SGD with momentum on
     ``loss(phi(t))``, with ``t ~ U(0, 1)`` drawn anew each step (one ``t`` for all pairs) and
-    the batches of ``data`` in turn. The endpoints stay fixed. Buffers (BatchNorm running
-    statistics) follow the straight line between the endpoints' on both paths; they are not
-    re-estimated at each ``t`` as Garipov et al. do, so prefer models without BatchNorm.
-    Both paths are then evaluated at ``points`` evenly spaced times on ``eval_data``
-    (default: ``data``, the training data, as the phase diagrams use).
+    the batches of ``data`` in turn. The endpoints stay fixed. Both paths are then evaluated
+    at ``points`` evenly spaced times on ``eval_data`` (default: ``data``, the training data,
+    as the phase diagrams use).
+
+    BatchNorm, as Garipov et al. handle it (``bn_update``, the default for a module with
+    BatchNorm layers that keep running statistics): the curve trains with BatchNorm on each
+    batch's statistics (train mode for those layers only), and at every evaluated ``t``, on
+    both paths, the running statistics are recomputed for the weights at ``t`` on all batches
+    of ``data`` (:func:`weightzoo.landscape.batchnorm.reestimate_bn`, what
+    ``torch.optim.swa_utils.update_bn`` does for one module) before the evaluation in eval
+    mode. That includes the endpoints: their values are those of the two models with
+    re-estimated statistics, not with the statistics they stored. With ``bn_update=False``
+    the buffers follow the straight line between the endpoints' on both paths and training
+    runs on them too (eval mode): the statistics then do not match the weights between the
+    endpoints.
 
     Args:
         module: the architecture.
@@ -165,6 +178,8 @@ def mode_connectivity(
         weight_decay: L2 penalty on the control point.
         seed: seeds the times ``t`` drawn during training.
         vectorize: ``vmap`` over pairs (default: yes, except for recurrent modules).
+        bn_update: re-estimate BatchNorm statistics along the paths (``None``: when the module
+            has BatchNorm layers with running statistics).
 
     Returns:
         A :class:`ConnectivityResult` (barrier heights and ``mc`` are its properties).
@@ -183,6 +198,8 @@ def mode_connectivity(
             f"mode_connectivity needs one partner per model, got {size} and {size_b} models"
         )
     vectorize, _ = resolve_plan(module, vectorize, None)
+    if bn_update is None:
+        bn_update = bool(batch_norm_layers(module))
     first = next(iter(pa.values()))
     train = as_batches(data, first.device, first.dtype)
     evaluate = train if eval_data is None else as_batches(eval_data, first.device, first.dtype)
@@ -195,13 +212,15 @@ def mode_connectivity(
     control = {k: (pa[k] + pb[k]) / 2 for k in pa}
     velocity = {k: torch.zeros_like(v) for k, v in control.items()}
     generator = torch.Generator().manual_seed(seed)
-    for i in range(steps):
-        x, y = train[i % len(train)]
-        t = torch.rand((), generator=generator, dtype=first.dtype).to(first.device)
-        grads = step(control, pa, pb, ba, bb, t, x, y)
-        for k in control:
-            velocity[k] = momentum * velocity[k] + grads[k] + weight_decay * control[k]
-            control[k] = control[k] - lr * velocity[k]
+    # With bn_update, BatchNorm trains on batch statistics (no running ones are written).
+    with batch_statistics(module) if bn_update else contextlib.nullcontext():
+        for i in range(steps):
+            x, y = train[i % len(train)]
+            t = torch.rand((), generator=generator, dtype=first.dtype).to(first.device)
+            grads = step(control, pa, pb, ba, bb, t, x, y)
+            for k in control:
+                velocity[k] = momentum * velocity[k] + grads[k] + weight_decay * control[k]
+                control[k] = control[k] - lr * velocity[k]
 
     times = np.linspace(0.0, 1.0, points)
     shares = batch_shares(evaluate)
@@ -220,6 +239,8 @@ def mode_connectivity(
                 "c": (_bezier(t, pa, control, pb), _lerp(t, ba, bb)),
             }
             for key, (q, c) in paths.items():
+                if bn_update:
+                    c = reestimate_bn(module, q, c, train, vectorize=vectorize)
                 for (x, y), share in zip(evaluate, shares, strict=True):
                     value, acc = run(q, c, x, y)
                     curves[key + "l"][:, j] += share * value.double().cpu().numpy()

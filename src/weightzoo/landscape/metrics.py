@@ -65,6 +65,7 @@ def landscape_metrics(
     steps: int = 200,
     lr: float = 0.05,
     vectorize: bool | None = None,
+    bn_update: bool | None = None,
 ) -> dict[str, np.ndarray]:
     """Several landscape metrics of ``M`` models, ``chunk`` models at a time.
 
@@ -96,6 +97,8 @@ def landscape_metrics(
         steps: curve-training steps (connectivity).
         lr: curve-training learning rate (connectivity).
         vectorize: ``vmap`` over models (default: yes, except for recurrent modules).
+        bn_update: re-estimate BatchNorm statistics along the connectivity paths on ``data``
+            (see :func:`mode_connectivity`; ``None``: when the module has BatchNorm).
 
     Returns:
         ``{metric: float64 array [M]}`` in the order asked for.
@@ -156,6 +159,7 @@ def landscape_metrics(
                 steps=steps,
                 lr=lr,
                 seed=seed,
+                bn_update=bn_update,
                 **common,
             )
             for name in wanted & _CONNECTIVITY_METRICS:
