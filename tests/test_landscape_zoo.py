@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
@@ -94,6 +96,21 @@ def test_pair_metrics_compare_each_model_with_a_sibling(mlp_zoo):
     assert np.isfinite(cka).all() and ((cka > 0) & (cka <= 1 + 1e-9)).all()
     barrier = stored.read("linear_barrier", positions, [mlp_zoo.epochs[-1]] * len(positions))
     assert (barrier >= 0).all()
+    assert stored.attrs["bn_update"] is False  # no BatchNorm in the MLP: nothing re-estimated
+
+
+def test_cli_passes_the_batchnorm_choice_on(mlp_zoo, monkeypatch):
+    seen = []
+    record = SimpleNamespace(arrays={"mc": {"shape": [4, 1]}}, file="sidecars/x.h5", sha256="0")
+
+    def fake(zoo, **kwargs):
+        seen.append(kwargs["bn_update"])
+        return record
+
+    monkeypatch.setattr("weightzoo.landscape.zoo.compute_zoo_landscape", fake)
+    for flag, expected in (([], None), (["--no-bn-update"], False)):
+        assert run(["landscape", str(mlp_zoo.path), "--metrics", "mc", *flag]) == 0
+        assert seen.pop() is expected
 
 
 def test_dataset_refuses_a_side_file_that_misses_served_checkpoints(mlp_zoo, capsys):

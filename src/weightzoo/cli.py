@@ -782,6 +782,7 @@ def _landscape_one(args: argparse.Namespace, group: str | None, zoo: Path) -> No
         iters=args.iters,
         probes=args.probes,
         steps=args.steps,
+        bn_update=False if args.no_bn_update else None,
         name=args.name,
         progress=True,
     )
@@ -824,6 +825,12 @@ def _add_landscape_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> N
     p.add_argument("--iters", type=_positive_int, default=20, help="power-iteration steps (20)")
     p.add_argument("--probes", type=_positive_int, default=20, help="Hutchinson probes (20)")
     p.add_argument("--steps", type=_positive_int, default=100, help="curve-training steps (100)")
+    p.add_argument(
+        "--no-bn-update",
+        action="store_true",
+        help="connectivity of networks with BatchNorm: interpolate the endpoints' running "
+        "statistics instead of recomputing them at every point of the path (the default)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of probes and start vectors (0)")
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     p.add_argument("--data-dir", help="where the image dataset files are (digits needs none)")

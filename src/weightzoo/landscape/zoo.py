@@ -31,7 +31,13 @@ from tqdm.auto import tqdm
 
 from weightzoo import functional
 from weightzoo.errors import InvalidOptionError
-from weightzoo.landscape.metrics import _PAIR_METRICS, METRICS, landscape_metrics
+from weightzoo.landscape.batchnorm import batch_norm_layers
+from weightzoo.landscape.metrics import (
+    _CONNECTIVITY_METRICS,
+    _PAIR_METRICS,
+    METRICS,
+    landscape_metrics,
+)
 from weightzoo.landscape.phase import write_phases
 from weightzoo.storage.sidecar import SidecarRecord, sidecar_records, write_sidecar
 from weightzoo.zoo import Zoo
@@ -178,6 +184,7 @@ def compute_zoo_landscape(
     iters: int = 20,
     probes: int = 20,
     steps: int = 100,
+    bn_update: bool | None = None,
     progress: bool = True,
     name: str = LANDSCAPE_SIDECAR,
 ) -> SidecarRecord:
@@ -203,6 +210,10 @@ def compute_zoo_landscape(
         iters: power-iteration steps (``hessian_top``).
         probes: Hutchinson probes (``hessian_trace``).
         steps: curve-training steps (connectivity metrics).
+        bn_update: connectivity metrics of networks with BatchNorm (ResNet-18): recompute the
+            running statistics at every point of the paths on the same training batches, as
+            Garipov et al. do (``None``, the default: where the network has BatchNorm;
+            ``False``: the endpoints' statistics interpolated). Recorded in the side file.
         progress: show a progress bar over checkpoints.
         name: the side file's name.
 
@@ -253,6 +264,7 @@ def compute_zoo_landscape(
     singles = [m for m in metrics if m not in _PAIR_METRICS]
     common = dict(layout=zoo.layout, chunk=chunk, seed=seed, iters=iters)
     common |= dict(probes=probes, steps=steps, accuracy_fn=plan.accuracy)
+    reestimated = False  # whether any group's connectivity re-estimated BatchNorm statistics
     bar = tqdm(total=count * len(reader.epochs), disable=not progress, desc=f"landscape {zoo.name}")
     with bar:
         for column, _epoch in enumerate(reader.epochs):
@@ -270,6 +282,8 @@ def compute_zoo_landscape(
                     for metric, array in values.items():
                         out[metric][members, column] = array
                 if wanted_pairs and len(paired):
+                    uses = bool(batch_norm_layers(module)) if bn_update is None else bn_update
+                    reestimated |= uses and bool(set(wanted_pairs) & _CONNECTIVITY_METRICS)
                     values = landscape_metrics(
                         module,
                         torch.from_numpy(rows[paired]).to(target),
@@ -277,6 +291,7 @@ def compute_zoo_landscape(
                         plan.loss,
                         wanted_pairs,
                         partners=torch.from_numpy(rows[partner[paired]]).to(target),
+                        bn_update=uses,
                         **common,
                     )
                     for metric, array in values.items():
@@ -291,6 +306,7 @@ def compute_zoo_landscape(
         "iters": iters,
         "probes": probes,
         "steps": steps,
+        "bn_update": reestimated,
         "partner": "next model of the same node (MLDS: machine or automaton; else the "
         "selection), cyclic",
     }
