@@ -72,9 +72,11 @@ def forward(net: SeqNet, params: dict[str, Tensor], x: Tensor) -> Tensor:
         kind, h = "conv", x.transpose(0, 1).reshape(x.shape[1], -1, *x.shape[3:])
     layers = list(net.module_list)
     pooled = False  # the layer before was a shared-input conv that did this max-pool already
+    owned = False  # h is a new tensor, not (a view of) the caller's inputs: in place is safe
     for index, layer in enumerate(layers):
         weight = params.get(f"module_list.{index}.weight")
         bias = params.get(f"module_list.{index}.bias")
+        owned = owned or isinstance(layer, nn.Conv2d | nn.Linear | nn.MaxPool2d)
         if isinstance(layer, nn.Conv2d):
             assert weight is not None
             after = layers[index + 1] if index + 1 < len(layers) else None
@@ -99,7 +101,7 @@ def forward(net: SeqNet, params: dict[str, Tensor], x: Tensor) -> Tensor:
         elif isinstance(layer, _DROPOUT):
             continue  # eval mode: the identity
         else:  # element-wise: the layout does not matter
-            h = _elementwise(layer, h, in_place=h is not x)
+            h = _elementwise(layer, h, in_place=owned)
     return h  # "flat": supports() asks for a Linear last
 
 
