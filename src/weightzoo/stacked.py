@@ -7,15 +7,17 @@ small per-model kernels the loop would run, plus layout copies. For the networks
 eval mode), ``Flatten`` and linear layers (Model Zoos CNN-s / CNN-m, the trajectory MLP and
 CNN), this module runs the population as a few large kernels instead:
 
-* a convolution on inputs every model shares (the images) is one matmul of the ``M x C``
-  stacked filters with the inputs' patches (cut once for all models); later convolutions are
-  one grouped convolution with ``groups = M``
-  (channels stay model-major: model ``m`` owns channels ``m*C .. m*C + C - 1``);
+* a convolution on inputs every model shares (the images) is one matmul of the inputs'
+  patches (cut once for all models) with the ``M x C`` stacked filters, whose output is
+  already channels-last; a 2x2 max-pool after it is a maximum over four contiguous blocks of
+  that output, and the bias is added after the pool (on a quarter of the values);
+* later convolutions are one grouped convolution with ``groups = M`` (channels stay
+  model-major: model ``m`` owns channels ``m*C .. m*C + C - 1``), channels-last on the CPU
+  (oneDNN's faster layout for grouped convolutions);
 * a 2x2 max-pool is the maximum of four strided views (``F.max_pool2d`` also computes indices
   and is several times slower on the CPU);
 * linear layers are one matmul on shared inputs, else one ``baddbmm`` over models;
-* on the CPU, the convolutions run channels-last (oneDNN's faster layout for grouped
-  convolutions).
+* activations run in place on the tensors the forward made (no new buffer to fill).
 
 The results are those of each network run alone, up to float32 rounding (different summation
 order in the kernels); ``tests/test_functional.py`` checks them against the loop.
