@@ -25,6 +25,17 @@ ARCHS = {
     # stride-2 padded convs and max-pools on odd sizes (7 -> 3), no biases
     "trajectory cnn": (lambda: trajectory_cnn(1, (16, 8), 10, size=14, bias=False), (1, 14, 14)),
     "trajectory mlp": (lambda: trajectory_mlp(196, 10, 10, activation="sigmoid"), (1, 14, 14)),
+    # a first conv with a bias and no pool right after it: activation, then the pool
+    "conv act pool": (
+        lambda: SeqNet(
+            nn.Conv2d(2, 3, 3, padding=1),
+            nn.LeakyReLU(),
+            nn.MaxPool2d(2),
+            nn.Flatten(),
+            nn.Linear(3 * 4 * 4, 10),
+        ),
+        (2, 8, 8),
+    ),
 }
 
 
