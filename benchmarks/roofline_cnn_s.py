@@ -18,7 +18,10 @@ speed, everything else free).
 Usage::
 
     OMP_NUM_THREADS=1 python benchmarks/roofline_cnn_s.py [--rows 256] [--models 128]
-        [--images 4] [--repeat 5]
+        [--images 4] [--repeat 5] [--profile]
+
+``--profile`` also prints where one ``evaluate`` call spends its time (``torch.profiler``,
+operators by self CPU time).
 """
 
 from __future__ import annotations
@@ -107,6 +110,7 @@ def main() -> None:
     parser.add_argument("--models", type=int, default=128)
     parser.add_argument("--images", type=int, default=4)
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--profile", action="store_true", help="profile one evaluate call")
     args = parser.parse_args()
     torch.set_num_threads(1)
     from weightzoo.generate.specs import get_spec  # spec only: how the zoo was generated
@@ -149,6 +153,10 @@ def main() -> None:
                     (out.argmax(1) == y).double().mean().item()
 
         batched = _best(lambda: weightzoo.evaluate(zoo, stacked, x, y), args.repeat)[0]
+        if args.profile:
+            with torch.profiler.profile() as prof:
+                weightzoo.evaluate(zoo, stacked, x, y)
+            print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=8))
         looped = _best(loop, args.repeat)[0]
     per_image = {"loop": looped / (args.rows * len(x)), "evaluate": batched / (args.rows * len(x))}
     floor = kernel_floor(args.models, args.images, args.repeat)
