@@ -23,9 +23,10 @@ them; pass ``layout=zoo.layout``) or as a dict of stacked tensors ``{name: [M, .
 ``nn.LSTM``) run one model at a time through the same code (``vectorize=False``, chosen
 automatically). The module is called in eval mode (dropout off, BatchNorm on its running
 statistics; along mode-connectivity paths those are recomputed for each point, see
-:mod:`weightzoo.landscape.batchnorm`); the caller's training flags are restored afterwards. Random numbers (start
-vectors, probes, curve times) come from a generator seeded with ``seed`` and are shared by
-all models, so a model's result does not depend on which other models are in the batch.
+:mod:`weightzoo.landscape.batchnorm`); the caller's training flags are restored afterwards.
+Random numbers (start vectors, probes, curve times) come from a generator seeded with
+``seed`` and are shared by all models, so a model's result does not depend on which other
+models are in the batch.
 
 The definitions are written up in ``docs/landscape.md``.
 """
