@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from weightzoo.architectures import wavefront
+from weightzoo.architectures import gru_bptt, wavefront
 from weightzoo.features import layout_of
 from weightzoo.storage.layout import Layout
 
@@ -153,7 +153,7 @@ def population_forward(
         params: stacked parameters ``{name: [M, ...]}`` named as in :func:`layout`.
         x: inputs ``[M, batch, steps, input_size]`` (each network its own batch).
         bptt: run a GRU stack with the hand-written backward pass
-            (:func:`~weightzoo.architectures.wavefront.gru_stack_bptt`): the same values and
+            (:func:`~weightzoo.architectures.gru_bptt.gru_stack_bptt`): the same values and
             gradients, faster to train, first-order only and not under ``torch.func``
             transforms. False: plain autograd arithmetic (any transform, any order).
 
@@ -164,7 +164,7 @@ def population_forward(
     if config.cell == "lstm":
         hidden = wavefront.lstm_stack(x, weight, bias, config.hidden)
     elif bptt:
-        hidden = wavefront.gru_stack_bptt(x, weight, bias, config.hidden)
+        hidden = gru_bptt.gru_stack_bptt(x, weight, bias, config.hidden)
     else:
         hidden = wavefront.gru_stack(x, weight, bias, config.hidden)
     m, b, steps, h_size = hidden.shape

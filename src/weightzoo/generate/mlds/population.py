@@ -149,7 +149,8 @@ class MLDSTask:
 
     def _forward(self, pop: toolkit.Population, split: str, rows: Tensor):
         x, y, mask = self.data.gather(split, pop.buffers["class"], rows)
-        return population_forward(self.config, pop.params, x), y, mask
+        # the hand-written backward (GRU): training needs first derivatives only
+        return population_forward(self.config, pop.params, x, bptt=True), y, mask
 
     def train_loss(self, pop: toolkit.Population, rows: Tensor, order) -> Tensor:
         """Mean squared error of each network on its batch ``rows [M, B]``."""
