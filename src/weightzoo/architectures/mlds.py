@@ -127,7 +127,30 @@ def initialise_(net: MLDSNet, scheme: str = "orthogonal") -> MLDSNet:
     return net
 
 
-def _packed(config: NetConfig, params: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+def _lstm_layer(x: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor, b_hh: Tensor) -> Tensor:
+    # Layer by layer: at DS3's width (64) the wavefront's per-step input products cost more
+    # than its fewer steps save (docs/mlds.md). Input projections of all steps in one bmm.
+    m, b, steps, width = x.shape
+    h_size = w_hh.shape[2]
+    bias = (b_ih + b_hh)[:, None]
+    gi = torch.baddbmm(bias, x.reshape(m, b * steps, width), w_ih.transpose(1, 2))
+    # Unbind once: indexing ``gi[:, :, t]`` in the loop would make autograd write a zero
+    # tensor of the whole ``gi`` per step (quadratic in the steps).
+    gi = gi.reshape(m, b, steps, 4 * h_size).unbind(2)
+    w_hh_t = w_hh.transpose(1, 2)
+    h = x.new_zeros(m, b, h_size)
+    c = x.new_zeros(m, b, h_size)
+    outs = []
+    for t in range(steps):
+        gates = torch.baddbmm(gi[t], h, w_hh_t)
+        i, f, _, o = torch.sigmoid(gates).chunk(4, dim=-1)  # PyTorch's order: i, f, g, o
+        c = f * c + i * torch.tanh(gates.chunk(4, dim=-1)[2])
+        h = o * torch.tanh(c)
+        outs.append(h)
+    return torch.stack(outs, dim=2)
+
+
+def _recurrent(config: NetConfig, params: dict[str, Tensor], x: Tensor, bptt: bool) -> Tensor:
     layers = [
         tuple(
             params[f"rnn.{kind}_l{layer}"]
@@ -135,9 +158,14 @@ def _packed(config: NetConfig, params: dict[str, Tensor]) -> tuple[Tensor, Tenso
         )
         for layer in range(config.layers)
     ]
-    width = max(config.input_size, config.hidden)
-    pack = wavefront.pack_gru if config.cell == "gru" else wavefront.pack_lstm
-    return pack(layers, width)
+    if config.cell == "lstm":
+        hidden = x
+        for layer in layers:
+            hidden = _lstm_layer(hidden, *layer)
+        return hidden
+    weight, bias = wavefront.pack_gru(layers, max(config.input_size, config.hidden))
+    stack = gru_bptt.gru_stack_bptt if bptt else wavefront.gru_stack
+    return stack(x, weight, bias, config.hidden)
 
 
 def population_forward(
@@ -145,8 +173,9 @@ def population_forward(
 ) -> Tensor:
     """Run ``M`` networks at once.
 
-    The recurrent stack runs by wavefronts (:mod:`weightzoo.architectures.wavefront`): all
-    cells with ``layer + step = k`` in one batched step.
+    A GRU stack runs by wavefronts (:mod:`weightzoo.architectures.wavefront`): all cells with
+    ``layer + step = k`` in one batched step, ``layers + steps - 1`` steps in all. An LSTM
+    stack runs layer by layer, one batched step per time step.
 
     Args:
         config: the networks' shape.
@@ -154,19 +183,13 @@ def population_forward(
         x: inputs ``[M, batch, steps, input_size]`` (each network its own batch).
         bptt: run a GRU stack with the hand-written backward pass
             (:func:`~weightzoo.architectures.gru_bptt.gru_stack_bptt`): the same values and
-            gradients, faster to train, first-order only and not under ``torch.func``
+            gradients, faster to train, but first-order only and not under ``torch.func``
             transforms. False: plain autograd arithmetic (any transform, any order).
 
     Returns:
         Outputs ``[M, batch, steps, output_size]``.
     """
-    weight, bias = _packed(config, params)
-    if config.cell == "lstm":
-        hidden = wavefront.lstm_stack(x, weight, bias, config.hidden)
-    elif bptt:
-        hidden = gru_bptt.gru_stack_bptt(x, weight, bias, config.hidden)
-    else:
-        hidden = wavefront.gru_stack(x, weight, bias, config.hidden)
+    hidden = _recurrent(config, params, x, bptt)
     m, b, steps, h_size = hidden.shape
     flat = hidden.reshape(m, b * steps, h_size)
     for index in range(config.linear_layers):

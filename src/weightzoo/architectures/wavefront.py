@@ -1,4 +1,4 @@
-"""Stacked GRU / LSTM layers of ``M`` networks at once, computed by wavefronts.
+"""Stacked GRU layers of ``M`` networks at once, computed by wavefronts.
 
 Cell ``(layer l, step t)`` of a stacked recurrent network depends only on ``(l - 1, t)`` (its
 input) and ``(l, t - 1)`` (its previous state). Every cell with ``l + t = k`` can therefore run
@@ -7,17 +7,16 @@ in one batched step ``k``: the layers become an extra batch axis with per-layer 
 ``layers x steps``. Small networks (MLDS: width 12, sequences of 16 steps) are bound by the
 count of small operations, not by arithmetic, so fewer steps means proportionally less time.
 
-Each layer's weights are packed so that one ``torch.baddbmm`` per wavefront step computes every
-gate of every active layer from ``u = [input, previous state]`` (both padded to one width
-``P = max(input_size, hidden)``):
+Each layer's weights are packed (:func:`pack_gru`) so that one ``torch.baddbmm`` per wavefront
+step computes every gate of every active layer from ``u = [input, previous state]`` (both
+padded to one width ``P = max(input_size, hidden)``): ``u @ W + b`` gives
+``[pre_r, pre_z, gi_n, gh_n]`` (``W`` ``[2P, 4H]``; the input rows feed ``gi_n`` and the state
+rows ``gh_n``, kept apart because ``n = tanh(gi_n + r * gh_n)``), with PyTorch's gate order and
+equations (``nn.GRU``). The matmul then also multiplies two zero blocks (a quarter of ``W``),
+which costs less than a second matmul per step.
 
-- GRU: ``u @ W + b`` gives ``[pre_r, pre_z, gi_n, gh_n]`` (``W`` ``[2P, 4H]``; the input rows
-  feed ``gi_n`` and the state rows ``gh_n``, kept apart because ``n = tanh(gi_n + r * gh_n)``),
-  with PyTorch's gate order and equations (``nn.GRU``);
-- LSTM: ``u @ W + b`` gives ``[i, f, g, o]`` (``nn.LSTM``).
-
-:func:`gru_stack` and :func:`lstm_stack` are plain tensor arithmetic: autograd, ``torch.func``
-(``vmap``, ``grad``, ``jvp``) and higher derivatives all work through them.
+:func:`gru_stack` is plain tensor arithmetic: autograd, ``torch.func`` (``vmap``, ``grad``,
+``jvp``) and higher derivatives all work through it.
 :func:`weightzoo.architectures.gru_bptt.gru_stack_bptt` computes the same GRU stack with a
 hand-written backward pass.
 """
@@ -67,31 +66,25 @@ def pack_gru(layers: Sequence[LayerParams], width: int) -> tuple[Tensor, Tensor]
     return torch.cat([top, bottom], dim=2), bias[:, :, None]
 
 
-def pack_lstm(layers: Sequence[LayerParams], width: int) -> tuple[Tensor, Tensor]:
-    """Packed LSTM weights ``[L, M, 2P, 4H]`` (input rows, then state rows) and biases."""
-    w_ih, w_hh, b_ih, b_hh = _stacked(layers, width)
-    return torch.cat([w_ih, w_hh], dim=2), (b_ih + b_hh)[:, :, None]
-
-
 def active_layers(k: int, layers: int, steps: int) -> tuple[int, int]:
     """First and last layer (inclusive) with a cell on wavefront ``k``."""
     return max(0, k - steps + 1), min(layers - 1, k)
 
 
-def _wavefront(x: Tensor, weight: Tensor, bias: Tensor, hidden: int, cell, stateful: bool):
-    """The stack's top-layer outputs ``[M, B, T, H]``.
+def gru_stack(x: Tensor, weight: Tensor, bias: Tensor, hidden: int) -> Tensor:
+    """GRU stack by wavefronts (autograd): top-layer outputs ``[M, B, T, H]``.
 
-    ``cell(pre, h, c) -> (h, c)`` maps the gate pre-activations ``[N, B, gates]`` and the
-    previous states ``[N, B, H]`` of ``N`` cells to their new states (``c``: the LSTM's memory,
-    tracked when ``stateful``; None for the GRU).
+    Args:
+        x: inputs ``[M, B, T, input_size]``.
+        weight: packed weights ``[L, M, 2P, 4H]`` (:func:`pack_gru`).
+        bias: packed biases ``[L, M, 1, 4H]``.
+        hidden: the layers' width ``H``.
     """
     layers, m, two_p, gates = weight.shape
     width = two_p // 2
     _, b, steps, _ = x.shape
     inputs = _pad_last(x, width).unbind(2)  # once: indexing per step would copy x per step
-    zero = x.new_zeros(m, b, width)
-    outs: list[Tensor] = [zero] * layers  # latest h of each layer, padded to ``width``
-    memory: list[Tensor] = [zero[..., :hidden]] * layers  # latest c of each layer (LSTM)
+    outs: list[Tensor] = [x.new_zeros(m, b, width)] * layers  # latest h per layer, padded
     top = []
     for k in range(layers + steps - 1):
         lo, hi = active_layers(k, layers, steps)
@@ -106,49 +99,11 @@ def _wavefront(x: Tensor, weight: Tensor, bias: Tensor, hidden: int, cell, state
             w.reshape(count * m, two_p, gates),
         )
         prev = u[..., width : width + hidden].reshape(count * m, b, hidden)
-        c = torch.stack(memory[lo : hi + 1]).reshape(count * m, b, hidden) if stateful else None
-        h, c = cell(pre, prev, c)
+        r, z = torch.sigmoid(pre[..., : 2 * hidden]).chunk(2, dim=-1)
+        n = torch.tanh(pre[..., 2 * hidden : 3 * hidden] + r * pre[..., 3 * hidden :])
+        h = n + z * (prev - n)  # (1 - z) * n + z * h_prev
         new = _pad_last(h, width).reshape(count, m, b, width).unbind(0)
         outs[lo : hi + 1] = new
-        if c is not None:
-            memory[lo : hi + 1] = c.reshape(count, m, b, hidden).unbind(0)
         if hi == layers - 1:
             top.append(new[-1][..., :hidden])
     return torch.stack(top, dim=2)
-
-
-def _gru_cell(pre: Tensor, prev: Tensor, _c: None) -> tuple[Tensor, None]:
-    h = prev.shape[-1]
-    r, z = torch.sigmoid(pre[..., : 2 * h]).chunk(2, dim=-1)
-    n = torch.tanh(pre[..., 2 * h : 3 * h] + r * pre[..., 3 * h :])
-    return n + z * (prev - n), None  # (1 - z) * n + z * h
-
-
-def _lstm_cell(pre: Tensor, _prev: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
-    i, f, g, o = pre.chunk(4, dim=-1)  # PyTorch's order: i, f, g, o
-    c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-    return torch.sigmoid(o) * torch.tanh(c), c
-
-
-def gru_stack(x: Tensor, weight: Tensor, bias: Tensor, hidden: int) -> Tensor:
-    """GRU stack by wavefronts (autograd): top-layer outputs ``[M, B, T, H]``.
-
-    Args:
-        x: inputs ``[M, B, T, input_size]``.
-        weight: packed weights ``[L, M, 2P, 4H]`` (:func:`pack_gru`).
-        bias: packed biases ``[L, M, 1, 4H]``.
-        hidden: the layers' width ``H``.
-    """
-    return _wavefront(x, weight, bias, hidden, _gru_cell, stateful=False)
-
-
-def lstm_stack(x: Tensor, weight: Tensor, bias: Tensor, hidden: int) -> Tensor:
-    """LSTM stack by wavefronts (autograd): top-layer outputs ``[M, B, T, H]``.
-
-    Args:
-        x: inputs ``[M, B, T, input_size]``.
-        weight: packed weights ``[L, M, 2P, 4H]`` (:func:`pack_lstm`).
-        bias: packed biases ``[L, M, 1, 4H]``.
-        hidden: the layers' width ``H``.
-    """
-    return _wavefront(x, weight, bias, hidden, _lstm_cell, stateful=True)
