@@ -33,7 +33,9 @@ class TrainSettings:
         batch_size: sequences per step, per network.
         max_epochs: stop a network that has not passed after this many epochs.
         threshold: a network passes when its validation loss is below this.
-        eval_chunk: sequences per forward pass when measuring a whole set.
+        eval_chunk: sequences per forward pass when measuring a whole set (at most; see
+            :meth:`MLDSTask.eval_chunk`). The default measures the small specs' sets in one
+            pass: small networks are bound by the count of operations, not by arithmetic.
         schedule: ``"constant"`` learning rate, or ``"cosine"``: decayed per epoch from
             ``lr`` to ``lr * min_lr_ratio`` over ``max_epochs`` (half a cosine).
         min_lr_ratio: final learning rate of the cosine schedule, relative to ``lr``.
@@ -45,7 +47,7 @@ class TrainSettings:
     batch_size: int = 32
     max_epochs: int = 100
     threshold: float = 1e-5
-    eval_chunk: int = 64
+    eval_chunk: int = 1024
     schedule: str = "constant"
     min_lr_ratio: float = 0.1
     init: str = "default"
@@ -140,7 +142,7 @@ class MLDSTask:
             stay below 2**25 floats, 128 MB, e.g. for DS3's LSTMs).
     """
 
-    def __init__(self, config: NetConfig, data: PopulationData, chunk: int = 64) -> None:
+    def __init__(self, config: NetConfig, data: PopulationData, chunk: int = 1024) -> None:
         self.config = config
         self.data = data
         self.chunk = chunk
