@@ -138,8 +138,7 @@ class MLDSTask:
     Args:
         config: the networks' shape.
         data: data sets per class.
-        chunk: sequences per evaluation pass (capped so that the gate activations of one pass
-            stay below 2**25 floats, 128 MB, e.g. for DS3's LSTMs).
+        chunk: sequences per evaluation pass, at most (see :meth:`eval_chunk`).
     """
 
     def __init__(self, config: NetConfig, data: PopulationData, chunk: int = 1024) -> None:
@@ -166,10 +165,17 @@ class MLDSTask:
         return {"loss": masked_mse(out, y, mask)} | masked_bit_hits(out, y, mask)
 
     def eval_chunk(self, split: str, models: int) -> int:
-        """Sequences per evaluation pass."""
+        """Sequences per evaluation pass: ``chunk``, capped twice.
+
+        The gate activations of one pass stay below 2**25 floats (128 MB, e.g. for DS3's
+        LSTMs), and one pass holds at most 2**14 sequences over all networks: a small
+        population measures a set in few passes (each pass costs about as much whatever its
+        size), a large one in passes that stay within the CPU's caches (on DS1 networks,
+        measured per sequence, larger passes cost up to 1.8x more).
+        """
         steps = self.data.sets[split][0].shape[2]
         cap = 2**25 // (models * steps * self.config.gates * self.config.hidden)
-        return max(1, min(self.chunk, cap))
+        return max(1, min(self.chunk, cap, 2**14 // models))
 
 
 def train_population(
