@@ -366,7 +366,9 @@ class _MLDSTask:
         models = next(iter(params.values())).shape[0]
         if x.dim() == 3:  # shared by every row
             x = x.expand(models, *x.shape)
-        return population_forward(config, params, network_inputs(x, self.data.signed_inputs))
+        x = network_inputs(x, self.data.signed_inputs)
+        # bptt: rows are measured without gradients, where it is the plain wavefront kernel
+        return population_forward(config, params, x, bptt=True)
 
     def sums(self, out: Tensor, y: Tensor, mask: Tensor | None) -> dict[str, Tensor]:
         y = y.float().expand_as(out)

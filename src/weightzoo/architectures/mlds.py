@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from weightzoo.architectures import gru_bptt, wavefront
 from weightzoo.features import layout_of
 from weightzoo.storage.layout import Layout
 
@@ -126,34 +127,16 @@ def initialise_(net: MLDSNet, scheme: str = "orthogonal") -> MLDSNet:
     return net
 
 
-def _gru_layer(x: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor, b_hh: Tensor) -> Tensor:
-    # Input projections of all steps in one bmm; only the hidden product is sequential.
-    m, b, steps, width = x.shape
-    h_size = w_hh.shape[2]
-    gi = torch.baddbmm(b_ih[:, None], x.reshape(m, b * steps, width), w_ih.transpose(1, 2))
-    gi = gi.reshape(m, b, steps, 3 * h_size)
-    # Split and unbind once: indexing ``gi[:, :, t]`` in the loop would make autograd write a
-    # zero tensor of the whole ``gi`` per step (quadratic in the steps; most of a step's time).
-    gi_rz, gi_n = gi.split([2 * h_size, h_size], dim=-1)
-    gi_rz, gi_n = gi_rz.unbind(2), gi_n.unbind(2)
-    w_hh_t = w_hh.transpose(1, 2)
-    h = x.new_zeros(m, b, h_size)
-    outs = []
-    for t in range(steps):
-        gh_rz, gh_n = torch.baddbmm(b_hh[:, None], h, w_hh_t).split([2 * h_size, h_size], dim=-1)
-        r, z = torch.sigmoid(gi_rz[t] + gh_rz).chunk(2, dim=-1)
-        n = torch.tanh(gi_n[t] + r * gh_n)
-        h = n + z * (h - n)  # (1 - z) * n + z * h
-        outs.append(h)
-    return torch.stack(outs, dim=2)
-
-
 def _lstm_layer(x: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor, b_hh: Tensor) -> Tensor:
+    # Layer by layer: at DS3's width (64) the wavefront's per-step input products cost more
+    # than its fewer steps save (docs/mlds.md). Input projections of all steps in one bmm.
     m, b, steps, width = x.shape
     h_size = w_hh.shape[2]
     bias = (b_ih + b_hh)[:, None]
     gi = torch.baddbmm(bias, x.reshape(m, b * steps, width), w_ih.transpose(1, 2))
-    gi = gi.reshape(m, b, steps, 4 * h_size).unbind(2)  # once, as in _gru_layer
+    # Unbind once: indexing ``gi[:, :, t]`` in the loop would make autograd write a zero
+    # tensor of the whole ``gi`` per step (quadratic in the steps).
+    gi = gi.reshape(m, b, steps, 4 * h_size).unbind(2)
     w_hh_t = w_hh.transpose(1, 2)
     h = x.new_zeros(m, b, h_size)
     c = x.new_zeros(m, b, h_size)
@@ -167,27 +150,46 @@ def _lstm_layer(x: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor, b_hh: Tenso
     return torch.stack(outs, dim=2)
 
 
-def population_forward(config: NetConfig, params: dict[str, Tensor], x: Tensor) -> Tensor:
+def _recurrent(config: NetConfig, params: dict[str, Tensor], x: Tensor, bptt: bool) -> Tensor:
+    layers = [
+        tuple(
+            params[f"rnn.{kind}_l{layer}"]
+            for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+        )
+        for layer in range(config.layers)
+    ]
+    if config.cell == "lstm":
+        hidden = x
+        for layer in layers:
+            hidden = _lstm_layer(hidden, *layer)
+        return hidden
+    weight, bias = wavefront.pack_gru(layers, max(config.input_size, config.hidden))
+    stack = gru_bptt.gru_stack_bptt if bptt else wavefront.gru_stack
+    return stack(x, weight, bias, config.hidden)
+
+
+def population_forward(
+    config: NetConfig, params: dict[str, Tensor], x: Tensor, *, bptt: bool = False
+) -> Tensor:
     """Run ``M`` networks at once.
+
+    A GRU stack runs by wavefronts (:mod:`weightzoo.architectures.wavefront`): all cells with
+    ``layer + step = k`` in one batched step, ``layers + steps - 1`` steps in all. An LSTM
+    stack runs layer by layer, one batched step per time step.
 
     Args:
         config: the networks' shape.
         params: stacked parameters ``{name: [M, ...]}`` named as in :func:`layout`.
         x: inputs ``[M, batch, steps, input_size]`` (each network its own batch).
+        bptt: run a GRU stack with the hand-written backward pass
+            (:func:`~weightzoo.architectures.gru_bptt.gru_stack_bptt`): the same values and
+            gradients, faster to train, but first-order only and not under ``torch.func``
+            transforms. False: plain autograd arithmetic (any transform, any order).
 
     Returns:
         Outputs ``[M, batch, steps, output_size]``.
     """
-    layer_fn = _gru_layer if config.cell == "gru" else _lstm_layer
-    hidden = x
-    for layer in range(config.layers):
-        hidden = layer_fn(
-            hidden,
-            params[f"rnn.weight_ih_l{layer}"],
-            params[f"rnn.weight_hh_l{layer}"],
-            params[f"rnn.bias_ih_l{layer}"],
-            params[f"rnn.bias_hh_l{layer}"],
-        )
+    hidden = _recurrent(config, params, x, bptt)
     m, b, steps, h_size = hidden.shape
     flat = hidden.reshape(m, b * steps, h_size)
     for index in range(config.linear_layers):

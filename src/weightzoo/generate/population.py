@@ -54,6 +54,22 @@ def _lead(rate: Tensor, like: Tensor) -> Tensor:
     return rate.to(like.dtype).view(-1, *([1] * (like.dim() - 1)))
 
 
+def _leads(rate: Tensor, like: Sequence[Tensor]) -> list[Tensor]:
+    """:func:`_lead` for every tensor of ``like``, converted once per dtype and rank.
+
+    Small models are bound by the count of tensor operations: one conversion per stacked
+    tensor would be most of an optimizer step.
+    """
+    shaped: dict[tuple[torch.dtype, int], Tensor] = {}
+    out = []
+    for tensor in like:
+        key = (tensor.dtype, tensor.dim())
+        if key not in shaped:
+            shaped[key] = _lead(rate, tensor)
+        out.append(shaped[key])
+    return out
+
+
 # --------------------------------------------------------------------------------- population
 class Population:
     """Stacked parameters and per-model state of ``M`` models of one architecture.
@@ -208,8 +224,7 @@ class PopulationOptimizer:
             self._sgd(names, ps, grads)
             return
         if decay and self.kind == "adamw":  # decoupled: p *= 1 - lr * wd
-            scale = [_lead(1 - self.lr * self.weight_decay, p) for p in ps]
-            torch._foreach_mul_(ps, scale)
+            torch._foreach_mul_(ps, _leads(1 - self.lr * self.weight_decay, ps))
         beta1, beta2 = self.betas
         for name, p in zip(names, ps, strict=True):
             if name not in self.state:
@@ -225,12 +240,12 @@ class PopulationOptimizer:
         torch._foreach_div_(denom, bias2_sqrt)
         torch._foreach_add_(denom, self.eps)
         update = torch._foreach_div(ms, denom)
-        torch._foreach_mul_(update, [_lead(-self.lr / bias1, p) for p in ps])
+        torch._foreach_mul_(update, _leads(-self.lr / bias1, ps))
         torch._foreach_add_(ps, update)
 
     def _rates(self, which: str, like: Sequence[Tensor]) -> list[Tensor]:
         rate = {"wd": self.weight_decay, "lr": self.lr, "momentum": self.momentum}[which]
-        return [_lead(rate, p) for p in like]
+        return _leads(rate, like)
 
     def _sgd(self, names: list[str], ps: list[Tensor], grads: list[Tensor]) -> None:
         if self._uses_momentum:
@@ -242,7 +257,7 @@ class PopulationOptimizer:
                 torch._foreach_mul_(bufs, self._rates("momentum", bufs))
                 torch._foreach_add_(bufs, grads)
             grads = [self.state[n]["buf"] for n in names]
-        torch._foreach_add_(ps, torch._foreach_mul(grads, [_lead(-self.lr, p) for p in ps]))
+        torch._foreach_add_(ps, torch._foreach_mul(grads, _leads(-self.lr, ps)))
 
 
 # ----------------------------------------------------------------------------------- schedule
@@ -364,8 +379,7 @@ def clip_per_model_(params: Iterable[Tensor], max_norm: float) -> Tensor:
     squares = sum((g.reshape(g.shape[0], -1).double() ** 2).sum(dim=1) for g in grads)
     norms = squares.sqrt()
     scale = (max_norm / (norms + 1e-6)).clamp(max=1.0)
-    for g in grads:
-        g.mul_(_lead(scale, g))
+    torch._foreach_mul_(grads, _leads(scale, grads))
     return norms
 
 
