@@ -143,8 +143,11 @@ def _file_hooks_at_start(hooks: Path, plans: Sequence[ModelPlan]) -> None:
         os._exit(1)  # as if killed: no exception, no cleanup
 
 
-def _wait_for(path: Path, timeout: float = 60.0) -> None:
-    """Wait for another process to create ``path`` (the test fails if it never does)."""
+def _wait_for(path: Path, timeout: float = 300.0) -> None:
+    """Wait for another process to create ``path`` (the test fails if it never does).
+
+    The timeout is a safety net against a hung run on a loaded machine, not a way to wait.
+    """
     deadline = time.monotonic() + timeout
     while not path.exists():
         if time.monotonic() > deadline:
