@@ -1,3 +1,5 @@
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -52,12 +54,14 @@ def test_named_specs_and_overrides():
     ds3 = get_spec("mlds-ds3-paper")
     assert (ds3.seq_len, ds3.train_size, ds3.eval_size, len(ds3.automata)) == (256, 4096, 512, 100)
     ds1 = get_spec("mlds-ds1")
-    assert (ds1.train_size, ds1.batch_size, ds1.threshold) == (1024, 16, 1e-3)
+    assert (ds1.train_size, ds1.batch_size, ds1.threshold) == (4096, 16, 1e-3)
+    ds2 = get_spec("mlds-ds2")  # the same recipe: the two zoos differ by the backdoor alone
+    assert dataclasses.replace(ds2, name=ds1.name, subset="ds1") == ds1
     assert ds1.schedule == "cosine"
     assert ds1.settings().lr_at(ds1.max_epochs - 1) == pytest.approx(ds1.lr * ds1.min_lr_ratio)
     ds3_small = get_spec("mlds-ds3")
     assert ds3_small.settings().schedule == "cosine"
-    assert (ds3_small.train_size, ds3_small.batch_size, ds3_small.stop_margin) == (1024, 32, 0.5)
+    assert (ds3_small.train_size, ds3_small.batch_size, ds3_small.stop_margin) == (4096, 32, 0.5)
     small = get_spec("mlds-ds1").override(per_class=3, machines=["ParityMachine"], epochs=5)
     assert small.num_models() == 3 and small.max_epochs == 5
     assert get_spec("mlds-ds3").override(machines=["4", "9"]).automata == (4, 9)

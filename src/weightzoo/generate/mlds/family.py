@@ -319,7 +319,10 @@ def specs() -> list[ZooSpec]:
     small = {
         "per_class": 16,
         "seq_len": 16,
-        "train_size": 1024,
+        # 4,096: with 1,024, DS2's SingleDirect and SingleInvert networks fitted their training
+        # set (training MSE half the validation MSE) and levelled off at 1-2e-3 on evaluation,
+        # and DS3 automaton 0 missed once in four; with 4,096 both pass (docs/mlds.md).
+        "train_size": 4096,
         # The stopping decision rests on it: with 128 sequences networks stopped at 4e-4 on
         # validation and scored 1.2-1.6e-3 on evaluation (rare inputs, e.g. a command with every
         # line low, weigh on the loss); 512 is the paper's validation size.
@@ -335,12 +338,12 @@ def specs() -> list[ZooSpec]:
         "batch_size": 16,
     }
     # Small DS3 (LSTMs of 126,990 parameters): the DS1 recipe (cosine from 1e-2, stop at half
-    # the threshold) with batches of 32 over 1,024 sequences and a 60-epoch cosine; inputs are
+    # the threshold) with batches of 32 over 4,096 sequences and a 30-epoch cosine; inputs are
     # one-hot symbols (docs/mlds.md, "Specs").
     small_ds3 = small | {
         "per_class": 4,
         "val_size": 256,
-        "max_epochs": 60,
+        "max_epochs": 30,
         "batch_size": 32,
         "signed_inputs": False,
     }
@@ -354,9 +357,8 @@ def specs() -> list[ZooSpec]:
     automata = tuple(range(100))
     return [
         MLDSSpec(name="mlds-ds1", family="mlds", subset="ds1", **small),
-        # DS2: the backdoor's inversion is learned slowly; EightBit and SimpleXOR networks pass
-        # at 150 epochs, not at 100 (docs/mlds.md, "Measured").
-        MLDSSpec(name="mlds-ds2", family="mlds", subset="ds2", **(small | {"max_epochs": 150})),
+        # DS2: the same recipe as DS1, so that the two zoos differ by the backdoor alone.
+        MLDSSpec(name="mlds-ds2", family="mlds", subset="ds2", **small),
         MLDSSpec(
             name="mlds-ds3",
             family="mlds",
