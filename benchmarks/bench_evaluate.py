@@ -91,18 +91,24 @@ def _report(name: str, rows: int, batched: tuple[float, float], loop: tuple[floa
     )
 
 
+def image_rows(root: Path, spec: dict, count: int) -> tuple[weightzoo.Zoo, torch.Tensor]:
+    """A manifest-only zoo of an image spec and ``count`` freshly initialised rows ``[count, P]``
+    (row ``i`` under ``torch.manual_seed(i)``, the spec's first initialisation)."""
+    zoo = _zoo(root, spec, count, {"model_id": "int64"})
+    rows = []
+    for seed in range(count):
+        torch.manual_seed(seed)
+        net = build_model(spec)
+        init_weights(net, spec["inits"][0])
+        rows.append(flatten(net, zoo.layout))
+    return zoo, torch.stack(rows)
+
+
 def bench_image(root: Path, args: argparse.Namespace, name: str, label: str) -> None:
     from weightzoo.generate.specs import get_spec  # spec only: how the zoo was generated
 
     spec = get_spec(name).to_dict()
-    zoo = _zoo(root, spec, args.rows, {"model_id": "int64"})
-    nets = []
-    for seed in range(args.rows):
-        torch.manual_seed(seed)
-        net = build_model(spec)
-        init_weights(net, spec["inits"][0])
-        nets.append(flatten(net, zoo.layout))
-    rows = torch.stack(nets)
+    zoo, rows = image_rows(root, spec, args.rows)
     size = spec["image_size"]
     _, _, (test_x, test_y) = load_splits("digits", None, size, True, 0.15, 42)
     x, y = torch.from_numpy(test_x).to(args.device), torch.from_numpy(test_y).to(args.device)

@@ -37,10 +37,9 @@ from torch import nn
 from torch.nn import functional as F
 
 import weightzoo
-from bench_evaluate import _best, _zoo
+from bench_evaluate import _best, image_rows
 from weightzoo.architectures import build_model
-from weightzoo.architectures.image import init_weights
-from weightzoo.features import flatten, unflatten
+from weightzoo.features import unflatten
 from weightzoo.tasks.images import load_splits
 
 
@@ -135,14 +134,7 @@ def main() -> None:
     )
 
     with tempfile.TemporaryDirectory() as tmp:
-        zoo = _zoo(Path(tmp), spec, args.rows, {"model_id": "int64"})
-        rows = []
-        for seed in range(args.rows):
-            torch.manual_seed(seed)
-            model = build_model(spec)
-            init_weights(model, spec["inits"][0])
-            rows.append(flatten(model, zoo.layout))
-        stacked = torch.stack(rows)
+        zoo, stacked = image_rows(Path(tmp), spec, args.rows)
 
         def loop() -> None:
             with torch.no_grad():
