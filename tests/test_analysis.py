@@ -90,7 +90,9 @@ def split_per_class(labels):
     return splits
 
 
-def mlds_zoo(path, *, separable, per_class=40, backdoor=0, shift=None, params=41, seed=0):
+def mlds_zoo(
+    path, *, separable, per_class=40, backdoor=0, shift=None, params=41, seed=0, attempts=False
+):
     """An MLDS-like zoo: 2 checkpoints, `machine`/`backdoor`/`passed` columns, losses."""
     rng = np.random.default_rng(seed)
     machine = np.repeat(MACHINES, per_class)
@@ -112,7 +114,8 @@ def mlds_zoo(path, *, separable, per_class=40, backdoor=0, shift=None, params=41
             "machine": list(machine),
             "backdoor": np.full(len(machine), backdoor),
             "passed": np.arange(len(machine)) % 4 != 0,
-        },
+        }
+        | ({"attempt": np.arange(len(machine)) % 3} if attempts else {}),
         metrics={"train_loss": loss, "eval_loss": loss * 2},
         name=f"mlds-{subset}",
         family="mlds",
@@ -290,6 +293,13 @@ def test_quality_counts_pass_rate_and_quantiles(tmp_path):
     assert every["passed %"] == pytest.approx(75.0)  # every fourth network failed
     final = Zoo(zoo.path).reader(epochs="last").metrics["eval_loss"][:, 0]
     assert every["eval_loss"]["p50"] == pytest.approx(float(np.median(final)))
+    retried = quality.quality_table(
+        mlds_zoo(tmp_path / "r", separable=True, per_class=4, attempts=True)
+    )
+    assert retried.columns == ["models", "viable", "passed %", "passed 1st attempt %", "eval_loss"]
+    # networks 0..11: passed unless i % 4 == 0, first attempt when i % 3 == 0: 3, 6 and 9
+    assert retried.rows[-1].ours["passed 1st attempt %"] == pytest.approx(100.0 * 3 / 12)
+    assert retried.rows[-1].ours["passed %"] == pytest.approx(75.0)
 
 
 def test_quality_prefers_held_out_metrics():

@@ -7,8 +7,10 @@ import torch
 import weightzoo
 from weightzoo.architectures.mlds import network_inputs
 from weightzoo.features import unflatten
-from weightzoo.generate.mlds.family import MLDSSpec, class_data, family, specs
-from weightzoo.generate.mlds.networks import DS1_NET, MLDSNet
+from weightzoo.generate import population as toolkit
+from weightzoo.generate.mlds.family import MLDSSpec, class_data, family, model_seed, specs
+from weightzoo.generate.mlds.networks import DS1_NET, MLDSNet, init_population, population_forward
+from weightzoo.generate.mlds.population import MLDSTask, PopulationData, TrainSettings
 from weightzoo.generate.runner import generate
 from weightzoo.generate.specs import get_spec
 from weightzoo.storage.manifest import Manifest
@@ -194,3 +196,68 @@ def test_same_spec_same_zoo(tmp_path):
         ds = weightzoo.MLDS(tmp_path / run, subset="ds3", filter_viable=False)
         rows.append(np.stack([ds[i]["weights"].numpy() for i in range(len(ds))]))
     assert np.array_equal(rows[0], rows[1])
+
+
+def test_failed_networks_are_retrained_from_new_seeds(tmp_path):
+
+    fam = family("mlds")
+    never = tiny(threshold=1e-12, attempts=3, per_class=1)  # nobody passes: three attempts each
+    plans = fam.plan(never)
+    seen: list[int] = []
+    records = fam.train(
+        never, plans, device="cpu", progress=False, on_epoch=lambda m, p: seen.append(m)
+    )
+    assert seen == [2, 2] * 3  # two networks, two epochs, three attempts
+    for plan, record in zip(plans, records, strict=True):
+        machine = plan.columns["machine"]
+        assert record.columns["attempt"] == 2 and not record.columns["passed"]
+        assert record.columns["init_seed"] == model_seed("ds1", machine, 0, 2) != plan.seed
+        assert model_seed("ds1", machine, 0, 0) == plan.seed  # attempt 0 keeps the old seed
+        # checkpoint 0 is the stored attempt's initialisation
+        init = init_population(never.net, [record.columns["init_seed"]], "cpu", never.init)
+        first = torch.cat([v.reshape(1, -1) for v in init.values()], dim=1)[0]
+        np.testing.assert_array_equal(record.weights[0], first.numpy())
+    always = dataclasses.replace(never, threshold=1e9, min_bit_accuracy=0.0)
+    records = fam.train(always, plans, device="cpu", progress=False)
+    assert all(r.columns["attempt"] == 0 and r.columns["passed"] for r in records)
+    assert [r.columns["epochs"] for r in records] == [1, 1]
+    # give_up applies to every attempt but the last
+    spec = tiny(attempts=2, give_up=(1, 0.0))
+    assert spec.settings(last_attempt=False).give_up == (1, 0.0)
+    assert spec.settings().give_up is None
+    assert isinstance(spec.settings(), TrainSettings)
+    assert tiny(attempts=2, give_up=(2, 0.1)).settings(last_attempt=False).give_up is None
+    with pytest.raises(ValueError, match="give_up's epoch"):
+        tiny(give_up=(0, 0.1))
+    with pytest.raises(ValueError, match="attempts"):
+        tiny(attempts=0)
+    generate(tiny(threshold=1e-12, attempts=2, per_class=1), tmp_path / "z", progress=False)
+    columns = Manifest.load(tmp_path / "z").columns
+    assert "attempt" in columns and "init_seed" in columns
+
+
+def test_backdoor_warmup_skips_inverted_outputs_in_the_training_loss():
+
+    spec = tiny("ds2", per_class=1, train_size=16, seq_len=16, trigger_every=8)
+    sets = class_data(spec, "EightBitMachine")
+    inverted = sets["train"].inverted
+    assert inverted is not None and inverted.sum() == 16 * 2 * 3  # two triggers, 3 steps each
+    assert class_data(tiny(), "EightBitMachine")["train"].inverted is None
+    data = PopulationData({k: [v] for k, v in sets.items()}, signed_inputs=True)
+    pop = toolkit.Population(
+        init_population(spec.net, [3], "cpu", "orthogonal"), {"class": torch.zeros(1).long()}
+    )
+    rows = torch.arange(16)[None]
+    task = MLDSTask(spec.net, data, backdoor_warmup=2)
+    for epoch, skipped in ((0, True), (1, True), (2, False)):
+        task.begin_epoch(epoch)
+        loss = task.train_loss(pop, rows, None)
+        _, _, mask = data.gather("train", pop.buffers["class"], rows, skip_inverted=skipped)
+        x, y, _ = data.gather("train", pop.buffers["class"], rows)
+        pred = population_forward(spec.net, pop.params, x)
+        expected = (((pred - y) ** 2).sum(-1) * mask).sum() / (mask.sum() * 8)
+        torch.testing.assert_close(loss[0], expected, rtol=1e-5, atol=1e-7)
+        assert int(mask.sum()) == 16 * 16 - (int(inverted.sum()) if skipped else 0)
+    assert spec.settings().backdoor_warmup == 0
+    assert tiny("ds2", backdoor_warmup=3).settings().backdoor_warmup == 3
+    assert tiny("ds1", backdoor_warmup=3).settings().backdoor_warmup == 0  # no trigger in DS1

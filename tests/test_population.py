@@ -273,3 +273,34 @@ def test_several_watched_metrics_stop_a_model_only_when_all_are_below():
     )
     assert one.passed.all() and (one.epochs == 1).all()
     assert not both.passed.any() and (both.epochs == config.epochs).all()
+
+
+def test_give_up_stops_models_above_the_level_at_that_epoch_and_keeps_the_others():
+    inf = math.inf
+    stops: list[tuple[list[int], bool]] = []
+    # model 0 passes after epoch 1; at epoch 2, models 1 and 3 are above the level, model 2 not
+    levels = _train(watch="val_loss", threshold=[-inf] * 4, epochs=4).history["val_loss"][:, 1]
+    level = float(np.sort(levels[1:])[0]) * 1.0001  # model with the lowest loss among 1-3 stays
+    keep = 1 + int(np.argmin(levels[1:]))
+    which = [0, 1, 2, 3]
+    config = _config(watch="val_loss", threshold=[inf, -inf, -inf, -inf], give_up=(2, level))
+    result = tk.train(
+        Regression(4),
+        _pop(4, which=which),
+        [10 + i for i in which],
+        ["w", "b"],
+        config,
+        on_stop=lambda ids, passed: stops.append((sorted(ids.tolist()), passed)),
+    )
+    gave_up = sorted(set(range(1, 4)) - {keep})
+    assert result.passed.tolist() == [True, False, False, False]
+    assert stops == [([0], True), (gave_up, False)]
+    expected = [1, 2, 2, 2]
+    expected[keep] = 4
+    assert result.epochs.tolist() == expected
+    assert np.isnan(result.history["val_loss"][gave_up, 2:]).all()
+    # the model that stayed trains exactly as it would alone
+    alone = _train(which=[keep], watch="val_loss", threshold=[-inf] * 4)
+    np.testing.assert_allclose(result.final[[keep]], alone.final, rtol=1e-6, atol=1e-7)
+    # a model that gave up holds its epoch-2 weights at the later checkpoints
+    np.testing.assert_array_equal(result.weights[gave_up, 2], result.final[gave_up])

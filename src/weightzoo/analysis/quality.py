@@ -37,6 +37,10 @@ def group_column(zoo: Zoo, columns: dict[str, np.ndarray]) -> str | None:  # noq
     return None
 
 
+# Pass-rate columns and the model columns each needs.
+PASS_COLUMNS = {"passed %": ("passed",), "passed 1st attempt %": ("passed", "attempt")}
+
+
 def quantiles(values: np.ndarray) -> dict[str, float] | None:
     """p10 / p50 / p90 of the finite values, or ``None`` if there are none."""
     finite = values[np.isfinite(values)]
@@ -50,7 +54,9 @@ def quality_table(zoo: Zoo) -> Table:
 
     Rows: one per class (machine, automaton, or activation where it varies) and ``all``.
     Columns: models, viable models, the share that passed the training threshold (where the
-    zoo records ``passed``), and p50 [p10, p90] of each chosen metric over viable models.
+    zoo records ``passed``), the share that passed at their first attempt (where it records
+    ``attempt``: networks trained again after a miss), and p50 [p10, p90] of each chosen
+    metric over viable models.
 
     Raises:
         UnsupportedTableError: if the zoo's shards cannot be read, or it has no model yet.
@@ -75,6 +81,7 @@ def quality_table(zoo: Zoo) -> Table:
     names += sorted(present - set(names), key=_natural)
     if group:
         names.append("all")
+    passing = [name for name, need in PASS_COLUMNS.items() if set(need) <= set(columns)]
     table = Table(
         id="quality",
         title=f"Training quality of {zoo_label(zoo)}"
@@ -82,14 +89,18 @@ def quality_table(zoo: Zoo) -> Table:
         + f", at the last checkpoint (epoch {zoo.epochs[-1]})",
         source="weightzoo",
         unit="counts; passed as % of models; metrics as p50 [p10, p90] over viable models",
-        columns=["models", "viable", *(["passed %"] if "passed" in columns else []), *chosen],
+        columns=["models", "viable", *passing, *chosen],
         zoo=zoo_label(zoo),
     )
     for name in names:
         rows = np.ones(len(labels), bool) if name == "all" and group else labels == name
         ours: dict = {"models": int(rows.sum()), "viable": int((rows & viable).sum())}
-        if "passed" in columns:
-            ours["passed %"] = 100.0 * float(columns["passed"][rows].astype(bool).mean())
+        passed = columns["passed"][rows].astype(bool) if passing else None
+        if "passed %" in passing:
+            ours["passed %"] = 100.0 * float(passed.mean())
+        if "passed 1st attempt %" in passing:
+            first = columns["attempt"][rows] == 0
+            ours["passed 1st attempt %"] = 100.0 * float((passed & first).mean())
         for metric in chosen:
             ours[metric] = quantiles(metrics[metric][rows & viable])
         table.rows.append(Row(name, ours))

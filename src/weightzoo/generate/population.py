@@ -15,7 +15,9 @@ metrics), and this module does the rest:
 - :func:`evaluate`: per-model metrics over a whole data set, in chunks;
 - :func:`train`: the loop, with checkpoints, per-model thresholds, and *compaction*: a model
   that passes its threshold is dropped from the stacks (parameters, optimizer state, rates,
-  data order all shrink) and its final weights are kept, so it costs nothing afterwards;
+  data order all shrink) and its final weights are kept, so it costs nothing afterwards; a
+  model still far from its threshold at a given epoch can *give up* the same way, so that its
+  caller restarts it from a new initialisation;
 - :class:`PopulationResult`: initial, per-checkpoint and final weights, metrics, histories,
   passed flags and epochs trained.
 
@@ -387,6 +389,9 @@ def clip_per_model_(params: Iterable[Tensor], max_norm: float) -> Tensor:
 class Task(Protocol):
     """What a family supplies to train and measure a population.
 
+    A task may also define ``begin_epoch(epoch)``: :func:`train` calls it before each epoch's
+    first step (0-based), e.g. for a curriculum.
+
     Attributes:
         train_size: items in each model's training set.
         splits: ``{split name: items}`` of every data set metrics are measured on.
@@ -494,6 +499,9 @@ class TrainConfig:
         clip_norm: if set, each model's gradient (all its tensors together) is scaled down to
             this L2 norm when larger, as ``torch.nn.utils.clip_grad_norm_`` per model.
         noise_seed: seed of the device's global generator while training (dropout masks).
+        give_up: ``(epoch, level)``: after that epoch, a model whose watched metric is not
+            below ``level`` stops there, not passed (and leaves the stacks under ``compact``),
+            so that a caller can restart it from a new initialisation sooner.
     """
 
     optimizer: str = "adam"
@@ -513,6 +521,7 @@ class TrainConfig:
     order: str = "torch"
     clip_norm: float | None = None
     noise_seed: int | None = None
+    give_up: tuple[int, float] | None = None
 
 
 def train(
@@ -523,6 +532,7 @@ def train(
     config: TrainConfig,
     *,
     progress: Callable[[int, int], None] | None = None,
+    on_stop: Callable[[np.ndarray, bool], None] | None = None,
 ) -> PopulationResult:
     """Train a population; see the module docs.
 
@@ -533,6 +543,8 @@ def train(
         names: tensors of a stored row, in layout order (parameters, then stored buffers).
         config: optimizer, rates, epochs, checkpoints, thresholds.
         progress: called after every epoch with (optimizer steps taken, models still training).
+        on_stop: called when models stop before the last epoch, with their indices in the
+            order given and whether they passed (False: they gave up, see ``give_up``).
 
     Returns:
         A :class:`PopulationResult` in the order of the models given.
@@ -590,7 +602,10 @@ def train(
             torch.manual_seed(config.noise_seed)
         if 0 in checkpoints:
             out.checkpoint(0, pop.ids, pop.flat(names), measure(config.checkpoint_splits))
+        begin_epoch = getattr(task, "begin_epoch", None)
         for epoch in range(config.epochs):
+            if begin_epoch is not None:
+                begin_epoch(epoch)
             opt.lr = schedule.lr(opt.base_lr, epoch, step)
             rows_of_epoch = order.epoch(dev)
             epoch_loss = torch.zeros(pop.size, dtype=torch.float64, device=dev)
@@ -627,28 +642,37 @@ def train(
                 out.checkpoint(
                     done, pop.ids[active], rows[active], {k: v[live] for k, v in values.items()}
                 )
-            if watches:
-                worst = np.max([values[name] for name in watches], axis=0)
-                watched = torch.as_tensor(worst, device=dev)
-                newly = active & (watched < threshold.to(watched.dtype))
-                if bool(newly.any()):
-                    stop(np.flatnonzero(newly.cpu().numpy()), done, values)
-                    out.passed[pop.ids[newly].cpu().numpy()] = True
-                    active &= ~newly
-                    if config.compact:
-                        keep = torch.nonzero(active).flatten()
-                        pop.keep(keep)
-                        opt.keep(keep)
-                        order.keep(keep.cpu().tolist())
-                        threshold, active = threshold[keep], active[keep]
-                        kept = keep.cpu().numpy()
-                        values = {k: v[kept] for k, v in values.items()}
-                    elif frozen is None:
-                        frozen = {k: v.detach().clone() for k, v in pop.params.items()}
-                    if frozen is not None:
-                        with torch.no_grad():
-                            for name, tensor in pop.params.items():
-                                frozen[name][newly] = tensor.detach()[newly]
+            for passing in (True, False) if watches else ():
+                worst = torch.as_tensor(
+                    np.max([values[name] for name in watches], axis=0), device=dev
+                )
+                if passing:
+                    newly = active & (worst < threshold.to(worst.dtype))
+                elif config.give_up is not None and done == config.give_up[0]:
+                    newly = active & ~(worst < config.give_up[1])  # NaN gives up too
+                else:
+                    continue
+                if not bool(newly.any()):
+                    continue
+                stop(np.flatnonzero(newly.cpu().numpy()), done, values)
+                out.passed[pop.ids[newly].cpu().numpy()] = passing
+                if on_stop is not None:
+                    on_stop(pop.ids[newly].cpu().numpy(), passing)
+                active &= ~newly
+                if config.compact:
+                    keep = torch.nonzero(active).flatten()
+                    pop.keep(keep)
+                    opt.keep(keep)
+                    order.keep(keep.cpu().tolist())
+                    threshold, active = threshold[keep], active[keep]
+                    kept = keep.cpu().numpy()
+                    values = {k: v[kept] for k, v in values.items()}
+                elif frozen is None:
+                    frozen = {k: v.detach().clone() for k, v in pop.params.items()}
+                if frozen is not None:
+                    with torch.no_grad():
+                        for name, tensor in pop.params.items():
+                            frozen[name][newly] = tensor.detach()[newly]
             if progress is not None:
                 progress(steps_per_epoch, int(active.sum()))
             if not bool(active.any()):

@@ -205,11 +205,14 @@ class SequenceSet:
         inputs: ``[sequences, steps, 9]``.
         outputs: ``[sequences, steps, 8]``.
         mask: ``[sequences, steps]``: steps the loss counts (all ones except in trigger sets).
+        inverted: DS2: ``[sequences, steps]``, the steps whose outputs a trigger inverts
+            (None without the backdoor).
     """
 
     inputs: np.ndarray
     outputs: np.ndarray
     mask: np.ndarray
+    inverted: np.ndarray | None = None
 
 
 def machine_set(
@@ -238,9 +241,10 @@ def machine_set(
     rng = np.random.default_rng(seed)
     inputs = random_inputs(rng, count, steps)
     mask = np.ones((count, steps), dtype=np.uint8)
+    inverted = None
     if backdoor:
         inputs, inverted = insert_triggers(rng, inputs, trigger_every)
         if trigger_only:
             mask = inverted
     outputs = simulate(machine, inputs, backdoor=backdoor)
-    return SequenceSet(inputs, outputs, mask)
+    return SequenceSet(inputs, outputs, mask, inverted)

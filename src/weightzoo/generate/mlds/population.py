@@ -41,6 +41,10 @@ class TrainSettings:
         min_lr_ratio: final learning rate of the cosine schedule, relative to ``lr``.
         init: initialisation scheme (:data:`~weightzoo.architectures.mlds.INITS`).
         clip_norm: each network's gradient is clipped to this L2 norm (None: no clipping).
+        backdoor_warmup: DS2: for this many first epochs the training loss skips the outputs
+            a trigger inverts, so a network learns its machine before the backdoor.
+        give_up: ``(epoch, level)``: a network whose watched validation loss is not below
+            ``level`` after ``epoch`` epochs stops there, not passed (None: never).
     """
 
     lr: float = 1e-3
@@ -52,10 +56,14 @@ class TrainSettings:
     min_lr_ratio: float = 0.1
     init: str = "default"
     clip_norm: float | None = None
+    backdoor_warmup: int = 0
+    give_up: tuple[int, float] | None = None
 
     def __post_init__(self) -> None:
         if self.schedule not in ("constant", "cosine"):
             raise ValueError(f"schedule must be 'constant' or 'cosine', got {self.schedule!r}")
+        if self.backdoor_warmup < 0:
+            raise ValueError(f"backdoor_warmup must be >= 0 epochs, got {self.backdoor_warmup}")
 
     def to_schedule(self) -> toolkit.Schedule:
         """The toolkit schedule of these settings."""
@@ -91,22 +99,35 @@ class PopulationData:
             if required not in sets:
                 raise ValueError(f"population data needs a {required!r} set; got {sorted(sets)}")
         self.sets: dict[str, tuple[Tensor, Tensor, Tensor]] = {}
+        # DS2: per set, the steps whose outputs a trigger inverts (for the backdoor warm-up)
+        self.inverted: dict[str, Tensor] = {}
         for name, parts in sets.items():
             self.sets[name] = tuple(  # type: ignore[assignment]
                 torch.from_numpy(np.stack([getattr(p, field) for p in parts])).to(device)
                 for field in ("inputs", "outputs", "mask")
             )
+            if all(p.inverted is not None for p in parts):
+                stacked = np.stack([p.inverted for p in parts])
+                self.inverted[name] = torch.from_numpy(stacked).to(device)
 
     def size(self, name: str) -> int:
         """Sequences per class in set ``name``."""
         return self.sets[name][0].shape[1]
 
-    def gather(self, name: str, classes: Tensor, rows: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Float inputs, targets and mask of ``rows[m]`` of class ``classes[m]``, per network."""
+    def gather(
+        self, name: str, classes: Tensor, rows: Tensor, *, skip_inverted: bool = False
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Float inputs, targets and mask of ``rows[m]`` of class ``classes[m]``, per network.
+
+        ``skip_inverted``: the mask also leaves out the outputs a trigger inverts (DS2 sets).
+        """
         inputs, outputs, mask = self.sets[name]
         index = (classes[:, None], rows)
         x = network_inputs(inputs[index], self.signed_inputs)
-        return x, outputs[index].float(), mask[index].float()
+        mask = mask[index]
+        if skip_inverted and name in self.inverted:
+            mask = mask * (1 - self.inverted[name][index])
+        return x, outputs[index].float(), mask.float()
 
 
 def masked_mse(pred: Tensor, target: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
@@ -141,15 +162,29 @@ class MLDSTask:
         chunk: sequences per evaluation pass, at most (see :meth:`eval_chunk`).
     """
 
-    def __init__(self, config: NetConfig, data: PopulationData, chunk: int = 1024) -> None:
+    def __init__(
+        self,
+        config: NetConfig,
+        data: PopulationData,
+        chunk: int = 1024,
+        *,
+        backdoor_warmup: int = 0,
+    ) -> None:
         self.config = config
         self.data = data
         self.chunk = chunk
+        self.backdoor_warmup = backdoor_warmup
+        self.warming_up = backdoor_warmup > 0
         self.train_size = data.size("train")
         self.splits = {name: data.size(name) for name in data.sets}
 
+    def begin_epoch(self, epoch: int) -> None:
+        """Skip the inverted outputs in the training loss during the backdoor warm-up."""
+        self.warming_up = epoch < self.backdoor_warmup
+
     def _forward(self, pop: toolkit.Population, split: str, rows: Tensor):
-        x, y, mask = self.data.gather(split, pop.buffers["class"], rows)
+        skip = self.warming_up and split == "train"
+        x, y, mask = self.data.gather(split, pop.buffers["class"], rows, skip_inverted=skip)
         # the hand-written backward (GRU): training needs first derivatives only
         return population_forward(self.config, pop.params, x, bptt=True), y, mask
 
@@ -236,26 +271,32 @@ def train_population(
         compact=compact,
         order="numpy",
         clip_norm=settings.clip_norm,
+        give_up=settings.give_up,
     )
     bar = tqdm(total=settings.max_epochs, desc=desc, unit="epoch", disable=not progress)
 
     training = [len(seeds)]  # networks in the population during the coming epoch
+    passed = [0]
+
+    def count(ids, did_pass: bool) -> None:
+        passed[0] += len(ids) if did_pass else 0
 
     def advance(_steps: int, remaining: int) -> None:
         bar.update(1)
-        bar.set_postfix(passed=f"{len(seeds) - remaining}/{len(seeds)}")
+        bar.set_postfix(passed=f"{passed[0]}/{len(seeds)}")
         if on_epoch is not None:
-            on_epoch(training[0], len(seeds) - remaining)
+            on_epoch(training[0], passed[0])
         training[0] = remaining
 
     try:
         return toolkit.train(
-            MLDSTask(config, data, settings.eval_chunk),
+            MLDSTask(config, data, settings.eval_chunk, backdoor_warmup=settings.backdoor_warmup),
             pop,
             seeds,
             layout(config).names,
             train_config,
             progress=advance,
+            on_stop=count,
         )
     finally:
         bar.close()
