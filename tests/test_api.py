@@ -149,3 +149,17 @@ def test_backdoor_pair_shares_machine_classes_and_reads_batches(tmp_path):
     assert only.batch([])["weights"].shape == (0, 4364)
     with pytest.raises(UnknownColumnError, match="ParityMachine"):
         weightzoo.MLDSBackdoor(tmp_path, machine="ParityMachine", filter_viable=False)
+
+
+def test_positions_map_model_ids_to_storage_positions(toy_zoo):
+    zoo = weightzoo.Zoo(toy_zoo)
+    table = zoo.metadata()
+    ids, positions = table["model_id"], table["position"]
+    assert not np.array_equal(ids, positions)  # splits interleave: the two orders differ
+    for model_id in (0, 5, 11):
+        (position,) = zoo.positions(model_id)
+        assert position == positions[ids == model_id][0]
+        assert zoo.model_columns(int(position))["model_id"][0] == model_id
+    np.testing.assert_array_equal(zoo.positions([3, 1]), [positions[ids == i][0] for i in (3, 1)])
+    with pytest.raises(UnknownColumnError, match="model_id"):
+        zoo.positions(12)

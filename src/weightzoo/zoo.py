@@ -219,6 +219,37 @@ class Zoo:
         local = self._local_indices(reader, models)
         return {k: v[local] for k, v in reader.columns.items() if len(v) == reader.num_models}
 
+    def positions(self, model_ids: int | Sequence[int]) -> np.ndarray:
+        """Storage positions of models given by their ``model_id`` column.
+
+        :meth:`rows`, :meth:`module`, :meth:`model_columns` and :meth:`build_model` take
+        positions (the storage order, split by split), which differ from ``model_id`` (the
+        order the zoo's spec planned) wherever the splits interleave:
+        ``zoo.module((zoo.positions(17)[0], "last"))`` is the model with ``model_id`` 17.
+
+        Raises:
+            UnknownColumnError: for an id that is not in the zoo (or not on disk).
+        """
+        from weightzoo.errors import UnknownColumnError
+
+        reader = self.reader(epochs="last")
+        ids = np.asarray(reader.column("model_id"), dtype=np.int64)
+        wanted = np.atleast_1d(np.asarray(model_ids, dtype=np.int64))
+        order = np.argsort(ids, kind="stable")
+        found = np.searchsorted(ids[order], wanted)
+        clipped = np.minimum(found, max(len(ids) - 1, 0))
+        if len(ids):
+            bad = (found >= len(ids)) | (ids[order][clipped] != wanted)
+        else:
+            bad = np.ones(len(wanted), dtype=bool)
+        if bad.any():
+            raise UnknownColumnError(
+                f"zoo {self.name!r} at {self.path} has no model with model_id "
+                f"{wanted[bad].tolist()[:5]} on disk (ids on disk: {len(ids)}; fetch the split "
+                "that holds them)"
+            )
+        return reader.positions[order[clipped]]
+
     def _local_indices(self, reader: ZooReader, models: int | Sequence[int] | None) -> np.ndarray:
         from weightzoo.errors import UnknownColumnError
 
