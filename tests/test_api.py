@@ -161,5 +161,14 @@ def test_positions_map_model_ids_to_storage_positions(toy_zoo):
         assert position == positions[ids == model_id][0]
         assert zoo.model_columns(int(position))["model_id"][0] == model_id
     np.testing.assert_array_equal(zoo.positions([3, 1]), [positions[ids == i][0] for i in (3, 1)])
-    with pytest.raises(UnknownColumnError, match="model_id"):
+    with pytest.raises(UnknownColumnError, match="ids run 0..11"):
         zoo.positions(12)
+    # with the test split's shards gone, the others still map; a test model asks for a fetch
+    test_ids = ids[table["split"] == "test"]
+    for shard in zoo.manifest.shards:
+        if shard.split == "test":
+            (toy_zoo / shard.file).unlink()
+    other = int(ids[table["split"] == "train"][0])
+    assert weightzoo.Zoo(toy_zoo).positions(other)[0] == positions[ids == other][0]
+    with pytest.raises(UnknownColumnError, match="fetch the split"):
+        weightzoo.Zoo(toy_zoo).positions(int(test_ids[0]))

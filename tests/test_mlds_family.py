@@ -58,7 +58,8 @@ def test_named_specs_and_overrides():
     ds1 = get_spec("mlds-ds1")
     assert (ds1.train_size, ds1.batch_size, ds1.threshold) == (4096, 16, 1e-3)
     ds2 = get_spec("mlds-ds2")  # the same recipe: the two zoos differ by the backdoor alone
-    assert dataclasses.replace(ds2, name=ds1.name, subset="ds1") == ds1
+    assert dataclasses.replace(ds2, name=ds1.name, subset="ds1", backdoor_warmup=0) == ds1
+    assert ds2.backdoor_warmup == 10 and ds2.give_up[0] > ds2.backdoor_warmup
     assert ds1.schedule == "cosine"
     assert ds1.settings().lr_at(ds1.max_epochs - 1) == pytest.approx(ds1.lr * ds1.min_lr_ratio)
     ds3_small = get_spec("mlds-ds3")
@@ -229,6 +230,8 @@ def test_failed_networks_are_retrained_from_new_seeds(tmp_path):
     assert tiny(attempts=2, give_up=(2, 0.1)).settings(last_attempt=False).give_up is None
     with pytest.raises(ValueError, match="give_up's epoch"):
         tiny(give_up=(0, 0.1))
+    with pytest.raises(ValueError, match="after the backdoor warm-up"):
+        tiny("ds2", backdoor_warmup=5, give_up=(5, 0.1))
     with pytest.raises(ValueError, match="attempts"):
         tiny(attempts=0)
     generate(tiny(threshold=1e-12, attempts=2, per_class=1), tmp_path / "z", progress=False)
@@ -258,6 +261,9 @@ def test_backdoor_warmup_skips_inverted_outputs_in_the_training_loss():
         expected = (((pred - y) ** 2).sum(-1) * mask).sum() / (mask.sum() * 8)
         torch.testing.assert_close(loss[0], expected, rtol=1e-5, atol=1e-7)
         assert int(mask.sum()) == 16 * 16 - (int(inverted.sum()) if skipped else 0)
+    task.begin_epoch(0)  # measured metrics count every step, also during the warm-up
+    _, count = task.eval_sums(pop, "train", 0, 16)["loss"]
+    assert int(count[0]) == 16 * 16 * 8
     assert spec.settings().backdoor_warmup == 0
     assert tiny("ds2", backdoor_warmup=3).settings().backdoor_warmup == 3
     assert tiny("ds1", backdoor_warmup=3).settings().backdoor_warmup == 0  # no trigger in DS1

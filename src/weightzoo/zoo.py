@@ -230,25 +230,35 @@ class Zoo:
         Raises:
             UnknownColumnError: for an id that is not in the zoo (or not on disk).
         """
-        from weightzoo.errors import UnknownColumnError
+        from weightzoo.errors import ShardMissingError, UnknownColumnError
 
-        reader = self.reader(epochs="last")
-        ids = np.asarray(reader.column("model_id"), dtype=np.int64)
+        ids_on_disk, positions = [], []
+        for split in self.manifest.splits():  # a split whose shards were not fetched is skipped
+            try:
+                reader = self.reader(split, epochs="last")
+            except ShardMissingError:
+                continue
+            ids_on_disk.append(np.asarray(reader.column("model_id"), dtype=np.int64))
+            positions.append(reader.positions)
+        ids = np.concatenate(ids_on_disk) if ids_on_disk else np.zeros(0, np.int64)
+        where = np.concatenate(positions) if positions else np.zeros(0, np.int64)
         wanted = np.atleast_1d(np.asarray(model_ids, dtype=np.int64))
         order = np.argsort(ids, kind="stable")
-        found = np.searchsorted(ids[order], wanted)
-        clipped = np.minimum(found, max(len(ids) - 1, 0))
-        if len(ids):
-            bad = (found >= len(ids)) | (ids[order][clipped] != wanted)
-        else:
-            bad = np.ones(len(wanted), dtype=bool)
+        found = np.minimum(np.searchsorted(ids[order], wanted), max(len(ids) - 1, 0))
+        bad = ids[order][found] != wanted if len(ids) else np.ones(len(wanted), dtype=bool)
         if bad.any():
+            missing = wanted[bad]
+            known = (missing >= 0) & (missing < self.manifest.num_models)
+            where_to = (
+                "fetch the split that holds it"
+                if known.all()
+                else f"model ids run 0..{self.manifest.num_models - 1}"
+            )
             raise UnknownColumnError(
                 f"zoo {self.name!r} at {self.path} has no model with model_id "
-                f"{wanted[bad].tolist()[:5]} on disk (ids on disk: {len(ids)}; fetch the split "
-                "that holds them)"
+                f"{missing.tolist()[:5]} on disk ({where_to})"
             )
-        return reader.positions[order[clipped]]
+        return where[order[found]]
 
     def _local_indices(self, reader: ZooReader, models: int | Sequence[int] | None) -> np.ndarray:
         from weightzoo.errors import UnknownColumnError

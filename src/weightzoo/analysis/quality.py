@@ -54,8 +54,8 @@ def quality_table(zoo: Zoo) -> Table:
 
     Rows: one per class (machine, automaton, or activation where it varies) and ``all``.
     Columns: models, viable models, the share that passed the training threshold (where the
-    zoo records ``passed``), the share that passed at their first attempt (where it records
-    ``attempt``: networks trained again after a miss), and p50 [p10, p90] of each chosen
+    zoo records ``passed``), the share that passed at their first attempt (where some network
+    was trained again after a miss: column ``attempt``), and p50 [p10, p90] of each chosen
     metric over viable models.
 
     Raises:
@@ -82,6 +82,8 @@ def quality_table(zoo: Zoo) -> Table:
     if group:
         names.append("all")
     passing = [name for name, need in PASS_COLUMNS.items() if set(need) <= set(columns)]
+    if "attempt" in columns and not (columns["attempt"] > 0).any():
+        passing = [name for name in passing if name != "passed 1st attempt %"]  # no retries
     table = Table(
         id="quality",
         title=f"Training quality of {zoo_label(zoo)}"

@@ -499,9 +499,10 @@ class TrainConfig:
         clip_norm: if set, each model's gradient (all its tensors together) is scaled down to
             this L2 norm when larger, as ``torch.nn.utils.clip_grad_norm_`` per model.
         noise_seed: seed of the device's global generator while training (dropout masks).
-        give_up: ``(epoch, level)``: after that epoch, a model whose watched metric is not
-            below ``level`` stops there, not passed (and leaves the stacks under ``compact``),
-            so that a caller can restart it from a new initialisation sooner.
+        give_up: ``(epoch, level)``: after that epoch, a model whose ``give_up_watch`` metric
+            is not below ``level`` stops there, not passed (and leaves the stacks under
+            ``compact``), so that a caller can restart it from a new initialisation sooner.
+        give_up_watch: the metric ``give_up`` reads (None: the largest of ``watch``).
     """
 
     optimizer: str = "adam"
@@ -522,6 +523,7 @@ class TrainConfig:
     clip_norm: float | None = None
     noise_seed: int | None = None
     give_up: tuple[int, float] | None = None
+    give_up_watch: str | None = None
 
 
 def train(
@@ -543,8 +545,9 @@ def train(
         names: tensors of a stored row, in layout order (parameters, then stored buffers).
         config: optimizer, rates, epochs, checkpoints, thresholds.
         progress: called after every epoch with (optimizer steps taken, models still training).
-        on_stop: called when models stop before the last epoch, with their indices in the
-            order given and whether they passed (False: they gave up, see ``give_up``).
+        on_stop: called when models pass (at any epoch, the last included) or give up (see
+            ``give_up``), with their indices in the order given and whether they passed; not
+            for models that run out of epochs.
 
     Returns:
         A :class:`PopulationResult` in the order of the models given.
@@ -629,7 +632,8 @@ def train(
                 step += 1
             done = epoch + 1
             values = measure(config.checkpoint_splits) if done in checkpoints else {}
-            unmeasured = [w.rsplit("_", 1)[0] for w in watches if w not in values]
+            needed = [*watches, *([config.give_up_watch] if config.give_up_watch else [])]
+            unmeasured = [w.rsplit("_", 1)[0] for w in needed if w not in values]
             if unmeasured:
                 values |= measure(list(dict.fromkeys(unmeasured)))
             live = active.cpu().numpy()
@@ -643,15 +647,17 @@ def train(
                     done, pop.ids[active], rows[active], {k: v[live] for k, v in values.items()}
                 )
             for passing in (True, False) if watches else ():
-                worst = torch.as_tensor(
-                    np.max([values[name] for name in watches], axis=0), device=dev
-                )
                 if passing:
-                    newly = active & (worst < threshold.to(worst.dtype))
+                    read = watches
                 elif config.give_up is not None and done == config.give_up[0]:
-                    newly = active & ~(worst < config.give_up[1])  # NaN gives up too
+                    read = [config.give_up_watch] if config.give_up_watch else watches
                 else:
                     continue
+                worst = torch.as_tensor(np.max([values[name] for name in read], axis=0), device=dev)
+                if passing:
+                    newly = active & (worst < threshold.to(worst.dtype))
+                else:
+                    newly = active & ~(worst < config.give_up[1])  # NaN gives up too
                 if not bool(newly.any()):
                     continue
                 stop(np.flatnonzero(newly.cpu().numpy()), done, values)

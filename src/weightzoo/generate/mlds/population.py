@@ -43,8 +43,9 @@ class TrainSettings:
         clip_norm: each network's gradient is clipped to this L2 norm (None: no clipping).
         backdoor_warmup: DS2: for this many first epochs the training loss skips the outputs
             a trigger inverts, so a network learns its machine before the backdoor.
-        give_up: ``(epoch, level)``: a network whose watched validation loss is not below
-            ``level`` after ``epoch`` epochs stops there, not passed (None: never).
+        give_up: ``(epoch, level)``: a network whose validation loss (``val_loss`` alone, also
+            on DS2) is not below ``level`` after ``epoch`` epochs stops there, not passed
+            (None: never).
     """
 
     lr: float = 1e-3
@@ -182,15 +183,15 @@ class MLDSTask:
         """Skip the inverted outputs in the training loss during the backdoor warm-up."""
         self.warming_up = epoch < self.backdoor_warmup
 
-    def _forward(self, pop: toolkit.Population, split: str, rows: Tensor):
-        skip = self.warming_up and split == "train"
+    def _forward(self, pop: toolkit.Population, split: str, rows: Tensor, *, skip=False):
         x, y, mask = self.data.gather(split, pop.buffers["class"], rows, skip_inverted=skip)
         # the hand-written backward (GRU): training needs first derivatives only
         return population_forward(self.config, pop.params, x, bptt=True), y, mask
 
     def train_loss(self, pop: toolkit.Population, rows: Tensor, order) -> Tensor:
         """Mean squared error of each network on its batch ``rows [M, B]``."""
-        err, terms = masked_mse(*self._forward(pop, "train", rows))
+        # the warm-up shapes the training loss only; every measured metric counts all steps
+        err, terms = masked_mse(*self._forward(pop, "train", rows, skip=self.warming_up))
         return err / terms.clamp(min=1)
 
     def eval_sums(self, pop, split: str, start: int, stop: int) -> dict[str, tuple[Tensor, Tensor]]:
@@ -272,6 +273,7 @@ def train_population(
         order="numpy",
         clip_norm=settings.clip_norm,
         give_up=settings.give_up,
+        give_up_watch="val_loss",
     )
     bar = tqdm(total=settings.max_epochs, desc=desc, unit="epoch", disable=not progress)
 
