@@ -123,6 +123,9 @@ def test_generate_resume_and_datasets(tmp_path, monkeypatch):
     labels = {int(pair[i]["backdoor"]) for i in range(len(pair))}
     assert labels == {0, 1}
     assert "trigger_loss" in Manifest.load(tmp_path / "mlds-ds2").metrics
+    histories = weightzoo.Zoo(tmp_path / "mlds-ds2").model_columns([0])
+    assert histories["trigger_loss_history"].shape == (1, ds2.max_epochs)
+    assert np.isfinite(histories["trigger_loss_history"][0, 0])
 
 
 def test_ds3_generates(tmp_path):

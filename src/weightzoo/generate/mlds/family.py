@@ -385,9 +385,9 @@ class MLDSFamily:
             "attempt": attempt,
             "init_seed": seed,
             "device": str(device),
-            "train_loss_history": result.history["train_loss"][row],
-            "val_loss_history": result.history["val_loss"][row],
         }
+        # train_loss and every watched metric (val_loss; DS2 also trigger_loss), per epoch
+        columns |= {f"{name}_history": values[row] for name, values in result.history.items()}
         columns |= {f"final_{name}_loss": value for name, value in final.items()}
         columns |= {f"final_{name}_bit_accuracy": value for name, value in bits.items()}
         return ModelRecord(plan.model_id, result.weights[row], metrics, columns)
