@@ -32,7 +32,10 @@ pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 
 TESTS = Path(__file__).resolve().parent
 SRC = TESTS.parent / "src"
+# Ctrl-C as at a terminal: a run started in the background by a shell (`cmd &`, as CI scripts
+# do) inherits SIGINT ignored, and Python then leaves it ignored in the child too.
 LAUNCH = (
+    "import signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
     "from weightzoo.generate import specs; specs._FAMILY_MODULES['toy'] = 'toy_family'; "
     "from weightzoo.cli import main; main()"
 )
