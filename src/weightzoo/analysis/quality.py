@@ -37,10 +37,6 @@ def group_column(zoo: Zoo, columns: dict[str, np.ndarray]) -> str | None:  # noq
     return None
 
 
-# Pass-rate columns and the model columns each needs.
-PASS_COLUMNS = {"passed %": ("passed",), "passed 1st attempt %": ("passed", "attempt")}
-
-
 def quantiles(values: np.ndarray) -> dict[str, float] | None:
     """p10 / p50 / p90 of the finite values, or ``None`` if there are none."""
     finite = values[np.isfinite(values)]
@@ -81,9 +77,9 @@ def quality_table(zoo: Zoo) -> Table:
     names += sorted(present - set(names), key=_natural)
     if group:
         names.append("all")
-    passing = [name for name, need in PASS_COLUMNS.items() if set(need) <= set(columns)]
-    if "attempt" in columns and not (columns["attempt"] > 0).any():
-        passing = [name for name in passing if name != "passed 1st attempt %"]  # no retries
+    passing = ["passed %"] if "passed" in columns else []
+    if passing and "attempt" in columns and (columns["attempt"] > 0).any():  # some retried
+        passing.append("passed 1st attempt %")
     table = Table(
         id="quality",
         title=f"Training quality of {zoo_label(zoo)}"
@@ -97,8 +93,8 @@ def quality_table(zoo: Zoo) -> Table:
     for name in names:
         rows = np.ones(len(labels), bool) if name == "all" and group else labels == name
         ours: dict = {"models": int(rows.sum()), "viable": int((rows & viable).sum())}
-        passed = columns["passed"][rows].astype(bool) if passing else None
-        if "passed %" in passing:
+        if passing:
+            passed = columns["passed"][rows].astype(bool)
             ours["passed %"] = 100.0 * float(passed.mean())
         if "passed 1st attempt %" in passing:
             first = columns["attempt"][rows] == 0
