@@ -304,3 +304,38 @@ def test_give_up_stops_models_above_the_level_at_that_epoch_and_keeps_the_others
     np.testing.assert_allclose(result.final[[keep]], alone.final, rtol=1e-6, atol=1e-7)
     # a model that gave up holds its epoch-2 weights at the later checkpoints
     np.testing.assert_array_equal(result.weights[gave_up, 2], result.final[gave_up])
+
+
+@pytest.mark.parametrize("compact", [True, False])
+def test_a_passing_model_stops_the_rest_of_its_group(compact):
+    inf = math.inf
+    stops: list[tuple[list[int], bool]] = []
+    # groups {0, 1} and {2, 3}: model 0 passes after epoch 1 and takes model 1 with it
+    config = _config(
+        watch="val_loss", threshold=[inf, -inf, -inf, -inf], groups=[5, 5, 9, 9], compact=compact
+    )
+    result = tk.train(
+        Regression(4),
+        _pop(4),
+        [10, 11, 12, 13],
+        ["w", "b"],
+        config,
+        on_stop=lambda ids, passed: stops.append((sorted(ids.tolist()), passed)),
+    )
+    assert result.passed.tolist() == [True, False, False, False]
+    assert result.epochs.tolist() == [1, 1, 4, 4]
+    assert stops == [([0], True), ([1], False)]
+    # model 1 keeps its weights and metrics of the epoch it stopped
+    one_epoch = _train(which=[1], epochs=1, checkpoints=(0, 1))
+    np.testing.assert_allclose(result.final[[1]], one_epoch.final, rtol=1e-6, atol=1e-7)
+    assert np.isfinite(result.final_metrics["val_loss"][1])
+    # the other group trains as without any groups
+    alone = _train(which=[2, 3], watch="val_loss", threshold=[-inf] * 4)
+    np.testing.assert_allclose(result.final[[2, 3]], alone.final, rtol=1e-6, atol=1e-7)
+
+
+def test_members_of_a_group_passing_together_all_pass_and_labels_are_checked():
+    result = _train(watch="val_loss", threshold=math.inf, groups=[0, 0, 1, 1])
+    assert result.passed.all() and (result.epochs == 1).all()
+    with pytest.raises(ValueError, match="3 group labels given for 4 models"):
+        _train(groups=[0, 0, 1])

@@ -17,7 +17,9 @@ metrics), and this module does the rest:
   that passes its threshold is dropped from the stacks (parameters, optimizer state, rates,
   data order all shrink) and its final weights are kept, so it costs nothing afterwards; a
   model still far from its threshold at a given epoch can *give up* the same way, so that its
-  caller restarts it from a new initialisation;
+  caller restarts it from a new initialisation; models can form *groups* (several
+  initialisations of one model trained side by side), whose other members stop as soon as one
+  passes;
 - :class:`PopulationResult`: initial, per-checkpoint and final weights, metrics, histories,
   passed flags and epochs trained.
 
@@ -503,6 +505,10 @@ class TrainConfig:
             is not below ``level`` stops there, not passed (and leaves the stacks under
             ``compact``), so that a caller can restart it from a new initialisation sooner.
         give_up_watch: the metric ``give_up`` reads (None: the largest of ``watch``).
+        groups: per-model group labels (None: every model alone). Once a model passes, the
+            other members of its group still training stop too, not passed (and leave the
+            stacks under ``compact``): attempts at one model trained side by side, of which
+            the first to pass is kept. Members passing at the same epoch all pass.
     """
 
     optimizer: str = "adam"
@@ -524,6 +530,7 @@ class TrainConfig:
     noise_seed: int | None = None
     give_up: tuple[int, float] | None = None
     give_up_watch: str | None = None
+    groups: Sequence[int] | None = None
 
 
 def train(
@@ -545,9 +552,10 @@ def train(
         names: tensors of a stored row, in layout order (parameters, then stored buffers).
         config: optimizer, rates, epochs, checkpoints, thresholds.
         progress: called after every epoch with (optimizer steps taken, models still training).
-        on_stop: called when models pass (at any epoch, the last included) or give up (see
-            ``give_up``), with their indices in the order given and whether they passed; not
-            for models that run out of epochs.
+        on_stop: called when models pass (at any epoch, the last included), give up (see
+            ``give_up``) or stop with a passed member of their group (see ``groups``), with
+            their indices in the order given and whether they passed; not for models that run
+            out of epochs.
 
     Returns:
         A :class:`PopulationResult` in the order of the models given.
@@ -572,6 +580,11 @@ def train(
         device=dev,
     )
     threshold = _per_model(config.threshold, count, dev, "threshold")
+    groups = None
+    if config.groups is not None:
+        if len(config.groups) != count:
+            raise ValueError(f"{len(config.groups)} group labels given for {count} models")
+        groups = torch.as_tensor(list(config.groups), dtype=torch.long, device=dev)
     order = DataOrder(seeds, task.train_size, kind=config.order)
     checkpoints = sorted({int(c) for c in config.checkpoints})
     if any(c < 0 or c > config.epochs for c in checkpoints):
@@ -660,17 +673,25 @@ def train(
                     newly = active & ~(worst < config.give_up[1])  # NaN gives up too
                 if not bool(newly.any()):
                     continue
-                stop(np.flatnonzero(newly.cpu().numpy()), done, values)
+                # a passed model's group members stop with it (not passed)
+                siblings = torch.zeros_like(newly)
+                if passing and groups is not None:
+                    siblings = active & ~newly & torch.isin(groups, groups[newly])
+                retiring = newly | siblings
+                stop(np.flatnonzero(retiring.cpu().numpy()), done, values)
                 out.passed[pop.ids[newly].cpu().numpy()] = passing
                 if on_stop is not None:
                     on_stop(pop.ids[newly].cpu().numpy(), passing)
-                active &= ~newly
+                    if bool(siblings.any()):
+                        on_stop(pop.ids[siblings].cpu().numpy(), False)
+                active &= ~retiring
                 if config.compact:
                     keep = torch.nonzero(active).flatten()
                     pop.keep(keep)
                     opt.keep(keep)
                     order.keep(keep.cpu().tolist())
                     threshold, active = threshold[keep], active[keep]
+                    groups = None if groups is None else groups[keep]
                     kept = keep.cpu().numpy()
                     values = {k: v[kept] for k, v in values.items()}
                 elif frozen is None:
@@ -678,7 +699,7 @@ def train(
                 if frozen is not None:
                     with torch.no_grad():
                         for name, tensor in pop.params.items():
-                            frozen[name][newly] = tensor.detach()[newly]
+                            frozen[name][retiring] = tensor.detach()[retiring]
             if progress is not None:
                 progress(steps_per_epoch, int(active.sum()))
             if not bool(active.any()):

@@ -226,6 +226,7 @@ def train_population(
     desc: str = "population",
     compact: bool = True,
     on_epoch: Callable[[int, int | None], None] | None = None,
+    groups: Sequence[int] | None = None,
 ) -> toolkit.PopulationResult:
     """Train ``len(seeds)`` networks together until each passes or ``max_epochs`` is reached.
 
@@ -241,6 +242,9 @@ def train_population(
         compact: drop passed networks from the population (False: keep them in, frozen).
         on_epoch: called after every epoch with (networks that trained in it, networks
             passed so far).
+        groups: per-network labels: networks of one label are attempts at one network, and
+            the others stop once one passes (see
+            :class:`~weightzoo.generate.population.TrainConfig`).
 
     Returns:
         The toolkit's result: checkpoints ``[0, max_epochs]`` (initialisation, and the weights
@@ -274,6 +278,7 @@ def train_population(
         clip_norm=settings.clip_norm,
         give_up=settings.give_up,
         give_up_watch="val_loss",
+        groups=groups,
     )
     bar = tqdm(total=settings.max_epochs, desc=desc, unit="epoch", disable=not progress)
 
