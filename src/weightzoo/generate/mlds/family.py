@@ -76,15 +76,16 @@ class MLDSSpec(ZooSpec):
             a trigger inverts, so that a network learns its machine before the backdoor
             (ignored without the backdoor).
         attempts: a network that has not passed is trained again from a new initialisation,
-            up to this many attempts in all; the zoo stores its last attempt (column
-            ``attempt``, from 0; ``init_seed`` is that attempt's seed). The paper archives
-            only networks that passed, so a network that never does is not in its zoo either.
+            up to this many attempts in all; the zoo stores the attempt that passed, else the
+            last (column ``attempt``, from 0; ``init_seed`` is that attempt's seed). The paper
+            archives only networks that passed, so one that never does is not in its zoo either.
         parallel_attempts: attempts after the first are trained this many at a time, side by
-            side in one population: once one passes, the others stop, and the network keeps
-            the first that passed (1: one at a time).
-        give_up: ``(epoch, level)``: an attempt, other than the last, whose validation loss is
-            not below ``level`` after ``epoch`` epochs stops there and is restarted (None, or
-            an epoch not before ``max_epochs``: every attempt trains up to ``max_epochs``).
+            side in one population: once one passes, the others stop (of several passing in
+            the same epoch, the lowest ``attempt`` is kept; 1: one at a time).
+        give_up: ``(epoch, level)``: an attempt of a round other than the last
+            (:meth:`attempt_rounds`) whose validation loss is not below ``level`` after
+            ``epoch`` epochs stops there (None, or an epoch not before ``max_epochs``: every
+            attempt trains up to ``max_epochs``).
     """
 
     subset: str = "ds1"
@@ -390,7 +391,7 @@ class MLDSFamily:
         seed: int,
         device: str,
     ) -> ModelRecord:
-        """The stored record of one network: its last attempt."""
+        """The stored record of one network: the attempt it keeps."""
         sets = self.set_names(spec)
         metrics = {
             name: result.metrics[name][row].astype(np.float32) for name in self.metric_names(spec)
