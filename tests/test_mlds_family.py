@@ -257,7 +257,10 @@ def test_parallel_attempts_run_side_by_side_and_keep_the_first_that_passed(monke
         for p in plans
         for a in range(8)
     }
-    passing = {(0, 2), (0, 3), (1, 5)}  # (network, attempt) that pass
+    # (network, attempt) below the threshold at the end, and those that reached the stopping
+    # point: attempt 2 at network 0 was stopped by attempt 3 while below the threshold too
+    passing = {(0, 2), (0, 3), (1, 5)}
+    stopping = {(0, 3), (1, 5)}
     calls = []
 
     def fake(net, data, classes, seeds_given, settings, *, groups=None, **_):
@@ -277,7 +280,7 @@ def test_parallel_attempts_run_side_by_side_and_keep_the_first_that_passed(monke
             final=np.zeros((n, fam.layout(spec).num_params), np.float32),
             final_metrics=final,
             history={"train_loss": np.zeros((n, 2)), "val_loss": np.zeros((n, 2))},
-            passed=ok,
+            passed=np.array([row in stopping for row in rows]),
             epochs=np.full(n, 2),
         )
 
@@ -293,8 +296,14 @@ def test_parallel_attempts_run_side_by_side_and_keep_the_first_that_passed(monke
     ]
     assert calls[0][1] is None and calls[1][1] == [0, 0, 0, 1, 1, 1] and calls[2][1] == [1] * 3
     assert [c[2] for c in calls] == [(1, 0.5), (1, 0.5), (1, 0.5)]
-    assert [(r.columns["attempt"], r.columns["passed"]) for r in records] == [(2, True), (5, True)]
-    assert records[0].columns["init_seed"] == model_seed("ds1", "EightBitMachine", 0, 2)
+    assert [(r.columns["attempt"], r.columns["passed"]) for r in records] == [(3, True), (5, True)]
+    assert records[0].columns["init_seed"] == model_seed("ds1", "EightBitMachine", 0, 3)
+    assert all(r.columns["stopped"] for r in records)
+    # without an attempt that reached the stopping point, the lowest that passed is kept
+    stopping.clear()
+    calls.clear()
+    records = fam.train(spec, plans, device="cpu", progress=False)
+    assert [r.columns["attempt"] for r in records] == [2, 5]
     # nobody passes: every attempt is made, the last is kept and trains without give-up
     passing.clear()
     calls.clear()

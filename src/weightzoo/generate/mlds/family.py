@@ -80,8 +80,8 @@ class MLDSSpec(ZooSpec):
             last (column ``attempt``, from 0; ``init_seed`` is that attempt's seed). The paper
             archives only networks that passed, so one that never does is not in its zoo either.
         parallel_attempts: attempts after the first are trained this many at a time, side by
-            side in one population: once one passes, the others stop (of several passing in
-            the same epoch, the lowest ``attempt`` is kept; 1: one at a time).
+            side in one population: once one reaches the stopping point, the others stop; the
+            network keeps that attempt (of several, the lowest ``attempt``; 1: one at a time).
         give_up: ``(epoch, level)``: an attempt of a round other than the last
             (:meth:`attempt_rounds`) whose validation loss is not below ``level`` after
             ``epoch`` epochs stops there (None, or an epoch not before ``max_epochs``: every
@@ -341,12 +341,19 @@ class MLDSFamily:
                     on_epoch=report,
                     groups=[i for i, _ in rows] if len(attempts) > 1 else None,
                 )
-                # each network keeps its first attempt that passed, else its last
-                for row, ((index, attempt), seed) in enumerate(zip(rows, seeds, strict=True)):
-                    kept = outcome.get(index)
-                    if kept is not None and kept[2] >= first and self._passed(spec, *kept[:2])[1]:
-                        continue
-                    outcome[index] = (result, row, attempt, seed)
+                # Each network keeps the attempt of this round that passed, preferring one that
+                # reached the stopping point (and so stopped the others) over one it stopped
+                # that was below the threshold too, then the lowest; else its last attempt.
+                best: dict[int, tuple[tuple[int, bool, int], int]] = {}
+                for row, (index, attempt) in enumerate(rows):
+                    if self._passed(spec, result, row)[1]:
+                        rank = (0, not bool(result.passed[row]), attempt)
+                    else:
+                        rank = (1, False, -attempt)
+                    if index not in best or rank < best[index][0]:
+                        best[index] = (rank, row)
+                for index, (_, row) in best.items():
+                    outcome[index] = (result, row, rows[row][1], seeds[row])
                 pending = [i for i in pending if not self._passed(spec, *outcome[i][:2])[1]]
                 passed_before = len(plans) - len(pending)
                 if not pending:
