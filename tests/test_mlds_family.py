@@ -242,11 +242,11 @@ def test_failed_networks_are_retrained_from_new_seeds(tmp_path):
     assert "attempt" in columns and "init_seed" in columns
 
 
-def test_parallel_attempts_run_side_by_side_and_keep_the_first_that_passed(monkeypatch):
+def test_parallel_attempts_run_side_by_side_and_keep_the_attempt_that_passed(monkeypatch):
     import weightzoo.generate.mlds.family as mlds_family
 
-    spec = tiny(attempts=8, parallel_attempts=3, per_class=1)
-    assert [list(r) for r in spec.attempt_rounds()] == [[0], [1, 2, 3], [4, 5, 6], [7]]
+    spec = tiny(attempts=9, parallel_attempts=3, per_class=1)
+    assert [list(r) for r in spec.attempt_rounds()] == [[0], [1, 2, 3], [4, 5, 6], [7, 8]]
     assert [list(r) for r in tiny(attempts=3).attempt_rounds()] == [[0], [1], [2]]
     with pytest.raises(ValueError, match="parallel_attempts"):
         tiny(parallel_attempts=0)
@@ -255,7 +255,7 @@ def test_parallel_attempts_run_side_by_side_and_keep_the_first_that_passed(monke
     seeds = {
         model_seed("ds1", str(p.columns["machine"]), 0, a): (p.model_id, a)
         for p in plans
-        for a in range(8)
+        for a in range(9)
     }
     # (network, attempt) below the threshold at the end, and those that reached the stopping
     # point: attempt 2 at network 0 was stopped by attempt 3 while below the threshold too
@@ -263,9 +263,14 @@ def test_parallel_attempts_run_side_by_side_and_keep_the_first_that_passed(monke
     stopping = {(0, 3), (1, 5)}
     calls = []
 
-    def fake(net, data, classes, seeds_given, settings, *, groups=None, **_):
+    def fake(net, data, classes, seeds_given, settings, *, groups=None, ends_group=None, **_):
         rows = [seeds[s] for s in seeds_given]
         calls.append((rows, groups, settings.give_up))
+        # a passed attempt ends its group only if it passes on every evaluation set
+        good = {f"{n}_loss": np.array([1e-4, 1e-4]) for n in fam.set_names(spec)}
+        good |= {f"{n}_bit_accuracy": np.array([1.0, 1.0]) for n in fam.set_names(spec)}
+        good["eval_loss"] = np.array([1e-4, 2e-3])  # the second misses on evaluation
+        assert ends_group(good).tolist() == [True, False]
         n, ok = len(rows), np.array([row in passing for row in rows])
         loss = np.where(ok, 1e-4, 1.0)
         final = {
@@ -308,8 +313,8 @@ def test_parallel_attempts_run_side_by_side_and_keep_the_first_that_passed(monke
     passing.clear()
     calls.clear()
     records = fam.train(spec, plans, device="cpu", progress=False)
-    assert len(calls) == 4 and calls[-1][2] is None
-    assert [r.columns["attempt"] for r in records] == [7, 7]
+    assert len(calls) == 4 and calls[-1][2] is None and calls[-2][2] == (1, 0.5)
+    assert [r.columns["attempt"] for r in records] == [8, 8]
 
 
 def test_backdoor_warmup_skips_inverted_outputs_in_the_training_loss():

@@ -334,6 +334,50 @@ def test_a_passing_model_stops_the_rest_of_its_group(compact):
     np.testing.assert_allclose(result.final[[2, 3]], alone.final, rtol=1e-6, atol=1e-7)
 
 
+@pytest.mark.parametrize("compact", [True, False])
+def test_groups_follow_their_models_through_compaction(compact):
+    inf = -math.inf
+    # interleaved groups {0, 2} and {1, 3}; model 0 passes after epoch 1, model 1 after epoch 2
+    level = float(_train(watch="val_loss", threshold=[inf] * 4).history["val_loss"][1, 1])
+    stops: list[tuple[list[int], bool]] = []
+    config = _config(
+        watch="val_loss",
+        threshold=[math.inf, level * 1.0001, inf, inf],
+        groups=[5, 9, 5, 9],
+        compact=compact,
+    )
+    result = tk.train(
+        Regression(4),
+        _pop(4),
+        [10, 11, 12, 13],
+        ["w", "b"],
+        config,
+        on_stop=lambda ids, passed: stops.append((sorted(ids.tolist()), passed)),
+    )
+    assert result.passed.tolist() == [True, True, False, False]
+    assert result.epochs.tolist() == [1, 2, 1, 2]
+    assert stops == [([0], True), ([2], False), ([1], True), ([3], False)]
+
+
+def test_a_passed_model_the_caller_does_not_accept_leaves_its_group_training():
+    seen = []
+
+    def ends_group(metrics):
+        seen.append(sorted(metrics))
+        return np.zeros(len(metrics["val_loss"]), dtype=bool)
+
+    inf = math.inf
+    result = _train(
+        watch="val_loss",
+        threshold=[inf, -inf, -inf, -inf],
+        groups=[5, 5, 9, 9],
+        ends_group=ends_group,
+    )
+    assert result.passed.tolist() == [True, False, False, False]
+    assert result.epochs.tolist() == [1, 4, 4, 4]
+    assert seen == [["train_loss", "val_loss"]]  # every split's final metrics
+
+
 def test_members_of_a_group_passing_together_all_pass_and_labels_are_checked():
     result = _train(watch="val_loss", threshold=math.inf, groups=[0, 0, 1, 1])
     assert result.passed.all() and (result.epochs == 1).all()

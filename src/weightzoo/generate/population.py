@@ -505,10 +505,15 @@ class TrainConfig:
             is not below ``level`` stops there, not passed (and leaves the stacks under
             ``compact``), so that a caller can restart it from a new initialisation sooner.
         give_up_watch: the metric ``give_up`` reads (None: the largest of ``watch``).
-        groups: per-model group labels (None: every model alone). Once a model passes, the
-            other members of its group still training stop too, not passed (and leave the
-            stacks under ``compact``): attempts at one model trained side by side, of which
-            the first to pass is kept. Members passing at the same epoch all pass.
+        groups: per-model group labels (None: every model alone). Once a model passes (and
+            ``ends_group`` accepts it), the other members of its group still training stop
+            too, not passed (and leave the stacks under ``compact``): attempts at one model
+            trained side by side, of which the first to pass is kept. Members passing at the
+            same epoch all pass.
+        ends_group: given the final metrics of models that just passed (every split, as in
+            :attr:`PopulationResult.final_metrics`, one value per model), which of them end
+            their group (None: all); e.g. a caller that judges a model on splits it does not
+            watch keeps the other attempts going when a passed model fails that judgement.
     """
 
     optimizer: str = "adam"
@@ -531,6 +536,7 @@ class TrainConfig:
     give_up: tuple[int, float] | None = None
     give_up_watch: str | None = None
     groups: Sequence[int] | None = None
+    ends_group: Callable[[Mapping[str, np.ndarray]], np.ndarray] | None = None
 
 
 def train(
@@ -673,15 +679,23 @@ def train(
                     newly = active & ~(worst < config.give_up[1])  # NaN gives up too
                 if not bool(newly.any()):
                     continue
+                ids = pop.ids[newly].cpu().numpy()
+                stop(np.flatnonzero(newly.cpu().numpy()), done, values)
                 # a passed model's group members stop with it (not passed)
                 siblings = torch.zeros_like(newly)
                 if passing and groups is not None:
-                    siblings = active & ~newly & torch.isin(groups, groups[newly])
+                    ends = newly.clone()
+                    if config.ends_group is not None:
+                        final = {k: v[ids] for k, v in out.final_metrics.items()}
+                        accepted = np.asarray(config.ends_group(final), dtype=bool)
+                        ends[newly] = torch.as_tensor(accepted, device=dev)
+                    siblings = active & ~newly & torch.isin(groups, groups[ends])
+                    if bool(siblings.any()):
+                        stop(np.flatnonzero(siblings.cpu().numpy()), done, values)
                 retiring = newly | siblings
-                stop(np.flatnonzero(retiring.cpu().numpy()), done, values)
-                out.passed[pop.ids[newly].cpu().numpy()] = passing
+                out.passed[ids] = passing
                 if on_stop is not None:
-                    on_stop(pop.ids[newly].cpu().numpy(), passing)
+                    on_stop(ids, passing)
                     if bool(siblings.any()):
                         on_stop(pop.ids[siblings].cpu().numpy(), False)
                 active &= ~retiring

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -340,6 +340,8 @@ class MLDSFamily:
                     desc=f"{spec.name} block of {len(pending)}{suffix}",
                     on_epoch=report,
                     groups=[i for i, _ in rows] if len(attempts) > 1 else None,
+                    # an attempt that stopped but misses on evaluation leaves the others going
+                    ends_group=lambda metrics: self._passes(spec, metrics)[1],
                 )
                 # Each network keeps the attempt of this round that passed, preferring one that
                 # reached the stopping point (and so stopped the others) over one it stopped
@@ -370,23 +372,38 @@ class MLDSFamily:
         class_name = str(plan.columns[key])
         return model_seed(spec.subset, class_name, int(plan.columns["replicate"]), attempt)
 
-    def _passed(
-        self, spec: MLDSSpec, result: toolkit.PopulationResult, row: int
-    ) -> tuple[bool, bool]:
-        """(passed on validation, passed on every evaluation set) of network ``row``.
+    def _passes(
+        self, spec: MLDSSpec, metrics: Mapping[str, np.ndarray]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(passed on validation, passed on every evaluation set) per network.
 
         Stopping (validation below ``threshold * stop_margin``) is how training ends; passing
         is judged on the final weights against the threshold itself, as the paper does.
+
+        Args:
+            spec: the spec (threshold, bit accuracy).
+            metrics: final ``<set>_loss`` / ``<set>_bit_accuracy``, one value per network.
         """
 
-        def ok(name: str) -> bool:
-            loss = float(result.final_metrics[f"{name}_loss"][row])
-            bits = float(result.final_metrics[f"{name}_bit_accuracy"][row])
-            return loss < spec.threshold and bits >= spec.min_bit_accuracy
+        def ok(name: str) -> np.ndarray:
+            loss = np.asarray(metrics[f"{name}_loss"])
+            bits = np.asarray(metrics[f"{name}_bit_accuracy"])
+            return (loss < spec.threshold) & (bits >= spec.min_bit_accuracy)
 
-        names = [name for name in self.set_names(spec) if name != "train"]
         passed_val = ok("val")
-        return passed_val, passed_val and all(ok(name) for name in names)
+        passed = passed_val.copy()
+        for name in self.set_names(spec):
+            if name not in ("train", "val"):
+                passed &= ok(name)
+        return passed_val, passed
+
+    def _passed(
+        self, spec: MLDSSpec, result: toolkit.PopulationResult, row: int
+    ) -> tuple[bool, bool]:
+        """:meth:`_passes` of network ``row`` of a result."""
+        metrics = {name: values[row : row + 1] for name, values in result.final_metrics.items()}
+        passed_val, passed = self._passes(spec, metrics)
+        return bool(passed_val[0]), bool(passed[0])
 
     def _record(
         self,

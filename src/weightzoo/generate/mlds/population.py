@@ -11,7 +11,7 @@ is dropped from the population (compaction) with its weights of that epoch.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -227,6 +227,7 @@ def train_population(
     compact: bool = True,
     on_epoch: Callable[[int, int | None], None] | None = None,
     groups: Sequence[int] | None = None,
+    ends_group: Callable[[Mapping[str, np.ndarray]], np.ndarray] | None = None,
 ) -> toolkit.PopulationResult:
     """Train ``len(seeds)`` networks together until each passes or ``max_epochs`` is reached.
 
@@ -244,7 +245,8 @@ def train_population(
             passed so far).
         groups: per-network labels: networks of one label are attempts at one network, and
             the others stop once one passes (see
-            :class:`~weightzoo.generate.population.TrainConfig`).
+            :class:`~weightzoo.generate.population.TrainConfig`); ``passed`` counts labels.
+        ends_group: which passed networks end their group (the toolkit's ``ends_group``).
 
     Returns:
         The toolkit's result: checkpoints ``[0, max_epochs]`` (initialisation, and the weights
@@ -279,18 +281,23 @@ def train_population(
         give_up=settings.give_up,
         give_up_watch="val_loss",
         groups=groups,
+        ends_group=ends_group,
     )
     bar = tqdm(total=settings.max_epochs, desc=desc, unit="epoch", disable=not progress)
 
     training = [len(seeds)]  # networks in the population during the coming epoch
+    labels = list(range(len(seeds))) if groups is None else list(groups)
+    passed_labels: set[int] = set()
     passed = [0]
 
     def count(ids, did_pass: bool) -> None:
-        passed[0] += len(ids) if did_pass else 0
+        if did_pass:  # attempts at one network passing together count once
+            passed_labels.update(labels[i] for i in ids)
+            passed[0] = len(passed_labels)
 
     def advance(_steps: int, remaining: int) -> None:
         bar.update(1)
-        bar.set_postfix(passed=f"{passed[0]}/{len(seeds)}")
+        bar.set_postfix(passed=f"{passed[0]}/{len(set(labels))}")
         if on_epoch is not None:
             on_epoch(training[0], passed[0])
         training[0] = remaining
