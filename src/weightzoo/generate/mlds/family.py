@@ -80,8 +80,10 @@ class MLDSSpec(ZooSpec):
             last (column ``attempt``, from 0; ``init_seed`` is that attempt's seed). The paper
             archives only networks that passed, so one that never does is not in its zoo either.
         parallel_attempts: attempts after the first are trained this many at a time, side by
-            side in one population: once one reaches the stopping point, the others stop; the
-            network keeps that attempt (of several, the lowest ``attempt``; 1: one at a time).
+            side in one population: once one reaches the stopping point and passes on every
+            evaluation set, the others stop and the network keeps it (of several, the lowest
+            ``attempt``); if none stopped so, the lowest attempt that passed on its final
+            weights, else the last (1: one at a time).
         give_up: ``(epoch, level)``: an attempt of a round other than the last
             (:meth:`attempt_rounds`) whose validation loss is not below ``level`` after
             ``epoch`` epochs stops there (None, or an epoch not before ``max_epochs``: every
@@ -301,7 +303,8 @@ class MLDSFamily:
 
         Networks that have not passed are trained again from new initialisations, as one
         population per round of attempts (:meth:`MLDSSpec.attempt_rounds`), up to
-        ``spec.attempts`` in all; each keeps its first attempt that passed, else its last.
+        ``spec.attempts`` in all; each keeps the attempt that passed (see
+        ``MLDSSpec.parallel_attempts``), else its last.
         ``on_epoch(models trained that epoch, networks passed so far)`` after every epoch.
         """
         key = "automaton" if spec.subset == "ds3" else "machine"
