@@ -306,14 +306,9 @@ def test_give_up_stops_models_above_the_level_at_that_epoch_and_keeps_the_others
     np.testing.assert_array_equal(result.weights[gave_up, 2], result.final[gave_up])
 
 
-@pytest.mark.parametrize("compact", [True, False])
-def test_a_passing_model_stops_the_rest_of_its_group(compact):
-    inf = math.inf
+def _train_with_stops(config: tk.TrainConfig):
+    """Train the 4-model population; also return every ``on_stop`` call (ids, passed)."""
     stops: list[tuple[list[int], bool]] = []
-    # groups {0, 1} and {2, 3}: model 0 passes after epoch 1 and takes model 1 with it
-    config = _config(
-        watch="val_loss", threshold=[inf, -inf, -inf, -inf], groups=[5, 5, 9, 9], compact=compact
-    )
     result = tk.train(
         Regression(4),
         _pop(4),
@@ -322,6 +317,17 @@ def test_a_passing_model_stops_the_rest_of_its_group(compact):
         config,
         on_stop=lambda ids, passed: stops.append((sorted(ids.tolist()), passed)),
     )
+    return result, stops
+
+
+@pytest.mark.parametrize("compact", [True, False])
+def test_a_passing_model_stops_the_rest_of_its_group(compact):
+    inf = math.inf
+    # groups {0, 1} and {2, 3}: model 0 passes after epoch 1 and takes model 1 with it
+    config = _config(
+        watch="val_loss", threshold=[inf, -inf, -inf, -inf], groups=[5, 5, 9, 9], compact=compact
+    )
+    result, stops = _train_with_stops(config)
     assert result.passed.tolist() == [True, False, False, False]
     assert result.epochs.tolist() == [1, 1, 4, 4]
     assert stops == [([0], True), ([1], False)]
@@ -336,24 +342,16 @@ def test_a_passing_model_stops_the_rest_of_its_group(compact):
 
 @pytest.mark.parametrize("compact", [True, False])
 def test_groups_follow_their_models_through_compaction(compact):
-    inf = -math.inf
+    never = -math.inf
     # interleaved groups {0, 2} and {1, 3}; model 0 passes after epoch 1, model 1 after epoch 2
-    level = float(_train(watch="val_loss", threshold=[inf] * 4).history["val_loss"][1, 1])
-    stops: list[tuple[list[int], bool]] = []
+    level = float(_train(watch="val_loss", threshold=[never] * 4).history["val_loss"][1, 1])
     config = _config(
         watch="val_loss",
-        threshold=[math.inf, level * 1.0001, inf, inf],
+        threshold=[math.inf, level * 1.0001, never, never],
         groups=[5, 9, 5, 9],
         compact=compact,
     )
-    result = tk.train(
-        Regression(4),
-        _pop(4),
-        [10, 11, 12, 13],
-        ["w", "b"],
-        config,
-        on_stop=lambda ids, passed: stops.append((sorted(ids.tolist()), passed)),
-    )
+    result, stops = _train_with_stops(config)
     assert result.passed.tolist() == [True, True, False, False]
     assert result.epochs.tolist() == [1, 2, 1, 2]
     assert stops == [([0], True), ([2], False), ([1], True), ([3], False)]
