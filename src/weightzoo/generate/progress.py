@@ -2,10 +2,9 @@
 
 A family reports after each epoch how many models it advanced and how many of the block have
 passed so far (see :meth:`weightzoo.generate.base.Family.train`). The bar counts model-epochs,
-so it moves during a block instead of jumping when the block ends. A block that trains more
-model-epochs than planned (models trained again after a miss) grows its plan and the bar's
-total, so the bar keeps moving while it does; a block is topped up to its plan when written (a
-model that stopped early, or a family that reports nothing, still counts in full).
+so it moves during a block instead of jumping when the block ends. A block's count is capped
+at its planned size, and topped up to it when the block is written (a model that stopped early,
+or a family that reports nothing, still counts in full).
 """
 
 from __future__ import annotations
@@ -45,7 +44,6 @@ class ModelEpochBar:
             total=total, initial=initial, unit="model-epoch", desc=desc, disable=disable
         )
         self._planned: dict[int, int] = {}
-        self._grown: dict[int, int] = {}  # model-epochs beyond the plan (retries)
         self._done: dict[int, int] = {}
         self._passed: dict[int, int] = {}
 
@@ -53,35 +51,24 @@ class ModelEpochBar:
         """Announce a block (by a key such as its first model) and its planned model-epochs."""
         with self._lock:
             self._planned[block] = model_epochs
-            self._grown[block] = 0
             self._done[block] = 0
 
     def advance(self, block: int, models: int, passed: int | None) -> None:
-        """Count ``models`` model-epochs of ``block`` and its running pass count.
-
-        Beyond the block's plan, the plan and the bar's total grow by the excess.
-        """
+        """Count ``models`` model-epochs of ``block`` and its running pass count."""
         with self._lock:
-            excess = self._done[block] + models - self._planned[block]
-            if excess > 0:
-                self._planned[block] += excess
-                self._grown[block] += excess
-                self._bar.total += excess
-            self._done[block] += models
+            step = max(0, min(models, self._planned[block] - self._done[block]))
+            self._done[block] += step
             if passed is not None:
                 self._passed[block] = passed
                 self._bar.set_postfix(passed=sum(self._passed.values()), refresh=False)
-            if models:
-                self._bar.update(models)
+            if step:
+                self._bar.update(step)
 
     def restart(self, block: int) -> None:
         """Take back what ``block`` reported: it is being trained again from the start."""
         with self._lock:
             done = self._done[block]
             self._done[block] = 0
-            self._planned[block] -= self._grown[block]
-            self._bar.total -= self._grown[block]
-            self._grown[block] = 0
             self._passed.pop(block, None)
             if done:
                 self._bar.update(-done)
