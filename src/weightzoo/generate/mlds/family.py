@@ -349,9 +349,10 @@ class MLDSFamily:
                 # Each network keeps the attempt of this round that passed, preferring one that
                 # reached the stopping point (and so stopped the others) over one it stopped
                 # that was below the threshold too, then the lowest; else its last attempt.
+                passes = self._passes(spec, result.final_metrics)[1]
                 best: dict[int, tuple[tuple[int, bool, int], int]] = {}
                 for row, (index, attempt) in enumerate(rows):
-                    if self._passed(spec, result, row)[1]:
+                    if passes[row]:
                         rank = (0, not bool(result.passed[row]), attempt)
                     else:
                         rank = (1, False, -attempt)
@@ -359,7 +360,7 @@ class MLDSFamily:
                         best[index] = (rank, row)
                 for index, (_, row) in best.items():
                     outcome[index] = (result, row, rows[row][1], seeds[row])
-                pending = [i for i in pending if not self._passed(spec, *outcome[i][:2])[1]]
+                pending = [i for i, (rank, _) in best.items() if rank[0] == 1]
                 passed_before = len(plans) - len(pending)
                 if not pending:
                     break

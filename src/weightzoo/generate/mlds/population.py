@@ -287,6 +287,7 @@ def train_population(
 
     training = [len(seeds)]  # networks in the population during the coming epoch
     labels = list(range(len(seeds))) if groups is None else list(groups)
+    networks = len(set(labels))
     passed_labels: set[int] = set()
     passed = [0]
 
@@ -297,7 +298,7 @@ def train_population(
 
     def advance(_steps: int, remaining: int) -> None:
         bar.update(1)
-        bar.set_postfix(passed=f"{passed[0]}/{len(set(labels))}")
+        bar.set_postfix(passed=f"{passed[0]}/{networks}")
         if on_epoch is not None:
             on_epoch(training[0], passed[0])
         training[0] = remaining
