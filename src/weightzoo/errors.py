@@ -28,6 +28,18 @@ class ShardCorruptError(WeightzooError, ValueError):
     """A shard is truncated, unreadable, or its sha256 differs from the manifest."""
 
 
+class UnsafeShardError(ShardCorruptError):
+    """A shard holds HDF5 objects its writer never makes, so it could read outside its file.
+
+    Links to other files or within the file, virtual datasets, external raw storage, filters,
+    unexpected dtypes, shapes or names, or declared sizes its file cannot hold.
+    """
+
+
+class StorageWriteError(WeightzooError, OSError):
+    """Writing a zoo file failed (disk full, I/O error); the message names the file."""
+
+
 class ManifestError(WeightzooError, ValueError):
     """A manifest is malformed, names a path outside the zoo, or contradicts its shards."""
 

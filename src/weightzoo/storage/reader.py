@@ -23,13 +23,18 @@ from typing import Any
 import h5py
 import numpy as np
 
-from weightzoo.errors import ShardChangedError, ShardCorruptError, UnknownColumnError
+from weightzoo.errors import (
+    ShardChangedError,
+    ShardCorruptError,
+    UnknownColumnError,
+    UnsafeShardError,
+)
 from weightzoo.storage.groups import load_any, resolve_group
 from weightzoo.storage.manifest import Manifest, ShardEntry
 from weightzoo.storage.selection import check_epochs, check_splits
+from weightzoo.storage.shard_objects import ROW_DATASETS, check_shard_objects
 from weightzoo.storage.verify import check_shard_attributes, check_shard_present
 
-ROW_DATASETS = ("weights", "stats")
 _MAX_OPEN_MAPS = 128
 # Out-of-order reads across shards copy row by row when a row is at least this large (the
 # Python loop then costs less than a second copy of the batch), else gather and scatter.
@@ -52,7 +57,7 @@ class _RowLocation:
     length: int  # real elements per row
 
 
-def _row_location(dataset: h5py.Dataset) -> _RowLocation | None:
+def _row_location(dataset: h5py.Dataset, file_size: int) -> _RowLocation | None:
     """Offsets of an uncompressed chunked ``[m, c, n]`` dataset, if they form a regular grid.
 
     Returns ``None`` when the layout is anything else (compressed, contiguous with no storage,
@@ -82,6 +87,8 @@ def _row_location(dataset: h5py.Dataset) -> _RowLocation | None:
     expected = offsets_array[0] + chunk_bytes * np.arange(len(offsets), dtype=np.int64)
     if not np.array_equal(offsets_array, expected):
         return None
+    if int(expected[-1]) + chunk_bytes > file_size:
+        raise UnsafeShardError(f"{dataset.name!r} has chunks beyond the end of its file")
     return _RowLocation(int(offsets_array[0]), per_row * chunk[2], length)
 
 
@@ -108,8 +115,10 @@ class ShardData:
                 # The descriptor h5py read through: the identity is the validated file's.
                 self.identity = _identity(os.fstat(handle.id.get_vfd_handle()))
                 check_shard_attributes(handle, path, entry, manifest)
+                check_shard_objects(handle, path, entry, manifest)  # before anything is read
                 self.shape = {name: handle[name].shape for name in ROW_DATASETS}
-                self.locations = {name: _row_location(handle[name]) for name in ROW_DATASETS}
+                size = self.identity[2]
+                self.locations = {n: _row_location(handle[n], size) for n in ROW_DATASETS}
                 self.metrics = {k: v[()] for k, v in handle["metrics"].items()}
                 self.columns = {k: _read_column(v) for k, v in handle["models"].items()}
                 self.checkpoint_viable = handle["checkpoint_viable"][()]
@@ -120,32 +129,8 @@ class ShardData:
                 f"cannot read shard {path}: {exc}. Run `weightzoo verify` on the zoo, then "
                 "fetch or generate the shard again."
             ) from exc
-        self._check_shapes(manifest)
         self._maps: dict[str, np.ndarray] = {}
         self._h5: h5py.File | None = None
-
-    def _check_shapes(self, manifest: Manifest) -> None:
-        entry, path = self.entry, self.path
-        block = (entry.num_models, len(entry.epochs))
-        widths = {"weights": manifest.num_params, "stats": len(manifest.stats_names)}
-        for name, width in widths.items():
-            if len(self.shape[name]) != 3 or self.shape[name] != (*block, width):
-                raise ShardCorruptError(
-                    f"shard {path} holds {name} of shape {self.shape[name]}, but the manifest "
-                    f"lists {block[0]} models x {block[1]} checkpoints x {width} "
-                    f"{'parameters (layout)' if name == 'weights' else 'statistics'}"
-                )
-        arrays = {f"metrics/{k}": v for k, v in self.metrics.items()}
-        arrays["checkpoint_viable"] = self.checkpoint_viable
-        for name in manifest.metrics:
-            if name not in self.metrics:
-                raise ShardCorruptError(f"shard {path} has no metric {name!r}")
-        for name, values in arrays.items():
-            if values.shape != block:
-                raise ShardCorruptError(f"shard {path}: {name} has shape {values.shape}")
-        for name, values in self.columns.items():
-            if values.shape[:1] != block[:1]:
-                raise ShardCorruptError(f"shard {path}: models/{name} has shape {values.shape}")
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()

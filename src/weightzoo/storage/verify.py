@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -10,9 +11,15 @@ from typing import Any
 import h5py
 import numpy as np
 
-from weightzoo.errors import ShardCorruptError, ShardMissingError, UnsafePathError
+from weightzoo.errors import (
+    ShardCorruptError,
+    ShardMissingError,
+    UnsafePathError,
+    UnsafeShardError,
+)
 from weightzoo.storage.hashing import sha256_file
 from weightzoo.storage.manifest import Manifest, ShardEntry
+from weightzoo.storage.shard_objects import check_shard_objects
 
 SHARD_FORMAT = "weightzoo-shard"
 
@@ -63,13 +70,20 @@ def check_shard_present(zoo_dir: str | os.PathLike[str], entry: ShardEntry) -> P
     """
     path = shard_path(zoo_dir, entry)
     try:
-        size = path.stat().st_size
+        status = path.stat()
     except FileNotFoundError:
         raise ShardMissingError(
             f"shard {entry.file} of zoo {Path(zoo_dir)} is missing ({entry.split} split, models "
             f"{entry.models[0]}..{entry.models[1] - 1}). Fetch it again (`weightzoo fetch`) or "
             "rerun `weightzoo generate` with the same --out to rebuild it."
         ) from None
+    if not stat.S_ISREG(status.st_mode):
+        # A FIFO or device would block or stream forever once opened: never open one.
+        raise UnsafeShardError(
+            f"shard {path} is not a regular file (a FIFO, device or directory); weightzoo does "
+            "not open such files. Delete it and fetch or generate the zoo again."
+        )
+    size = status.st_size
     if size != entry.bytes:
         raise ShardCorruptError(
             f"shard {path} has {size} bytes, the manifest says {entry.bytes}: it is truncated or "
@@ -136,6 +150,7 @@ def check_shard(zoo_dir: str | os.PathLike[str], entry: ShardEntry, manifest: Ma
     try:
         with h5py.File(path, "r") as handle:
             check_shard_attributes(handle, path, entry, manifest)
+            check_shard_objects(handle, path, entry, manifest)
     except OSError as exc:
         raise ShardCorruptError(f"cannot read shard {path}: {exc}") from exc
     return path
