@@ -173,7 +173,7 @@ def test_writer_rejects_bad_shapes(tmp_path, weights):
     writer = make_writer(tmp_path / "zoo")
     with pytest.raises(ValueError, match=r"\[models, checkpoints, params\]"):
         writer.write_shard(
-            "shards/x.h5",
+            "shards/train-000000-c000.h5",
             split="train",
             models=(0, 2),
             epochs=[0, 5, 10],

@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 
 from weightzoo.features import layer_statistics_numpy
-from weightzoo.storage.manifest import SPLITS
-from weightzoo.storage.writer import ZooWriter, checkpoint_viability, shard_file_name
+from weightzoo.storage.manifest import SPLITS, shard_file_name
+from weightzoo.storage.writer import ZooWriter, checkpoint_viability
 
 __all__ = [
     "STATS_PRESET",

@@ -330,12 +330,19 @@ def cmd_info(args: argparse.Namespace) -> int:
     if damaged:
         print(
             f"weightzoo: error: {len(damaged)} of {info['shards']} shards of {args.path} are "
-            f"missing or damaged: {', '.join(damaged)}; fetch them again or rerun "
-            "`weightzoo generate` with the same --out to rebuild them",
+            f"missing or damaged: {_first_few(damaged)}; fetch them again or rerun "
+            "`weightzoo generate` with the same --out to rebuild them (`weightzoo verify "
+            f"{args.path}` names each)",
             file=sys.stderr,
         )
         return EXIT_ERROR
     return 0
+
+
+def _first_few(names: list[str], shown: int = 5) -> str:
+    """Up to ``shown`` names and how many more, so that an error stays one readable line."""
+    rest = len(names) - shown
+    return ", ".join(names[:shown]) + (f" and {rest} more" if rest > 0 else "")
 
 
 def _print_info(info: dict[str, Any]) -> None:

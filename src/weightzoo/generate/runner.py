@@ -39,8 +39,8 @@ from weightzoo.generate.ray_engine import RayOptions, import_ray, run_blocks
 from weightzoo.generate.specs import family_for
 from weightzoo.generate.workers import BlockPool, future_succeeded, train_block
 from weightzoo.storage.groups import GroupedManifest
-from weightzoo.storage.manifest import SPLITS, Manifest
-from weightzoo.storage.writer import ZooWriter, shard_file_name
+from weightzoo.storage.manifest import SPLITS, Manifest, shard_file_name
+from weightzoo.storage.writer import ZooWriter
 
 log = logging.getLogger(__name__)
 __all__ = [

@@ -22,7 +22,8 @@ from weightzoo.errors import (
 from weightzoo.features import statistics_names
 from weightzoo.storage.layout import Layout
 from weightzoo.storage.manifest import SPLITS, Manifest
-from weightzoo.storage.writer import ZooWriter, shard_file_name
+from weightzoo.storage.manifest import shard_file_name
+from weightzoo.storage.writer import ZooWriter
 
 SPLIT_SEED = 42
 SPLIT_FRACTIONS = (0.7, 0.15, 0.15)

@@ -8,10 +8,11 @@ from weightzoo.storage.manifest import (
     MANIFEST_NAME,
     Manifest,
     ShardEntry,
+    shard_file_name,
 )
 from weightzoo.storage.reader import ZooReader
 from weightzoo.storage.verify import verify_shard, verify_zoo
-from weightzoo.storage.writer import ZooWriter, shard_file_name
+from weightzoo.storage.writer import ZooWriter
 
 __all__ = [
     "FORMAT_VERSION",

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import json
 import os
 import re
 from collections.abc import Callable
@@ -37,6 +36,7 @@ from weightzoo.storage.manifest import (
     Manifest,
     ShardEntry,
     _as_bool,
+    read_manifest_file,
     safe_relative_path,
     write_json_atomically,
 )
@@ -284,10 +284,7 @@ def read_manifest_json(zoo_dir: PathLike) -> dict[str, Any]:
     if not path.is_file():
         # Manifest.load's ZooNotFoundError says what to do (generate, fetch, or merge slices)
         return Manifest.load(zoo_dir).to_dict()
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ManifestError(f"cannot parse {path}: {exc}") from exc
+    data = read_manifest_file(path)
     if not isinstance(data, dict):
         raise ManifestError(f"{path} is not a weightzoo manifest")
     return data

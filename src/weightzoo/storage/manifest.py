@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import stat
 import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from weightzoo.errors import (
     FormatVersionError,
     GroupedZooError,
     ManifestError,
+    StorageWriteError,
     UnsafePathError,
     ZooNotFoundError,
 )
@@ -31,6 +33,55 @@ MANIFEST_NAME = "zoo.json"
 TEMP_MANIFEST_PREFIX = ".zoo.json."
 SPLITS = ("train", "val", "test")
 _SLICE_MANIFEST = re.compile(r"zoo\.slice-(\d+)-of-(\d+)\.json")
+SHARD_DIR = "shards"
+# The writer's own shard names (shard_file_name); a manifest may name no other file.
+_SHARD_FILE = re.compile(r"shards/(train|val|test)-(\d{6,10})-c(\d{3,6})\.h5")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+MAX_MANIFEST_BYTES = 256 << 20  # a 16,000-shard manifest is about 6 MB
+# Bounds on counts, checked before anything is sized by them (a storage key holds a shard index
+# and a row in 32 bits each).
+MAX_MODELS = (1 << 31) - 1
+MAX_CHECKPOINTS = 1 << 16
+
+
+def shard_file_name(split: str, first_model: int, epoch_group: int = 0) -> str:
+    """Conventional shard path: ``shards/<split>-<first model:06d>-c<group:03d>.h5``."""
+    return f"{SHARD_DIR}/{split}-{first_model:06d}-c{epoch_group:03d}.h5"
+
+
+def _count(value: Any, what: str, *, low: int = 0, high: int = MAX_MODELS) -> int:
+    """An integer from a manifest, within ``[low, high]`` (no bools, floats or strings)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ManifestError(f"{what} must be an integer in [{low}, {high}], got {value!r}")
+    return value
+
+
+def _epoch_list(values: Any) -> list[int]:
+    if not isinstance(values, list) or not 0 < len(values) <= MAX_CHECKPOINTS:
+        raise ManifestError(
+            f"'epochs' must be a list of 1 to {MAX_CHECKPOINTS} checkpoint labels, got "
+            f"{values!r:.80}"
+        )
+    return [_count(e, "an epoch", high=1 << 62) for e in values]
+
+
+def check_shard_file(file: Any, split: str, first_model: int) -> str:
+    """A shard entry's file name, checked to be the name the writer gives that shard.
+
+    Raises:
+        UnsafePathError: for a path outside the zoo or any name the writer would not write
+            (so that no fetch, import or reader touches another file of the directory).
+    """
+    path = safe_relative_path(file, what="shard file")
+    match = _SHARD_FILE.fullmatch(path)
+    if match is None or match.group(1) != split or int(match.group(2)) != first_model:
+        raise UnsafePathError(
+            f"shard file {path!r} is not the name weightzoo gives a {split!r} shard starting at "
+            f"model {first_model} ({shard_file_name(split, first_model)} for its first epoch "
+            "group); a manifest may name no other file. The zoo is malformed or malicious: do "
+            "not use it."
+        )
+    return path
 
 
 def slice_manifest_name(index: int, count: int) -> str:
@@ -78,6 +129,33 @@ def safe_relative_path(path: str, *, what: str = "path") -> str:
     return pure.as_posix()
 
 
+def read_manifest_file(path: Path) -> Any:
+    """The parsed JSON of a manifest file: a regular file of at most :data:`MAX_MANIFEST_BYTES`.
+
+    Raises:
+        ManifestError: for a special file, an oversized file, or anything but UTF-8 JSON.
+    """
+    try:
+        with open(path, "rb", opener=_open_nonblocking) as handle:
+            status = os.fstat(handle.fileno())
+            if not stat.S_ISREG(status.st_mode):
+                raise ManifestError(f"{path} is not a regular file; weightzoo reads no other")
+            if status.st_size > MAX_MANIFEST_BYTES:
+                raise ManifestError(
+                    f"{path} has {status.st_size} bytes, more than the {MAX_MANIFEST_BYTES} a "
+                    "manifest may have; the zoo is malformed or malicious"
+                )
+            raw = handle.read(MAX_MANIFEST_BYTES + 1)
+        return json.loads(raw.decode("utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise ManifestError(f"cannot parse {path}: {exc}") from exc
+
+
+def _open_nonblocking(path: str, flags: int) -> int:
+    # A FIFO in place of a manifest opens at once (and is then refused) instead of blocking.
+    return os.open(path, flags | os.O_NONBLOCK)
+
+
 def write_json_atomically(
     zoo_dir: Path,
     file: str,
@@ -106,6 +184,12 @@ def write_json_atomically(
         if on_step is not None:
             on_step("before_manifest_replace")
         os.replace(tmp, zoo_dir / file)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise StorageWriteError(
+            f"writing {zoo_dir / file} failed: {exc.strerror or exc}. Free some space (or fix "
+            "the disk) and rerun the same command."
+        ) from exc
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -157,18 +241,28 @@ class ShardEntry:
             ManifestError: for missing fields or a path outside the zoo.
         """
         try:
+            models = row["models"]
+            if not isinstance(models, list) or len(models) != 2:
+                raise ManifestError(f"'models' must be [first, last], got {models!r}")
+            first, last = (_count(m, "a shard's model position") for m in models)
+            split = row["split"]
+            if split not in SPLITS:
+                raise ManifestError(f"split {split!r} is not one of {SPLITS}")
+            sha256 = row["sha256"]
+            if not isinstance(sha256, str) or not _SHA256.fullmatch(sha256):
+                raise ManifestError(f"sha256 {sha256!r} is not 64 lower-case hex digits")
             entry = cls(
-                file=safe_relative_path(row["file"], what="shard file"),
-                sha256=str(row["sha256"]),
-                bytes=int(row["bytes"]),
-                models=(int(row["models"][0]), int(row["models"][1])),
-                split=str(row["split"]),
-                epochs=tuple(int(e) for e in row["epochs"]),
+                file=check_shard_file(row["file"], split, first),
+                sha256=sha256,
+                bytes=_count(row["bytes"], "a shard's size", high=1 << 62),
+                models=(first, last),
+                split=split,
+                epochs=tuple(_epoch_list(row["epochs"])),
             )
         except (KeyError, TypeError, IndexError, ValueError) as exc:
             if isinstance(exc, ManifestError):
                 raise
-            raise ManifestError(f"malformed shard entry {row!r}: {exc}") from exc
+            raise ManifestError(f"malformed shard entry {row!r:.200}: {exc}") from exc
         return entry
 
 
@@ -243,11 +337,7 @@ class Manifest:
                 f"no zoo at {zoo_dir}: the {what} does not exist. Generate one with "
                 "`weightzoo generate NAME --out DIR` or download one with `weightzoo fetch NAME`."
             )
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ManifestError(f"cannot parse {path}: {exc}") from exc
-        return cls.from_dict(data, source=str(path))
+        return cls.from_dict(read_manifest_file(path), source=str(path))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, source: str = "manifest") -> Manifest:
@@ -282,13 +372,16 @@ class Manifest:
                 spec=dict(data["spec"]),
                 spec_fingerprint=str(data["spec_fingerprint"]),
                 layout=Layout.from_json(data["layout"]),
-                epochs=[int(e) for e in data["epochs"]],
+                epochs=_epoch_list(data["epochs"]),
                 metrics=[str(m) for m in data["metrics"]],
                 columns={str(k): str(v) for k, v in data["columns"].items()},
                 stats_preset=str(data["stats_preset"]),
                 stats_names=[str(s) for s in data["stats_names"]],
-                num_models=int(data["num_models"]),
-                split_counts={str(k): int(v) for k, v in data["split_counts"].items()},
+                num_models=_count(data["num_models"], "num_models"),
+                split_counts={
+                    str(k): _count(v, f"split_counts[{k!r}]")
+                    for k, v in data["split_counts"].items()
+                },
                 shards=[ShardEntry.from_json(row) for row in data["shards"]],
                 categories={
                     str(k): [str(v) for v in values]
@@ -412,8 +505,11 @@ class Manifest:
                 f"{source}: the zoo is marked finished but no shard holds models "
                 f"{end}..{self.num_models - 1}"
             )
+        held_by: dict[tuple[int, int], set[int]] = {}
+        for shard in self.shards:  # one pass: a zoo may have tens of thousands of shards
+            held_by.setdefault(shard.models, set()).update(shard.epochs)
         for models in covered:
-            held = {e for s in self.shards if s.models == models for e in s.epochs}
+            held = held_by[models]
             if held != set(self.epochs):
                 raise ManifestError(
                     f"{source}: the zoo is marked finished but models {list(models)} lack "

@@ -140,8 +140,20 @@ def check_shard_attributes(
             )
 
 
-def check_shard(zoo_dir: str | os.PathLike[str], entry: ShardEntry, manifest: Manifest) -> Path:
-    """Cheap check of one shard (no hashing): inside the zoo, full size, attributes match.
+def check_shard(
+    zoo_dir: str | os.PathLike[str],
+    entry: ShardEntry,
+    manifest: Manifest,
+    *,
+    finite: bool = False,
+) -> Path:
+    """Check one shard without hashing: inside the zoo, full size, attributes and objects match.
+
+    Args:
+        zoo_dir: the zoo directory.
+        entry: the shard's manifest entry.
+        manifest: the zoo's manifest.
+        finite: also read every row marked viable and check that it is finite.
 
     Raises:
         ShardMissingError, ShardCorruptError, UnsafePathError: as the checks it runs.
@@ -151,9 +163,37 @@ def check_shard(zoo_dir: str | os.PathLike[str], entry: ShardEntry, manifest: Ma
         with h5py.File(path, "r") as handle:
             check_shard_attributes(handle, path, entry, manifest)
             check_shard_objects(handle, path, entry, manifest)
+            if finite:
+                check_viable_rows(handle, path)
     except OSError as exc:
         raise ShardCorruptError(f"cannot read shard {path}: {exc}") from exc
     return path
+
+
+def check_viable_rows(handle: h5py.File, path: Path) -> None:
+    """Check that every checkpoint a shard marks viable is finite, and every viable model too.
+
+    Reads the shard's weights one row at a time (a row of the largest zoos is tens of MB).
+
+    Raises:
+        ShardCorruptError: naming the first model and checkpoint whose flags lie.
+    """
+    weights = handle["weights"]
+    checkpoint_viable = handle["checkpoint_viable"][()]
+    viable = handle["models/viable"][()] if "viable" in handle.get("models", {}) else None
+    for model, checkpoint in zip(*np.nonzero(checkpoint_viable), strict=True):
+        if not np.isfinite(weights[model, checkpoint]).all():
+            raise ShardCorruptError(
+                f"shard {path}: model {model} (row in the shard) checkpoint {checkpoint} is "
+                "marked viable but holds NaN or infinite weights; the shard is corrupt or was "
+                "edited. Fetch or generate it again."
+            )
+    if viable is not None and (viable & ~checkpoint_viable.all(axis=1)).any():
+        model = int(np.flatnonzero(viable & ~checkpoint_viable.all(axis=1))[0])
+        raise ShardCorruptError(
+            f"shard {path}: model {model} (row in the shard) is marked viable although some of "
+            "its checkpoints are not; the shard is corrupt or was edited"
+        )
 
 
 def verify_shard(
@@ -173,7 +213,7 @@ def verify_shard(
             "fetch or generate it again."
         )
     if manifest is not None:
-        check_shard(zoo_dir, entry, manifest)
+        check_shard(zoo_dir, entry, manifest, finite=True)
 
 
 def verify_zoo(

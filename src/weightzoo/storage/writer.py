@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
 import secrets
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -26,27 +27,42 @@ from typing import Any
 import h5py
 import numpy as np
 
-from weightzoo.errors import ManifestError, SpecMismatchError, ZooLockedError
+from weightzoo.errors import ManifestError, SpecMismatchError, StorageWriteError, ZooLockedError
 from weightzoo.storage.hashing import sha256_file
 from weightzoo.storage.layout import Layout
 from weightzoo.storage.manifest import (
     FORMAT_VERSION,
     MANIFEST_NAME,
+    SHARD_DIR,
     SPLITS,
     Manifest,
     ShardEntry,
+    check_shard_file,
     parse_slice_manifest_name,
-    safe_relative_path,
     slice_manifest_name,
 )
 
-SHARD_DIR = "shards"
 TEMP_SUFFIX = ".tmp"
 LOCK_NAME = ".lock"
 
 # Fault injection for tests: called with the name of each write step (``before_shard_rename``,
 # ``after_shard_rename``, ``before_manifest_replace``, ``after_manifest_replace``).
 fault_hook: Callable[[str], None] | None = None
+
+
+def write_failure(exc: BaseException) -> str:
+    """The reason of a failed write in a few words (``No space left on device``).
+
+    h5py reports a failed write as a ``RuntimeError`` whose text holds HDF5's own record,
+    including ``error message = '...'``; an ``OSError`` has its ``strerror``.
+    """
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    text = str(exc)
+    marker = "error message = '"
+    if marker in text:
+        return text.split(marker, 1)[1].split("'", 1)[0]
+    return " ".join(text.split())[:200]
 
 
 def _step(name: str) -> None:
@@ -57,6 +73,46 @@ def _step(name: str) -> None:
 def slice_lock_name(index: int, count: int) -> str:
     """The lock file that keeps slice ``index`` of ``count`` from running twice."""
     return f"{LOCK_NAME}.slice-{index}-of-{count}"
+
+
+# The names a writer gives the files of a zoo directory it starts, and of its shards/ folder.
+_OWN_TOP = re.compile(
+    r"zoo(\.slice-\d+-of-\d+)?\.json|\.zoo(\.slice-\d+-of-\d+)?\.json\..+\.tmp"
+    r"|\.lock(\.slice-\d+-of-\d+)?|shards|sidecars|groups"
+)
+_OWN_SHARD = re.compile(r"(train|val|test)-\d{6,10}-c\d{3,6}\.h5(\..+\.tmp)?")
+_LOCK_TEXT = re.compile(rb"\d*\n?")
+
+
+def _own_entry(path: Path) -> bool:
+    if not _OWN_TOP.fullmatch(path.name) or path.is_symlink():
+        return False
+    if path.name.startswith(LOCK_NAME):  # a lock holds a pid or nothing, never a user's data
+        return path.is_file() and bool(_LOCK_TEXT.fullmatch(path.read_bytes()[:64]))
+    if path.name == SHARD_DIR:
+        return path.is_dir() and all(_OWN_SHARD.fullmatch(p.name) for p in path.iterdir())
+    return True
+
+
+def refuse_foreign_files(zoo_dir: Path) -> None:
+    """Refuse to start a zoo in a directory that holds files weightzoo did not write.
+
+    A directory that holds a manifest is a zoo (resumed, or refused as another zoo by its
+    spec); any other must be empty or hold only a writer's own files, so that no lock,
+    temporary file or shard of a run ever overwrites or deletes a user's file.
+
+    Raises:
+        ManifestError: naming the first files that are not weightzoo's.
+    """
+    if (zoo_dir / MANIFEST_NAME).exists():
+        return
+    foreign = sorted(p.name for p in zoo_dir.iterdir() if not _own_entry(p))
+    if foreign:
+        raise ManifestError(
+            f"{zoo_dir} is not empty and holds no zoo (found {', '.join(foreign[:5])}"
+            f"{' ...' if len(foreign) > 5 else ''}); weightzoo writes a new zoo only into an "
+            "empty directory. Choose another --out/DEST directory."
+        )
 
 
 class ZooLock:
@@ -116,13 +172,10 @@ class ZooLock:
             os.close(fd)  # closing the only descriptor releases the flock
 
 
+# Shards up to this size are built in memory and written with one plain write.
+IN_MEMORY_SHARD_BYTES = 1 << 30
 # Rows longer than this (float32 elements, 4 MiB) are chunked along params too.
 MAX_CHUNK_PARAMS = 1 << 20
-
-
-def shard_file_name(split: str, first_model: int, epoch_group: int = 0) -> str:
-    """Conventional shard path: ``shards/<split>-<first model:06d>-c<group:03d>.h5``."""
-    return f"{SHARD_DIR}/{split}-{first_model:06d}-c{epoch_group:03d}.h5"
 
 
 def checkpoint_viability(weights: np.ndarray, threshold: float) -> np.ndarray:
@@ -205,35 +258,78 @@ def write_shard_file(
     attributes identify the shard (zoo, spec fingerprint, split, models, epochs), so that a
     reader can check it against the manifest; they hold no time or path, so the same input
     gives the same bytes.
+
+    A shard of up to :data:`IN_MEMORY_SHARD_BYTES` is built in memory (HDF5's core driver, the
+    same bytes) and written with one plain write: a full disk then fails as an ordinary
+    ``OSError``, never inside HDF5, whose half-written file fails again when it is closed.
     """
-    with h5py.File(path, "w", libver="latest") as handle:
-        handle.attrs["format"] = "weightzoo-shard"
-        handle.attrs["format_version"] = FORMAT_VERSION
-        handle.attrs["zoo"] = zoo_name
-        handle.attrs["spec_fingerprint"] = spec_fingerprint
-        handle.attrs["split"] = split
-        handle.attrs["models"] = np.asarray(models, dtype=np.int64)
-        handle.attrs["epochs"] = np.asarray(epochs, dtype=np.int64)
-        _create_row_dataset(handle, "weights", weights)
-        _create_row_dataset(handle, "stats", stats)
-        handle.create_dataset(
-            "checkpoint_viable", data=checkpoint_viable.astype(bool), track_times=False
-        )
-        metric_group = _create_group(handle, "metrics")
-        for name, values in metrics.items():
-            metric_group.create_dataset(name, data=values.astype(np.float32), track_times=False)
-        model_group = _create_group(handle, "models")
-        for name, values in columns.items():
-            if values.dtype == object:
-                model_group.create_dataset(
-                    name,
-                    data=values.astype(str).tolist(),
-                    dtype=h5py.string_dtype("utf-8"),
-                    track_times=False,
-                )
-            else:
-                model_group.create_dataset(name, data=values, track_times=False)
+    fields = {
+        "zoo_name": zoo_name,
+        "spec_fingerprint": spec_fingerprint,
+        "split": split,
+        "models": models,
+        "epochs": epochs,
+        "weights": weights,
+        "stats": stats,
+        "metrics": metrics,
+        "columns": columns,
+        "checkpoint_viable": checkpoint_viable,
+    }
+    if weights.nbytes + stats.nbytes > IN_MEMORY_SHARD_BYTES:
+        with h5py.File(path, "w", libver="latest") as handle:
+            _fill_shard(handle, **fields)
+        return
+    with h5py.File(
+        os.fspath(path), "w", driver="core", backing_store=False, libver="latest"
+    ) as handle:
+        _fill_shard(handle, **fields)
         handle.flush()
+        image = handle.id.get_file_image()
+    with open(path, "wb") as out:
+        out.write(image)
+
+
+def _fill_shard(
+    handle: h5py.File,
+    *,
+    zoo_name: str,
+    spec_fingerprint: str,
+    split: str,
+    models: tuple[int, int],
+    epochs: Sequence[int],
+    weights: np.ndarray,
+    stats: np.ndarray,
+    metrics: Mapping[str, np.ndarray],
+    columns: Mapping[str, Any],
+    checkpoint_viable: np.ndarray,
+) -> None:
+    handle.attrs["format"] = "weightzoo-shard"
+    handle.attrs["format_version"] = FORMAT_VERSION
+    handle.attrs["zoo"] = zoo_name
+    handle.attrs["spec_fingerprint"] = spec_fingerprint
+    handle.attrs["split"] = split
+    handle.attrs["models"] = np.asarray(models, dtype=np.int64)
+    handle.attrs["epochs"] = np.asarray(epochs, dtype=np.int64)
+    _create_row_dataset(handle, "weights", weights)
+    _create_row_dataset(handle, "stats", stats)
+    handle.create_dataset(
+        "checkpoint_viable", data=checkpoint_viable.astype(bool), track_times=False
+    )
+    metric_group = _create_group(handle, "metrics")
+    for name, values in metrics.items():
+        metric_group.create_dataset(name, data=values.astype(np.float32), track_times=False)
+    model_group = _create_group(handle, "models")
+    for name, values in columns.items():
+        if values.dtype == object:
+            model_group.create_dataset(
+                name,
+                data=values.astype(str).tolist(),
+                dtype=h5py.string_dtype("utf-8"),
+                track_times=False,
+            )
+        else:
+            model_group.create_dataset(name, data=values, track_times=False)
+    handle.flush()
 
 
 class ZooWriter:
@@ -330,6 +426,7 @@ class ZooWriter:
             self.manifest_file = slice_manifest_name(index, count)
             self._temp_tag = f"slice-{index}-of-{count}."
         self.zoo_dir.mkdir(parents=True, exist_ok=True)
+        refuse_foreign_files(self.zoo_dir)  # before the lock file is created or truncated
         self._lock = ZooLock(self.zoo_dir, shared=slice is not None)
         try:
             if slice is not None:
@@ -478,10 +575,10 @@ class ZooWriter:
             raise ZooLockedError(
                 f"this writer of {self.zoo_dir} was closed; open a new ZooWriter to write more"
             )
-        file = safe_relative_path(file, what="shard file")
         manifest = self.manifest
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        file = check_shard_file(file, split, int(models[0]))
         epochs = [int(e) for e in epochs]
         if not set(epochs) <= set(manifest.epochs):
             raise ValueError(f"epochs {epochs} are not all among the zoo's {manifest.epochs}")
@@ -489,6 +586,11 @@ class ZooWriter:
         if count <= 0 or models[0] < 0 or models[1] > manifest.num_models:
             raise ValueError(
                 f"models {list(models)} is not a non-empty range within {manifest.num_models}"
+            )
+        if np.iscomplexobj(weights) or np.iscomplexobj(stats):
+            raise ValueError(
+                f"shard {file}: complex weights or statistics cannot be stored (the imaginary "
+                "part would be lost); store real and imaginary parts as separate tensors"
             )
         weights = np.ascontiguousarray(weights, dtype=np.float32)
         stats = np.ascontiguousarray(stats, dtype=np.float32)
@@ -551,6 +653,14 @@ class ZooWriter:
             size = temp.stat().st_size
             _step("before_shard_rename")
             os.replace(temp, final)
+        except (OSError, RuntimeError) as exc:
+            # RuntimeError: what h5py raises for a failed write of a shard too large to build
+            # in memory. Either way, one line naming the file, and nothing left behind.
+            temp.unlink(missing_ok=True)
+            raise StorageWriteError(
+                f"writing shard {final} failed: {write_failure(exc)}. Free some space (or fix "
+                "the disk) and rerun the same command: the shards already written are kept."
+            ) from exc
         except BaseException:
             temp.unlink(missing_ok=True)
             raise

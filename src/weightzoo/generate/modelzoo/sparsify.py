@@ -333,8 +333,9 @@ def sparsify_zoo(
     from weightzoo.blocks import STATS_PRESET, ModelRecord, write_block
     from weightzoo.features import statistics_names
     from weightzoo.generate.modelzoo import family as fam
+    from weightzoo.storage.manifest import shard_file_name
     from weightzoo.storage.reader import ZooReader
-    from weightzoo.storage.writer import ZooWriter, shard_file_name
+    from weightzoo.storage.writer import ZooWriter
 
     if int(epochs) < 1:
         raise ValueError(f"epochs must be at least 1, got {epochs}")
