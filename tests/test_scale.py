@@ -301,3 +301,44 @@ def test_worker_progress_arrives_while_the_blocks_still_train(
     generate(toy_spec, out, workers=2, progress=False)
     assert seen["shards_written"] == 0  # the first report came before any block was written
     assert shard_hashes(out) == shard_hashes(toy_zoo)
+
+
+@pytest.mark.parametrize("removed", [0, 1])
+def test_a_merge_stopped_after_its_manifest_is_finished_by_merging_again(
+    tmp_path, toy_spec, monkeypatch, removed
+):
+    """A merge killed between writing zoo.json and removing the slices resumes on rerun."""
+    from weightzoo.storage import merge
+
+    out = tmp_path / "sliced"
+    generate_slices(toy_spec, out, 2)
+    slices = sorted(p.name for p in out.glob("zoo.slice-*.json"))
+    stop = RuntimeError("killed")
+
+    def killed(zoo_dir, found):
+        for file in slices[:removed]:  # killed part-way through the clean-up, or before it
+            (zoo_dir / file).unlink()
+        raise stop
+
+    monkeypatch.setattr(merge, "_remove_slices", killed)
+    with pytest.raises(RuntimeError, match="killed"):
+        merge_slices(out)
+    monkeypatch.undo()
+    with pytest.raises(ManifestError, match="merge"):
+        generate(toy_spec, out, progress=False)  # generate still points at merge
+    merged = merge_slices(out)
+    assert merged.finished and merged.complete
+    assert sorted(p.name for p in out.iterdir()) == [".lock", "shards", MANIFEST_NAME]
+    assert ZooReader(out, split="all").num_models == 12
+
+
+def test_a_merged_manifest_beside_slices_of_another_zoo_is_refused(tmp_path, toy_spec):
+    out = tmp_path / "sliced"
+    generate_slices(toy_spec, out, 2)
+    merge_slices(out)
+    other = toy_spec.replace(num_models=9)
+    generate(other, tmp_path / "other", progress=False, slice=(0, 2))
+    stray = slice_manifest_name(0, 2)
+    (out / stray).write_bytes((tmp_path / "other" / stray).read_bytes())
+    with pytest.raises(ManifestError, match="already holds"):
+        merge_slices(out)

@@ -138,6 +138,10 @@ def merge_slices(
 
 def _merge_locked(zoo_dir: Path, on_shard: Callable[[ShardEntry], None] | None) -> Manifest:
     found = find_slices(zoo_dir)
+    if (zoo_dir / MANIFEST_NAME).exists() and found:
+        merged = _merged_already(zoo_dir, found)
+        if merged is not None:
+            return merged
     if (zoo_dir / MANIFEST_NAME).exists():
         raise ManifestError(
             f"{zoo_dir} already holds a {MANIFEST_NAME}"
@@ -175,9 +179,37 @@ def _merge_locked(zoo_dir: Path, on_shard: Callable[[ShardEntry], None] | None) 
         if on_shard is not None:
             on_shard(entry)
     merged.save(zoo_dir)
-    for index, (file, _) in slices.items():
+    _remove_slices(zoo_dir, found)
+    return merged
+
+
+def _remove_slices(zoo_dir: Path, found: dict[tuple[int, int], str]) -> None:
+    """Delete the slice manifests and locks once the merged manifest is in place."""
+    for file in found.values():
         (zoo_dir / file).unlink(missing_ok=True)
-        (zoo_dir / slice_lock_name(index, count)).unlink(missing_ok=True)
+    for count in {count for _, count in found}:  # a stopped clean-up may have left any lock
+        for index in range(count):
+            (zoo_dir / slice_lock_name(index, count)).unlink(missing_ok=True)
+
+
+def _merged_already(zoo_dir: Path, found: dict[tuple[int, int], str]) -> Manifest | None:
+    """The merged manifest of a merge that was stopped before it removed the slices, if so.
+
+    The merge is complete when ``zoo.json`` is finished, of the slices' spec, and lists every
+    shard the remaining slice manifests list, with the same hashes; then only the slices'
+    files are left to remove. Anything else is left to the caller's error.
+    """
+    merged = Manifest.load(zoo_dir)
+    listed = {entry.file: entry for entry in merged.shards}
+    for file in found.values():
+        part = Manifest.load(zoo_dir, file=file)
+        if (
+            not merged.finished
+            or part.spec_fingerprint != merged.spec_fingerprint
+            or any(listed.get(entry.file) != entry for entry in part.shards)
+        ):
+            return None
+    _remove_slices(zoo_dir, found)
     return merged
 
 

@@ -274,10 +274,15 @@ class ZooReader:
     def _build_index(self) -> None:
         epoch_index = {e: i for i, e in enumerate(self.epochs)}
         entries = self.manifest.shards_for(self.splits, self.epochs)
-        positions = sorted({p for e in entries for p in range(*e.models)})
-        self.positions = np.asarray(positions, dtype=np.int64)
-        local = {p: i for i, p in enumerate(positions)}
-        n, c = len(positions), len(self.epochs)
+        # Open (and so check) every shard first: a manifest's model ranges are only believed
+        # once the shard files are seen to hold that many models.
+        self.shards = [
+            ShardData(check_shard_present(self.zoo_dir, entry), entry, self.manifest)
+            for entry in entries
+        ]
+        ranges = [np.arange(*entry.models, dtype=np.int64) for entry in entries]
+        self.positions = np.unique(np.concatenate(ranges)) if ranges else np.zeros(0, np.int64)
+        n, c = len(self.positions), len(self.epochs)
         self.shard_of = np.full((n, c), -1, dtype=np.int32)
         # One int64 per (model, checkpoint): shard index << 32 | row in the shard's flat
         # [models * checkpoints] order, -1 where absent. Sorting it is sorting by file order.
@@ -286,11 +291,8 @@ class ZooReader:
         self.checkpoint_viable = np.zeros((n, c), dtype=bool)
         columns: dict[str, np.ndarray] = {}
         split_names = np.empty(n, dtype=object)
-        for entry in entries:
-            shard = ShardData(check_shard_present(self.zoo_dir, entry), entry, self.manifest)
-            index = len(self.shards)
-            self.shards.append(shard)
-            first = local[entry.models[0]]
+        for index, (entry, shard) in enumerate(zip(entries, self.shards, strict=True)):
+            first = int(np.searchsorted(self.positions, entry.models[0]))
             rows = slice(first, first + entry.num_models)
             in_shard = np.arange(entry.num_models, dtype=np.int64) * len(entry.epochs)
             split_names[rows] = entry.split
