@@ -2,112 +2,32 @@
 
 from __future__ import annotations
 
-import csv
-import gzip
 import io
 import json
-import pickle
-from pathlib import Path
 
-import h5py
 import numpy as np
 import pytest
 import torch
 
+from importer_fixtures import (
+    Gadget,
+    check_stats,
+    cnn_zoo_tree,
+    mlds_tree,
+    modelzoo_tree,
+    one_line_error,
+    read_back,
+)
 from weightzoo.cli import run
 from weightzoo.errors import DataFilesMissingError, UnreadableFileError, UnsafeFileError
-from weightzoo.features import layer_statistics_numpy
 from weightzoo.importers import import_zoo
 from weightzoo.storage.manifest import Manifest
-from weightzoo.storage.verify import verify_zoo
-
-
-class Gadget:
-    """Something only full unpickling can rebuild."""
-
-    def __init__(self) -> None:
-        self.value = 3
-
-
-def read_back(zoo: Path) -> tuple[Manifest, dict[int, dict]]:
-    """Every stored model by model_id: weights, stats, metrics and columns."""
-    manifest = Manifest.load(zoo)
-    assert verify_zoo(zoo) == []
-    models: dict[int, dict] = {}
-    for entry in manifest.shards:
-        with h5py.File(zoo / entry.file, "r") as f:
-            ids = f["models/model_id"][:]
-            for row, model_id in enumerate(ids):
-                models[int(model_id)] = {
-                    "weights": f["weights"][row],
-                    "stats": f["stats"][row],
-                    "metrics": {m: f[f"metrics/{m}"][row] for m in manifest.metrics},
-                    "columns": {
-                        c: (v.decode() if isinstance(v, bytes) else v)
-                        for c in manifest.columns
-                        for v in [f[f"models/{c}"][row]]
-                    },
-                    "split": entry.split,
-                }
-    assert sorted(models) == list(range(manifest.num_models))
-    return manifest, models
-
-
-def check_stats(manifest: Manifest, models: dict[int, dict]) -> None:
-    for model in models.values():
-        expected = layer_statistics_numpy(model["weights"], manifest.layout)
-        np.testing.assert_array_equal(model["stats"], expected)
-
 
 # -- Model Zoos ---------------------------------------------------------------------------------
 
 
-def _modelzoo_tree(root: Path, rng: np.random.Generator) -> dict[str, dict]:
-    """Six trials; odd ones have dropout (module indices 0, 4 instead of 0, 3)."""
-    root.mkdir()
-    (root / "config.json").write_text(json.dumps({"model::nlin": "grid_search(['relu','tanh'])"}))
-    (root / "dataset.pt").write_bytes(pickle.dumps(Gadget()))  # must never be read
-    truth = {}
-    for i in (1, 2, 10, 11, 20, 3):  # natural order: 1, 2, 3, 10, 11, 20
-        name = f"NN_tune_trainable_{i}_seed={i}"
-        trial = root / name
-        trial.mkdir()
-        dropout = i % 2 == 1
-        head = 4 if dropout else 3
-        params = {
-            "model::type": "CNN",
-            "model::dropout": 0.5 if dropout else 0.0,
-            "model::o_dim": 4,
-            "optim::lr": 1e-3 * i,
-            "seed": i,
-        }
-        (trial / "params.json").write_text(json.dumps(params))
-        ckpts = {}
-        for epoch in range(3):
-            sd = {
-                "module_list.0.weight": torch.from_numpy(rng.normal(size=(2, 1, 3, 3))).float(),
-                "module_list.0.bias": torch.from_numpy(rng.normal(size=2)).float(),
-                f"module_list.{head}.weight": torch.from_numpy(rng.normal(size=(10, 2))).float(),
-                f"module_list.{head}.bias": torch.from_numpy(rng.normal(size=10)).float(),
-            }
-            folder = trial / f"checkpoint_{epoch:06d}"
-            folder.mkdir()
-            torch.save(sd, folder / "checkpoints")
-            torch.save({"state": {}}, folder / "optimizer")
-            ckpts[epoch] = sd
-        # even trials log every checkpoint, odd ones skip epoch 0 (the off-by-one of the zoos)
-        first = 1 if dropout else 0
-        lines = [
-            {"training_iteration": e, "test_acc": 0.1 * e + i / 100, "train_loss": 2.0 - e}
-            for e in range(first, 3)
-        ]
-        (trial / "result.json").write_text("\n".join(json.dumps(line) for line in lines) + "\n")
-        truth[name] = {"params": params, "ckpts": ckpts, "first": first, "i": i}
-    return truth
-
-
 def test_modelzoo_round_trip(tmp_path, rng):
-    truth = _modelzoo_tree(tmp_path / "cnn_mnist_seed", rng)
+    truth = modelzoo_tree(tmp_path / "cnn_mnist_seed", rng)
     dest = import_zoo("modelzoo", tmp_path / "cnn_mnist_seed", tmp_path / "out")
     manifest, models = read_back(dest)
     assert manifest.family == "modelzoo" and manifest.epochs == [0, 1, 2]
@@ -140,39 +60,9 @@ def test_modelzoo_without_trials_is_a_clear_error(tmp_path):
 
 # -- Small CNN Zoo ------------------------------------------------------------------------------
 
-_VARIABLES = [
-    ("sequential/conv2d/kernel:0", (3, 3, 1, 2)),
-    ("sequential/conv2d/bias:0", (2,)),
-    ("sequential/dense/kernel:0", (2, 3)),
-    ("sequential/dense/bias:0", (3,)),
-]
-
-
-def _cnn_zoo_tree(root: Path, rng: np.random.Generator) -> np.ndarray:
-    root.mkdir()
-    with open(root / "layout.csv", "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["varname", "start_idx", "end_idx", "shape"])
-        offset = 0
-        for name, shape in _VARIABLES:
-            size = int(np.prod(shape))
-            writer.writerow([name, offset, offset + size, str(shape)])
-            offset += size
-    order = [(m, s) for s in (0, 100) for m in ("b", "a", "c", "d")]  # rows not grouped by model
-    weights = rng.normal(size=(len(order), offset)).astype(np.float32)
-    np.save(root / "weights.npy", weights)
-    text = io.StringIO()
-    writer = csv.writer(text)
-    writer.writerow(["modeldir", "step", "test_accuracy", "train_loss", "config.learning_rate"])
-    for row, (model, step) in enumerate(order):
-        writer.writerow([f"run/{model}", step, row / 10, 1.0 - row / 10, ord(model) / 1000])
-    with gzip.open(root / "metrics.csv.gz", "wt") as handle:
-        handle.write(text.getvalue())
-    return weights
-
 
 def test_cnn_zoo_transposes_tf_kernels(tmp_path, rng):
-    weights = _cnn_zoo_tree(tmp_path / "mnist", rng)
+    weights = cnn_zoo_tree(tmp_path / "mnist", rng)
     manifest, models = read_back(import_zoo("cnn-zoo", tmp_path / "mnist", tmp_path / "out"))
     assert manifest.epochs == [0, 100] and manifest.num_models == 4
     layout = manifest.layout
@@ -205,7 +95,7 @@ def test_cnn_zoo_transposes_tf_kernels(tmp_path, rng):
 
 
 def test_cnn_zoo_refuses_object_arrays(tmp_path, rng):
-    _cnn_zoo_tree(tmp_path / "mnist", rng)
+    cnn_zoo_tree(tmp_path / "mnist", rng)
     np.save(tmp_path / "mnist" / "weights.npy", np.array([Gadget()], dtype=object))
     with pytest.raises(UnsafeFileError, match="weights.npy"):
         import_zoo("cnn-zoo", tmp_path / "mnist", tmp_path / "out")
@@ -214,31 +104,8 @@ def test_cnn_zoo_refuses_object_arrays(tmp_path, rng):
 # -- MLDS ---------------------------------------------------------------------------------------
 
 
-def _mlds_tree(root: Path, rng: np.random.Generator) -> dict[str, dict]:
-    (root / "sub").mkdir(parents=True)
-    truth = {}
-    for i in range(6):
-        sd = {
-            "gru.weight_ih_l0": rng.normal(size=(6, 3)).astype(np.float32),
-            "gru.bias_ih_l0": rng.normal(size=6).astype(np.float32),
-            "fc.weight": rng.normal(size=(2, 2)).astype(np.float32),
-        }
-        meta = {"machine": f"m{i % 2}", "seed": 100 + i, "final_loss": 0.5 / (i + 1)}
-        if i < 3:
-            path = root / f"net{i}.pt"
-            torch.save({k: torch.from_numpy(v) for k, v in sd.items()}, path)
-            (root / f"net{i}.json").write_text(json.dumps(meta))
-        else:
-            path = root / "sub" / f"net{i}.json"
-            path.write_text(
-                json.dumps({"state_dict": {k: v.tolist() for k, v in sd.items()}, **meta})
-            )
-        truth[path.relative_to(root).as_posix()] = {"sd": sd, "meta": meta}
-    return truth
-
-
 def test_mlds_round_trip(tmp_path, rng):
-    truth = _mlds_tree(tmp_path / "ds1", rng)
+    truth = mlds_tree(tmp_path / "ds1", rng)
     manifest, models = read_back(import_zoo("mlds", tmp_path / "ds1", tmp_path / "out"))
     assert manifest.num_models == 6 and manifest.metrics == ["final_loss"]
     for model in models.values():
@@ -263,7 +130,7 @@ def test_pickled_objects_are_refused(tmp_path, capsys):
 
 
 def test_cli_import_then_resume(tmp_path, rng, capsys):
-    _mlds_tree(tmp_path / "ds1", rng)
+    mlds_tree(tmp_path / "ds1", rng)
     out = tmp_path / "zoo"
     assert run(["import", "mlds", str(tmp_path / "ds1"), str(out)]) == 0
     assert str(out) in capsys.readouterr().out
@@ -300,25 +167,16 @@ def test_importers_split_like_the_runner_stratified_by_class(tmp_path, rng):
 # -- bad inputs: one-line named errors that name the file -------------------------------------
 
 
-def _one_line_error(capsys, argv, *needles):
-    assert run(argv) == 1
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
-    for needle in needles:
-        assert needle in err, err
-    return err
-
-
 def test_empty_and_truncated_torch_files_are_named_errors(tmp_path, capsys):
     src = tmp_path / "ds1"
     src.mkdir()
     (src / "net0.pt").write_bytes(b"")
-    err = _one_line_error(capsys, ["import", "mlds", str(src), str(tmp_path / "a")], "net0.pt")
+    err = one_line_error(capsys, ["import", "mlds", str(src), str(tmp_path / "a")], "net0.pt")
     assert "UnreadableFileError" in err and "empty" in err
     buffer = io.BytesIO()
     torch.save({"fc.weight": torch.ones(8, 8)}, buffer, _use_new_zipfile_serialization=False)
     (src / "net0.pt").write_bytes(buffer.getvalue()[:100])  # a truncated legacy-format file
-    err = _one_line_error(capsys, ["import", "mlds", str(src), str(tmp_path / "b")], "net0.pt")
+    err = one_line_error(capsys, ["import", "mlds", str(src), str(tmp_path / "b")], "net0.pt")
     assert "UnreadableFileError" in err
     # a complete legacy-format file is a plain state_dict and imports
     (src / "net0.pt").write_bytes(buffer.getvalue())
@@ -327,20 +185,20 @@ def test_empty_and_truncated_torch_files_are_named_errors(tmp_path, capsys):
 
 
 def test_empty_weights_npy_is_a_named_error(tmp_path, rng, capsys):
-    _cnn_zoo_tree(tmp_path / "mnist", rng)
+    cnn_zoo_tree(tmp_path / "mnist", rng)
     weights = tmp_path / "mnist" / "weights.npy"
     weights.write_bytes(b"")
     argv = ["import", "cnn-zoo", str(tmp_path / "mnist"), str(tmp_path / "out")]
-    assert "UnreadableFileError" in _one_line_error(capsys, argv, "weights.npy")
+    assert "UnreadableFileError" in one_line_error(capsys, argv, "weights.npy")
     np.save(weights, np.zeros((0, 4970), dtype=np.float32))
-    assert "no rows" in _one_line_error(capsys, argv, "weights.npy")
+    assert "no rows" in one_line_error(capsys, argv, "weights.npy")
 
 
 def test_dest_inside_src_is_refused(tmp_path, rng, capsys):
-    _mlds_tree(tmp_path / "ds1", rng)
+    mlds_tree(tmp_path / "ds1", rng)
     for dest in (tmp_path / "ds1" / "zoo", tmp_path / "ds1"):
         argv = ["import", "mlds", str(tmp_path / "ds1"), str(dest)]
-        assert "SourcePathError" in _one_line_error(capsys, argv, "inside SRC")
+        assert "SourcePathError" in one_line_error(capsys, argv, "inside SRC")
     assert not (tmp_path / "ds1" / "zoo").exists()
 
 
@@ -350,25 +208,25 @@ def test_links_out_of_src_are_refused(tmp_path, rng, capsys, kind):
     outside.mkdir()
     src = tmp_path / "src"
     if kind == "mlds":
-        _mlds_tree(src, rng)
+        mlds_tree(src, rng)
         victim = src / "net1.pt"
     elif kind == "cnn-zoo":
-        _cnn_zoo_tree(src, rng)
+        cnn_zoo_tree(src, rng)
         victim = src / "weights.npy"
     else:
-        _modelzoo_tree(src, rng)
+        modelzoo_tree(src, rng)
         victim = next(src.glob("*/checkpoint_000001/checkpoints"))
     target = outside / victim.name
     victim.rename(target)
     victim.symlink_to(target)
-    err = _one_line_error(capsys, ["import", kind, str(src), str(tmp_path / "out")], victim.name)
+    err = one_line_error(capsys, ["import", kind, str(src), str(tmp_path / "out")], victim.name)
     assert "SourcePathError" in err and "outside the source directory" in err
 
 
 def test_a_failed_import_frees_the_zoo_at_once(tmp_path, rng, monkeypatch):
     from weightzoo.importers import _common
 
-    _mlds_tree(tmp_path / "ds1", rng)
+    mlds_tree(tmp_path / "ds1", rng)
     real = _common.write_block
 
     def full_disk(*args, **kwargs):

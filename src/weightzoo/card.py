@@ -2,8 +2,14 @@
 
 The card is generated from the manifest alone plus the final-checkpoint accuracy metrics of the
 shards, so that it always says what the repo holds. Its YAML front matter is written with JSON
-flow values (valid YAML), which needs no YAML library and round-trips exactly. With the
-``plots`` extra (matplotlib), :func:`write_card` adds the figures of :mod:`weightzoo.figures`.
+flow values (valid YAML), which needs no YAML library and round-trips exactly
+(:func:`front_matter`). With the ``plots`` extra (matplotlib), :func:`write_card` adds the
+figures of :mod:`weightzoo.figures`.
+
+Every name and value in the card's Markdown comes from a publisher (the manifest and shards of
+a zoo anyone may push), so it goes in through :mod:`weightzoo.escaping`: as one bounded line of
+escaped text, as a quoted word in a code block, or as a percent-encoded path segment of a link
+inside the card folder. The card's only other link is to weightzoo's own page.
 """
 
 from __future__ import annotations
@@ -11,15 +17,27 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import h5py
 import numpy as np
 
-from weightzoo.storage.manifest import SPLITS, Manifest
+from weightzoo.errors import ManifestError
+from weightzoo.escaping import markdown_text, python_str, relative_link, shell_quote
+from weightzoo.storage.manifest import MANIFEST_NAME, SPLITS, Manifest
+from weightzoo.storage.reader import ZooReader
 
 FIGURE_DIR = "figures"  # beside README.md, locally and in the hub repo
+PROJECT_URL = "https://pypi.org/project/weightzoo/"  # the one absolute link of a card
+#: YAML reads a mapping key on one line only up to this many characters (quotes included).
+MAX_YAML_KEY = 1024
+# A hub turns each tag into a link of its own: a family becomes a tag only in this plain form.
+_TAG = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
+# A JSON string, or a number with an exponent and no fraction (1e-05), which a YAML 1.1 reader
+# (PyYAML) takes for a string; written 1.0e-05, it is a float to JSON and to every YAML.
+_JSON_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|(?<![\w.])(-?\d+)([eE][-+]?\d+)')
 
 
 def accuracy_summary(zoo_dir: str | os.PathLike[str], manifest: Manifest) -> dict[str, Any]:
@@ -37,16 +55,17 @@ def accuracy_summary(zoo_dir: str | os.PathLike[str], manifest: Manifest) -> dic
     if not names or not manifest.epochs:
         return {}
     last = manifest.epochs[-1]
+    # Through the reader: every shard is checked (self-contained, sizes) before it is read.
+    reader = ZooReader(zoo_dir, split=None, epochs=[last], manifest=manifest)
+    keep = reader.column("viable").astype(bool) & reader.complete
+    splits = reader.column("split")
     values: dict[str, dict[str, list[np.ndarray]]] = {m: {} for m in names}
-    for entry in manifest.shards:
-        if last not in entry.epochs:
-            continue
-        column = list(entry.epochs).index(last)
-        with h5py.File(Path(zoo_dir) / entry.file, "r") as handle:
-            viable = np.asarray(handle["models/viable"][:], dtype=bool)
-            for name in names:
-                data = np.asarray(handle[f"metrics/{name}"][:, column], dtype=np.float64)
-                values[name].setdefault(entry.split, []).append(data[viable])
+    for name in names:
+        data = reader.metrics[name][:, 0].astype(np.float64)
+        for split in SPLITS:
+            chosen = keep & (splits == split)
+            if chosen.any():
+                values[name][split] = [data[chosen]]
     summary: dict[str, Any] = {}
     for name, per_split in values.items():
         rows = {}
@@ -98,7 +117,7 @@ def card_metadata(
     return {
         "license": license,
         "pretty_name": manifest.name,
-        "tags": ["weightzoo", "model-zoo", "weight-space-learning", manifest.family],
+        "tags": card_tags(manifest.family),
         "size_categories": [_size_category(manifest.num_models)],
         "weightzoo": {
             "version": _version(),
@@ -118,6 +137,12 @@ def card_metadata(
             "accuracy": accuracy_summary(zoo_dir, manifest),
         },
     }
+
+
+def card_tags(family: str) -> list[str]:
+    """The card's tags: weightzoo's own, and the family's name where it is a plain tag."""
+    tags = ["weightzoo", "model-zoo", "weight-space-learning"]
+    return [*tags, family] if _TAG.fullmatch(family) else tags
 
 
 def _version() -> str:
@@ -147,18 +172,15 @@ def render_card(
         The card text.
     """
     meta = card_metadata(zoo_dir, manifest, license=license)
-    front = "\n".join(f"{key}: {json.dumps(value)}" for key, value in meta.items())
     block = meta["weightzoo"]
-    splits = ", ".join(f"{k} {v}" for k, v in manifest.split_counts.items())
+    splits = ", ".join(f"{markdown_text(k)} {v}" for k, v in manifest.split_counts.items())
     lines = [
-        "---",
-        front,
-        "---",
+        front_matter(meta, source=str(Path(zoo_dir) / MANIFEST_NAME)),
         "",
-        f"# {manifest.name}",
+        f"# {markdown_text(manifest.name)}",
         "",
-        f"A model zoo in the [weightzoo](https://pypi.org/project/weightzoo/) format "
-        f"(family `{manifest.family}`): {manifest.num_models} models ({splits}), "
+        f"A model zoo in the [weightzoo]({PROJECT_URL}) format "
+        f"(family {markdown_text(manifest.family)}): {manifest.num_models} models ({splits}), "
         f"{len(manifest.epochs)} checkpoints each (epochs {manifest.epochs[0]}..."
         f"{manifest.epochs[-1]}), {manifest.num_params} parameters per model, "
         f"{block['num_shards']} HDF5 shards ({block['bytes']} bytes).",
@@ -166,12 +188,12 @@ def render_card(
         "## Use",
         "",
         "```bash",
-        f"weightzoo fetch {repo_id} --split test --epochs last",
+        f"weightzoo fetch {shell_quote(repo_id)} --split test --epochs last",
         "```",
         "",
         "```python",
         "import weightzoo",
-        f'path = weightzoo.fetch("{repo_id}", split="train")',
+        f'path = weightzoo.fetch({python_str(repo_id)}, split="train")',
         'data = weightzoo.ZooDataset(path, split="train")',
         "```",
         "",
@@ -179,20 +201,11 @@ def render_card(
     ]
     if block["accuracy"]:
         lines += ["", "## Accuracy at the last checkpoint (viable models)", ""]
-        lines += [
-            "| metric | split | models | mean | std | min | max |",
-            "|---|---|---|---|---|---|---|",
-        ]
-        for metric, rows in block["accuracy"].items():
-            for split, row in rows.items():
-                lines.append(
-                    f"| {metric} | {split} | {row['models']} | {row['mean']} | {row['std']} "
-                    f"| {row['min']} | {row['max']} |"
-                )
+        lines += accuracy_table(block["accuracy"])
     if figures:
         lines += ["", "## Figures", ""]
         for title, name in figures:
-            lines += [f"### {title}", "", f"![{title}]({FIGURE_DIR}/{name})", ""]
+            lines += [f"### {markdown_text(title)}", "", figure_image(name), ""]
     lines += [
         "",
         "The full generating spec is in the front matter (`weightzoo.spec`); card written by "
@@ -200,6 +213,82 @@ def render_card(
         "",
     ]
     return "\n".join(lines)
+
+
+def accuracy_table(accuracy: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> list[str]:
+    """The Markdown table of an :func:`accuracy_summary`, one row per metric and split."""
+    lines = [
+        "| metric | split | models | mean | std | min | max |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for metric, rows in accuracy.items():
+        for split, row in rows.items():
+            # The numbers are computed here; the names come from the publisher.
+            cells = [markdown_text(metric), markdown_text(split)]
+            cells += [str(row[k]) for k in ("models", "mean", "std", "min", "max")]
+            lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def figure_image(name: str, *folders: str) -> str:
+    """The Markdown image of figure file ``name`` in ``figures/<folders...>/`` beside the card.
+
+    The alternative text is the file name's (the figure's title is the heading above it).
+    """
+    alt = markdown_text(Path(name).stem.replace("-", " "))
+    return f"![{alt}]({relative_link(FIGURE_DIR, *folders, name)})"
+
+
+def front_matter(meta: Mapping[str, Any], *, source: str) -> str:
+    r"""The card's YAML front matter, ``---`` lines included: one ``key: value`` line per key.
+
+    Each value is written as JSON, which is a YAML flow value too (a float always with a
+    fraction, as YAML 1.1 wants it: ``1.0e-05``). Characters that YAML does
+    not read as themselves in a quoted string (C1 controls, line and paragraph separators,
+    byte-order marks, non-characters, lone surrogates) and every other non-printable one of
+    the Basic Multilingual Plane are written as ``\uXXXX``, which JSON and YAML read alike;
+    so no value can break a line, and :func:`read_card_metadata` (JSON) and a YAML reader get
+    the same values.
+
+    Args:
+        meta: the metadata (:func:`card_metadata`), JSON-serialisable, with plain keys.
+        source: what the metadata was read from, for the error message.
+
+    Returns:
+        The block, from the opening to the closing ``---``.
+
+    Raises:
+        ManifestError: for a mapping key longer than YAML reads (:data:`MAX_YAML_KEY`).
+    """
+    _check_keys(meta, source)
+    lines = [f"{key}: {_yaml_json(value)}" for key, value in meta.items()]
+    return "\n".join(["---", *lines, "---"])
+
+
+def _yaml_json(value: Any) -> str:
+    text = json.dumps(value, ensure_ascii=False)
+    text = _JSON_TOKEN.sub(lambda m: m[0] if m[1] is None else f"{m[1]}.0{m[2]}", text)
+    # Outside the BMP, YAML takes every character as printable, and JSON has no escape short
+    # of a surrogate pair, which YAML would read as two characters: those stay as they are.
+    return "".join(
+        ch if ch.isprintable() or ord(ch) > 0xFFFF else f"\\u{ord(ch):04x}" for ch in text
+    )
+
+
+def _check_keys(value: Any, source: str) -> None:
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            length = len(_yaml_json(key))
+            if length > MAX_YAML_KEY:
+                raise ManifestError(
+                    f"{source}: the key {key[:40]!r}... is {length} characters long in the "
+                    f"card's YAML front matter, which reads keys of up to {MAX_YAML_KEY}; "
+                    "shorten it in the zoo's manifest"
+                )
+            _check_keys(item, source)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            _check_keys(item, source)
 
 
 def write_card(
@@ -277,7 +366,8 @@ def read_card_metadata(text: str) -> dict[str, Any]:
     if len(parts) < 3 or parts[0]:
         raise ValueError("the card has no '---' front matter block at its start")
     meta = {}
-    for line in parts[1].splitlines():
+    # "\n" only: str.splitlines() would also split at characters a JSON value may hold.
+    for line in parts[1].rstrip("\n").split("\n"):
         key, sep, value = line.partition(": ")
         if not sep:
             raise ValueError(f"front matter line {line!r} is not 'key: value'")

@@ -23,6 +23,7 @@ from types import FrameType
 from typing import Any, NoReturn
 
 from weightzoo.errors import InvalidOptionError, WeightzooError
+from weightzoo.escaping import one_line
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -408,7 +409,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
         failures = verify_zoo(args.path, on_shard=lambda _: bar.update())
     if failures:
         for entry, error in failures:
-            print(f"BAD  {entry.file}: {error}", file=sys.stderr)
+            print(
+                f"BAD  {entry.file}: {one_line(str(error), limit=None)}",
+                file=sys.stderr,
+            )
         print(
             f"weightzoo: error: {len(failures)} of {total} shards failed verification",
             file=sys.stderr,
@@ -1094,7 +1098,9 @@ def _call(func: Callable[[argparse.Namespace], int], args: argparse.Namespace) -
         if isinstance(exc, BrokenPipeError):
             raise
         name = type(exc).__name__
-        print(f"weightzoo: error: {exc} [{name}; WEIGHTZOO_DEBUG=1 for details]", file=sys.stderr)
+        # One line, whatever a file name or a publisher's string in the message holds.
+        text = one_line(str(exc), limit=None)
+        print(f"weightzoo: error: {text} [{name}; WEIGHTZOO_DEBUG=1 for details]", file=sys.stderr)
         return EXIT_ERROR
 
 

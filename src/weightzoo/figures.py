@@ -4,6 +4,10 @@ Each figure is drawn from one :class:`CardData`, read once from the zoo: the mai
 every checkpoint, the final weights of (a sample of) the models, and the trajectories of a
 few of them. The 2-D embedding is PCA computed with numpy (UMAP when ``umap-learn`` is
 installed and asked for), so that drawing a card needs neither scikit-learn nor torch.
+
+Names and values from the zoo (its name, metric and column names, category values) are a
+publisher's: they are drawn as one bounded line of plain text (:func:`_text`), with matplotlib's
+mathtext and LaTeX kept away from them.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from weightzoo.errors import InvalidOptionError, UnknownColumnError, require
+from weightzoo.escaping import one_line
 from weightzoo.storage.reader import ZooReader
 
 PathLike = str | os.PathLike[str]
@@ -30,6 +35,7 @@ MAX_PAIRS_MODELS = 500
 FINAL_BYTES = 128 << 20
 TRAJECTORY_BYTES = 64 << 20
 DPI = 110
+TEXT_CHARS = 40  # of one publisher string in a figure (a title, a label, a legend entry)
 
 
 @dataclass
@@ -117,7 +123,7 @@ def load_card_data(zoo_dir: PathLike, *, color_by: str | None = None, seed: int 
     if color_by not in columns:
         raise UnknownColumnError(
             f"cannot colour by {color_by!r}: zoo {manifest.name!r} has the columns "
-            f"{', '.join(sorted(columns))}"
+            f"{', '.join(map(repr, sorted(columns)))}"
         )
     passed = {}
     if group and "passed" in columns:
@@ -221,11 +227,23 @@ def _figure(width: float = 6.4, height: float = 4.2) -> Any:
 
 def _title(ax: Any, zoo: str, what: str) -> None:
     """Two lines, the zoo's name above what the figure shows, so that long names fit."""
-    ax.set_title(f"{zoo}\n{what}", fontsize="medium")
+    ax.set_title(_text(f"{one_line(zoo, TEXT_CHARS)}\n{what}"), fontsize="medium")
 
 
 def _label(metric: str) -> str:
-    return metric.replace("_", " ")
+    """A metric or column name as one short line to show in a figure."""
+    return one_line(metric.replace("_", " "), TEXT_CHARS)
+
+
+def _text(text: str) -> str:
+    """Text for matplotlib: every ``$`` escaped, so that no mathtext is parsed from it."""
+    return text.replace("$", r"\$")
+
+
+def _legend_text(label: str) -> str:
+    """A legend entry; a leading space keeps matplotlib from hiding a label that starts ``_``."""
+    text = _text(one_line(label, TEXT_CHARS))
+    return f" {text}" if text.startswith("_") else text
 
 
 def metric_over_epochs(data: CardData) -> Any:
@@ -256,7 +274,7 @@ def metric_over_epochs(data: CardData) -> Any:
     if "loss" in data.metric and np.nanmin(values) > 0:
         ax.set_yscale("log")
     ax.set_xlabel("epoch (checkpoint)")
-    ax.set_ylabel(_label(data.metric))
+    ax.set_ylabel(_text(_label(data.metric)))
     _title(ax, data.name, f"{_label(data.metric)} over training ({len(values)} models)")
     ax.grid(alpha=0.3)
     return fig
@@ -270,7 +288,7 @@ def mean_vs_std(data: CardData) -> Any:
     # Bright is good either way: losses get the reversed colour map.
     cmap = "viridis_r" if "loss" in data.metric else "viridis"
     points = ax.scatter(data.final.mean(axis=1), data.final.std(axis=1), c=color, s=14, cmap=cmap)
-    fig.colorbar(points, ax=ax, label=f"final {_label(data.metric)}")
+    fig.colorbar(points, ax=ax, label=_text(f"final {_label(data.metric)}"))
     ax.set_xlabel("mean of the weights")
     ax.set_ylabel("std of the weights")
     _title(ax, data.name, "final weights, one point per model")
@@ -282,7 +300,7 @@ def _color_points(fig: Any, ax: Any, points: np.ndarray, values: np.ndarray, nam
     """Scatter ``points`` coloured by ``values``: a legend for classes, a colour bar for numbers."""
     if values.dtype.kind in "biuf" and len(np.unique(values)) > 12:
         drawn = ax.scatter(points[:, 0], points[:, 1], c=values, s=14, cmap="viridis")
-        fig.colorbar(drawn, ax=ax, label=_label(name))
+        fig.colorbar(drawn, ax=ax, label=_text(_label(name)))
         return
     labels = values.astype(str)
     classes = _ordered(labels, None)
@@ -290,8 +308,11 @@ def _color_points(fig: Any, ax: Any, points: np.ndarray, values: np.ndarray, nam
     cmap = require("matplotlib", "plots", "zoo card figures").colormaps[palette]  # type: ignore[attr-defined]
     for i, label in enumerate(classes):
         rows = labels == label
-        ax.scatter(points[rows, 0], points[rows, 1], s=14, color=cmap(i % cmap.N), label=label)
-    ax.legend(title=_label(name), fontsize="small", loc="center left", bbox_to_anchor=(1.0, 0.5))
+        color = cmap(i % cmap.N)
+        ax.scatter(points[rows, 0], points[rows, 1], s=14, color=color, label=_legend_text(label))
+    ax.legend(
+        title=_text(_label(name)), fontsize="small", loc="center left", bbox_to_anchor=(1.0, 0.5)
+    )
 
 
 def embedding_figure(data: CardData, embedding: Embedding) -> Any:
@@ -349,7 +370,7 @@ def distance_histogram(data: CardData) -> Any:
 
 def pass_rate_figure(data: CardData) -> Any:
     """The share of models per class that passed the training threshold."""
-    labels = list(data.passed)
+    labels = [_text(one_line(label, TEXT_CHARS)) for label in data.passed]
     fig = _figure(max(6.4, 0.45 * len(labels) + 2), 4.2)
     ax = fig.add_subplot()
     rates = [100.0 * p / n for p, n in data.passed.values()]
@@ -366,7 +387,7 @@ def pass_rate_figure(data: CardData) -> Any:
     ax.set_xticks(range(len(labels)), labels, rotation=rotate, ha="right" if rotate else "center")
     ax.set_ylim(0, 110)
     ax.set_ylabel("passed, % of models")
-    ax.set_xlabel(data.class_column or "")
+    ax.set_xlabel(_text(one_line(data.class_column or "", TEXT_CHARS)))
     _title(ax, data.name, f"networks that passed the threshold, per {data.class_column}")
     ax.grid(alpha=0.3, axis="y")
     return fig
@@ -394,13 +415,23 @@ def write_figures(
         MissingExtraError: if matplotlib (the ``plots`` extra) is not installed.
     """
     _figure()  # fail early, and by name, without matplotlib
+    matplotlib: Any = require("matplotlib", "plots", "zoo card figures")
+    # A user's matplotlibrc may turn LaTeX on: publisher text must never reach it.
+    with matplotlib.rc_context({"text.usetex": False}):
+        return _draw_figures(zoo_dir, out_dir, color_by=color_by, embedding=embedding)
+
+
+def _draw_figures(
+    zoo_dir: PathLike, out_dir: PathLike, *, color_by: str | None, embedding: str
+) -> list[tuple[str, str]]:
     data = load_card_data(zoo_dir, color_by=color_by)
     fitted = embed(data.final, embedding)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     figures = [
         (
-            f"{_label(data.metric).capitalize()} over training",
+            # Raw: the card escapes and bounds its headings itself.
+            f"{data.metric.replace('_', ' ').capitalize()} over training",
             "metric-over-epochs.png",
             metric_over_epochs(data),
         ),

@@ -2,19 +2,30 @@
 
 The front matter's ``weightzoo`` block holds the grouped spec and, per group, the counts and
 accuracy summary a version-1 card holds; the figures of each group go to
-``figures/<group>/`` beside the card.
+``figures/<group>/`` beside the card. Publisher strings go in as :mod:`weightzoo.card` puts
+them: escaped by :mod:`weightzoo.escaping`.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
 
-from weightzoo.card import FIGURE_DIR, _size_category, _version, accuracy_summary
+from weightzoo.card import (
+    FIGURE_DIR,
+    PROJECT_URL,
+    _size_category,
+    _version,
+    accuracy_summary,
+    accuracy_table,
+    card_tags,
+    figure_image,
+    front_matter,
+)
+from weightzoo.escaping import markdown_text, python_str, shell_quote
 from weightzoo.storage.groups import GroupedManifest, check_group_manifest
-from weightzoo.storage.manifest import Manifest
+from weightzoo.storage.manifest import MANIFEST_NAME, Manifest
 
 
 def grouped_card_metadata(
@@ -52,7 +63,7 @@ def grouped_card_metadata(
     return {
         "license": license,
         "pretty_name": top.name,
-        "tags": ["weightzoo", "model-zoo", "weight-space-learning", top.family],
+        "tags": card_tags(top.family),
         "size_categories": [_size_category(top.num_models)],
         "weightzoo": {
             "version": _version(),
@@ -84,19 +95,16 @@ def render_grouped_card(
     """
     meta = grouped_card_metadata(zoo_dir, license=license)
     block = meta["weightzoo"]
-    front = "\n".join(f"{key}: {json.dumps(value)}" for key, value in meta.items())
     first = block["groups"][0]["name"] if block["groups"] else "NAME"
     lines = [
-        "---",
-        front,
-        "---",
+        front_matter(meta, source=str(Path(zoo_dir) / MANIFEST_NAME)),
         "",
-        f"# {block['name']}",
+        f"# {markdown_text(block['name'])}",
         "",
-        f"A grouped model zoo in the [weightzoo](https://pypi.org/project/weightzoo/) format "
-        f"(format version 2, family `{block['family']}`): {block['num_models']} models in "
-        f"{len(block['groups'])} groups; each group is a complete zoo of its own layout under "
-        "`groups/<name>/`, and model ids are unique across groups.",
+        f"A grouped model zoo in the [weightzoo]({PROJECT_URL}) format "
+        f"(format version 2, family {markdown_text(block['family'])}): {block['num_models']} "
+        f"models in {len(block['groups'])} groups; each group is a complete zoo of its own "
+        "layout under `groups/<name>/`, and model ids are unique across groups.",
         "",
         "| group | models | model ids | params | checkpoints | shards | bytes |",
         "|---|---|---|---|---|---|---|",
@@ -104,22 +112,23 @@ def render_grouped_card(
     for group in block["groups"]:
         last_id = group["first_model_id"] + group["num_models"] - 1
         lines.append(
-            f"| {group['name']} | {group['num_models']} | {group['first_model_id']}..{last_id} "
-            f"| {group['num_params']} | {group['num_checkpoints']} | {group['num_shards']} "
-            f"| {group['bytes']} |"
+            f"| {markdown_text(group['name'])} | {group['num_models']} "
+            f"| {group['first_model_id']}..{last_id} | {group['num_params']} "
+            f"| {group['num_checkpoints']} | {group['num_shards']} | {group['bytes']} |"
         )
     lines += [
         "",
         "## Use",
         "",
         "```bash",
-        f"weightzoo fetch {repo_id} --group {first} --split test --epochs last",
+        f"weightzoo fetch {shell_quote(repo_id)} --group {shell_quote(first)} --split test "
+        "--epochs last",
         "```",
         "",
         "```python",
         "import weightzoo",
-        f'path = weightzoo.fetch("{repo_id}", split="train")',
-        f'one = weightzoo.ZooDataset(path, group="{first}", split="train")',
+        f'path = weightzoo.fetch({python_str(repo_id)}, split="train")',
+        f'one = weightzoo.ZooDataset(path, group={python_str(first)}, split="train")',
         'every = weightzoo.GroupedBatches(path, batch_size=64, shuffle=True, split="train")',
         "```",
         "",
@@ -127,21 +136,13 @@ def render_grouped_card(
         "shards' sha256; `weightzoo fetch` and `weightzoo verify` check the whole chain.",
     ]
     for group in block["groups"]:
+        name = markdown_text(group["name"])
         if group["accuracy"]:
-            lines += ["", f"## Group {group['name']}: accuracy at the last checkpoint", ""]
-            lines += [
-                "| metric | split | models | mean | std | min | max |",
-                "|---|---|---|---|---|---|---|",
-            ]
-            for metric, rows in group["accuracy"].items():
-                for split, row in rows.items():
-                    lines.append(
-                        f"| {metric} | {split} | {row['models']} | {row['mean']} | {row['std']} "
-                        f"| {row['min']} | {row['max']} |"
-                    )
-        for title, name in (figures or {}).get(group["name"], []):
-            lines += ["", f"### {group['name']}: {title}", ""]
-            lines.append(f"![{title}]({FIGURE_DIR}/{group['name']}/{name})")
+            lines += ["", f"## Group {name}: accuracy at the last checkpoint", ""]
+            lines += accuracy_table(group["accuracy"])
+        for title, file in (figures or {}).get(group["name"], []):
+            lines += ["", f"### {name}: {markdown_text(title)}", ""]
+            lines.append(figure_image(file, group["name"]))
     lines += [
         "",
         "The full generating spec is in the front matter (`weightzoo.spec`); card written by "

@@ -7,44 +7,60 @@ one of them against the manifest's sha256 before returning. :func:`push` verifie
 uploads its shards, and then commits the manifest and the card, so that a manifest on the hub
 never names a shard that is not there yet.
 
+A fetch treats the hub as untrusted: repo ids and revisions are checked before they reach a URL
+or a path, the commit and the headers the hub answers are checked before huggingface_hub turns
+them into file names, manifests are bounded in size, and in a local directory a fetch writes
+only into an empty one or one holding the same zoo, and never overwrites or deletes a file that
+it did not download itself (a link found in place of a shard is removed, never its target).
+
 The endpoint is read at call time from ``HF_ENDPOINT`` (falling back to huggingface_hub's
 default), and offline mode from ``HF_HUB_OFFLINE`` (or huggingface_hub's own setting).
 """
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
+import filecmp
 import glob
 import json
 import logging
 import os
+import re
+import shutil
+import stat
 import tempfile
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import httpx2
-from huggingface_hub import CommitOperationAdd, HfApi, constants, hf_hub_download
-from huggingface_hub import snapshot_download as _snapshot_download
+from huggingface_hub import CommitOperationAdd, HfApi, constants, get_session, hf_hub_download
 from huggingface_hub.errors import (
     EntryNotFoundError,
     GatedRepoError,
     HfHubHTTPError,
+    HFValidationError,
     LocalEntryNotFoundError,
     OfflineModeIsEnabled,
     RepositoryNotFoundError,
     RevisionNotFoundError,
 )
 from huggingface_hub.file_download import repo_folder_name
+from huggingface_hub.utils import silent_tqdm, validate_repo_id
 from tqdm.auto import tqdm
 
 from weightzoo import catalog
 from weightzoo.errors import (
     GroupManifestError,
     HubError,
+    InvalidOptionError,
     ManifestError,
     ShardCorruptError,
     ShardMissingError,
+    SpecMismatchError,
     UnknownGroupError,
     UnsafePathError,
 )
@@ -53,6 +69,7 @@ from weightzoo.storage.hashing import sha256_file
 from weightzoo.storage.manifest import (
     GROUPED_FORMAT_VERSION,
     MANIFEST_NAME,
+    MAX_MANIFEST_BYTES,
     Manifest,
     ShardEntry,
     safe_relative_path,
@@ -67,6 +84,22 @@ REPO_TYPE = "dataset"
 CARD_NAME = "README.md"
 # Errors that mean "the hub cannot be reached": fall back to what is already on disk.
 _NETWORK_ERRORS = (OfflineModeIsEnabled, httpx2.TransportError)
+_COMMIT = re.compile(r"[0-9a-f]{40}")
+# Characters git refuses in a ref name (check-ref-format), control characters and space included.
+_REF_FORBIDDEN = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]")
+_SIZE = re.compile(r"[0-9]{1,19}")
+# Where huggingface_hub keeps its record of each file it downloaded into a local directory.
+_DOWNLOAD_RECORDS = (".cache", "huggingface", "download")
+_SHARD_WORKERS = 8
+# Set while this thread (or a download worker of it) runs a fetch: the hub's answers are checked.
+_CHECKING: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "weightzoo_hub_checking", default=False
+)
+# Set while a file is downloaded: the largest body the hub may answer with, and whether the
+# file is a manifest (bounded by MAX_MANIFEST_BYTES) or a shard (by the size its manifest records).
+_BODY_LIMIT: contextvars.ContextVar[tuple[int, bool] | None] = contextvars.ContextVar(
+    "weightzoo_hub_body_limit", default=None
+)
 
 
 # -- configuration ----------------------------------------------------------------------------
@@ -84,7 +117,11 @@ def _offline() -> bool:
 
 
 def resolve_repo(name_or_repo: str, revision: str | None = None) -> tuple[str, str | None]:
-    """Turn a catalog name or an ``owner/name`` repo id into ``(repo_id, revision)``.
+    """Turn a catalog name or an ``owner/name`` repo id into a checked ``(repo_id, revision)``.
+
+    Both are checked here, before they reach any URL or path: the repo id must be ``owner/name``
+    as the hub allows it, and the revision a 40-hex commit id or a branch or tag name by the
+    rules of ``git check-ref-format`` that keep it a plain relative path.
 
     Args:
         name_or_repo: a catalog name (``mlds-ds1``) or a hub dataset repo id (``owner/name``).
@@ -95,27 +132,202 @@ def resolve_repo(name_or_repo: str, revision: str | None = None) -> tuple[str, s
 
     Raises:
         UnknownZooError: for a name that is neither in the catalog nor a repo id.
-        HubError: for a catalog zoo that has no hub copy yet.
+        HubError: for an invalid repo id, or a catalog zoo that has no hub copy yet.
+        InvalidOptionError: for a revision that is no commit id, branch or tag name.
     """
     if "/" in name_or_repo:
-        owner, _, name = name_or_repo.partition("/")
-        if not owner or not name or "/" in name:
+        repo_id = name_or_repo
+    else:
+        entry = catalog.get_entry(name_or_repo)
+        if entry.hub_repo is None:
             raise HubError(
-                f"{name_or_repo!r} is not a hub dataset repo id; pass owner/name (e.g. "
-                "your-user/mlds-ds1) or a catalog name from `weightzoo list`."
+                f"zoo {entry.name!r} is not published on the hub yet. Generate it locally with "
+                f"`weightzoo generate {entry.name}`, or fetch a copy someone pushed by passing "
+                "its repo id: `weightzoo fetch OWNER/NAME`."
             )
-        return name_or_repo, revision
-    entry = catalog.get_entry(name_or_repo)
-    if entry.hub_repo is None:
+        repo_id, revision = entry.hub_repo, revision or entry.revision
+    return _check_repo_id(repo_id), None if revision is None else _check_revision(revision)
+
+
+def _check_repo_id(repo_id: str) -> str:
+    """Return ``repo_id`` if it is ``owner/name`` as huggingface_hub validates repo ids."""
+    try:
+        validate_repo_id(repo_id)
+        valid = repo_id.count("/") == 1
+    except HFValidationError:
+        valid = False
+    if not valid:
         raise HubError(
-            f"zoo {entry.name!r} is not published on the hub yet. Generate it locally with "
-            f"`weightzoo generate {entry.name}`, or fetch a copy someone pushed by passing its "
-            "repo id: `weightzoo fetch OWNER/NAME`."
+            f"{repo_id!r} is not a hub dataset repo id; pass owner/name (letters, digits, '-', "
+            "'_' and '.', e.g. your-user/mlds-ds1) or a catalog name from `weightzoo list`."
         )
-    return entry.hub_repo, revision or entry.revision
+    return repo_id
+
+
+def _check_revision(revision: str) -> str:
+    """Return ``revision`` if it is a 40-hex commit id or a safe branch or tag name."""
+    if not isinstance(revision, str) or not (_COMMIT.fullmatch(revision) or _is_ref_name(revision)):
+        raise InvalidOptionError(
+            f"revision {revision!r} is neither a 40-hex commit id nor a branch or tag name (git "
+            "ref names have no '..', '@{', space, control character or any of ~^:?*[\\, and do "
+            "not start with '/' or '-'); pass e.g. main, v1.0 or a commit id."
+        )
+    return revision
+
+
+def _is_ref_name(name: str) -> bool:
+    """Whether ``name`` passes the rules of ``git check-ref-format`` that keep it a plain path.
+
+    Characters that do not print (any script's) are refused too, so that a revision shown in a
+    message or used as a file name is what it looks like.
+    """
+    parts = name.split("/")  # a leading, trailing or doubled '/' gives an empty part
+    return not (
+        name in ("", "@")
+        or not name.isprintable()
+        or name.startswith("-")
+        or name.endswith(".")
+        or ".." in name
+        or "@{" in name
+        or _REF_FORBIDDEN.search(name) is not None
+        or any(not part or part.startswith(".") or part.endswith(".lock") for part in parts)
+    )
+
+
+# -- what the hub answers ---------------------------------------------------------------------
+
+
+def _install_checks() -> None:
+    """Add :func:`_check_response` to huggingface_hub's shared HTTP client, once per client.
+
+    The hook does nothing outside a fetch (see ``_CHECKING``), so it may stay installed.
+    """
+    hooks = get_session().event_hooks["response"]
+    if _check_response not in hooks:
+        hooks.append(_check_response)
+
+
+def _check_response(response: httpx2.Response) -> None:
+    """During a fetch, refuse an answer whose headers huggingface_hub would turn into file names.
+
+    huggingface_hub names cache files after a file's ETag (``blobs/<etag>``, ``<etag>.lock``,
+    ``<etag>.incomplete``) and folders after ``X-Repo-Commit`` (``snapshots/``, ``.no_exist/``):
+    a hub answering ``ETag: "../../x"`` would have it write outside the cache. While a manifest is
+    downloaded, a body larger than the limit (or of no stated size) is refused as well.
+
+    Raises:
+        UnsafePathError: for an ETag, xet hash or commit that is not a plain file name.
+        ManifestError: for a manifest larger than :data:`MAX_MANIFEST_BYTES`.
+    """
+    if not _CHECKING.get():
+        return
+    headers = response.headers
+    names = ["X-Linked-Etag", "X-Xet-Hash"]
+    if response.request.method == "HEAD":  # the metadata request; a GET's ETag names nothing
+        names.append("ETag")
+    for key in names:
+        value = headers.get(key)
+        if value is not None and not _plain_name(value.lstrip("W/").strip('"')):
+            raise UnsafePathError(
+                f"the hub answered {response.request.url} with {key} {value!r}, which "
+                "huggingface_hub would use as a file name outside its folder; nothing of it was "
+                "written. The endpoint is not a Hugging Face Hub or is malicious: check "
+                "HF_ENDPOINT."
+            )
+    commit = headers.get("X-Repo-Commit")
+    if commit is not None and not _COMMIT.fullmatch(commit):
+        raise UnsafePathError(
+            f"the hub answered {response.request.url} with X-Repo-Commit {commit!r}, which is "
+            "not a 40-hex commit id; nothing of it was written. The endpoint is not a Hugging "
+            "Face Hub or is malicious: check HF_ENDPOINT."
+        )
+    limit = _BODY_LIMIT.get()
+    if limit is not None:
+        _check_body_size(response, *limit)
+
+
+def _plain_name(value: str) -> bool:
+    """Whether ``value`` names a single file: no separator, not ``.``/``..``, printable."""
+    return value not in ("", ".", "..") and value.isprintable() and not set(value) & {"/", "\\"}
+
+
+def _check_body_size(response: httpx2.Response, limit: int, manifest: bool) -> None:
+    """Refuse an answer over ``limit`` bytes, or a body whose size is not stated.
+
+    Raises:
+        ManifestError: for a manifest.
+        ShardCorruptError: for a shard (larger than its manifest records).
+    """
+    status = response.status_code
+    if status >= 400:
+        return
+    sizes = [response.headers.get("X-Linked-Size")]
+    if status < 300:  # a redirect's own body is not the file
+        sizes.append(response.headers.get("Content-Length", "no stated number of"))
+    for size in sizes:
+        if size is None or (_SIZE.fullmatch(size) and int(size) <= limit):
+            continue
+        if manifest:
+            raise ManifestError(
+                f"the hub answers {response.request.url} with {size} bytes; a weightzoo manifest "
+                f"has at most {limit}, so it was not downloaded. The repo is malformed or "
+                "malicious: do not use it."
+            )
+        raise ShardCorruptError(
+            f"the hub answers {response.request.url} with {size} bytes, but its manifest "
+            f"records {limit}; it was not downloaded. The hub copy is corrupt or changed after "
+            "its manifest: report it to the zoo's maintainer or fetch another revision."
+        )
 
 
 # -- fetch ------------------------------------------------------------------------------------
+
+
+class _ZooId(NamedTuple):
+    """What makes two manifests the same zoo: the version kind, the name, the spec fingerprint."""
+
+    grouped: bool
+    name: str
+    fingerprint: str
+
+    @classmethod
+    def of(cls, data: dict) -> _ZooId:
+        return cls(
+            data.get("format_version") == GROUPED_FORMAT_VERSION,
+            str(data.get("name")),
+            str(data.get("spec_fingerprint")),
+        )
+
+    def __str__(self) -> str:
+        kind = "grouped zoo" if self.grouped else "zoo"
+        return f"{kind} {self.name!r} (spec {self.fingerprint[:12]})"
+
+
+@dataclass
+class _Source:
+    """Where a fetch downloads from and to, and what it wrote (one commit of one repo)."""
+
+    repo_id: str
+    ref: str
+    cache: str | None
+    local: Path | None
+    endpoint: str
+    token: str | bool | None
+    offline: bool
+    reason: str
+    name_or_repo: str
+    progress: bool
+    staging: Path
+    # Files (relative to the zoo) this fetch downloaded: the only ones it may delete.
+    written: set[str] = field(default_factory=set)
+    # Manifests downloaded into ``staging``, to replace a local directory's once all check out.
+    staged: list[str] = field(default_factory=list)
+
+    @property
+    def where(self) -> str:
+        if self.local is not None:
+            return str(self.local)
+        return f"the hub cache ({self.cache or constants.HF_HUB_CACHE})"
 
 
 def _describe_bytes(data: bytes) -> str:
@@ -126,38 +338,113 @@ def _describe_bytes(data: bytes) -> str:
     return f"{kind} of {len(data)} bytes starting {shown!r}"
 
 
-def _read_manifest_data(path: Path, repo_id: str) -> dict:
+def _read_manifest_data(path: Path, repo_id: str, what: str = MANIFEST_NAME) -> dict:
     """The JSON of a downloaded manifest (any version), or a ManifestError naming what came."""
+    raw = b""
     try:
+        size = path.stat().st_size
+        if size > MAX_MANIFEST_BYTES:
+            raise ManifestError(
+                f"{what} of {repo_id} ({path}) has {size} bytes; a weightzoo manifest has at "
+                f"most {MAX_MANIFEST_BYTES}. The repo is malformed or malicious: do not use it."
+            )
         raw = path.read_bytes()
         data = json.loads(raw.decode("utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        received = _describe_bytes(raw) if "raw" in locals() else "nothing readable"
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        received = _describe_bytes(raw) if raw else "nothing readable"
         raise ManifestError(
-            f"{MANIFEST_NAME} of {repo_id} is not a weightzoo manifest: received {received} "
-            f"({exc}). A proxy or login page may be answering instead of the hub; check "
-            "HF_ENDPOINT and your network."
+            f"{what} of {repo_id} is not a weightzoo manifest: received {received} "
+            f"({type(exc).__name__}: {' '.join(str(exc).split())[:200]}). A proxy or login page "
+            "may be answering instead of the hub; check HF_ENDPOINT and your network."
         ) from exc
     if not isinstance(data, dict):
-        raise ManifestError(f"{MANIFEST_NAME} of {repo_id} is not a weightzoo manifest")
+        raise ManifestError(f"{what} of {repo_id} is not a weightzoo manifest (not an object)")
     return data
 
 
-def _parse_manifest(path: Path, repo_id: str) -> Manifest:
+def _parse_manifest(path: Path, repo_id: str, what: str = MANIFEST_NAME) -> Manifest:
     """Read a downloaded manifest, refusing any path that leaves the zoo directory."""
-    data = _read_manifest_data(path, repo_id)
-    rows = data.get("shards") if isinstance(data, dict) else None
+    data = _read_manifest_data(path, repo_id, what)
+    rows = data.get("shards")
     for row in rows if isinstance(rows, list) else []:
         file = row.get("file") if isinstance(row, dict) else None
         try:
             safe_relative_path(file, what="shard file")
         except ManifestError as exc:
             raise UnsafePathError(
-                f"{MANIFEST_NAME} of hub repo {repo_id} names shard file {file!r}, which is "
-                "outside the zoo directory; nothing was downloaded. The repo is malformed or "
-                "malicious: do not use it."
+                f"{what} of hub repo {repo_id} names shard file {file!r}, which is outside the "
+                "zoo directory; nothing was downloaded. The repo is malformed or malicious: do "
+                "not use it."
             ) from exc
-    return Manifest.from_dict(data, source=f"{path.name} of {repo_id}")
+    return Manifest.from_dict(data, source=f"{what} of {repo_id}")
+
+
+def _held_zoo(local: Path) -> _ZooId | None:
+    """The zoo a ``--local-dir`` holds; ``None`` when it is absent or holds no file.
+
+    A fetch writes only into an empty directory or one holding the same zoo (see
+    :func:`_check_same_zoo`); directories and links alone do not count as content.
+
+    Raises:
+        InvalidOptionError: for a file, or a directory holding files but no ``zoo.json``.
+        UnsafePathError: for a ``zoo.json`` that is a link.
+        ManifestError: for a ``zoo.json`` that is not a readable manifest.
+    """
+    if not os.path.lexists(local):
+        return None
+    if not local.is_dir():
+        raise InvalidOptionError(
+            f"--local-dir {local} is not a directory; pass a new or empty directory, or one "
+            "holding an earlier fetch of the same zoo."
+        )
+    manifest = local / MANIFEST_NAME
+    _refuse_linked_manifest(manifest)
+    if not manifest.exists():
+        stray = _first_file(local)
+        if stray is not None:
+            raise InvalidOptionError(
+                f"--local-dir {local} holds {stray} but no {MANIFEST_NAME}: fetch writes only "
+                "into an empty directory or one holding the same zoo. Pass a new or empty one."
+            )
+        return None
+    try:
+        data = _read_manifest_data(manifest, str(local))
+    except ManifestError as exc:
+        raise ManifestError(
+            f"{manifest} is not a readable weightzoo manifest, so it is unknown which zoo "
+            f"{local} holds; fetch into a new or empty --local-dir, or delete {local} first."
+        ) from exc
+    return _ZooId.of(data)
+
+
+def _first_file(local: Path) -> Path | None:
+    """The first file in ``local`` that is not a link (huggingface_hub's own records aside)."""
+    for folder, dirs, files in os.walk(local):
+        if Path(folder) == local / ".cache":
+            dirs[:] = [d for d in dirs if d != "huggingface"]
+        for name in files:
+            if not (Path(folder) / name).is_symlink():
+                return Path(folder) / name
+    return None
+
+
+def _refuse_linked_manifest(path: Path) -> None:
+    if path.is_symlink():
+        raise UnsafePathError(
+            f"{path} is a link to {path.resolve()}; a fetch neither reads nor replaces a "
+            "manifest through a link. Replace it with the file, or fetch into another directory."
+        )
+
+
+def _check_same_zoo(source: _Source, held: _ZooId | None, data: dict) -> None:
+    """Refuse to fetch into a local directory that holds another zoo (nothing is written yet)."""
+    found = _ZooId.of(data)
+    if held is not None and found != held:
+        raise SpecMismatchError(
+            f"--local-dir {source.local} holds {held}, not the {found} of hub repo "
+            f"{source.repo_id}; nothing was written. Fetch into a new or empty directory, or "
+            f"delete {source.local} first."
+        )
 
 
 def _grouped_shards(
@@ -185,22 +472,38 @@ def _grouped_shards(
                 "records no hash for it); push the zoo again once it is generated"
             )
         group_dir(root, entry)  # before the download: never write through a link out of the zoo
-        path = _download_file(source, f"{entry.path}/{MANIFEST_NAME}")
+        filename = f"{entry.path}/{MANIFEST_NAME}"
+        path = _download_manifest(source, filename)
         actual = sha256_file(path)
         if actual != entry.manifest_sha256:
-            _remove_download(path, blobs)
+            fate = _discard(source, filename, path, blobs)
             raise GroupManifestError(
-                f"{entry.path}/{MANIFEST_NAME} of hub repo {source.repo_id} (revision "
-                f"{source.ref}) has sha256 {actual}, but the top manifest records "
-                f"{entry.manifest_sha256}; it was deleted. The hub copy is corrupt or changed "
-                "after its top manifest: report it to the zoo's maintainer."
+                f"{filename} of hub repo {source.repo_id} (revision {source.ref}) has sha256 "
+                f"{actual}, but the top manifest records {entry.manifest_sha256}; {fate}. The hub "
+                "copy is corrupt or changed after its top manifest: report it to the zoo's "
+                "maintainer."
             )
-        manifest = _parse_manifest(path, source.repo_id)
+        manifest = _parse_manifest(path, source.repo_id, filename)
         wanted += [
             dataclasses.replace(shard, file=f"{entry.path}/{shard.file}")
             for shard in manifest.shards_for(split, epochs)
         ]
     return wanted
+
+
+def _discard(source: _Source, filename: str, path: Path, blobs: Path | None) -> str:
+    """Delete a bad download if this fetch wrote it; say what became of it, for the message."""
+    if filename in source.staged:
+        source.staged.remove(filename)
+        return "it was not kept"
+    if filename in source.written:
+        _remove_download(path, blobs)
+        source.written.discard(filename)
+        return "it was deleted"
+    return (
+        f"{path} was there before this fetch, and a fetch deletes only what it downloaded: "
+        f"delete it and run the same `weightzoo fetch {source.name_or_repo}` again"
+    )
 
 
 def _cache_blobs(root: Path, local: Path | None) -> Path | None:
@@ -256,17 +559,21 @@ def _usable(root: Path, entry: ShardEntry, blobs: Path | None) -> Path | None:
     return path if path.is_file() else None
 
 
-def _refuse_linked_folders(root: Path, wanted: Sequence[ShardEntry]) -> None:
-    """Refuse shards whose folder (``shards/``, a group's) is a link out of the zoo directory.
+def _refuse_links_out(root: Path, files: Iterable[str], local: bool) -> None:
+    """Refuse files whose folder (``shards/``, a group's) is a link out of the zoo directory.
 
     A link in place of a shard file is removed and the shard downloaded (see
-    :func:`_fetch_shards`), but a download into a linked folder would land outside the zoo.
+    :func:`_existing_shards`), but a download into a linked folder would land outside the zoo.
+    In a local directory the folders of huggingface_hub's download records count too.
 
     Raises:
         UnsafePathError: naming the folder and where it leads.
     """
     inside = root.resolve()
-    for folder in sorted({(root / s.file).parent for s in wanted}):
+    folders = {(root / file).parent for file in files}
+    if local:
+        folders |= {root.joinpath(*_DOWNLOAD_RECORDS, file).parent for file in files}
+    for folder in sorted(folders):
         if not folder.resolve().is_relative_to(inside):
             raise UnsafePathError(
                 f"{folder} is a link to {folder.resolve()}, outside the zoo directory {root}; "
@@ -274,54 +581,26 @@ def _refuse_linked_folders(root: Path, wanted: Sequence[ShardEntry]) -> None:
             )
 
 
-def _present(root: Path, entry: ShardEntry, blobs: Path | None) -> bool:
-    path = _usable(root, entry, blobs)
-    return path is not None and path.stat().st_size == entry.bytes
-
-
-def _verify(
-    root: Path, shards: Sequence[ShardEntry], blobs: Path | None, progress: bool
-) -> list[tuple[str, str]]:
-    """Hash every shard; delete and return ``(file, actual sha256)`` for the bad ones."""
-    bad = []
-    total = sum(s.bytes for s in shards)
+def _check_shards(
+    root: Path, entries: Sequence[ShardEntry], blobs: Path | None, progress: bool
+) -> list[tuple[ShardEntry, str]]:
+    """Hash every shard; return ``(entry, what is wrong)`` for those that do not match."""
+    bad: list[tuple[ShardEntry, str]] = []
+    if not entries:
+        return bad
+    total = sum(s.bytes for s in entries)
     with tqdm(total=total, unit="B", unit_scale=True, desc="verify", disable=not progress) as bar:
-        for entry in shards:
+        for entry in entries:
             path = _usable(root, entry, blobs)
-            actual = sha256_file(path) if path is not None else "missing"
-            if actual != entry.sha256:
-                _remove_download(root / entry.file, blobs)
-                bad.append((entry.file, actual))
+            size = path.stat().st_size if path is not None else None
+            if path is None or size is None:
+                bad.append((entry, "missing or not a regular file"))
+            elif size != entry.bytes:
+                bad.append((entry, f"{size} bytes, expected {entry.bytes}"))
+            elif (actual := sha256_file(path)) != entry.sha256:
+                bad.append((entry, f"sha256 {actual}, expected {entry.sha256}"))
             bar.update(entry.bytes)
     return bad
-
-
-def _download_shards(
-    repo_id: str,
-    commit: str,
-    files: Iterable[str],
-    *,
-    cache_dir: str | None,
-    local_dir: Path | None,
-    endpoint: str,
-    token: str | bool | None,
-    progress: bool,
-) -> None:
-    """Download exactly ``files`` of one commit (``allow_patterns`` with globs escaped)."""
-    patterns = [glob.escape(f) for f in files]
-    if not patterns:
-        return
-    _snapshot_download(
-        repo_id,
-        repo_type=REPO_TYPE,
-        revision=commit,
-        allow_patterns=patterns,
-        cache_dir=cache_dir,
-        local_dir=local_dir,
-        endpoint=endpoint,
-        token=token,
-        tqdm_class=tqdm if progress else None,
-    )
 
 
 def fetch(
@@ -343,13 +622,19 @@ def fetch(
     group's ``zoo.json`` (checked against the sha256 the top manifest records), then the shards
     the selection needs in every group (or only in ``group``).
 
-    The manifest is downloaded first; the shards the selection needs are then downloaded with
-    ``snapshot_download(allow_patterns=...)`` into the hub cache (or ``local_dir``), and every
-    selected shard is checked against the manifest's sha256 before the path is returned. A shard
-    that fails is deleted (never left for later use) and downloaded once more; if it fails
-    again, :class:`~weightzoo.errors.ShardCorruptError` is raised. Shards already present cost
-    no download. Offline (``HF_HUB_OFFLINE=1`` or the hub unreachable) the cache is used, and
-    what is missing from it is named.
+    The manifest is downloaded first, then the shards the selection needs, into the hub cache
+    (or ``local_dir``), and every selected shard is checked against the manifest's sha256 before
+    the path is returned. A shard downloaded now that fails is deleted (never left for later
+    use) and downloaded once more; if it fails again,
+    :class:`~weightzoo.errors.ShardCorruptError` is raised. Shards already present cost no
+    download. Offline (``HF_HUB_OFFLINE=1`` or the hub unreachable) the cache is used, and what
+    is missing from it is named.
+
+    The hub is not trusted. ``local_dir`` must be absent, empty, or hold the same zoo (name and
+    spec fingerprint); a file there that the fetch did not download is never overwritten or
+    deleted: one that fails its check is named in the error instead. Repo id and revision are
+    checked before any request; what the hub answers is checked before huggingface_hub makes a
+    file name of it; a manifest has at most :data:`MAX_MANIFEST_BYTES` bytes.
 
     Args:
         name_or_repo: a catalog name (``mlds-ds1``) or any hub dataset repo id (``owner/name``).
@@ -367,99 +652,228 @@ def fetch(
         The local zoo directory (holding ``zoo.json`` and the selected shards).
 
     Raises:
-        HubError: if the repo, revision or manifest cannot be found, or offline data is missing.
-        UnsafePathError: if the manifest names a path outside the zoo directory.
+        HubError: if the repo id is invalid, the repo, revision or manifest cannot be found,
+            the hub answers a commit that is not 40 hex, or offline data is missing.
+        InvalidOptionError: for an invalid revision, or a ``local_dir`` holding files but no zoo.
+        SpecMismatchError: if ``local_dir`` holds another zoo.
+        UnsafePathError: if the manifest, a link or the hub's answer names a path outside the
+            zoo directory (or the cache).
+        ManifestError: for a manifest that is not JSON or larger than :data:`MAX_MANIFEST_BYTES`.
         GroupManifestError: if a group's manifest differs from the hash the top one records.
         UnknownGroupError: for a group the zoo does not have (or any group of a version-1 zoo).
-        ShardCorruptError: if a shard's sha256 differs from the manifest after a retry.
+        ShardCorruptError: if a shard's sha256 differs from the manifest after a retry, or a
+            file that was there before the fetch differs from it.
         UnknownSplitError, EpochError: for a selection the zoo does not have.
     """
     repo_id, revision = resolve_repo(name_or_repo, revision)
-    endpoint = _endpoint(endpoint)
-    cache = os.fspath(cache_dir) if cache_dir is not None else None
     local = Path(local_dir) if local_dir is not None else None
-    where = (
-        f"{local}" if local is not None else f"the hub cache ({cache or constants.HF_HUB_CACHE})"
-    )
-    offline = _offline()
-    reason = "HF_HUB_OFFLINE is set"
-    ref = revision or constants.DEFAULT_REVISION
-    if not offline:
-        try:
-            info = HfApi(endpoint=endpoint, token=token).dataset_info(repo_id, revision=ref)
-            if info.sha:
-                if local is None:
-                    _record_ref(cache, repo_id, ref, info.sha)
-                ref = info.sha
-        except (RepositoryNotFoundError, GatedRepoError) as exc:
-            raise HubError(
-                f"dataset repo {repo_id} not found on {endpoint} (or it is private and no valid "
-                "token was given). Check the repo id, or log in with `hf auth login`."
-            ) from exc
-        except RevisionNotFoundError as exc:
-            raise HubError(f"repo {repo_id} has no revision {ref!r} on {endpoint}") from exc
-        except (*_NETWORK_ERRORS, HfHubHTTPError) as exc:
-            offline, reason = True, f"the hub at {endpoint} cannot be reached ({exc})"
-            logger.warning("%s; using the data already in %s", reason, where)
+    held = _held_zoo(local) if local is not None else None
+    _install_checks()
+    checking = _CHECKING.set(True)
+    try:
+        with tempfile.TemporaryDirectory(prefix="weightzoo-fetch-") as staging:
+            source = _Source(
+                repo_id=repo_id,
+                ref=revision or constants.DEFAULT_REVISION,
+                cache=os.fspath(cache_dir) if cache_dir is not None else None,
+                local=local,
+                endpoint=_endpoint(endpoint),
+                token=token,
+                offline=_offline(),
+                reason="HF_HUB_OFFLINE is set",
+                name_or_repo=name_or_repo,
+                progress=progress,
+                staging=Path(staging),
+            )
+            return _fetch(_pin_commit(source), held, split, epochs, group)
+    finally:
+        _CHECKING.reset(checking)
 
-    source = _Source(
-        repo_id, ref, cache, local, endpoint, token, offline, reason, where, name_or_repo, progress
-    )
-    manifest_path = _download_file(source, MANIFEST_NAME)
-    root = manifest_path.parent
-    blobs = _cache_blobs(root, local)
-    data = _read_manifest_data(manifest_path, repo_id)
+
+def _pin_commit(source: _Source) -> _Source:
+    """The source with its branch or tag resolved to the hub's commit (or offline, if unreachable).
+
+    Raises:
+        HubError: for a missing repo or revision, or a commit that is not 40 hex digits.
+    """
+    if source.offline:
+        return source
+    repo_id, ref, endpoint = source.repo_id, source.ref, source.endpoint
+    try:
+        info = HfApi(endpoint=endpoint, token=source.token).dataset_info(repo_id, revision=ref)
+    except (RepositoryNotFoundError, GatedRepoError) as exc:
+        raise HubError(
+            f"dataset repo {repo_id} not found on {endpoint} (or it is private and no valid "
+            "token was given). Check the repo id, or log in with `hf auth login`."
+        ) from exc
+    except RevisionNotFoundError as exc:
+        raise HubError(f"repo {repo_id} has no revision {ref!r} on {endpoint}") from exc
+    except (*_NETWORK_ERRORS, HfHubHTTPError) as exc:
+        reason = f"the hub at {endpoint} cannot be reached ({exc})"
+        logger.warning("%s; using the data already in %s", reason, source.where)
+        return dataclasses.replace(source, offline=True, reason=reason)
+    if info.sha is None:
+        return source
+    if not isinstance(info.sha, str) or not _COMMIT.fullmatch(info.sha):
+        raise HubError(
+            f"the hub at {endpoint} answers commit {info.sha!r} for revision {ref!r} of "
+            f"{repo_id}, which is not a 40-hex commit id; nothing was downloaded. The endpoint "
+            "is not a Hugging Face Hub or is malicious: check HF_ENDPOINT."
+        )
+    if source.local is None:
+        _record_ref(source.cache, repo_id, ref, info.sha)
+    return dataclasses.replace(source, ref=info.sha)
+
+
+def _fetch(
+    source: _Source,
+    held: _ZooId | None,
+    split: str | Sequence[str] | None,
+    epochs: int | str | Iterable[int] | None,
+    group: str | Sequence[str] | None,
+) -> Path:
+    """Manifests first, then the shards; staged manifests are installed once all check out."""
+    manifest_path = _download_manifest(source, MANIFEST_NAME)
+    root = source.local if source.local is not None else manifest_path.parent
+    blobs = _cache_blobs(root, source.local)
+    try:
+        data = _read_manifest_data(manifest_path, source.repo_id)
+    except ManifestError:
+        _discard(source, MANIFEST_NAME, manifest_path, blobs)
+        raise
+    if source.local is not None:
+        _check_same_zoo(source, held, data)
     if data.get("format_version") == GROUPED_FORMAT_VERSION:
         wanted = _grouped_shards(source, root, blobs, data, split, epochs, group)
     else:
         if group is not None:
             raise UnknownGroupError(
-                f"hub repo {repo_id} holds a version-1 zoo without groups; drop group={group!r}"
+                f"hub repo {source.repo_id} holds a version-1 zoo without groups; drop "
+                f"group={group!r}"
             )
-        wanted = _parse_manifest(manifest_path, repo_id).shards_for(split, epochs)
-    return _fetch_shards(source, root, blobs, wanted)
+        wanted = _parse_manifest(manifest_path, source.repo_id).shards_for(split, epochs)
+    _fetch_shards(source, root, blobs, wanted)
+    _install_staged(source)  # last: a fetch that fails leaves a local zoo's manifests as they were
+    return root
 
 
-@dataclass(frozen=True)
-class _Source:
-    """Where a fetch downloads from and to, and how (one commit of one repo)."""
-
-    repo_id: str
-    ref: str
-    cache: str | None
-    local: Path | None
-    endpoint: str
-    token: str | bool | None
-    offline: bool
-    reason: str
-    where: str
-    name_or_repo: str
-    progress: bool
-
-
-def _download_file(source: _Source, filename: str) -> Path:
-    """Download one manifest file of the source's commit (or find it in the cache offline)."""
-    repo_id, ref, cache, local = source.repo_id, source.ref, source.cache, source.local
-    endpoint, token, offline = source.endpoint, source.token, source.offline
-    reason, where, name_or_repo = source.reason, source.where, source.name_or_repo
-    try:
-        return Path(
-            hf_hub_download(
-                repo_id,
-                filename,
-                repo_type=REPO_TYPE,
-                revision=ref,
-                cache_dir=cache,
-                local_dir=local,
-                endpoint=endpoint,
-                token=token,
-                local_files_only=offline,
-            )
+def _hf_download(source: _Source, filename: str, local: Path | None) -> Path:
+    """One file of the source's commit through huggingface_hub (into ``local``, else the cache)."""
+    return Path(
+        hf_hub_download(
+            source.repo_id,
+            filename,
+            repo_type=REPO_TYPE,
+            revision=source.ref,
+            cache_dir=source.cache,
+            local_dir=local,
+            endpoint=source.endpoint,
+            token=source.token,
+            local_files_only=source.offline,
+            tqdm_class=None if source.progress else silent_tqdm,
         )
+    )
+
+
+def _destination(source: _Source, filename: str) -> Path | None:
+    """Where a download of ``filename`` lands (``None``: unknown, a branch in offline use)."""
+    if source.local is not None:
+        return source.local / filename
+    if not _COMMIT.fullmatch(source.ref):
+        return None
+    folder = Path(source.cache or constants.HF_HUB_CACHE) / repo_folder_name(
+        repo_id=source.repo_id, repo_type=REPO_TYPE
+    )
+    return folder / "snapshots" / source.ref / filename
+
+
+def _recorded_commit(local: Path, filename: str) -> str | None:
+    """The commit huggingface_hub recorded downloading ``local/filename`` from, while current.
+
+    huggingface_hub keeps ``.cache/huggingface/download/<file>.metadata`` (commit, etag, time)
+    beside each file it downloads into a local directory and trusts it while the file is not
+    newer. It is read here without locks or writes: a directory that may hold another zoo is not
+    touched before its manifest is compared.
+    """
+    record = local.joinpath(*_DOWNLOAD_RECORDS, f"{filename}.metadata")
+    try:
+        with record.open(encoding="utf-8") as handle:
+            commit, _, stamp = handle.read(4096).splitlines()[:3]
+        status = (local / filename).lstat()
+        current = stat.S_ISREG(status.st_mode) and status.st_mtime - 1 <= float(stamp)
+    except (OSError, ValueError):
+        return None
+    return commit if current else None
+
+
+def _download_manifest(source: _Source, filename: str) -> Path:
+    """Download a manifest (the top one or a group's) of at most :data:`MAX_MANIFEST_BYTES` bytes.
+
+    Into a local directory it goes straight to its place where nothing is in the way, or where
+    huggingface_hub recorded it from this very commit (and offline, what is there is read);
+    otherwise into the staging folder, to be compared first and installed by
+    :func:`_install_staged` once everything checks out. So a fetch never replaces the manifest
+    of another zoo, nor writes a byte into its directory.
+
+    Raises:
+        UnsafePathError: for a manifest that is (or in the cache, links) where it must not.
+        ManifestError: for one that is too large or does not arrive whole.
+        HubError: for one that cannot be downloaded.
+    """
+    local = source.local
+    target = _destination(source, filename)
+    existed = target is not None and os.path.lexists(target)
+    into = local
+    if local is not None:
+        _refuse_linked_manifest(local / filename)
+        if existed and not source.offline and _recorded_commit(local, filename) != source.ref:
+            into = source.staging
+        else:
+            _refuse_links_out(local, [filename], local=True)
+    limit = _BODY_LIMIT.set((MAX_MANIFEST_BYTES, True))
+    try:
+        path = _download_file(source, filename, into)
+    finally:
+        _BODY_LIMIT.reset(limit)
+    if into is not local:
+        source.staged.append(filename)
+    elif not existed and not source.offline:
+        source.written.add(filename)
+    if local is None and path.is_symlink():
+        blobs = (path.parents[filename.count("/")].parent.parent / "blobs").resolve()
+        if path.resolve().parent != blobs:
+            raise UnsafePathError(
+                f"{path} in the hub cache is a link to {path.resolve()}, outside the cache's "
+                "blobs; weightzoo reads no file through such a link. Delete the link and rerun "
+                f"`weightzoo fetch {source.name_or_repo}`."
+            )
+    return path
+
+
+def _install_staged(source: _Source) -> None:
+    """Put each staged manifest in place of the local one it updates (same zoo, checked)."""
+    for filename in source.staged:
+        new, old = source.staging / filename, source.local / filename  # type: ignore[operator]
+        _refuse_linked_manifest(old)
+        if filecmp.cmp(new, old, shallow=False):
+            continue
+        handle, temp = tempfile.mkstemp(dir=old.parent, prefix=f".{old.name}.")
+        with os.fdopen(handle, "wb") as out, new.open("rb") as data:
+            shutil.copyfileobj(data, out)
+        os.chmod(temp, 0o644)
+        os.replace(temp, old)
+    source.staged.clear()
+
+
+def _download_file(source: _Source, filename: str, local: Path | None) -> Path:
+    """Download one manifest file of the source's commit (or find it in the cache offline)."""
+    repo_id, ref, endpoint = source.repo_id, source.ref, source.endpoint
+    try:
+        return _hf_download(source, filename, local)
     except LocalEntryNotFoundError as exc:
         raise HubError(
-            f"{reason}, and {where} holds no {filename} of {repo_id} (revision {ref}). "
-            f"Connect to the hub and run `weightzoo fetch {name_or_repo}` once."
+            f"{source.reason}, and {source.where} holds no {filename} of {repo_id} (revision "
+            f"{ref}). Connect to the hub and run `weightzoo fetch {source.name_or_repo}` once."
         ) from exc
     except EntryNotFoundError as exc:
         raise HubError(
@@ -467,65 +881,131 @@ def _download_file(source: _Source, filename: str) -> Path:
             "zoo. Push zoos with `weightzoo push`."
         ) from exc
     except (*_NETWORK_ERRORS, HfHubHTTPError) as exc:
-        raise HubError(f"downloading {filename} of {repo_id} failed: {exc}") from exc
+        raise HubError(f"downloading {filename} of {repo_id} failed: {_one_line(exc)}") from exc
     except OSError as exc:
         # huggingface_hub's own checks (e.g. the size it was promised) fail with a bare OSError
         raise ManifestError(
             f"{filename} of {repo_id} from {endpoint} did not arrive as a manifest: "
-            f"{' '.join(str(exc).split())} A proxy or login page may be answering instead of "
-            "the hub; check HF_ENDPOINT and your network."
+            f"{_one_line(exc)} A proxy or login page may be answering instead of the hub; check "
+            "HF_ENDPOINT and your network."
+        ) from exc
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
+
+
+def _existing_shards(
+    source: _Source, root: Path, blobs: Path | None, wanted: Sequence[ShardEntry]
+) -> list[ShardEntry]:
+    """Check the wanted shards already there; return the ones to download.
+
+    A file there before this fetch is used if it matches the manifest, and otherwise named in
+    the error, never overwritten or deleted. A link in place of a shard in a local directory is
+    removed (never its target) and the shard downloaded; in the cache a link must lead to a blob.
+
+    Raises:
+        ShardCorruptError: for files there before this fetch that do not match the manifest.
+        UnsafePathError: for a link in the cache that leads outside its blobs.
+    """
+    missing, present = [], []
+    for entry in wanted:
+        path = root / entry.file
+        if path.is_symlink() and (blobs is None or path.resolve().parent != blobs):
+            if blobs is not None:
+                raise UnsafePathError(
+                    f"{path} in the hub cache is a link to {path.resolve()}, outside the "
+                    "cache's blobs; weightzoo reads no file through such a link. Delete the "
+                    f"link and rerun `weightzoo fetch {source.name_or_repo}`."
+                )
+            path.unlink()  # the link only: a link in a zoo directory is never ours to read
+        if not os.path.exists(path):  # absent, or a cache link whose blob is gone
+            missing.append(entry)
+        else:
+            present.append(entry)
+    bad = _check_shards(root, present, blobs, source.progress)
+    if bad:
+        details = "; ".join(f"{root / entry.file}: {what}" for entry, what in bad)
+        raise ShardCorruptError(
+            f"{len(bad)} file(s) in {source.where} that were there before this fetch do not "
+            f"match the manifest of {source.repo_id} (revision {source.ref}): {details}. A "
+            "fetch overwrites or deletes only what it downloads itself: delete them and run "
+            f"the same `weightzoo fetch {source.name_or_repo}` again."
+        )
+    return missing
+
+
+def _download_shards(source: _Source, entries: Sequence[ShardEntry]) -> None:
+    """Download shards of the source's commit, a few at a time, recording each one written."""
+    if not entries:
+        return
+    errors: list[BaseException] = []
+    with ThreadPoolExecutor(max_workers=min(_SHARD_WORKERS, len(entries))) as pool:
+        # each worker runs in a copy of this context, so the hub's answers are checked there too
+        jobs = {
+            pool.submit(contextvars.copy_context().run, _download_shard, source, entry): entry
+            for entry in entries
+        }
+        for job in as_completed(jobs):
+            try:
+                job.result()
+                source.written.add(jobs[job].file)
+            except Exception as exc:  # the first failure is raised below, once all stopped
+                errors.append(exc)
+                for other in jobs:
+                    other.cancel()
+    if errors:
+        raise errors[0]
+
+
+def _download_shard(source: _Source, entry: ShardEntry) -> None:
+    """Download one shard (no larger than its manifest records), with weightzoo's errors."""
+    filename = entry.file
+    _BODY_LIMIT.set((entry.bytes, False))  # this worker's own context: nothing to reset
+    try:
+        _hf_download(source, filename, source.local)
+    except EntryNotFoundError as exc:
+        raise ShardMissingError(
+            f"hub repo {source.repo_id} (revision {source.ref}) has no {filename}, which its "
+            "manifest lists; the hub copy is incomplete: report it to the zoo's maintainer or "
+            "fetch another revision."
+        ) from exc
+    except (*_NETWORK_ERRORS, HfHubHTTPError, OSError) as exc:
+        raise HubError(
+            f"downloading {filename} of {source.repo_id} failed: {_one_line(exc)}. Rerun the "
+            "same fetch: complete shards are kept and only the rest is downloaded."
         ) from exc
 
 
 def _fetch_shards(
     source: _Source, root: Path, blobs: Path | None, wanted: Sequence[ShardEntry]
-) -> Path:
-    """Download the ``wanted`` shards that are not present, verify all, retry once."""
-    repo_id, ref, cache, local = source.repo_id, source.ref, source.cache, source.local
-    endpoint, token, offline = source.endpoint, source.token, source.offline
-    reason, where, name_or_repo = source.reason, source.where, source.name_or_repo
-    progress = source.progress
-    _refuse_linked_folders(root, wanted)
+) -> None:
+    """Download the ``wanted`` shards that are not there, verify them, retry once."""
+    _refuse_links_out(root, [s.file for s in wanted], local=source.local is not None)
+    pending = _existing_shards(source, root, blobs, wanted)
     for attempt in range(2):
-        missing = [s for s in wanted if not _present(root, s, blobs)]
-        for entry in missing:
-            if (root / entry.file).is_symlink():
-                _remove_download(root / entry.file, blobs)  # the link only, never its target
-        if missing and offline:
-            names = ", ".join(s.file for s in missing)
+        if pending and source.offline:
+            names = ", ".join(s.file for s in pending)
             raise ShardMissingError(
-                f"{reason}, and {len(missing)} of the {len(wanted)} shards that this selection "
-                f"needs are not in {where}: {names}. Connect to the hub and rerun "
-                f"`weightzoo fetch {name_or_repo}` with the same --split/--epochs."
+                f"{source.reason}, and {len(pending)} of the {len(wanted)} shards that this "
+                f"selection needs are not in {source.where}: {names}. Connect to the hub and "
+                f"rerun `weightzoo fetch {source.name_or_repo}` with the same --split/--epochs."
             )
-        try:
-            _download_shards(
-                repo_id,
-                ref,
-                [s.file for s in missing],
-                cache_dir=cache,
-                local_dir=local,
-                endpoint=endpoint,
-                token=token,
-                progress=progress,
-            )
-        except (*_NETWORK_ERRORS, HfHubHTTPError, OSError) as exc:
-            raise HubError(
-                f"downloading shards of {repo_id} failed: {exc}. Rerun the same fetch: complete "
-                "shards are kept and only the rest is downloaded."
-            ) from exc
-        bad = _verify(root, wanted, blobs, progress)
+        _download_shards(source, pending)
+        bad = _check_shards(root, pending, blobs, source.progress)
+        for entry, _ in bad:  # every one was downloaded now: never leave it for later use
+            _discard(source, entry.file, root / entry.file, blobs)
         if not bad:
-            return root
-        if attempt == 0 and not offline:
+            return
+        if attempt == 0:
             logger.warning("%d shard(s) failed their sha256 check; downloading again", len(bad))
+            pending = [entry for entry, _ in bad]
             continue
-        expected = {s.file: s.sha256 for s in wanted}
-        details = "; ".join(f"{f}: sha256 {a}, expected {expected[f]}" for f, a in bad)
+        details = "; ".join(f"{entry.file}: {what}" for entry, what in bad)
         raise ShardCorruptError(
-            f"{len(bad)} shard(s) of {repo_id} (revision {ref}) do not match the manifest and "
-            f"were deleted: {details}. The hub copy is corrupt or changed after its manifest; "
-            "report it to the zoo's maintainer or fetch another revision."
+            f"{len(bad)} shard(s) of {source.repo_id} (revision {source.ref}) do not match the "
+            f"manifest and were deleted: {details}. The hub copy is corrupt or changed after "
+            "its manifest; report it to the zoo's maintainer or fetch another revision."
         )
     raise AssertionError("unreachable")  # pragma: no cover
 

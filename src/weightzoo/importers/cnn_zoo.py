@@ -17,25 +17,35 @@ from __future__ import annotations
 import ast
 import csv
 import gzip
+import itertools
+import math
 import os
 import re
+import zlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from weightzoo.errors import DataFilesMissingError, LayoutError, UnreadableFileError
 from weightzoo.importers._common import (
     ModelRecord,
+    brief,
     column_arrays,
+    epoch_label,
     inside,
     load_npy,
+    metric_names_of,
+    metric_value,
     require_dir,
+    seed_of,
     write_zoo,
 )
 from weightzoo.storage.layout import Layout, natural_key
 from weightzoo.storage.manifest import Manifest
 
 _STEP_COLUMNS = ("step", "epoch", "global_step")
+_Variable = tuple[str, int, int, tuple[int, ...]]  # varname, start, end, TensorFlow shape
 
 
 def torch_name(varname: str) -> str:
@@ -56,22 +66,54 @@ def tf_to_torch(array: np.ndarray) -> np.ndarray:
     return array
 
 
-def _read_layout(path: Path) -> list[tuple[str, int, int, tuple[int, ...]]]:
+def torch_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The shape :func:`tf_to_torch` gives a TensorFlow ``shape`` (nothing is allocated)."""
+    if len(shape) == 4:
+        return (shape[3], shape[2], shape[0], shape[1])
+    if len(shape) == 2:
+        return (shape[1], shape[0])
+    return shape
+
+
+def _layout_row(path: Path, number: int, row: dict[str, Any]) -> _Variable:
+    """One ``layout.csv`` row, checked: non-negative span that its positive shape fills."""
+    try:
+        shape = tuple(int(d) for d in ast.literal_eval(row["shape"]))
+        start, end = int(row["start_idx"]), int(row["end_idx"])
+        varname = str(row["varname"])
+    except (KeyError, ValueError, SyntaxError, TypeError, MemoryError, RecursionError) as exc:
+        raise LayoutError(
+            f"{path} line {number}: bad row {brief(row)} ({type(exc).__name__}); each row needs "
+            "varname, start_idx, end_idx and a shape like (3, 3, 1, 16)"
+        ) from exc
+    if any(d <= 0 for d in shape) or not 0 <= start <= end or end - start != math.prod(shape):
+        raise LayoutError(
+            f"{path} line {number}: {varname} spans [{start}, {end}) for shape {shape}; a "
+            "variable needs positive dimensions and end_idx - start_idx values, one per weight"
+        )
+    return varname, start, end, shape
+
+
+def _read_layout(path: Path) -> list[_Variable]:
     if not path.is_file():
-        raise DataFilesMissingError(f"{path} is missing")
-    rows = []
-    with open(path, newline="", encoding="utf-8") as handle:
-        for row in csv.DictReader(handle):
-            try:
-                shape = tuple(int(d) for d in ast.literal_eval(row["shape"]))
-                start, end = int(row["start_idx"]), int(row["end_idx"])
-            except (KeyError, ValueError, SyntaxError, TypeError) as exc:
-                raise LayoutError(f"{path}: bad row {row} ({exc})") from exc
-            if end - start != int(np.prod(shape)):
-                raise LayoutError(
-                    f"{path}: {row['varname']} spans {end - start} values, shape {shape}"
-                )
-            rows.append((row["varname"], start, end, shape))
+        raise DataFilesMissingError(f"{path} is missing; copy it into SRC and import again")
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            rows = [_layout_row(path, n, row) for n, row in enumerate(csv.DictReader(handle), 2)]
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise UnreadableFileError(
+            f"{path} is not a readable CSV file ({type(exc).__name__}: {exc}); copy it again "
+            "from the source"
+        ) from exc
+    if not rows:
+        raise LayoutError(f"{path} lists no variables; copy it again from the source")
+    spans = sorted((start, end, name) for name, start, end, _ in rows)
+    for (_, end, name), (start, _, following) in itertools.pairwise(spans):
+        if start < end:
+            raise LayoutError(
+                f"{path}: {following} starts at {start}, inside {name} (which ends at {end}); "
+                "variables must not overlap. Copy layout.csv again from the source."
+            )
     return rows
 
 
@@ -82,6 +124,76 @@ def _number(text: str) -> float | int | str:
         except ValueError:
             pass
     return text
+
+
+def _read_metrics(path: Path, rows: int) -> list[dict[str, Any]]:
+    """``metrics.csv.gz``: exactly ``rows`` complete lines (reading stops at one too many)."""
+    if not path.is_file():
+        raise DataFilesMissingError(f"{path} is missing; copy it into SRC and import again")
+    table: list[dict[str, Any]] = []
+    try:
+        with gzip.open(path, "rt", newline="", encoding="utf-8") as handle:
+            for number, row in enumerate(csv.DictReader(handle), 2):
+                if None in row or None in row.values():
+                    raise UnreadableFileError(
+                        f"{path} line {number} has {'more' if None in row else 'fewer'} fields "
+                        "than its header; copy the file again from the source"
+                    )
+                if len(table) == rows:
+                    break
+                table.append({k: _number(v) for k, v in row.items()})
+            else:
+                number = 0
+    except (OSError, EOFError, zlib.error, UnicodeDecodeError, csv.Error) as exc:
+        raise UnreadableFileError(
+            f"{path} is not a readable gzip CSV file ({type(exc).__name__}: {exc}); copy it "
+            "again from the source"
+        ) from exc
+    if len(table) != rows or number:
+        raise LayoutError(
+            f"{path} has {'more than ' if number else ''}{len(table)} rows but weights.npy has "
+            f"{rows}; they must describe the same checkpoints in the same order"
+        )
+    return table
+
+
+def _metric_columns(path: Path, table: list[dict[str, Any]], step_key: str | None) -> list[str]:
+    """Numeric columns of the first row that are neither keys nor ``config.*``, checked numeric.
+
+    Raises:
+        UnreadableFileError: for a metric holding text in some row (an empty cell is NaN).
+    """
+    skip = {"modeldir", step_key}
+    names = [
+        k
+        for k, v in table[0].items()
+        if k not in skip and not k.startswith("config.") and isinstance(v, (int, float))
+    ]
+    for number, row in enumerate(table, 2):
+        for key in names:
+            if isinstance(row[key], str) and row[key].strip():
+                raise UnreadableFileError(
+                    f"{path} line {number}: metric {key!r} is {brief(row[key])}, not a number; "
+                    "write numbers (or leave the cell empty) and import again"
+                )
+    return names
+
+
+def _models(path: Path, table: list[dict[str, Any]], step_key: str | None) -> dict[str, list[int]]:
+    """Rows grouped by ``modeldir``, each checkpoint (step) at most once per model."""
+    groups: dict[str, list[int]] = {}
+    seen: set[tuple[str, int]] = set()
+    for index, row in enumerate(table):
+        key = str(row["modeldir"]) if "modeldir" in row else str(index)
+        step = epoch_label(row[step_key], f"{path} line {index + 2}") if step_key else 0
+        if (key, step) in seen:
+            raise UnreadableFileError(
+                f"{path} line {index + 2}: model {brief(key)} has step {step} twice; remove the "
+                "duplicate row (and its weights.npy row) and import again"
+            )
+        seen.add((key, step))
+        groups.setdefault(key, []).append(index)
+    return groups
 
 
 def import_cnn_zoo(src: str | os.PathLike[str], dest: str | os.PathLike[str]) -> Manifest:
@@ -96,11 +208,13 @@ def import_cnn_zoo(src: str | os.PathLike[str], dest: str | os.PathLike[str]) ->
 
     Raises:
         DataFilesMissingError: if a file is missing.
-        LayoutError: if ``layout.csv`` and ``weights.npy`` disagree.
+        LayoutError: if ``layout.csv`` and ``weights.npy`` disagree, or a span is absurd.
+        UnreadableFileError: for malformed files, steps or metrics.
         UnsafeFileError: if ``weights.npy`` is an object array.
     """
     root = require_dir(src, "Small CNN Zoo", dest)
-    variables = _read_layout(inside(root, root / "layout.csv"))
+    layout_path = inside(root, root / "layout.csv")
+    variables = _read_layout(layout_path)
     weights_path = inside(root, root / "weights.npy")
     weights = load_npy(weights_path)
     width = max(end for _, _, end, _ in variables)
@@ -108,55 +222,39 @@ def import_cnn_zoo(src: str | os.PathLike[str], dest: str | os.PathLike[str]) ->
         raise UnreadableFileError(f"{weights_path} holds no rows (shape {weights.shape})")
     if weights.ndim != 2 or weights.shape[1] < width:
         raise LayoutError(
-            f"{root / 'weights.npy'} has shape {weights.shape}; layout.csv needs rows of {width}"
+            f"{weights_path} has shape {weights.shape}; layout.csv needs rows of {width} values. "
+            "Copy the matching layout.csv and weights.npy from the source."
         )
     metrics_path = inside(root, root / "metrics.csv.gz")
-    if not metrics_path.is_file():
-        raise DataFilesMissingError(f"{metrics_path} is missing")
-    with gzip.open(metrics_path, "rt", newline="", encoding="utf-8") as handle:
-        table = [{k: _number(v) for k, v in row.items()} for row in csv.DictReader(handle)]
-    if len(table) != weights.shape[0]:
-        raise LayoutError(
-            f"{metrics_path} has {len(table)} rows but weights.npy has {weights.shape[0]}; "
-            "they must describe the same checkpoints in the same order"
-        )
+    table = _read_metrics(metrics_path, weights.shape[0])
 
     names = {torch_name(v): (s, e, shape) for v, s, e, shape in variables}
     if len(names) != len(variables):
-        raise LayoutError(f"{root / 'layout.csv'}: variable names collide after renaming")
-    shapes = {
-        n: tf_to_torch(np.empty(shape, dtype=np.uint8)).shape for n, (_, _, shape) in names.items()
-    }
-    layout = Layout.from_shapes(shapes, sort=True)
+        raise LayoutError(f"{layout_path}: variable names collide after renaming")
+    layout = Layout.from_shapes(
+        {n: torch_shape(shape) for n, (_, _, shape) in names.items()}, sort=True
+    )
 
-    step_key = next((k for k in _STEP_COLUMNS if table and k in table[0]), None)
-    groups: dict[str, list[int]] = {}
-    for index, row in enumerate(table):
-        key = str(row["modeldir"]) if "modeldir" in row else str(index)
-        groups.setdefault(key, []).append(index)
+    step_key = next((k for k in _STEP_COLUMNS if k in table[0]), None)
+    groups = _models(metrics_path, table, step_key)
     model_keys = sorted(groups, key=natural_key)
     epochs = sorted({int(table[i][step_key]) for i in range(len(table))}) if step_key else [0]
+    metric_names = metric_names_of(
+        _metric_columns(metrics_path, table, step_key), str(metrics_path)
+    )
 
-    skip = {"modeldir", step_key}
-    first = table[0] if table else {}
-    metric_names = [
-        k
-        for k, v in first.items()
-        if k not in skip and not k.startswith("config.") and isinstance(v, (int, float))
-    ]
     rows = []
     for model_id, key in enumerate(model_keys):
         head = table[groups[key][0]]
         row = {"model_id": model_id, "modeldir": key}
         row.update({k: v for k, v in head.items() if k.startswith("config.")})
-        seed = head.get("config.seed", head.get("seed"))
-        row["seed"] = int(seed) if isinstance(seed, (int, float)) else -1
+        row["seed"] = seed_of(head.get("config.seed", head.get("seed")))
         rows.append(row)
-    columns = column_arrays(rows)
+    columns = column_arrays(rows, [str(metrics_path)] * len(rows))
 
     def load(model: int) -> ModelRecord:
         out = np.full((len(epochs), layout.num_params), np.nan, dtype=np.float32)
-        metrics = {k: np.full(len(epochs), np.nan, dtype=np.float32) for k in metric_names}
+        metrics = {n: np.full(len(epochs), np.nan, dtype=np.float32) for n in metric_names.values()}
         for index in groups[model_keys[model]]:
             column = epochs.index(int(table[index][step_key])) if step_key else 0
             raw = np.asarray(weights[index], dtype=np.float32)
@@ -164,10 +262,8 @@ def import_cnn_zoo(src: str | os.PathLike[str], dest: str | os.PathLike[str]) ->
                 start, end, tf_shape = names[tensor.name]
                 value = tf_to_torch(raw[start:end].reshape(tf_shape))
                 out[column, tensor.offset : tensor.stop] = value.reshape(-1)
-            for key in metric_names:
-                value = table[index].get(key)
-                if isinstance(value, (int, float)):
-                    metrics[key][column] = value
+            for key, name in metric_names.items():
+                metrics[name][column] = metric_value(table[index].get(key))
         return ModelRecord(model, out, metrics)
 
     return write_zoo(
@@ -175,9 +271,10 @@ def import_cnn_zoo(src: str | os.PathLike[str], dest: str | os.PathLike[str]) ->
         name=root.name,
         family="cnn-zoo",
         spec={"importer": "cnn-zoo", "source": root.name, "variables": [v[0] for v in variables]},
+        source_files=(root, [layout_path, weights_path, metrics_path]),
         layout=layout,
         epochs=epochs,
-        metric_names=metric_names,
+        metric_names=list(metric_names.values()),
         columns=columns,
         load=load,
     )

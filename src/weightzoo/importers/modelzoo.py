@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import re
 from pathlib import Path
@@ -32,10 +31,20 @@ import numpy as np
 from weightzoo.errors import DataFilesMissingError, LayoutError, UnreadableFileError
 from weightzoo.importers._common import (
     ModelRecord,
+    brief,
     column_arrays,
-    inside,
+    epoch_label,
+    is_number,
     load_state_dict,
+    metric_names_of,
+    metric_value,
+    parse_json,
+    read_json,
+    read_text,
+    refuse_loop,
     require_dir,
+    seed_of,
+    source_file,
     write_zoo,
 )
 from weightzoo.storage.layout import Layout, natural_key
@@ -43,42 +52,70 @@ from weightzoo.storage.manifest import Manifest
 
 logger = logging.getLogger(__name__)
 
-_CHECKPOINT = re.compile(r"^checkpoint_(\d+)$")
+_CHECKPOINT = re.compile(r"^checkpoint_([0-9]{1,18})$")  # 18 digits always fit int64
 _METRIC_WORDS = ("loss", "acc", "ggap", "sparsity")
 
 
-def _checkpoints(trial: Path) -> dict[int, Path]:
-    found = {}
+def _trials(root: Path) -> list[Path]:
+    """Trial directories (those with a ``params.json``), in natural order of their names."""
+    trials = []
+    for child in root.iterdir():
+        if child.is_symlink():
+            refuse_loop(child)
+        if child.is_dir() and source_file(root, child / "params.json") is not None:
+            trials.append(child)
+    return sorted(trials, key=lambda p: natural_key(p.name))
+
+
+def _checkpoints(root: Path, trial: Path) -> dict[int, Path]:
+    found: dict[int, Path] = {}
     for child in trial.iterdir():
         match = _CHECKPOINT.match(child.name)
-        if match and (child / "checkpoints").is_file():
-            found[int(match.group(1))] = child / "checkpoints"
+        if not match:
+            continue
+        path = source_file(root, refuse_loop(child) / "checkpoints") if child.is_dir() else None
+        if path is None:
+            continue
+        epoch = epoch_label(int(match.group(1)), str(child))
+        if epoch in found:
+            raise UnreadableFileError(
+                f"{path} and {found[epoch]} are both checkpoint {epoch}; remove one from SRC"
+            )
+        found[epoch] = path
     return dict(sorted(found.items()))
 
 
-def _results(trial: Path) -> list[dict[str, Any]]:
-    path = trial / "result.json"
-    if not path.is_file():
-        return []
+def _results(root: Path, trial: Path) -> tuple[Path | None, list[dict[str, Any]]]:
+    """``result.json`` (if any) and its lines, each a JSON object with numeric metrics."""
+    path = source_file(root, trial / "result.json")
+    if path is None:
+        return None, []
     lines = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if line.strip():
-            try:
-                lines.append(json.loads(line))
-            except json.JSONDecodeError as exc:
+    for number, line in enumerate(read_text(path).splitlines(), 1):
+        if not line.strip():
+            continue
+        where = f"{path} line {number}"
+        data = parse_json(line, where, finite=False)  # NaN losses of diverged runs are data
+        if not isinstance(data, dict):
+            raise UnreadableFileError(
+                f"{where} holds a JSON {type(data).__name__}, expected an object of results; "
+                "repair the line or remove the trial from SRC"
+            )
+        for key, value in data.items():
+            if any(w in key for w in _METRIC_WORDS) and isinstance(value, (str, bool)):
                 raise UnreadableFileError(
-                    f"{path} line {number} is not JSON: {exc}. Repair the line or remove the "
-                    "trial from SRC."
-                ) from exc
-    return lines
+                    f"{where}: metric {key!r} is {brief(value)}, not a number; store metrics as "
+                    "JSON numbers (or null) and import again"
+                )
+        lines.append(data)
+    return path, lines
 
 
 def _metric_keys(lines: list[dict[str, Any]]) -> list[str]:
     keys: list[str] = []
     for line in lines:
         for key, value in line.items():
-            numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
-            if numeric and any(w in key for w in _METRIC_WORDS) and key not in keys:
+            if is_number(value) and any(w in key for w in _METRIC_WORDS) and key not in keys:
                 keys.append(key)
     return keys
 
@@ -98,6 +135,102 @@ def _rank_names(names: list[str]) -> list[str]:
     return [f"layer{modules.index(n.rpartition('.')[0])}.{n.rpartition('.')[2]}" for n in names]
 
 
+def _unnumbered(name: str) -> str:
+    return re.sub(r"[0-9]+", "#", name)
+
+
+def _match_reference(
+    path: Path, sd: dict[str, np.ndarray], ref_path: Path, ref: dict[str, np.ndarray]
+) -> list[str]:
+    """The names of ``sd`` in natural order, checked to be the reference's up to numbering.
+
+    Names may differ from the reference's only in module numbers that keep the modules'
+    ranks (dropout shifts ``module_list`` indices); shapes must be equal.
+
+    Raises:
+        LayoutError: naming the file, the first tensor that differs and how.
+    """
+    names, shapes = _canonical(sd)
+    ref_names, ref_shapes = _canonical(ref)
+    advice = "import zoos of different architectures separately"
+    if len(names) != len(ref_names):
+        first = sorted(set(names) ^ set(ref_names), key=natural_key)[0]
+        raise LayoutError(
+            f"{path} has {len(names)} tensors but {ref_path} has {len(ref_names)} (first "
+            f"difference: {first!r}); {advice}"
+        )
+    ranks, ref_ranks = _rank_names(names), _rank_names(ref_names)
+    for i, (name, ref_name) in enumerate(zip(names, ref_names, strict=True)):
+        if shapes[i] != ref_shapes[i]:
+            raise LayoutError(
+                f"{path}: tensor {name!r} has shape {shapes[i]}, but {ref_name!r} in its place "
+                f"in {ref_path} has {ref_shapes[i]}; {advice}"
+            )
+        if _unnumbered(name) != _unnumbered(ref_name) or ranks[i] != ref_ranks[i]:
+            raise LayoutError(
+                f"{path}: tensor {name!r} does not match {ref_name!r} in its place in {ref_path} "
+                f"(names may differ only in module numbers); {advice}"
+            )
+    return names
+
+
+def _fill(
+    path: Path, sd: dict[str, np.ndarray], names: dict[str, str], layout: Layout
+) -> np.ndarray:
+    """One checkpoint's weight row, each tensor placed by its name (``names``: key -> layout).
+
+    Raises:
+        LayoutError: for a tensor missing, unexpected or of another shape than the layout's.
+    """
+    missing = [n for n in names if n not in sd]
+    extra = [n for n in sd if n not in names]
+    if missing or extra:
+        name = (missing or extra)[0]
+        what = "is missing" if missing else "is not in the trial's first checkpoint"
+        raise LayoutError(
+            f"{path}: tensor {name!r} {what}; every checkpoint of a trial must hold the same "
+            "tensors. Repair the checkpoint or remove it from SRC."
+        )
+    row = np.empty(layout.num_params, dtype=np.float32)
+    for name, value in sd.items():
+        tensor = layout[names[name]]
+        if tuple(value.shape) != tensor.shape:
+            raise LayoutError(
+                f"{path}: tensor {name!r} has shape {tuple(value.shape)}, the zoo's layout has "
+                f"{tensor.shape} ({tensor.name}); repair the checkpoint or remove it from SRC"
+            )
+        row[tensor.offset : tensor.stop] = value.reshape(-1)
+    return row
+
+
+def _metrics(
+    trial: Path,
+    epochs: list[int],
+    found: list[int],
+    lines: list[dict[str, Any]],
+    names: dict[str, str],
+) -> dict[str, np.ndarray]:
+    """Per-checkpoint metrics: result lines matched to checkpoints (see the module's notes).
+
+    ``names`` maps a result key to its stored metric name.
+    """
+    shift = 1 if len(lines) == len(found) - 1 else 0
+    if lines and len(lines) not in (len(found), len(found) - 1):
+        logger.warning(
+            "%s: %d result lines for %d checkpoints; matched in order, rest NaN",
+            trial,
+            len(lines),
+            len(found),
+        )
+    metrics = {name: np.full(len(epochs), np.nan, dtype=np.float32) for name in names.values()}
+    for position, epoch in enumerate(found):
+        line_index = position - shift
+        if 0 <= line_index < len(lines):
+            for key, name in names.items():
+                metrics[name][epochs.index(epoch)] = metric_value(lines[line_index].get(key))
+    return metrics
+
+
 def import_modelzoo(src: str | os.PathLike[str], dest: str | os.PathLike[str]) -> Manifest:
     """Convert a Model Zoos directory into a weightzoo zoo.
 
@@ -110,123 +243,85 @@ def import_modelzoo(src: str | os.PathLike[str], dest: str | os.PathLike[str]) -
 
     Raises:
         DataFilesMissingError: if ``src`` holds no trial directories or checkpoints.
-        LayoutError: if models have different tensor shapes.
+        LayoutError: if a checkpoint's tensor names or shapes differ from the zoo's layout.
+        UnreadableFileError: for malformed JSON, a checkpoint that is not a state_dict, or a
+            metric stored as text.
         UnsafeFileError: if a checkpoint needs unpickling of arbitrary objects.
     """
     root = require_dir(src, "Model Zoos", dest)
-    trials = sorted(
-        (p for p in root.iterdir() if (p / "params.json").is_file()),
-        key=lambda p: natural_key(p.name),
-    )
+    trials = _trials(root)
     if not trials:
         raise DataFilesMissingError(
             f"{root} has no trial directories with a params.json; point SRC at the zoo root"
         )
-    checkpoints = {t: _checkpoints(t) for t in trials}
-    for trial in trials:
-        found = [trial / "params.json", trial / "result.json", *checkpoints[trial].values()]
-        for path in found:
-            if path.exists():
-                inside(root, path)
-    if (root / "config.json").exists():
-        inside(root, root / "config.json")
+    checkpoints = {t: _checkpoints(root, t) for t in trials}
     empty = [t.name for t, c in checkpoints.items() if not c]
     if empty:
         raise DataFilesMissingError(
             f"trial(s) {', '.join(empty[:5])} in {root} have no checkpoint_*/checkpoints files"
         )
     epochs = sorted({e for found in checkpoints.values() for e in found})
+    config_path = source_file(root, root / "config.json")
+    config = read_json(config_path, what="an object (the grid)") if config_path else {}
 
-    # the layout: natural tensor order, identical shapes in every model
-    first_sd = load_state_dict(next(iter(checkpoints[trials[0]].values())))
-    ref_names, ref_shapes = _canonical(first_sd)
-    keys_per_model: list[list[str]] = []
+    # the layout: natural tensor order, identical shapes in every model, names up to numbering
+    ref_path = next(iter(checkpoints[trials[0]].values()))
+    ref = load_state_dict(ref_path)
+    keys_per_model = []
     for trial in trials:
         path = next(iter(checkpoints[trial].values()))
-        names, shapes = _canonical(first_sd if trial is trials[0] else load_state_dict(path))
-        if shapes != ref_shapes:
-            raise LayoutError(
-                f"{path} has tensor shapes {shapes}, but {trials[0].name} has {ref_shapes}; "
-                "import zoos of different architectures separately"
-            )
-        keys_per_model.append(names)
+        sd = ref if trial is trials[0] else load_state_dict(path)
+        keys_per_model.append(_match_reference(path, sd, ref_path, ref))
+    ref_names, ref_shapes = _canonical(ref)
     renamed = any(names != ref_names for names in keys_per_model)
     layout_names = _rank_names(ref_names) if renamed else ref_names
     layout = Layout(zip(layout_names, ref_shapes, strict=True))
+    # each trial's keys -> the layout's names (its first checkpoint's natural order)
+    name_maps = [dict(zip(keys, layout_names, strict=True)) for keys in keys_per_model]
 
-    results = {t: _results(t) for t in trials}
-    metric_names: list[str] = []
-    for lines in results.values():
-        metric_names += [k for k in _metric_keys(lines) if k not in metric_names]
+    results = {t: _results(root, t) for t in trials}
+    metric_keys: list[str] = []
+    for _, lines in results.values():
+        metric_keys += [k for k in _metric_keys(lines) if k not in metric_keys]
+    metric_names = metric_names_of(metric_keys, f"the result.json files of {root}")
 
-    rows, strata = [], []
+    rows, strata, params_files = [], [], []
     for index, trial in enumerate(trials):
-        params = json.loads((trial / "params.json").read_text(encoding="utf-8"))
+        params_files.append(trial / "params.json")
+        params = read_json(params_files[-1], what="an object of hyperparameters")
         strata.append(_node(params))
-        seed = params.get("seed")
-        row = {
-            "model_id": index,
-            "seed": int(seed) if isinstance(seed, (int, float)) else -1,
-            "trial": trial.name,
-        }
+        row = {"model_id": index, "seed": seed_of(params.get("seed")), "trial": trial.name}
         row.update({f"param:{k}": v for k, v in params.items()})
         if renamed:
             row["state_dict_keys"] = json.dumps(keys_per_model[index])
         rows.append(row)
-    columns = column_arrays(rows)
+    columns = column_arrays(rows, [str(p) for p in params_files])
 
     def load(index: int) -> ModelRecord:
         trial = trials[index]
         weights = np.full((len(epochs), layout.num_params), np.nan, dtype=np.float32)
         for epoch, path in checkpoints[trial].items():
             sd = load_state_dict(path)
-            names, shapes = _canonical(sd)
-            if shapes != ref_shapes:
-                raise LayoutError(f"{path} has tensor shapes {shapes}, expected {ref_shapes}")
-            row = weights[epochs.index(epoch)]
-            for tensor, name in zip(layout, names, strict=True):
-                row[tensor.offset : tensor.stop] = sd[name].reshape(-1)
-        lines = results[trial]
-        found = list(checkpoints[trial])
-        shift = 1 if len(lines) == len(found) - 1 else 0
-        if lines and len(lines) not in (len(found), len(found) - 1):
-            logger.warning(
-                "%s: %d result lines for %d checkpoints; matched in order, rest NaN",
-                trial,
-                len(lines),
-                len(found),
-            )
-        metrics = {k: np.full(len(epochs), np.nan, dtype=np.float32) for k in metric_names}
-        for position, epoch in enumerate(found):
-            line_index = position - shift
-            if 0 <= line_index < len(lines):
-                for key in metric_names:
-                    value = lines[line_index].get(key)
-                    if isinstance(value, (int, float)) and not isinstance(value, bool):
-                        metrics[key][epochs.index(epoch)] = (
-                            value if math.isfinite(value) else np.nan
-                        )
+            weights[epochs.index(epoch)] = _fill(path, sd, name_maps[index], layout)
+        metrics = _metrics(trial, epochs, list(checkpoints[trial]), results[trial][1], metric_names)
         return ModelRecord(index, weights, metrics)
 
-    config_path = root / "config.json"
-    config = json.loads(config_path.read_text(encoding="utf-8")) if config_path.is_file() else {}
+    sources = [*params_files, *(p for c in checkpoints.values() for p in c.values())]
+    sources += [p for p, _ in results.values() if p is not None]
+    sources += [config_path] if config_path else []
     return write_zoo(
         dest,
         name=root.name,
         family="modelzoo",
         spec={"importer": "modelzoo", "source": root.name, "config": config, "renamed": renamed},
+        source_files=(root, sources),
         layout=layout,
         epochs=epochs,
-        metric_names=[m.replace("/", "_") for m in metric_names],
+        metric_names=list(metric_names.values()),
         columns=columns,
-        load=lambda i: _rename_metrics(load(i)),
+        load=load,
         strata=strata,
     )
-
-
-def _rename_metrics(model: ModelRecord) -> ModelRecord:
-    renamed = {k.replace("/", "_"): v for k, v in model.metrics.items()}
-    return ModelRecord(model.model_id, model.weights, renamed)
 
 
 def _node(params: dict[str, Any]) -> str:

@@ -37,7 +37,7 @@ SHARD_DIR = "shards"
 # The writer's own shard names (shard_file_name); a manifest may name no other file.
 _SHARD_FILE = re.compile(r"shards/(train|val|test)-(\d{6,10})-c(\d{3,6})\.h5")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
-MAX_MANIFEST_BYTES = 256 << 20  # a 16,000-shard manifest is about 6 MB
+MAX_MANIFEST_BYTES = 64 << 20  # a 16,000-shard manifest is about 6 MB
 # Bounds on counts, checked before anything is sized by them (a storage key holds a shard index
 # and a row in 32 bits each).
 MAX_MODELS = (1 << 31) - 1
@@ -145,7 +145,7 @@ def read_manifest_file(path: Path) -> Any:
                     f"{path} has {status.st_size} bytes, more than the {MAX_MANIFEST_BYTES} a "
                     "manifest may have; the zoo is malformed or malicious"
                 )
-            raw = handle.read(MAX_MANIFEST_BYTES + 1)
+            raw = handle.read(status.st_size + 1)  # (never a buffer of the bound's size)
         return json.loads(raw.decode("utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise ManifestError(f"cannot parse {path}: {exc}") from exc

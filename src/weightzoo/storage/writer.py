@@ -27,7 +27,13 @@ from typing import Any
 import h5py
 import numpy as np
 
-from weightzoo.errors import ManifestError, SpecMismatchError, StorageWriteError, ZooLockedError
+from weightzoo.errors import (
+    InvalidOptionError,
+    ManifestError,
+    SpecMismatchError,
+    StorageWriteError,
+    ZooLockedError,
+)
 from weightzoo.storage.hashing import sha256_file
 from weightzoo.storage.layout import Layout
 from weightzoo.storage.manifest import (
@@ -102,16 +108,17 @@ def refuse_foreign_files(zoo_dir: Path) -> None:
     temporary file or shard of a run ever overwrites or deletes a user's file.
 
     Raises:
-        ManifestError: naming the first files that are not weightzoo's.
+        InvalidOptionError: naming the first files that are not weightzoo's.
     """
     if (zoo_dir / MANIFEST_NAME).exists():
         return
     foreign = sorted(p.name for p in zoo_dir.iterdir() if not _own_entry(p))
     if foreign:
-        raise ManifestError(
-            f"{zoo_dir} is not empty and holds no zoo (found {', '.join(foreign[:5])}"
-            f"{' ...' if len(foreign) > 5 else ''}); weightzoo writes a new zoo only into an "
-            "empty directory. Choose another --out/DEST directory."
+        more = f" and {len(foreign) - 5} more" if len(foreign) > 5 else ""
+        raise InvalidOptionError(
+            f"{zoo_dir} is not empty and holds no zoo (it holds {', '.join(foreign[:5])}{more}); "
+            "weightzoo writes a new zoo only into an empty or absent directory. Choose another "
+            "directory."
         )
 
 
