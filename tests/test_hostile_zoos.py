@@ -405,3 +405,64 @@ def test_a_sixteen_thousand_shard_manifest_loads_in_linear_time(base_zoo):
     # Quadratic checks took 88 s here; linear ones take a fraction of a second (a wide margin
     # for a loaded machine, far below the quadratic time).
     assert time.perf_counter() - started < 5.0
+
+
+# -- faults: a full disk ends in one line, leaves no temporary file, and a rerun resumes --------
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 48 KiB file system (tmpfs, where the tests run as root), or ``None`` where none mounts."""
+    folder = tmp_path / "disk"
+    folder.mkdir()
+    mount = ["mount", "-t", "tmpfs", "-o", "size=48k", "tmpfs", str(folder)]
+    if os.geteuid() != 0 or subprocess.run(mount, capture_output=True).returncode != 0:
+        yield None
+        return
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], capture_output=True)
+
+
+def _fill_after(monkeypatch, budget: int) -> None:
+    """Where no small file system can be mounted: writes of shard images fail once past budget."""
+    from weightzoo.storage import writer
+
+    written = [0]
+    real_open = open
+
+    def limited_open(path, mode="r", *args, **kwargs):
+        handle = real_open(path, mode, *args, **kwargs)
+        if "w" in mode and str(path).endswith(".tmp"):
+            written[0] += 1
+            if written[0] > budget:
+                handle.close()
+                raise OSError(28, "No space left on device", str(path))
+        return handle
+
+    monkeypatch.setattr(writer, "open", limited_open, raising=False)
+
+
+def test_a_full_disk_ends_in_one_line_and_a_rerun_resumes(
+    small_disk, tmp_path, monkeypatch, capsys
+):
+    out = (small_disk or tmp_path) / "zoo"
+    if small_disk is None:
+        _fill_after(monkeypatch, budget=1)
+    code, err = _cli(capsys, "generate", "toy", "--out", str(out))
+    assert code == 1 and "Traceback" not in err
+    line = _one_line_error(err)
+    assert "No space left on device" in line and "shards/" in line
+    assert not list(out.rglob("*.tmp"))
+    written = Manifest.load(out).shards
+    if small_disk is None:
+        monkeypatch.undo()
+    else:
+        remount = ["mount", "-o", "remount,size=8m", str(small_disk)]
+        subprocess.run(remount, check=True, capture_output=True)
+    code, err = _cli(capsys, "generate", "toy", "--out", str(out))
+    assert code == 0, err
+    manifest = Manifest.load(out)
+    assert manifest.finished and {s.file for s in written} <= {s.file for s in manifest.shards}
+    assert cli.run(["verify", str(out)]) == 0
