@@ -577,7 +577,16 @@ def _group_prefix(group: str | None) -> str:
 
 
 def cmd_fetch(args: argparse.Namespace) -> int:
-    """Download a zoo (or part of it) from the hub."""
+    """Download a zoo (or part of it) from the hub, or list / convert a Zenodo record."""
+    if args.name.startswith("zenodo:"):
+        from weightzoo.sources.fetch import command
+
+        return command(args)
+    if args.out or args.models:
+        raise InvalidOptionError(
+            "--out and --models apply to zenodo:RECORD/FILE fetches; a hub fetch writes to "
+            "--local-dir (or the cache) and selects with --split, --epochs and --group"
+        )
     from weightzoo.hub import fetch
 
     path = fetch(
@@ -1025,8 +1034,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="torch device: cpu (default) or cuda")
     p.set_defaults(func=cmd_sparsify)
 
-    p = sub.add_parser("fetch", parents=[verbose], help="download a zoo from the Hugging Face Hub")
-    p.add_argument("name", help="catalog name or hub dataset repo id (owner/name)")
+    p = sub.add_parser(
+        "fetch",
+        parents=[verbose],
+        help="download a zoo from the Hugging Face Hub, or list / convert a Zenodo record",
+        description="NAME is a catalog name or hub dataset repo id (a hub fetch), or "
+        "zenodo:RECORD (list the record's files) or zenodo:RECORD/FILE (convert a Model Zoos "
+        "zip into a zoo at --out, reading only the members needed where the server allows). "
+        "The Zenodo server is WEIGHTZOO_ZENODO_ENDPOINT (default https://zenodo.org).",
+    )
+    p.add_argument(
+        "name", help="catalog name, hub dataset repo id (owner/name), or zenodo:RECORD[/FILE]"
+    )
+    p.add_argument("--out", help="zenodo:RECORD/FILE: the zoo directory (default: zoos/NAME)")
+    p.add_argument(
+        "--models", type=_positive_int, help="zenodo:RECORD/FILE: only the first N models"
+    )
     p.add_argument("--split", choices=("train", "val", "test", "all"))
     p.add_argument("--epochs", type=_parse_epochs, help="'all', 'last', N or N1,N2,...")
     p.add_argument("--revision")

@@ -180,3 +180,32 @@ class UnknownGroupError(WeightzooError, KeyError):
 
 class GroupManifestError(ManifestError):
     """A group's ``zoo.json`` differs from the sha256 the top manifest records for it."""
+
+
+class SourceError(WeightzooError, OSError):
+    """A download from a published source (a Zenodo record, a bucket, a plain URL) failed."""
+
+
+class SourceNotFoundError(SourceError, FileNotFoundError):
+    """A record or file that its source does not have (404), has withdrawn (410) or not listed."""
+
+
+class SourceContentError(SourceError, ValueError):
+    """A source served something other than the file: an HTML page, an error JSON, a wrong size."""
+
+
+class SourceChecksumError(SourceError, ValueError):
+    """A downloaded file whose checksum differs from the one its source publishes."""
+
+
+class SourceConnectionError(SourceError, ConnectionError):
+    """The connection to a source failed or was cut; the bytes already received are kept."""
+
+
+class UnsafeArchiveError(UnsafeFileError):
+    """An archive member that could write outside its folder or exhaust the disk.
+
+    Raised for a member named with ``..``, an absolute path, a drive letter or a backslash; a
+    link, device or FIFO; a name that appears twice; and a member (or archive) that expands
+    beyond its bound (a zip bomb). Nothing of the archive is kept.
+    """
