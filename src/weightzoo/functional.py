@@ -781,6 +781,10 @@ def behaviour(
 
     Returns:
         The written side file's :class:`~weightzoo.storage.sidecar.SidecarRecord`.
+
+    Raises:
+        OSError: the side file could not be written (a full disk, ...): one line naming it,
+            with no temporary file left behind, so that a rerun starts afresh.
     """
     from tqdm.auto import tqdm
 

@@ -162,10 +162,14 @@ class ZooLock:
             os.close(self._fd)  # e.g. no flock on this file system: keep no descriptor open
             self._fd = None
             raise
-        # An exclusive holder's pid would outlive it and name the wrong culprit to the next one.
-        os.ftruncate(self._fd, 0)
-        if not shared:
-            os.pwrite(self._fd, f"{os.getpid()}\n".encode(), 0)
+        try:
+            # An exclusive holder's pid would outlive it and name the wrong culprit to the next.
+            os.ftruncate(self._fd, 0)
+            if not shared:
+                os.pwrite(self._fd, f"{os.getpid()}\n".encode(), 0)
+        except BaseException:  # e.g. a full disk: hold no lock the caller never gets to release
+            self.release()
+            raise
 
     @property
     def held(self) -> bool:
