@@ -20,8 +20,10 @@ the connection), ``cut_always`` (the same for every GET), ``change_after`` (path
 content: installed once the next GET of the path has been answered), ``html`` (paths answered
 with a login page), ``json_error`` (paths answered with Zenodo's error JSON, served as
 ``application/octet-stream``), ``ignore_if_range`` (serve ranges even for a stale validator,
-as a broken cache would). ``bytes_sent`` counts the body bytes sent
-per path; ``requests`` logs ``(method, path, Range, If-Range)``.
+as a broken cache would), ``goog_hash_of`` (path -> other content: ``x-goog-hash`` announces
+that content's hashes, as for a file damaged at rest), ``quiet_resets`` (a client that closes
+its connection mid-body, as a fetch that stops early does, is not reported). ``bytes_sent``
+counts the body bytes sent per path; ``requests`` logs ``(method, path, Range, If-Range)``.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import hashlib
 import json
 import re
 import socket
+import sys
 import threading
 import zlib
 from collections import Counter
@@ -72,6 +75,8 @@ class SourceState:
         self.html: set[str] = set()
         self.json_error: set[str] = set()
         self.ignore_if_range = False
+        self.goog_hash_of: dict[str, bytes] = {}
+        self.quiet_resets = False
         self.bytes_sent: Counter[str] = Counter()
         self.requests: list[tuple[str, str, str | None, str | None]] = []
         self.lock = threading.Lock()
@@ -249,7 +254,7 @@ class _Handler(BaseHTTPRequestHandler):
             "Last-Modified": formatdate(1_700_000_000 + version, usegmt=True),
         }
         if self.state.goog_hash and not path.startswith("/api/"):
-            headers["x-goog-hash"] = _goog_hash(content)
+            headers["x-goog-hash"] = _goog_hash(self.state.goog_hash_of.get(path, content))
         status, body = 200, content
         wanted = self.headers.get("Range")
         if_range = self.headers.get("If-Range")
@@ -295,6 +300,11 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
     state: SourceState
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if self.state.quiet_resets and isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
 
 
 class SourceServer:

@@ -13,6 +13,7 @@ import argparse
 import json
 import logging
 import os
+import shlex
 import signal
 import sys
 import threading
@@ -22,7 +23,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, NoReturn
 
-from weightzoo.errors import InvalidOptionError, WeightzooError
+from weightzoo.errors import DataFilesMissingError, InvalidOptionError, WeightzooError
 from weightzoo.escaping import one_line
 
 EXIT_ERROR = 1
@@ -114,34 +115,103 @@ def _parse_epochs(text: str | None) -> Any:
 # -- commands ------------------------------------------------------------------------------
 
 
-def cmd_list(args: argparse.Namespace) -> int:
-    """Print every known zoo spec with its size estimate and hub status."""
+_LIST_FOOTER = (
+    "sources: tried in order by `weightzoo fetch NAME` (hub copy, original release, generate)"
+)
+
+
+def _list_size(size: float) -> str:
+    """Bytes in three significant digits (``584 MB``, ``50.3 MB``): the list stays narrow."""
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if size < 999.5 or unit == "TB":
+            return f"{size:.0f} {unit}" if size >= 99.95 or unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    raise AssertionError("unreachable")
+
+
+def _list_rows(family: str | None) -> list[dict[str, Any]]:
+    """Every catalog zoo (and spec outside the catalog) as ``list --json`` prints it."""
     from weightzoo import catalog
     from weightzoo.generate.base import GroupedSpec
     from weightzoo.generate.specs import all_specs
 
-    published = {e.name: e for e in catalog.entries() if e.published}
-    rows = []
-    for name, spec in all_specs().items():
-        if args.family and spec.family != args.family:
-            continue
-        estimate = _estimate(spec)
-        groups = len(spec.groups()) if isinstance(spec, GroupedSpec) else 0
-        rows.append(
-            (
-                name,
-                f"{spec.family} ({groups} groups)" if groups else spec.family,
-                str(estimate.get("models", "?")),
-                str(estimate.get("checkpoints", "?")),
-                str(estimate.get("params", "?")),
-                _human_bytes(estimate["bytes"]) if "bytes" in estimate else "?",
-                published[name].hub_repo if name in published else "-",
-            )
+    specs = all_specs()
+    rows = [entry.to_json() for entry in catalog.entries()]
+    rows += [
+        {"name": name, "family": spec.family, "summary": "", "models": None}
+        | {"checkpoints": None, "params": None}
+        | {"sources": [{"kind": "generate", "command": f"weightzoo generate {name}"}]}
+        for name, spec in specs.items()
+        if catalog.find(name) is None  # specs registered outside the catalog
+    ]
+    known = sorted({row["family"] for row in rows})
+    if family is not None and family not in known:
+        raise InvalidOptionError(
+            f"--family {family!r} is not a family of `weightzoo list`; pass one of "
+            f"{', '.join(known)}"
         )
-    header = ("name", "family", "models", "ckpts", "params", "size", "hub")
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    for row in [header, *rows]:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    rows = [row for row in rows if family is None or row["family"] == family]
+    for row in rows:  # estimating builds layouts: only the rows shown
+        spec = specs.get(row["name"])
+        estimate = _estimate(spec) if spec is not None else {}
+        for key in ("models", "checkpoints", "params"):
+            row[key] = estimate.get(key, row[key])
+        counts = [row[k] for k in ("models", "checkpoints", "params")]
+        if "bytes" in estimate:
+            row["bytes"] = estimate["bytes"]
+        elif all(isinstance(n, int) for n in counts):  # published counts, float32 weights
+            row["bytes"] = counts[0] * counts[1] * counts[2] * 4
+        else:
+            row["bytes"] = None
+        row["groups"] = len(spec.groups()) if isinstance(spec, GroupedSpec) else 0
+    return rows
+
+
+def _list_cells(row: dict[str, Any]) -> list[str]:
+    sizes = [s["size"] for s in row["sources"] if s.get("size") is not None]
+    groups = row["groups"]
+    return [
+        row["name"],
+        f"{row['family']} ({groups} groups)" if groups else row["family"],
+        *("-" if row[k] is None else str(row[k]) for k in ("models", "checkpoints", "params")),
+        "-" if row["bytes"] is None else _list_size(row["bytes"]),
+        _list_size(sizes[0]) if sizes else "-",
+        ",".join(s["kind"] for s in row["sources"]),
+    ]
+
+
+def _print_table(rows: list[list[str]]) -> None:
+    """One family's rows under its header; the download column only where a size is known."""
+    header = ["name", "family", "models", "ckpts", "params", "size", "download", "sources"]
+    keep = [i for i in range(len(header)) if i != 6 or any(r[6] != "-" for r in rows)]
+    table = [[row[i] for i in keep] for row in [header, *rows]]
+    widths = [max(len(r[i]) for r in table) for i in range(len(keep))]
+    # text columns left-aligned, numbers right-aligned after one space
+    numeric = {i for i, k in enumerate(keep) if 2 <= k <= 6}
+    for row in table:
+        line = ""
+        for i, (cell, width) in enumerate(zip(row, widths, strict=True)):
+            gap = "" if i == 0 else " " if i in numeric else "  "
+            line += gap + (cell.rjust(width) if i in numeric else cell.ljust(width))
+        print(line.rstrip())
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    """Print every known zoo: family, models, checkpoints, size, and where it comes from.
+
+    One table per family (the columns fit in 100 characters); ``--json`` prints everything,
+    with each source's address, licence and citation.
+    """
+    rows = _list_rows(args.family)
+    if args.json:
+        print(json.dumps(rows, indent=1, ensure_ascii=False))
+        return 0
+    families: dict[str, list[list[str]]] = {}
+    for row in rows:
+        families.setdefault(row["family"], []).append(_list_cells(row))
+    for table in families.values():
+        _print_table(table)
+    print(_LIST_FOOTER)
     return 0
 
 
@@ -492,15 +562,20 @@ def cmd_generate(args: argparse.Namespace) -> int:
         raise InvalidOptionError(
             "--address, --cpus-per-block, --gpus-per-block and --max-retries need --engine ray"
         )
-    manifest = generate(
-        spec,
-        out,
-        device=args.device,
-        workers=args.workers,
-        engine=args.engine,
-        ray=ray,
-        slice=args.slice,
-    )
+    if args.download:  # into the directory the spec reads
+        _fetch_spec_data(spec, getattr(spec, "data_dir", None) or args.data_dir)
+    try:
+        manifest = generate(
+            spec,
+            out,
+            device=args.device,
+            workers=args.workers,
+            engine=args.engine,
+            ray=ray,
+            slice=args.slice,
+        )
+    except DataFilesMissingError as exc:
+        raise _offer_download(exc, args) from None
     if not isinstance(manifest, Manifest):  # a grouped zoo: its top manifest
         groups = ", ".join(f"{g.name} {g.num_models}" for g in manifest.groups)
         print(f"wrote {manifest.name} to {out}: {manifest.num_models} models in groups {groups}")
@@ -515,6 +590,106 @@ def cmd_generate(args: argparse.Namespace) -> int:
         )
         return 0
     print(f"wrote {manifest.name} to {out}: {manifest.num_models} models ({splits})")
+    return 0
+
+
+# The options of `generate` with their defaults, to spell out a rerun with --download.
+_GENERATE_OPTIONS = (
+    ("--out", "out", None),
+    ("--models", "models", None),
+    ("--train-epochs", "epochs", None),
+    ("--per-class", "per_class", None),
+    ("--machines", "machines", None),
+    ("--data-dir", "data_dir", None),
+    ("--device", "device", "cpu"),
+    ("--workers", "workers", None),
+    ("--engine", "engine", "local"),
+    ("--address", "address", None),
+    ("--cpus-per-block", "cpus_per_block", 1),
+    ("--gpus-per-block", "gpus_per_block", 0),
+    ("--max-retries", "max_retries", 3),
+)
+
+
+def _generate_command(args: argparse.Namespace, *extra: str) -> str:
+    """The shell command ``weightzoo generate`` with the options of ``args``, then ``extra``."""
+    argv = ["weightzoo", "generate", args.name]
+    for flag, dest, default in _GENERATE_OPTIONS:
+        value = getattr(args, dest)
+        if value is not None and value != default:
+            argv += [flag, str(value)]
+    if args.slice is not None:
+        argv += ["--slice", f"{args.slice[0]}/{args.slice[1]}"]
+    return shlex.join([*argv, *extra])
+
+
+def _offer_download(exc: DataFilesMissingError, args: argparse.Namespace) -> Exception:
+    """``exc``, plus the rerun with ``--download`` where that fetches the missing dataset."""
+    from weightzoo.sources.datasets import IMAGE_DATASETS
+
+    if args.download or getattr(exc, "dataset", None) not in IMAGE_DATASETS:
+        return exc
+    command = _generate_command(args, "--download")
+    return DataFilesMissingError(f"{exc}; or rerun with --download: `{command}`")
+
+
+def _print_fetched(fetched: Any) -> None:
+    """One line saying what ``fetch_dataset`` did."""
+    if not fetched.files:
+        print(f"{fetched.name}: already present in {fetched.folder}")
+        return
+    resumed = f", {_human_bytes(fetched.resumed)} of it resumed" if fetched.resumed else ""
+    print(
+        f"{fetched.name}: fetched {', '.join(fetched.files)} "
+        f"({_human_bytes(fetched.received + fetched.resumed)}{resumed}), md5 verified, "
+        f"into {fetched.folder}"
+    )
+
+
+def _fetch_spec_data(spec: Any, data_dir: str | None) -> None:
+    """Download the image datasets a spec needs (``generate --download``)."""
+    from weightzoo.sources.datafetch import fetch_dataset, spec_datasets
+
+    names = spec_datasets(spec.to_dict())
+    if not names:
+        print(f"{spec.name}: no image data to download")
+    for name in names:
+        _print_fetched(fetch_dataset(name, data_dir))
+
+
+def cmd_data_fetch(args: argparse.Namespace) -> int:
+    """Download image datasets and lay them out where ``generate`` reads them."""
+    from weightzoo.sources.datafetch import fetch_dataset
+
+    for name in args.names:
+        _print_fetched(fetch_dataset(name, args.data_dir))
+    return 0
+
+
+def cmd_data_list(args: argparse.Namespace) -> int:
+    """Print every downloadable image dataset, its size, and whether its files are present."""
+    from urllib.parse import urlsplit
+
+    from weightzoo.sources.datafetch import status
+    from weightzoo.sources.datasets import IMAGE_DATASETS
+
+    rows = []
+    for name, dataset in IMAGE_DATASETS.items():
+        state = status(name, args.data_dir)
+        size = dataset.size
+        rows.append(
+            (
+                name,
+                _human_bytes(size) if size is not None else "?",
+                "yes" if state.present else f"no ({state.missing} missing)",
+                urlsplit(dataset.downloads[0].urls[0]).netloc,
+                str(state.folder),
+            )
+        )
+    header = ("name", "download", "present", "source", "folder")
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
     return 0
 
 
@@ -577,15 +752,20 @@ def _group_prefix(group: str | None) -> str:
 
 
 def cmd_fetch(args: argparse.Namespace) -> int:
-    """Download a zoo (or part of it) from the hub, or list / convert a Zenodo record."""
+    """Fetch a catalog zoo from its first source, a hub repo, or list / convert a Zenodo record."""
     if args.name.startswith("zenodo:"):
         from weightzoo.sources.fetch import command
 
         return command(args)
+    if "/" not in args.name:  # a catalog name: hub copy, original release or generation
+        from weightzoo.sources.fetch import catalog_command
+
+        return catalog_command(args)
     if args.out or args.models:
         raise InvalidOptionError(
-            "--out and --models apply to zenodo:RECORD/FILE fetches; a hub fetch writes to "
-            "--local-dir (or the cache) and selects with --split, --epochs and --group"
+            "--out and --models apply to catalog names and zenodo:RECORD/FILE fetches; a hub "
+            "repo fetch writes to --local-dir (or the cache) and selects with --split, --epochs "
+            "and --group"
         )
     from weightzoo.hub import fetch
 
@@ -913,6 +1093,36 @@ def _add_train_epochs(
     )
 
 
+def _add_data_parser(sub: Any, verbose: argparse.ArgumentParser) -> None:
+    """``weightzoo data fetch NAME...`` and ``weightzoo data list``."""
+    from weightzoo.sources.datasets import IMAGE_DATASETS
+
+    data = sub.add_parser(
+        "data",
+        parents=[verbose],
+        help="download the image datasets that image zoos are generated from",
+        description="fetch: download a dataset from its canonical address, check the md5 its "
+        "publisher gives and lay the files out where `weightzoo generate` reads them "
+        "(resumable; WEIGHTZOO_HTTP_MIRROR replaces the host). list: every dataset and "
+        "whether its files are present.",
+    )
+    commands = data.add_subparsers(dest="data_command", required=True, metavar="COMMAND")
+    dirs = OneLineParser(add_help=False)
+    dirs.add_argument(
+        "--data-dir",
+        help="the data directory (default: WEIGHTZOO_DATA_DIR, else ~/.cache/weightzoo/data)",
+    )
+    p = commands.add_parser(
+        "fetch", parents=[verbose, dirs], help="download datasets into the data directory"
+    )
+    p.add_argument("names", nargs="+", metavar="NAME", help=", ".join(IMAGE_DATASETS))
+    p.set_defaults(func=cmd_data_fetch)
+    p = commands.add_parser(
+        "list", parents=[verbose, dirs], help="the datasets, their size and whether present"
+    )
+    p.set_defaults(func=cmd_data_list)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = OneLineParser(
@@ -928,8 +1138,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("list", parents=[verbose], help="list known zoos with size estimates")
-    p.add_argument("--family", choices=("mlds", "modelzoo", "trajectory", "property"))
+    p = sub.add_parser(
+        "list",
+        parents=[verbose],
+        help="list known zoos: sizes and where each comes from (hub, release, generate)",
+        description="One table per family: models, checkpoints per model, parameters per "
+        "model, the zoo's size in weightzoo's format (estimated), the download's size where "
+        "the catalog knows it, and the sources `weightzoo fetch NAME` tries, in order. No "
+        "network; --json has each source's address, licence and citation.",
+    )
+    p.add_argument("--family", help="only this family (e.g. modelzoo, smallcnnzoo, phase)")
+    p.add_argument("--json", action="store_true", help="print the catalog as JSON")
     p.set_defaults(func=cmd_list)
 
     p = sub.add_parser(
@@ -965,6 +1184,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--machines", help="MLDS: comma-separated machine names or automaton seeds")
     p.add_argument("--data-dir", help="image zoos: directory with the raw dataset files")
+    p.add_argument(
+        "--download",
+        action="store_true",
+        help="image zoos: first download the spec's image data into --data-dir (as "
+        "`weightzoo data fetch`; files already there are kept)",
+    )
     p.add_argument("--device", default="cpu", help="torch device: cpu (default) or cuda")
     p.add_argument(
         "--workers",
@@ -1037,18 +1262,25 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "fetch",
         parents=[verbose],
-        help="download a zoo from the Hugging Face Hub, or list / convert a Zenodo record",
-        description="NAME is a catalog name or hub dataset repo id (a hub fetch), or "
+        help="fetch a published zoo (hub copy or original release), or list a Zenodo record",
+        description="NAME is a catalog name (its sources are tried in order: the hub copy, the "
+        "original release converted into --out, else the `weightzoo generate` command is "
+        "named; `weightzoo list` shows each zoo's sources), a hub dataset repo id, "
         "zenodo:RECORD (list the record's files) or zenodo:RECORD/FILE (convert a Model Zoos "
-        "zip into a zoo at --out, reading only the members needed where the server allows). "
-        "The Zenodo server is WEIGHTZOO_ZENODO_ENDPOINT (default https://zenodo.org).",
+        "zip into a zoo at --out). A zip is read in part (only the members needed) where the "
+        "server allows. Endpoints: WEIGHTZOO_ZENODO_ENDPOINT (default https://zenodo.org), "
+        "WEIGHTZOO_HTTP_MIRROR; see docs/sources.md.",
     )
     p.add_argument(
         "name", help="catalog name, hub dataset repo id (owner/name), or zenodo:RECORD[/FILE]"
     )
-    p.add_argument("--out", help="zenodo:RECORD/FILE: the zoo directory (default: zoos/NAME)")
     p.add_argument(
-        "--models", type=_positive_int, help="zenodo:RECORD/FILE: only the first N models"
+        "--out",
+        help="original releases: the zoo directory (default: $WEIGHTZOO_HOME/zoos/NAME, "
+        "WEIGHTZOO_HOME defaulting to ~/.cache/weightzoo; zenodo:RECORD/FILE: zoos/FILE)",
+    )
+    p.add_argument(
+        "--models", type=_positive_int, help="original releases: only the first N models"
     )
     p.add_argument("--split", choices=("train", "val", "test", "all"))
     p.add_argument("--epochs", type=_parse_epochs, help="'all', 'last', N or N1,N2,...")
@@ -1076,6 +1308,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_card_parser(sub, verbose)
     _add_behaviour_parser(sub, [verbose])
     _add_landscape_parser(sub, [verbose])
+    _add_data_parser(sub, verbose)
     return parser
 
 

@@ -733,13 +733,18 @@ def resolve_zoo_dir(root: PathLike, name: str) -> Path:
 
 
 def _family_dir(root: PathLike, name: str, download: bool, **fetch_options: Any) -> Path:
+    """The zoo ``name`` under ``root``; with ``download``, fetched first if absent.
+
+    A download tries the zoo's sources in the catalog's order (the hub copy, else the original
+    release converted into ``root/name``; see :func:`weightzoo.sources.fetch.fetch_zoo`).
+    """
     if download:
         local = Path(root) / name
         if _selection_present(local, **fetch_options):
             return local  # fetched (and hash-checked) before: no network, no re-hashing
-        from weightzoo.hub import fetch
+        from weightzoo.sources.fetch import fetch_zoo
 
-        return Path(fetch(name, local_dir=local, **fetch_options))
+        return fetch_zoo(name, local, **fetch_options).path
     return resolve_zoo_dir(root, name)
 
 
@@ -795,7 +800,8 @@ class MLDS(ZooDataset):
         subset: ``"ds1"``, ``"ds2"`` or ``"ds3"``.
         targets: the labels, by default the machine (DS1/DS2) or automaton (DS3). Both are
             served as class indices; :attr:`classes` names them (DS3: automaton seeds).
-        download: fetch the zoo from the hub first if it is not under ``root``.
+        download: fetch the zoo first if it is not under ``root`` (its hub copy, else its
+            original release; see docs/sources.md).
         target: deprecated spelling of ``targets``.
         **kwargs: as for :class:`ZooDataset` (split, epochs, features, where, transform...).
     """
@@ -928,7 +934,8 @@ class ModelZoo(ZooDataset):
             ``cifar100``, ``tiny-imagenet`` or ``digits``.
         architecture: ``cnn-s``, ``cnn-m`` or ``resnet18``.
         config: ``seed``, ``hyp-10-rand`` or ``hyp-10-fix``.
-        download: fetch the zoo from the hub first if it is not under ``root``.
+        download: fetch the zoo first if it is not under ``root`` (its hub copy, else its
+            original release; see docs/sources.md).
         **kwargs: as for :class:`ZooDataset`.
     """
 
@@ -953,7 +960,8 @@ class TrajectoryZoo(Trajectories):
         root: a directory holding the zoo, or the zoo directory itself.
         dataset: ``mnist`` or ``digits``.
         architecture: ``mlp`` or ``cnn``.
-        download: fetch the zoo from the hub first if it is not under ``root``.
+        download: fetch the zoo first if it is not under ``root`` (its hub copy, else its
+            original release; see docs/sources.md).
         **kwargs: as for :class:`Trajectories` (mode, window, split, epochs...).
     """
 

@@ -132,7 +132,8 @@ def resolve_repo(name_or_repo: str, revision: str | None = None) -> tuple[str, s
 
     Raises:
         UnknownZooError: for a name that is neither in the catalog nor a repo id.
-        HubError: for an invalid repo id, or a catalog zoo that has no hub copy yet.
+        HubError: for an invalid repo id, or a catalog zoo that has no hub copy yet (the
+            message names the zoo's other sources: its original release, its generation).
         InvalidOptionError: for a revision that is no commit id, branch or tag name.
     """
     if "/" in name_or_repo:
@@ -140,13 +141,24 @@ def resolve_repo(name_or_repo: str, revision: str | None = None) -> tuple[str, s
     else:
         entry = catalog.get_entry(name_or_repo)
         if entry.hub_repo is None:
-            raise HubError(
-                f"zoo {entry.name!r} is not published on the hub yet. Generate it locally with "
-                f"`weightzoo generate {entry.name}`, or fetch a copy someone pushed by passing "
-                "its repo id: `weightzoo fetch OWNER/NAME`."
-            )
+            raise HubError(f"zoo {entry.name!r} has no hub copy yet. {_other_sources(entry)}")
         repo_id, revision = entry.hub_repo, revision or entry.revision
     return _check_repo_id(repo_id), None if revision is None else _check_revision(revision)
+
+
+def _other_sources(entry: catalog.CatalogEntry) -> str:
+    """Where else a zoo without a hub copy comes from, as advice."""
+    ways = []
+    if entry.release is not None:
+        ways.append(
+            f"`weightzoo fetch {entry.name}` converts its original release "
+            f"({entry.release.where}; in Python: "
+            f"weightzoo.sources.fetch.fetch_zoo({entry.name!r}))"
+        )
+    if entry.generation is not None:
+        ways.append(f"`weightzoo generate {entry.name}` trains it ({entry.generation.describe()})")
+    ways.append("a copy someone pushed is fetched by its repo id: `weightzoo fetch OWNER/NAME`")
+    return "; ".join(ways) + "."
 
 
 def _check_repo_id(repo_id: str) -> str:

@@ -13,7 +13,10 @@ Pitfalls handled (see docs/import.md): trials are ordered by natural sort of the
 have different ``module_list`` indices (dropout shifts them) but the same sequence of shapes,
 they are renamed by rank (``layer0.weight`` ...) with the original keys kept per model in the
 ``state_dict_keys`` column; shapes come from the checkpoints (``model::o_dim`` is not trusted);
-result lines are matched to checkpoints one to one when their counts agree and shifted by one
+result lines are matched to checkpoints by their ``training_iteration`` (else ``epoch``), which
+is the number of the ``checkpoint_XXXXXX`` folder Ray Tune saves after that iteration, so a
+trial with only some of its checkpoints (a partial download) gets the right metrics. Lines that
+carry neither key are matched by position: one to one when their counts agree, shifted by one
 (checkpoint 0 has no metrics) when there is one line fewer.
 """
 
@@ -203,17 +206,31 @@ def _fill(
     return row
 
 
-def _metrics(
-    trial: Path,
-    epochs: list[int],
-    found: list[int],
-    lines: list[dict[str, Any]],
-    names: dict[str, str],
-) -> dict[str, np.ndarray]:
-    """Per-checkpoint metrics: result lines matched to checkpoints (see the module's notes).
+# The keys of a result line that name the checkpoint it belongs to, in order of preference.
+_ITERATION_KEYS = ("training_iteration", "epoch")
 
-    ``names`` maps a result key to its stored metric name.
+
+def _line_labels(path: Path | None, lines: list[dict[str, Any]]) -> list[int | None] | None:
+    """Each line's checkpoint label (its ``training_iteration``, else ``epoch``).
+
+    Returns:
+        One label per line (``None`` for a line without the key), or ``None`` when no line has
+        either key (the lines are then matched by position).
+
+    Raises:
+        UnreadableFileError: for a label that is not a non-negative integer.
     """
+    for key in _ITERATION_KEYS:
+        if any(key in line for line in lines):
+            return [
+                None if line.get(key) is None else epoch_label(line[key], f"{path}: {key}")
+                for line in lines
+            ]
+    return None
+
+
+def _positions(found: list[int], lines: list[dict[str, Any]], trial: Path) -> dict[int, int]:
+    """Checkpoint -> line, by position: the rule for lines that carry no iteration."""
     shift = 1 if len(lines) == len(found) - 1 else 0
     if lines and len(lines) not in (len(found), len(found) - 1):
         logger.warning(
@@ -222,21 +239,48 @@ def _metrics(
             len(lines),
             len(found),
         )
+    return {
+        epoch: position - shift
+        for position, epoch in enumerate(found)
+        if 0 <= position - shift < len(lines)
+    }
+
+
+def _metrics(
+    trial: Path,
+    epochs: list[int],
+    found: list[int],
+    results: tuple[Path | None, list[dict[str, Any]]],
+    names: dict[str, str],
+) -> dict[str, np.ndarray]:
+    """Per-checkpoint metrics: result lines matched to checkpoints (see the module's notes).
+
+    ``names`` maps a result key to its stored metric name.
+    """
+    path, lines = results
+    labels = _line_labels(path, lines)
+    if labels is None:
+        matched = _positions(found, lines, trial)
+    else:
+        # a restored trial repeats iterations: the last line is the run its checkpoint holds
+        by_label = {label: index for index, label in enumerate(labels) if label is not None}
+        matched = {epoch: by_label[epoch] for epoch in found if epoch in by_label}
     metrics = {name: np.full(len(epochs), np.nan, dtype=np.float32) for name in names.values()}
-    for position, epoch in enumerate(found):
-        line_index = position - shift
-        if 0 <= line_index < len(lines):
-            for key, name in names.items():
-                metrics[name][epochs.index(epoch)] = metric_value(lines[line_index].get(key))
+    for epoch, line_index in matched.items():
+        for key, name in names.items():
+            metrics[name][epochs.index(epoch)] = metric_value(lines[line_index].get(key))
     return metrics
 
 
-def import_modelzoo(src: str | os.PathLike[str], dest: str | os.PathLike[str]) -> Manifest:
+def import_modelzoo(
+    src: str | os.PathLike[str], dest: str | os.PathLike[str], *, name: str | None = None
+) -> Manifest:
     """Convert a Model Zoos directory into a weightzoo zoo.
 
     Args:
         src: the zoo root (holding one directory per trial with ``params.json``).
         dest: the weightzoo zoo directory to write.
+        name: the zoo's name (default: the name of ``src``).
 
     Returns:
         The written manifest.
@@ -303,7 +347,7 @@ def import_modelzoo(src: str | os.PathLike[str], dest: str | os.PathLike[str]) -
         for epoch, path in checkpoints[trial].items():
             sd = load_state_dict(path)
             weights[epochs.index(epoch)] = _fill(path, sd, name_maps[index], layout)
-        metrics = _metrics(trial, epochs, list(checkpoints[trial]), results[trial][1], metric_names)
+        metrics = _metrics(trial, epochs, list(checkpoints[trial]), results[trial], metric_names)
         return ModelRecord(index, weights, metrics)
 
     sources = [*params_files, *(p for c in checkpoints.values() for p in c.values())]
@@ -311,7 +355,7 @@ def import_modelzoo(src: str | os.PathLike[str], dest: str | os.PathLike[str]) -
     sources += [config_path] if config_path else []
     return write_zoo(
         dest,
-        name=root.name,
+        name=name or root.name,
         family="modelzoo",
         spec={"importer": "modelzoo", "source": root.name, "config": config, "renamed": renamed},
         source_files=(root, sources),

@@ -17,10 +17,16 @@ md5-verified, :func:`weightzoo.sources.http.download`) and extracts the same mem
 members go through :func:`weightzoo.importers.modelzoo.import_modelzoo` into a hidden folder
 beside the output, renamed into place only when the zoo is complete; the zoo's ``source.json``
 records the record, the file, and each member read with its CRC-32 from the zip directory.
+When only some epochs are read, each trial's whole ``result.json`` is read: the importer
+matches its lines to the checkpoints by ``training_iteration``.
 
-When only some epochs are read, each trial's ``result.json`` is cut to the lines of the chosen
-checkpoints before the import (the importer matches lines to the checkpoints it finds by
-position; see :func:`align_results`); ``source.json`` counts those files in ``results_cut``.
+``weightzoo fetch NAME`` (:func:`fetch_zoo`) fetches a zoo of the catalog
+(:mod:`weightzoo.catalog`) from its sources in order: the hub copy, else the original release
+(a Zenodo record, whose file is chosen from the record's listing by the entry's
+:class:`~weightzoo.catalog.FileMatch`, converted by the same :func:`convert_file` as
+``zenodo:RECORD/FILE``; or a Small CNN Zoo archive in a bucket), else it names the
+``weightzoo generate`` command. Original releases go to ``--out``, by default
+``$WEIGHTZOO_HOME/zoos/NAME`` (``WEIGHTZOO_HOME`` defaults to ``~/.cache/weightzoo``).
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ import logging
 import os
 import posixpath
 import re
+import shlex
 import shutil
 import sys
 import zipfile
@@ -41,12 +48,15 @@ from typing import Any
 
 import httpx2
 
+from weightzoo import catalog
 from weightzoo.errors import (
     DataFilesMissingError,
     EpochError,
+    HubError,
     InvalidOptionError,
     SourceConnectionError,
     SourceContentError,
+    SourceNotFoundError,
     UnreadableFileError,
     UnsafePathError,
 )
@@ -62,7 +72,19 @@ from weightzoo.sources.remotezip import (
 )
 from weightzoo.sources.zenodo import Record, RecordFile, check_record_id, get_record
 
-__all__ = ["Fetched", "Selection", "fetch_zenodo", "listing", "parse_target", "select_members"]
+__all__ = [
+    "Fetched",
+    "FetchedZoo",
+    "Selection",
+    "choose_file",
+    "convert_file",
+    "fetch_zenodo",
+    "fetch_zoo",
+    "listing",
+    "parse_target",
+    "select_members",
+    "zoo_home",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -251,45 +273,6 @@ def select_members(
     return Selection(roots[0], tuple(chosen), tuple(wanted), frozenset(members), found)
 
 
-def _kept_lines(lines: list[str], found: Sequence[int], wanted: Sequence[int]) -> list[str]:
-    """The result lines of the ``wanted`` checkpoints, by the importer's matching rule.
-
-    The importer matches a trial's result lines to its checkpoints in order: one to one when
-    the counts agree, shifted by one (checkpoint 0 has no line) when there is one line fewer.
-    Matched over all of the trial's checkpoints in the zip, and cut to the chosen ones, the
-    lines it reads for those checkpoints are the ones it would read from the whole trial.
-    """
-    shift = 1 if len(lines) == len(found) - 1 else 0
-    return [
-        lines[position - shift]
-        for position, epoch in enumerate(found)
-        if epoch in wanted and 0 <= position - shift < len(lines)
-    ]
-
-
-def align_results(root: Path, selection: Selection) -> int:
-    """Cut each extracted ``result.json`` to the lines of the chosen checkpoints.
-
-    Needed when only some epochs were extracted: the importer matches lines to the checkpoints
-    it finds by position (see :func:`_kept_lines`).
-
-    Returns:
-        The number of files rewritten.
-    """
-    rewritten = 0
-    for trial in selection.trials:
-        found = selection.checkpoints[trial]
-        path = root / posixpath.basename(trial) / "result.json"
-        if set(found) <= set(selection.epochs) or not path.is_file():
-            continue
-        text = path.read_text(encoding="utf-8")
-        lines = [line for line in text.splitlines() if line.strip()]
-        kept = _kept_lines(lines, found, selection.epochs)
-        path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
-        rewritten += 1
-    return rewritten
-
-
 # -- fetch ------------------------------------------------------------------------------------
 
 
@@ -326,6 +309,12 @@ class _Read:
 
 
 def _check_out(out: Path) -> None:
+    if (out / "zoo.json").is_file() and not out.is_symlink():
+        raise InvalidOptionError(
+            f"the output folder {out} already holds a zoo; open it as it is, or fetch into a "
+            "new folder (a fetched zoo is never written over another; remove it to fetch "
+            "other epochs or models into it)"
+        )
     if out.is_symlink() or (out.exists() and (not out.is_dir() or any(out.iterdir()))):
         raise InvalidOptionError(
             f"the output folder {out} already exists and is not empty; choose a new folder "
@@ -458,13 +447,88 @@ def _provenance(record: Record, file: RecordFile, read: _Read) -> dict[str, Any]
     }
 
 
-def _convert(root: Path, out: Path, provenance: dict[str, Any]) -> None:
+def _convert(root: Path, out: Path, provenance: dict[str, Any], name: str | None) -> None:
     from weightzoo.importers.modelzoo import import_modelzoo
 
     with staging(out) as tmp:
-        import_modelzoo(root, tmp)
+        import_modelzoo(root, tmp, name=name)
         text = json.dumps(provenance, indent=1, ensure_ascii=False) + "\n"
         (tmp / PROVENANCE_NAME).write_text(text, encoding="utf-8")
+
+
+def _work_dir(out: Path) -> Path:
+    """The download folder of ``out``: hidden beside it, kept after a cut connection."""
+    work = out.parent / f".{out.name}.fetch"
+    if work.is_symlink():
+        raise UnsafePathError(
+            f"{work} (the download folder of {out}) is a link; weightzoo never follows one "
+            "out of the output's folder: remove the link and rerun"
+        )
+    return work
+
+
+def convert_file(
+    client: httpx2.Client,
+    record: Record,
+    file: RecordFile,
+    out: str | os.PathLike[str],
+    *,
+    epochs: Any = None,
+    models: int | None = None,
+    progress: bool | None = None,
+    name: str | None = None,
+    provenance: dict[str, Any] | None = None,
+) -> Fetched:
+    """Turn the Model Zoos zip ``file`` of ``record`` into a zoo at ``out``.
+
+    The one conversion path of ``zenodo:RECORD/FILE`` and of catalog names: only the members
+    the zoo needs where the server answers range requests, else the whole file (resumable,
+    checksum-verified); then :func:`~weightzoo.importers.modelzoo.import_modelzoo` into a hidden
+    folder renamed into place when complete.
+
+    Args:
+        client: the HTTP client.
+        record: the record, as listed.
+        file: the file of ``record`` to convert.
+        out: the zoo directory to create (must not exist, or be empty).
+        epochs: ``None``/``"all"``, ``"last"``, an epoch or a list of epochs.
+        models: only the first ``models`` trials (natural order of their names).
+        progress: show byte progress bars (``None``: only on a terminal).
+        name: the zoo's name (default: the zip's folder name).
+        provenance: more facts for ``source.json`` (e.g. the catalog entry).
+
+    Returns:
+        What was fetched and how.
+
+    Raises:
+        SourceError: and its subclasses, for the transfer.
+        UnsafeArchiveError: for a hostile zip (nothing is kept).
+        EpochError: for an epoch the zip has no checkpoint of.
+        InvalidOptionError: for a file that is not a zip, or an occupied ``out``.
+    """
+    out = Path(out)
+    _check_out(out)
+    if convertible(file.key) is None:
+        raise InvalidOptionError(
+            f"{file.key} of zenodo:{record.id} is not a zip; weightzoo converts Model Zoos "
+            f"zips (of Ray Tune trial directories) only: download it from {record.url}"
+        )
+    work = _work_dir(out)
+    shutil.rmtree(work / "src", ignore_errors=True)  # left by a killed run; never resumed
+    keep_download = False
+    try:
+        choose = {"epochs": epochs, "models": models}
+        read = _read_members(client, record, file, work, choose, progress)
+        root = work / "src" / PurePosixPath(file.key).stem / read.selection.root
+        _convert(root, out, _provenance(record, file, read) | (provenance or {}), name)
+    except BaseException as exc:
+        # a cut connection or an interrupt keeps the downloaded bytes for the rerun
+        keep_download = isinstance(exc, SourceConnectionError) or not isinstance(exc, Exception)
+        raise
+    finally:
+        shutil.rmtree(work / "src" if keep_download else work, ignore_errors=True)
+    members = tuple(read.members)
+    return Fetched(out, record, file, read.selection, members, read.partial, read.bytes_read)
 
 
 def fetch_zenodo(
@@ -476,7 +540,7 @@ def fetch_zenodo(
     endpoint: str | None = None,
     progress: bool | None = None,
 ) -> Fetched:
-    """Turn a Model Zoos zip of a Zenodo record into a zoo at ``out``.
+    """Turn a Model Zoos zip of a Zenodo record into a zoo at ``out`` (see :func:`convert_file`).
 
     Args:
         target: ``zenodo:RECORD/FILE`` (or a parsed :class:`Target`).
@@ -502,38 +566,28 @@ def fetch_zenodo(
             f"zenodo:{parsed.record} names no file; pass zenodo:RECORD/FILE "
             f"(`weightzoo fetch zenodo:{parsed.record}` lists the record's files)"
         )
-    out = Path(out)
-    _check_out(out)
+    _check_out(Path(out))
     with new_client() as client:
         record = get_record(parsed.record, endpoint=endpoint, client=client)
         file = record.file(parsed.file)
-        if convertible(file.key) is None:
-            raise InvalidOptionError(
-                f"{file.key} of zenodo:{record.id} is not a zip; weightzoo converts Model Zoos "
-                f"zips (of Ray Tune trial directories) only: download it from {record.url}"
-            )
-        work = out.parent / f".{out.name}.fetch"
-        if work.is_symlink():
-            raise UnsafePathError(
-                f"{work} (the download folder of {out}) is a link; weightzoo never follows one "
-                "out of the output's folder: remove the link and rerun"
-            )
-        shutil.rmtree(work / "src", ignore_errors=True)  # left by a killed run; never resumed
-        keep_download = False
-        try:
-            choose = {"epochs": epochs, "models": models}
-            read = _read_members(client, record, file, work, choose, progress)
-            root = work / "src" / PurePosixPath(file.key).stem / read.selection.root
-            cut = align_results(root, read.selection)
-            _convert(root, out, _provenance(record, file, read) | {"results_cut": cut})
-        except BaseException as exc:
-            # a cut connection or an interrupt keeps the downloaded bytes for the rerun
-            keep_download = isinstance(exc, SourceConnectionError) or not isinstance(exc, Exception)
-            raise
-        finally:
-            shutil.rmtree(work / "src" if keep_download else work, ignore_errors=True)
-    members = tuple(read.members)
-    return Fetched(out, record, file, read.selection, members, read.partial, read.bytes_read)
+        return convert_file(
+            client, record, file, out, epochs=epochs, models=models, progress=progress
+        )
+
+
+def describe(result: Fetched) -> str:
+    """How a conversion read its file, for the line ``weightzoo fetch`` prints."""
+    how = (
+        f"read {_human_bytes(result.bytes_read)} of {_human_bytes(result.file.size)} through "
+        "range requests, each member's CRC-32 checked"
+        if result.partial
+        else f"downloaded {_human_bytes(result.bytes_read)}, checksum verified"
+    )
+    return (
+        f"{len(result.selection.trials)} models x {len(result.selection.epochs)} checkpoints "
+        f"(epochs {_compact(result.selection.epochs)}) from zenodo:{result.record.id}/"
+        f"{result.file.key}: {how}"
+    )
 
 
 def command(args: argparse.Namespace) -> int:
@@ -560,17 +614,296 @@ def command(args: argparse.Namespace) -> int:
         return 0
     out = Path(args.out) if args.out else Path("zoos") / PurePosixPath(target.file).stem
     result = fetch_zenodo(target, out, epochs=args.epochs, models=args.models)
-    how = (
-        f"read {_human_bytes(result.bytes_read)} of {_human_bytes(result.file.size)} through "
-        "range requests, each member's CRC-32 checked"
-        if result.partial
-        else f"downloaded {_human_bytes(result.bytes_read)}, checksum verified"
+    print(describe(result), file=sys.stderr)
+    print(result.path)
+    return 0
+
+
+# -- catalog names ----------------------------------------------------------------------------
+
+HOME_ENV = "WEIGHTZOO_HOME"
+_HUB_ONLY = ("revision", "cache_dir", "group")
+
+
+def zoo_home() -> Path:
+    """Where fetched original releases go by default: ``$WEIGHTZOO_HOME/zoos``.
+
+    ``WEIGHTZOO_HOME`` defaults to ``~/.cache/weightzoo`` (whose ``data`` folder holds image
+    data, see :func:`weightzoo.tasks.imagedata.default_data_dir`).
+    """
+    home = os.environ.get(HOME_ENV, "").strip()
+    return (Path(home).expanduser() if home else Path.home() / ".cache" / "weightzoo") / "zoos"
+
+
+@dataclass(frozen=True)
+class FetchedZoo:
+    """A catalog zoo fetched from one of its sources.
+
+    Attributes:
+        path: the zoo directory.
+        kind: the source used: ``hub``, ``zenodo`` or ``bucket``.
+        where: the repo id, ``zenodo:RECORD/FILE`` or the archive's address.
+        message: one line saying which source was used and what was read.
+    """
+
+    path: Path
+    kind: str
+    where: str
+    message: str
+
+
+def _command(target: str, out: Path) -> str:
+    return f"`weightzoo fetch {shlex.quote(target)} --out {shlex.quote(str(out))}`"
+
+
+def choose_file(record: Record, release: catalog.ZenodoRelease, zoo: str, out: Path) -> RecordFile:
+    """The one file of ``record`` that the catalog's :class:`~weightzoo.catalog.FileMatch` fits.
+
+    Raises:
+        SourceNotFoundError: when no zip or several fit (the one line lists the candidates and
+            the ``weightzoo fetch zenodo:RECORD/FILE`` command for each).
+    """
+    zips = [f for f in record.files if convertible(f.key)]
+    fitting = [f for f in zips if release.files.fits(f.key)]
+    if len(fitting) == 1:
+        return fitting[0]
+    where = f"zenodo:{record.id}"
+    if record.requested != record.id:
+        where += f" (the latest version of {record.requested})"
+    if not zips:
+        names = ", ".join(f.key for f in record.files) or "none"
+        raise SourceNotFoundError(
+            f"{where} holds no zip that weightzoo converts for {zoo} (its files: {names}); "
+            f"see the record at {record.url}"
+        )
+    candidates = fitting or zips
+    commands = " or ".join(_command(f"zenodo:{record.id}/{f.key}", out) for f in candidates)
+    which = (
+        f"several zips that may hold {zoo}: {', '.join(f.key for f in fitting)}"
+        if fitting
+        else f"no zip whose name marks it as {zoo} (its zips: {', '.join(f.key for f in zips)})"
     )
-    print(
-        f"{len(result.selection.trials)} models x {len(result.selection.epochs)} checkpoints "
-        f"(epochs {_compact(result.selection.epochs)}) from zenodo:{result.record.id}/"
-        f"{result.file.key}: {how}",
-        file=sys.stderr,
+    raise SourceNotFoundError(f"{where} has {which}; convert the right one with {commands}")
+
+
+def _hub_only_options(options: dict[str, Any]) -> list[str]:
+    return [f"--{k.replace('_', '-')}" for k in _HUB_ONLY if options.get(k) is not None]
+
+
+def _check_options(entry: catalog.CatalogEntry, options: dict[str, Any]) -> None:
+    """Refuse options that none of the entry's sources can honour."""
+    kinds = [s.kind for s in entry.sources]
+    hub_only = _hub_only_options(options)
+    if hub_only and "hub" not in kinds:
+        raise InvalidOptionError(
+            f"{', '.join(hub_only)} apply to hub copies; {entry.name} has none (its sources: "
+            f"{', '.join(kinds)}): drop them, and pass --out DIR for its original release"
+        )
+    epochs = options.get("epochs")
+    release = entry.release
+    if isinstance(release, catalog.BucketRelease) and epochs not in (None, "all"):
+        raise InvalidOptionError(
+            f"--epochs {epochs} cannot cut {entry.name}: its original release ({release.url}) "
+            "is converted with every checkpoint; drop --epochs and choose epochs when reading"
+        )
+
+
+def _from_hub(entry: catalog.CatalogEntry, options: dict[str, Any]) -> FetchedZoo:
+    from weightzoo import hub
+
+    local_dir = options.get("local_dir") or options.get("out")
+    path = hub.fetch(
+        entry.name,
+        split=options.get("split"),
+        epochs=options.get("epochs"),
+        revision=options.get("revision"),
+        cache_dir=options.get("cache_dir"),
+        local_dir=local_dir,
+        progress=options.get("progress") is not False,
+        group=options.get("group"),
     )
+    repo = entry.hub_repo or ""
+    return FetchedZoo(Path(path), "hub", repo, f"{entry.name}: from the hub copy {repo}")
+
+
+def _from_zenodo(
+    entry: catalog.CatalogEntry, release: catalog.ZenodoRelease, out: Path, options: dict[str, Any]
+) -> FetchedZoo:
+    _check_out(out)
+    with new_client() as client:
+        record = get_record(release.record, client=client)
+        file = choose_file(record, release, entry.name, out)
+        logger.info("%s: zenodo:%s/%s, %d bytes", entry.name, record.id, file.key, file.size)
+        result = convert_file(
+            client,
+            record,
+            file,
+            out,
+            epochs=options.get("epochs"),
+            models=options.get("models"),
+            progress=options.get("progress"),
+            name=entry.name,
+            provenance={"catalog": entry.name, "cite": [str(c) for c in release.cite]},
+        )
+    where = f"zenodo:{record.id}/{file.key}"
+    return FetchedZoo(result.path, "zenodo", where, f"{entry.name}: {describe(result)}")
+
+
+def _from_bucket(
+    entry: catalog.CatalogEntry, release: catalog.BucketRelease, out: Path, options: dict[str, Any]
+) -> FetchedZoo:
+    from weightzoo.sources.smallcnn import fetch_small_cnn_zoo
+
+    progress = options.get("progress")
+    path = fetch_small_cnn_zoo(
+        release.url,
+        out,
+        split_csv_url=release.split_csv_url,
+        models=options.get("models"),
+        progress=sys.stderr.isatty() if progress is None else progress,
+    )
+    splits = f", splits from {release.split_csv_url}" if release.split_csv_url else ""
+    message = f"{entry.name}: from the original release {release.url}{splits}"
+    return FetchedZoo(Path(path), "bucket", release.url, message)
+
+
+def _generate_instead(entry: catalog.CatalogEntry, out: Path | None, failed: list[str]) -> str:
+    generation = entry.generation
+    assert generation is not None
+    command = f"weightzoo generate {entry.name}"
+    command += f" --out {shlex.quote(str(out))}" if out is not None else ""
+    tried = f" ({'; '.join(failed)})" if failed else ""
+    return (
+        f"zoo {entry.name!r} has no copy to download{tried}; generate it with `{command}` "
+        f"({generation.describe()})"
+    )
+
+
+def fetch_zoo(
+    name: str,
+    out: str | os.PathLike[str] | None = None,
+    *,
+    split: str | Sequence[str] | None = None,
+    epochs: Any = None,
+    models: int | None = None,
+    revision: str | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    local_dir: str | os.PathLike[str] | None = None,
+    group: str | Sequence[str] | None = None,
+    progress: bool | None = None,
+) -> FetchedZoo:
+    """Fetch the catalog zoo ``name`` from the first of its sources that has it.
+
+    The sources are tried in the catalog's order (:attr:`~weightzoo.catalog.CatalogEntry.sources`):
+    the hub copy (with ``split``, ``epochs`` and the hub options; skipped for ``models``, which a
+    hub copy cannot cut; a hub that cannot be reached or lacks the repo gives way to the next
+    source), then the original release into ``out`` (a Zenodo record's Model Zoos zip, read in
+    part where the server allows, with ``epochs`` and ``models``; a release holds every split,
+    so ``split`` is chosen when reading; or a Small CNN Zoo archive). A zoo whose only source
+    is generation is a :class:`~weightzoo.errors.SourceNotFoundError` naming the
+    ``weightzoo generate`` command. A repo id (``owner/name``) or a name the catalog does not
+    know goes to :func:`weightzoo.hub.fetch` as before.
+
+    Args:
+        name: a catalog name (``modelzoo-mnist-cnn-s-seed``) or a hub repo id.
+        out: the zoo directory for an original release (default: ``local_dir``, else
+            ``zoo_home() / name``); the hub's ``local_dir`` when that is not given.
+        split: hub copies: ``train``, ``val``, ``test``, several, or ``None``/``"all"``.
+        epochs: ``None``/``"all"``, ``"last"``, an epoch or several.
+        models: original releases: only the first ``models`` models.
+        revision: hub copies: branch, tag or commit.
+        cache_dir: hub copies: the hub cache.
+        local_dir: hub copies: download into this directory instead of the cache (and the
+            directory of an original release when ``out`` is not given).
+        group: hub copies of grouped zoos: the groups to fetch.
+        progress: show progress bars (``None``: only on a terminal).
+
+    Returns:
+        The zoo's directory, the source used and a line that says so.
+
+    Raises:
+        UnknownZooError: for a name neither in the catalog nor a repo id.
+        SourceNotFoundError: for a zoo with nothing to download, or a record whose files do
+            not map to the zoo with certainty.
+        InvalidOptionError: for options none of the zoo's sources honours.
+        SourceError, HubError, EpochError, UnsafeArchiveError: from the source used.
+    """
+    options = {
+        "split": split,
+        "epochs": epochs,
+        "models": models,
+        "revision": revision,
+        "cache_dir": cache_dir,
+        "local_dir": local_dir,
+        "group": group,
+        "progress": progress,
+        "out": out,
+    }
+    entry = catalog.find(name)
+    if entry is None or "/" in name:  # a repo id, or unknown (the hub names close matches)
+        from weightzoo import hub
+
+        path = hub.fetch(
+            name,
+            **{k: options[k] for k in ("split", "epochs", "revision", "cache_dir", "group")},
+            local_dir=local_dir or out,
+            progress=progress is not False,
+        )
+        return FetchedZoo(Path(path), "hub", name, f"{name}: from the hub")
+    _check_options(entry, options)
+    chosen = out if out is not None else local_dir  # --local-dir works for either source
+    target = Path(chosen) if chosen is not None else zoo_home() / entry.name
+    failed: list[str] = []
+    for source in entry.sources:
+        if isinstance(source, catalog.HubCopy):
+            if models is not None:
+                failed.append(f"the hub copy {source.repo} cannot be cut to --models {models}")
+                continue
+            try:
+                return _announce(_from_hub(entry, options))
+            except HubError as exc:
+                logger.warning("%s: the hub copy failed (%s); trying the next source", name, exc)
+                failed.append(f"the hub copy {source.repo} failed: {exc}")
+        elif isinstance(source, catalog.ZenodoRelease):
+            return _announce(_from_zenodo(entry, source, target, options))
+        elif isinstance(source, catalog.BucketRelease):
+            return _announce(_from_bucket(entry, source, target, options))
+        else:
+            where = Path(chosen) if chosen is not None else None
+            raise SourceNotFoundError(_generate_instead(entry, where, failed))
+    raise SourceNotFoundError(f"zoo {name!r} could not be fetched: {'; '.join(failed)}")
+
+
+def _announce(fetched: FetchedZoo) -> FetchedZoo:
+    logger.info("%s", fetched.message)
+    return fetched
+
+
+def catalog_command(args: argparse.Namespace) -> int:
+    """``weightzoo fetch NAME`` for a catalog name: the first source that has it.
+
+    Prints the zoo's directory on stdout and, on stderr, one line naming the source used.
+
+    Returns:
+        The exit code (0).
+    """
+    default = args.out is None and args.local_dir is None
+    result = fetch_zoo(
+        args.name,
+        args.out,
+        split=args.split,
+        epochs=args.epochs,
+        models=args.models,
+        revision=args.revision,
+        cache_dir=args.cache_dir,
+        local_dir=args.local_dir,
+        group=args.group,
+    )
+    notes = []
+    if result.kind != "hub" and args.split not in (None, "all"):
+        notes.append(f"every split kept: pass split={args.split!r} when reading")
+    if result.kind != "hub" and default:
+        notes.append(f"into {result.path}, the default folder ($WEIGHTZOO_HOME/zoos; --out DIR)")
+    print(result.message + (f" ({'; '.join(notes)})" if notes else ""), file=sys.stderr)
     print(result.path)
     return 0

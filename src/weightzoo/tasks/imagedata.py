@@ -19,7 +19,6 @@ from __future__ import annotations
 import bz2
 import difflib
 import gzip
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +28,13 @@ import torch
 from torch.nn import functional as F
 
 from weightzoo.errors import DataFilesMissingError
+from weightzoo.sources.datasets import (
+    IMAGE_DATASETS,
+    default_data_dir,
+    fetch_command,
+    locate,
+    search_dirs,
+)
 
 __all__ = [
     "DATASETS",
@@ -55,7 +61,6 @@ DATASETS: tuple[str, ...] = (
 DIGITS_SPLIT_SEED = 0
 """Seed of the stratified 80/20 train/test split of ``digits``."""
 
-_DATA_DIR_ENV = "WEIGHTZOO_DATA_DIR"
 _CHUNK = 2048  # images converted (scaled, greyscaled, resized) at a time, to bound memory
 _MAX_LISTED = 20  # missing files listed one by one before "... and N more"
 
@@ -95,95 +100,8 @@ class ImageData:
 
 
 # --------------------------------------------------------------------------------------------
-# Locating files
+# Locating files (the folders and the download table: weightzoo.sources.datasets)
 # --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Source:
-    """Where a dataset's files live and where to get them.
-
-    Attributes:
-        home: folder (relative to the data directory or ``<data_dir>/<name>``) that the unpacked
-            distribution creates, ``""`` when the files sit directly there.
-        aliases: other names of the ``<data_dir>/<name>`` folder (e.g. torchvision's).
-        extra: further sub-folders searched (e.g. torchvision's ``raw``).
-        archives: archive names whose presence earns an "extract it" hint.
-        where: how to get the files, in words.
-    """
-
-    home: str
-    aliases: tuple[str, ...]
-    extra: tuple[str, ...]
-    archives: tuple[str, ...]
-    where: str
-
-
-_SOURCES: dict[str, _Source] = {
-    "mnist": _Source(
-        "",
-        ("MNIST",),
-        ("raw",),
-        (),
-        "the four .gz files of the MNIST database (Yann LeCun's 'THE MNIST DATABASE of "
-        "handwritten digits' page at yann.lecun.com/exdb/mnist, or one of its mirrors)",
-    ),
-    "fashion-mnist": _Source(
-        "",
-        ("fashion_mnist", "FashionMNIST", "fashion"),
-        ("raw", "data/fashion"),
-        (),
-        "the four .gz files in data/fashion of the zalandoresearch/fashion-mnist GitHub repository",
-    ),
-    "cifar10": _Source(
-        "cifar-10-batches-bin",
-        ("cifar-10", "CIFAR10"),
-        (),
-        ("cifar-10-binary.tar.gz",),
-        "'CIFAR-10 binary version (suitable for C programs)', cifar-10-binary.tar.gz, on Alex "
-        "Krizhevsky's CIFAR page (www.cs.toronto.edu/~kriz/cifar.html); extract it",
-    ),
-    "cifar100": _Source(
-        "cifar-100-binary",
-        ("cifar-100", "CIFAR100"),
-        (),
-        ("cifar-100-binary.tar.gz",),
-        "'CIFAR-100 binary version (suitable for C programs)', cifar-100-binary.tar.gz, on Alex "
-        "Krizhevsky's CIFAR page (www.cs.toronto.edu/~kriz/cifar.html); extract it",
-    ),
-    "svhn": _Source(
-        "",
-        ("SVHN",),
-        (),
-        (),
-        "train_32x32.mat and test_32x32.mat, 'Format 2: Cropped Digits' on the Street View "
-        "House Numbers page (ufldl.stanford.edu/housenumbers)",
-    ),
-    "usps": _Source(
-        "",
-        ("USPS",),
-        (),
-        (),
-        "usps.bz2 and usps.t.bz2, the 'usps' entry of the multi-class section of the LIBSVM "
-        "Data page (www.csie.ntu.edu.tw/~cjlin/libsvmtools/datasets)",
-    ),
-    "stl10": _Source(
-        "stl10_binary",
-        ("stl-10", "STL10"),
-        (),
-        ("stl10_binary.tar.gz",),
-        "the binary files, stl10_binary.tar.gz, on Adam Coates' STL-10 dataset page "
-        "(cs.stanford.edu/~acoates/stl10); extract it",
-    ),
-    "tiny-imagenet": _Source(
-        "tiny-imagenet-200",
-        ("tiny_imagenet", "tinyimagenet", "TinyImageNet"),
-        (),
-        ("tiny-imagenet-200.zip",),
-        "tiny-imagenet-200.zip from the Tiny ImageNet challenge of Stanford's CS231n "
-        "(cs231n.stanford.edu); unzip it",
-    ),
-}
 
 _ALIASES: dict[str, str] = {
     "mnist": "mnist",
@@ -211,49 +129,42 @@ def _canonical(name: str) -> str:
     raise ValueError(f"unknown image dataset {name!r}; known: {', '.join(DATASETS)}.{hint}")
 
 
-def default_data_dir() -> Path:
-    """The directory searched when ``data_dir`` is not given.
-
-    Returns:
-        ``$WEIGHTZOO_DATA_DIR`` if set, else ``~/.cache/weightzoo/data``.
-    """
-    env = os.environ.get(_DATA_DIR_ENV)
-    if env:
-        return Path(env).expanduser()
-    return Path.home() / ".cache" / "weightzoo" / "data"
-
-
-def _search_dirs(root: Path, name: str) -> list[Path]:
-    """Directories searched for ``name``'s files, most specific first, without duplicates."""
-    src = _SOURCES[name]
-    bases = [root, root / name, *(root / a for a in src.aliases)]
-    subs = [s for s in (src.home, *src.extra) if s]
-    out: list[Path] = []
-    for base in bases:
-        for sub in subs:
-            out.append(base / sub)
-        out.append(base)
-    seen: set[Path] = set()
-    return [d for d in out if not (d in seen or seen.add(d))]
+def _listed(items: Sequence[str]) -> str:
+    """``a, b, c`` with at most :data:`_MAX_LISTED` items, then ``... and N more``."""
+    text = ", ".join(items[:_MAX_LISTED])
+    if len(items) > _MAX_LISTED:
+        text += f", ... and {len(items) - _MAX_LISTED} more"
+    return text
 
 
 def _missing_error(
-    name: str, root: Path, missing: Sequence[str], *, searched: Sequence[Path] | None = None
+    name: str, root: Path, missing: Sequence[str], *, damaged: Path | None = None
 ) -> DataFilesMissingError:
-    """The :class:`DataFilesMissingError` listing ``missing`` (full paths) for ``name``."""
-    src = _SOURCES[name]
-    dirs = list(searched) if searched is not None else _search_dirs(root, name)
-    lines = [f"{name}: {len(missing)} required file(s) missing under {root}:"]
-    lines += [f"  missing: {m}" for m in missing[:_MAX_LISTED]]
-    if len(missing) > _MAX_LISTED:
-        lines.append(f"  ... and {len(missing) - _MAX_LISTED} more")
-    lines.append("searched: " + ", ".join(str(d) for d in dirs))
-    for d in dirs:
-        for archive in src.archives:
-            if (d / archive).is_file():
-                lines.append(f"found the archive {d / archive}: extract it in {d}")
-    lines.append(f"Get {src.where}. weightzoo never downloads image data itself.")
-    return DataFilesMissingError("\n".join(lines))
+    """The one-line :class:`DataFilesMissingError` for ``name``'s ``missing`` files.
+
+    It names the files, the folders searched (or the ``damaged`` copy, whose other files were
+    found), an archive found but not extracted, the command that downloads the files, and
+    where to get them by hand. The error's ``dataset`` attribute holds ``name``.
+    """
+    dataset = IMAGE_DATASETS[name]
+    command = fetch_command(name, root)
+    parts = [f"{name}: {len(missing)} required file(s) missing under {root}: {_listed(missing)}"]
+    if damaged is not None:
+        parts.append(f"the copy in {damaged} is incomplete: remove it and run `{command}`")
+    else:
+        dirs = search_dirs(root, name)
+        parts.append("searched: " + ", ".join(str(d) for d in dirs))
+        parts += [
+            f"found the archive {d / a}: extract it in {d}"
+            for d in dirs
+            for a in dataset.archives
+            if (d / a).is_file()
+        ]
+        parts.append(f"run `{command}` to download them into {root / name}")
+    parts.append(f"or get {dataset.where} (weightzoo never downloads image data unasked)")
+    error = DataFilesMissingError("; ".join(parts))
+    error.dataset = name  # type: ignore[attr-defined]  # lets `generate` offer --download
+    return error
 
 
 def _locate(name: str, root: Path, wanted: Sequence[Sequence[str]]) -> list[Path]:
@@ -272,21 +183,17 @@ def _locate(name: str, root: Path, wanted: Sequence[Sequence[str]]) -> list[Path
         DataFilesMissingError: listing every file that was found in no search directory, as a
             full path under the dataset's usual folder.
     """
-    dirs = _search_dirs(root, name)
-    found: list[Path] = []
-    missing: list[str] = []
-    for alternatives in wanted:
-        hit = next((d / a for d in dirs for a in alternatives if (d / a).is_file()), None)
-        if hit is None:
-            home = root / _SOURCES[name].home
-            first = str(home / alternatives[0])
-            others = [a for a in alternatives[1:]]
-            missing.append(first + (f" (or {', '.join(others)})" if others else ""))
-        else:
-            found.append(hit)
+    found, _ = locate(name, root, tuple(tuple(a) for a in wanted))
+    home = root / IMAGE_DATASETS[name].home
+    missing = [
+        str(home / alternatives[0])
+        + (f" (or {', '.join(alternatives[1:])})" if len(alternatives) > 1 else "")
+        for alternatives, hit in zip(wanted, found, strict=True)
+        if hit is None
+    ]
     if missing:
-        raise _missing_error(name, root, missing, searched=dirs)
-    return found
+        raise _missing_error(name, root, missing)
+    return [hit for hit in found if hit is not None]
 
 
 def _read_bytes(path: Path) -> bytes:
@@ -570,7 +477,7 @@ def _read_tiny_imagenet(name: str, root: Path) -> tuple[tuple[np.ndarray, np.nda
             missing.append(str(path))
         test.append((path, index[w]))
     if missing:
-        raise _missing_error(name, root, missing, searched=[base])
+        raise _missing_error(name, root, missing, damaged=base)
     try:
         from PIL import Image
     except ImportError as exc:
