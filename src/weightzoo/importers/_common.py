@@ -521,6 +521,7 @@ def write_zoo(
     columns: Mapping[str, np.ndarray],
     load: Callable[[int], ModelRecord],
     strata: Sequence[str] | None = None,
+    splits: Sequence[str] | None = None,
 ) -> Manifest:
     """Write an imported zoo in the standard format, reading one block of models at a time.
 
@@ -544,32 +545,34 @@ def write_zoo(
         columns: per-model columns, including ``model_id`` and ``seed``, in source order.
         load: reads model ``i`` (source order).
         strata: each model's stratum in source order (default: one stratum).
+        splits: each model's split in source order, as its source publishes them (e.g. the
+            splits other papers use); replaces the rule, and the spec records their sha256.
 
     Returns:
         The finished manifest.
 
     Raises:
         SpecMismatchError: if DEST holds a zoo imported from other content.
-        InvalidOptionError: if DEST holds anything but this zoo, or SRC's name is not UTF-8.
+        InvalidOptionError: if DEST holds anything but this zoo, SRC's name is not UTF-8, or
+            ``splits`` names a split other than train, val and test.
     """
     _check_text(name, f"SRC {source_files[0]}: its name")
+    count = len(columns["model_id"])
+    rule = _split_rule(splits, count)
     full_spec = json.loads(
-        json.dumps(
-            {
-                **spec,
-                "source_sha256": source_digest(*source_files),
-                "split": {"seed": SPLIT_SEED, "fractions": list(SPLIT_FRACTIONS)},
-            }
-        )
+        json.dumps({**spec, "source_sha256": source_digest(*source_files), "split": rule})
     )
     check_dest(dest, full_spec)
-    count = len(columns["model_id"])
     ids = list(range(count))
-    splits = stratified_splits(
-        ids,
-        list(strata) if strata is not None else [""] * count,
-        fractions=SPLIT_FRACTIONS,
-        seed=SPLIT_SEED,
+    chosen = (
+        dict(enumerate(str(s) for s in splits))
+        if splits is not None
+        else stratified_splits(
+            ids,
+            list(strata) if strata is not None else [""] * count,
+            fractions=SPLIT_FRACTIONS,
+            seed=SPLIT_SEED,
+        )
     )
     with ZooWriter(
         dest,
@@ -583,12 +586,12 @@ def write_zoo(
         stats_names=statistics_names(layout, STATS_PRESET),
         stats_preset=STATS_PRESET,
         num_models=count,
-        split_counts={s: sum(v == s for v in splits.values()) for s in SPLITS},
+        split_counts={s: sum(v == s for v in chosen.values()) for s in SPLITS},
         extra={"importer": family},
     ) as writer:
         position = 0
         for split in SPLITS:
-            members = [i for i in ids if splits[i] == split]
+            members = [i for i in ids if chosen[i] == split]
             for start in range(0, len(members), MODELS_PER_SHARD):
                 block = members[start : start + MODELS_PER_SHARD]
                 first = position + start
@@ -606,6 +609,24 @@ def write_zoo(
                 )
             position += len(members)
         return writer.finish()
+
+
+def _split_rule(splits: Sequence[str] | None, count: int) -> dict[str, Any]:
+    """What the spec records of the split: weightzoo's rule, or the sha256 of given splits."""
+    if splits is None:
+        return {"seed": SPLIT_SEED, "fractions": list(SPLIT_FRACTIONS)}
+    if len(splits) != count:
+        raise InvalidOptionError(
+            f"{len(splits)} splits given for {count} models; give one split per model"
+        )
+    unknown = sorted({str(s) for s in splits} - set(SPLITS))
+    if unknown:
+        raise InvalidOptionError(
+            f"split {brief(unknown[0])} is not one of {', '.join(SPLITS)}; map the source's "
+            "split names to those"
+        )
+    digest = hashlib.sha256(json.dumps([str(s) for s in splits]).encode()).hexdigest()
+    return {"given": digest}
 
 
 # -- paths --------------------------------------------------------------------------------------

@@ -10,6 +10,10 @@ kernels transposed to PyTorch's layout (``[out, in, H, W]``, ``[out, in]``). Row
 networks by ``modeldir`` and ordered by ``step`` (or ``epoch``); without those columns every row
 is its own network with one checkpoint. ``config.*`` columns become per-model columns, every
 other numeric column a metric.
+
+A caller may take only the first networks (``models``: in the order their first row appears),
+and give each network its split (``splits``, keyed by :func:`network_key`) where the split
+must match a published one, e.g. the fixed splits that later papers use for this zoo.
 """
 
 from __future__ import annotations
@@ -22,12 +26,18 @@ import math
 import os
 import re
 import zlib
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from weightzoo.errors import DataFilesMissingError, LayoutError, UnreadableFileError
+from weightzoo.errors import (
+    DataFilesMissingError,
+    InvalidOptionError,
+    LayoutError,
+    UnreadableFileError,
+)
 from weightzoo.importers._common import (
     ModelRecord,
     brief,
@@ -179,12 +189,53 @@ def _metric_columns(path: Path, table: list[dict[str, Any]], step_key: str | Non
     return names
 
 
+def network_key(row: Mapping[str, Any], index: int) -> str:
+    """The network a ``metrics.csv.gz`` row belongs to: its ``modeldir``, else its row number.
+
+    Args:
+        row: the row, with values as the importer types them (see :func:`metrics_index`).
+        index: the row's position (0-based) in the file and in ``weights.npy``.
+    """
+    return str(row["modeldir"]) if "modeldir" in row else str(index)
+
+
+def step_column(header: Sequence[str]) -> str | None:
+    """The column that orders a network's checkpoints (``step``, ``epoch``), if any."""
+    return next((k for k in _STEP_COLUMNS if k in header), None)
+
+
+def metrics_index(path: Path) -> list[tuple[str, Any]]:
+    """Each row's network key and step (``None`` without a step column), read cheaply.
+
+    Reads only the key and step columns of every row, typed as :func:`import_cnn_zoo` types
+    them, so a caller can choose networks and splits before the import.
+
+    Raises:
+        UnreadableFileError: for a file that is not a readable gzip CSV.
+    """
+    index: list[tuple[str, Any]] = []
+    try:
+        with gzip.open(path, "rt", newline="", encoding="utf-8") as handle:
+            reader = csv.DictReader(handle)
+            step_key = step_column(reader.fieldnames or [])
+            for number, row in enumerate(reader):
+                typed = {"modeldir": _number(row["modeldir"] or "")} if "modeldir" in row else {}
+                step = _number(row[step_key] or "") if step_key else None
+                index.append((network_key(typed, number), step))
+    except (OSError, EOFError, zlib.error, UnicodeDecodeError, csv.Error) as exc:
+        raise UnreadableFileError(
+            f"{path} is not a readable gzip CSV file ({type(exc).__name__}: {exc}); copy it "
+            "again from the source"
+        ) from exc
+    return index
+
+
 def _models(path: Path, table: list[dict[str, Any]], step_key: str | None) -> dict[str, list[int]]:
     """Rows grouped by ``modeldir``, each checkpoint (step) at most once per model."""
     groups: dict[str, list[int]] = {}
     seen: set[tuple[str, int]] = set()
     for index, row in enumerate(table):
-        key = str(row["modeldir"]) if "modeldir" in row else str(index)
+        key = network_key(row, index)
         step = epoch_label(row[step_key], f"{path} line {index + 2}") if step_key else 0
         if (key, step) in seen:
             raise UnreadableFileError(
@@ -196,22 +247,76 @@ def _models(path: Path, table: list[dict[str, Any]], step_key: str | None) -> di
     return groups
 
 
-def import_cnn_zoo(src: str | os.PathLike[str], dest: str | os.PathLike[str]) -> Manifest:
+def check_models(models: int | None) -> None:
+    """Refuse a ``models`` count that is not a whole number >= 1 (``None``: all networks).
+
+    Raises:
+        InvalidOptionError: naming the value.
+    """
+    if models is not None and (isinstance(models, bool) or not isinstance(models, int)):
+        raise InvalidOptionError(f"models={models!r} is not a whole number; pass a count >= 1")
+    if models is not None and models < 1:
+        raise InvalidOptionError(f"models={models} takes no network; pass a count >= 1")
+
+
+def _given_splits(splits: Mapping[str, str], keys: Sequence[str], path: Path) -> list[str]:
+    """Each imported network's split from ``splits``; every network must have one."""
+    missing = [key for key in keys if key not in splits]
+    if missing:
+        raise LayoutError(
+            f"{path}: network {brief(missing[0])} (and {len(missing) - 1} more) has no split in "
+            "the splits given; give every network its split, or none to use weightzoo's rule"
+        )
+    return [str(splits[key]) for key in keys]
+
+
+def _counted(load: Callable[[int], ModelRecord], total: int, name: str, progress: bool) -> Any:
+    """``load``, advancing a progress bar over the networks (closed after the last one)."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, unit="model", desc=name, disable=not progress)
+
+    def counted(model: int) -> ModelRecord:
+        record = load(model)
+        bar.update(1)
+        if bar.n >= total:
+            bar.close()
+        return record
+
+    return counted
+
+
+def import_cnn_zoo(
+    src: str | os.PathLike[str],
+    dest: str | os.PathLike[str],
+    *,
+    models: int | None = None,
+    splits: Mapping[str, str] | None = None,
+    progress: bool = False,
+) -> Manifest:
     """Convert one dataset's Small CNN Zoo directory into a weightzoo zoo.
 
     Args:
         src: directory holding ``weights.npy``, ``layout.csv`` and ``metrics.csv.gz``.
         dest: the weightzoo zoo directory to write.
+        models: only the first ``models`` networks, in the order of their first row
+            (``None``: all); the spec records the count.
+        splits: each network's split (``train``, ``val`` or ``test``) by :func:`network_key`,
+            in place of weightzoo's rule; every imported network must have one.
+        progress: show a progress bar over the networks written.
 
     Returns:
         The written manifest.
 
     Raises:
         DataFilesMissingError: if a file is missing.
-        LayoutError: if ``layout.csv`` and ``weights.npy`` disagree, or a span is absurd.
+        LayoutError: if ``layout.csv`` and ``weights.npy`` disagree, a span is absurd, or
+            ``splits`` lacks a network.
         UnreadableFileError: for malformed files, steps or metrics.
         UnsafeFileError: if ``weights.npy`` is an object array.
+        InvalidOptionError: for ``models`` < 1, or a split name other than train, val, test.
     """
+    check_models(models)
     root = require_dir(src, "Small CNN Zoo", dest)
     layout_path = inside(root, root / "layout.csv")
     variables = _read_layout(layout_path)
@@ -235,13 +340,17 @@ def import_cnn_zoo(src: str | os.PathLike[str], dest: str | os.PathLike[str]) ->
         {n: torch_shape(shape) for n, (_, _, shape) in names.items()}, sort=True
     )
 
-    step_key = next((k for k in _STEP_COLUMNS if k in table[0]), None)
+    step_key = step_column(list(table[0]))
     groups = _models(metrics_path, table, step_key)
+    if models is not None:
+        groups = dict(itertools.islice(groups.items(), models))  # first rows first
     model_keys = sorted(groups, key=natural_key)
-    epochs = sorted({int(table[i][step_key]) for i in range(len(table))}) if step_key else [0]
+    chosen = [index for key in model_keys for index in groups[key]]
+    epochs = sorted({int(table[i][step_key]) for i in chosen}) if step_key else [0]
     metric_names = metric_names_of(
         _metric_columns(metrics_path, table, step_key), str(metrics_path)
     )
+    given = _given_splits(splits, model_keys, metrics_path) if splits is not None else None
 
     rows = []
     for model_id, key in enumerate(model_keys):
@@ -266,15 +375,23 @@ def import_cnn_zoo(src: str | os.PathLike[str], dest: str | os.PathLike[str]) ->
                 metrics[name][column] = metric_value(table[index].get(key))
         return ModelRecord(model, out, metrics)
 
+    spec: dict[str, Any] = {
+        "importer": "cnn-zoo",
+        "source": root.name,
+        "variables": [v[0] for v in variables],
+    }
+    if models is not None:
+        spec["models"] = models  # another count is another zoo
     return write_zoo(
         dest,
         name=root.name,
         family="cnn-zoo",
-        spec={"importer": "cnn-zoo", "source": root.name, "variables": [v[0] for v in variables]},
+        spec=spec,
         source_files=(root, [layout_path, weights_path, metrics_path]),
         layout=layout,
         epochs=epochs,
         metric_names=list(metric_names.values()),
         columns=columns,
-        load=load,
+        load=_counted(load, len(model_keys), root.name, progress),
+        splits=given,
     )
