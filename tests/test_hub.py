@@ -22,6 +22,7 @@ from weightzoo.errors import (
     ShardMissingError,
     UnknownZooError,
     UnsafeFileError,
+    UnsafePathError,
 )
 from weightzoo.storage.manifest import Manifest
 from weightzoo.storage.verify import verify_zoo
@@ -210,18 +211,18 @@ def test_html_committed_as_the_manifest_names_what_was_received(published, tmp_p
         _fetch(tmp_path, local_dir=tmp_path / "zoo")
 
 
-def test_symlinked_shard_in_local_dir_is_replaced_and_its_target_kept(published, tmp_path):
-    """A shard path that links elsewhere is not a download: never read it, never delete it."""
+def test_a_shard_linked_out_of_local_dir_is_refused_and_kept(published, tmp_path):
+    """A shard path that links out of the directory is not a download: never read or delete it."""
     path = _fetch(tmp_path, local_dir=tmp_path / "zoo", split="test")
     shard = next(p for p in sorted((path / "shards").glob("test-*.h5")))
     outside = tmp_path / "precious.bin"
     outside.write_bytes(b"\0" * shard.stat().st_size)  # same size, other bytes
     shard.unlink()
     shard.symlink_to(outside)
-    again = _fetch(tmp_path, local_dir=tmp_path / "zoo", split="test")
+    with pytest.raises(UnsafePathError, match="outside the zoo directory"):
+        _fetch(tmp_path, local_dir=tmp_path / "zoo", split="test")
+    assert shard.is_symlink()
     assert outside.read_bytes() == b"\0" * len(outside.read_bytes())  # target untouched
-    assert not (again / shard.relative_to(path)).is_symlink()
-    assert verify_zoo(again) == [] or all("test" not in e.file for e, _ in verify_zoo(again))
 
 
 def test_push_then_fetch_round_trip(hub, source_zoo, tmp_path):

@@ -13,6 +13,8 @@ import hashlib
 import json
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path, PurePosixPath
 from urllib.parse import unquote, urlsplit
 
@@ -546,3 +548,229 @@ def test_a_cache_link_leading_out_of_its_blobs_is_refused_and_kept(
     assert str(entry) in str(info.value) and "Delete the link" in str(info.value)
     assert entry.is_symlink() and os.readlink(entry) == str(decoy)
     assert decoy.read_bytes() == original
+
+
+# -- planted in the local directory: links out or to nothing, FIFOs -----------------------------
+
+_RECORDS = ".cache/huggingface"
+# The fetch in a child process, so that a fetch blocking on a FIFO fails the test, not hangs it.
+_CHILD_FETCH = "import sys; from weightzoo.cli import run; sys.exit(run(sys.argv[1:]))"
+
+
+def _partial_copy(hub: HostileHub, target: Path) -> str:
+    """Write the published zoo into ``target`` but one train shard; return that shard's name."""
+    missing = _shard(hub, "train")
+    for name, data in hub.files(REPO).items():
+        if name != missing:
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            (target / name).write_bytes(data)
+    return missing
+
+
+def _refused_before_any_request(hub: HostileHub, target: Path, error: type, capsys) -> str:
+    """Fetch into ``target`` (API, then CLI): refused, one line, nothing there changed."""
+    before = _listing(target)
+    with pytest.raises(error) as info:
+        _fetch(target)
+    assert "\n" not in str(info.value)
+    assert error.__name__ in _cli_error(capsys, ["fetch", REPO, "--local-dir", str(target)])
+    assert _listing(target) == before and hub.requests == []
+    return str(info.value)
+
+
+def test_links_planted_among_huggingface_hubs_records_are_refused_before_any_request(
+    published, tmp_path, outside, capsys
+):
+    """A partial copy of the zoo whose records are dangling links out of it."""
+    target = tmp_path / "zoo"
+    missing = _partial_copy(published, target)
+    records = target / _RECORDS
+    (records / "download" / "shards").mkdir(parents=True)
+    (records / "download" / f"{missing}.metadata").symlink_to(outside / "metadata")
+    (records / ".gitignore").symlink_to(outside / "gitignore")
+    (records / "CACHEDIR.TAG").symlink_to(outside / "tag")
+    message = _refused_before_any_request(published, target, UnsafePathError, capsys)
+    assert "link" in message and str(outside) in message
+    _assert_untouched(outside)
+
+
+@pytest.mark.parametrize(
+    ("where", "leads_to"),
+    [
+        (f"{_RECORDS}/download/zoo.json.metadata", "the canary"),  # read from outside
+        (f"{_RECORDS}/download/zoo.json.lock", "a new file outside"),  # created by its lock
+        (f"{_RECORDS}/download/zoo.json.metadata", "the zoo's manifest"),  # rewritten in place
+        (f"{_RECORDS}/CACHEDIR.TAG", "the zoo's manifest"),
+        (_RECORDS, "the outside folder"),
+        (".cache", "the outside folder"),
+        ("MISSING", "a new file outside"),  # in place of the missing shard
+        ("MISSING", "nothing inside"),
+        ("notes.txt", "the canary"),
+    ],
+)
+def test_a_link_out_of_the_directory_to_nothing_or_among_the_records_is_refused(
+    published, tmp_path, outside, capsys, where, leads_to
+):
+    target = tmp_path / "zoo"
+    missing = _partial_copy(published, target)
+    link = target / (missing if where == "MISSING" else where)
+    link.parent.mkdir(parents=True, exist_ok=True)
+    link.symlink_to(
+        {
+            "the canary": outside / "canary.txt",
+            "a new file outside": outside / "new",
+            "the zoo's manifest": target / "zoo.json",
+            "the outside folder": outside,
+            "nothing inside": target / "absent",
+        }[leads_to]
+    )
+    message = _refused_before_any_request(published, target, UnsafePathError, capsys)
+    assert str(link) in message and "Delete the link" in message
+    _assert_untouched(outside)
+
+
+@pytest.mark.parametrize(("leads_to", "error"), [("sub", InvalidOptionError), ("gone", None)])
+def test_a_directory_holding_only_links_is_not_empty(
+    published, tmp_path, outside, capsys, leads_to, error
+):
+    target = tmp_path / "zoo"
+    (target / "sub").mkdir(parents=True)
+    (target / "view").symlink_to(leads_to, target_is_directory=True)
+    message = _refused_before_any_request(published, target, error or UnsafePathError, capsys)
+    assert str(target / "view") in message
+    _assert_untouched(outside)
+
+
+def test_a_link_to_a_file_inside_in_place_of_a_shard_is_replaced_and_its_target_kept(
+    published, tmp_path, outside
+):
+    target = tmp_path / "zoo"
+    _fetch(target, split="test")
+    shard = target / _shard(published, "test")
+    decoy = target / "decoy.bin"
+    decoy.write_bytes(b"\0" * shard.stat().st_size)  # same size, other bytes
+    shard.unlink()
+    shard.symlink_to(decoy)
+    _fetch(target, split="test")
+    assert not shard.is_symlink()
+    assert shard.read_bytes() == published.files(REPO)[_shard(published, "test")]
+    assert decoy.read_bytes() == b"\0" * shard.stat().st_size
+    _assert_untouched(outside)
+
+
+@pytest.mark.parametrize(
+    "where", [f"{_RECORDS}/download/zoo.json.metadata", f"{_RECORDS}/.gitignore", "MISSING"]
+)
+def test_a_fifo_in_the_directory_is_refused_without_opening_it(published, tmp_path, outside, where):
+    target = tmp_path / "zoo"
+    missing = _partial_copy(published, target)
+    fifo = target / (missing if where == "MISSING" else where)
+    fifo.parent.mkdir(parents=True, exist_ok=True)
+    os.mkfifo(fifo)
+    before = _listing(target)
+    argv = [sys.executable, "-c", _CHILD_FETCH, "fetch", REPO, "--local-dir", str(target)]
+    try:
+        child = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"fetch blocked on the FIFO {fifo}")
+    lines = [line for line in child.stderr.splitlines() if line.strip()]
+    assert child.returncode == 1 and len(lines) == 1, child.stderr
+    assert "UnsafeFileError" in lines[0] and f"{fifo} is a FIFO" in lines[0]
+    assert _listing(target) == before and published.requests == []
+    _assert_untouched(outside)
+
+
+def test_records_that_are_fifos_links_or_too_long_are_never_trusted(tmp_path, outside):
+    """The check of a download record alone (behind the directory's scan), in a child process."""
+    record = tmp_path / _RECORDS / "download" / "zoo.json.metadata"
+    record.parent.mkdir(parents=True)
+    (tmp_path / "zoo.json").write_text("{}")
+    lines = [COMMIT, "etag", str(2**40)]  # a current record: its time is after the file's
+    good = tmp_path / "good"
+    good.write_text("\n".join(lines))
+    long = tmp_path / "long"
+    long.write_text("\n".join([*lines, "x" * 5000]))
+    code = (
+        "import os, sys; from pathlib import Path; from weightzoo import hub\n"
+        "record, local = Path(sys.argv[1]), Path(sys.argv[2])\n"
+        "def commit(make):\n"
+        "    record.unlink(missing_ok=True); make()\n"
+        "    return str(hub._recorded_commit(local, 'zoo.json'))\n"
+        "print(commit(lambda: record.write_bytes(Path(sys.argv[3]).read_bytes())),\n"
+        "      commit(lambda: os.mkfifo(record)), commit(lambda: record.symlink_to(sys.argv[3])),\n"
+        "      commit(lambda: record.symlink_to(sys.argv[4])),\n"
+        "      commit(lambda: record.write_bytes(Path(sys.argv[4]).read_bytes())))\n"
+    )
+    argv = [sys.executable, "-c", code, str(record), str(tmp_path), str(good), str(long)]
+    try:
+        child = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=True)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"reading the record {record} blocked on a FIFO")
+    assert child.stdout.split() == [COMMIT, "None", "None", "None", "None"]
+    _assert_untouched(outside)
+
+
+# -- manifests that do not parse as a weightzoo manifest: refused in one line, not kept ---------
+
+
+def _digits(text: str) -> str:
+    return text.replace('"num_models": 12', '"num_models": ' + "1" * 5000, 1)
+
+
+def _layout_dimension(value: str):
+    def edit(text: str) -> str:
+        data = json.loads(text)
+        data["layout"][0]["shape"] = ["DIM"]
+        return json.dumps(data).replace('"DIM"', value)
+
+    return edit
+
+
+@pytest.mark.parametrize("held", [False, True])
+@pytest.mark.parametrize(
+    ("edit", "received"),
+    [
+        (_digits, "digits"),
+        (_layout_dimension("Infinity"), "Infinity"),
+        (_layout_dimension("NaN"), "NaN"),
+        (_layout_dimension("1e999"), "not a finite number"),
+    ],
+)
+def test_a_manifest_with_numbers_json_allows_but_no_manifest_holds_is_not_kept(
+    published, tmp_path, outside, capsys, edit, received, held
+):
+    """Refused in one line; downloaded into a new directory it is deleted, staged, dropped."""
+    target = tmp_path / "zoo"
+    if held:  # the same zoo is there: a new manifest is staged, and installed only if it checks
+        _fetch(target, split="test")
+    good = published.files(REPO)["zoo.json"]
+    published.commit(REPO, {"zoo.json": edit(good.decode()).encode()})
+    before, shards = _listing(target) if held else {}, _gets(published, ".h5")
+    with pytest.raises(ManifestError, match=received) as info:
+        _fetch(target)
+    assert "\n" not in str(info.value)
+    if held:
+        assert _listing(target) == before
+    else:
+        assert [p.name for p in target.iterdir()] == [".cache"]  # zoo.json deleted
+    assert "ManifestError" in _cli_error(capsys, ["fetch", REPO, "--local-dir", str(target)])
+    assert _gets(published, ".h5") == shards
+    _assert_untouched(outside)
+
+
+def test_a_group_manifest_that_does_not_parse_is_not_kept(hub, grouped_zoo, tmp_path, outside):
+    files = _tree(grouped_zoo)
+    top = json.loads(files["zoo.json"])
+    entry = top["groups"][0]
+    name = f"{entry['path']}/zoo.json"
+    files[name] = _layout_dimension("Infinity")(files[name].decode()).encode()
+    entry["manifest_sha256"] = hashlib.sha256(files[name]).hexdigest()
+    files["zoo.json"] = json.dumps(top).encode()
+    hub.commit(REPO, files)
+    target = tmp_path / "zoo"
+    with pytest.raises(ManifestError, match="Infinity") as info:
+        _fetch(target)
+    assert name in str(info.value) and "\n" not in str(info.value)
+    assert not (target / name).exists() and (target / "zoo.json").is_file()
+    assert _gets(hub, ".h5") == 0
+    _assert_untouched(outside)

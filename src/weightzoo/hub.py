@@ -9,9 +9,13 @@ never names a shard that is not there yet.
 
 A fetch treats the hub as untrusted: repo ids and revisions are checked before they reach a URL
 or a path, the commit and the headers the hub answers are checked before huggingface_hub turns
-them into file names, manifests are bounded in size, and in a local directory a fetch writes
-only into an empty one or one holding the same zoo, and never overwrites or deletes a file that
-it did not download itself (a link found in place of a shard is removed, never its target).
+them into file names, manifests are bounded in size and parsed as every weightzoo manifest is
+(one that fails is not kept). In a local directory a fetch writes only into an empty one or one
+holding the same zoo, never overwrites or deletes a file that it did not download itself (a link
+inside it found in place of a shard is removed, never its target), and refuses, before any
+request, a directory holding a link out of it or to nothing, a link among huggingface_hub's
+records, or a FIFO or device. What it reads there it opens without following a link or waiting
+on a FIFO.
 
 The endpoint is read at call time from ``HF_ENDPOINT`` (falling back to huggingface_hub's
 default), and offline mode from ``HF_HUB_OFFLINE`` (or huggingface_hub's own setting).
@@ -19,22 +23,23 @@ default), and offline mode from ``HF_HUB_OFFLINE`` (or huggingface_hub's own set
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import dataclasses
-import filecmp
+import errno
 import glob
-import json
+import hashlib
 import logging
 import os
 import re
 import shutil
 import stat
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
+from typing import BinaryIO, NamedTuple
 
 import httpx2
 from huggingface_hub import CommitOperationAdd, HfApi, constants, get_session, hf_hub_download
@@ -62,16 +67,17 @@ from weightzoo.errors import (
     ShardMissingError,
     SpecMismatchError,
     UnknownGroupError,
+    UnsafeFileError,
     UnsafePathError,
 )
 from weightzoo.storage.groups import GroupedManifest, group_dir, is_grouped
-from weightzoo.storage.hashing import sha256_file
 from weightzoo.storage.manifest import (
     GROUPED_FORMAT_VERSION,
     MANIFEST_NAME,
     MAX_MANIFEST_BYTES,
     Manifest,
     ShardEntry,
+    parse_manifest_bytes,
     safe_relative_path,
 )
 from weightzoo.storage.verify import shard_path, verify_zoo
@@ -89,7 +95,17 @@ _COMMIT = re.compile(r"[0-9a-f]{40}")
 _REF_FORBIDDEN = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]")
 _SIZE = re.compile(r"[0-9]{1,19}")
 # Where huggingface_hub keeps its record of each file it downloaded into a local directory.
-_DOWNLOAD_RECORDS = (".cache", "huggingface", "download")
+_HF_RECORDS = (".cache", "huggingface")
+_DOWNLOAD_RECORDS = (*_HF_RECORDS, "download")
+# A download record holds a commit, an etag and a time: far less than this.
+_MAX_RECORD_BYTES = 4096
+_BLOCK = 1 << 20
+_SPECIAL_KINDS = {
+    stat.S_IFIFO: "FIFO",
+    stat.S_IFSOCK: "socket",
+    stat.S_IFCHR: "character device",
+    stat.S_IFBLK: "block device",
+}
 _SHARD_WORKERS = 8
 # Set while this thread (or a download worker of it) runs a fetch: the hub's answers are checked.
 _CHECKING: contextvars.ContextVar[bool] = contextvars.ContextVar(
@@ -350,33 +366,137 @@ def _describe_bytes(data: bytes) -> str:
     return f"{kind} of {len(data)} bytes starting {shown!r}"
 
 
-def _read_manifest_data(path: Path, repo_id: str, what: str = MANIFEST_NAME) -> dict:
-    """The JSON of a downloaded manifest (any version), or a ManifestError naming what came."""
-    raw = b""
+# -- reading what a fetch finds on disk -------------------------------------------------------
+
+
+def _check_regular(path: Path, status: os.stat_result) -> None:
+    """Refuse to read anything but a regular file: a link, a FIFO, a socket or a device.
+
+    Raises:
+        UnsafePathError: for a link.
+        UnsafeFileError: for a FIFO, socket or device (opening a FIFO would block the read).
+        IsADirectoryError: for a directory.
+    """
+    mode = status.st_mode
+    if stat.S_ISDIR(mode):
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
+    if stat.S_ISLNK(mode):
+        raise UnsafePathError(
+            f"{path} is a link; a fetch reads no file through a link. Replace it with the file "
+            "itself, or fetch into another directory."
+        )
+    if not stat.S_ISREG(mode):
+        kind = _SPECIAL_KINDS.get(stat.S_IFMT(mode), "special file")
+        raise UnsafeFileError(
+            f"{path} is a {kind}, not a regular file; a fetch never opens one "
+            "(reading it could block or read a device). Delete it, or fetch into another "
+            "directory."
+        )
+
+
+@contextlib.contextmanager
+def _open_regular(path: Path) -> Iterator[BinaryIO]:
+    """Open a regular file for reading, never through a link and never a FIFO or a device.
+
+    The file is checked before it is opened and again once it is, and opened without following a
+    link or waiting for a FIFO's writer, so that nothing swapped in between is read either.
+
+    Raises:
+        UnsafePathError, UnsafeFileError: as :func:`_check_regular`.
+        OSError: for a directory, or a file that cannot be opened or read.
+    """
+    _check_regular(path, path.lstat())
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    with os.fdopen(os.open(path, flags | getattr(os, "O_BINARY", 0)), "rb") as handle:
+        _check_regular(path, os.fstat(handle.fileno()))
+        yield handle
+
+
+def _read_regular(path: Path, limit: int) -> bytes:
+    """At most ``limit + 1`` bytes of a regular file (one more than ``limit``: it is too long)."""
+    with _open_regular(path) as handle:
+        return handle.read(limit + 1)
+
+
+def _digest(handle: BinaryIO) -> str:
+    digest = hashlib.sha256()
+    while block := handle.read(_BLOCK):
+        digest.update(block)
+    return digest.hexdigest()
+
+
+def _sha256_regular(path: Path) -> str:
+    """Hex sha256 of a regular file, opened as :func:`_open_regular` does."""
+    with _open_regular(path) as handle:
+        return _digest(handle)
+
+
+def _shard_problem(path: Path, entry: ShardEntry) -> str | None:
+    """What is wrong with a shard file (size or sha256, from one opening), ``None`` if nothing."""
     try:
-        size = path.stat().st_size
-        if size > MAX_MANIFEST_BYTES:
-            raise ManifestError(
-                f"{what} of {repo_id} ({path}) has {size} bytes; a weightzoo manifest has at "
-                f"most {MAX_MANIFEST_BYTES}. The repo is malformed or malicious: do not use it."
-            )
-        raw = path.read_bytes()
-        data = json.loads(raw.decode("utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        received = _describe_bytes(raw) if raw else "nothing readable"
+        with _open_regular(path) as handle:
+            size = os.fstat(handle.fileno()).st_size
+            if size != entry.bytes:
+                return f"{size} bytes, expected {entry.bytes}"
+            actual = _digest(handle)
+    except (OSError, UnsafeFileError) as exc:
+        return f"not a readable regular file ({_one_line(exc)})"
+    return None if actual == entry.sha256 else f"sha256 {actual}, expected {entry.sha256}"
+
+
+def _real_file(path: Path, blobs: Path | None) -> Path:
+    """The file to read for ``path``: itself, or in the hub cache the blob its link leads to.
+
+    A link anywhere else (or to anything but a blob) is refused when it is opened.
+    """
+    if blobs is not None and path.is_symlink():
+        resolved = path.resolve()
+        if resolved.parent == blobs:
+            return resolved
+    return path
+
+
+def _read_manifest_data(
+    path: Path, repo_id: str, what: str = MANIFEST_NAME, blobs: Path | None = None
+) -> dict:
+    """The JSON of a manifest (any version), or a ManifestError naming what came.
+
+    It is parsed as every weightzoo manifest is (:func:`parse_manifest_bytes`), from a regular
+    file read without following a link (in the hub cache: the blob its snapshot links to).
+
+    Raises:
+        ManifestError: for a file that cannot be read, is too large or is no manifest.
+        UnsafePathError, UnsafeFileError: for a link, a FIFO or a device in its place.
+    """
+    try:
+        raw = _read_regular(_real_file(path, blobs), MAX_MANIFEST_BYTES)
+    except OSError as exc:
         raise ManifestError(
-            f"{what} of {repo_id} is not a weightzoo manifest: received {received} "
-            f"({type(exc).__name__}: {' '.join(str(exc).split())[:200]}). A proxy or login page "
-            "may be answering instead of the hub; check HF_ENDPOINT and your network."
+            f"{what} of {repo_id} ({path}) cannot be read: {_one_line(exc)}. Rerun the fetch, "
+            "or fetch into another directory."
+        ) from exc
+    if len(raw) > MAX_MANIFEST_BYTES:
+        raise ManifestError(
+            f"{what} of {repo_id} ({path}) has more than {MAX_MANIFEST_BYTES} bytes, the most a "
+            "weightzoo manifest has. The repo is malformed or malicious: do not use it."
+        )
+    try:
+        data = parse_manifest_bytes(raw, f"{what} of {repo_id}")
+    except ManifestError as exc:
+        cause = exc.__cause__ or exc
+        raise ManifestError(
+            f"{what} of {repo_id} is not a weightzoo manifest: received {_describe_bytes(raw)} "
+            f"({type(cause).__name__}: {_one_line(cause)[:200]}). A proxy or login page may be "
+            "answering instead of the hub (check HF_ENDPOINT and your network), or the repo is "
+            "malformed: do not use it."
         ) from exc
     if not isinstance(data, dict):
         raise ManifestError(f"{what} of {repo_id} is not a weightzoo manifest (not an object)")
     return data
 
 
-def _parse_manifest(path: Path, repo_id: str, what: str = MANIFEST_NAME) -> Manifest:
-    """Read a downloaded manifest, refusing any path that leaves the zoo directory."""
-    data = _read_manifest_data(path, repo_id, what)
+def _manifest_of(data: dict, repo_id: str, what: str = MANIFEST_NAME) -> Manifest:
+    """A downloaded version-1 manifest, refusing any path that leaves the zoo directory."""
     rows = data.get("shards")
     for row in rows if isinstance(rows, list) else []:
         file = row.get("file") if isinstance(row, dict) else None
@@ -391,15 +511,32 @@ def _parse_manifest(path: Path, repo_id: str, what: str = MANIFEST_NAME) -> Mani
     return Manifest.from_dict(data, source=f"{what} of {repo_id}")
 
 
+@contextlib.contextmanager
+def _not_kept_if_malformed(
+    source: _Source, filename: str, path: Path, blobs: Path | None
+) -> Iterator[None]:
+    """Discard a manifest this fetch downloaded if it fails to parse (kept otherwise)."""
+    try:
+        yield
+    except ManifestError:
+        _discard(source, filename, path, blobs)
+        raise
+
+
+# -- the local directory ----------------------------------------------------------------------
+
+
 def _held_zoo(local: Path) -> _ZooId | None:
-    """The zoo a ``--local-dir`` holds; ``None`` when it is absent or holds no file.
+    """The zoo a ``--local-dir`` holds; ``None`` when it is absent or holds no file or link.
 
     A fetch writes only into an empty directory or one holding the same zoo (see
-    :func:`_check_same_zoo`); directories and links alone do not count as content.
+    :func:`_check_same_zoo`); directories alone do not count as content. The whole directory is
+    checked first (:func:`_scan_local_dir`), before any request.
 
     Raises:
         InvalidOptionError: for a file, or a directory holding files but no ``zoo.json``.
-        UnsafePathError: for a ``zoo.json`` that is a link.
+        UnsafePathError: for a ``zoo.json`` that is a link, or a link leading out of ``local``.
+        UnsafeFileError: for a FIFO, socket or device in ``local``.
         ManifestError: for a ``zoo.json`` that is not a readable manifest.
     """
     if not os.path.lexists(local):
@@ -409,13 +546,13 @@ def _held_zoo(local: Path) -> _ZooId | None:
             f"--local-dir {local} is not a directory; pass a new or empty directory, or one "
             "holding an earlier fetch of the same zoo."
         )
+    content = _scan_local_dir(local)
     manifest = local / MANIFEST_NAME
     _refuse_linked_manifest(manifest)
-    if not manifest.exists():
-        stray = _first_file(local)
-        if stray is not None:
+    if not os.path.lexists(manifest):
+        if content is not None:
             raise InvalidOptionError(
-                f"--local-dir {local} holds {stray} but no {MANIFEST_NAME}: fetch writes only "
+                f"--local-dir {local} holds {content} but no {MANIFEST_NAME}: fetch writes only "
                 "into an empty directory or one holding the same zoo. Pass a new or empty one."
             )
         return None
@@ -429,15 +566,64 @@ def _held_zoo(local: Path) -> _ZooId | None:
     return _ZooId.of(data)
 
 
-def _first_file(local: Path) -> Path | None:
-    """The first file in ``local`` that is not a link (huggingface_hub's own records aside)."""
-    for folder, dirs, files in os.walk(local):
-        if Path(folder) == local / ".cache":
-            dirs[:] = [d for d in dirs if d != "huggingface"]
-        for name in files:
-            if not (Path(folder) / name).is_symlink():
-                return Path(folder) / name
-    return None
+def _scan_local_dir(local: Path) -> Path | None:
+    """Refuse what a fetch must not meet in ``local``; return its first content, if any.
+
+    Content is every file and link but huggingface_hub's own records (``.cache/huggingface``).
+    huggingface_hub writes its records, locks and ``.gitignore`` through whatever is at their
+    paths, and a fetch reads what is there: so no link may lead out of ``local`` or to nothing,
+    none may stand among the records, and no FIFO or device may be anywhere.
+
+    Raises:
+        UnsafePathError: for such a link, or a record that has other hard links.
+        UnsafeFileError: for a FIFO, socket or device.
+    """
+    inside = os.path.realpath(local)
+    records = local.joinpath(*_HF_RECORDS)
+    content = None
+    for folder, dirs, files in os.walk(local):  # a link to a folder is listed, never entered
+        for name in sorted(dirs + files):
+            path = Path(folder, name)
+            if _check_local_entry(local, path, inside, records) and content is None:
+                content = path
+    return content
+
+
+def _check_local_entry(local: Path, path: Path, inside: str, records: Path) -> bool:
+    """Check one entry of :func:`_scan_local_dir`; return whether it counts as content."""
+    status = path.lstat()
+    in_records = path.is_relative_to(records)
+    if stat.S_ISLNK(status.st_mode):
+        # a link at .cache or .cache/huggingface moves the records wherever it leads
+        _check_local_link(local, path, inside, in_records or records.is_relative_to(path))
+        return True
+    if stat.S_ISDIR(status.st_mode):
+        return False
+    _check_regular(path, status)
+    if in_records and status.st_nlink > 1:
+        raise UnsafePathError(
+            f"{path} has {status.st_nlink - 1} other hard link(s), and huggingface_hub rewrites "
+            f"its records in place, which would change those files too. Delete "
+            f"{records} (it holds only download records), or fetch into another directory."
+        )
+    return not in_records
+
+
+def _check_local_link(local: Path, path: Path, inside: str, in_records: bool) -> None:
+    """Refuse a link out of ``local``, a dangling one, and any among huggingface_hub's records."""
+    if not os.path.exists(path):
+        why = "which leads to nothing (a download could create its target)"
+    elif os.path.commonpath([inside, os.path.realpath(path)]) != inside:
+        why = f"which leads outside the zoo directory {local}"
+    elif in_records:
+        why = "where huggingface_hub keeps its download records, which it writes through links"
+    else:
+        return
+    raise UnsafePathError(
+        f"{path} is a link to {os.readlink(path)!r}, {why}; a fetch neither reads nor writes "
+        "through such a link. Delete the link (its target is kept), or fetch into another "
+        "directory."
+    )
 
 
 def _refuse_linked_manifest(path: Path) -> None:
@@ -463,7 +649,7 @@ def _grouped_shards(
     source: _Source,
     root: Path,
     blobs: Path | None,
-    data: dict,
+    top: GroupedManifest,
     split: str | Sequence[str] | None,
     epochs: int | str | Iterable[int] | None,
     group: str | Sequence[str] | None,
@@ -471,9 +657,9 @@ def _grouped_shards(
     """The shards a selection needs in a grouped zoo, named relative to the zoo directory.
 
     Each selected group's manifest is downloaded and checked against the top manifest's sha256
-    first (a mismatching download is deleted), so every shard hash used comes through the chain.
+    first (a mismatching download is deleted, as is one that does not parse), so every shard
+    hash used comes through the chain.
     """
-    top = GroupedManifest.from_dict(data, source=f"{MANIFEST_NAME} of {source.repo_id}")
     names = top.group_names if group is None else [group] if isinstance(group, str) else group
     wanted: list[ShardEntry] = []
     for name in names:
@@ -486,7 +672,7 @@ def _grouped_shards(
         group_dir(root, entry)  # before the download: never write through a link out of the zoo
         filename = f"{entry.path}/{MANIFEST_NAME}"
         path = _download_manifest(source, filename)
-        actual = sha256_file(path)
+        actual = _sha256_regular(_real_file(path, blobs))
         if actual != entry.manifest_sha256:
             fate = _discard(source, filename, path, blobs)
             raise GroupManifestError(
@@ -495,7 +681,9 @@ def _grouped_shards(
                 "copy is corrupt or changed after its top manifest: report it to the zoo's "
                 "maintainer."
             )
-        manifest = _parse_manifest(path, source.repo_id, filename)
+        with _not_kept_if_malformed(source, filename, path, blobs):
+            data = _read_manifest_data(path, source.repo_id, filename, blobs)
+            manifest = _manifest_of(data, source.repo_id, filename)
         wanted += [
             dataclasses.replace(shard, file=f"{entry.path}/{shard.file}")
             for shard in manifest.shards_for(split, epochs)
@@ -559,16 +747,21 @@ def _record_ref(cache_dir: str | None, repo_id: str, ref: str, commit: str) -> N
 
 
 def _usable(root: Path, entry: ShardEntry, blobs: Path | None) -> Path | None:
-    """The shard's path if it may be read: a regular file, or in the cache a link to a blob."""
+    """The file to read for a shard: its path, or in the cache the blob its link leads to.
+
+    ``None`` for a link anywhere else: a link placed in a local directory is never a download
+    of ours. Whether the file is a regular one is checked when it is opened.
+    """
     path = root / entry.file
-    if path.is_symlink():
-        if blobs is None or path.resolve().parent != blobs:
-            return None  # a link placed in a local directory is never a download of ours
-        try:
-            shard_path(root, entry)
-        except UnsafePathError:
-            return None
-    return path if path.is_file() else None
+    if not path.is_symlink():
+        return path
+    if blobs is None or path.resolve().parent != blobs:
+        return None
+    try:
+        shard_path(root, entry)
+    except UnsafePathError:
+        return None
+    return path.resolve()
 
 
 def _refuse_links_out(root: Path, files: Iterable[str], local: bool) -> None:
@@ -604,13 +797,9 @@ def _check_shards(
     with tqdm(total=total, unit="B", unit_scale=True, desc="verify", disable=not progress) as bar:
         for entry in entries:
             path = _usable(root, entry, blobs)
-            size = path.stat().st_size if path is not None else None
-            if path is None or size is None:
-                bad.append((entry, "missing or not a regular file"))
-            elif size != entry.bytes:
-                bad.append((entry, f"{size} bytes, expected {entry.bytes}"))
-            elif (actual := sha256_file(path)) != entry.sha256:
-                bad.append((entry, f"sha256 {actual}, expected {entry.sha256}"))
+            problem = "a link" if path is None else _shard_problem(path, entry)
+            if problem is not None:
+                bad.append((entry, problem))
             bar.update(entry.bytes)
     return bad
 
@@ -644,7 +833,9 @@ def fetch(
 
     The hub is not trusted. ``local_dir`` must be absent, empty, or hold the same zoo (name and
     spec fingerprint); a file there that the fetch did not download is never overwritten or
-    deleted: one that fails its check is named in the error instead. Repo id and revision are
+    deleted: one that fails its check is named in the error instead. It may hold no link that
+    leads out of it or to nothing, no link among huggingface_hub's records
+    (``.cache/huggingface``) and no FIFO or device. Repo id and revision are
     checked before any request; what the hub answers is checked before huggingface_hub makes a
     file name of it; a manifest has at most :data:`MAX_MANIFEST_BYTES` bytes.
 
@@ -669,8 +860,10 @@ def fetch(
         InvalidOptionError: for an invalid revision, or a ``local_dir`` holding files but no zoo.
         SpecMismatchError: if ``local_dir`` holds another zoo.
         UnsafePathError: if the manifest, a link or the hub's answer names a path outside the
-            zoo directory (or the cache).
-        ManifestError: for a manifest that is not JSON or larger than :data:`MAX_MANIFEST_BYTES`.
+            zoo directory (or the cache), or ``local_dir`` holds a link it refuses.
+        UnsafeFileError: if ``local_dir`` holds a FIFO, socket or device.
+        ManifestError: for a manifest that does not parse (it is not kept if this fetch
+            downloaded it) or is larger than :data:`MAX_MANIFEST_BYTES`.
         GroupManifestError: if a group's manifest differs from the hash the top one records.
         UnknownGroupError: for a group the zoo does not have (or any group of a version-1 zoo).
         ShardCorruptError: if a shard's sha256 differs from the manifest after a retry, or a
@@ -748,22 +941,24 @@ def _fetch(
     manifest_path = _download_manifest(source, MANIFEST_NAME)
     root = source.local if source.local is not None else manifest_path.parent
     blobs = _cache_blobs(root, source.local)
-    try:
-        data = _read_manifest_data(manifest_path, source.repo_id)
-    except ManifestError:
-        _discard(source, MANIFEST_NAME, manifest_path, blobs)
-        raise
-    if source.local is not None:
-        _check_same_zoo(source, held, data)
-    if data.get("format_version") == GROUPED_FORMAT_VERSION:
-        wanted = _grouped_shards(source, root, blobs, data, split, epochs, group)
+    with _not_kept_if_malformed(source, MANIFEST_NAME, manifest_path, blobs):
+        data = _read_manifest_data(manifest_path, source.repo_id, blobs=blobs)
+        if source.local is not None:
+            _check_same_zoo(source, held, data)
+        if data.get("format_version") == GROUPED_FORMAT_VERSION:
+            what = f"{MANIFEST_NAME} of {source.repo_id}"
+            parsed: Manifest | GroupedManifest = GroupedManifest.from_dict(data, source=what)
+        else:
+            parsed = _manifest_of(data, source.repo_id)
+    if isinstance(parsed, GroupedManifest):
+        wanted = _grouped_shards(source, root, blobs, parsed, split, epochs, group)
     else:
         if group is not None:
             raise UnknownGroupError(
                 f"hub repo {source.repo_id} holds a version-1 zoo without groups; drop "
                 f"group={group!r}"
             )
-        wanted = _parse_manifest(manifest_path, source.repo_id).shards_for(split, epochs)
+        wanted = parsed.shards_for(split, epochs)
     _fetch_shards(source, root, blobs, wanted)
     _install_staged(source)  # last: a fetch that fails leaves a local zoo's manifests as they were
     return root
@@ -809,11 +1004,16 @@ def _recorded_commit(local: Path, filename: str) -> str | None:
     """
     record = local.joinpath(*_DOWNLOAD_RECORDS, f"{filename}.metadata")
     try:
-        with record.open(encoding="utf-8") as handle:
-            commit, _, stamp = handle.read(4096).splitlines()[:3]
+        # no link followed, no FIFO opened (see _open_regular); a longer file is no record
+        raw = _read_regular(record, _MAX_RECORD_BYTES)
+        commit, _, stamp = raw.decode("utf-8").splitlines()[:3]
         status = (local / filename).lstat()
-        current = stat.S_ISREG(status.st_mode) and status.st_mtime - 1 <= float(stamp)
-    except (OSError, ValueError):
+        current = (
+            len(raw) <= _MAX_RECORD_BYTES
+            and stat.S_ISREG(status.st_mode)
+            and status.st_mtime - 1 <= float(stamp)
+        )
+    except (OSError, ValueError):  # UnsafePathError and UnsafeFileError are ValueErrors too
         return None
     return commit if current else None
 
@@ -867,7 +1067,7 @@ def _install_staged(source: _Source) -> None:
     for filename in source.staged:
         new, old = source.staging / filename, source.local / filename  # type: ignore[operator]
         _refuse_linked_manifest(old)
-        if filecmp.cmp(new, old, shallow=False):
+        if _read_regular(old, MAX_MANIFEST_BYTES) == new.read_bytes():
             continue
         handle, temp = tempfile.mkstemp(dir=old.parent, prefix=f".{old.name}.")
         with os.fdopen(handle, "wb") as out, new.open("rb") as data:

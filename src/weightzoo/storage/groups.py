@@ -125,10 +125,10 @@ class GroupEntry:
                 first_model_id=int(row.get("first_model_id", 0)),
                 manifest_sha256=None if sha is None else str(sha),
             )
-        except (KeyError, TypeError, ValueError, IndexError) as exc:
+        except (KeyError, TypeError, ValueError, IndexError, OverflowError) as exc:
             if isinstance(exc, ManifestError):
                 raise
-            raise ManifestError(f"malformed group entry {row!r}: {exc}") from exc
+            raise ManifestError(f"malformed group entry {row!r:.200}: {exc}") from exc
         if entry.num_models < 0 or entry.first_model_id < 0:
             raise ManifestError(f"group {entry.name!r} has a negative model count or id")
         return entry

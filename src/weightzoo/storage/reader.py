@@ -33,7 +33,7 @@ from weightzoo.storage.groups import load_any, resolve_group
 from weightzoo.storage.manifest import Manifest, ShardEntry
 from weightzoo.storage.selection import check_epochs, check_splits
 from weightzoo.storage.shard_objects import ROW_DATASETS, check_shard_objects
-from weightzoo.storage.verify import check_shard_attributes, check_shard_present
+from weightzoo.storage.verify import SHARD_READ_ERRORS, check_shard_attributes, check_shard_present
 
 _MAX_OPEN_MAPS = 128
 # Out-of-order reads across shards copy row by row when a row is at least this large (the
@@ -122,12 +122,12 @@ class ShardData:
                 self.metrics = {k: v[()] for k, v in handle["metrics"].items()}
                 self.columns = {k: _read_column(v) for k, v in handle["models"].items()}
                 self.checkpoint_viable = handle["checkpoint_viable"][()]
-        except (OSError, KeyError, ValueError) as exc:
+        except SHARD_READ_ERRORS as exc:
             if isinstance(exc, ShardCorruptError):
                 raise
             raise ShardCorruptError(
-                f"cannot read shard {path}: {exc}. Run `weightzoo verify` on the zoo, then "
-                "fetch or generate the shard again."
+                f"cannot read shard {path}: {' '.join(str(exc).split())[:300]}. Run `weightzoo "
+                "verify` on the zoo, then fetch or generate the shard again."
             ) from exc
         self._maps: dict[str, np.ndarray] = {}
         self._h5: h5py.File | None = None

@@ -22,6 +22,7 @@ from weightzoo.errors import UnsafeShardError
 from weightzoo.storage.manifest import Manifest, ShardEntry
 
 ROW_DATASETS = ("weights", "stats")
+MAX_STRING_BYTES = 4096  # a model column's string (a class name, a device, a JSON value)
 _GROUPS = ("metrics", "models")
 _LAYOUTS = {h5py.h5d.CONTIGUOUS: "contiguous", h5py.h5d.CHUNKED: "chunked"}
 _LAYOUT_NAMES = {h5py.h5d.COMPACT: "compact", h5py.h5d.VIRTUAL: "virtual"}
@@ -34,7 +35,6 @@ class _Expected:
 
     shape: tuple[int, ...]
     dtype: str  # a numpy dtype name, "str" (variable-length UTF-8) or "<f4" (exact)
-    prefix_only: bool = False  # model columns: only the first axis is fixed
     axes: str = "models x checkpoints"
 
 
@@ -56,7 +56,7 @@ def _expected(entry: ShardEntry, manifest: Manifest) -> dict[str, _Expected]:
     for name in manifest.metrics:
         expected[f"metrics/{name}"] = _Expected((models, checkpoints), "float32")
     for name, kind in manifest.columns.items():
-        expected[f"models/{name}"] = _Expected((models,), kind, prefix_only=True, axes="models")
+        expected[f"models/{name}"] = _Expected((models,), kind, axes="models")
     return expected
 
 
@@ -141,6 +141,26 @@ def _check_storage(dataset: h5py.Dataset, full: str, path: Path, file_size: int)
         offset = dataset.id.get_offset()
         if offset is None or offset + needed > file_size:
             raise UnsafeShardError(f"shard {path}: {full!r} lies beyond the end of the file")
+    if layout == h5py.h5d.CHUNKED and needed:
+        ends: list[int] = []
+        dataset.id.chunk_iter(lambda chunk: ends.append(chunk.byte_offset + chunk.size))
+        if max(ends, default=0) > file_size:
+            raise UnsafeShardError(f"shard {path}: {full!r} has chunks beyond the end of the file")
+
+
+def _check_string_lengths(dataset: h5py.Dataset, full: str, path: Path) -> None:
+    """Read a string column one value at a time, refusing any longer than a column needs.
+
+    Every value of a variable-length string dataset may point at the same heap string: a
+    dataset of a few bytes per value can expand to gigabytes when read whole.
+    """
+    for index in range(dataset.shape[0]):
+        value = dataset[index]
+        if len(value) > MAX_STRING_BYTES:
+            raise UnsafeShardError(
+                f"shard {path}: {full!r} holds a value of {len(value)} bytes (at most "
+                f"{MAX_STRING_BYTES}); refused"
+            )
 
 
 def check_shard_objects(
@@ -160,7 +180,7 @@ def check_shard_objects(
     file_size = os.fstat(handle.id.get_vfd_handle()).st_size
     expected = _expected(entry, manifest)
     found = _walk(handle, path)
-    for name in (*ROW_DATASETS, "checkpoint_viable", *(f"metrics/{m}" for m in manifest.metrics)):
+    for name in expected:  # every dataset the manifest implies, and no other
         if name not in found:
             raise UnsafeShardError(f"shard {path} has no dataset {name!r}")
     for name, dataset in found.items():
@@ -170,15 +190,16 @@ def check_shard_objects(
                 f"shard {path}: dataset {name!r} is not in the manifest's layout, metrics or "
                 "columns; refused"
             )
-        _check_storage(dataset, name, path, file_size)
-        shape = dataset.shape[: len(want.shape)] if want.prefix_only else dataset.shape
-        if shape != want.shape or (want.prefix_only and len(dataset.shape) < 1):
+        if dataset.shape != want.shape:  # (None for an empty dataspace)
             raise UnsafeShardError(
                 f"shard {path}: {name!r} has shape {dataset.shape}, but the manifest lists "
-                f"{want.shape}{' + ...' if want.prefix_only else ''} ({want.axes})"
+                f"{want.shape} ({want.axes})"
             )
+        _check_storage(dataset, name, path, file_size)
         if not _dtype_matches(dataset, want.dtype):
             raise UnsafeShardError(
                 f"shard {path}: {name!r} has dtype {dataset.dtype}, the manifest implies "
                 f"{'variable-length UTF-8 strings' if want.dtype == 'str' else want.dtype}"
             )
+        if want.dtype == "str":
+            _check_string_lengths(dataset, name, path)

@@ -87,6 +87,10 @@ _RECORD_SLACK = 16 << 20  # a record's bytes beyond its axes: attrs, array names
 _RECORD_PER_ENTRY = 24  # JSON bytes per model or epoch of the axes, generously
 _MAX_RANK = 32  # HDF5's own limit
 _MAX_ITEMSIZE = 16
+# A dimension beyond 2**40 fits no disk; dimensions whose product (zeros counted as one, at the
+# largest item size) passes 2**62 bytes make no numpy array, even an empty one.
+_MAX_DIM = 1 << 40
+_MAX_EXTENT = 1 << 62
 
 
 @dataclass(frozen=True)
@@ -769,7 +773,8 @@ def _declared_bytes(key: str, meta: Any, lead: list[int] | None, source: Path, r
     if dtype is None or shape is None or (lead is not None and shape[:2] != lead):
         raise SidecarCorruptError(
             f"{source}: array {key!r} is declared as {meta!r:.200}; expected a name, a numeric "
-            f"dtype and a shape{f' starting {lead}' if lead else ''}; {redo}"
+            f"dtype and a shape{f' starting {lead}' if lead else ''} of dimensions up to "
+            f"2**40; {redo}"
         )
     return math.prod(shape) * dtype.itemsize
 
@@ -783,12 +788,16 @@ def _declared(key: str, meta: Any) -> tuple[np.dtype | None, list[int] | None]:
         shape = None
     elif not all(_is_int(d) and d >= 0 for d in shape):
         shape = None
+    elif not all(d <= _MAX_DIM for d in shape):
+        shape = None
     try:
         dtype = np.dtype(text) if isinstance(text, str) else None
     except (TypeError, ValueError):
         dtype = None
     if dtype is not None and (dtype.kind not in "biuf" or dtype.itemsize > _MAX_ITEMSIZE):
         dtype = None
+    if shape is not None and math.prod(max(d, 1) for d in shape) * _MAX_ITEMSIZE > _MAX_EXTENT:
+        shape = None  # Python ints: the product cannot overflow
     return dtype, shape
 
 

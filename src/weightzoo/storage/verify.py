@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,9 @@ from weightzoo.storage.manifest import Manifest, ShardEntry
 from weightzoo.storage.shard_objects import check_shard_objects
 
 SHARD_FORMAT = "weightzoo-shard"
+# What h5py raises for a damaged file (a flipped byte in its metadata: RuntimeError from the HDF5
+# library, UnicodeDecodeError for a link name, ...): a shard from outside is read under these.
+SHARD_READ_ERRORS = (OSError, KeyError, ValueError, RuntimeError, TypeError, OverflowError)
 
 
 def _allowed_roots(zoo_dir: Path) -> list[Path]:
@@ -92,9 +95,32 @@ def check_shard_present(zoo_dir: str | os.PathLike[str], entry: ShardEntry) -> P
     return path
 
 
-def _attr(attrs: Mapping[str, Any], name: str) -> Any:
-    value = attrs.get(name)
-    return value.decode() if isinstance(value, bytes) else value
+# A string attribute is one value; an array one is 1-D and short (the writer's [first, last]
+# and the shard's epochs). Checked before a value is read: an attribute of many strings that all
+# point at one large heap string would otherwise expand to gigabytes when read.
+_MAX_TEXT = 4096
+
+
+def _attr(attrs: h5py.AttributeManager, name: str, path: Path, *, items: int = 0) -> Any:
+    """A shard attribute, checked to be one short string (``items=0``) or a short int array."""
+    if name not in attrs:
+        return None
+    attribute = attrs.get_id(name)
+    shape, dtype = attribute.shape, attribute.dtype
+    if items == 0:
+        ok = shape == () and h5py.check_string_dtype(dtype) is not None
+    else:
+        ok = len(shape or ()) == 1 and shape[0] <= items and dtype.kind in "iu"
+    if not ok:
+        raise UnsafeShardError(
+            f"shard {path}: attribute {name!r} has shape {shape} and dtype {dtype}, not "
+            f"{'one string' if items == 0 else f'at most {items} integers'} as the writer writes"
+        )
+    value = attrs[name]
+    value = value.decode(errors="replace") if isinstance(value, bytes) else value
+    if isinstance(value, str) and len(value) > _MAX_TEXT:
+        raise UnsafeShardError(f"shard {path}: attribute {name!r} is {len(value)} characters long")
+    return value
 
 
 def check_shard_attributes(
@@ -104,16 +130,19 @@ def check_shard_attributes(
 
     Shards carry ``format``, ``zoo``, ``split``, ``models`` and ``epochs`` (every version) and
     ``spec_fingerprint`` (written since the attribute check exists). A shard without
-    ``spec_fingerprint`` is checked on the rest; one without the others is refused.
+    ``spec_fingerprint`` is checked on the rest; one without the others is refused. Each
+    attribute's shape and dtype are checked before its value is read.
 
     Raises:
         ShardCorruptError: naming the first attribute that differs.
+        UnsafeShardError: for an attribute of a shape or dtype the writer never writes.
     """
     attrs = handle.attrs
-    if _attr(attrs, "format") != SHARD_FORMAT:
+    found = _attr(attrs, "format", path)
+    if found != SHARD_FORMAT:
         raise ShardCorruptError(
-            f"{path} is not a weightzoo shard (attribute format={_attr(attrs, 'format')!r}); "
-            "fetch or generate it again"
+            f"{path} is not a weightzoo shard (attribute format={found!r}); fetch or generate "
+            "it again"
         )
     expected: dict[str, Any] = {
         "zoo": manifest.name,
@@ -129,15 +158,20 @@ def check_shard_attributes(
                 f"{path} has no attribute {name!r}, so it cannot be matched to the manifest; "
                 "fetch or generate it again"
             )
-        got = _attr(attrs, name)
+        got = _attr(attrs, name, path, items=len(want) if isinstance(want, list) else 0)
         if isinstance(want, list):
             got = np.asarray(got).ravel().tolist()
         if got != want:
             raise ShardCorruptError(
-                f"shard {path} says {name}={got!r}, but the manifest lists it with {want!r}: it "
-                "belongs to another zoo or another place in this one. Delete it and fetch or "
-                "generate it again."
+                f"shard {path} says {name}={_clip(got)}, but the manifest lists it with "
+                f"{_clip(want)}: it belongs to another zoo or another place in this one. Delete "
+                "it and fetch or generate it again."
             )
+
+
+def _clip(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 120 else f"{text[:117]}..."
 
 
 def check_shard(
@@ -165,8 +199,11 @@ def check_shard(
             check_shard_objects(handle, path, entry, manifest)
             if finite:
                 check_viable_rows(handle, path)
-    except OSError as exc:
-        raise ShardCorruptError(f"cannot read shard {path}: {exc}") from exc
+    except SHARD_READ_ERRORS as exc:
+        if isinstance(exc, ShardCorruptError):
+            raise
+        text = " ".join(str(exc).split())[:300]
+        raise ShardCorruptError(f"cannot read shard {path}: {text}") from exc
     return path
 
 

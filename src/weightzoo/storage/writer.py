@@ -37,6 +37,7 @@ from weightzoo.errors import (
 from weightzoo.storage.hashing import sha256_file
 from weightzoo.storage.layout import Layout
 from weightzoo.storage.manifest import (
+    COLUMN_KINDS,
     FORMAT_VERSION,
     MANIFEST_NAME,
     SHARD_DIR,
@@ -245,8 +246,15 @@ def _column_array(name: str, values: Any, models: int) -> np.ndarray:
 
 
 def dtype_name(array: np.ndarray) -> str:
-    """The manifest's dtype string of a column: numpy's name, ``str`` for strings."""
-    return "str" if array.dtype == object else array.dtype.name
+    """The manifest's dtype string of a column: numpy's name, ``str`` for strings.
+
+    Raises:
+        ValueError: for a dtype a reader would refuse (complex, datetime, ...).
+    """
+    name = "str" if array.dtype == object else array.dtype.name
+    if name not in COLUMN_KINDS:
+        raise ValueError(f"a column of dtype {name} cannot be stored; use a number or a string")
+    return name
 
 
 def write_shard_file(
