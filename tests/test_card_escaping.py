@@ -358,3 +358,108 @@ def test_front_matter_reads_back_the_same_in_yaml_and_json(value, name):
     assert text.count("\n") == 6  # "---", two keys, "---", blank line, body
     assert split_card(text)[0] == meta
     assert read_card_metadata(text) == meta
+
+
+# -- the terminal: `info` and `verify` print publisher names as plain text ---------------------
+
+ESC_NAME = "evil\x1b]0;TITLE\x07\x1b[31mRED\u202eRTL\x1b]8;;https://evil.example\x1b\\link"
+ESC_METRIC = "acc\x1b[7m\u202e"
+ESC_COLUMN = "kind\x1b[8m\x9b2J"
+# ESC, BEL, CSI (8-bit), RLO: what makes a terminal act instead of print
+CONTROLS = ("\x1b", "\x07", "\x9b", "\u202e")
+
+
+def write_terminal_zoo(path: Path) -> Path:
+    """A 4-model zoo whose name, family, metric and column hold terminal controls."""
+    layout = Layout.from_shapes({"fc.weight": (2, 3)})
+    weights = np.random.default_rng(0).standard_normal((4, 2, layout.num_params))
+    with ZooWriter(
+        path,
+        name=ESC_NAME,
+        family="fam\x1b[2J",
+        spec={"name": ESC_NAME},
+        layout=layout,
+        epochs=[0, 1],
+        metrics=[ESC_METRIC],
+        stats_names=["mean"],
+        num_models=4,
+        split_counts={"train": 4},
+    ) as writer:
+        writer.write_shard(
+            shard_file_name("train", 0),
+            split="train",
+            models=(0, 4),
+            epochs=[0, 1],
+            weights=weights,
+            stats=weights.mean(axis=2, keepdims=True),
+            metrics={ESC_METRIC: weights[..., 0]},
+            columns={"model_id": np.arange(4), ESC_COLUMN: ["a\x1b[9m"] * 4},
+        )
+        writer.finish()
+    return path
+
+
+def printed(capsys, argv: list[str]) -> tuple[int, str]:
+    code = run(argv)
+    out = capsys.readouterr()
+    return code, out.out + out.err
+
+
+@pytest.mark.parametrize("command", ["info", "verify", "info-folder"])
+def test_info_and_verify_print_no_terminal_controls(tmp_path, capsys, command):
+    zoo = write_terminal_zoo(tmp_path / "zoos" / "evil")
+    target = tmp_path / "zoos" if command == "info-folder" else zoo
+    code, text = printed(capsys, [command.split("-")[0], str(target)])
+    assert code == 0, text
+    assert not [c for c in CONTROLS if c in text], ascii(text)
+    assert one_line(ESC_NAME) in text  # the name itself is still shown, as text
+    if command == "info":
+        assert one_line(ESC_METRIC) in text and one_line(ESC_COLUMN) in text
+
+
+def test_grouped_info_prints_no_terminal_controls(grouped_zoo, capsys):
+    manifest = json.loads((grouped_zoo / "zoo.json").read_text())
+    manifest["name"] = ESC_NAME
+    (grouped_zoo / "zoo.json").write_text(json.dumps(manifest))
+    code, text = printed(capsys, ["info", str(grouped_zoo)])
+    assert code == 0, text
+    assert not [c for c in CONTROLS if c in text], ascii(text)
+    assert one_line(ESC_NAME) in text and "narrow" in text
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.text(ANY_CHAR, min_size=1, max_size=40))
+def test_any_name_in_info_output_is_one_line_of_printable_text(name):
+    import contextlib
+    import io
+    import unicodedata
+
+    from weightzoo.cli import _print_info
+
+    info = {
+        "name": name,
+        "family": name,
+        "path": "/zoo",
+        "models": 1,
+        "checkpoints": 1,
+        "params": 6,
+        "epochs": [0],
+        "splits": {"train": 1},
+        "complete": True,
+        "shards_present": 1,
+        "shards": 1,
+        "bytes": 10,
+        "stats": name,
+        "metrics": [name],
+        "columns": [name],
+        "side_files": {name: [name]},
+        f"range_{name}": (0.0, 1.0),
+        "quality": None,
+    }
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        _print_info(info)
+    lines = buffer.getvalue().split("\n")
+    assert len(lines) == 12 and lines[-1] == ""  # 11 lines, as for a plain name
+    for line in lines:
+        assert not [c for c in line if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp")]

@@ -482,6 +482,64 @@ def test_bfloat16_checkpoints_import_as_float32(tmp_path):
         np.testing.assert_array_equal(row[tensor.offset : tensor.stop], expected)
 
 
+def view_of(storage_elements: int, shape, strides, offset: int = 0) -> torch.Tensor:
+    """A float32 tensor of ``shape`` and ``strides`` over a storage of ``storage_elements``."""
+    storage = torch.arange(storage_elements, dtype=torch.float32).untyped_storage()
+    return torch.empty(0).set_(storage, offset, shape, strides)
+
+
+def test_a_stride_zero_checkpoint_is_refused_before_it_is_copied(tmp_path, capsys):
+    # 1.6 KB on disk, a (65536, 65536) view of one float: 16 GiB once copied
+    src = tmp_path / "src"
+    small_modelzoo(src)
+    path = src / "NN_tune_trainable_1" / "checkpoint_000000" / "checkpoints"
+    torch.save({"module_list.0.weight": view_of(1, (2**16, 2**16), (0, 0))}, path)
+    assert path.stat().st_size < 4096
+    argv = ["import", "modelzoo", str(src), str(tmp_path / "zoo")]
+    err = one_line_error(capsys, argv, "UnreadableFileError", str(path), "'module_list.0.weight'")
+    assert "needs 17179869184 bytes but its storage holds 4" in err
+    assert not list((tmp_path / "zoo").rglob("*.h5"))
+
+
+def test_transposed_checkpoint_tensors_import_by_value(tmp_path):
+    src = tmp_path / "src"
+    small_modelzoo(src)
+    for path in src.glob("*/checkpoint_*/checkpoints"):
+        sd = torch.load(path, weights_only=True)
+        sd["module_list.0.weight"] = sd["module_list.0.weight"].T.contiguous().T  # a view
+        assert not sd["module_list.0.weight"].is_contiguous()
+        torch.save(sd, path)
+    manifest, models = read_back(import_zoo("modelzoo", src, tmp_path / "zoo"))
+    sd = torch.load(src / "NN_tune_trainable_0" / "checkpoint_000000" / "checkpoints")
+    tensor = manifest.layout["module_list.0.weight"]
+    row = models[0]["weights"][0, tensor.offset : tensor.stop]
+    np.testing.assert_array_equal(row, sd["module_list.0.weight"].reshape(-1).numpy())
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    storage=st.integers(1, 24),
+    shape=st.lists(st.integers(0, 7), min_size=1, max_size=3),
+    strides=st.lists(st.integers(0, 5), min_size=3, max_size=3),
+    offset=st.integers(0, 4),
+)
+def test_a_view_imports_only_if_its_storage_holds_its_elements(
+    tmp_path_factory, storage, shape, strides, offset
+):
+    from weightzoo.importers._common import load_state_dict
+
+    value = view_of(storage, shape, strides[: len(shape)], offset)
+    path = tmp_path_factory.mktemp("views") / "checkpoints"
+    torch.save({"w": value}, path)
+    if value.numel() * 4 <= value.untyped_storage().nbytes():  # set_ may have grown it
+        event("imported")
+        np.testing.assert_array_equal(load_state_dict(path)["w"], value.numpy())
+        return
+    event("refused")
+    with pytest.raises(UnreadableFileError, match=r"tensor 'w' of shape .* needs \d+ bytes"):
+        load_state_dict(path)
+
+
 def rewrite_metrics(root: Path, edit) -> None:
     """Apply ``edit(rows)`` to ``metrics.csv.gz`` (a list of dict rows, header from row 0)."""
     with gzip.open(root / "metrics.csv.gz", "rt") as handle:
@@ -668,7 +726,7 @@ def test_any_params_json_imports_or_is_a_named_error(tmp_path, params):
     assert isinstance(params, dict)  # anything else must have been refused
     _, models = read_back(dest)
     for key, value in params.items():
-        column = "param:" + key.replace("::", ".").replace("/", "_")
+        column = ("param:" + key).replace("::", ".").replace("/", "_")  # the stored name
         for model in models.values():
             assert model["columns"][column] == expected_column(value)
 

@@ -341,6 +341,40 @@ def _open_or_refusal(zoo: Path) -> tuple[sc.Sidecar | None, Exception | None]:
         return None, exc
 
 
+def _store_shared(zoo: Path, shape: tuple[int, ...]) -> None:
+    """Replace shared array ``q`` by an empty one of ``shape``, file and record agreeing."""
+    path = zoo / "sidecars" / "probe.h5"
+    with h5py.File(path, "r+") as h5:
+        del h5["common/q"]
+        h5["common"].create_dataset("q", shape=shape, dtype="<f4")
+    record = _record(zoo)
+    record["shared"]["q"] = {"dtype": "<f4", "shape": list(shape)}
+    record["sha256"], record["bytes"] = _digest(path)
+    _save_record(zoo, record)
+
+
+@pytest.mark.parametrize(
+    "shape", [(0, 2**62), (0, 2**41), (2**41, 0), (0, 2**40, 2**22), (0,) + (2**20,) * 3]
+)
+def test_empty_arrays_of_absurd_dimensions_are_refused(probed, capsys, shape):
+    # 0 bytes on disk, yet numpy cannot make them: each dimension and their extent is bounded
+    _store_shared(probed, shape)
+    for read in (sc.read_sidecar, sc.open_sidecar, sc.sidecar_records):
+        with pytest.raises(SidecarCorruptError) as info:
+            read(probed, "probe") if read is not sc.sidecar_records else read(probed)
+        message = str(info.value)
+        assert "\n" not in message and "probe.json" in message and str(shape[1]) in message
+        assert "dimensions up to 2**40" in message
+
+
+@pytest.mark.parametrize("shape", [(0, 2**40), (0, 5), (2**20, 0, 2**20)])
+def test_empty_arrays_within_the_bounds_read_back(probed, shape):
+    _store_shared(probed, shape)
+    data = sc.read_sidecar(probed, "probe")
+    assert data["q"].shape == shape and data["q"].dtype == np.float32
+    np.testing.assert_array_equal(data["v"], _values())
+
+
 def test_an_oversized_record_is_refused_unread(probed):
     path = probed / "sidecars" / "probe.json"
     with path.open("r+b") as handle:

@@ -38,7 +38,14 @@ from weightzoo.errors import (
     UnreadableFileError,
     UnsafeArchiveError,
 )
-from weightzoo.sources.archive import extract_tar, extract_zip, member_path
+from weightzoo.sources.archive import (
+    MAX_RATIO,
+    RATIO_FLOOR,
+    extract_tar,
+    extract_zip,
+    member_path,
+    total_limit,
+)
 from weightzoo.sources.fetch import fetch_zenodo, select_members
 from weightzoo.sources.http import download
 from weightzoo.sources.zenodo import Record, get_record
@@ -677,3 +684,70 @@ def test_sources_import_neither_torch_nor_eagerly():
         [sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ}
     )
     assert result.returncode == 0, result.stderr
+
+
+# -- the total a zip extracts to is bounded like a tar's --------------------------------------
+
+
+def _many_small_bombs(count: int) -> bytes:
+    """``count`` trials whose members are each 1 MiB of blanks: each under the ratio floor."""
+    entries = list(valid_trial())
+    for i in range(count):
+        entries.append((f"root/t{i + 2}/params.json", b"{}" + b" " * (RATIO_FLOOR - 2)))
+        entries.append((f"root/t{i + 2}/result.json", b"\n" * RATIO_FLOOR))
+    return zip_entries(entries)
+
+
+@pytest.mark.parametrize("ranges", [True, False], ids=["ranges", "whole"])
+def test_members_each_under_the_floor_are_refused_together(zenodo, tmp_path, capsys, ranges):
+    data = _many_small_bombs(40)  # ~80 KB that expand to 80 MiB, a ratio near 1000
+    assert len(data) * MAX_RATIO < 40 * 2 * RATIO_FLOOR
+    zenodo.add_record("400", {"evil.zip": data}, concept="399")
+    zenodo.ranges = ranges
+    out = tmp_path / "zoos" / "z"
+    err = one_line_error(
+        capsys,
+        ["fetch", "zenodo:400/evil.zip", "--out", str(out)],
+        "UnsafeArchiveError",
+        f"past {total_limit(len(data))} extracted bytes: a zip bomb",
+    )
+    assert "zenodo:400/evil.zip" in err
+    if (tmp_path / "zoos").exists():
+        no_leftovers(tmp_path / "zoos")
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    sizes=st.lists(st.integers(0, RATIO_FLOOR), min_size=1, max_size=6),
+    random_bytes=st.integers(0, 4096),
+    ratio=st.sampled_from([2.0, 20.0, MAX_RATIO]),
+)
+def test_a_zip_extracts_only_within_its_total_bound(tmp_path_factory, sizes, random_bytes, ratio):
+    entries = [(f"z/m{i}", bytes(size)) for i, size in enumerate(sizes)]
+    entries.append(("z/noise", np.random.default_rng(0).bytes(random_bytes)))
+    data = zip_entries(entries)
+    total = sum(sizes) + random_bytes
+    dest = tmp_path_factory.mktemp("zip") / "out"
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        if total <= total_limit(len(data), ratio):
+            members = extract_zip(archive, dest, source="t.zip", max_ratio=ratio)
+            on_disk = sum(p.stat().st_size for p in dest.rglob("*") if p.is_file())
+            assert on_disk == total == sum(m.size for m in members)
+            return
+        with pytest.raises(UnsafeArchiveError, match="a zip bomb") as info:
+            extract_zip(archive, dest, source="t.zip", max_ratio=ratio)
+    assert "\n" not in str(info.value) and "t.zip" in str(info.value)
+    assert not dest.exists() and not list(dest.parent.iterdir())
+
+
+def test_extraction_counts_the_bytes_it_writes_against_the_total(tmp_path, monkeypatch):
+    """Declared sizes pass; the written bytes still may not exceed the archive's bound."""
+    import weightzoo.sources.archive as archive_module
+
+    data = zip_entries([(f"z/m{i}", bytes(RATIO_FLOOR)) for i in range(3)])
+    monkeypatch.setattr(archive_module, "check_zip", lambda archive, *a, **k: archive.infolist())
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        with pytest.raises(UnsafeArchiveError, match=f"past {RATIO_FLOOR} extracted bytes") as info:
+            extract_zip(archive, tmp_path / "out", source="t.zip")
+    assert "'z/m1'" in str(info.value)  # the second member takes it past the floor
+    assert not list(tmp_path.iterdir())

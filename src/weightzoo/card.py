@@ -14,22 +14,26 @@ inside the card folder. The card's only other link is to weightzoo's own page.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import re
-from collections.abc import Mapping
+import secrets
+import shutil
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from weightzoo.errors import ManifestError
+from weightzoo.errors import InvalidOptionError, ManifestError, StorageWriteError, WeightzooError
 from weightzoo.escaping import markdown_text, python_str, relative_link, shell_quote
 from weightzoo.storage.manifest import MANIFEST_NAME, SPLITS, Manifest
 from weightzoo.storage.reader import ZooReader
 
 FIGURE_DIR = "figures"  # beside README.md, locally and in the hub repo
+CARD_FILE = "README.md"
 PROJECT_URL = "https://pypi.org/project/weightzoo/"  # the one absolute link of a card
 #: YAML reads a mapping key on one line only up to this many characters (quotes included).
 MAX_YAML_KEY = 1024
@@ -319,6 +323,9 @@ def write_card(
     Raises:
         MissingExtraError: if ``plots`` and matplotlib is not installed.
         UnknownColumnError: for an unknown ``color_by``.
+        InvalidOptionError: if ``out_dir`` is a file.
+        StorageWriteError: if writing fails (a full disk); it names the file, and ``out_dir``
+            is left as it was (see :func:`card_folder`).
     """
     from weightzoo.storage.groups import is_grouped
 
@@ -335,19 +342,106 @@ def write_card(
             embedding=embedding,
         )
     manifest = Manifest.load(zoo_dir)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    figures = None
-    if plots:
-        from weightzoo.figures import write_figures
+    with card_folder(out_dir) as staged:
+        figures = None
+        if plots:
+            from weightzoo.figures import write_figures
 
-        figures = write_figures(zoo_dir, out / FIGURE_DIR, color_by=color_by, embedding=embedding)
-    text = render_card(
-        zoo_dir, manifest, repo_id=repo_id or manifest.name, license=license, figures=figures
+            figures = write_figures(
+                zoo_dir, staged / FIGURE_DIR, color_by=color_by, embedding=embedding
+            )
+        text = render_card(
+            zoo_dir, manifest, repo_id=repo_id or manifest.name, license=license, figures=figures
+        )
+        write_text(staged / CARD_FILE, text)
+    return Path(out_dir) / CARD_FILE
+
+
+@contextlib.contextmanager
+def card_folder(out_dir: str | os.PathLike[str]) -> Iterator[Path]:
+    """A hidden staging folder for a card, put in place of ``out_dir``'s card on success.
+
+    Nothing half-written is ever visible: the card is written into a hidden folder, which is
+    renamed to ``out_dir`` when that does not exist; in an existing folder, the new
+    ``README.md`` and ``figures/`` replace the old ones (one rename each), and every other file
+    there stays. On any error the staging folder is removed and ``out_dir`` is as it was.
+
+    Args:
+        out_dir: the card folder.
+
+    Yields:
+        The folder to write ``README.md`` and ``figures/`` into.
+
+    Raises:
+        InvalidOptionError: if ``out_dir`` is a file.
+        StorageWriteError: for an OSError while writing (a full disk), naming the file.
+    """
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise InvalidOptionError(
+            f"card folder {out} is a file; choose a folder (absent, or a card folder to replace)"
+        )
+    fresh = not out.exists()
+    # Inside an existing folder: it may be a mount point, which a rename cannot leave.
+    staged = (out.parent if fresh else out) / f".weightzoo-card.{secrets.token_hex(8)}.partial"
+    try:
+        staged.parent.mkdir(parents=True, exist_ok=True)
+        staged.mkdir()
+        yield staged
+        _put_in_place(staged, out, fresh)
+    except OSError as exc:
+        if isinstance(exc, WeightzooError) and not isinstance(exc, StorageWriteError):
+            raise
+        raise _card_write_failed(out, staged, exc, fresh) from None
+    finally:
+        shutil.rmtree(staged, ignore_errors=True)
+
+
+def _put_in_place(staged: Path, out: Path, fresh: bool) -> None:
+    """Rename the staged card into place; restore the old figures if that fails half way."""
+    if fresh:
+        os.rename(staged, out)
+        return
+    old, new, kept = out / FIGURE_DIR, staged / FIGURE_DIR, staged / f"old-{FIGURE_DIR}"
+    moved = old.exists() or old.is_symlink()
+    if moved:
+        os.rename(old, kept)  # removed with the staging folder
+    placed = False
+    try:
+        if new.exists():
+            os.rename(new, old)
+            placed = True
+        os.replace(staged / CARD_FILE, out / CARD_FILE)
+    except OSError:
+        if placed:
+            os.rename(old, new)
+        if moved:
+            os.rename(kept, old)
+        raise
+
+
+def _card_write_failed(out: Path, staged: Path, exc: OSError, fresh: bool) -> StorageWriteError:
+    """One line naming the card file that failed (as it would be named in ``out``)."""
+    name = Path(exc.filename) if isinstance(exc.filename, str) else out
+    if name.is_relative_to(staged):
+        name = out / name.relative_to(staged)
+    reason = os.strerror(exc.errno) if exc.errno else " ".join(str(exc).split())
+    state = "was not created" if fresh else "is as it was"
+    error = StorageWriteError(
+        f"cannot write card file {name}: {reason}; nothing of the new card was kept and {out} "
+        f"{state}. Free space there (or fix the cause) and write the card again"
     )
-    card = out / "README.md"
-    card.write_text(text, encoding="utf-8")
-    return card
+    error.errno, error.filename = exc.errno, str(name)  # kept for callers (ENOSPC)
+    return error
+
+
+def write_text(path: Path, text: str) -> None:
+    """Write a card's UTF-8 text; an OSError names ``path`` (a failed write() names none)."""
+    try:
+        path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        exc.filename = exc.filename or str(path)
+        raise
 
 
 def read_card_metadata(text: str) -> dict[str, Any]:

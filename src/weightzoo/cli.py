@@ -25,6 +25,7 @@ from typing import Any, NoReturn
 
 from weightzoo.errors import DataFilesMissingError, InvalidOptionError, WeightzooError
 from weightzoo.escaping import one_line
+from weightzoo.storage.manifest import MAX_SLICES
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -84,9 +85,9 @@ def _parse_slice(text: str) -> tuple[int, int]:
         parsed = int(index), int(count)
     except ValueError:
         parsed = (-1, 0)
-    if not 0 <= parsed[0] < parsed[1]:
+    if not 0 <= parsed[0] < parsed[1] <= MAX_SLICES:
         raise argparse.ArgumentTypeError(
-            f"--slice takes I/N with 0 <= I < N (e.g. 0/4 ... 3/4), got {text!r}"
+            f"--slice takes I/N with 0 <= I < N <= {MAX_SLICES} (e.g. 0/4 ... 3/4), got {text!r}"
         )
     return parsed
 
@@ -374,10 +375,11 @@ def _info_folder(args: argparse.Namespace) -> int:
             state = (
                 "complete" if row["complete"] else f"{len(row['missing_shards'])} shards missing"
             )
+            # a publisher's name and family reach the terminal as plain text, never as controls
             print(
-                f"{row['name']:<32} {row['family']:<10} {row['models']:>6} models "
-                f"{row['checkpoints']:>4} ckpts {_human_bytes(row['bytes']):>9}  {state}  "
-                f"{row['path']}"
+                f"{one_line(row['name']):<32} {one_line(row['family']):<10} {row['models']:>6} "
+                f"models {row['checkpoints']:>4} ckpts {_human_bytes(row['bytes']):>9}  {state}  "
+                f"{one_line(row['path'], limit=None)}"
             )
     return EXIT_ERROR if any(row["missing_shards"] for row in rows) else 0
 
@@ -401,9 +403,9 @@ def cmd_info(args: argparse.Namespace) -> int:
     if damaged:
         print(
             f"weightzoo: error: {len(damaged)} of {info['shards']} shards of {args.path} are "
-            f"missing or damaged: {_first_few(damaged)}; fetch them again or rerun "
-            "`weightzoo generate` with the same --out to rebuild them (`weightzoo verify "
-            f"{args.path}` names each)",
+            f"missing or damaged: {one_line(_first_few(damaged), limit=None)}; fetch them "
+            "again or rerun `weightzoo generate` with the same --out to rebuild them "
+            f"(`weightzoo verify {args.path}` names each)",
             file=sys.stderr,
         )
         return EXIT_ERROR
@@ -416,8 +418,25 @@ def _first_few(names: list[str], shown: int = 5) -> str:
     return ", ".join(names[:shown]) + (f" and {rest} more" if rest > 0 else "")
 
 
+def _plain(value: Any) -> Any:
+    """``value`` with every string in it (keys too) as :func:`one_line` plain text.
+
+    A zoo's names come from its publisher: escape sequences (colours, OSC window titles),
+    bidi overrides and line breaks in them must not act on the terminal that prints them.
+    """
+    if isinstance(value, str):
+        return one_line(value, limit=None)
+    if isinstance(value, dict):
+        return {_plain(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_plain(v) for v in value)
+    return value
+
+
 def _print_info(info: dict[str, Any]) -> None:
-    print(f"{info['name']} ({info['family']}) at {info['path']}")
+    path = one_line(info["path"], limit=None)  # the user's own path: never cut
+    info = _plain(info)
+    print(f"{info['name']} ({info['family']}) at {path}")
     print(f"  models {info['models']}, checkpoints {info['checkpoints']}, params {info['params']}")
     print(f"  checkpoint epochs: {epochs_text(info['epochs'])}")
     splits = ", ".join(f"{k} {v}" for k, v in info["splits"].items())
@@ -448,8 +467,10 @@ def _print_info(info: dict[str, Any]) -> None:
 
 
 def _print_grouped_info(info: dict[str, Any]) -> None:
+    path = one_line(info["path"], limit=None)
+    info = _plain(info)
     state = "finished" if info["finished"] else "UNFINISHED (rerun generate to finish)"
-    print(f"{info['name']} ({info['family']}, grouped) at {info['path']}")
+    print(f"{info['name']} ({info['family']}, grouped) at {path}")
     print(f"  models {info['models']} in {len(info['groups'])} groups; {state}")
     for group in info["groups"]:
         last = group["first_model_id"] + group["models"] - 1
@@ -480,7 +501,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if failures:
         for entry, error in failures:
             print(
-                f"BAD  {entry.file}: {one_line(str(error), limit=None)}",
+                f"BAD  {one_line(entry.file)}: {one_line(str(error), limit=None)}",
                 file=sys.stderr,
             )
         print(
@@ -493,17 +514,17 @@ def cmd_verify(args: argparse.Namespace) -> int:
         unhashed = [g.name for g in manifest.groups if g.manifest_sha256 is None]
         hashed = len(manifest.groups) - len(unhashed)
         print(
-            f"ok: {hashed} group manifests of {manifest.name} match the top manifest, and "
-            f"{total} shards match their sha256"
+            f"ok: {hashed} group manifests of {one_line(manifest.name)} match the top manifest, "
+            f"and {total} shards match their sha256"
             + (
-                f"; not finished: groups {', '.join(unhashed)} have no recorded hash yet "
+                f"; not finished: groups {one_line(', '.join(unhashed))} have no recorded hash yet "
                 "(rerun `weightzoo generate` to finish them)"
                 if unhashed
                 else ""
             )
         )
         return 0
-    print(f"ok: {total} shards of {manifest.name} match their sha256")
+    print(f"ok: {total} shards of {one_line(manifest.name)} match their sha256")
     return 0
 
 

@@ -12,15 +12,22 @@ mathtext and LaTeX kept away from them.
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from weightzoo.errors import InvalidOptionError, UnknownColumnError, require
+from weightzoo.errors import (
+    InvalidOptionError,
+    StorageWriteError,
+    UnknownColumnError,
+    WeightzooError,
+    require,
+)
 from weightzoo.escaping import one_line
 from weightzoo.storage.reader import ZooReader
 
@@ -413,6 +420,8 @@ def write_figures(
 
     Raises:
         MissingExtraError: if matplotlib (the ``plots`` extra) is not installed.
+        StorageWriteError: if a PNG (or ``out_dir``) cannot be written (a full disk); its
+            ``filename`` is the file.
     """
     _figure()  # fail early, and by name, without matplotlib
     matplotlib: Any = require("matplotlib", "plots", "zoo card figures")
@@ -427,7 +436,8 @@ def _draw_figures(
     data = load_card_data(zoo_dir, color_by=color_by)
     fitted = embed(data.final, embedding)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    with _writing(out):
+        out.mkdir(parents=True, exist_ok=True)
     figures = [
         (
             # Raw: the card escapes and bounds its headings itself.
@@ -444,6 +454,24 @@ def _draw_figures(
         figures.append(("Pass rate per class", "pass-rate.png", pass_rate_figure(data)))
     written = []
     for title, name, fig in figures:
-        fig.savefig(out / name)
+        with _writing(out / name):
+            fig.savefig(out / name)
         written.append((title, name))
     return written
+
+
+@contextlib.contextmanager
+def _writing(path: Path) -> Iterator[None]:
+    """Turn an OSError of writing ``path`` (matplotlib names no file) into one named line."""
+    try:
+        yield
+    except OSError as exc:
+        if isinstance(exc, WeightzooError):
+            raise
+        reason = os.strerror(exc.errno) if exc.errno else " ".join(str(exc).split())
+        error = StorageWriteError(
+            f"cannot write figure {path}: {reason}; free space there (or fix the cause) and "
+            "draw the figures again"
+        )
+        error.errno, error.filename = exc.errno, str(path)  # kept for callers (ENOSPC)
+        raise error from None

@@ -36,7 +36,7 @@ from torch.func import functional_call, vmap
 from torch.nn import functional as F
 
 from weightzoo import stacked
-from weightzoo.architectures import UnbuildableSpecError, build_model
+from weightzoo.architectures import UnbuildableSpecError, build_model, check_layout
 from weightzoo.architectures.mlds import NetConfig, net_config, network_inputs, population_forward
 from weightzoo.errors import (
     DataFilesMissingError,
@@ -177,7 +177,7 @@ class _ImageTask:
         return np.asarray([_text(v) for v in columns["activation"]], dtype=object)
 
     def module(self, key: str) -> nn.Module:
-        return build_model(self.zoo.manifest.spec, {"activation": key}).eval()
+        return _checked_module(self.zoo, {"activation": key})
 
     def default_data(self, split: str, data_dir: str | None, columns: Any, count: int) -> _Data:
         from weightzoo.tasks.images import load_splits
@@ -256,7 +256,7 @@ class _PropertyTask(_ImageTask):
         self.activations = ["relu"]
 
     def module(self, key: str) -> nn.Module:
-        return build_model(self.zoo.manifest.spec).eval()
+        return _checked_module(self.zoo)
 
     def default_data(self, split: str, data_dir: str | None, columns: Any, count: int) -> _Data:
         from weightzoo.tasks.property import load_property_data
@@ -298,7 +298,7 @@ class _ViTFinetuneTask(_ImageTask):
         self.activations = ["gelu"]
 
     def module(self, key: str) -> nn.Module:
-        return build_model(self.zoo.manifest.spec).eval()
+        return _checked_module(self.zoo)
 
     def default_data(self, split: str, data_dir: str | None, columns: Any, count: int) -> _Data:
         from weightzoo.tasks.transfer import FINETUNE_DIGITS, digit_task
@@ -396,8 +396,29 @@ def _stacked(task: _ImageTask | _MLDSTask, net: Any) -> bool:
     return isinstance(task, _ImageTask) and stacked.supports(net)
 
 
+def _checked_module(zoo: Zoo, columns: Mapping[str, Any] | None = None) -> nn.Module:
+    """The zoo's module (eval mode), its spec checked against the layout before it is built."""
+    spec, layout = zoo.manifest.spec, zoo.layout
+    return build_model(spec, columns, layout=layout, source=zoo.manifest_file).eval()
+
+
+def _check_spec(zoo: Zoo, spec: Mapping[str, Any]) -> None:
+    """Refuse a spec whose module is not the zoo's layout, before its sizes shape any data.
+
+    Every evaluation path (vmapped, stacked, landscapes) starts with :func:`_task`, which
+    calls this first: input shapes, query sets and data sets are all sized from the spec.
+    """
+    activations = spec.get("activations")
+    # a grid zoo's activations change no tensor: any one of them builds the layout
+    columns = (
+        {"activation": activations[0]} if isinstance(activations, list) and activations else {}
+    )
+    check_layout(zoo.manifest.spec, zoo.layout, columns, source=zoo.manifest_file)
+
+
 def _task(zoo: Zoo) -> _ImageTask | _MLDSTask:
     spec = task_spec(zoo.manifest.spec)
+    _check_spec(zoo, spec)  # also raises the UnbuildableSpecError that says what to do
     if spec.get("family") == "mlds":
         return _MLDSTask(zoo, spec)
     if spec.get("family") == "property":
@@ -406,7 +427,6 @@ def _task(zoo: Zoo) -> _ImageTask | _MLDSTask:
         return _ViTFinetuneTask(zoo, spec)
     if spec.get("family") in ("modelzoo", "trajectory", "phase") and "architecture" in spec:
         return _ImageTask(zoo, spec)
-    build_model(zoo.manifest.spec)  # raises the UnbuildableSpecError that says what to do
     raise UnbuildableSpecError(
         f"zoo {zoo.name!r}: weightzoo.evaluate does not know the evaluation data of the "
         f"{spec.get('family')!r} family; run its rows yourself with zoo.module(row) on your data"

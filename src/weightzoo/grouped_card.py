@@ -13,15 +13,18 @@ from pathlib import Path
 from typing import Any
 
 from weightzoo.card import (
+    CARD_FILE,
     FIGURE_DIR,
     PROJECT_URL,
     _size_category,
     _version,
     accuracy_summary,
     accuracy_table,
+    card_folder,
     card_tags,
     figure_image,
     front_matter,
+    write_text,
 )
 from weightzoo.escaping import markdown_text, python_str, shell_quote
 from weightzoo.storage.groups import GroupedManifest, check_group_manifest
@@ -168,24 +171,25 @@ def write_grouped_card(
 
     Returns:
         The path of the written ``README.md``.
+
+    Raises: as :func:`weightzoo.card.write_card`; nothing half-written is ever visible
+        (:func:`weightzoo.card.card_folder`).
     """
     top = GroupedManifest.load(zoo_dir)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    figures: dict[str, list[tuple[str, str]]] = {}
-    if plots:
-        from weightzoo.figures import write_figures
+    with card_folder(out_dir) as staged:
+        figures: dict[str, list[tuple[str, str]]] = {}
+        if plots:
+            from weightzoo.figures import write_figures
 
-        for entry in top.groups:
-            figures[entry.name] = write_figures(
-                check_group_manifest(zoo_dir, entry),
-                out / FIGURE_DIR / entry.name,
-                color_by=color_by,
-                embedding=embedding,
-            )
-    text = render_grouped_card(
-        zoo_dir, repo_id=repo_id or top.name, license=license, figures=figures
-    )
-    card = out / "README.md"
-    card.write_text(text, encoding="utf-8")
-    return card
+            for entry in top.groups:
+                figures[entry.name] = write_figures(
+                    check_group_manifest(zoo_dir, entry),
+                    staged / FIGURE_DIR / entry.name,
+                    color_by=color_by,
+                    embedding=embedding,
+                )
+        text = render_grouped_card(
+            zoo_dir, repo_id=repo_id or top.name, license=license, figures=figures
+        )
+        write_text(staged / CARD_FILE, text)
+    return Path(out_dir) / CARD_FILE

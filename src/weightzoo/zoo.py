@@ -137,6 +137,11 @@ class Zoo:
         return self.manifest.layout
 
     @property
+    def manifest_file(self) -> str:
+        """The path of the open zoo's (or group's) ``zoo.json``, for messages."""
+        return str(self.path / "zoo.json")
+
+    @property
     def epochs(self) -> list[int]:
         """Checkpoint labels."""
         return self.manifest.epochs
@@ -282,6 +287,9 @@ class Zoo:
     def build_model(self, model: int | None = None) -> Any:
         """A fresh ``nn.Module`` of the zoo's architecture (eval mode).
 
+        The manifest's spec is checked against its layout on the ``meta`` device first, so a
+        damaged spec allocates nothing (see :func:`weightzoo.architectures.check_layout`).
+
         Args:
             model: the position of the model whose columns pick the module (the activation of
                 a hyperparameter-grid zoo); needed only where the zoo's models differ.
@@ -289,13 +297,16 @@ class Zoo:
         Raises:
             UnbuildableSpecError: for an imported zoo (its spec names no weightzoo
                 architecture), or a grid zoo without ``model``.
+            LayoutError: for a spec whose module has other tensors than the zoo's layout.
         """
         from weightzoo.architectures import UnbuildableSpecError, build_model
 
         columns = self.model_columns(model) if model is not None else {}
         columns = {k: v[0] for k, v in columns.items()}
         try:
-            return build_model(self.manifest.spec, columns).eval()
+            return build_model(
+                self.manifest.spec, columns, layout=self.layout, source=self.manifest_file
+            ).eval()
         except UnbuildableSpecError as exc:
             if model is None and "several activations" in str(exc):
                 raise UnbuildableSpecError(
@@ -315,7 +326,8 @@ class Zoo:
                 (taken from the pair when a pair is given).
 
         Raises:
-            LayoutError: for a row of the wrong length.
+            LayoutError: for a row of the wrong length, or a spec whose module differs from
+                the layout.
             UnbuildableSpecError: as :meth:`build_model`.
         """
         from weightzoo.features import load_vector

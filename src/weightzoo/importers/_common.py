@@ -238,6 +238,7 @@ def _float_tensors(path: Path, obj: Any) -> dict[str, np.ndarray]:
                 f"{path}: tensor {str(key)!r} is stored {value.layout} (not dense); save "
                 "dense tensors (tensor.to_dense()) and import again"
             )
+        _require_backed(path, str(key), value)
         # bfloat16 and float8 have no numpy dtype; every zoo stores float32 anyway
         tensors[str(key)] = value.detach().to("cpu", torch.float32).numpy()
     if not tensors:
@@ -246,6 +247,30 @@ def _float_tensors(path: Path, obj: Any) -> dict[str, np.ndarray]:
             "torch.save(model.state_dict(), path) and import again."
         )
     return tensors
+
+
+def _require_backed(path: Path, key: str, value: Any) -> None:
+    """Refuse a tensor that has more elements than its storage holds, or reaches beyond it.
+
+    A pickle may rebuild a tensor as any view of its storage: a (65536, 65536) view with zero
+    strides of a one-element storage takes 1.6 KB on disk and 16 GiB once copied. A view that
+    holds no more elements than its storage (a transposed weight does) costs no more memory
+    than its file holds.
+    """
+    size = value.element_size()
+    held = value.untyped_storage().nbytes()
+    copied = value.numel() * size
+    last = value.storage_offset() + sum(
+        (n - 1) * stride for n, stride in zip(value.shape, value.stride(), strict=True)
+    )
+    reached = (last + 1) * size if value.numel() else 0
+    if max(copied, reached) <= held:
+        return
+    raise UnreadableFileError(
+        f"{path}: tensor {key!r} of shape {tuple(value.shape)} and strides {value.stride()} "
+        f"needs {max(copied, reached)} bytes but its storage holds {held}; save plain tensors "
+        "(tensor.contiguous().clone()) and import again"
+    )
 
 
 def _require_torch_file(path: Path) -> None:

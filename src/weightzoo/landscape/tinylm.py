@@ -166,7 +166,7 @@ def compute_lm_landscape(
         tensors(data.train, train[i : i + batch_size]) for i in range(0, len(train), batch_size)
     ]
     cka_inputs = tensors(data.val, window_starts(len(data.val), length, length, cka_windows))[0]
-    module = build_model(spec).to(target)
+    module = build_model(spec, layout=zoo.layout, source=str(zoo.manifest_file)).to(target)
     reader = zoo.reader(split, epochs)
     count = len(reader.positions)
     columns = {k: np.asarray(v) for k, v in reader.columns.items() if np.ndim(v) == 1}

@@ -6,8 +6,10 @@ links (zip members whose Unix mode says symbolic link; tar symbolic and hard lin
 FIFOs, a name that appears twice (compared after Unicode normalisation and case folding, as a
 case-insensitive disk would), and a file used as a folder by another member. A zip member that
 declares more than :data:`MAX_RATIO` times its compressed size (and over
-:data:`RATIO_FLOOR` bytes) is a zip bomb; extraction never trusts the declared sizes anyway,
-it counts the bytes it writes. zipfile checks each member's CRC-32 as it reads it.
+:data:`RATIO_FLOOR` bytes) is a zip bomb, and so is an archive whose members together declare
+more than :data:`MAX_RATIO` times the archive's size (many members each just under the floor);
+extraction never trusts the declared sizes anyway, it counts the bytes it writes, per member
+and in total, as it does for a tar. zipfile checks each member's CRC-32 as it reads it.
 
 Extraction writes into a temporary folder beside the destination (hidden, in the destination's
 parent) and renames it into place only when every member is written; on any error the folder
@@ -17,6 +19,7 @@ is removed, so the destination either holds the whole extraction or does not exi
 from __future__ import annotations
 
 import contextlib
+import io
 import lzma
 import os
 import re
@@ -42,6 +45,7 @@ __all__ = [
     "extract_zip",
     "member_path",
     "staging",
+    "total_limit",
 ]
 
 # Deflate reaches ~1000:1 on zeros; real weights compress ~1.1:1 and JSON lines ~10:1.
@@ -153,6 +157,23 @@ def _check_ratio(source: str, name: str, size: int, compressed: int, max_ratio: 
         )
 
 
+def total_limit(archive_bytes: int, max_ratio: float = MAX_RATIO) -> int:
+    """The most bytes an archive of ``archive_bytes`` may extract to, zip or tar."""
+    return max(RATIO_FLOOR, int(archive_bytes * max_ratio))
+
+
+def _zip_bytes(archive: zipfile.ZipFile) -> int:
+    """The size of the zip's file (local or remote), from its end; the position is kept."""
+    handle = archive.fp
+    if handle is None:
+        raise ValueError("the zip is closed")
+    here = handle.tell()
+    try:
+        return handle.seek(0, io.SEEK_END)
+    finally:
+        handle.seek(here)
+
+
 def _zip_mode_problem(info: zipfile.ZipInfo) -> str | None:
     mode = info.external_attr >> 16
     kind = stat.S_IFMT(mode)
@@ -168,6 +189,9 @@ def check_zip(
 ) -> list[zipfile.ZipInfo]:
     """Check every member of a zip (names, types, duplicates, ratios) before extracting any.
 
+    Each member's declared size is bounded by its compressed size, and the declared sizes of
+    all members together by the archive's size (:func:`total_limit`), both ``max_ratio``.
+
     Args:
         archive: the open zip.
         source: how to name the archive in messages (its URL or path).
@@ -181,6 +205,7 @@ def check_zip(
     """
     names = _Names(source)
     infos = archive.infolist()
+    limit, total = total_limit(_zip_bytes(archive), max_ratio), 0
     for info in infos:
         path = member_path(info.filename, source)
         problem = _zip_mode_problem(info)
@@ -190,7 +215,16 @@ def check_zip(
             continue
         names.add(info.filename, path, info.is_dir())
         _check_ratio(source, info.filename, info.file_size, info.compress_size, max_ratio)
+        total += info.file_size
+        _check_total(source, info.filename, total, limit)
     return infos
+
+
+def _check_total(source: str, name: str, total: int, limit: int) -> None:
+    if total > limit:
+        raise _refuse(
+            source, name, f"which takes the archive past {limit} extracted bytes: a zip bomb"
+        )
 
 
 @contextlib.contextmanager
@@ -265,6 +299,7 @@ def extract_zip(
         UnreadableFileError: for a damaged member (bad CRC-32, bad compressed data).
     """
     infos = check_zip(archive, source, max_ratio=max_ratio)
+    limit, total = total_limit(_zip_bytes(archive), max_ratio), 0
     members = []
     with staging(dest) as root:
         for info in infos:
@@ -278,12 +313,13 @@ def extract_zip(
                 plan(info)
             try:
                 with archive.open(info) as src:
-                    _copy(src, _target(root, path), info.file_size, info.filename, source)
+                    total += _copy(src, _target(root, path), info.file_size, info.filename, source)
             except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
                 raise UnreadableFileError(
                     f"member {info.filename!r} of {source} is damaged ({exc}); the archive is "
                     "corrupt or was altered: download it again"
                 ) from exc
+            _check_total(source, info.filename, total, limit)  # the bytes written, not declared
             members.append(Member(info.filename, info.file_size, info.compress_size, info.CRC))
     return members
 
@@ -332,7 +368,7 @@ def extract_tar(
         UnreadableFileError: for a damaged or truncated archive.
     """
     source = source or str(path)
-    limit = max(RATIO_FLOOR, int(Path(path).stat().st_size * max_ratio))
+    limit = total_limit(Path(path).stat().st_size, max_ratio)
     try:
         with tarfile.open(path, mode="r|*") as tar, staging(dest) as root:
             return _extract_tar_members(tar, root, source, select, limit)

@@ -43,6 +43,7 @@ MAX_MANIFEST_BYTES = 64 << 20  # a 16,000-shard manifest is about 6 MB
 # and a row in 32 bits each).
 MAX_MODELS = (1 << 31) - 1
 MAX_CHECKPOINTS = 1 << 16
+MAX_SLICES = 1 << 16
 
 
 def shard_file_name(split: str, first_model: int, epoch_group: int = 0) -> str:
@@ -117,7 +118,11 @@ def slice_manifest_name(index: int, count: int) -> str:
 def parse_slice_manifest_name(name: str) -> tuple[int, int] | None:
     """``(index, count)`` of a slice manifest's file name, ``None`` for any other name."""
     match = _SLICE_MANIFEST.fullmatch(name)
-    return (int(match.group(1)), int(match.group(2))) if match else None
+    if match is None:
+        return None
+    index, count = int(match.group(1)), int(match.group(2))
+    # A count is a number of machines: a name claiming more is not a slice this writer made.
+    return (index, count) if index < count <= MAX_SLICES else None
 
 
 def _as_bool(value: Any) -> bool:

@@ -77,8 +77,15 @@ def _check_slice_finished(
     zoo_dir: Path, file: str, manifest: Manifest, index: int, count: int
 ) -> None:
     """Every block the slice was given must be written for every checkpoint."""
-    info = manifest.extra.get("slice", {})
-    if info.get("index") != index or info.get("count") != count:
+    info = manifest.extra.get("slice")
+    blocks = info.get("models") if isinstance(info, dict) else None
+    if (
+        not isinstance(blocks, list)
+        or not all(isinstance(b, list) and len(b) == 2 for b in blocks)
+        or info.get("index") != index
+        or info.get("count") != count
+    ):
+        info = info if isinstance(info, dict) else {}
         raise ManifestError(
             f"{zoo_dir / file} says it is slice {info.get('index')}/{info.get('count')}, "
             f"not {index}/{count} as its name says; it was renamed or edited. Delete it and "
@@ -90,7 +97,7 @@ def _check_slice_finished(
     epochs = set(manifest.epochs)
     lacking = [
         (first, last)
-        for first, last in (tuple(m) for m in info.get("models", []))
+        for first, last in (tuple(m) for m in blocks)
         if covered.get((first, last), set()) != epochs
     ]
     if lacking:

@@ -309,6 +309,11 @@ class ZooReader:
             for name, values in shard.columns.items():
                 if name not in columns:
                     columns[name] = np.zeros((n, *values.shape[1:]), dtype=values.dtype)
+                elif columns[name].shape[1:] != values.shape[1:]:
+                    raise ShardCorruptError(
+                        f"shard {shard.path}: column {name!r} holds {values.shape[1:]} values "
+                        f"per model, other shards {columns[name].shape[1:]}; the zoo is damaged"
+                    )
                 columns[name][rows] = values
         for name, kind in self.manifest.columns.items():
             if name not in columns:  # no shard selected: empty columns of the right dtype

@@ -36,6 +36,7 @@ class _Expected:
     shape: tuple[int, ...]
     dtype: str  # a numpy dtype name, "str" (variable-length UTF-8) or "<f4" (exact)
     axes: str = "models x checkpoints"
+    prefix_only: bool = False  # numeric model columns may hold a vector per model
 
 
 def _expected(entry: ShardEntry, manifest: Manifest) -> dict[str, _Expected]:
@@ -56,7 +57,10 @@ def _expected(entry: ShardEntry, manifest: Manifest) -> dict[str, _Expected]:
     for name in manifest.metrics:
         expected[f"metrics/{name}"] = _Expected((models, checkpoints), "float32")
     for name, kind in manifest.columns.items():
-        expected[f"models/{name}"] = _Expected((models,), kind, axes="models")
+        # a history per model (MLDS loss curves) is a 2-D column; strings are one per model
+        expected[f"models/{name}"] = _Expected(
+            (models,), kind, axes="models", prefix_only=kind != "str"
+        )
     return expected
 
 
@@ -190,10 +194,11 @@ def check_shard_objects(
                 f"shard {path}: dataset {name!r} is not in the manifest's layout, metrics or "
                 "columns; refused"
             )
-        if dataset.shape != want.shape:  # (None for an empty dataspace)
+        shape = dataset.shape  # None for an empty dataspace
+        if shape is None or (shape[: len(want.shape)] if want.prefix_only else shape) != want.shape:
             raise UnsafeShardError(
-                f"shard {path}: {name!r} has shape {dataset.shape}, but the manifest lists "
-                f"{want.shape} ({want.axes})"
+                f"shard {path}: {name!r} has shape {shape}, but the manifest lists "
+                f"{want.shape}{' + ...' if want.prefix_only else ''} ({want.axes})"
             )
         _check_storage(dataset, name, path, file_size)
         if not _dtype_matches(dataset, want.dtype):

@@ -98,6 +98,8 @@ def _own_entry(path: Path) -> bool:
         return path.is_file() and bool(_LOCK_TEXT.fullmatch(path.read_bytes()[:64]))
     if path.name == SHARD_DIR:
         return path.is_dir() and all(_OWN_SHARD.fullmatch(p.name) for p in path.iterdir())
+    if path.name in ("sidecars", "groups"):  # a zoo not begun has none: only empty ones
+        return path.is_dir() and not any(path.iterdir())
     return True
 
 
