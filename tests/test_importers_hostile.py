@@ -783,3 +783,20 @@ def test_cli_process_reports_one_line_and_exit_1(tmp_path):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "UnreadableFileError" in lines[0] and "net1.json" in lines[0]
     assert "Traceback" not in result.stderr
+
+
+def test_a_metrics_line_that_inflates_without_bound_is_refused(tmp_path, rng):
+    """A small gzip file whose one header line inflates to tens of MB is refused by its length."""
+    src = tmp_path / "src"
+    cnn_zoo_tree(src, rng)
+    columns = 5_000_000  # 10 MB of header from a few kB of gzip
+    with gzip.open(src / "metrics.csv.gz", "wb", compresslevel=9) as handle:
+        handle.write(b"modeldir,step," + b"x," * columns + b"y\n")
+    assert (src / "metrics.csv.gz").stat().st_size < 100_000
+    tracemalloc.start()
+    with pytest.raises(UnreadableFileError, match="line of more than"):
+        import_zoo("cnn-zoo", src, tmp_path / "zoo")
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert peak < 32 << 20
+    assert not (tmp_path / "zoo" / "zoo.json").exists()

@@ -26,7 +26,7 @@ import math
 import os
 import re
 import zlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +56,22 @@ from weightzoo.storage.manifest import Manifest
 
 _STEP_COLUMNS = ("step", "epoch", "global_step")
 _Variable = tuple[str, int, int, tuple[int, ...]]  # varname, start, end, TensorFlow shape
+
+
+# The longest line of a metrics.csv.gz weightzoo reads (the published files' lines are a few
+# hundred characters): a compressed file may otherwise inflate to one line of gigabytes.
+MAX_CSV_LINE = 1 << 20
+
+
+def _bounded_lines(handle: Any, path: Path) -> Iterator[str]:
+    """The lines of a text file, refusing one longer than :data:`MAX_CSV_LINE` characters."""
+    while line := handle.readline(MAX_CSV_LINE + 1):
+        if len(line) > MAX_CSV_LINE:
+            raise UnreadableFileError(
+                f"{path} has a line of more than {MAX_CSV_LINE} characters; it is not a Small "
+                "CNN Zoo metrics file. Copy the original file and import again."
+            )
+        yield line
 
 
 def torch_name(varname: str) -> str:
@@ -143,7 +159,7 @@ def _read_metrics(path: Path, rows: int) -> list[dict[str, Any]]:
     table: list[dict[str, Any]] = []
     try:
         with gzip.open(path, "rt", newline="", encoding="utf-8") as handle:
-            for number, row in enumerate(csv.DictReader(handle), 2):
+            for number, row in enumerate(csv.DictReader(_bounded_lines(handle, path)), 2):
                 if None in row or None in row.values():
                     raise UnreadableFileError(
                         f"{path} line {number} has {'more' if None in row else 'fewer'} fields "
@@ -216,7 +232,7 @@ def metrics_index(path: Path) -> list[tuple[str, Any]]:
     index: list[tuple[str, Any]] = []
     try:
         with gzip.open(path, "rt", newline="", encoding="utf-8") as handle:
-            reader = csv.DictReader(handle)
+            reader = csv.DictReader(_bounded_lines(handle, path))
             step_key = step_column(reader.fieldnames or [])
             for number, row in enumerate(reader):
                 typed = {"modeldir": _number(row["modeldir"] or "")} if "modeldir" in row else {}
