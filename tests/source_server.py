@@ -24,19 +24,25 @@ as a broken cache would), ``goog_hash_of`` (path -> other content: ``x-goog-hash
 that content's hashes, as for a file damaged at rest), ``quiet_resets`` (a client that closes
 its connection mid-body, as a fetch that stops early does, is not reported). ``bytes_sent``
 counts the body bytes sent per path; ``requests`` logs ``(method, path, Range, If-Range)``.
+``custom`` (path -> function of the request handler) lets a test answer a path itself, with any
+status, headers and body bytes (a hostile server); :func:`chunked_answer`, :func:`plain_answer`,
+:func:`reset_answer` and :func:`redirect_to_itself` are such answers.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import re
 import socket
+import struct
 import sys
 import threading
 import zlib
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -79,6 +85,7 @@ class SourceState:
         self.quiet_resets = False
         self.bytes_sent: Counter[str] = Counter()
         self.requests: list[tuple[str, str, str | None, str | None]] = []
+        self.custom: dict[str, Callable[[BaseHTTPRequestHandler], None]] = {}
         self.lock = threading.Lock()
         self.url = ""
 
@@ -218,6 +225,9 @@ class _Handler(BaseHTTPRequestHandler):
             self.state.requests.append(
                 (self.command, path, self.headers.get("Range"), self.headers.get("If-Range"))
             )
+        custom = self.state.custom.get(path)
+        if custom is not None:
+            return custom(self)
         match = _RECORD.match(path)
         if match and not match["rest"]:
             return self._record(match["id"])
@@ -328,3 +338,63 @@ class SourceServer:
         self._server.shutdown()
         self._server.server_close()
         self._thread.join()
+
+
+# -- answers for ``custom``: what a broken or hostile server sends ------------------------------
+
+
+def chunked_answer(
+    body: bytes, headers: dict[str, str] | None = None
+) -> Callable[[BaseHTTPRequestHandler], None]:
+    """An answer sending ``body`` in chunks (``Transfer-Encoding: chunked``), with no size.
+
+    ``headers`` are sent as given (no ``x-goog-hash`` unless among them).
+    """
+
+    def answer(handler: BaseHTTPRequestHandler) -> None:
+        handler.send_response(200)
+        for key, value in (headers or {"Content-Type": "application/octet-stream"}).items():
+            handler.send_header(key, value)
+        handler.send_header("Transfer-Encoding", "chunked")
+        handler.end_headers()
+        handler.close_connection = True
+        try:
+            for start in range(0, len(body), 1 << 16):
+                piece = body[start : start + (1 << 16)]
+                handler.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+            handler.wfile.write(b"0\r\n\r\n")
+        except OSError:
+            pass  # the client refused the rest
+
+    return answer
+
+
+def plain_answer(body: bytes, headers: dict[str, str]) -> Callable[[BaseHTTPRequestHandler], None]:
+    """An answer sending ``body`` with its Content-Length and exactly ``headers``."""
+
+    def answer(handler: BaseHTTPRequestHandler) -> None:
+        handler.send_response(200)
+        for key, value in headers.items():
+            handler.send_header(key, value)
+        handler.send_header("Content-Length", str(len(body)))
+        handler.end_headers()
+        with contextlib.suppress(OSError):
+            handler.wfile.write(body)
+
+    return answer
+
+
+def reset_answer(handler: BaseHTTPRequestHandler) -> None:
+    """Reset the connection (a TCP RST) before any byte of an answer."""
+    handler.close_connection = True
+    linger = struct.pack("ii", 1, 0)  # close at once, with a reset
+    handler.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
+    handler.connection.close()
+
+
+def redirect_to_itself(handler: BaseHTTPRequestHandler) -> None:
+    """Answer 302 with the request's own path: a redirect loop."""
+    handler.send_response(302)
+    handler.send_header("Location", handler.path)
+    handler.send_header("Content-Length", "0")
+    handler.end_headers()

@@ -11,6 +11,14 @@ more than :data:`MAX_RATIO` times the archive's size (many members each just und
 extraction never trusts the declared sizes anyway, it counts the bytes it writes, per member
 and in total, as it does for a tar. zipfile checks each member's CRC-32 as it reads it.
 
+Before :mod:`zipfile` reads a zip's central directory (in one read of the size the end record
+declares), :func:`zip_end` parses the end record and the zip64 locator from the file's last
+bytes and refuses a directory larger than :func:`directory_limit` or than the bytes before the
+end record; :func:`open_zip` does so for a local file, and
+:func:`weightzoo.sources.remotezip.open_zip` for a remote one. A member that is encrypted,
+holds patch data or uses a compression method zipfile cannot read (AES, deflate64, ...) is
+refused from its directory entry before any of its bytes are read.
+
 Extraction writes into a temporary folder beside the destination (hidden, in the destination's
 parent) and renames it into place only when every member is written; on any error the folder
 is removed, so the destination either holds the whole extraction or does not exist.
@@ -25,6 +33,7 @@ import os
 import re
 import shutil
 import stat
+import struct
 import tarfile
 import tempfile
 import unicodedata
@@ -39,13 +48,18 @@ from weightzoo.errors import UnreadableFileError, UnsafeArchiveError
 
 __all__ = [
     "MAX_RATIO",
+    "TAIL_BYTES",
     "Member",
+    "ZipEnd",
     "check_zip",
+    "directory_limit",
     "extract_tar",
     "extract_zip",
     "member_path",
+    "open_zip",
     "staging",
     "total_limit",
+    "zip_end",
 ]
 
 # Deflate reaches ~1000:1 on zeros; real weights compress ~1.1:1 and JSON lines ~10:1.
@@ -54,6 +68,21 @@ MAX_RATIO = 100
 RATIO_FLOOR = 1 << 20
 COPY_BYTES = 1 << 20
 _DRIVE = re.compile(r"^[A-Za-z]:")
+# A central directory entry takes 46 bytes and a name (~100 in the Model Zoos); allow far more.
+DIRECTORY_BASE = 64 << 20
+DIRECTORY_PER_MEMBER = 1 << 10
+DIRECTORY_MAX = 256 << 20
+_END = struct.Struct("<4s4H2LH")
+_LOCATOR = struct.Struct("<4sLQL")
+_END64 = struct.Struct("<4sQ2H2L4Q")
+_END_SIGNATURE, _LOCATOR_SIGNATURE, _END64_SIGNATURE = b"PK\x05\x06", b"PK\x06\x07", b"PK\x06\x06"
+# zipfile looks for the end record in the last 64 KiB + 22 bytes (a comment may precede it);
+# the zip64 locator and end record lie just before it.
+_END_SEARCH = _END.size + 0xFFFF
+#: The bytes at the end of a zip that :func:`zip_end` needs.
+TAIL_BYTES = _END_SEARCH + _LOCATOR.size + _END64.size
+# General-purpose flags zipfile cannot read: encryption (traditional, strong), patch data.
+_ENCRYPTED, _PATCHED = 0x01 | 0x40, 0x20
 
 
 @dataclass(frozen=True)
@@ -162,6 +191,114 @@ def total_limit(archive_bytes: int, max_ratio: float = MAX_RATIO) -> int:
     return max(RATIO_FLOOR, int(archive_bytes * max_ratio))
 
 
+@dataclass(frozen=True)
+class ZipEnd:
+    """What a zip's end record declares about its central directory.
+
+    Attributes:
+        members: the number of entries it declares.
+        offset: where zipfile reads the directory (from the end record's position).
+        size: the directory's size in bytes (zipfile reads it in one piece).
+        zip64: whether a zip64 end record gave these values.
+    """
+
+    members: int
+    offset: int
+    size: int
+    zip64: bool
+
+
+def directory_limit(members: int) -> int:
+    """The largest central directory accepted for a zip that declares ``members`` entries."""
+    return min(DIRECTORY_BASE + DIRECTORY_PER_MEMBER * members, DIRECTORY_MAX)
+
+
+def zip_end(tail: bytes, size: int, source: str) -> ZipEnd:
+    """Read and bound a zip's end record (and zip64 locator) from its last bytes.
+
+    Reads them as :mod:`zipfile` does, so that the directory zipfile then reads is the one
+    checked here.
+
+    Args:
+        tail: the last ``min(size, TAIL_BYTES)`` bytes of the file.
+        size: the file's size.
+        source: how to name the zip in messages.
+
+    Returns:
+        The directory's place and size.
+
+    Raises:
+        UnreadableFileError: without an end record, or for a directory that would start
+            before the file.
+        UnsafeArchiveError: for a directory larger than :func:`directory_limit`.
+    """
+    first = size - len(tail)  # the file offset of tail[0]
+    index = _end_index(tail)
+    if index < 0:
+        raise UnreadableFileError(
+            f"{source} is not a zip (no end record in its last {_END_SEARCH} bytes); the file "
+            "is damaged or is not a zip: check the record's file name"
+        )
+    members, length = _END.unpack_from(tail, index)[4:6]
+    zip64 = index >= _LOCATOR.size and tail.startswith(_LOCATOR_SIGNATURE, index - _LOCATOR.size)
+    if zip64 and index < _LOCATOR.size + _END64.size:
+        raise UnreadableFileError(
+            f"{source} has a zip64 locator but no room for its end record; the zip is damaged "
+            "or truncated: download it again"
+        )
+    if zip64:
+        record = _END64.unpack_from(tail, index - _LOCATOR.size - _END64.size)
+        zip64 = record[0] == _END64_SIGNATURE  # else zipfile keeps the 32-bit values
+        members, length = (record[7], record[8]) if zip64 else (members, length)
+    end = first + index - (_LOCATOR.size + _END64.size if zip64 else 0)
+    if length > directory_limit(members):
+        raise UnsafeArchiveError(
+            f"{source} declares a central directory of {length} bytes for {members} members, "
+            f"more than the {directory_limit(members)} weightzoo reads; the zip is damaged or "
+            "hostile: report it to its publisher"
+        )
+    if length > end:
+        raise UnreadableFileError(
+            f"{source} declares a central directory of {length} bytes, more than the {end} "
+            "bytes before its end record; the zip is damaged or truncated: download it again"
+        )
+    return ZipEnd(members, end - length, length, zip64)
+
+
+def _end_index(tail: bytes) -> int:
+    """Where zipfile finds the end record in ``tail`` (-1: nowhere): the same two looks."""
+    last = len(tail) - _END.size
+    if last >= 0 and tail.startswith(_END_SIGNATURE, last) and tail.endswith(b"\0\0"):
+        return last  # no comment
+    index = tail.rfind(_END_SIGNATURE, max(0, len(tail) - _END_SEARCH))
+    return index if index >= 0 and len(tail) - index >= _END.size else -1
+
+
+def _tail(handle: IO[bytes]) -> tuple[bytes, int]:
+    size = handle.seek(0, io.SEEK_END)
+    handle.seek(max(0, size - TAIL_BYTES))
+    return handle.read(TAIL_BYTES), size
+
+
+def open_zip(path: str | os.PathLike[str], source: str) -> zipfile.ZipFile:
+    """Open a local zip after checking its end record (:func:`zip_end`).
+
+    Raises:
+        UnreadableFileError: if the file is not a readable zip.
+        UnsafeArchiveError: for a central directory beyond its bound.
+    """
+    with open(path, "rb") as handle:
+        tail, size = _tail(handle)
+    zip_end(tail, size, source)
+    try:
+        return zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, EOFError, ValueError) as exc:
+        raise UnreadableFileError(
+            f"{source} is not a readable zip ({exc}); the file is damaged or is not a zip: "
+            "report it to its publisher"
+        ) from exc
+
+
 def _zip_bytes(archive: zipfile.ZipFile) -> int:
     """The size of the zip's file (local or remote), from its end; the position is kept."""
     handle = archive.fp
@@ -182,6 +319,42 @@ def _zip_mode_problem(info: zipfile.ZipInfo) -> str | None:
     if stat.S_ISLNK(mode):
         return "a symbolic link"
     return "a special file (device, FIFO or socket)"
+
+
+def _methods() -> frozenset[int]:
+    """The compression methods this Python's zipfile reads."""
+    methods = {zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED}
+    for method, module in ((zipfile.ZIP_BZIP2, "bz2"), (zipfile.ZIP_LZMA, "lzma")):
+        with contextlib.suppress(ImportError):
+            __import__(module)
+            methods.add(method)
+    return frozenset(methods)
+
+
+def _read_problem(info: zipfile.ZipInfo) -> str | None:
+    if info.flag_bits & _ENCRYPTED:
+        return "which is encrypted"
+    if info.flag_bits & _PATCHED:
+        return "which holds patch data (flag 0x20)"
+    if info.compress_type not in _methods():
+        return f"compressed with method {info.compress_type}, which Python's zipfile cannot read"
+    return None
+
+
+def check_readable(infos: Iterable[zipfile.ZipInfo], source: str) -> None:
+    """Refuse members that zipfile cannot read, from their directory entries alone.
+
+    Raises:
+        UnreadableFileError: for an encrypted member, one with patch data, or one compressed
+            with a method zipfile does not support (AES 99, deflate64 9, ...).
+    """
+    for info in infos:
+        problem = None if info.is_dir() else _read_problem(info)
+        if problem:
+            raise UnreadableFileError(
+                f"{source} holds the member {info.filename!r}, {problem}; weightzoo extracts "
+                "nothing from it: extract it by hand with a tool that reads it"
+            )
 
 
 def check_zip(
@@ -243,6 +416,9 @@ def staging(dest: str | os.PathLike[str]) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".partial", dir=dest.parent))
     try:
         yield tmp
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp's 0700 is for the work; the zoo is as any folder
         os.rename(tmp, dest)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -296,32 +472,48 @@ def extract_zip(
 
     Raises:
         UnsafeArchiveError: for a member that breaks a rule (nothing is kept).
-        UnreadableFileError: for a damaged member (bad CRC-32, bad compressed data).
+        UnreadableFileError: for a damaged member (bad CRC-32, bad compressed data), or one
+            zipfile cannot read (encrypted, unsupported method: see :func:`check_readable`).
     """
     infos = check_zip(archive, source, max_ratio=max_ratio)
+    chosen = [
+        (info, path)
+        for info in infos
+        if (path := member_path(info.filename, source)) is not None
+        and (select is None or select(info.filename))
+    ]
+    check_readable([info for info, _ in chosen], source)  # before any member's bytes are read
     limit, total = total_limit(_zip_bytes(archive), max_ratio), 0
     members = []
     with staging(dest) as root:
-        for info in infos:
-            path = member_path(info.filename, source)
-            if path is None or (select is not None and not select(info.filename)):
-                continue
+        for info, path in chosen:
             if info.is_dir():
                 _target(root, path).mkdir(parents=True, exist_ok=True)
                 continue
             if plan is not None:
                 plan(info)
-            try:
-                with archive.open(info) as src:
-                    total += _copy(src, _target(root, path), info.file_size, info.filename, source)
-            except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
-                raise UnreadableFileError(
-                    f"member {info.filename!r} of {source} is damaged ({exc}); the archive is "
-                    "corrupt or was altered: download it again"
-                ) from exc
+            total += _extract_member(archive, info, _target(root, path), source)
             _check_total(source, info.filename, total, limit)  # the bytes written, not declared
             members.append(Member(info.filename, info.file_size, info.compress_size, info.CRC))
     return members
+
+
+def _extract_member(
+    archive: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path, source: str
+) -> int:
+    try:
+        with archive.open(info) as src:
+            return _copy(src, target, info.file_size, info.filename, source)
+    except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
+        raise UnreadableFileError(
+            f"member {info.filename!r} of {source} is damaged ({exc}); the archive is "
+            "corrupt or was altered: download it again"
+        ) from exc
+    except (RuntimeError, NotImplementedError) as exc:  # its local header asks for more
+        raise UnreadableFileError(
+            f"member {info.filename!r} of {source} cannot be read by Python's zipfile "
+            f"({exc}); extract it by hand with a tool that reads it"
+        ) from exc
 
 
 def _tar_type_problem(member: tarfile.TarInfo) -> str | None:

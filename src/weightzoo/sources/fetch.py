@@ -20,6 +20,12 @@ records the record, the file, and each member read with its CRC-32 from the zip 
 When only some epochs are read, each trial's whole ``result.json`` is read: the importer
 matches its lines to the checkpoints by ``training_iteration``.
 
+The work folder ``.OUT.fetch`` beside the output holds the download and the extracted members;
+every folder and file in it is checked with ``lstat`` before use (no links, only regular files
+and folders), and a lock file in it (``fcntl.flock``) keeps a second fetch into the same output
+out. Under that lock, hidden ``.OUT.<random>.partial`` folders that a killed fetch left beside
+the output are removed.
+
 ``weightzoo fetch NAME`` (:func:`fetch_zoo`) fetches a zoo of the catalog
 (:mod:`weightzoo.catalog`) from its sources in order: the hub copy, else the original release
 (a Zenodo record, whose file is chosen from the record's listing by the entry's
@@ -39,9 +45,10 @@ import posixpath
 import re
 import shlex
 import shutil
+import stat
 import sys
-import zipfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -59,9 +66,12 @@ from weightzoo.errors import (
     SourceNotFoundError,
     UnreadableFileError,
     UnsafePathError,
+    ZooLockedError,
 )
+from weightzoo.escaping import one_line
 from weightzoo.sources.archive import Member, check_zip, extract_zip, staging
-from weightzoo.sources.http import download, new_client, zenodo_endpoint
+from weightzoo.sources.archive import open_zip as open_zip_file
+from weightzoo.sources.http import PART_SUFFIX, STATE_SUFFIX, download, new_client, zenodo_endpoint
 from weightzoo.sources.remotezip import (
     Probe,
     RemoteChanged,
@@ -94,6 +104,7 @@ _DOI = re.compile(r"^10\.5281/zenodo\.(\d+)(?:/(.*))?$")
 _CHECKPOINT = re.compile(r"^(?P<trial>.+)/checkpoint_(?P<epoch>\d+)/checkpoints$")
 # File suffix -> the importer that converts it.
 CONVERTIBLE = {".zip": "modelzoo"}
+WORK_LOCK = ".lock"
 
 
 @dataclass(frozen=True)
@@ -147,28 +158,33 @@ def convertible(key: str) -> str | None:
 
 
 def listing(record: Record) -> list[str]:
-    """The lines ``weightzoo fetch zenodo:RECORD`` prints: the record, then one per file."""
-    head = f"zenodo:{record.id}"
+    """The lines ``weightzoo fetch zenodo:RECORD`` prints: the record, then one per file.
+
+    Every string from the listing goes through :func:`weightzoo.escaping.one_line`, so no
+    control character, escape sequence or line break of a publisher reaches the terminal.
+    """
+    head = f"zenodo:{one_line(record.id)}"
     if record.requested != record.id:
-        head += f" (the latest version of {record.requested})"
-    details = [repr(record.title) if record.title else "untitled"]
-    details += [f"version {record.version}"] if record.version else []
-    details += [f"license {record.license}"] if record.license else []
-    details += [f"doi {record.doi}"] if record.doi else []
+        head += f" (the latest version of {one_line(record.requested)})"
+    details = [repr(one_line(record.title)) if record.title else "untitled"]
+    details += [f"version {one_line(record.version)}"] if record.version else []
+    details += [f"license {one_line(record.license)}"] if record.license else []
+    details += [f"doi {one_line(record.doi)}"] if record.doi else []
     lines = [f"{head}: {', '.join(details)}"]
-    width = max((len(f.key) for f in record.files), default=0)
-    for entry in record.files:
+    keys = [one_line(f.key) for f in record.files]
+    width = max(map(len, keys), default=0)
+    for key, entry in zip(keys, record.files, strict=True):
         kind = convertible(entry.key)
         checksum = str(entry.checksum) if entry.checksum else "no checksum"
         lines.append(
-            f"  {entry.key:<{width}}  {_human_bytes(entry.size):>9}  {checksum}  "
+            f"  {key:<{width}}  {_human_bytes(entry.size):>9}  {checksum}  "
             f"{'converts (' + kind + ')' if kind else '-'}"
         )
     if not record.files:
         lines.append("  (no files: the record's files are restricted or it has none)")
     elif any(convertible(f.key) for f in record.files):
         lines.append(
-            f"convert one with: weightzoo fetch zenodo:{record.id}/FILE --out DIR "
+            f"convert one with: weightzoo fetch zenodo:{one_line(record.id)}/FILE --out DIR "
             "[--epochs E] [--models N]"
         )
     return lines
@@ -340,7 +356,7 @@ def _partial(
         disable=None if progress is None else not progress,
     )
     with bar, RemoteFile(client, target, on_bytes=bar.update) as remote:
-        with open_zip(remote) as archive:
+        with open_zip(remote, source) as archive:
             check_zip(archive, source)  # a hostile zip is refused before anything is chosen
             selection = select_members(archive.namelist(), source=source, **choose)
             chosen = [i for i in archive.infolist() if i.filename in selection.members]
@@ -366,23 +382,19 @@ def _whole(
     choose: dict[str, Any],
     progress: bool | None,
 ) -> _Read:
+    folder = _own_dir(work / "download")
+    for name in (file.key, file.key + PART_SUFFIX, file.key + STATE_SUFFIX):
+        _own_file(folder / name)
     got = download(
         file.url,
-        work / "download" / file.key,
+        folder / file.key,
         size=file.size,
         checksum=file.checksum,
         client=client,
         progress=progress,
         mirror=False,
     )
-    try:
-        archive = zipfile.ZipFile(got.path)
-    except zipfile.BadZipFile as exc:
-        raise UnreadableFileError(
-            f"{source} is not a readable zip ({exc}) although its checksum verifies; the record "
-            "holds a damaged file: report it to its publisher"
-        ) from exc
-    with archive:
+    with open_zip_file(got.path, source) as archive:
         check_zip(archive, source)
         selection = select_members(archive.namelist(), source=source, **choose)
         members = extract_zip(archive, dest, source=source, select=selection.members.__contains__)
@@ -456,15 +468,80 @@ def _convert(root: Path, out: Path, provenance: dict[str, Any], name: str | None
         (tmp / PROVENANCE_NAME).write_text(text, encoding="utf-8")
 
 
+def _not_ours(path: Path, what: str) -> UnsafePathError:
+    return UnsafePathError(
+        f"{path} (in the work folder of a fetch) is a link or not a {what}; weightzoo never "
+        "writes through one out of the output's folder: remove it and rerun"
+    )
+
+
+def _own_dir(path: Path) -> Path:
+    """``path`` as a real folder: created if absent; a link or anything else is refused."""
+    try:
+        path.mkdir(mode=0o755)  # mkdir creates nothing at an existing link (EEXIST)
+    except FileExistsError:
+        pass
+    if not stat.S_ISDIR(os.lstat(path).st_mode):
+        raise _not_ours(path, "folder")
+    return path
+
+
+def _own_file(path: Path) -> None:
+    """Refuse a link or other non-regular file where the fetch keeps a file of its own."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISREG(mode):
+        raise _not_ours(path, "regular file")
+
+
 def _work_dir(out: Path) -> Path:
     """The download folder of ``out``: hidden beside it, kept after a cut connection."""
-    work = out.parent / f".{out.name}.fetch"
-    if work.is_symlink():
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return _own_dir(out.parent / f".{out.name}.fetch")
+
+
+@contextmanager
+def _locked(work: Path, out: Path) -> Iterator[None]:
+    """Hold the lock of ``out``'s work folder; a second fetch into ``out`` is refused."""
+    from weightzoo.storage.writer import ZooLock
+
+    _own_file(work / WORK_LOCK)
+    try:
+        lock = ZooLock(work, name=WORK_LOCK)
+    except ZooLockedError as exc:
+        raise ZooLockedError(
+            f"another fetch is writing {out} (its lock {work / WORK_LOCK} is held); wait for it "
+            "to finish, or fetch into another --out"
+        ) from exc
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _remove_stale(out: Path) -> None:
+    """Remove the ``.OUT.<random>.partial`` folders a killed fetch left beside ``out``."""
+    pattern = re.compile(re.escape(f".{out.name}.") + r"[a-z0-9_]{8}\.partial")
+    with os.scandir(out.parent) as entries:
+        stale = [e.path for e in entries if pattern.fullmatch(e.name)]
+    for path in stale:
+        if stat.S_ISDIR(os.lstat(path).st_mode):  # never a link's target
+            logger.info("removing %s, left by a fetch that was stopped", path)
+            shutil.rmtree(path)
+
+
+def _stem(file: RecordFile, record: Record) -> str:
+    """The folder name the zip is extracted under; refused for ``.``, ``..`` or nothing."""
+    stem = PurePosixPath(file.key).stem
+    if stem in ("", ".", ".."):
         raise UnsafePathError(
-            f"{work} (the download folder of {out}) is a link; weightzoo never follows one "
-            "out of the output's folder: remove the link and rerun"
+            f"zenodo:{record.id} lists the file {file.key!r}, whose name without its suffix is "
+            f"{stem!r}; weightzoo cannot name a folder after it: download it by hand from "
+            f"{record.url}"
         )
-    return work
+    return stem
 
 
 def convert_file(
@@ -513,22 +590,43 @@ def convert_file(
             f"{file.key} of zenodo:{record.id} is not a zip; weightzoo converts Model Zoos "
             f"zips (of Ray Tune trial directories) only: download it from {record.url}"
         )
+    stem = _stem(file, record)
     work = _work_dir(out)
-    shutil.rmtree(work / "src", ignore_errors=True)  # left by a killed run; never resumed
-    keep_download = False
-    try:
-        choose = {"epochs": epochs, "models": models}
-        read = _read_members(client, record, file, work, choose, progress)
-        root = work / "src" / PurePosixPath(file.key).stem / read.selection.root
-        _convert(root, out, _provenance(record, file, read) | (provenance or {}), name)
-    except BaseException as exc:
-        # a cut connection or an interrupt keeps the downloaded bytes for the rerun
-        keep_download = isinstance(exc, SourceConnectionError) or not isinstance(exc, Exception)
-        raise
-    finally:
-        shutil.rmtree(work / "src" if keep_download else work, ignore_errors=True)
+    with _locked(work, out):
+        _check_out(out)  # again, now that no other fetch can write it
+        _remove_stale(out)
+        src = _fresh(work / "src")
+        keep_download = False
+        try:
+            choose = {"epochs": epochs, "models": models}
+            read = _read_members(client, record, file, work, choose, progress)
+            facts = _provenance(record, file, read) | (provenance or {})
+            _convert(src / stem / read.selection.root, out, facts, name)
+        except BaseException as exc:
+            # a cut connection or an interrupt keeps the downloaded bytes for the rerun
+            keep_download = isinstance(exc, SourceConnectionError) or not isinstance(exc, Exception)
+            raise
+        finally:
+            shutil.rmtree(src, ignore_errors=True)
+            if not (keep_download and _holds_bytes(work / "download")):
+                shutil.rmtree(work, ignore_errors=True)
     members = tuple(read.members)
     return Fetched(out, record, file, read.selection, members, read.partial, read.bytes_read)
+
+
+def _holds_bytes(folder: Path) -> bool:
+    """Whether a real folder ``folder`` holds a file (the bytes a rerun resumes from)."""
+    try:
+        return stat.S_ISDIR(os.lstat(folder).st_mode) and any(folder.iterdir())
+    except FileNotFoundError:
+        return False
+
+
+def _fresh(folder: Path) -> Path:
+    """An empty real folder at ``folder`` (what a killed run left there is never resumed)."""
+    if os.path.lexists(folder):
+        shutil.rmtree(_own_dir(folder))
+    return _own_dir(folder)
 
 
 def fetch_zenodo(

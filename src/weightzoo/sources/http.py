@@ -6,7 +6,18 @@ size and checksum verify. A download that was killed resumes from the bytes on d
 first response carried, kept in ``DEST.part.json``); a server that ignores the range, or a
 remote file that changed since, answers with the whole file and the download restarts from
 byte 0. A connection cut mid-way is resumed a few times at once, then reported with the bytes
-kept on disk.
+kept on disk. The part file and its state are opened without following links.
+
+Bounds: a body is never larger than the size its listing promises, else than ``max_bytes``,
+else than :data:`DEFAULT_MAX_BYTES` (64 GiB); a JSON answer (a records listing) is read to at
+most :data:`JSON_MAX_BYTES` *decoded* bytes and parsed strictly (:func:`read_json`); a redirect
+answer's body to at most :data:`REDIRECT_BODY_BYTES`. Every body must keep an average rate of
+:data:`MIN_RATE` bytes/s over each :data:`RATE_WINDOW` seconds (:class:`Pace`), so a server that
+trickles bytes ends in an error rather than holding the client for hours. A file download
+refuses any ``Content-Encoding`` other than ``identity`` (weightzoo asks for the bytes as
+stored), and numbers in headers have at most 20 digits. Every failure of the HTTP client
+(redirect loops, redirects to other schemes, undecodable bodies, resets) becomes one named
+:class:`~weightzoo.errors.SourceError` (:func:`request_failed`).
 
 Checksums: Zenodo publishes ``md5:<hex>`` per file (:mod:`weightzoo.sources.zenodo`); Google
 Cloud Storage sends ``x-goog-hash: crc32c=<base64>, md5=<base64>`` with every object. md5 is
@@ -28,6 +39,9 @@ import json
 import logging
 import os
 import re
+import stat
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -42,17 +56,26 @@ from weightzoo.errors import (
     SourceContentError,
     SourceError,
     SourceNotFoundError,
+    UnsafePathError,
 )
 
 __all__ = [
+    "DEFAULT_MAX_BYTES",
     "Checksum",
     "Downloaded",
+    "Pace",
+    "check_encoding",
     "check_served",
     "check_status",
+    "discard_body",
     "download",
     "goog_hash",
+    "header_int",
     "mirrored",
     "new_client",
+    "read_json",
+    "request_failed",
+    "same_origin",
     "zenodo_endpoint",
 ]
 
@@ -68,6 +91,19 @@ RETRIES = 3
 TIMEOUT = httpx2.Timeout(60.0, connect=15.0)
 # Enough of a body to tell a file from an HTML page or an error JSON.
 SNIFF_BYTES = 512
+#: The most bytes a download of unknown size (no ``size``, no ``max_bytes``) may write.
+DEFAULT_MAX_BYTES = 64 << 30
+#: The most decoded bytes of a JSON answer; Zenodo's largest listings are a few MB.
+JSON_MAX_BYTES = 16 << 20
+#: The most body bytes of a redirect answer (its body is read and dropped).
+REDIRECT_BODY_BYTES = 64 << 10
+#: The slowest average rate (bytes/s) a body may keep over each window of RATE_WINDOW seconds.
+MIN_RATE = 1 << 10
+RATE_WINDOW = 60.0
+# Numbers in headers: 20 digits hold any 64-bit size; int() of thousands of digits is costly.
+_NUMBER = r"\d{1,20}"
+_CONTENT_RANGE = re.compile(rf"\s*bytes\s+({_NUMBER})-({_NUMBER})/({_NUMBER}|\*)\s*")
+_IDENTITY = ("", "identity")
 
 # The first bytes of the file formats that published zoos come in, by file-name suffix.
 _MAGIC: dict[str, tuple[bytes, ...]] = {
@@ -120,15 +156,256 @@ def mirrored(url: str) -> str:
     return urlunsplit((base.scheme, base.netloc, path, parts.query, ""))
 
 
+def same_origin(url: str, base: str) -> bool:
+    """Whether ``url`` has the scheme, host and port of ``base``."""
+    one, two = urlsplit(url), urlsplit(base)
+    try:
+        return (one.scheme.lower(), one.hostname, one.port) == (
+            two.scheme.lower(),
+            two.hostname,
+            two.port,
+        )
+    except ValueError:  # a port that is not a number
+        return False
+
+
 def new_client() -> httpx2.Client:
-    """An HTTP client that follows redirects and asks for the bytes as stored (no encoding)."""
+    """An HTTP client that follows redirects and asks for the bytes as stored (no encoding).
+
+    The body of each redirect answer (which the client reads and drops) is bounded by
+    :data:`REDIRECT_BODY_BYTES` and by the rate floor of :class:`Pace`.
+    """
     from weightzoo import __version__
 
     return httpx2.Client(
         follow_redirects=True,
         timeout=TIMEOUT,
         headers={"User-Agent": f"weightzoo/{__version__}", "Accept-Encoding": "identity"},
+        event_hooks={"response": [_bound_redirect_body]},
     )
+
+
+def _bound_redirect_body(response: httpx2.Response) -> None:
+    if response.has_redirect_location:
+        response.stream = _BoundedStream(response.stream, str(response.url))
+
+
+class _BoundedStream(httpx2.SyncByteStream):
+    """A redirect answer's body: at most REDIRECT_BODY_BYTES, at the rate floor."""
+
+    def __init__(self, stream: Any, url: str) -> None:
+        self._stream, self._url = stream, url
+
+    def __iter__(self) -> Iterator[bytes]:
+        pace, size = Pace(self._url, "a redirect answer", "rerun later"), 0
+        for chunk in self._stream:
+            size += len(chunk)
+            if size > REDIRECT_BODY_BYTES:
+                raise SourceContentError(
+                    f"{self._url} answered a redirect with a body of more than "
+                    f"{REDIRECT_BODY_BYTES} bytes; the server is broken or hostile: check the "
+                    f"URL, {ZENODO_ENDPOINT_ENV} and {HTTP_MIRROR_ENV}"
+                )
+            pace.add(len(chunk))
+            yield chunk
+
+    def close(self) -> None:
+        self._stream.close()
+
+
+# -- bounds on what a server sends ------------------------------------------------------------
+
+
+class Pace:
+    """A floor on a body's rate: below :data:`MIN_RATE` bytes/s over a window, it fails.
+
+    The rate is averaged over consecutive windows of :data:`RATE_WINDOW` seconds from the
+    first call, so a server that trickles a byte now and then (each within the client's read
+    timeout) cannot hold a transfer open for hours. The clock is read at each :meth:`add`; the
+    client's read timeout bounds the wait between two.
+
+    Args:
+        url: the URL the body comes from (for the message).
+        what: what the body is (``"the listing"``, ``"a.zip"``).
+        fix: what to do, for the message (``"rerun later"``).
+    """
+
+    def __init__(self, url: str, what: str, fix: str) -> None:
+        self.url, self.what, self.fix = url, what, fix
+        self.bytes = 0
+        self._since = time.monotonic()
+        self._before = 0
+
+    def add(self, count: int) -> None:
+        """Count ``count`` more bytes received.
+
+        Raises:
+            SourceConnectionError: when the last window's average rate is below the floor.
+        """
+        self.bytes += count
+        now = time.monotonic()
+        span = now - self._since
+        if span < RATE_WINDOW:
+            return
+        got = self.bytes - self._before
+        if got < MIN_RATE * span:
+            raise SourceConnectionError(
+                f"{self.url} sent {got} bytes of {self.what} in {span:.0f} s, below the floor of "
+                f"{MIN_RATE} bytes/s; the server or the network is stalling: {self.fix}"
+            )
+        self._since, self._before = now, self.bytes
+
+
+def header_int(headers: httpx2.Headers, name: str, url: str) -> int | None:
+    """The header ``name`` as a number (``None``: absent or not a number).
+
+    Raises:
+        SourceContentError: for a number of more than 20 digits (no file is that large).
+    """
+    text = headers.get(name, "").strip()
+    if re.fullmatch(_NUMBER, text):
+        return int(text)
+    if text.isdigit():
+        raise SourceContentError(
+            f"{url} announces the {name} {text[:24]}... ({len(text)} digits), larger than any "
+            "file; the server or a proxy on the way is broken: retry later"
+        )
+    return None
+
+
+def check_encoding(response: httpx2.Response, url: str, name: str) -> None:
+    """Refuse a file served with a ``Content-Encoding`` (weightzoo asks for the bytes as stored).
+
+    Raises:
+        SourceContentError: naming the encoding.
+    """
+    encoding = response.headers.get("content-encoding", "").strip().lower()
+    if encoding not in _IDENTITY:
+        raise SourceContentError(
+            f"{url} served {name} with Content-Encoding {encoding[:40]!r} although weightzoo "
+            "asked for the bytes as stored (identity); its size and checksum cannot be checked: "
+            f"download it by hand, or set {HTTP_MIRROR_ENV} to a plain mirror"
+        )
+
+
+def request_failed(
+    exc: httpx2.RequestError | httpx2.InvalidURL, url: str, what: str, fix: str
+) -> SourceError:
+    """The one-line error for a request that the HTTP client could not complete.
+
+    Args:
+        exc: what the client raised (a redirect loop, a redirect to another scheme, a body
+            that does not decode, a reset or refused connection, a timeout).
+        url: the URL asked for.
+        what: what was asked for (``"Zenodo record 5"``, ``"a.zip"``).
+        fix: what to do (``"check the network and rerun"``).
+
+    Returns:
+        :class:`SourceContentError` for answers that cannot be followed or decoded,
+        :class:`SourceConnectionError` for the connection itself.
+    """
+    detail = f"{type(exc).__name__}: {str(exc)[:200]}"
+    if isinstance(exc, httpx2.TooManyRedirects):
+        return SourceContentError(
+            f"{url} redirected the request for {what} in a loop (more than 20 redirects); the "
+            f"server is misconfigured: {fix}"
+        )
+    if isinstance(exc, (httpx2.UnsupportedProtocol, httpx2.InvalidURL)):
+        return SourceContentError(
+            f"{url} sent the request for {what} to a URL that is not http(s) ({detail}); "
+            f"weightzoo follows http(s) only: {fix}"
+        )
+    if isinstance(exc, httpx2.DecodingError):
+        return SourceContentError(
+            f"{url} sent {what} in a Content-Encoding that does not decode ({detail}); the "
+            f"server or a proxy on the way is broken: {fix}"
+        )
+    return SourceConnectionError(
+        f"cannot complete the request to {url} for {what} ({detail}); {fix}"
+    )
+
+
+def read_json(
+    response: httpx2.Response, url: str, what: str, fix: str, *, limit: int | None = None
+) -> Any:
+    """Read and parse a streamed JSON answer, bounded in decoded bytes, rate and depth.
+
+    Args:
+        response: a response opened with ``stream=True`` (any Content-Encoding is decoded, and
+            counted after decoding).
+        url: its URL (for messages).
+        what: what it is (``"the listing of record 5"``).
+        fix: what to do when it is refused.
+        limit: the most decoded bytes (default :data:`JSON_MAX_BYTES`).
+
+    Returns:
+        The parsed value (NaN, infinities and non-finite numbers are refused).
+
+    Raises:
+        SourceContentError: for a body past the bound, one that does not decode, or one that
+            is not strict JSON (too deep, not UTF-8, numbers out of range).
+        SourceConnectionError: for a body cut or trickled below :class:`Pace`'s floor.
+    """
+    bound = JSON_MAX_BYTES if limit is None else limit
+    pace, parts, size = Pace(url, what, fix), [], 0
+    try:
+        for chunk in response.iter_bytes():
+            size += len(chunk)
+            if size > bound:
+                raise SourceContentError(
+                    f"{url} sent more than {bound} bytes (decoded) for {what}; no listing is "
+                    f"that large: {fix}"
+                )
+            pace.add(len(chunk))
+            parts.append(chunk)
+    except (httpx2.RequestError, httpx2.InvalidURL) as exc:
+        raise request_failed(exc, url, what, fix) from exc
+    try:
+        return json.loads(
+            b"".join(parts), parse_constant=_no_constant, parse_float=_finite, parse_int=_integer
+        )
+    except (RecursionError, ValueError) as exc:
+        kind = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)[:120]
+        media = response.headers.get("content-type", "none")[:60]
+        raise SourceContentError(
+            f"{url} did not answer strict JSON for {what} (Content-Type {media}: {kind}); {fix}"
+        ) from None
+
+
+def discard_body(response: httpx2.Response, limit: int = REDIRECT_BODY_BYTES) -> None:
+    """Read and drop a small body (an error page), so its connection can serve the next request.
+
+    A body past ``limit`` bytes, trickled below :class:`Pace`'s floor or cut is simply dropped
+    with its connection; nothing is raised.
+    """
+    pace, size = Pace(str(response.url), "an error answer", "rerun later"), 0
+    try:
+        for chunk in response.iter_raw():
+            size += len(chunk)
+            pace.add(len(chunk))
+            if size > limit:
+                break
+    except (httpx2.RequestError, SourceConnectionError):
+        pass
+    finally:
+        response.close()
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise ValueError(f"the number {text[:24]} is out of range")
+    return value
+
+
+def _integer(text: str) -> int:
+    if len(text.lstrip("-")) > 20:
+        raise ValueError(f"the integer {text[:24]}... has {len(text)} digits")
+    return int(text)
 
 
 # -- checksums --------------------------------------------------------------------------------
@@ -302,13 +579,12 @@ def check_served(url: str, name: str, content_type: str, head: bytes | None = No
 
 def _content_range(response: httpx2.Response) -> tuple[int, int | None]:
     """``(first byte, total size)`` of a 206 answer's ``Content-Range``."""
-    match = re.fullmatch(
-        r"\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*", response.headers.get("content-range", "")
-    )
+    match = _CONTENT_RANGE.fullmatch(response.headers.get("content-range", ""))
     if match is None:
         raise SourceContentError(
             f"{response.url} answered 206 with the Content-Range "
-            f"{response.headers.get('content-range')!r}, which is not bytes A-B/TOTAL; the "
+            f"{response.headers.get('content-range', '')[:60]!r}, which is not bytes A-B/TOTAL "
+            "(at most 20 digits each); the "
             "server or a proxy on the way is broken: retry later or set WEIGHTZOO_HTTP_MIRROR"
         )
     total = match.group(3)
@@ -367,6 +643,39 @@ class _Restart(Exception):
     """The bytes on disk cannot be continued: start again from byte 0."""
 
 
+_RESUME = "rerun the same command to resume"
+
+
+def _regular(path: Path) -> bool:
+    """Whether ``path`` is a regular file (``False``: absent); a link or other kind is refused."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return False
+    if not stat.S_ISREG(mode):
+        raise UnsafePathError(
+            f"{path} is a link or not a regular file; weightzoo never writes or reads a download "
+            "through one: remove it and rerun"
+        )
+    return True
+
+
+def _open(path: Path, flags: int) -> int:
+    """``os.open`` that never follows a link, and checks it opened a regular file."""
+    fd = os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise UnsafePathError(f"{path} is not a regular file; remove it and rerun")
+    return fd
+
+
+def _create(path: Path) -> int:
+    """A new, empty file at ``path`` (a regular file there is replaced; nothing else is)."""
+    if _regular(path):
+        path.unlink()
+    return _open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+
+
 class _Transfer:
     """One download, tried (and resumed) until it verifies or fails for good."""
 
@@ -378,9 +687,10 @@ class _Transfer:
         checksum: Checksum | None,
         client: httpx2.Client,
         progress: bool | None,
+        cap: int,
     ) -> None:
         self.url, self.dest, self.size, self.checksum = url, dest, size, checksum
-        self.client, self.progress = client, progress
+        self.client, self.progress, self.cap = client, progress, cap
         self.part = dest.with_name(dest.name + PART_SUFFIX)
         self.state_path = dest.with_name(dest.name + STATE_SUFFIX)
         self.received = 0
@@ -390,13 +700,21 @@ class _Transfer:
         self.restarts = 0
         self.first_try = True
 
+    def limit(self) -> int:
+        """The most bytes the file may have: the listing's size, else the server's, capped."""
+        if self.size is not None:
+            return self.size
+        return min(self.total, self.cap) if self.total is not None else self.cap
+
     # state kept beside the part file, so that a later process can resume
 
     def _load_state(self) -> dict[str, Any] | None:
-        if self.part.is_symlink() or not self.part.is_file():
+        if not _regular(self.part) or not _regular(self.state_path):
             return None
         try:
-            state = json.loads(self.state_path.read_text(encoding="utf-8"))
+            fd = _open(self.state_path, os.O_RDONLY)
+            with os.fdopen(fd, "rb") as fh:
+                state = json.loads(fh.read(1 << 16))
         except (OSError, ValueError):
             return None
         return state if isinstance(state, dict) and state.get("url") == self.url else None
@@ -408,19 +726,21 @@ class _Transfer:
             "size": self.total,
             "checksum": str(expected) if expected else None,
         }
-        self.state_path.write_text(json.dumps(state), encoding="utf-8")
+        with os.fdopen(_create(self.state_path), "w", encoding="utf-8") as fh:
+            fh.write(json.dumps(state))
 
     def discard(self) -> None:
         """Remove the part file and its state (a fresh start next time)."""
         for path in (self.part, self.state_path):
-            path.unlink(missing_ok=True)
+            if _regular(path):
+                path.unlink()
 
     # one attempt
 
     def run(self) -> Downloaded:
         state = self._load_state()
         offset = self.part.stat().st_size if state else 0
-        if not state or (self.size is not None and offset > self.size):
+        if not state or offset > self.limit():
             self.discard()
             offset = 0
         if self.first_try:
@@ -432,7 +752,7 @@ class _Transfer:
             self.received = offset
             return self._finish(hasher, expected)
         headers = {}
-        if offset and state and state.get("validator"):
+        if offset and state and isinstance(state.get("validator"), str):
             headers = {"Range": f"bytes={offset}-", "If-Range": state["validator"]}
         elif offset:
             offset = 0  # without a validator a resumed file could mix two versions
@@ -444,8 +764,12 @@ class _Transfer:
                 self._save_state(response, expected)
                 hasher = expected.hasher() if expected else None
                 self._receive(response, offset, hasher)
-        except httpx2.TransportError as exc:
-            raise _Cut(self.received, f"{type(exc).__name__}: {exc}") from exc
+        except (httpx2.RequestError, httpx2.InvalidURL) as exc:
+            if isinstance(exc, httpx2.TransportError) and not isinstance(
+                exc, httpx2.UnsupportedProtocol
+            ):
+                raise _Cut(self.received, f"{type(exc).__name__}: {exc}") from exc
+            raise request_failed(exc, self.url, self.dest.name, _fix()) from exc
         return self._finish(hasher, expected)
 
     def _accept(self, response: httpx2.Response, offset: int) -> int:
@@ -455,6 +779,8 @@ class _Transfer:
             self.discard()
             raise _Restart("the bytes on disk are longer than the remote file")
         check_status(response, self.url, name)
+        check_encoding(response, self.url, name)
+        length = header_int(response.headers, "content-length", self.url)
         if response.status_code == 206:
             start, total = _content_range(response)
             if start != offset or (self.size is not None and total not in (None, self.size)):
@@ -466,20 +792,26 @@ class _Transfer:
                 logger.info("%s: the server sent the whole file; starting again", name)
                 self.restarts += 1
             offset = 0
-            length = response.headers.get("content-length")
             if self.size is None:  # the whole file again: its length is the bound now
-                self.total = int(length) if length and length.isdigit() else None
+                self.total = length
         check_served(self.url, name, response.headers.get("content-type", ""))
-        length = response.headers.get("content-length")
-        self.announced = offset + int(length) if length and length.isdigit() else None
-        if self.announced is not None and self.announced > (self.size or self.announced):
+        self.announced = offset + length if length is not None else None
+        bound = self.size if self.size is not None else self.cap
+        if max(self.announced or 0, self.total or 0) > bound:
             self._wrong_size()  # larger than promised: refused before any byte is read
         return offset
 
     def _wrong_size(self) -> None:
         self.discard()
+        announced = self.announced if self.announced is not None else self.total
+        if self.size is None:
+            raise SourceContentError(
+                f"{self.url} announces {announced} bytes for {self.dest.name}, more than the "
+                f"{self.cap} bytes weightzoo accepts for it; the server is broken or sends "
+                "another file: check the URL"
+            )
         raise SourceContentError(
-            f"{self.url} announces {self.announced} bytes for {self.dest.name}, but its listing "
+            f"{self.url} announces {announced} bytes for {self.dest.name}, but its listing "
             f"promised {self.size}; the listing or the file changed: rerun to list it again"
         )
 
@@ -491,7 +823,7 @@ class _Transfer:
     def _hash_part(self, hasher: _Hasher | None) -> None:
         if hasher is None:
             return
-        with self.part.open("rb") as kept:
+        with os.fdopen(_open(self.part, os.O_RDONLY), "rb") as kept:
             while block := kept.read(CHUNK_BYTES):
                 hasher.update(block)
 
@@ -500,7 +832,7 @@ class _Transfer:
 
         if offset:
             self._hash_part(hasher)
-        mode = "r+b" if offset else "wb"
+        fd = _open(self.part, os.O_RDWR) if offset else _create(self.part)
         bar = tqdm(
             total=self.total,
             initial=offset,
@@ -510,18 +842,27 @@ class _Transfer:
             desc=self.dest.name,
             disable=None if self.progress is None else not self.progress,
         )
-        with bar, self.part.open(mode) as out:
+        pace = Pace(self.url, self.dest.name, f"the bytes are kept in {self.part}: {_RESUME}")
+        with bar, os.fdopen(fd, "r+b") as out:
             out.seek(offset)
             out.truncate()
             head = b"" if offset == 0 else None
             for chunk in response.iter_raw():  # as received: a cut loses nothing
                 if head is not None:  # hold the first bytes back until they are judged
                     head += chunk
-                    if len(head) < SNIFF_BYTES:
-                        continue
-                    chunk, head = head, None
-                    self._judge(chunk)
-                self._write(out, chunk, hasher, bar)
+                    if len(head) >= SNIFF_BYTES:
+                        self._judge(head)
+                        self._write(out, head, hasher, bar)
+                        head = None
+                else:
+                    self._write(out, chunk, hasher, bar)
+                try:
+                    pace.add(len(chunk))
+                except SourceConnectionError:
+                    if head:  # keep what came, as the message says
+                        self._judge(head)
+                        self._write(out, head, hasher, bar)
+                    raise
             if head is not None:
                 self._judge(head)
                 self._write(out, head, hasher, bar)
@@ -535,11 +876,12 @@ class _Transfer:
             self._wrong_size()
 
     def _write(self, out: Any, chunk: bytes, hasher: _Hasher | None, bar: Any) -> None:
-        limit = self.size if self.size is not None else self.total
-        if limit is not None and self.received + len(chunk) > limit:
+        limit = self.limit()
+        if self.received + len(chunk) > limit:
             self.discard()
+            promised = "promised" if limit in (self.size, self.total) else "weightzoo accepts"
             raise SourceContentError(
-                f"{self.url} sent more than the {limit} bytes promised for {self.dest.name}; "
+                f"{self.url} sent more than the {limit} bytes {promised} for {self.dest.name}; "
                 "refusing the rest: the file changed since it was listed, rerun to list it again"
             )
         out.write(chunk)
@@ -568,6 +910,7 @@ class _Transfer:
                 self.url,
                 self.received,
             )
+        _regular(self.dest)  # a link or folder in the way is refused, not replaced
         os.replace(self.part, self.dest)
         self.state_path.unlink(missing_ok=True)
         return Downloaded(
@@ -579,11 +922,16 @@ class _Transfer:
         )
 
 
+def _fix() -> str:
+    return f"check the URL (or {HTTP_MIRROR_ENV}) and rerun"
+
+
 def download(
     url: str,
     dest: str | os.PathLike[str],
     *,
     size: int | None = None,
+    max_bytes: int | None = None,
     checksum: Checksum | None = None,
     client: httpx2.Client | None = None,
     progress: bool | None = None,
@@ -592,12 +940,19 @@ def download(
 ) -> Downloaded:
     """Download ``url`` to ``dest`` through ``dest.part``: resumable, verified, bounded.
 
+    The body is never larger than ``size``; without a ``size``, than the server's
+    Content-Length and ``max_bytes``; without either, than :data:`DEFAULT_MAX_BYTES` (64 GiB).
+    The part file and its state are never opened through a link.
+
     Args:
         url: an ``http(s)`` URL.
         dest: the file to write; its folder is created. An existing ``dest.part`` (with its
             ``dest.part.json``) from an interrupted call is resumed.
         size: the size the listing promises; a larger response is refused, a shorter one is a
-            cut connection. ``None``: bounded by the server's Content-Length.
+            cut connection. ``None``: bounded by the server's Content-Length and ``max_bytes``.
+        max_bytes: the most bytes accepted when the size is not known (a file of a source
+            that lists no size); a ``size`` above it is refused. ``None``:
+            :data:`DEFAULT_MAX_BYTES`.
         checksum: the published checksum; ``None``: the ``x-goog-hash`` md5 (or crc32c) of the
             response, if any.
         client: an HTTP client to reuse (default: a new one, closed on return).
@@ -609,18 +964,27 @@ def download(
         What was downloaded and how it was verified.
 
     Raises:
+        InvalidOptionError: for a ``max_bytes`` that is not a positive number.
         SourceNotFoundError: 404 or 410.
-        SourceContentError: an HTML page or error JSON instead of the file, or more bytes than
-            promised.
+        SourceContentError: an HTML page or error JSON instead of the file, more bytes than
+            promised or accepted, a Content-Encoding, a redirect loop or a redirect to another
+            scheme.
         SourceChecksumError: the checksum differs (the part file is removed).
-        SourceConnectionError: the connection failed or was cut ``retries + 1`` times (the
-            bytes received are kept for the next call to resume).
+        SourceConnectionError: the connection failed, stalled below :class:`Pace`'s floor, or
+            was cut ``retries + 1`` times (the bytes received are kept for the next call).
+        UnsafePathError: ``dest``, its part or state file is a link or not a regular file.
     """
+    cap = _cap(max_bytes)
     url = mirrored(check_http_url(url, "the URL")) if mirror else check_http_url(url, "the URL")
     dest = Path(dest)
+    if size is not None and size > cap:
+        raise SourceContentError(
+            f"the listing promises {size} bytes for {dest.name} at {url}, more than the "
+            f"{cap} bytes weightzoo accepts for it; check the listing, or download it by hand"
+        )
     dest.parent.mkdir(parents=True, exist_ok=True)
     own = client is None
-    transfer = _Transfer(url, dest, size, checksum, client or new_client(), progress)
+    transfer = _Transfer(url, dest, size, checksum, client or new_client(), progress, cap)
     try:
         for attempt in range(retries + 1):
             try:
@@ -639,6 +1003,17 @@ def download(
             transfer.client.close()
 
 
+def _cap(max_bytes: int | None) -> int:
+    if max_bytes is None:
+        return DEFAULT_MAX_BYTES
+    if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes <= 0:
+        raise InvalidOptionError(
+            f"max_bytes={max_bytes!r} is not a positive number of bytes; pass the most bytes "
+            "the file may have, or None for the default bound"
+        )
+    return max_bytes
+
+
 def _give_up(transfer: _Transfer, exc: Exception) -> SourceError:
     host = urlsplit(transfer.url).netloc
     if isinstance(exc, _Restart):
@@ -646,9 +1021,14 @@ def _give_up(transfer: _Transfer, exc: Exception) -> SourceError:
             f"{transfer.url} kept answering ranges that do not continue {transfer.dest.name} "
             f"({exc}); the server is inconsistent: rerun later"
         )
+    if transfer.received == 0:
+        transfer.discard()  # an empty part file is nothing to resume
+        return SourceConnectionError(
+            f"cannot download {transfer.dest.name} from {host} ({exc}); nothing was received: "
+            f"check the network (or {HTTP_MIRROR_ENV}) and rerun"
+        )
     of = f" of {transfer.total}" if transfer.total is not None else ""
     return SourceConnectionError(
         f"the connection to {host} broke after {transfer.received}{of} bytes of "
-        f"{transfer.dest.name} ({exc}); the bytes are kept in {transfer.part}: rerun the same "
-        "command to resume"
+        f"{transfer.dest.name} ({exc}); the bytes are kept in {transfer.part}: {_RESUME}"
     )

@@ -9,6 +9,14 @@ carries ``If-Range`` with the validator that :func:`probe` saw, so a file replac
 read is noticed (the server answers the whole file instead of the range: :class:`RemoteChanged`)
 and never mixed; zipfile checks each member's CRC-32 on read.
 
+Bounds: :func:`open_zip` reads the file's last bytes once, checks the end record
+(:func:`weightzoo.sources.archive.zip_end`) before zipfile reads the central directory, and
+serves zipfile's reads of those bytes from memory; no single read may ask for more than
+:attr:`RemoteFile.max_read` bytes (zipfile allocates a read's size before any byte arrives).
+Each stream keeps the rate floor of :class:`weightzoo.sources.http.Pace`, and a broken or short
+range is retried at most :data:`MEMBER_RETRIES` times per member (and as often for the
+directory), however few bytes each attempt brings.
+
 fsspec's HTTP filesystem does the same, but needs aiohttp, which weightzoo does not install;
 this reader is a small layer over the httpx2 client that :mod:`weightzoo.sources.http` uses.
 """
@@ -25,12 +33,16 @@ from typing import Any
 import httpx2
 
 from weightzoo.errors import SourceConnectionError, UnreadableFileError
+from weightzoo.sources import archive
 from weightzoo.sources.http import (
-    RETRIES,
     Checksum,
+    Pace,
+    check_encoding,
     check_served,
     check_status,
     goog_hash,
+    header_int,
+    request_failed,
     validator,
 )
 
@@ -44,6 +56,11 @@ READ_AHEAD = 16 << 10
 # Info-ZIP timestamp and Unix fields are); read this much beyond the directory's sizes.
 EXTRA_SLACK = 256
 _LOCAL_HEADER = 30
+#: Broken or short range answers tolerated per member (and for the directory), in all.
+MEMBER_RETRIES = 8
+#: The largest single read before the directory's size is known and checked.
+MAX_READ = 64 << 20
+_RERUN = "check the network and rerun the same command"
 
 
 class RemoteChanged(Exception):
@@ -86,19 +103,17 @@ def probe(client: httpx2.Client, url: str, *, name: str) -> Probe:
     """
     try:
         response = client.head(url)
-    except httpx2.TransportError as exc:
-        raise SourceConnectionError(
-            f"cannot reach {url} ({type(exc).__name__}: {exc}); check the network and rerun"
-        ) from exc
+    except (httpx2.RequestError, httpx2.InvalidURL) as exc:
+        raise request_failed(exc, url, name, _RERUN) from exc
     if response.status_code in (405, 501):  # no HEAD: download the whole file instead
         return Probe(url, None, False, None, "", None)
     check_status(response, url, name)
+    check_encoding(response, url, name)
     content_type = response.headers.get("content-type", "")
     check_served(url, name, content_type)
-    length = response.headers.get("content-length", "")
     return Probe(
         url=str(response.url),
-        size=int(length) if length.isdigit() else None,
+        size=header_int(response.headers, "content-length", url),
         ranges=response.headers.get("accept-ranges", "").strip().lower() == "bytes",
         validator=validator(response.headers),
         content_type=content_type,
@@ -123,12 +138,15 @@ class RemoteFile(io.RawIOBase):
 
     A read continues the open response while it is sequential; otherwise it opens a new range:
     the window announced with :meth:`plan` if the position lies in it, else
-    :data:`READ_AHEAD` bytes or the read's size. A broken connection is retried from the
-    current position.
+    :data:`READ_AHEAD` bytes or the read's size. Bytes handed to :meth:`keep` are served from
+    memory. A broken connection is retried from the current position, at most
+    :data:`MEMBER_RETRIES` times between two :meth:`plan` calls.
 
     Attributes:
         requests: range requests made.
         received: body bytes received.
+        max_read: the most bytes one :meth:`read` may ask for (larger: refused before any
+            allocation).
     """
 
     def __init__(
@@ -151,8 +169,12 @@ class RemoteFile(io.RawIOBase):
         self._pending = b""
         self._stream_pos = 0
         self._stream_end = 0
+        self._pace: Pace | None = None
+        self._retries = MEMBER_RETRIES
+        self._kept: tuple[int, bytes] = (0, b"")
         self.requests = 0
         self.received = 0
+        self.max_read = MAX_READ
 
     @property
     def name(self) -> str:
@@ -176,19 +198,48 @@ class RemoteFile(io.RawIOBase):
         return self._pos
 
     def plan(self, start: int, end: int) -> None:
-        """Announce that the next reads cover ``[start, end)``: fetched as one range."""
+        """Announce that the next reads cover ``[start, end)``: fetched as one range.
+
+        Each member's reads get a fresh allowance of :data:`MEMBER_RETRIES` retries.
+        """
         self._window = (start, min(end, self._size))
+        self._retries = MEMBER_RETRIES
+
+    def keep(self, start: int, data: bytes) -> None:
+        """Serve reads of ``[start, start + len(data))`` from ``data`` (the file's tail)."""
+        self._kept = (start, bytes(data))
+
+    def read(self, size: int | None = -1) -> bytes:
+        """Up to ``size`` bytes (the rest of the file for a negative size), bounded.
+
+        Raises:
+            UnreadableFileError: for a read larger than :attr:`max_read`.
+        """
+        want = self._size - self._pos if size is None or size < 0 else size
+        if want > self.max_read:
+            raise UnreadableFileError(
+                f"reading {self.name} asked for {want} bytes at once (at byte {self._pos}), "
+                f"more than the {self.max_read} weightzoo reads in one piece; the zip is "
+                "damaged or hostile: report it to its publisher"
+            )
+        return super().read(want)
 
     def readinto(self, buffer: Any) -> int:  # noqa: D102 - io protocol
         view = memoryview(buffer).cast("B")
         want = max(0, min(len(view), self._size - self._pos))
         filled = 0
         while filled < want:
-            chunk = self._take(want - filled)
+            chunk = self._from_kept(want - filled) or self._take(want - filled)
             view[filled : filled + len(chunk)] = chunk
             filled += len(chunk)
             self._pos += len(chunk)
         return filled
+
+    def _from_kept(self, wanted: int) -> bytes:
+        start, data = self._kept
+        if start <= self._pos < start + len(data):
+            return data[self._pos - start : self._pos - start + wanted]
+        return b""
 
     def close(self) -> None:  # noqa: D102 - io protocol
         self._drop_stream()
@@ -197,7 +248,7 @@ class RemoteFile(io.RawIOBase):
     # -- the open range -------------------------------------------------------------------
 
     def _take(self, wanted: int) -> bytes:
-        for attempt in range(RETRIES + 1):
+        while True:
             try:
                 if self._response is None or self._stream_pos != self._pos:
                     self._open(wanted)
@@ -212,13 +263,21 @@ class RemoteFile(io.RawIOBase):
                 return chunk
             except httpx2.TransportError as exc:
                 self._drop_stream()
-                if attempt == RETRIES:
-                    raise SourceConnectionError(
-                        f"the connection to {self._target.url} broke {RETRIES + 1} times while "
-                        f"reading bytes from {self._pos} ({exc}); rerun the same command"
-                    ) from exc
-                logger.warning("%s: %s; retrying the range", self._target.url, exc)
-        raise AssertionError("unreachable")
+                self._retry(exc)
+            except (httpx2.RequestError, httpx2.InvalidURL) as exc:
+                self._drop_stream()
+                raise request_failed(exc, self._target.url, "a range of the zip", _RERUN) from exc
+
+    def _retry(self, exc: Exception) -> None:
+        """Count a broken or short range against the member's allowance."""
+        if self._retries <= 0:
+            raise SourceConnectionError(
+                f"the ranges of {self._target.url} broke or came short {MEMBER_RETRIES + 1} "
+                f"times for one member (last at byte {self._pos}: {exc}); the server or the "
+                "network is unreliable: rerun the same command later"
+            ) from exc
+        self._retries -= 1
+        logger.warning("%s: %s; retrying the range", self._target.url, exc)
 
     def _open(self, wanted: int) -> None:
         self._drop_stream()
@@ -238,6 +297,7 @@ class RemoteFile(io.RawIOBase):
         if response.status_code != 206:
             response.close()
             check_status(response, self._target.url, "a range of the zip")
+            check_encoding(response, self._target.url, "a range of the zip")
             raise RemoteChanged(
                 f"{self._target.url} answered {response.status_code} instead of the range "
                 f"{start}-{end - 1}: the file changed (or the server stopped serving ranges)"
@@ -249,12 +309,20 @@ class RemoteFile(io.RawIOBase):
                 f"{self._target.url} answered the range {response.headers.get('content-range')!r}"
                 f" instead of {expected!r}"
             )
+        try:
+            check_encoding(response, self._target.url, "a range of the zip")
+        except BaseException:
+            response.close()
+            raise
         self._response = response
+        self._pace = Pace(self._target.url, "a range of the zip", _RERUN)
         self._chunks = self._counted(response.iter_raw())
         self._stream_pos, self._stream_end = start, end
 
     def _counted(self, chunks: Iterator[bytes]) -> Iterator[bytes]:
         for chunk in chunks:
+            if self._pace is not None:
+                self._pace.add(len(chunk))
             self.received += len(chunk)
             if self._on_bytes is not None:
                 self._on_bytes(len(chunk))
@@ -268,15 +336,28 @@ class RemoteFile(io.RawIOBase):
         self._pending = b""
 
 
-def open_zip(remote: RemoteFile) -> zipfile.ZipFile:
-    """Open a remote zip (reads its end record and central directory).
+def open_zip(remote: RemoteFile, source: str | None = None) -> zipfile.ZipFile:
+    """Open a remote zip: its tail is read and checked, then zipfile reads the directory.
+
+    Args:
+        remote: the remote file.
+        source: how to name it in messages (default: its URL).
 
     Raises:
         UnreadableFileError: if the remote file is not a zip.
+        UnsafeArchiveError: for a central directory larger than its bound
+            (:func:`weightzoo.sources.archive.directory_limit`).
     """
+    size = remote.seek(0, io.SEEK_END)
+    start = remote.seek(max(0, size - archive.TAIL_BYTES))
+    tail = remote.read(size - start)
+    end = archive.zip_end(tail, size, source or remote.name)
+    remote.keep(start, tail)
+    remote.max_read = max(MAX_READ, end.size)  # zipfile reads the directory in one piece
+    remote.seek(0)
     try:
         return zipfile.ZipFile(remote)
-    except zipfile.BadZipFile as exc:
+    except (zipfile.BadZipFile, EOFError) as exc:
         raise UnreadableFileError(
             f"{remote.name} is not a readable zip ({exc}); the file is damaged or is not a zip: "
             "check the record's file name"
