@@ -29,7 +29,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from source_server import SourceServer
+from source_server import SourceServer, chunked_answer
 from weightzoo.cli import build_parser, run
 from weightzoo.errors import DataFilesMissingError, SourceConnectionError
 from weightzoo.generate.specs import all_specs, get_spec
@@ -464,6 +464,61 @@ def test_an_incomplete_folder_in_the_way_is_named_not_merged(server, monkeypatch
     assert len(load_image_data("cifar10", data).test_y) == TEST
 
 
+def _victim(tmp_path: Path) -> Path:
+    """A folder outside the data directory, holding a ``mnist`` folder with a file."""
+    victim = tmp_path / "victim"
+    (victim / "mnist").mkdir(parents=True)
+    (victim / "mnist" / "precious.txt").write_text("kept")
+    return victim
+
+
+@pytest.mark.parametrize("link", [STAGING, f"{STAGING}/mnist", "mnist"])
+def test_a_link_in_the_data_dir_is_refused_before_any_request(
+    server, monkeypatch, tmp_path, capsys, link
+):
+    files, _ = _mnist_like()
+    publish(server, monkeypatch, "mnist", files)
+    victim = _victim(tmp_path)
+    data = tmp_path / "data"
+    (data / link).parent.mkdir(parents=True, exist_ok=True)
+    (data / link).symlink_to(victim, target_is_directory=True)
+    argv = ["data", "fetch", "mnist", "--data-dir", str(data)]
+    one_line(capsys, argv, "UnsafePathError", f"{data / link} is a link")
+    assert leftovers(victim) == ["mnist", "mnist/precious.txt"] and server.requests == []
+    assert (data / link).is_symlink()  # left for its owner to remove
+
+
+def test_a_link_left_in_the_staging_folder_is_refused_and_nothing_outside_is_removed(
+    server, monkeypatch, tmp_path, capsys
+):
+    files, _ = _cifar10()
+    publish(server, monkeypatch, "cifar10", files)
+    victim = _victim(tmp_path)
+    data = tmp_path / "data"
+    stage = data / STAGING / "cifar10"
+    stage.mkdir(parents=True)
+    (stage / "cifar-10-binary.tar.gz.unpacked").symlink_to(victim, target_is_directory=True)
+    argv = ["data", "fetch", "cifar10", "--data-dir", str(data)]
+    one_line(capsys, argv, "UnsafePathError", "cifar-10-binary.tar.gz.unpacked is a link")
+    assert leftovers(victim) == ["mnist", "mnist/precious.txt"]
+    assert leftovers(data) == []  # the fetch's own staging folder went, with the link in it
+
+
+def test_a_file_of_unknown_size_is_bounded_by_its_max_bytes(server, monkeypatch, tmp_path, capsys):
+    files, _ = _usps()
+    publish(server, monkeypatch, "usps", files)
+    dataset = IMAGE_DATASETS["usps"]
+    first = dataclasses.replace(dataset.downloads[0], max_bytes=1 << 16)
+    downloads = (first, *dataset.downloads[1:])
+    monkeypatch.setitem(IMAGE_DATASETS, "usps", dataclasses.replace(dataset, downloads=downloads))
+    endless = b"BZh9" + bytes(1 << 22)  # no size announced: only the bound stops it
+    server.custom[_path(first.urls[0])] = chunked_answer(endless)
+    data = tmp_path / "data"
+    argv = ["data", "fetch", "usps", "--data-dir", str(data)]
+    one_line(capsys, argv, "SourceContentError", "usps.bz2", str(1 << 16))
+    assert leftovers(data) == []
+
+
 # -- the missing-files error: one line, and its commands work ---------------------------------
 def test_missing_data_names_the_folder_and_a_command_that_works(server, monkeypatch, tmp_path):
     files, truth = _mnist_like()
@@ -552,6 +607,7 @@ def test_the_table_lists_what_each_reader_reads(monkeypatch, tmp_path):
             assert re.fullmatch(r"[0-9a-f]{32}", download.md5)
             assert all(urlsplit(u).scheme in ("http", "https") for u in download.urls)
             assert all(u.endswith("/" + download.file) for u in download.urls)
+            assert download.size is not None or download.max_bytes is not None  # bounded
             if download.kind == "file":  # stored under its own name
                 assert download.provides == ((download.file, *download.provides[0][1:]),)
             else:

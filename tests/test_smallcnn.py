@@ -8,13 +8,19 @@ tests/source_server.py on 127.0.0.1 with ``x-goog-hash``, as the bucket serves t
 
 from __future__ import annotations
 
+import base64
 import csv
 import gzip
 import hashlib
+import importlib.util
 import io
 import json
+import lzma
 import random
+import socket
 import tarfile
+import tracemalloc
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +30,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from importer_fixtures import read_back
-from source_server import SourceServer
+from source_server import (
+    SourceServer,
+    chunked_answer,
+    plain_answer,
+    redirect_to_itself,
+    reset_answer,
+)
 from weightzoo.errors import (
     DataFilesMissingError,
     InvalidOptionError,
@@ -36,7 +48,9 @@ from weightzoo.errors import (
     UnreadableFileError,
     UnsafeArchiveError,
 )
-from weightzoo.importers.cnn_zoo import import_cnn_zoo
+from weightzoo.importers import cnn_zoo
+from weightzoo.importers.cnn_zoo import import_cnn_zoo, metrics_index
+from weightzoo.sources import smallcnn
 from weightzoo.sources.archive import extract_tar
 from weightzoo.sources.smallcnn import fetch_small_cnn_zoo, nfn_splits, read_split_csv
 
@@ -471,8 +485,10 @@ def _npy(array: np.ndarray) -> bytes:
         (lambda p: p.files["weights.npy"][: -4970 * 4], "its .npy header promises"),
         (lambda p: _npy(p.weights.reshape(-1)), "not rows of weights"),
         (lambda p: _npy(np.asfortranarray(p.weights)), "Fortran-ordered"),
+        # a version-2 header declaring 4 GiB of text: refused before any of it is read
+        (lambda p: b"\x93NUMPY\x02\x00" + b"\xf0\xff\xff\xff" + bytes(99), "over 10000"),
     ],
-    ids=["pickled", "short", "one-dimensional", "fortran"],
+    ids=["pickled", "short", "one-dimensional", "fortran", "huge-header"],
 )
 def test_a_weights_member_that_is_not_rows_of_numbers_is_refused(
     bucket, published, tmp_path, weights, words
@@ -511,13 +527,32 @@ def test_the_importer_takes_the_first_networks_and_given_splits(published, tmp_p
         import_cnn_zoo(src, tmp_path / "w", splits={keys[0]: "train"})
 
 
-def test_a_server_without_x_goog_hash_is_recorded_as_unverified(bucket, published, tmp_path):
+def test_a_server_without_x_goog_hash_is_refused_unless_verify_is_off(bucket, published, tmp_path):
     bucket.objects[OBJECT] = published.tar()
     bucket.goog_hash = False
-    out = fetch_small_cnn_zoo(URL, tmp_path / "z", progress=False)
+    with pytest.raises(SourceChecksumError, match="sent no x-goog-hash header") as info:
+        fetch_small_cnn_zoo(URL, tmp_path / "z", progress=False)
+    assert "\n" not in str(info.value) and "verify=False" in str(info.value)
+    nothing_left(tmp_path)
+    out = fetch_small_cnn_zoo(URL, tmp_path / "z", progress=False, verify=False)
     record = provenance(out)
     assert record["checksum"] is None and not record["checksum_checked"] and record["complete"]
-    assert record["verified"] == "nothing: the server sent no md5 (x-goog-hash)"
+    assert record["verified"] == (
+        "nothing: the server sent no md5 (x-goog-hash), and verify=False accepted that"
+    )
+    check_rows(out, published, NETWORKS)
+
+
+def test_a_crc32c_without_a_package_to_check_it_is_refused(bucket, published, tmp_path):
+    if any(importlib.util.find_spec(m) for m in ("google_crc32c", "crc32c")):
+        pytest.skip("a crc32c package is installed: the crc32c is checked")
+    data = published.tar()
+    crc = base64.b64encode(zlib.crc32(data).to_bytes(4, "big")).decode()
+    bucket.custom[OBJECT] = plain_answer(data, {"x-goog-hash": f"crc32c={crc}"})
+    with pytest.raises(SourceChecksumError, match="crc32c needs the google-crc32c") as info:
+        fetch_small_cnn_zoo(URL, tmp_path / "z", progress=False)
+    assert "\n" not in str(info.value) and repr(f"crc32c={crc}") in str(info.value)
+    nothing_left(tmp_path)
 
 
 def test_metrics_that_disagree_with_the_weights_leave_no_zoo(bucket, published, tmp_path):
@@ -539,3 +574,214 @@ def test_a_split_csv_is_read_as_the_papers_loader_reads_it(tmp_path):
     path.write_bytes("0\n2\n1\n\u00b2\n".encode())
     with pytest.raises(SourceContentError, match="not a text file of row numbers"):
         read_split_csv(path, 3, "split.csv")
+    path.write_bytes(b"0\n2\n1\n0\n1\nzz\n")  # a fifth number for 3 rows, refused as read
+    with pytest.raises(SourceContentError, match="more than 4 row numbers"):
+        read_split_csv(path, 3, "split.csv")
+    path.write_bytes(b"0\n" + b"1" * (1 << 20))  # one line of a MiB: never read whole
+    with pytest.raises(SourceContentError, match="a line of more than 64 bytes"):
+        read_split_csv(path, 3, "split.csv")
+
+
+# -- bounds: hostile archives and servers end in one line, in bounded memory and time ---------
+
+
+def _raw_tar(published: Published) -> bytes:
+    """The fixture's archive as an uncompressed tar."""
+    return lzma.decompress(published.tar())
+
+
+def _xz_opening_with(kind: bytes, declared: int, zeros: int) -> bytes:
+    """A tar.xz whose first header (``kind``) declares a body of ``declared`` bytes, followed
+    by ``zeros`` zero bytes: a few KB compressed."""
+    info = tarfile.TarInfo("././@LongLink")
+    info.type, info.size = kind, declared
+    packer = lzma.LZMACompressor(format=lzma.FORMAT_XZ, preset=0)
+    parts = [packer.compress(info.tobuf(format=tarfile.GNU_FORMAT))]
+    block = bytes(1 << 20)
+    parts += [packer.compress(block) for _ in range(zeros >> 20)]
+    return b"".join([*parts, packer.flush()])
+
+
+@pytest.mark.parametrize(
+    "kind", [tarfile.GNUTYPE_LONGNAME, tarfile.XHDTYPE], ids=["gnu-long-name", "pax"]
+)
+def test_a_header_declaring_a_gigabyte_is_refused_as_it_arrives(bucket, tmp_path, kind):
+    bucket.objects[OBJECT] = _xz_opening_with(kind, 1 << 30, 128 << 20)  # 128 MiB arrive
+    tracemalloc.start()
+    try:
+        with pytest.raises(UnsafeArchiveError, match="header bomb") as info:
+            fetch_small_cnn_zoo(URL, tmp_path / "z", progress=False)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 << 20, peak  # tarfile alone reads a header's body whole into memory
+    assert "\n" not in str(info.value) and str(smallcnn.HEADER_BYTES) in str(info.value)
+    nothing_left(tmp_path)
+
+
+@pytest.mark.parametrize(("links", "refused"), [(50, False), (2000, True)])
+def test_a_chain_of_extended_headers_is_bounded_before_tarfile_recurses_deep(
+    bucket, published, tmp_path, links, refused
+):
+    empty = tarfile.TarInfo("././@PaxHeader")
+    empty.type = tarfile.XHDTYPE  # tarfile reads each, then the next, by recursion
+    chain = empty.tobuf(format=tarfile.GNU_FORMAT) * links
+    bucket.objects[OBJECT] = lzma.compress(chain + _raw_tar(published), preset=0)
+    if refused:
+        with pytest.raises(UnsafeArchiveError, match="header bomb") as info:
+            fetch_small_cnn_zoo(URL, tmp_path / "z", progress=False)
+        assert "at its start" in str(info.value)
+        nothing_left(tmp_path)
+    else:  # a few headers before a member are what pax archives hold
+        check_rows(fetch_small_cnn_zoo(URL, tmp_path / "z", progress=False), published, NETWORKS)
+
+
+def test_long_member_names_in_pax_headers_are_read(bucket, published, tmp_path):
+    notes = [(f"cifar10/{'n' * 4000}{i}.txt", b"notes") for i in range(20)]
+    files = [(f"cifar10/{n}", published.files[n]) for n in published.files]
+    bucket.objects[OBJECT] = pack([_dir("cifar10"), *notes, *files])
+    check_rows(fetch_small_cnn_zoo(URL, tmp_path / "z", progress=False), published, NETWORKS)
+
+
+def test_a_sparse_member_is_refused(bucket, published, tmp_path):
+    holes = _member("cifar10/holes.bin", tarfile.GNUTYPE_SPARSE)
+    files = [(f"cifar10/{n}", published.files[n]) for n in published.files]
+    bucket.objects[OBJECT] = pack([_dir("cifar10"), holes, *files])
+    with pytest.raises(UnsafeArchiveError, match="a sparse file"):
+        fetch_small_cnn_zoo(URL, tmp_path / "z", progress=False)
+    nothing_left(tmp_path)
+
+
+def _metrics(text: str) -> bytes:
+    return gzip.compress(text.encode(), mtime=0)
+
+
+@pytest.mark.parametrize(
+    ("max_rows", "error", "words"),
+    [
+        (40, LayoutError, "more than 40 rows but weights.npy has 40"),
+        (None, UnreadableFileError, "more than 40 rows, more than any dataset"),
+    ],
+    ids=["rows-of-the-weights", "the-zoos-bound"],
+)
+def test_metrics_index_refuses_the_first_row_beyond_its_bound_as_it_reads(
+    tmp_path, monkeypatch, max_rows, error, words
+):
+    monkeypatch.setattr(cnn_zoo, "MAX_INDEX_ROWS", 40)
+    lines = "".join(f"net{i % 7},{i}\n" for i in range(300_000))
+    packed = _metrics("modeldir,step\n" + lines)
+    path = tmp_path / "metrics.csv.gz"
+    path.write_bytes(packed[:-8] + bytes(8))  # a broken trailer: only reading to the end finds it
+    with pytest.raises(error, match=words):
+        metrics_index(path, max_rows)
+    path.write_bytes(_metrics("modeldir,step\n" + "".join(lines.splitlines(True)[:40])))
+    assert metrics_index(path, max_rows)[-1] == ("net4", 39)  # the bound itself is accepted
+
+
+def test_metrics_index_keeps_each_key_once_and_bounds_their_characters(tmp_path, monkeypatch):
+    rows = [(f"runs/{'k' * 30}{n % 3}", step) for n in range(30) for step in (0, 86)]
+    path = tmp_path / "metrics.csv.gz"
+    path.write_bytes(_metrics("modeldir,step\n" + "".join(f"{k},{s}\n" for k, s in rows)))
+    index = metrics_index(path)
+    assert index == rows and len({id(key) for key, _ in index}) == 3  # one copy per network
+    monkeypatch.setattr(cnn_zoo, "MAX_INDEX_KEY_CHARS", 2 * 36)  # two keys of 36 characters
+    with pytest.raises(UnreadableFileError, match="more than 72 characters in all, by row 3"):
+        metrics_index(path)
+
+
+@pytest.mark.parametrize(
+    ("order", "extra_rows", "bound", "error", "words"),
+    [
+        (("weights.npy", "metrics.csv.gz"), 1, None, LayoutError, "more than 35 rows but"),
+        (("metrics.csv.gz", "weights.npy"), 1, None, LayoutError, "has 36 rows but weights"),
+        (("metrics.csv.gz", "weights.npy"), 0, 20, UnreadableFileError, "more than any dataset"),
+    ],
+    ids=["weights-first", "metrics-first", "metrics-first-past-the-zoos-bound"],
+)
+def test_metrics_rows_beyond_the_weights_are_refused_naming_the_member(
+    bucket, published, tmp_path, monkeypatch, order, extra_rows, bound, error, words
+):
+    if bound is not None:
+        monkeypatch.setattr(cnn_zoo, "MAX_INDEX_ROWS", bound)
+    text = gzip.decompress(published.files["metrics.csv.gz"]).decode()
+    text += text.splitlines(True)[-1] * extra_rows
+    files = {**published.files, "metrics.csv.gz": _metrics(text)}
+    entries = [(f"cifar10/{n}", files[n]) for n in ("layout.csv", *order)]
+    bucket.objects[OBJECT] = pack([_dir("cifar10"), *entries])
+    with pytest.raises(error, match=words) as info:
+        fetch_small_cnn_zoo(URL, tmp_path / "z", progress=False)
+    message = str(info.value)
+    assert "\n" not in message and ".stream" not in message  # the member, not the work copy
+    assert "cifar10" in message and bucket.url in message
+    nothing_left(tmp_path)
+
+
+@pytest.mark.slow
+def test_metrics_inflating_to_millions_of_rows_are_refused_in_bounded_memory(
+    bucket, published, tmp_path
+):
+    block = b"".join(b"r/%d,86,0.5\n" % (i % 1000) for i in range(100_000))
+    packer = zlib.compressobj(9, zlib.DEFLATED, 31)  # gzip framing
+    parts = [packer.compress(b"modeldir,step,test_accuracy\n")]
+    parts += [packer.compress(block) for _ in range(30)]  # 3 million rows, ~100 MB of text
+    files = {**published.files, "metrics.csv.gz": b"".join([*parts, packer.flush()])}
+    entries = [(f"cifar10/{n}", files[n]) for n in ("layout.csv", "metrics.csv.gz", "weights.npy")]
+    bucket.objects[OBJECT] = pack([_dir("cifar10"), *entries])
+    tracemalloc.start()
+    try:
+        with pytest.raises(UnreadableFileError, match=f"more than {cnn_zoo.MAX_INDEX_ROWS} rows"):
+            fetch_small_cnn_zoo(URL, tmp_path / "z", progress=False)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 128 << 20, peak  # the index of 2**20 rows (64 MiB), each key kept once
+    nothing_left(tmp_path)
+
+
+def test_a_split_csv_sent_without_a_size_is_bounded(bucket, published, tmp_path):
+    bucket.objects[OBJECT] = published.tar()
+    csv_headers = {"Content-Type": "text/csv"}
+    bucket.custom[SPLIT_OBJECT] = chunked_answer(published.split_csv(), csv_headers)
+    out = fetch_small_cnn_zoo(URL, tmp_path / "z", split_csv_url=SPLIT_URL, progress=False)
+    record = provenance(out)["split"]  # chunked is fine within the bound; its bytes recorded
+    assert record["csv_sha256"] == hashlib.sha256(published.split_csv()).hexdigest()
+    bucket.custom[SPLIT_OBJECT] = chunked_answer(b"0\n" * (9 << 20), csv_headers)  # 18 MiB
+    with pytest.raises(SourceContentError, match=str(smallcnn.SPLIT_CSV_MAX_BYTES)) as info:
+        fetch_small_cnn_zoo(URL, tmp_path / "y", split_csv_url=SPLIT_URL, progress=False)
+    assert "\n" not in str(info.value)
+    nothing_left(tmp_path, "z")
+
+
+def _unused_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_an_unreachable_bucket_is_one_line_naming_the_url(monkeypatch, tmp_path):
+    port = _unused_port()
+    monkeypatch.setenv("WEIGHTZOO_HTTP_MIRROR", f"http://127.0.0.1:{port}")
+    with pytest.raises(SourceConnectionError, match="rerun the same command") as info:
+        fetch_small_cnn_zoo(URL, tmp_path / "z", progress=False)
+    message = str(info.value)
+    assert "\n" not in message and f"http://127.0.0.1:{port}{OBJECT}" in message
+    assert "ConnectError" in message
+    nothing_left(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("answer", "error", "words"),
+    [
+        (reset_answer, SourceConnectionError, "broke 4 times, before any byte"),
+        (redirect_to_itself, SourceContentError, "in a loop"),
+    ],
+    ids=["reset-before-headers", "redirect-loop"],
+)
+def test_a_bucket_that_resets_or_loops_is_one_line(bucket, tmp_path, answer, error, words):
+    bucket.custom[OBJECT] = answer
+    with pytest.raises(error, match=words) as info:
+        fetch_small_cnn_zoo(URL, tmp_path / "z", progress=False)
+    assert "\n" not in str(info.value) and OBJECT in str(info.value)
+    nothing_left(tmp_path)
+    asked = sum(r[1] == OBJECT for r in bucket.requests)
+    assert asked == (smallcnn.RESTARTS + 1 if answer is reset_answer else 21)

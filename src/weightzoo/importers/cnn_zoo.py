@@ -58,6 +58,13 @@ _STEP_COLUMNS = ("step", "epoch", "global_step")
 _Variable = tuple[str, int, int, tuple[int, ...]]  # varname, start, end, TensorFlow shape
 
 
+# The most rows metrics_index() reads: the largest dataset of the Small CNN Zoo has 270,000
+# (30,000 networks x 9 checkpoints, per the zoo's README); a file inflating to more is not one.
+MAX_INDEX_ROWS = 1 << 20
+# The most characters of distinct network keys (modeldir paths) metrics_index() keeps: 30,000
+# paths of up to 2 KiB each.
+MAX_INDEX_KEY_CHARS = 64 << 20
+
 # The longest line of a metrics.csv.gz weightzoo reads (the published files' lines are a few
 # hundred characters): a compressed file may otherwise inflate to one line of gigabytes.
 MAX_CSV_LINE = 1 << 20
@@ -220,24 +227,73 @@ def step_column(header: Sequence[str]) -> str | None:
     return next((k for k in _STEP_COLUMNS if k in header), None)
 
 
-def metrics_index(path: Path) -> list[tuple[str, Any]]:
+def _too_many_rows(path: Path, limit: int, weights_rows: int | None) -> Exception:
+    if weights_rows is not None and weights_rows <= limit:
+        return LayoutError(
+            f"{path} has more than {limit} rows but weights.npy has {weights_rows}; they must "
+            "describe the same checkpoints in the same order"
+        )
+    return UnreadableFileError(
+        f"{path} has more than {limit} rows, more than any dataset of the Small CNN Zoo "
+        "(270,000); it is not a metrics file of the zoo: check where it came from"
+    )
+
+
+class _Keys:
+    """The distinct network keys of an index, each kept once, bounded in characters in all."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._seen: dict[str, str] = {}
+        self._chars = 0
+
+    def keep(self, key: str) -> str:
+        """``key``, as the one copy kept for every row of its network."""
+        kept = self._seen.get(key)
+        if kept is not None:
+            return kept
+        self._chars += len(key)
+        if self._chars > MAX_INDEX_KEY_CHARS:
+            raise UnreadableFileError(
+                f"{self._path} names networks (modeldir) in more than {MAX_INDEX_KEY_CHARS} "
+                f"characters in all, by row {len(self._seen) + 1}; it is not a metrics file of "
+                "the Small CNN Zoo: check where it came from"
+            )
+        self._seen[key] = key
+        return key
+
+
+def metrics_index(path: Path, max_rows: int | None = None) -> list[tuple[str, Any]]:
     """Each row's network key and step (``None`` without a step column), read cheaply.
 
     Reads only the key and step columns of every row, typed as :func:`import_cnn_zoo` types
-    them, so a caller can choose networks and splits before the import.
+    them, so a caller can choose networks and splits before the import. What it holds stays
+    bounded whatever the file inflates to: rows are counted as they are read, and the first
+    beyond ``max_rows`` (never more than :data:`MAX_INDEX_ROWS`) is refused before it is kept;
+    each network's key is kept once, in at most :data:`MAX_INDEX_KEY_CHARS` characters in all.
+
+    Args:
+        path: the ``metrics.csv.gz``.
+        max_rows: the rows of ``weights.npy``, where known (``None``: :data:`MAX_INDEX_ROWS`).
 
     Raises:
-        UnreadableFileError: for a file that is not a readable gzip CSV.
+        UnreadableFileError: for a file that is not a readable gzip CSV, or larger than any
+            dataset of the zoo.
+        LayoutError: for more rows than ``max_rows``.
     """
+    limit = MAX_INDEX_ROWS if max_rows is None else min(max_rows, MAX_INDEX_ROWS)
     index: list[tuple[str, Any]] = []
+    keys = _Keys(path)
     try:
         with gzip.open(path, "rt", newline="", encoding="utf-8") as handle:
             reader = csv.DictReader(_bounded_lines(handle, path))
             step_key = step_column(reader.fieldnames or [])
             for number, row in enumerate(reader):
+                if number == limit:
+                    raise _too_many_rows(path, limit, max_rows)
                 typed = {"modeldir": _number(row["modeldir"] or "")} if "modeldir" in row else {}
                 step = _number(row[step_key] or "") if step_key else None
-                index.append((network_key(typed, number), step))
+                index.append((keys.keep(network_key(typed, number)), step))
     except (OSError, EOFError, zlib.error, UnicodeDecodeError, csv.Error) as exc:
         raise UnreadableFileError(
             f"{path} is not a readable gzip CSV file ({type(exc).__name__}: {exc}); copy it "

@@ -9,6 +9,11 @@ Nothing half-done is visible: downloads and extractions happen in
 file of the dataset is verified (and extracted). A cut connection keeps its bytes there for
 the next run to resume; a checksum mismatch, a page served instead of a file or a bad archive
 removes that folder whole.
+
+Links: every folder the fetch makes, reuses or removes under the data directory (the staging
+folders, ``<name>.unpacked`` in them, ``<data_dir>/<name>``) is checked with ``lstat`` first: a
+link there is refused (:class:`~weightzoo.errors.UnsafePathError`), never written through, and
+nothing under it is removed. Only folders of the fetch's own names, so checked, are removed.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import hashlib
 import logging
 import os
 import shutil
+import stat
 import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -30,6 +36,7 @@ from weightzoo.errors import (
     SourceContentError,
     SourceError,
     StorageWriteError,
+    UnsafePathError,
 )
 from weightzoo.sources import archive, http
 from weightzoo.sources.datasets import (
@@ -109,6 +116,39 @@ def status(name: str, data_dir: str | os.PathLike[str] | None = None) -> DataSta
     return DataStatus(IMAGE_DATASETS[name], not missing, missing, folder)
 
 
+def _real_dir(path: Path, retry: str, *, create: bool = True) -> Path:
+    """``path`` as a folder of its own (made when absent and ``create``), checked with lstat.
+
+    Raises:
+        UnsafePathError: ``path`` is a link (weightzoo never writes through one, nor removes
+            anything under one).
+        StorageWriteError: ``path`` is a file, or another non-folder.
+    """
+    if create:
+        with contextlib.suppress(FileExistsError):
+            path.mkdir()
+    try:
+        mode = path.lstat().st_mode
+    except FileNotFoundError:
+        return path  # not made (create=False): nothing there to write through
+    if stat.S_ISLNK(mode):
+        raise UnsafePathError(
+            f"{path} is a link; weightzoo data fetch never writes through a link in the data "
+            f"directory, nor removes anything under one: remove the link and rerun `{retry}`"
+        )
+    if not stat.S_ISDIR(mode):
+        raise StorageWriteError(
+            f"{path} is in the way: it is not a folder; remove it and rerun `{retry}`"
+        )
+    return path
+
+
+def _clear(path: Path, retry: str) -> None:
+    """Remove the folder ``path`` (one of the fetch's own), unless it is a link (refused)."""
+    if path.is_symlink() or path.exists():
+        shutil.rmtree(_real_dir(path, retry, create=False))
+
+
 def _md5_matches(path: Path, download: Download) -> bool:
     """A complete file left by an earlier run (its size and md5 as published)."""
     if path.is_symlink() or not path.is_file():
@@ -153,7 +193,13 @@ def _download_one(
     for url in download.urls:
         try:
             return http.download(
-                url, dest, size=download.size, checksum=checksum, client=client, progress=progress
+                url,
+                dest,
+                size=download.size,
+                max_bytes=download.max_bytes,
+                checksum=checksum,
+                client=client,
+                progress=progress,
             )
         except SourceError as exc:
             part = dest.with_name(dest.name + http.PART_SUFFIX)
@@ -171,11 +217,11 @@ def _download_one(
     ) from failures[0]
 
 
-def _unpack(download: Download, dataset: ImageDataset, stage: Path) -> Path:
+def _unpack(download: Download, dataset: ImageDataset, stage: Path, retry: str) -> Path:
     """Extract an archive in ``stage``; the path of its ``home`` folder, checked complete."""
     source = download.urls[0]
     unpacked = stage / (download.file + ".unpacked")
-    shutil.rmtree(unpacked, ignore_errors=True)  # a run cut between extraction and the move
+    _clear(unpacked, retry)  # a run cut between extraction and the move
     path = stage / download.file
     if download.kind == "zip":
         try:
@@ -205,7 +251,11 @@ def _targets(todo: Sequence[Download], dataset: ImageDataset, folder: Path) -> l
 
 
 def _check_targets(targets: Sequence[Path], name: str, root: Path) -> None:
-    """Refuse a folder already at a target (an empty one is removed): never merge into it."""
+    """Refuse a folder already at a target (an empty one is removed): never merge into it.
+
+    Every target lies in ``<root>/<name>``, which must not be a link.
+    """
+    _real_dir(root / name, fetch_command(name, root), create=False)
     for target in targets:
         if target.is_dir() and not target.is_symlink() and not any(target.iterdir()):
             target.rmdir()
@@ -227,12 +277,21 @@ def _todo(dataset: ImageDataset, root: Path) -> list[Download]:
 
 
 def _discard(stage: Path, *, keep_files: bool = False) -> None:
-    """Remove the staging folder (``keep_files``: only if it holds nothing to resume)."""
+    """Remove the staging folder (``keep_files``: only if it holds nothing to resume).
+
+    ``stage`` and its parent were checked to be folders, not links, by :func:`_staging`.
+    """
     if keep_files and any(p.is_file() for p in stage.iterdir()):
         return
     shutil.rmtree(stage, ignore_errors=True)
     with contextlib.suppress(OSError):
         stage.parent.rmdir()  # only when empty
+
+
+def _staging(root: Path, name: str, retry: str) -> Path:
+    """``<root>/.weightzoo-fetch/<name>``, made where absent; each level checked not a link."""
+    root.mkdir(parents=True, exist_ok=True)
+    return _real_dir(_real_dir(root / STAGING, retry) / name, retry)
 
 
 def fetch_dataset(
@@ -265,6 +324,8 @@ def fetch_dataset(
         UnsafeArchiveError: an archive member that could leave its folder (nothing kept).
         StorageWriteError: not enough disk space for the download, or a folder in the way
             (checked before downloading; it is named, never merged into).
+        UnsafePathError: a link where the fetch makes, reuses or removes a folder (see the
+            module's documentation); refused before anything is written through it.
     """
     name = canonical(name)
     dataset = IMAGE_DATASETS[name]
@@ -273,10 +334,10 @@ def fetch_dataset(
     todo = _todo(dataset, root)
     if not todo:
         return Fetched(name, status(name, root).folder, (), 0, 0)
+    retry = fetch_command(name, root)
     targets = _targets(todo, dataset, folder)
     _check_targets(targets, name, root)  # before any byte is downloaded
-    stage = root / STAGING / name
-    stage.mkdir(parents=True, exist_ok=True)
+    stage = _staging(root, name, retry)
     own = client is None
     client = client or http.new_client()
     received = resumed = 0
@@ -285,14 +346,15 @@ def fetch_dataset(
         for download in todo:
             if _md5_matches(stage / download.file, download):
                 continue  # verified by an earlier, interrupted run
-            done = _download_one(download, stage, client, progress, fetch_command(name, root))
+            done = _download_one(download, stage, client, progress, retry)
             received += done.size - done.resumed_from
             resumed += done.resumed_from
-        sources = [stage / d.file if d.kind == "file" else _unpack(d, dataset, stage) for d in todo]
+        sources = [
+            stage / d.file if d.kind == "file" else _unpack(d, dataset, stage, retry) for d in todo
+        ]
         _check_targets(targets, name, root)  # again: the folder may have changed meanwhile
         for source, target in zip(sources, targets, strict=True):
-            target.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(source, target)
+            os.replace(source, _real_dir(target.parent, retry) / target.name)
     except SourceConnectionError:
         _discard(stage, keep_files=True)  # received bytes stay for the next run to resume
         raise

@@ -43,11 +43,13 @@ class Download:
             earlier one refuses or is unreachable (``WEIGHTZOO_HTTP_MIRROR`` applies to each).
         file: the file's name as published.
         md5: its published md5 (lower-case hex).
-        size: its size in bytes where known (``None``: bounded by the server's Content-Length).
+        size: its size in bytes where known.
         kind: ``"file"`` (kept as is), ``"tar"`` or ``"zip"`` (extracted, then removed).
         provides: the files it yields, relative to ``<data_dir>/<name>`` (an archive: inside
             the dataset's ``home`` folder); the first name of each entry is where it lands,
             the others are accepted alternatives (an unpacked ``.gz``).
+        max_bytes: for a file of unknown ``size``, the most bytes a server may send for it
+            (every file has one or the other, so no download is unbounded).
     """
 
     urls: tuple[str, ...]
@@ -56,6 +58,7 @@ class Download:
     size: int | None
     kind: str
     provides: tuple[tuple[str, ...], ...]
+    max_bytes: int | None = None
 
 
 @dataclass(frozen=True)
@@ -118,6 +121,8 @@ _FASHION = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
 _KRIZ = "https://www.cs.toronto.edu/~kriz/"
 _SVHN = "http://ufldl.stanford.edu/housenumbers/"
 _LIBSVM = "https://www.csie.ntu.edu.tw/~cjlin/libsvmtools/datasets/multiclass/"
+# A generous bound on each USPS file, whose size is not published (see its entry).
+_USPS_MAX_BYTES = 64 << 20
 
 IMAGE_DATASETS: dict[str, ImageDataset] = {
     "mnist": ImageDataset(
@@ -234,7 +239,9 @@ IMAGE_DATASETS: dict[str, ImageDataset] = {
         "",
         ("USPS",),
         (),
-        # md5s: torchvision's USPS.split_list; sizes unknown (bounded by Content-Length).
+        # md5s: torchvision's USPS.split_list. The LIBSVM page publishes no sizes: the files
+        # hold 7,291 and 2,007 images of 256 values as text, a few MB once bz2-compressed, so
+        # _USPS_MAX_BYTES bounds what a server may send instead.
         (
             Download(
                 (_LIBSVM + "usps.bz2",),
@@ -243,6 +250,7 @@ IMAGE_DATASETS: dict[str, ImageDataset] = {
                 None,
                 "file",
                 (("usps.bz2", "usps"),),
+                max_bytes=_USPS_MAX_BYTES,
             ),
             Download(
                 (_LIBSVM + "usps.t.bz2",),
@@ -251,6 +259,7 @@ IMAGE_DATASETS: dict[str, ImageDataset] = {
                 None,
                 "file",
                 (("usps.t.bz2", "usps.t"),),
+                max_bytes=_USPS_MAX_BYTES,
             ),
         ),
         "usps.bz2 and usps.t.bz2, the 'usps' entry of the multi-class section of the LIBSVM "

@@ -8,11 +8,25 @@ files :mod:`weightzoo.importers.cnn_zoo` reads: ``weights.npy``, ``layout.csv`` 
 ``metrics.csv.gz``.
 
 :func:`fetch_small_cnn_zoo` makes one GET and reads the body once, as it arrives: every byte is
-hashed (md5), counted and shown, and decompressed by :mod:`tarfile` (mode ``r|xz``); the
-compressed bytes are never written. Members get the confinement of
-:mod:`weightzoo.sources.archive` (no links, devices, FIFOs, ``..``, absolute paths or duplicate
-names; the bytes they declare are bounded by :data:`~weightzoo.sources.archive.MAX_RATIO` times
-the download, and the bytes decompressed are counted against it as they come).
+hashed (md5), counted and shown, decompressed by :mod:`lzma` at most a read's worth at a time,
+and read by :mod:`tarfile` as a plain tar stream (mode ``r|``); the compressed bytes are never
+written. Members get the confinement of :mod:`weightzoo.sources.archive` (no links, devices,
+FIFOs, ``..``, absolute paths or duplicate names; the bytes they declare are bounded by
+:data:`~weightzoo.sources.archive.MAX_RATIO` times the download).
+
+**Bounds.** Memory and time stay bounded whatever the server sends. Every byte decompressed is
+counted against :data:`~weightzoo.sources.archive.MAX_RATIO` times the bytes received; past the
+end of a member's data, tarfile may read at most :data:`HEADER_BYTES` before the next member
+(it reads a GNU long name or pax header body whole: one declaring a gigabyte is refused as it
+arrives, not held); a ``.npy`` header is at most :data:`NPY_HEADER_BYTES`; ``metrics.csv.gz``
+is indexed row by row against the rows of ``weights.npy`` (see
+:func:`~weightzoo.importers.cnn_zoo.metrics_index`); a split CSV is downloaded to at most
+:data:`SPLIT_CSV_MAX_BYTES` and read line by line.
+
+**Checksum.** The archive must come with an md5 in ``x-goog-hash`` (or a crc32c where a crc32c
+package is installed), as the bucket sends it: a server that sends none is refused once the
+first bytes show it is not an error page, unless the caller passes ``verify=False``
+(``source.json`` then says that nothing was verified).
 
 ``layout.csv`` and ``metrics.csv.gz`` are written into a hidden work folder beside ``out``, and
 the rows of ``weights.npy`` once, decompressed: the importer memory-maps them, because the rows
@@ -49,7 +63,8 @@ second half (from ``int(0.5 * n)``) in test, shuffles the positions of the first
 Python's ``random.Random(0)`` and puts the first ``int(0.8 * len)`` of them in train, the rest
 in val (:func:`nfn_splits`). A network takes the split of its last checkpoint; a network
 without a row at step 86, which those papers leave out, goes to train, and ``source.json``
-counts them. Without a CSV the importer's rule applies.
+counts them. The CSV comes with no published checksum: ``source.json`` records its sha256.
+Without a CSV the importer's rule applies.
 """
 
 from __future__ import annotations
@@ -68,7 +83,7 @@ import re
 import shutil
 import tarfile
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
@@ -86,6 +101,7 @@ from weightzoo.errors import (
     SourceContentError,
     SourceNotFoundError,
     UnreadableFileError,
+    UnsafeArchiveError,
     UnsafePathError,
 )
 from weightzoo.sources.archive import (
@@ -102,13 +118,16 @@ from weightzoo.sources.http import (
     CHUNK_BYTES,
     HTTP_MIRROR_ENV,
     SNIFF_BYTES,
+    Pace,
     check_http_url,
     check_served,
     check_status,
     download,
     goog_hash,
+    header_int,
     mirrored,
     new_client,
+    request_failed,
 )
 
 __all__ = ["NFN_FINAL_STEP", "fetch_small_cnn_zoo", "nfn_splits", "read_split_csv"]
@@ -124,8 +143,23 @@ FILES = (WEIGHTS, LAYOUT, METRICS)
 # layout.csv lists a handful of variables; anything larger is not one.
 LAYOUT_MAX_BYTES = 1 << 20
 RESTARTS = 3
-# tarfile's reads of the body: small enough that closing the stream early wastes little.
+# The reads of the compressed body: small enough that closing the stream early wastes little.
 READ_BYTES = 1 << 16
+# What tarfile asks of the decompressed stream at a time, and the most one decompression step
+# yields: xz turns a few bytes into megabytes of zeros, which are never held at once.
+TAR_READ_BYTES = 1 << 14
+# The most of the decompressed stream tarfile may read past a member's data before it yields
+# the next member: that member's headers. A name is at most a few KiB (pax records a few
+# hundred bytes); tarfile reads each header body whole and follows a chain of them by
+# recursion, so this bounds both the memory it holds and the depth it recurses to.
+HEADER_BYTES = 1 << 16
+# The longest .npy header accepted (numpy's own bound on what it parses: 10,000 bytes).
+NPY_HEADER_BYTES = 10_000
+# A split CSV lists the rows of one dataset once (270,001 lines of at most 6 digits for the
+# largest, about 2 MB); one larger than this is not a split CSV.
+SPLIT_CSV_MAX_BYTES = 16 << 20
+# A split CSV's line: a row number of at most 12 digits, spaces and its line ending.
+SPLIT_LINE_MAX = 64
 # The data loader of the neural-functional papers: the last checkpoint, half for test, then
 # 80 % of the rest for train, shuffled by random.Random(0).
 NFN_FINAL_STEP = 86
@@ -133,6 +167,7 @@ NFN_TEST_FROM = 0.5
 NFN_TRAIN_SHARE = 0.8
 NFN_SEED = 0
 _SUFFIXES = (".tar.xz", ".txz")
+_RERUN = f"check the URL (and {HTTP_MIRROR_ENV}), then rerun the same command"
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
@@ -149,10 +184,11 @@ class _Cut(Exception):
 
 
 class _Body:
-    """The response body as a file: each byte hashed, counted and shown as tarfile reads it.
+    """The response body as a file: each byte hashed, counted and shown as it is read.
 
     The first bytes are judged before tarfile sees any (an HTML page or an error JSON served
-    in place of the archive is refused by :func:`~weightzoo.sources.http.check_served`).
+    in place of the archive is refused by :func:`~weightzoo.sources.http.check_served`); a body
+    trickled below :class:`~weightzoo.sources.http.Pace`'s floor is given up.
     """
 
     def __init__(
@@ -161,11 +197,11 @@ class _Body:
         self._chunks = response.iter_raw()  # as received: a closed stream wastes little
         self._source, self._name = source, name
         self._hasher, self._bar = hasher, bar
+        self._pace = Pace(source, name, "rerun the same command later")
         self._pending = bytearray()
         self._judged = False
         self.received = 0
-        length = response.headers.get("content-length", "")
-        self.total = int(length) if length.isdigit() else None
+        self.total = header_int(response.headers, "content-length", source)
 
     def _pull(self) -> bytes | None:
         try:
@@ -173,7 +209,7 @@ class _Body:
         except StopIteration:
             return None
         except httpx2.TransportError as exc:
-            raise _Cut(self.received, f"{type(exc).__name__}: {exc}") from exc
+            raise _Cut(self.received, _reason(exc)) from exc
         self.received += len(chunk)
         if self.total is not None and self.received > self.total:
             raise SourceContentError(
@@ -183,9 +219,11 @@ class _Body:
         if self._hasher is not None:
             self._hasher.update(chunk)
         self._bar.update(len(chunk))
+        self._pace.add(len(chunk))
         return chunk
 
-    def _judge(self) -> None:
+    def judge(self) -> None:
+        """Refuse a page or error JSON served in place of the archive (from its first bytes)."""
         while len(self._pending) < SNIFF_BYTES and (chunk := self._pull()) is not None:
             self._pending += chunk
         check_served(self._source, self._name, "", bytes(self._pending[:SNIFF_BYTES]))
@@ -194,7 +232,7 @@ class _Body:
     def read(self, size: int = -1) -> bytes:
         """Up to ``size`` bytes (all that is left for a negative ``size``); ``b""`` at the end."""
         if not self._judged:
-            self._judge()
+            self.judge()
         while size < 0 or len(self._pending) < size:
             chunk = self._pull()
             if chunk is None:
@@ -216,13 +254,72 @@ class _Body:
                 )
 
 
+class _Tar:
+    """The tar inside the xz body, as tarfile reads it (mode ``r|``): decompressed, bounded.
+
+    Each read decompresses at most what tarfile asks for. Every byte yielded is counted: in
+    all, against :data:`~weightzoo.sources.archive.MAX_RATIO` times the bytes received; past
+    the data of the last member tarfile yielded (:meth:`admit`), to at most
+    :data:`HEADER_BYTES`, so the headers of the next member (whose bodies tarfile reads whole,
+    before any member reaches a check) are refused as they arrive.
+    """
+
+    def __init__(self, body: _Body, source: str) -> None:
+        self._body, self._source = body, source
+        self._xz = lzma.LZMADecompressor(format=lzma.FORMAT_XZ)
+        self.out = 0
+        self._limit = HEADER_BYTES
+        self._last: str | None = None
+
+    def admit(self, member: tarfile.TarInfo) -> None:
+        """Let tarfile read ``member``'s data, then at most :data:`HEADER_BYTES` of headers."""
+        blocks = -(-member.size // tarfile.BLOCKSIZE)
+        self._limit = member.offset_data + blocks * tarfile.BLOCKSIZE + HEADER_BYTES
+        self._last = member.name
+
+    def read(self, size: int = -1) -> bytes:
+        """At most ``size`` bytes (:data:`TAR_READ_BYTES` for a negative one); ``b""`` at the end.
+
+        Raises:
+            EOFError: the body ends before the xz stream does.
+            UnsafeArchiveError: past either bound.
+        """
+        size = TAR_READ_BYTES if size < 0 else size
+        while size and not self._xz.eof:
+            data = b""
+            if self._xz.needs_input:
+                data = self._body.read(READ_BYTES)
+                if not data:
+                    raise EOFError(f"the body ends after {self._body.received} bytes, mid-stream")
+            out = self._xz.decompress(data, max_length=size)
+            if out:
+                self._count(len(out))
+                return out
+        return b""
+
+    def _count(self, count: int) -> None:
+        self.out += count
+        where = f"after the member {self._last!r}" if self._last else "at its start"
+        if self.out > self._limit:
+            raise UnsafeArchiveError(
+                f"{self._source} has tar headers of more than {HEADER_BYTES} bytes {where} (a "
+                "GNU long name or pax header that large is a header bomb); weightzoo reads "
+                "nothing more of it: report it to its publisher"
+            )
+        if self.out > RATIO_FLOOR + MAX_RATIO * self._body.received:
+            raise UnsafeArchiveError(
+                f"{self._source} expands to {self.out} bytes from {self._body.received} "
+                f"received (ratio over {MAX_RATIO}) {where}: a tar bomb; weightzoo extracts "
+                "nothing from it: report it to its publisher"
+            )
+
+
 class _Budget:
-    """The bytes an archive may expand to: declared sizes and decompressed bytes, bounded."""
+    """The bytes an archive's members may declare, bounded by the announced size."""
 
     def __init__(self, source: str, body: _Body) -> None:
-        self.source, self.body = source, body
+        self.source = source
         self.declared = 0
-        self.out = 0
         total = body.total
         self.limit = max(RATIO_FLOOR, int(total * MAX_RATIO)) if total is not None else None
 
@@ -236,32 +333,25 @@ class _Budget:
                 f"which takes the archive past {self.limit} bytes: a tar bomb",
             )
 
-    def spend(self, name: str, count: int) -> None:
-        """Count decompressed bytes, never more than the ratio bound of the bytes received."""
-        self.out += count
-        if self.out > RATIO_FLOOR + MAX_RATIO * self.body.received:
-            raise _refuse(
-                self.source,
-                name,
-                f"which expands {self.out} bytes from {self.body.received} received (ratio "
-                f"over {MAX_RATIO}): a tar bomb",
-            )
 
-
-def _pour(src: IO[bytes], out: IO[bytes] | None, count: int, name: str, budget: _Budget) -> None:
-    """Copy ``count`` bytes of a member to ``out`` (``None``: discard), counted."""
+def _pour(src: IO[bytes], out: IO[bytes] | None, count: int, name: str, source: str) -> None:
+    """Copy ``count`` bytes of a member to ``out`` (``None``: discard)."""
     left = count
     while left > 0:
         chunk = src.read(min(CHUNK_BYTES, left))
         if not chunk:
             raise UnreadableFileError(
-                f"member {name!r} of {budget.source} ends {left} bytes early; the archive is "
+                f"member {name!r} of {source} ends {left} bytes early; the archive is "
                 "damaged or truncated: rerun to download it again"
             )
-        budget.spend(name, len(chunk))
         left -= len(chunk)
         if out is not None:
             out.write(chunk)
+
+
+def _reason(exc: BaseException) -> str:
+    """What the HTTP client said, on one short line (a server may put anything in it)."""
+    return " ".join(f"{type(exc).__name__}: {exc}".split())[:200]
 
 
 def _new_file(path: Path) -> IO[bytes]:
@@ -273,12 +363,21 @@ def _new_file(path: Path) -> IO[bytes]:
 
 
 def _npy_header(src: IO[bytes], name: str, source: str) -> tuple[tuple[int, ...], np.dtype, int]:
-    """``(shape, dtype, header bytes)`` of a streamed ``.npy``, checked numeric and C-ordered."""
+    """``(shape, dtype, header bytes)`` of a streamed ``.npy``, checked numeric and C-ordered.
+
+    The header's length is checked before its text is read (numpy would read all it declares,
+    up to 4 GiB, before its own check).
+    """
     fmt = np.lib.format
     try:
         version = fmt.read_magic(src)
+        width = 2 if version == (1, 0) else 4
+        field = src.read(width)
+        length = int.from_bytes(field, "little")
+        if length > NPY_HEADER_BYTES:
+            raise ValueError(f"the header declares {length} bytes, over {NPY_HEADER_BYTES}")
         read = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
-        shape, fortran, dtype = read(src)
+        shape, fortran, dtype = read(io.BytesIO(field + src.read(length)))
     except (ValueError, TypeError, EOFError, OSError, SyntaxError) as exc:
         raise UnreadableFileError(
             f"member {name!r} of {source} has no valid .npy header ({type(exc).__name__}: "
@@ -319,6 +418,7 @@ class _Stage:
     folder: Path
     source: str
     models: int | None
+    verify: bool = True  # refuse an archive sent without a checksum
     parent: PurePosixPath | None = None
     members: dict[str, tarfile.TarInfo] = field(default_factory=dict)
     index: list[tuple[str, Any]] | None = None
@@ -340,23 +440,29 @@ class _Stage:
         self.parent = path.parent
         return path.name
 
-    def take(self, role: str, member: tarfile.TarInfo, src: IO[bytes], budget: _Budget) -> None:
+    def take(self, role: str, member: tarfile.TarInfo, src: IO[bytes]) -> None:
         """Write one of the three files into the folder (weights: the rows needed)."""
         self.members[role] = member
         if role == WEIGHTS:
-            return self._take_weights(member, src, budget)
+            return self._take_weights(member, src)
         if role == LAYOUT and member.size > LAYOUT_MAX_BYTES:
             raise _refuse(
                 self.source, member.name, f"a layout.csv of {member.size} bytes (a bomb?)"
             )
         with _new_file(self.folder / role) as out:
-            _pour(src, out, member.size, member.name, budget)
+            _pour(src, out, member.size, member.name, self.source)
         if role == METRICS:
             from weightzoo.importers.cnn_zoo import metrics_index
 
-            self.index = metrics_index(self.folder / role)
+            # Counted against the rows of weights.npy where it came first, else the zoo's bound.
+            path = self.folder / role
+            try:
+                self.index = metrics_index(path, max_rows=self.rows_total)
+            except (UnreadableFileError, LayoutError) as exc:  # name the member, not the copy
+                where = f"member {member.name!r} of {self.source}"
+                raise type(exc)(str(exc).replace(str(path), where)) from exc
 
-    def _take_weights(self, member: tarfile.TarInfo, src: IO[bytes], budget: _Budget) -> None:
+    def _take_weights(self, member: tarfile.TarInfo, src: IO[bytes]) -> None:
         (rows, width), dtype, header = _npy_header(src, member.name, self.source)
         row_bytes = width * dtype.itemsize
         if member.size != header + rows * row_bytes:
@@ -365,7 +471,8 @@ class _Stage:
                 f".npy header promises {header + rows * row_bytes}; the archive is damaged: "
                 "report it to its publisher"
             )
-        budget.spend(member.name, header)
+        if self.index is not None:  # metrics.csv.gz came first: refuse before the rows come
+            _check_rows(len(self.index), rows, self.source)
         keep = rows
         if self.models is not None and self.index is not None:
             keep = min(rows, _rows_needed(self.index, self.models))
@@ -373,12 +480,12 @@ class _Stage:
         with _new_file(self.folder / WEIGHTS) as out:
             descr = {"descr": fmt.dtype_to_descr(dtype), "fortran_order": False}
             fmt.write_array_header_2_0(out, {**descr, "shape": (keep, width)})
-            _pour(src, out, keep * row_bytes, member.name, budget)
+            _pour(src, out, keep * row_bytes, member.name, self.source)
         self.rows_total, self.rows_kept = rows, keep
         if keep < rows and self.done():
             self.stopped = True  # every file is in: the stream can be closed here
         else:  # more members to come: read through the rest, counted
-            _pour(src, None, (rows - keep) * row_bytes, member.name, budget)
+            _pour(src, None, (rows - keep) * row_bytes, member.name, self.source)
 
     def done(self) -> bool:
         """Whether all three files are in."""
@@ -418,12 +525,15 @@ class _Streamed:
     bytes_read: int
 
 
-def _walk(tar: tarfile.TarFile, stage: _Stage, budget: _Budget) -> bool:
+def _walk(tar: tarfile.TarFile, stage: _Stage, budget: _Budget, stream: _Tar) -> bool:
     """Take the members as they come; ``True`` when the archive was read to its end."""
     names = _Names(stage.source)
     for member in tar:
+        stream.admit(member)
         path = member_path(member.name, stage.source)
         problem = _tar_type_problem(member)
+        if member.issparse():  # its holes are zeros that no received byte accounts for
+            problem = "a sparse file (the zoo has none)"
         if problem:
             raise _refuse(stage.source, member.name, problem)
         if path is None:
@@ -436,9 +546,9 @@ def _walk(tar: tarfile.TarFile, stage: _Stage, budget: _Budget) -> bool:
         src = tar.extractfile(member)
         assert src is not None  # a regular file (links and devices were refused)
         if role is None:
-            _pour(src, None, member.size, member.name, budget)
+            _pour(src, None, member.size, member.name, stage.source)
             continue
-        stage.take(role, member, src, budget)
+        stage.take(role, member, src)
         if stage.stopped:
             return False  # every row needed is in: close the stream
     return True
@@ -461,6 +571,19 @@ def _verify(body: _Body, expected: Any, hasher: Any, source: str, name: str) -> 
     return True
 
 
+def _unverifiable(response: httpx2.Response, source: str, name: str) -> SourceChecksumError:
+    """The refusal of an archive sent without a checksum weightzoo can check."""
+    sent = ", ".join(response.headers.get_list("x-goog-hash"))
+    what = f"x-goog-hash {sent[:120]!r}" if sent else "no x-goog-hash header"
+    crc = "crc32c=" in sent.lower()
+    needs = " (its crc32c needs the google-crc32c package, not installed)" if crc else ""
+    return SourceChecksumError(
+        f"{source} sent {what} for {name}: no md5 weightzoo can check{needs}; refusing an "
+        f"unverified archive: fetch it from the bucket (or a mirror, {HTTP_MIRROR_ENV}, that "
+        "passes on its x-goog-hash md5), or pass verify=False to accept it unchecked"
+    )
+
+
 def _check_found(response: httpx2.Response, source: str, name: str) -> None:
     """404 and 410 in the words of a bucket (``check_status`` speaks of Zenodo records)."""
     if response.status_code in (404, 410):
@@ -470,44 +593,72 @@ def _check_found(response: httpx2.Response, source: str, name: str) -> None:
         )
 
 
+def _check_rows(indexed: int, rows: int, source: str) -> None:
+    if indexed != rows:
+        raise LayoutError(
+            f"{source}: metrics.csv.gz has {indexed} rows but weights.npy has {rows}; the "
+            "archive is inconsistent: report it to its publisher"
+        )
+
+
 def _stream_once(
     client: httpx2.Client, source: str, name: str, stage: _Stage, progress: bool
 ) -> _Streamed:
+    """One GET of the archive; any failure of the HTTP client is a named error.
+
+    A transport failure (refused, reset, timed out) is a cut, to start again; a redirect loop,
+    a redirect to another scheme or a body that does not decode is final.
+    """
+    try:
+        with client.stream("GET", source) as response:
+            return _receive(response, source, name, stage, progress)
+    except httpx2.TransportError as exc:
+        if isinstance(exc, httpx2.UnsupportedProtocol):
+            raise request_failed(exc, source, name, _RERUN) from exc
+        raise _Cut(0, _reason(exc)) from exc
+    except (httpx2.RequestError, httpx2.InvalidURL) as exc:
+        raise request_failed(exc, source, name, _RERUN) from exc
+
+
+def _receive(
+    response: httpx2.Response, source: str, name: str, stage: _Stage, progress: bool
+) -> _Streamed:
     from tqdm import tqdm
 
-    with client.stream("GET", source) as response:
-        _check_found(response, source, name)
-        check_status(response, source, name)
-        check_served(source, name, response.headers.get("content-type", ""))
-        expected = goog_hash(response.headers)
-        hasher = expected.hasher() if expected is not None else None
-        bar = tqdm(
-            total=None,
-            unit="B",
-            unit_scale=True,
-            unit_divisor=1024,
-            desc=name,
-            disable=not progress,
-        )
-        with bar:
-            body = _Body(response, source, name, hasher, bar)
-            bar.total = body.total
-            budget = _Budget(source, body)
-            try:
-                with tarfile.open(fileobj=body, mode="r|xz", bufsize=READ_BYTES) as tar:  # type: ignore[call-overload]
-                    complete = _walk(tar, stage, budget)
-            except (tarfile.TarError, lzma.LZMAError, zlib.error, EOFError) as exc:
-                if body.total is not None and body.received < body.total:
-                    raise _Cut(body.received, f"{type(exc).__name__}: {exc}") from exc
-                raise UnreadableFileError(
-                    f"{name} from {source} is not a readable tar.xz archive "
-                    f"({type(exc).__name__}: {exc}); it is damaged or truncated: rerun to "
-                    "download it again"
-                ) from exc
-            if complete:
-                body.drain()
-            checked = _verify(body, expected, hasher, source, name) if complete else False
+    _check_found(response, source, name)
+    check_status(response, source, name)
+    check_served(source, name, response.headers.get("content-type", ""))
+    expected = goog_hash(response.headers)
+    hasher = expected.hasher() if expected is not None else None
+    bar = tqdm(
+        total=None, unit="B", unit_scale=True, unit_divisor=1024, desc=name, disable=not progress
+    )
+    with bar:
+        body = _Body(response, source, name, hasher, bar)
+        bar.total = body.total
+        body.judge()  # a page served instead says so, rather than that it has no checksum
+        if hasher is None and stage.verify:
+            raise _unverifiable(response, source, name)
+        complete = _untar(body, stage, source, name)
+        if complete:
+            body.drain()
+        checked = _verify(body, expected, hasher, source, name) if complete else False
     return _streamed(stage, source, name, body, expected, complete, checked)
+
+
+def _untar(body: _Body, stage: _Stage, source: str, name: str) -> bool:
+    """Read the archive's members into the stage; ``True`` when it was read to its end."""
+    stream = _Tar(body, source)
+    try:
+        with tarfile.open(fileobj=stream, mode="r|", bufsize=TAR_READ_BYTES) as tar:  # type: ignore[call-overload]
+            return _walk(tar, stage, _Budget(source, body), stream)
+    except (tarfile.TarError, lzma.LZMAError, zlib.error, EOFError) as exc:
+        if body.total is not None and body.received < body.total:
+            raise _Cut(body.received, _reason(exc)) from exc
+        raise UnreadableFileError(
+            f"{name} from {source} is not a readable tar.xz archive ({_reason(exc)}); it is "
+            "damaged or truncated: rerun to download it again"
+        ) from exc
 
 
 def _streamed(
@@ -526,11 +677,7 @@ def _streamed(
             "archive: check the URL"
         )
     assert stage.index is not None and stage.rows_total is not None
-    if len(stage.index) != stage.rows_total:
-        raise LayoutError(
-            f"{name} from {source}: metrics.csv.gz has {len(stage.index)} rows but weights.npy "
-            f"has {stage.rows_total}; the archive is inconsistent: report it to its publisher"
-        )
+    _check_rows(len(stage.index), stage.rows_total, f"{name} from {source}")
     return _Streamed(
         folder=stage.folder,
         members=tuple({"name": m.name, "size": m.size} for m in stage.members.values()),
@@ -546,22 +693,29 @@ def _streamed(
 
 
 def _stream(
-    client: httpx2.Client, source: str, name: str, folder: Path, models: int | None, progress: bool
+    client: httpx2.Client,
+    source: str,
+    name: str,
+    folder: Path,
+    models: int | None,
+    progress: bool,
+    verify: bool,
 ) -> tuple[_Streamed, int]:
     """Stream the archive into ``folder``, restarting a cut stream; ``(result, restarts)``."""
     for attempt in range(RESTARTS + 1):
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
         try:
-            stage = _Stage(folder, source, models)
+            stage = _Stage(folder, source, models, verify)
             return _stream_once(client, source, name, stage, progress), attempt
         except _Cut as exc:
             if attempt == RESTARTS:
+                at = f"the last after {exc.received} bytes" if exc.received else "before any byte"
                 raise SourceConnectionError(
-                    f"the connection to {urlsplit(source).netloc} broke {RESTARTS + 1} times, "
-                    f"the last after {exc.received} bytes of {name} ({exc.reason}); a tar.xz "
-                    "stream cannot resume and nothing was kept: rerun the same command to "
-                    "start again"
+                    f"the connection to {source} broke {RESTARTS + 1} times, {at} "
+                    f"({exc.reason}); a tar.xz stream cannot resume and nothing was kept: check "
+                    f"the network (and {HTTP_MIRROR_ENV}), then rerun the same command to start "
+                    "again"
                 ) from exc
             logger.warning(
                 "%s: %s after %d bytes; starting again (%d/%d)",
@@ -594,13 +748,31 @@ def _is_permutation(values: Sequence[int], rows: int) -> bool:
     return len(values) == rows and np.array_equal(np.sort(order), np.arange(rows))
 
 
+def _split_lines(handle: IO[bytes], source: str) -> Iterator[str]:
+    """The lines of a split CSV, stripped, each at most :data:`SPLIT_LINE_MAX` bytes."""
+    while line := handle.readline(SPLIT_LINE_MAX + 1):
+        if len(line) > SPLIT_LINE_MAX:
+            raise SourceContentError(
+                f"{source} has a line of more than {SPLIT_LINE_MAX} bytes ({line[:24]!r}...), "
+                "not one row number; check the split CSV's URL"
+            )
+        try:
+            yield line.decode("ascii").strip()
+        except UnicodeDecodeError as exc:
+            raise SourceContentError(
+                f"{source} is not a text file of row numbers ({exc}); check the split CSV's URL"
+            ) from exc
+
+
 def read_split_csv(path: Path, rows: int, source: str) -> list[int]:
     """The row numbers of a split CSV, as the papers' data loader reads them.
 
     The published CSVs were written by pandas with a header line ``0`` (the column's name)
     above a permutation of the rows; the loader reads them without a header, so ``0`` is also
     its first row number (row 0 is listed twice). Both that form and a plain permutation are
-    accepted, and every line is returned, in order.
+    accepted, and every line is returned, in order. The file is read a line at a time: a line
+    longer than :data:`SPLIT_LINE_MAX` bytes, or a number beyond the ``rows + 1`` a split CSV can
+    hold, is refused as it is read.
 
     Args:
         path: the downloaded CSV.
@@ -611,23 +783,23 @@ def read_split_csv(path: Path, rows: int, source: str) -> list[int]:
         SourceContentError: for a line that is not one row number, or numbers that are not
             each row of ``weights.npy`` once (after that header).
     """
-    try:
-        text = path.read_bytes().decode("ascii")
-    except UnicodeDecodeError as exc:
-        raise SourceContentError(
-            f"{source} is not a text file of row numbers ({exc}); check the split CSV's URL"
-        ) from exc
-    values = []
-    for number, line in enumerate(text.splitlines(), 1):
-        item = line.strip()
-        if not item:
-            continue
-        if not re.fullmatch(r"[0-9]{1,12}", item):
-            raise SourceContentError(
-                f"{source} line {number} is {item[:40]!r}, not one row number; a split CSV "
-                "lists one row of weights.npy per line: check its URL"
-            )
-        values.append(int(item))
+    values: list[int] = []
+    with open(path, "rb") as handle:
+        for number, item in enumerate(_split_lines(handle, source), 1):
+            if not item:
+                continue
+            if not re.fullmatch(r"[0-9]{1,12}", item):
+                raise SourceContentError(
+                    f"{source} line {number} is {item[:40]!r}, not one row number; a split CSV "
+                    "lists one row of weights.npy per line: check its URL"
+                )
+            if len(values) > rows:  # the header 0 and each row once: no more
+                raise SourceContentError(
+                    f"{source} lists more than {rows + 1} row numbers, not each of the {rows} "
+                    "rows of weights.npy once; it belongs to another zoo: pass the split CSV "
+                    "of this dataset, or none"
+                )
+            values.append(int(item))
     plain = _is_permutation(values, rows)
     if not plain and not (values[:1] == [0] and _is_permutation(values[1:], rows)):
         raise SourceContentError(
@@ -685,8 +857,17 @@ def _network_splits(
 def _fetch_split_csv(
     client: httpx2.Client, url: str, work: Path, progress: bool
 ) -> tuple[Path, str]:
-    got = download(url, work / "split.csv", client=client, progress=progress)
+    dest = work / "split.csv"
+    got = download(url, dest, client=client, progress=progress, max_bytes=SPLIT_CSV_MAX_BYTES)
     return got.path, mirrored(url)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(CHUNK_BYTES):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _nfn_record(
@@ -715,7 +896,7 @@ def _nfn_record(
         "final_rows_listed_twice": len(final) - len(set(final)),
         "csv_url": url,
         "csv_fetched_from": fetched_from,
-        "csv_sha256": hashlib.sha256(csv_path.read_bytes()).hexdigest(),
+        "csv_sha256": _sha256(csv_path),  # no checksum is published: the bytes used
         "csv_rows": len(order),
         "final_step": NFN_FINAL_STEP,
         "test_from": NFN_TEST_FROM,
@@ -761,7 +942,7 @@ def _verified(streamed: _Streamed) -> str:
             "nothing: the stream was closed after the rows needed, so the md5 of the whole "
             "file could not be checked"
         )
-    return "nothing: the server sent no md5 (x-goog-hash)"
+    return "nothing: the server sent no md5 (x-goog-hash), and verify=False accepted that"
 
 
 def _provenance(
@@ -794,6 +975,7 @@ def fetch_small_cnn_zoo(
     split_csv_url: str | None = None,
     models: int | None = None,
     progress: bool = True,
+    verify: bool = True,
 ) -> Path:
     """Stream one Small CNN Zoo ``tar.xz`` and convert it into a zoo at ``out``.
 
@@ -805,14 +987,18 @@ def fetch_small_cnn_zoo(
             module's documentation); ``None``: weightzoo's split rule.
         models: only the first ``models`` networks (``None``: all).
         progress: show a progress bar in bytes, then one in networks.
+        verify: refuse an archive sent without an md5 (``x-goog-hash``) after its first
+            bytes; ``False`` accepts it unchecked, and ``source.json`` says so.
 
     Returns:
         ``out``.
 
     Raises:
         SourceError: and its subclasses, for the transfer (a cut stream, 404, an HTML page
-            instead of the archive, an md5 mismatch, a split CSV that does not fit).
-        UnsafeArchiveError: for a hostile member (a link, a device, ``..``, a duplicate, a bomb).
+            instead of the archive, no md5 to check, an md5 mismatch, a split CSV that does
+            not fit).
+        UnsafeArchiveError: for a hostile member (a link, a device, ``..``, a duplicate, a bomb,
+            headers past :data:`HEADER_BYTES`).
         UnreadableFileError: for a damaged archive or files that are not the zoo's.
         InvalidOptionError: for an occupied ``out``, a URL that is no ``.tar.xz``, or a bad
             ``models``.
@@ -832,7 +1018,7 @@ def fetch_small_cnn_zoo(
             if split_csv_url:
                 split_csv = _fetch_split_csv(client, split_csv_url, work, progress)
             folder = work / "src" / dataset
-            streamed, restarts = _stream(client, source, name, folder, models, progress)
+            streamed, restarts = _stream(client, source, name, folder, models, progress, verify)
         if streamed.rows_kept < streamed.rows_total:
             _cut_metrics(folder / METRICS, streamed.rows_kept)
         splits: dict[str, str] | None = None
