@@ -225,7 +225,7 @@ def _unpack(download: Download, dataset: ImageDataset, stage: Path, retry: str) 
     path = stage / download.file
     if download.kind == "zip":
         try:
-            with zipfile.ZipFile(path) as zf:
+            with archive.open_zip(path, source) as zf:  # its central directory bounded first
                 archive.extract_zip(zf, unpacked, source=source)
         except zipfile.BadZipFile as exc:
             raise SourceContentError(

@@ -879,10 +879,16 @@ class _Transfer:
         limit = self.limit()
         if self.received + len(chunk) > limit:
             self.discard()
-            promised = "promised" if limit in (self.size, self.total) else "weightzoo accepts"
+            listed = limit in (self.size, self.total)
+            why = (
+                "the file changed since it was listed, rerun to list it again"
+                if listed
+                else "it is larger than weightzoo accepts for this file; check the address"
+            )
             raise SourceContentError(
-                f"{self.url} sent more than the {limit} bytes {promised} for {self.dest.name}; "
-                "refusing the rest: the file changed since it was listed, rerun to list it again"
+                f"{self.url} sent more than the {limit} bytes "
+                f"{'promised' if listed else 'weightzoo accepts'} for {self.dest.name}; refusing "
+                f"the rest: {why}"
             )
         out.write(chunk)
         self.received += len(chunk)
