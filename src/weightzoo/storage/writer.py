@@ -284,73 +284,42 @@ def write_shard_file(
     same bytes) and written with one plain write: a full disk then fails as an ordinary
     ``OSError``, never inside HDF5, whose half-written file fails again when it is closed.
     """
-    fields = {
-        "zoo_name": zoo_name,
-        "spec_fingerprint": spec_fingerprint,
-        "split": split,
-        "models": models,
-        "epochs": epochs,
-        "weights": weights,
-        "stats": stats,
-        "metrics": metrics,
-        "columns": columns,
-        "checkpoint_viable": checkpoint_viable,
-    }
-    if weights.nbytes + stats.nbytes > IN_MEMORY_SHARD_BYTES:
-        with h5py.File(path, "w", libver="latest") as handle:
-            _fill_shard(handle, **fields)
-        return
-    with h5py.File(
-        os.fspath(path), "w", driver="core", backing_store=False, libver="latest"
-    ) as handle:
-        _fill_shard(handle, **fields)
+    in_memory = weights.nbytes + stats.nbytes <= IN_MEMORY_SHARD_BYTES
+    driver: dict[str, Any] = {"driver": "core", "backing_store": False} if in_memory else {}
+    with h5py.File(os.fspath(path), "w", libver="latest", **driver) as handle:
+        handle.attrs["format"] = "weightzoo-shard"
+        handle.attrs["format_version"] = FORMAT_VERSION
+        handle.attrs["zoo"] = zoo_name
+        handle.attrs["spec_fingerprint"] = spec_fingerprint
+        handle.attrs["split"] = split
+        handle.attrs["models"] = np.asarray(models, dtype=np.int64)
+        handle.attrs["epochs"] = np.asarray(epochs, dtype=np.int64)
+        _create_row_dataset(handle, "weights", weights)
+        _create_row_dataset(handle, "stats", stats)
+        handle.create_dataset(
+            "checkpoint_viable", data=checkpoint_viable.astype(bool), track_times=False
+        )
+        metric_group = _create_group(handle, "metrics")
+        for name, values in metrics.items():
+            metric_group.create_dataset(name, data=values.astype(np.float32), track_times=False)
+        model_group = _create_group(handle, "models")
+        for name, values in columns.items():
+            if values.dtype == object:
+                model_group.create_dataset(
+                    name,
+                    data=values.astype(str).tolist(),
+                    dtype=h5py.string_dtype("utf-8"),
+                    track_times=False,
+                )
+            else:
+                model_group.create_dataset(name, data=values, track_times=False)
         handle.flush()
-        image = handle.id.get_file_image()
-    with open(path, "wb") as out:
-        out.write(image)
-
-
-def _fill_shard(
-    handle: h5py.File,
-    *,
-    zoo_name: str,
-    spec_fingerprint: str,
-    split: str,
-    models: tuple[int, int],
-    epochs: Sequence[int],
-    weights: np.ndarray,
-    stats: np.ndarray,
-    metrics: Mapping[str, np.ndarray],
-    columns: Mapping[str, Any],
-    checkpoint_viable: np.ndarray,
-) -> None:
-    handle.attrs["format"] = "weightzoo-shard"
-    handle.attrs["format_version"] = FORMAT_VERSION
-    handle.attrs["zoo"] = zoo_name
-    handle.attrs["spec_fingerprint"] = spec_fingerprint
-    handle.attrs["split"] = split
-    handle.attrs["models"] = np.asarray(models, dtype=np.int64)
-    handle.attrs["epochs"] = np.asarray(epochs, dtype=np.int64)
-    _create_row_dataset(handle, "weights", weights)
-    _create_row_dataset(handle, "stats", stats)
-    handle.create_dataset(
-        "checkpoint_viable", data=checkpoint_viable.astype(bool), track_times=False
-    )
-    metric_group = _create_group(handle, "metrics")
-    for name, values in metrics.items():
-        metric_group.create_dataset(name, data=values.astype(np.float32), track_times=False)
-    model_group = _create_group(handle, "models")
-    for name, values in columns.items():
-        if values.dtype == object:
-            model_group.create_dataset(
-                name,
-                data=values.astype(str).tolist(),
-                dtype=h5py.string_dtype("utf-8"),
-                track_times=False,
-            )
-        else:
-            model_group.create_dataset(name, data=values, track_times=False)
-    handle.flush()
+        if in_memory:
+            handle.flush()  # a second flush settles the image to the bytes the file driver writes
+        image = handle.id.get_file_image() if in_memory else None
+    if image is not None:
+        with open(path, "wb") as out:
+            out.write(image)
 
 
 class ZooWriter:
