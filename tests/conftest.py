@@ -6,15 +6,15 @@ import numpy as np
 import pytest
 
 import toy_family
-from weightzoo.generate import specs as spec_registry
+from weightzoo import families
 
 
 @pytest.fixture(autouse=True, scope="session")
 def _register_toy_family():
-    """Make the toy family known to the registry (as a real family module would be)."""
-    spec_registry._FAMILY_MODULES["toy"] = "toy_family"
+    """Make the toy family known to the registry, as a family from outside weightzoo is."""
+    families.register("toy", "toy_family")
     yield
-    spec_registry._FAMILY_MODULES.pop("toy", None)
+    families.unregister("toy")
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -2,41 +2,54 @@
 
 from __future__ import annotations
 
+import json
 import math
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from weightzoo import functional
+from weightzoo import cli, functional
 from weightzoo.architectures import UnbuildableSpecError
-from weightzoo.architectures.pinn import PINN
 from weightzoo.errors import InvalidOptionError
-from weightzoo.generate.pinn.family import GridValueError, PINNSpec, family
-from weightzoo.generate.pinn.population import (
-    initial_models,
-    population_loss_parts,
-    train_population,
-)
-from weightzoo.generate.runner import generate
-from weightzoo.generate.specs import all_specs, get_spec
-from weightzoo.landscape.hessian import hessian_top_eigenvalue
-from weightzoo.landscape.phase import read_phases
-from weightzoo.landscape.pinn import (
-    PINNLossModule,
-    pinn_loss_data,
-    pinn_loss_fn,
-)
-from weightzoo.landscape.zoo import compute_zoo_landscape
-from weightzoo.storage.sidecar import read_sidecar
-from weightzoo.tasks.convection import (
+from weightzoo.families import family as registered_family
+from weightzoo.families.pinn.data import (
     convection_data,
     exact_solution,
     loss_parts,
     relative_l2_error,
     residual,
 )
+from weightzoo.families.pinn.family import FAMILY
+from weightzoo.families.pinn.landscape import (
+    PINNLossModule,
+    pinn_loss_data,
+    pinn_loss_fn,
+)
+from weightzoo.families.pinn.model import PINN
+from weightzoo.families.pinn.spec import GridValueError, PINNSpec
+from weightzoo.families.pinn.train import (
+    initial_models,
+    population_loss_parts,
+    train_population,
+)
+from weightzoo.generate.runner import generate
+from weightzoo.generate.specs import all_specs, family_for, get_spec
+from weightzoo.landscape.hessian import hessian_top_eigenvalue
+from weightzoo.landscape.phase import read_phases
+from weightzoo.landscape.zoo import compute_zoo_landscape
+from weightzoo.storage.sidecar import read_sidecar
 from weightzoo.zoo import Zoo
+
+
+def family():
+    """The PINN family, as the registry hands it out."""
+    return registered_family("pinn")
+
 
 # the tiny landscape runs two power iterations, far from converged on purpose (speed)
 pytestmark = pytest.mark.filterwarnings("ignore:power iteration did not converge")
@@ -265,3 +278,74 @@ def test_evaluate_names_its_error_for_a_pinn_zoo(tiny_zoo):
 
 def test_generate_lists_the_family():
     assert get_spec("phase-pinn-convection").family == "pinn"
+
+
+# ------------------------------------------------------------------- the family's one home
+def test_the_registry_hands_out_the_family_and_binds_its_spec_class():
+    assert family() is FAMILY and FAMILY.spec_class is PINNSpec
+    assert family_for(tiny_spec()) is FAMILY
+    other = PINNSpec.__mro__[2]  # ZooSpec: a spec of another class under the PINN name
+    with pytest.raises(InvalidOptionError, match="is a ZooSpec but family 'pinn' trains PINNSpec"):
+        family_for(other(name="stray", family="pinn"))
+
+
+@settings(max_examples=25, deadline=None)
+@given(hidden=st.lists(st.integers(1, 40), min_size=1, max_size=5))
+def test_the_torch_free_size_is_the_module_layouts(hidden):
+    spec = tiny_spec(hidden=tuple(hidden), epochs=5, checkpoints=7)
+    assert spec.num_params() == FAMILY.layout(spec).num_params
+    assert spec.estimate() == FAMILY.estimate(spec)  # `weightzoo list` shows the family's
+    assert spec.estimate()["checkpoints"] == len(FAMILY.checkpoint_epochs(spec)) == 6
+
+
+def test_listing_and_sizing_import_no_torch():
+    code = (
+        "import sys; from weightzoo import catalog, families; "
+        "sizes = [s.estimate() for s in families.spec_module('pinn').specs()]; "
+        "names = {e.name: e.family for e in catalog.entries() if e.family == 'pinn'}; "
+        "assert 'torch' not in sys.modules, 'torch'; print(sorted(names), sizes[0]['models'])"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == [
+        "['phase-pinn-convection',",
+        "'phase-pinn-convection-paper']",
+        "18",
+    ]
+
+
+def test_list_shows_the_pinn_zoos_with_their_sizes(capsys):
+    assert cli.run(["list", "--family", "pinn", "--json"]) == 0
+    rows = {row["name"]: row for row in json.loads(capsys.readouterr().out)}
+    assert sorted(rows) == ["phase-pinn-convection", "phase-pinn-convection-paper"]
+    paper = rows["phase-pinn-convection-paper"]
+    assert (paper["models"], paper["checkpoints"], paper["params"]) == (700, 11, 7851)
+    assert paper["sources"] == [
+        {
+            "kind": "generate",
+            "command": "weightzoo generate phase-pinn-convection-paper",
+            "data": [],
+        }
+    ]
+
+
+def test_the_old_import_paths_name_the_same_objects():
+    from weightzoo.architectures import pinn as old_model
+    from weightzoo.generate.pinn import population as old_train
+    from weightzoo.landscape import pinn as old_landscape
+    from weightzoo.tasks import convection as old_data
+
+    assert old_model.PINN is PINN and old_data.residual is residual
+    assert old_landscape.PINNLossModule is PINNLossModule
+    assert old_train.train_population is train_population
+
+
+def test_model_and_data_never_import_training_code():
+    code = (
+        "import sys; import weightzoo.families.pinn.model, weightzoo.families.pinn.data; "
+        "from weightzoo.architectures import build_model; "
+        "build_model({'family': 'pinn', 'hidden': [3]}); "
+        "bad = [m for m in sys.modules if m.endswith(('pinn.train', 'generate.population'))]; "
+        "assert not bad, bad"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -36,7 +36,7 @@ SRC = TESTS.parent / "src"
 # do) inherits SIGINT ignored, and Python then leaves it ignored in the child too.
 LAUNCH = (
     "import signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
-    "from weightzoo.generate import specs; specs._FAMILY_MODULES['toy'] = 'toy_family'; "
+    "from weightzoo.families import register; register('toy', 'toy_family'); "
     "from weightzoo.cli import main; main()"
 )
 DEADLINE = 120.0  # seconds: a safety net against a hung run, not a way to wait

@@ -10,7 +10,8 @@ This module is data only (no torch, no network), so that ``import weightzoo`` an
    Small CNN Zoo ``tar.xz`` in a public bucket (:class:`BucketRelease`);
 3. generation from the spec (:class:`Generation`), offline or from named data files.
 
-The generating specs live in :mod:`weightzoo.generate` under the same names. File names inside
+The generating specs live in :mod:`weightzoo.generate` under the same names; the families of
+:mod:`weightzoo.families` list their own zoos (``spec.py``'s ``listings()``). File names inside
 a Zenodo record are never written here: a :class:`FileMatch` says which names fit a zoo, and the
 fetch reads the names from the record's listing at run time.
 """
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any, ClassVar
 
+from weightzoo import families
 from weightzoo.errors import UnknownZooError
 
 # -- where the published zoos come from --------------------------------------------------------
@@ -277,11 +279,6 @@ _VIT_ZOOS = {
     "vit-zoo-paper": "ViT-S pre-trained on ImageNet-1k, fine-tuned on CIFAR-100 (250 models)",
 }
 
-_PINN_ZOOS = {
-    "phase-pinn-convection": "Phase zoo: PINNs on 1-D convection, beta x learning rate, small",
-    "phase-pinn-convection-paper": "Phase zoo: PINNs on 1-D convection, 10 beta x 14 lr x 5 seeds",
-}
-
 _RESNET_WIDTHS = (2, 4, 8, 16, 32, 64, 128, 256)
 # Phase-transition grids (dataset, architecture) -> widths: the grid is a grouped zoo, each
 # width also a zoo of its own (``<grid>-w<width>``).
@@ -491,10 +488,7 @@ def _entries() -> list[CatalogEntry]:
         CatalogEntry(name, "vit", summary, generation=_VIT_DATA.get(name, offline))
         for name, summary in _VIT_ZOOS.items()
     ]
-    entries += [
-        CatalogEntry(name, "pinn", summary, generation=offline)
-        for name, summary in _PINN_ZOOS.items()
-    ]
+    entries += _family_entries()
     for (dataset, architecture), widths in _PHASE_GRIDS.items():
         what = f"Phase transitions: {architecture.upper()} on {dataset}"
         grid = CatalogEntry(
@@ -520,6 +514,14 @@ def _entries() -> list[CatalogEntry]:
             for d in dims
         ]
     return entries + _published_only()
+
+
+def _family_entries() -> list[CatalogEntry]:
+    """What the families of :mod:`weightzoo.families` list (their torch-free ``spec.py``)."""
+    return [
+        CatalogEntry(listing.name, family, listing.summary, generation=Generation(listing.data))
+        for family, listing in families.listings()
+    ]
 
 
 def find(name: str) -> CatalogEntry | None:

@@ -45,6 +45,7 @@ from weightzoo.errors import (
     InvalidOptionError,
     LayoutError,
 )
+from weightzoo.families import family_hooks
 from weightzoo.features import unflatten
 from weightzoo.precision import exact_cuda
 from weightzoo.zoo import Zoo
@@ -52,6 +53,8 @@ from weightzoo.zoo import Zoo
 __all__ = [
     "QUERY_KINDS",
     "Evaluation",
+    "ImageTask",
+    "TaskData",
     "behaviour",
     "evaluate",
     "input_shape",
@@ -114,7 +117,7 @@ class Evaluation:
 
 # ------------------------------------------------------------------------------ data and tasks
 @dataclass
-class _Data:
+class TaskData:
     """Inputs and targets, shared by every row or one set per class.
 
     ``inputs`` is ``[B, ...]`` (shared) or ``[K, B, ...]`` with ``row_class [N]`` picking each
@@ -128,6 +131,7 @@ class _Data:
 
     @property
     def size(self) -> int:
+        """Items per row."""
         return self.inputs.shape[0 if self.row_class is None else 1]
 
     def batch(
@@ -154,8 +158,13 @@ def task_spec(spec: Mapping[str, Any]) -> Mapping[str, Any]:
     return spec
 
 
-class _ImageTask:
-    """Image classification: CNN-s / CNN-m / ResNet-18 / trajectory nets on an image split."""
+class ImageTask:
+    """Image classification: CNN-s / CNN-m / ResNet-18 / trajectory nets on an image split.
+
+    Also the base of a family's own evaluation task
+    (:meth:`~weightzoo.generate.base.Family.eval_task`): a classifier family subclasses it and
+    overrides :meth:`default_data` (and ``splits``, ``input_shape`` where they differ).
+    """
 
     splits = ("train", "val", "test")
     default_split = "test"
@@ -169,17 +178,21 @@ class _ImageTask:
         self.activations = list(spec.get("activations", ["relu"]))
 
     def needs_columns(self, given_inputs: bool) -> bool:
+        """Whether rows need their model columns (a grid zoo's activation builds the module)."""
         return len(set(self.activations)) > 1
 
     def group_keys(self, columns: Mapping[str, np.ndarray], count: int) -> np.ndarray:
+        """Each row's module key: rows of one key run through one module."""
         if len(set(self.activations)) == 1:
             return np.full(count, str(self.activations[0]), dtype=object)
         return np.asarray([_text(v) for v in columns["activation"]], dtype=object)
 
     def module(self, key: str) -> nn.Module:
+        """The module of the rows of ``key`` (eval mode, checked against the layout)."""
         return _checked_module(self.zoo, {"activation": key})
 
-    def default_data(self, split: str, data_dir: str | None, columns: Any, count: int) -> _Data:
+    def default_data(self, split: str, data_dir: str | None, columns: Any, count: int) -> TaskData:
+        """The zoo's own data set ``split`` (one of ``splits``), as the generator had it."""
         from weightzoo.tasks.images import load_splits
 
         spec = self.spec
@@ -200,9 +213,10 @@ class _ImageTask:
                 "WEIGHTZOO_DATA_DIR)."
             ) from None
         x, y = arrays[self.splits.index(split)]
-        return _Data(torch.from_numpy(x), torch.from_numpy(y))
+        return TaskData(torch.from_numpy(x), torch.from_numpy(y))
 
-    def given_data(self, inputs: Any, targets: Any) -> _Data:
+    def given_data(self, inputs: Any, targets: Any) -> TaskData:
+        """Inputs (and class labels) the caller gave, checked against the zoo's input shape."""
         x = torch.as_tensor(inputs, dtype=torch.float32)
         check_inputs(self.zoo, x)
         y = None
@@ -213,9 +227,10 @@ class _ImageTask:
                     f"targets of zoo {self.zoo.name!r} are class labels [{len(x)}] for "
                     f"{len(x)} inputs; got shape {tuple(y.shape)}"
                 )
-        return _Data(x, y)
+        return TaskData(x, y)
 
     def forward(self, net: nn.Module, params: dict[str, Tensor], x: Tensor) -> Tensor:
+        """Outputs ``[rows, batch, classes]`` of stacked ``params`` on ``x``."""
         if stacked.supports(net):  # sequential CNNs / MLPs: a few large kernels
             return stacked.forward(net, params, x)
 
@@ -226,6 +241,7 @@ class _ImageTask:
         return vmap(one, in_dims=(0, None if shared else 0))(params, x)
 
     def sums(self, out: Tensor, y: Tensor, mask: Tensor | None) -> dict[str, Tensor]:
+        """Per-row sums of loss and hits over a batch, and its item ``count``."""
         models, batch, classes = out.shape
         ys = y.expand(models, batch) if y.dim() == 1 else y
         if self.loss == "ce":
@@ -237,10 +253,11 @@ class _ImageTask:
         return {"loss": loss.double() * batch, "acc": hits, "count": out.new_full((models,), batch)}
 
     def per_input(self, net: nn.Module) -> int:
+        """Activation values of one input (sizes the passes)."""
         return _activation_numel(net, torch.zeros(1, *self.input_shape, device=_on(net)))
 
 
-class _PropertyTask(_ImageTask):
+class _PropertyTask(ImageTask):
     """Property-inference MLPs: classification of feature vectors on the shared test set.
 
     Every model of the zoo is tested on the same items (its training subset is its own, so
@@ -258,7 +275,7 @@ class _PropertyTask(_ImageTask):
     def module(self, key: str) -> nn.Module:
         return _checked_module(self.zoo)
 
-    def default_data(self, split: str, data_dir: str | None, columns: Any, count: int) -> _Data:
+    def default_data(self, split: str, data_dir: str | None, columns: Any, count: int) -> TaskData:
         from weightzoo.tasks.property import load_property_data
 
         spec = self.spec
@@ -269,7 +286,7 @@ class _PropertyTask(_ImageTask):
             int(spec["test_size"]),
             int(spec["features"]),
         )
-        return _Data(torch.from_numpy(data.test.x), torch.from_numpy(data.test.y))
+        return TaskData(torch.from_numpy(data.test.x), torch.from_numpy(data.test.y))
 
     def random_inputs(self, n: int, generator: torch.Generator) -> Tensor:
         if self.spec.get("dataset") == "synthetic":  # standard normal features
@@ -277,7 +294,7 @@ class _PropertyTask(_ImageTask):
         return torch.rand((n, *self.input_shape), generator=generator)
 
 
-class _ViTFinetuneTask(_ImageTask):
+class _ViTFinetuneTask(ImageTask):
     """Fine-tuned ViTs of a ViT zoo's fine-tune groups, on the fine-tuning task's digits.
 
     Pre-trained ViTs are not covered: a group mixes supervised and SimCLR models, whose
@@ -300,12 +317,12 @@ class _ViTFinetuneTask(_ImageTask):
     def module(self, key: str) -> nn.Module:
         return _checked_module(self.zoo)
 
-    def default_data(self, split: str, data_dir: str | None, columns: Any, count: int) -> _Data:
+    def default_data(self, split: str, data_dir: str | None, columns: Any, count: int) -> TaskData:
         from weightzoo.tasks.transfer import FINETUNE_DIGITS, digit_task
 
         task = digit_task(FINETUNE_DIGITS)
         x, y = (task.train_x, task.train_y) if split == "train" else (task.test_x, task.test_y)
-        return _Data(torch.from_numpy(x), torch.from_numpy(y))
+        return TaskData(torch.from_numpy(x), torch.from_numpy(y))
 
     def random_inputs(self, n: int, generator: torch.Generator) -> Tensor:
         return torch.rand((n, *self.input_shape), generator=generator) * 2 - 1  # pixels in [-1, 1]
@@ -338,7 +355,7 @@ class _MLDSTask:
 
     def default_data(
         self, split: str, data_dir: str | None, columns: Mapping[str, np.ndarray], count: int
-    ) -> _Data:
+    ) -> TaskData:
         from weightzoo.tasks.mlds import class_sets
 
         names = [_text(v) for v in columns[self.class_column]]
@@ -346,9 +363,9 @@ class _MLDSTask:
         sets = [class_sets(self.data, name)[split] for name in classes]
         stack = lambda f: torch.from_numpy(np.stack([getattr(s, f) for s in sets]))  # noqa: E731
         row_class = np.asarray([classes.index(n) for n in names], dtype=np.int64)
-        return _Data(stack("inputs"), stack("outputs"), stack("mask"), row_class)
+        return TaskData(stack("inputs"), stack("outputs"), stack("mask"), row_class)
 
-    def given_data(self, inputs: Any, targets: Any) -> _Data:
+    def given_data(self, inputs: Any, targets: Any) -> TaskData:
         x = torch.as_tensor(inputs, dtype=torch.float32)
         check_inputs(self.zoo, x)
         y = None
@@ -360,7 +377,7 @@ class _MLDSTask:
                     f"targets of zoo {self.zoo.name!r} are output lines {list(want)} for inputs "
                     f"{list(x.shape)}; got shape {tuple(y.shape)}"
                 )
-        return _Data(x, y)
+        return TaskData(x, y)
 
     def forward(self, config: NetConfig, params: dict[str, Tensor], x: Tensor) -> Tensor:
         models = next(iter(params.values())).shape[0]
@@ -392,8 +409,8 @@ class _MLDSTask:
         return self.input_shape[0] * config.gates * config.hidden * config.layers
 
 
-def _stacked(task: _ImageTask | _MLDSTask, net: Any) -> bool:
-    return isinstance(task, _ImageTask) and stacked.supports(net)
+def _stacked(task: ImageTask | _MLDSTask, net: Any) -> bool:
+    return isinstance(task, ImageTask) and stacked.supports(net)
 
 
 def _checked_module(zoo: Zoo, columns: Mapping[str, Any] | None = None) -> nn.Module:
@@ -416,9 +433,14 @@ def _check_spec(zoo: Zoo, spec: Mapping[str, Any]) -> None:
     check_layout(zoo.manifest.spec, zoo.layout, columns, source=zoo.manifest_file)
 
 
-def _task(zoo: Zoo) -> _ImageTask | _MLDSTask:
+def _task(zoo: Zoo) -> ImageTask | _MLDSTask:
     spec = task_spec(zoo.manifest.spec)
     _check_spec(zoo, spec)  # also raises the UnbuildableSpecError that says what to do
+    hooks = family_hooks(spec.get("family"))
+    task = None if hooks is None else hooks.eval_task(zoo, spec)
+    if task is not None:
+        return task
+    # families not yet in weightzoo.families: each one's branch goes when it moves
     if spec.get("family") == "mlds":
         return _MLDSTask(zoo, spec)
     if spec.get("family") == "property":
@@ -426,7 +448,7 @@ def _task(zoo: Zoo) -> _ImageTask | _MLDSTask:
     if spec.get("family") == "vit-finetune":
         return _ViTFinetuneTask(zoo, spec)
     if spec.get("family") in ("modelzoo", "trajectory", "phase") and "architecture" in spec:
-        return _ImageTask(zoo, spec)
+        return ImageTask(zoo, spec)
     raise UnbuildableSpecError(
         f"zoo {zoo.name!r}: weightzoo.evaluate does not know the evaluation data of the "
         f"{spec.get('family')!r} family; run its rows yourself with zoo.module(row) on your data"
@@ -639,7 +661,7 @@ def evaluate(
     given = inputs is not None
     if targets is not None and not given:
         raise InvalidOptionError("targets need inputs: pass both, or neither for the zoo's data")
-    what = "activation" if isinstance(task, _ImageTask) else task.class_column
+    what = "activation" if isinstance(task, ImageTask) else task.class_column
     columns = _row_columns(zoo, model_columns, count, task.needs_columns(given), what)
     if given:
         if split is not None:

@@ -4,21 +4,32 @@ A *family* (MLDS, Model Zoos, trajectories) knows how to plan and train a popula
 (:mod:`weightzoo.generate.runner`) knows how to split models, group them into shards, resume and
 write. The two meet only through the types below, so a family never touches storage and the
 runner never touches torch.
+
+This module imports no torch (``ModelRecord`` is loaded on first use), so that a family's
+``spec.py`` built on it stays cheap to list.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import inspect
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
-from weightzoo.blocks import ModelRecord
+from weightzoo.errors import InvalidOptionError
 from weightzoo.storage.layout import Layout
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from weightzoo.blocks import ModelRecord
+    from weightzoo.storage.sidecar import SidecarRecord
+    from weightzoo.zoo import Zoo
 
 __all__ = [
     "Family",
@@ -29,7 +40,17 @@ __all__ = [
     "RootedFamily",
     "ZooSpec",
     "accepts_root",
+    "size_estimate",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """``ModelRecord`` on first use: :mod:`weightzoo.blocks` imports torch."""
+    if name == "ModelRecord":
+        from weightzoo.blocks import ModelRecord
+
+        return ModelRecord
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass(frozen=True)
@@ -248,33 +269,60 @@ class ModelPlan:
     columns: dict[str, Any] = field(default_factory=dict)
 
 
-class Family(Protocol):
-    """What the runner needs from a family. Implementations live in ``generate/<family>/``.
+def size_estimate(models: int, checkpoints: int, params: int) -> dict[str, int]:
+    """The size of a zoo as ``weightzoo list`` shows it: counts and bytes of float32 ``weights``."""
+    return {
+        "models": models,
+        "checkpoints": checkpoints,
+        "params": params,
+        "bytes": models * checkpoints * params * 4,
+    }
 
-    A family may also define ``finalize(spec, root, device)``: the runner calls it once the
-    zoo at ``root`` is complete (on every run, so it must be idempotent), e.g. to write side
-    files computed from the stored checkpoints.
+
+SpecT = TypeVar("SpecT", bound=ZooSpec)
+
+
+class Family(Generic[SpecT]):
+    """What the runner needs from a family, and what the engines ask it about the family's zoos.
+
+    A family lives in ``weightzoo/families/<name>/`` (``family.py`` holds its subclass) and is
+    found by name through :mod:`weightzoo.families`. Subclasses define the runner's contract
+    (:meth:`layout`, :meth:`checkpoint_epochs`, :meth:`metric_names`, :meth:`plan`, and
+    :meth:`train_block` with :meth:`progress_total`, or :meth:`train`) and bind their spec
+    class, so that the registry refuses a spec of another class once and the methods need no
+    checks. The optional hooks answer ``None`` where a family has nothing of its own, and the
+    engine's generic code applies.
+
+    Attributes:
+        name: the family's registry name (a manifest's ``family``).
+        spec_class: the spec class (or classes) the family trains.
+        progress_unit: the unit of the default :meth:`train`'s bar.
     """
 
-    def layout(self, spec: ZooSpec) -> Layout:
+    name: ClassVar[str]
+    spec_class: ClassVar[type[ZooSpec] | tuple[type[ZooSpec], ...]]
+    progress_unit: ClassVar[str] = "step"
+
+    # -- the runner's contract -------------------------------------------------------------
+    def layout(self, spec: SpecT) -> Layout:
         """The layout of one model's flattened weights."""
-        ...
+        raise NotImplementedError(f"{type(self).__name__} must define layout()")
 
-    def checkpoint_epochs(self, spec: ZooSpec) -> list[int]:
+    def checkpoint_epochs(self, spec: SpecT) -> list[int]:
         """The label (epoch) of each checkpoint, in checkpoint-axis order."""
-        ...
+        raise NotImplementedError(f"{type(self).__name__} must define checkpoint_epochs()")
 
-    def metric_names(self, spec: ZooSpec) -> list[str]:
+    def metric_names(self, spec: SpecT) -> list[str]:
         """Names of the per-checkpoint metrics every record carries."""
-        ...
+        raise NotImplementedError(f"{type(self).__name__} must define metric_names()")
 
-    def plan(self, spec: ZooSpec) -> list[ModelPlan]:
+    def plan(self, spec: SpecT) -> list[ModelPlan]:
         """One plan per model, ordered by ``model_id``."""
-        ...
+        raise NotImplementedError(f"{type(self).__name__} must define plan()")
 
     def train(
         self,
-        spec: ZooSpec,
+        spec: SpecT,
         plans: Sequence[ModelPlan],
         *,
         device: str,
@@ -288,6 +336,9 @@ class Family(Protocol):
         The runner calls this with a fixed torch thread count (one thread per block, in a
         worker process or in its own), so a family must not raise the count itself; it may
         lower it and must then restore it.
+
+        The default shows a bar of :meth:`progress_total` units and runs :meth:`train_block`
+        with a report that moves it; a family that counts passed models overrides ``train``.
 
         Args:
             spec: the zoo spec.
@@ -308,4 +359,136 @@ class Family(Protocol):
                 ``train`` whose signature names it. The callback may
                 write to a pipe to the parent process: call it from the training thread.
         """
-        ...
+        total = self.progress_total(spec, plans)
+        with self.block_progress(spec, plans, total, show=progress, on_epoch=on_epoch) as report:
+            return self.train_block(spec, plans, device, report)
+
+    def progress_total(self, spec: SpecT, plans: Sequence[ModelPlan]) -> int:
+        """Units of the default :meth:`train`'s bar over one block (optimizer steps...)."""
+        raise NotImplementedError(f"{type(self).__name__} must define progress_total()")
+
+    def train_block(
+        self, spec: SpecT, plans: Sequence[ModelPlan], device: str, report: Callable[[int], None]
+    ) -> list[ModelRecord]:
+        """What the default :meth:`train` runs: the block's records, in plan order.
+
+        Args:
+            spec: the zoo spec.
+            plans: the block's models.
+            device: torch device.
+            report: call with the units done after each epoch (see :meth:`block_progress`).
+        """
+        raise NotImplementedError(f"{type(self).__name__} must define train_block() or train()")
+
+    # -- what every family shares ----------------------------------------------------------
+    def estimate(self, spec: SpecT) -> dict[str, int]:
+        """Size of the zoo: models, checkpoints, params per row, and bytes of ``weights``.
+
+        A grouped spec sums its groups' models and bytes; its checkpoints and params are the
+        largest group's.
+        """
+        if isinstance(spec, GroupedSpec):
+            parts = [self.estimate(group) for _, group in spec.groups()]  # type: ignore[arg-type]
+            return {
+                "models": sum(p["models"] for p in parts),
+                "checkpoints": max(p["checkpoints"] for p in parts),
+                "params": max(p["params"] for p in parts),
+                "bytes": sum(p["bytes"] for p in parts),
+            }
+        models, checkpoints = len(self.plan(spec)), len(self.checkpoint_epochs(spec))
+        return size_estimate(models, checkpoints, self.layout(spec).num_params)
+
+    def override(self, spec: SpecT, **options: Any) -> ZooSpec:
+        """``spec`` with command-line options applied (``spec.override``; :class:`GridOptions`).
+
+        Raises:
+            InvalidOptionError: for an option the spec does not take or a value it refuses,
+                in one line naming the zoo.
+        """
+        try:
+            return spec.override(**options)
+        except InvalidOptionError:
+            raise
+        except ValueError as exc:  # what ZooSpec.override documents for an unusable option
+            raise InvalidOptionError(f"zoo {spec.name!r}: {exc}") from None
+
+    @contextlib.contextmanager
+    def block_progress(
+        self,
+        spec: SpecT,
+        plans: Sequence[ModelPlan],
+        total: int,
+        *,
+        show: bool,
+        on_epoch: Callable[[int, int | None], None] | None,
+    ) -> Iterator[Callable[[int], None]]:
+        """A progress bar of ``total`` units over one block, and the report that moves it.
+
+        ``report(done)`` advances the bar by ``done`` units and tells the runner's ``on_epoch``
+        that all of the block's models trained (the family has no pass count).
+
+        Args:
+            spec: the zoo spec (the bar's label).
+            plans: the block's models.
+            total: units of the whole block (optimizer steps, model-epochs).
+            show: show the bar (``train``'s ``progress``).
+            on_epoch: ``train``'s ``on_epoch``, or ``None``.
+        """
+        from tqdm.auto import tqdm  # the bar only when a block trains: listing stays light
+
+        bar = tqdm(
+            total=total, disable=not show, desc=spec.name, unit=self.progress_unit, leave=False
+        )
+
+        def report(done: int) -> None:
+            bar.update(done)
+            if on_epoch is not None:
+                on_epoch(len(plans), None)
+
+        try:
+            yield report
+        finally:
+            bar.close()
+
+    # -- optional hooks: None where the family has none ----------------------------------------
+    def build_model(self, spec: Mapping[str, Any], columns: Mapping[str, Any]) -> nn.Module | None:  # noqa: ARG002
+        """The freshly initialised module of a row of the zoo whose manifest spec is ``spec``.
+
+        Called by :func:`weightzoo.architectures.build_model` (also on the ``meta`` device, to
+        check a manifest's layout before anything is allocated), with the row's ``columns``.
+        """
+        return None
+
+    def eval_task(self, zoo: Zoo, spec: Mapping[str, Any]) -> Any | None:  # noqa: ARG002
+        """The evaluation task of :mod:`weightzoo.functional` for ``zoo`` (spec: its task spec).
+
+        The task has the interface of :class:`weightzoo.functional.ImageTask` (subclass it);
+        ``None``: :func:`weightzoo.functional.evaluate` does not know the family's data.
+        """
+        return None
+
+    def landscape_plan(self, zoo: Zoo) -> Callable[..., SidecarRecord] | None:  # noqa: ARG002
+        """The family's own measurement of ``zoo``'s landscape side file, or ``None``.
+
+        :func:`weightzoo.landscape.zoo.compute_zoo_landscape` calls it with ``metrics``,
+        ``split``, ``epochs``, ``device``, ``chunk``, ``seed``, ``iters``, ``probes``,
+        ``steps``, ``progress`` and ``name``; ``None``: the generic driver measures the zoo on
+        its :meth:`eval_task`'s training data.
+        """
+        return None
+
+    def finalize(self, spec: SpecT, root: Path, device: str = "cpu") -> None:  # noqa: ARG002
+        """Called by the runner once the zoo at ``root`` is complete (on every run).
+
+        Must be idempotent, e.g. write side files computed from the stored checkpoints. The
+        default writes nothing.
+        """
+        return None
+
+    def tables(self) -> Mapping[str, Callable[..., Any]] | None:
+        """The family's own report tables by table id, or ``None``."""
+        return None
+
+    def importer(self) -> Callable[..., Any] | None:
+        """The importer of the family's published zoos, or ``None``."""
+        return None

@@ -1,54 +1,51 @@
-"""Registry of named zoo specs and the family that trains each.
+"""Named zoo specs, and the family that trains each, read from :mod:`weightzoo.families`.
 
-Each family module exposes ``specs() -> list[ZooSpec]`` and a ``Family`` implementation; this
-module maps names to them lazily, so listing names does not import torch-heavy training code.
+Each family's spec module exposes ``specs() -> list[ZooSpec]``; the registry imports it only
+when specs are listed, and a moved family's ``spec.py`` imports no torch.
 """
 
 from __future__ import annotations
 
 import difflib
-import importlib
 from functools import cache
 from typing import Any
 
-from weightzoo.errors import UnknownZooError
+from weightzoo import families
+from weightzoo.errors import InvalidOptionError, UnknownZooError
 from weightzoo.generate.base import Family, ZooSpec
 
-# family name -> (module with specs() and FAMILY)
-_FAMILY_MODULES: dict[str, str] = {
-    "mlds": "weightzoo.generate.mlds.family",
-    "modelzoo": "weightzoo.generate.modelzoo.family",
-    "trajectory": "weightzoo.generate.modelzoo.family",
-    "property": "weightzoo.generate.property.family",
-    "vit-pretrain": "weightzoo.generate.vit.family",
-    "vit-finetune": "weightzoo.generate.vit.family",
-    "pinn": "weightzoo.generate.pinn.family",
-    "phase": "weightzoo.generate.phase.family",
-    "tinylm": "weightzoo.generate.tinylm.family",
-}
+# The registry's own table (not a copy), for code written before families.register existed.
+_FAMILY_MODULES = families._MODULES
 
 
-def _import_optional(module: str):
+def _spec_module(name: str):
     try:
-        return importlib.import_module(module)
+        return families.spec_module(name)
     except ModuleNotFoundError as exc:
         # Only a missing family module is tolerated, never a broken import inside one.
+        module = _FAMILY_MODULES[name]
         if exc.name and module.startswith(exc.name):
             return None
         raise
 
 
 @cache
-def all_specs() -> dict[str, ZooSpec]:
-    """Every named spec, by name, in registration order."""
+def _specs(registered: tuple[tuple[str, str], ...]) -> dict[str, ZooSpec]:
     out: dict[str, ZooSpec] = {}
-    for module_name in dict.fromkeys(_FAMILY_MODULES.values()):
-        module = _import_optional(module_name)
+    seen: set[str] = set()  # a module that trains two families lists its specs once
+    for name, path in registered:
+        module = None if path in seen else _spec_module(name)
+        seen.add(path)
         if module is None:
             continue
         for spec in module.specs():
             out[spec.name] = spec
     return out
+
+
+def all_specs() -> dict[str, ZooSpec]:
+    """Every named spec, by name, in registration order (families registered later included)."""
+    return _specs(tuple(_FAMILY_MODULES.items()))
 
 
 def get_spec(name: str) -> ZooSpec:
@@ -68,9 +65,19 @@ def get_spec(name: str) -> ZooSpec:
 
 
 def family_for(spec: ZooSpec | dict[str, Any]) -> Family:
-    """The :class:`Family` that trains ``spec`` (a spec or its manifest dict)."""
-    family = spec["family"] if isinstance(spec, dict) else spec.family
-    if family not in _FAMILY_MODULES:
-        raise UnknownZooError(f"unknown zoo family {family!r}; known: {sorted(_FAMILY_MODULES)}")
-    module = importlib.import_module(_FAMILY_MODULES[family])
-    return module.family(family)
+    """The :class:`Family` that trains ``spec`` (a spec or its manifest dict).
+
+    Raises:
+        UnknownZooError: for a family that is not registered.
+        InvalidOptionError: for a spec that is not of the class its family trains.
+    """
+    name = spec["family"] if isinstance(spec, dict) else spec.family
+    family = families.family(name)
+    bound = getattr(family, "spec_class", None) if isinstance(family, Family) else None
+    if isinstance(spec, ZooSpec) and bound is not None and not isinstance(spec, bound):
+        wanted = ", ".join(c.__name__ for c in (bound if isinstance(bound, tuple) else (bound,)))
+        raise InvalidOptionError(
+            f"spec {spec.name!r} is a {type(spec).__name__} but family {name!r} trains "
+            f"{wanted}; build it as one of those, or give it the family of its own class"
+        )
+    return family

@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 
 from weightzoo import functional
 from weightzoo.errors import InvalidOptionError
+from weightzoo.families import family_hooks
 from weightzoo.landscape.batchnorm import batch_norm_layers
 from weightzoo.landscape.metrics import (
     _CONNECTIVITY_METRICS,
@@ -126,7 +127,7 @@ def _plan(
             sibling_columns={} if "node" in columns else {"node": names},
         )
     # the loss is measured on training data every model shares (not a property zoo's subsets)
-    if not isinstance(task, functional._ImageTask) or "train" not in task.splits:
+    if not isinstance(task, functional.ImageTask) or "train" not in task.splits:
         raise UnsupportedZooError(
             f"zoo {zoo.name!r} ({zoo.manifest.family}): landscape metrics of a whole zoo are "
             "measured for image, MLDS, phase, PINN and tiny-LM zoos and a ViT zoo's fine-tune "
@@ -195,9 +196,10 @@ def compute_zoo_landscape(
 
     Args:
         zoo: an image zoo (Model Zoos, trajectory, phase family or a ViT zoo's fine-tune
-            group), a PINN zoo (measured by :func:`weightzoo.landscape.pinn.pinn_landscape`
-            on its PINN loss; ``batches``, ``batch_size`` and ``data_dir`` do not apply), or
-            a tiny-LM zoo (measured by :func:`weightzoo.landscape.tinylm.compute_lm_landscape`).
+            group), a zoo whose family measures its own landscape
+            (:meth:`~weightzoo.generate.base.Family.landscape_plan`: a PINN zoo on its PINN
+            loss; ``batches``, ``batch_size`` and ``data_dir`` do not apply), or a tiny-LM
+            zoo (measured by :func:`weightzoo.landscape.tinylm.compute_lm_landscape`).
         metrics: names from :data:`weightzoo.landscape.METRICS`.
         split: the models to measure (``"all"`` by default).
         epochs: checkpoints to measure (``"last"`` by default, or labels, or ``"all"``).
@@ -232,6 +234,15 @@ def compute_zoo_landscape(
     """
     zoo = zoo if isinstance(zoo, Zoo) else Zoo(zoo)
     metrics = _metric_list(metrics)
+    hooks = family_hooks(zoo.manifest.family)
+    measure = None if hooks is None else hooks.landscape_plan(zoo)
+    if measure is not None:  # the family's own loss and data (a PINN's: the PDE's)
+        record = measure(
+            zoo, metrics=metrics, split=split, epochs=epochs, device=device, chunk=chunk,
+            seed=seed, iters=iters, probes=probes, steps=steps, progress=progress, name=name,
+        )  # fmt: skip
+        return _with_phases(zoo, metrics, name, record)
+    # families not yet in weightzoo.families: each one's branch goes when it moves
     if zoo.manifest.family == "tinylm":  # language models: their own text, windows and loss
         from weightzoo.landscape.tinylm import compute_lm_landscape
 
@@ -239,14 +250,6 @@ def compute_zoo_landscape(
             zoo, metrics=metrics, split=split, epochs=epochs, batches=batches,
             batch_size=batch_size, data_dir=data_dir, device=device, chunk=chunk, seed=seed,
             iters=iters, probes=probes, steps=steps, progress=progress, name=name,
-        )  # fmt: skip
-        return _with_phases(zoo, metrics, name, record)
-    if zoo.manifest.family == "pinn":  # its loss is the PDE's, on its own points
-        from weightzoo.landscape.pinn import pinn_landscape
-
-        record = pinn_landscape(
-            zoo, metrics=metrics, split=split, epochs=epochs, device=device, chunk=chunk,
-            seed=seed, iters=iters, probes=probes, steps=steps, progress=progress, name=name,
         )  # fmt: skip
         return _with_phases(zoo, metrics, name, record)
     for what, value in (("batches", batches), ("batch_size", batch_size), ("chunk", chunk)):

@@ -1,9 +1,9 @@
-"""PINN convection zoos as specs and a family.
+"""PINN convection zoos as specs: the grid, the named specs and their catalog listings.
 
 A zoo is a grid of convection coefficient ``beta`` (the load-like factor: how hard the PDE is
 for a fixed network) times Adam learning rate ``lr`` (the temperature-like factor) times seeds,
-every model a :class:`~weightzoo.architectures.pinn.PINN` trained full batch on the convection
-problem of :mod:`weightzoo.tasks.convection`. Models are ordered seed-major (for each
+every model a :class:`~weightzoo.families.pinn.model.PINN` trained full batch on the convection
+problem of :mod:`weightzoo.families.pinn.data`. Models are ordered seed-major (for each
 replicate, every ``beta`` and, inside it, every ``lr``), so ``--models N`` keeps a balanced
 part of the grid, and model ``i`` has seed ``seed_start + i``. All models share one
 architecture, so one version-1 zoo holds the whole grid.
@@ -15,24 +15,40 @@ error against the exact solution on the evaluation grid).
 
 The grid of the paper's zoo ("A Model Zoo on Phase Transitions in Neural Networks",
 Schürholt, Meynent, Zhou, Lu, Yang, Borth, arXiv:2504.18072) is documented as a reading in
-``docs/pinn.md``.
+``docs/pinn.md``. This module imports no torch, so that listing and sizing the zoos is cheap.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from weightzoo.errors import InvalidOptionError
-from weightzoo.generate.base import GridOptions, ModelPlan, ModelRecord, ZooSpec
-from weightzoo.storage.layout import Layout
+from weightzoo.families import Listing
+from weightzoo.generate.base import GridOptions, ZooSpec, size_estimate
 
-__all__ = ["METRICS", "GridValueError", "PINNFamily", "PINNSpec", "family", "specs"]
+__all__ = [
+    "FAMILY_NAME",
+    "INPUTS",
+    "METRICS",
+    "GridValueError",
+    "PINNSpec",
+    "listings",
+    "paper_betas",
+    "paper_lrs",
+    "specs",
+]
+
+FAMILY_NAME = "pinn"
+"""The family's registry name, as every manifest of a PINN zoo records it."""
 
 METRICS = ("train_loss", "loss_residual", "loss_initial", "loss_boundary", "test_error")
 """Per-checkpoint metrics (see the module docs)."""
+
+INPUTS = 2
+"""Coordinates a PINN reads: ``x`` and ``t``."""
 
 
 class GridValueError(InvalidOptionError):
@@ -61,7 +77,7 @@ class PINNSpec(GridOptions, ZooSpec):
         models: if set, only the first ``models`` models (``--models``).
     """
 
-    family: str = "pinn"
+    family: str = FAMILY_NAME
     betas: tuple[float, ...] = (1.0, 10.0, 40.0)
     lrs: tuple[float, ...] = (1e-3, 1e-2)
     seeds: int = 3
@@ -130,16 +146,19 @@ class PINNSpec(GridOptions, ZooSpec):
         )
         return [k * len(cells) + index for k in range(self.seeds)]
 
+    def checkpoint_epochs(self) -> list[int]:
+        """Epoch 0 and ``checkpoints`` evenly spaced epochs ending at the last."""
+        count = min(self.checkpoints, self.epochs)
+        return sorted({0, *(round(self.epochs * (k + 1) / count) for k in range(count))})
+
+    def num_params(self) -> int:
+        """Parameters of one PINN: a weight matrix and a bias per layer, ``INPUTS -> 1``."""
+        widths = (INPUTS, *(int(h) for h in self.hidden), 1)
+        return sum((a + 1) * b for a, b in itertools.pairwise(widths))
+
     def estimate(self) -> dict[str, int]:
-        """Size of the zoo: models, checkpoints, params per row, and bytes of ``weights``."""
-        params = family().layout(self).num_params
-        models, checkpoints = self.num_models(), self.checkpoints + 1
-        return {
-            "models": models,
-            "checkpoints": checkpoints,
-            "params": params,
-            "bytes": models * checkpoints * params * 4,
-        }
+        """Size of the zoo, without torch: models, checkpoints, params, bytes of ``weights``."""
+        return size_estimate(self.num_models(), len(self.checkpoint_epochs()), self.num_params())
 
 
 def paper_betas() -> tuple[float, ...]:
@@ -173,97 +192,15 @@ def specs() -> list[ZooSpec]:
     ]
 
 
-class PINNFamily:
-    """The :class:`~weightzoo.generate.base.Family` of PINN specs, with its ``finalize`` hook."""
-
-    name = "pinn"
-
-    def layout(self, spec: ZooSpec) -> Layout:
-        """Layout of one row: the PINN's weights and biases, layer by layer."""
-        from weightzoo.architectures import build_model
-        from weightzoo.features import layout_of
-
-        return layout_of(build_model(spec.to_dict()))
-
-    def checkpoint_epochs(self, spec: ZooSpec) -> list[int]:
-        """Epoch 0 and ``checkpoints`` evenly spaced epochs ending at the last."""
-        assert isinstance(spec, PINNSpec)
-        count = min(spec.checkpoints, spec.epochs)
-        return sorted({0, *(round(spec.epochs * (k + 1) / count) for k in range(count))})
-
-    def metric_names(self, spec: ZooSpec) -> list[str]:
-        """:data:`METRICS`."""
-        return list(METRICS)
-
-    def plan(self, spec: ZooSpec) -> list[ModelPlan]:
-        """One plan per model, seed-major; stratum = the (beta, lr) cell."""
-        assert isinstance(spec, PINNSpec)
-        cells = spec.cells()
-        plans = []
-        for model_id in range(spec.num_models()):
-            beta, lr = cells[model_id % len(cells)]
-            columns = {"beta": beta, "lr": lr, "load": beta, "temperature": lr}
-            plans.append(ModelPlan(model_id, spec.seed_start + model_id, f"{beta}:{lr}", columns))
-        return plans
-
-    def train(
-        self,
-        spec: ZooSpec,
-        plans: Sequence[ModelPlan],
-        *,
-        device: str,
-        progress: bool = True,
-        on_epoch: Callable[[int, int | None], None] | None = None,
-    ) -> list[ModelRecord]:
-        """Train ``plans`` as one population."""
-        from tqdm.auto import tqdm
-
-        from weightzoo.generate.pinn.population import train_population
-
-        assert isinstance(spec, PINNSpec)
-        bar = tqdm(
-            total=spec.epochs, disable=not progress, desc=spec.name, unit="step", leave=False
-        )
-
-        def report(done: int) -> None:
-            bar.update(done)
-            if on_epoch is not None:
-                on_epoch(len(plans), None)
-
-        try:
-            return train_population(spec, plans, device=device, progress=report)
-        finally:
-            bar.close()
-
-    def finalize(self, spec: ZooSpec, root: Any, device: str = "cpu") -> None:
-        """Write the zoo's ``landscape`` side file and its phase labels (every checkpoint).
-
-        :func:`weightzoo.landscape.pinn.pinn_landscape` measures ``hessian_top``,
-        ``hessian_trace``, ``cka`` and ``mc``; :func:`weightzoo.landscape.phase.write_phases`
-        then adds the ``phase`` labels. Idempotent: the side file is rewritten whole from the
-        stored checkpoints.
-        """
-        from weightzoo.landscape.phase import write_phases
-        from weightzoo.landscape.pinn import pinn_landscape
-
-        assert isinstance(spec, PINNSpec)
-        pinn_landscape(
-            root,
-            device=device,
-            iters=spec.landscape_iters,
-            probes=spec.landscape_probes,
-            steps=spec.landscape_steps,
-            progress=False,
-        )
-        write_phases(root)
-
-
-def family(name: str = "pinn") -> PINNFamily:
-    """The family object for ``"pinn"``.
-
-    Raises:
-        ValueError: for another name.
-    """
-    if name != "pinn":
-        raise ValueError(f"this module trains PINN zoos, not {name!r}")
-    return PINNFamily()
+def listings() -> list[Listing]:
+    """The catalog's lines for the named specs (both generated offline)."""
+    return [
+        Listing(
+            "phase-pinn-convection",
+            "Phase zoo: PINNs on 1-D convection, beta x learning rate, small",
+        ),
+        Listing(
+            "phase-pinn-convection-paper",
+            "Phase zoo: PINNs on 1-D convection, 10 beta x 14 lr x 5 seeds",
+        ),
+    ]

@@ -1,0 +1,194 @@
+"""The family registry: every zoo family's name and the module that holds its code.
+
+A family is one package, ``weightzoo/families/<name>/``: ``spec.py`` (torch-free: its specs,
+grid and catalog listings), ``family.py`` (its :class:`~weightzoo.generate.base.Family`,
+``FAMILY``), and the modules those use (``model.py``, ``data.py``, ``train.py``,
+``landscape.py``...). This module maps each name to its module path and imports a family only
+when asked, so listing names imports nothing and listing specs imports no torch.
+
+A family from outside weightzoo joins with :func:`register`; it may be such a package, or one
+module holding ``specs()`` and ``FAMILY`` (or a ``family(name)`` factory). A manifest's
+``family`` only ever picks among registered names, so a zoo cannot make weightzoo import a
+module of its choosing.
+
+Families whose code still lives in ``weightzoo/generate/<name>/family.py`` predate the
+:class:`~weightzoo.generate.base.Family` base class: the engines keep their own code for these
+and the registry does not offer their hooks (importing them would import training code). Each
+one's line changes to ``weightzoo.families.<name>`` when it moves.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from dataclasses import dataclass
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+from weightzoo.errors import InvalidOptionError, UnknownZooError
+
+if TYPE_CHECKING:
+    from weightzoo.generate.base import Family
+
+__all__ = [
+    "Listing",
+    "family",
+    "family_hooks",
+    "listings",
+    "names",
+    "register",
+    "spec_module",
+    "unregister",
+]
+
+# family name -> the module (a package, or one module) that holds its code, in listing order
+_MODULES: dict[str, str] = {
+    "mlds": "weightzoo.generate.mlds.family",
+    "modelzoo": "weightzoo.generate.modelzoo.family",
+    "trajectory": "weightzoo.generate.modelzoo.family",
+    "property": "weightzoo.generate.property.family",
+    "vit-pretrain": "weightzoo.generate.vit.family",
+    "vit-finetune": "weightzoo.generate.vit.family",
+    "pinn": "weightzoo.families.pinn",
+    "phase": "weightzoo.generate.phase.family",
+    "tinylm": "weightzoo.generate.tinylm.family",
+}
+_BUILT_IN = frozenset(_MODULES)
+_NOT_MOVED = "weightzoo.generate."  # module prefix of the families that predate Family
+_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
+_MODULE_PATH = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
+
+
+@dataclass(frozen=True)
+class Listing:
+    """A zoo that a family lists in the catalog (``weightzoo list``, ``weightzoo fetch``).
+
+    Attributes:
+        name: the zoo's name (its spec's name).
+        summary: one line for ``weightzoo list``.
+        data: the outside data sets generation reads (empty: generated offline).
+    """
+
+    name: str
+    summary: str
+    data: tuple[str, ...] = ()
+
+
+def names() -> list[str]:
+    """Every registered family name, in listing order (imports nothing)."""
+    return list(_MODULES)
+
+
+def register(name: str, module: str) -> None:
+    """Make the family ``name`` known, its code in ``module`` (an importable module path).
+
+    Registering the same module again is a no-op.
+
+    Raises:
+        InvalidOptionError: for a malformed name or module path, or a name already taken by
+            another module.
+    """
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise InvalidOptionError(
+            f"family name {name!r} is not lower-case letters, digits, '-' and '_'; rename it"
+        )
+    if not isinstance(module, str) or not _MODULE_PATH.fullmatch(module):
+        raise InvalidOptionError(
+            f"family {name!r}: {module!r} is not a module path such as 'mypackage.myfamily'"
+        )
+    known = _MODULES.get(name)
+    if known is not None and known != module:
+        raise InvalidOptionError(
+            f"family name {name!r} is taken by the module {known}; register {module} under "
+            "another name"
+        )
+    _MODULES[name] = module
+
+
+def unregister(name: str) -> None:
+    """Forget a family that :func:`register` added (a no-op for an unknown name).
+
+    Raises:
+        InvalidOptionError: for one of weightzoo's own families.
+    """
+    if name in _BUILT_IN:
+        raise InvalidOptionError(f"family {name!r} is one of weightzoo's own and stays registered")
+    _MODULES.pop(name, None)
+
+
+def _module(name: str) -> str:
+    """The module path of a registered family.
+
+    Raises:
+        UnknownZooError: for a name that is not registered.
+    """
+    if not isinstance(name, str) or name not in _MODULES:
+        raise UnknownZooError(f"unknown zoo family {name!r}; known: {sorted(_MODULES)}")
+    return _MODULES[name]
+
+
+def _part(name: str, part: str) -> ModuleType:
+    """A family's ``part`` module (``spec``, ``family``): the package's, or the one module."""
+    module = importlib.import_module(_module(name))
+    if hasattr(module, "__path__"):  # a package
+        return importlib.import_module(f"{module.__name__}.{part}")
+    return module
+
+
+def spec_module(name: str) -> ModuleType:
+    """The module with the family's ``specs()`` (and ``listings()``): torch-free for a package.
+
+    Raises:
+        UnknownZooError: for a name that is not registered.
+    """
+    return _part(name, "spec")
+
+
+def family(name: str) -> Any:
+    """The family object of ``name``: a :class:`~weightzoo.generate.base.Family`.
+
+    A family module that predates the base class (or one from outside that keeps a
+    ``family(name)`` factory) gives whatever its factory returns.
+
+    Raises:
+        UnknownZooError: for a name that is not registered.
+    """
+    module = _part(name, "family")
+    found = getattr(module, "FAMILY", None)
+    return found if found is not None else module.family(name)
+
+
+def family_hooks(name: Any) -> Family | None:
+    """The family whose hooks an engine asks first, or ``None``.
+
+    ``None`` for a name that is not registered (an imported zoo's), for a family that has not
+    moved to :class:`~weightzoo.generate.base.Family` (the engine's own code handles it, and
+    nothing of it is imported), and for one whose object is not a ``Family``.
+
+    Args:
+        name: a manifest's ``family`` (outside data: any value).
+    """
+    if not isinstance(name, str) or name not in _MODULES or _MODULES[name].startswith(_NOT_MOVED):
+        return None
+    # the base class is imported only here: the registry itself stays free of the generator
+    from weightzoo.generate.base import Family
+
+    found = family(name)
+    return found if isinstance(found, Family) else None
+
+
+def listings() -> list[tuple[str, Listing]]:
+    """``(family name, listing)`` of every zoo the moved families list, in listing order.
+
+    Reads only the ``spec.py`` modules (torch-free); families that have not moved keep their
+    entries in :mod:`weightzoo.catalog`.
+    """
+    out: list[tuple[str, Listing]] = []
+    seen: set[str] = set()  # a package that trains two names lists its zoos once
+    for name, module in list(_MODULES.items()):
+        if module.startswith(_NOT_MOVED) or module in seen:
+            continue
+        seen.add(module)
+        listed = getattr(spec_module(name), "listings", None)
+        out += [(name, listing) for listing in (listed() if listed is not None else [])]
+    return out

@@ -1,0 +1,104 @@
+"""The PINN family: what the runner and the engines ask of PINN convection zoos.
+
+Planning is torch-free (:mod:`.spec`); the module (:mod:`.model`) builds rows. Training code
+(:mod:`.train`) and the landscape measurement (:mod:`.landscape`) load when a hook that needs
+them runs, so that building or evaluating a row never imports the training toolkit. No module
+of the package imports this one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from weightzoo.families.pinn import model
+from weightzoo.families.pinn.spec import FAMILY_NAME, METRICS, PINNSpec
+from weightzoo.features import layout_of
+from weightzoo.generate.base import Family, ModelPlan
+from weightzoo.storage.layout import Layout
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from weightzoo.blocks import ModelRecord
+    from weightzoo.storage.sidecar import SidecarRecord
+    from weightzoo.zoo import Zoo
+
+__all__ = ["FAMILY", "PINNFamily"]
+
+
+class PINNFamily(Family[PINNSpec]):
+    """The :class:`~weightzoo.generate.base.Family` of PINN specs."""
+
+    name = FAMILY_NAME
+    spec_class = PINNSpec
+
+    def layout(self, spec: PINNSpec) -> Layout:
+        """Layout of one row: the PINN's weights and biases, layer by layer."""
+        return layout_of(model.from_spec(spec.to_dict()))
+
+    def checkpoint_epochs(self, spec: PINNSpec) -> list[int]:
+        """Epoch 0 and ``checkpoints`` evenly spaced epochs ending at the last."""
+        return spec.checkpoint_epochs()
+
+    def metric_names(self, spec: PINNSpec) -> list[str]:  # noqa: ARG002 - the same for all
+        """:data:`~weightzoo.families.pinn.spec.METRICS`."""
+        return list(METRICS)
+
+    def plan(self, spec: PINNSpec) -> list[ModelPlan]:
+        """One plan per model, seed-major; stratum = the (beta, lr) cell."""
+        cells = spec.cells()
+        plans = []
+        for model_id in range(spec.num_models()):
+            beta, lr = cells[model_id % len(cells)]
+            columns = {"beta": beta, "lr": lr, "load": beta, "temperature": lr}
+            plans.append(ModelPlan(model_id, spec.seed_start + model_id, f"{beta}:{lr}", columns))
+        return plans
+
+    def progress_total(self, spec: PINNSpec, plans: Sequence[ModelPlan]) -> int:  # noqa: ARG002
+        """One full-batch step per epoch."""
+        return spec.epochs
+
+    def train_block(
+        self, spec: PINNSpec, plans: Sequence[ModelPlan], device: str, report: Callable[[int], None]
+    ) -> list[ModelRecord]:
+        """Train ``plans`` as one population."""
+        from weightzoo.families.pinn.train import train_population  # training code: here only
+
+        return train_population(spec, plans, device=device, progress=report)
+
+    def finalize(self, spec: PINNSpec, root: Path, device: str = "cpu") -> None:
+        """Write the zoo's ``landscape`` side file and its phase labels (every checkpoint).
+
+        :func:`weightzoo.families.pinn.landscape.pinn_landscape` measures ``hessian_top``,
+        ``hessian_trace``, ``cka`` and ``mc``; :func:`weightzoo.landscape.phase.write_phases`
+        then adds the ``phase`` labels. Idempotent: the side file is rewritten whole from the
+        stored checkpoints.
+        """
+        from weightzoo.families.pinn.landscape import pinn_landscape  # the landscape engine
+        from weightzoo.landscape.phase import write_phases
+
+        pinn_landscape(
+            root,
+            device=device,
+            iters=spec.landscape_iters,
+            probes=spec.landscape_probes,
+            steps=spec.landscape_steps,
+            progress=False,
+        )
+        write_phases(root)
+
+    def build_model(self, spec: Mapping[str, Any], columns: Mapping[str, Any]) -> nn.Module:  # noqa: ARG002
+        """The PINN of the spec's ``hidden`` widths (no column changes it)."""
+        return model.from_spec(spec)
+
+    def landscape_plan(self, zoo: Zoo) -> Callable[..., SidecarRecord]:  # noqa: ARG002
+        """:func:`~weightzoo.families.pinn.landscape.pinn_landscape`: on the PDE's own loss."""
+        from weightzoo.families.pinn.landscape import pinn_landscape  # the landscape engine
+
+        return pinn_landscape
+
+
+FAMILY = PINNFamily()
+"""The family object the registry hands out."""

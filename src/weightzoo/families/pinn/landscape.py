@@ -1,0 +1,243 @@
+"""Loss-landscape metrics of PINN convection zoos, on the PINN loss itself.
+
+The PINN loss contains input derivatives (``u_t + beta u_x``), so its Hessian with respect to
+the weights differentiates through a derivative. :class:`PINNLossModule` makes that loss fit
+:func:`weightzoo.landscape.landscape_metrics`'s ``loss_fn(module(inputs), targets)`` form: it
+has the PINN's parameters under the same names (a subclass), and its forward takes every
+training point tagged with its kind (collocation, initial, boundary) and returns the residual,
+``u``, or ``u(0, t) - u(2 pi, t)`` there; :func:`pinn_loss_fn` weights the squared
+differences so that the sum is exactly the PINN loss (the mean of each part, summed). The
+residual is a :func:`torch.func.jvp` over the inputs, which composes with the landscape code's
+``vmap`` over models, ``grad`` over weights and forward-over-reverse Hessian-vector products
+(where forward mode fails, :mod:`weightzoo.landscape.hessian` falls back to
+reverse-over-reverse by itself).
+
+:func:`pinn_landscape` writes the zoo's ``landscape`` side file: ``hessian_top`` and
+``hessian_trace`` of the PINN loss, ``cka`` between the last hidden layer's activations of a
+model and of its seed sibling on the evaluation grid, and ``mc`` (and the barriers) along the
+Bézier curve between them, trained on the PINN loss. The seed sibling is the next model, in
+storage order and cyclically, with the same ``beta`` and ``lr``. Models are measured in groups
+of one ``beta`` (the loss differs per ``beta``). The ``phase`` labels are added by the callers
+(``weightzoo landscape`` and the family's ``finalize``), as for every phase-transition zoo.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from weightzoo.errors import InvalidOptionError
+from weightzoo.families.pinn.data import ConvectionData, convection_data, residual
+from weightzoo.families.pinn.model import PINN
+from weightzoo.families.pinn.spec import FAMILY_NAME
+from weightzoo.landscape.metrics import (
+    _PAIR_METRICS,
+    METRICS,
+    UnknownMetricError,
+    landscape_metrics,
+)
+from weightzoo.landscape.zoo import siblings
+from weightzoo.storage.sidecar import SidecarRecord, write_sidecar
+from weightzoo.zoo import Zoo
+
+__all__ = [
+    "PINN_METRICS",
+    "PINNLossModule",
+    "pinn_landscape",
+    "pinn_loss_data",
+    "pinn_loss_fn",
+]
+
+#: What ``finalize`` measures for every stored checkpoint.
+PINN_METRICS = ("hessian_top", "hessian_trace", "cka", "mc")
+
+_COLLOCATION, _INITIAL, _BOUNDARY = 0.0, 1.0, 2.0
+
+
+class PINNLossModule(PINN):
+    """A :class:`PINN` whose forward gives the per-point terms of the convection loss.
+
+    Args:
+        beta: the convection coefficient.
+        hidden: the PINN's hidden widths.
+    """
+
+    def __init__(self, beta: float, hidden: Sequence[int] = (50, 50, 50, 50)) -> None:
+        super().__init__(hidden)
+        self.beta = float(beta)
+
+    def forward(self, inputs: Tensor) -> Tensor:
+        """Terms ``[N]`` at tagged points ``inputs [N, 3]`` (``x``, ``t``, kind).
+
+        Kind 0: the residual ``u_t + beta u_x``; kind 1: ``u``; kind 2:
+        ``u(x, t) - u(x + 2 pi, t)``.
+        """
+        points, kind = inputs[:, :2], inputs[:, 2]
+        u = PINN.forward(self, points)
+        periodic = u - PINN.forward(self, points + points.new_tensor([2 * math.pi, 0.0]))
+        f = residual(lambda p: PINN.forward(self, p), points, self.beta)
+        return torch.where(kind == _COLLOCATION, f, torch.where(kind == _INITIAL, u, periodic))
+
+
+def pinn_loss_data(data: ConvectionData) -> tuple[Tensor, Tensor]:
+    """``(inputs [N, 3], targets [N, 2])`` for :class:`PINNLossModule` and :func:`pinn_loss_fn`.
+
+    Targets hold each term's target value and weight (``1 / count`` of its part).
+    """
+    parts = (
+        (data.collocation, np.zeros(len(data.collocation)), _COLLOCATION),
+        (data.initial, data.initial_u, _INITIAL),
+        (data.boundary_low, np.zeros(len(data.boundary_low)), _BOUNDARY),
+    )
+    inputs, targets = [], []
+    for points, values, kind in parts:
+        inputs.append(np.column_stack([points, np.full(len(points), kind)]))
+        targets.append(np.column_stack([values, np.full(len(points), 1.0 / len(points))]))
+    as_tensor = lambda a: torch.from_numpy(np.concatenate(a).astype(np.float32))  # noqa: E731
+    return as_tensor(inputs), as_tensor(targets)
+
+
+def pinn_loss_fn(outputs: Tensor, targets: Tensor) -> Tensor:
+    """The PINN loss from :class:`PINNLossModule`'s terms: ``sum weight * (term - value)^2``."""
+    return (targets[:, 1] * (outputs - targets[:, 0]).square()).sum()
+
+
+def pinn_landscape(
+    zoo: Zoo | str,
+    *,
+    metrics: Sequence[str] = PINN_METRICS,
+    split: str | Sequence[str] | None = "all",
+    epochs: int | str | Iterable[int] | None = "all",
+    device: str = "cpu",
+    chunk: int = 16,
+    seed: int = 0,
+    iters: int = 20,
+    probes: int = 20,
+    steps: int = 100,
+    curve_lr: float = 0.05,
+    cka_points: int = 2048,
+    progress: bool = True,
+    name: str = "landscape",
+) -> SidecarRecord:
+    """Measure landscape metrics of a PINN zoo's checkpoints and write them to a side file.
+
+    Args:
+        zoo: a PINN zoo (family ``"pinn"``).
+        metrics: names from :data:`weightzoo.landscape.METRICS` (``mc_error`` is not
+            defined for a PINN: there is no accuracy).
+        split: the models to measure (all by default).
+        epochs: checkpoints to measure (all by default, or ``"last"``, or labels).
+        device: torch device.
+        chunk: models per vectorised call (results do not depend on it).
+        seed: seeds start vectors, probes and curve times.
+        iters: power-iteration steps (``hessian_top``).
+        probes: Hutchinson probes (``hessian_trace``).
+        steps: curve-training steps (connectivity).
+        curve_lr: the largest curve-training step; each ``beta`` group trains its curves with
+            ``min(curve_lr, 1 / |lambda|)``, ``lambda`` the group's largest Hessian top
+            eigenvalue at that checkpoint (the PINN loss is far sharper than a classifier's,
+            and a fixed step diverges at large ``beta``).
+        cka_points: evaluation-grid points (evenly strided) that ``cka`` compares.
+        progress: show a progress bar over checkpoints.
+        name: the side file's name.
+
+    Returns:
+        The side file's record.
+
+    Raises:
+        UnknownMetricError: for an unknown metric, or ``mc_error``.
+        InvalidOptionError: for a zoo of another family.
+    """
+    zoo = zoo if isinstance(zoo, Zoo) else Zoo(zoo)
+    spec = zoo.manifest.spec
+    if spec.get("family") != FAMILY_NAME:
+        raise InvalidOptionError(
+            f"zoo {zoo.name!r} at {zoo.path} is a {spec.get('family')!r} zoo, not a PINN zoo; "
+            "use weightzoo.landscape.zoo.compute_zoo_landscape"
+        )
+    metrics = [metrics] if isinstance(metrics, str) else list(metrics)
+    unknown = [m for m in metrics if m not in METRICS or m == "mc_error"]
+    if unknown or not metrics:
+        known = [m for m in METRICS if m != "mc_error"]
+        raise UnknownMetricError(
+            f"landscape metric(s) {unknown or '(none)'} not measurable on PINN zoo {zoo.name!r}; "
+            f"choose from {', '.join(known)}"
+        )
+    target = torch.device(device)
+    data = convection_data(
+        spec["collocation"], spec["collocation_seed"], spec["x_grid"], spec["t_grid"]
+    )
+    inputs, targets = (t.to(target) for t in pinn_loss_data(data))
+    stride = max(1, len(data.grid) // max(1, cka_points))
+    grid = torch.from_numpy(data.grid[::stride]).to(target)
+    hidden = tuple(int(h) for h in spec["hidden"])
+
+    reader = zoo.reader(split, epochs)
+    positions, count = reader.positions, len(reader.positions)
+    columns = {k: np.asarray(v) for k, v in reader.columns.items() if np.ndim(v) == 1}
+    beta = columns["beta"].astype(np.float64)
+    node = np.array([f"{b!r}|{r!r}" for b, r in zip(beta, columns["lr"], strict=True)])
+    partner = siblings({"node": node}, count)
+    singles = [m for m in metrics if m not in _PAIR_METRICS]
+    pairs = [m for m in metrics if m in _PAIR_METRICS and m != "cka"]
+    out = {m: np.full((count, len(reader.epochs)), np.nan, dtype=np.float64) for m in metrics}
+    plain = PINN(hidden).to(target)
+    common: dict[str, Any] = dict(layout=zoo.layout, chunk=chunk, seed=seed, iters=iters)
+    common |= dict(probes=probes, steps=steps)
+    bar = tqdm(total=count * len(reader.epochs), disable=not progress, desc=f"landscape {zoo.name}")
+    with bar:
+        for column, _epoch in enumerate(reader.epochs):
+            rows = torch.from_numpy(
+                np.array(reader.read("weights", np.arange(count), np.full(count, column)))
+            ).to(target)
+            for value in dict.fromkeys(beta.tolist()):
+                module = PINNLossModule(value, hidden).to(target)
+                members = np.flatnonzero(beta == value)
+                paired = members[partner[members] >= 0]
+                if singles:
+                    found = landscape_metrics(
+                        module, rows[members], (inputs, targets), pinn_loss_fn, singles, **common
+                    )
+                    for metric, array in found.items():
+                        out[metric][members, column] = array
+                if pairs and len(paired):
+                    top = out["hessian_top"][members, column] if "hessian_top" in out else None
+                    if top is None:
+                        top = landscape_metrics(
+                            module, rows[members], (inputs, targets), pinn_loss_fn,
+                            ["hessian_top"], **common,
+                        )["hessian_top"]  # fmt: skip
+                    # SGD on the curve is stable for a step below 2 (1 + momentum) / lambda_max
+                    rate = min(curve_lr, 1.0 / max(float(np.nanmax(np.abs(top))), 1e-12))
+                    found = landscape_metrics(
+                        module, rows[paired], (inputs, targets), pinn_loss_fn, pairs,
+                        partners=rows[partner[paired]], lr=rate, **common,
+                    )  # fmt: skip
+                    for metric, array in found.items():
+                        out[metric][paired, column] = array
+                bar.update(len(members))
+            paired = np.flatnonzero(partner >= 0)
+            if "cka" in metrics and len(paired):
+                found = landscape_metrics(
+                    plain, rows[paired], (grid, grid[:, 0]), pinn_loss_fn, ["cka"],
+                    partners=rows[partner[paired]], cka_inputs=grid, cka_layer="act", **common,
+                )  # fmt: skip
+                out["cka"][paired, column] = found["cka"]
+    attrs = {
+        "what": "loss-landscape metrics on the PINN loss (residual + initial + boundary)",
+        "metrics": metrics,
+        "seed": seed,
+        "iters": iters,
+        "probes": probes,
+        "steps": steps,
+        "curve_lr": f"min({curve_lr}, 1 / largest |hessian_top| of the beta group)",
+        "cka": f"last hidden layer on every {stride}th evaluation-grid point",
+        "partner": "next model of the same beta and lr (another seed), cyclic",
+    }
+    return write_sidecar(zoo.path, name, out, attrs, models=positions, epochs=reader.epochs)
