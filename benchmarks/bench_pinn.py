@@ -2,10 +2,10 @@
 
 One step = the PINN loss of every model (residual by ``torch.func.jvp`` over the inputs,
 initial and boundary terms), its backward, and an Adam update. The population side is
-:func:`weightzoo.generate.pinn.population.population_loss_parts` (``vmap`` over models) with
+:func:`weightzoo.families.pinn.train.population_loss_parts` (``vmap`` over models) with
 the toolkit's :class:`~weightzoo.generate.population.PopulationOptimizer`; the loop side runs
-each model as a plain :class:`~weightzoo.architectures.pinn.PINN` with
-:func:`weightzoo.tasks.convection.loss_parts` and ``torch.optim.Adam``. Reported: seconds per
+each model as a plain :class:`~weightzoo.families.pinn.model.PINN` with
+:func:`weightzoo.families.pinn.data.loss_parts` and ``torch.optim.Adam``. Reported: seconds per
 model-step of each, and their ratio (measured in one run, so the ratio holds on a busy
 machine where the absolute times do not).
 
@@ -21,10 +21,10 @@ import time
 
 import torch
 
-from weightzoo.architectures.pinn import PINN
-from weightzoo.generate.pinn.population import population_loss_parts
+from weightzoo.families.pinn.data import convection_data, loss_parts
+from weightzoo.families.pinn.model import PINN
+from weightzoo.families.pinn.train import population_loss_parts
 from weightzoo.generate.population import PopulationOptimizer
-from weightzoo.tasks.convection import convection_data, loss_parts
 
 
 def _sync(device: str) -> None:
