@@ -3,7 +3,7 @@
 Each measurement times ``--steps`` optimizer steps (after one warm-up step) of ``--models``
 byte-level decoders of the ``phase-tinylm`` architecture on random windows. The population
 side is the generator's: stacked parameters, ``vmap`` over ``functional_call``
-(:func:`weightzoo.generate.tinylm.population.population_logits`) and the toolkit's
+(:func:`weightzoo.families.tinylm.train.population_logits`) and the toolkit's
 :class:`~weightzoo.generate.population.PopulationOptimizer` (AdamW). The loop side trains each
 ``nn.Module`` with ``torch.optim.AdamW`` on the same windows. The ratio is loop time over
 population time (above 1: the population is faster).
@@ -23,9 +23,9 @@ import torch
 from torch.nn import functional as F
 
 from weightzoo.architectures import build_model
+from weightzoo.families.tinylm.spec import tinylm_spec
+from weightzoo.families.tinylm.train import population_logits
 from weightzoo.generate.population import Population, PopulationOptimizer
-from weightzoo.generate.tinylm.family import tinylm_spec
-from weightzoo.generate.tinylm.population import population_logits
 
 
 def models_of(dim: int, count: int) -> list[torch.nn.Module]:

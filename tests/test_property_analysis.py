@@ -18,10 +18,10 @@ from weightzoo.analysis.property_inference import (
 )
 from weightzoo.analysis.tables import UnsupportedTableError
 from weightzoo.architectures.image import cnn_small
-from weightzoo.architectures.property_mlp import PropertyMLP
 from weightzoo.cli import run
+from weightzoo.families.property.model import PropertyMLP
+from weightzoo.families.property.spec import PropertySpec
 from weightzoo.features import layout_of, load_vector
-from weightzoo.generate.property.family import PropertySpec
 from weightzoo.generate.runner import generate
 from weightzoo.storage.layout import Layout
 from weightzoo.zoo import Zoo

@@ -2,20 +2,31 @@
 
 from __future__ import annotations
 
+import importlib.util
+import json
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from weightzoo.analysis import TABLE_IDS
 from weightzoo.analysis.data import arrays
-from weightzoo.architectures import build_model
+from weightzoo.analysis.property_inference import distinguish_table
+from weightzoo.architectures import UnbuildableSpecError, build_model
 from weightzoo.cli import run
 from weightzoo.errors import InvalidOptionError
+from weightzoo.families import family as registered_family
+from weightzoo.families.property.data import load_property_data, training_subset
+from weightzoo.families.property.family import FAMILY
+from weightzoo.families.property.spec import RATIOS, PropertySpec
+from weightzoo.families.property.train import model_subsets
 from weightzoo.features import load_vector
-from weightzoo.generate.property.family import RATIOS, PropertySpec, family
-from weightzoo.generate.property.population import model_subsets
 from weightzoo.generate.runner import generate
-from weightzoo.generate.specs import get_spec
-from weightzoo.tasks.property import load_property_data, training_subset
+from weightzoo.generate.specs import family_for, get_spec
 from weightzoo.zoo import Zoo
 
 ALL = ["train", "val", "test"]
@@ -87,14 +98,14 @@ def test_spec_that_disagrees_with_its_data_is_a_named_error(tmp_path):
 
 def test_plan_is_balanced_over_pools_and_ratios():
     spec = tiny_spec()
-    plans = family().plan(spec)
+    plans = FAMILY.plan(spec)
     assert len(plans) == 3 * 2 * 3
     cells = [(p.columns["pool"], p.columns["ratio"]) for p in plans[:6]]
     assert sorted(cells) == sorted(
         (pool, r) for pool in ("victim", "adversary") for r in spec.ratios
     )
     assert len({p.seed for p in plans}) == len(plans)
-    first = family().plan(spec.override(models=6))
+    first = FAMILY.plan(spec.override(models=6))
     assert [(p.columns["pool"], p.columns["ratio"]) for p in first] == cells
 
 
@@ -130,7 +141,7 @@ def test_generation_is_deterministic(tmp_path, tiny_zoo):
 
 def test_model_subsets_come_from_the_model_pool():
     spec = tiny_spec()
-    plans = family().plan(spec)
+    plans = FAMILY.plan(spec)
     data = load_property_data("synthetic", spec.data_seed, 800, 400, 8)
     for plan, subset in zip(plans, model_subsets(spec, plans), strict=True):
         pool = data.pools[plan.columns["pool"]]
@@ -186,3 +197,104 @@ def test_evaluate_reproduces_the_stored_test_metrics(tiny_zoo):
     assert data.shape == (16, tiny_zoo.manifest.spec["features"])
     noise = queries(tiny_zoo, "random", 16)
     assert noise.shape == data.shape and noise.min() < 0  # standard normal, like the features
+
+
+def test_random_queries_of_a_digits_zoo_are_pixels(tmp_path):
+    from weightzoo.functional import queries
+
+    spec = get_spec("property-digits-even").replace(
+        ratios=(0.5,), models_per_ratio=1, epochs=1, name="digits-queries"
+    )
+    generate(spec, tmp_path / "digits", progress=False)
+    noise = queries(tmp_path / "digits", "random", 32, seed=3)
+    assert noise.shape == (32, 64) and 0.0 <= noise.min() and noise.max() <= 1.0
+    assert torch.equal(noise, queries(tmp_path / "digits", "random", 32, seed=3))
+
+
+# ------------------------------------------------------------------- the family's one home
+def test_the_registry_hands_out_the_family_and_binds_its_spec_class():
+    assert registered_family("property") is FAMILY and FAMILY.spec_class is PropertySpec
+    assert family_for(tiny_spec()) is FAMILY
+    other = PropertySpec.__mro__[2]  # ZooSpec: a spec of another class under the family's name
+    with pytest.raises(InvalidOptionError, match="is a ZooSpec but family 'property' trains"):
+        family_for(other(name="stray", family="property"))
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    features=st.integers(2, 40),
+    hidden=st.lists(st.integers(1, 40), min_size=0, max_size=4),
+    classes=st.integers(2, 12),
+    models=st.integers(1, 200),
+)
+def test_the_torch_free_size_is_the_module_layouts(features, hidden, classes, models):
+    spec = tiny_spec(features=features, hidden=tuple(hidden), num_classes=classes, models=models)
+    assert spec.num_params() == FAMILY.layout(spec).num_params
+    assert spec.estimate() == FAMILY.estimate(spec)  # `weightzoo list` shows the spec's
+    assert spec.estimate()["models"] == min(models, 3 * 2 * 3)
+    assert spec.estimate()["checkpoints"] == len(FAMILY.checkpoint_epochs(spec)) == 2
+
+
+def test_a_spec_without_widths_names_no_architecture():
+    with pytest.raises(UnbuildableSpecError, match="names no weightzoo architecture"):
+        build_model({"name": "stray", "family": "property", "features": 4})
+
+
+def test_the_report_table_is_the_familys_own():
+    tables = FAMILY.tables()
+    assert tables == {"property.distinguish": distinguish_table}
+    assert set(tables) <= set(TABLE_IDS)
+
+
+def test_listing_and_sizing_import_no_torch():
+    code = (
+        "import sys; from weightzoo import catalog, families; "
+        "sizes = [s.estimate() for s in families.spec_module('property').specs()]; "
+        "names = {e.name: e.family for e in catalog.entries() if e.family == 'property'}; "
+        "assert 'torch' not in sys.modules, 'torch'; "
+        "print(sorted(names), [s['models'] for s in sizes])"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == [
+        "['property-digits-even',",
+        "'property-synthetic']",
+        "[1100,",
+        "2200]",
+    ]
+
+
+def test_list_shows_the_property_zoos_with_their_sizes(capsys):
+    assert run(["list", "--family", "property", "--json"]) == 0
+    rows = {row["name"]: row for row in json.loads(capsys.readouterr().out)}
+    assert sorted(rows) == ["property-digits-even", "property-synthetic"]
+    digits = rows["property-digits-even"]
+    # 11 ratios x 2 pools x 100; a 64-32-10 MLP: 65 * 32 + 33 * 10 weights and biases
+    assert (digits["models"], digits["checkpoints"], digits["params"]) == (2200, 2, 2410)
+    assert digits["sources"] == [
+        {"kind": "generate", "command": "weightzoo generate property-digits-even", "data": []}
+    ]
+
+
+def test_building_and_evaluating_a_row_never_import_training_code(tiny_zoo):
+    code = (
+        "import sys; from weightzoo.functional import evaluate; from weightzoo.zoo import Zoo; "
+        f"zoo = Zoo({str(tiny_zoo.root)!r}); evaluate(zoo, zoo.rows(0, 'last')); "
+        "bad = [m for m in sys.modules if m.endswith(('property.train', 'generate.population'))]; "
+        "assert not bad, bad"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize(
+    "old",
+    [
+        "weightzoo.generate.property",
+        "weightzoo.architectures.property_mlp",
+        "weightzoo.tasks.property",
+    ],
+)
+def test_the_old_module_paths_are_gone(old):
+    parent, _, _ = old.rpartition(".")
+    assert importlib.util.find_spec(parent) is not None
+    assert importlib.util.find_spec(old) is None

@@ -1,41 +1,25 @@
-"""The tiny language-model zoos: corpus, model, vectorised training, landscape, named errors."""
+"""The tiny language-model zoos: corpus, model, training, landscape, errors, the family's home."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch.nn import functional as F
 
 from weightzoo.architectures import build_model
 from weightzoo.cli import run
-from weightzoo.errors import DataFilesMissingError
-from weightzoo.generate.runner import generate
-from weightzoo.generate.specs import all_specs, get_spec
-from weightzoo.generate.tinylm.family import (
-    GPT2_BATCH_SIZES,
-    GPT2_MODEL_DIMS,
-    TinyLMGridSpec,
-    TinyLMSpec,
-    UnknownGridValueError,
-    family,
-    tinylm_spec,
-)
-from weightzoo.generate.tinylm.population import (
-    corpus_of,
-    eval_starts,
-    population_logits,
-    train_population,
-)
-from weightzoo.landscape.phase import read_phases
-from weightzoo.landscape.tinylm import compute_lm_landscape, seed_siblings
-from weightzoo.landscape.zoo import compute_zoo_landscape
-from weightzoo.storage.sidecar import read_sidecar
-from weightzoo.tasks import text
-from weightzoo.tasks.text import (
+from weightzoo.errors import DataFilesMissingError, InvalidOptionError
+from weightzoo.families import family as registered_family
+from weightzoo.families.tinylm import data as text
+from weightzoo.families.tinylm.data import (
     CorpusMismatchError,
     OpenWebTextMissingError,
     check_corpus,
@@ -43,6 +27,28 @@ from weightzoo.tasks.text import (
     window_starts,
     windows,
 )
+from weightzoo.families.tinylm.family import FAMILY
+from weightzoo.families.tinylm.landscape import compute_lm_landscape, seed_siblings
+from weightzoo.families.tinylm.spec import (
+    GPT2_BATCH_SIZES,
+    GPT2_MODEL_DIMS,
+    TinyLMGridSpec,
+    TinyLMSpec,
+    UnknownGridValueError,
+    tinylm_spec,
+)
+from weightzoo.families.tinylm.train import (
+    corpus_of,
+    eval_starts,
+    population_logits,
+    train_population,
+)
+from weightzoo.generate.base import ZooSpec
+from weightzoo.generate.runner import generate
+from weightzoo.generate.specs import all_specs, family_for, get_spec
+from weightzoo.landscape.phase import read_phases
+from weightzoo.landscape.zoo import compute_zoo_landscape
+from weightzoo.storage.sidecar import read_sidecar
 from weightzoo.zoo import Zoo
 
 
@@ -144,7 +150,7 @@ def test_vectorised_population_equals_a_loop_over_models():
 
 def test_population_of_two_lowers_its_loss():
     spec = tiny_spec(batch_sizes=(8,), epochs=2, train_windows=128, lr=1e-2)
-    plans = family().plan(spec)
+    plans = FAMILY.plan(spec)
     assert len(plans) == 2
     records = train_population(spec, plans)
     for record in records:
@@ -164,7 +170,7 @@ def test_named_specs_cover_the_grids():
     assert sum(s.estimate()["models"] for s in gpt2) == 264
     assert len(GPT2_BATCH_SIZES) * len(GPT2_MODEL_DIMS) * 3 == 264
     for spec in (gpt2[-1], specs["phase-tinylm-d64"]):
-        assert spec.num_params() == family().layout(spec).num_params
+        assert spec.num_params() == FAMILY.layout(spec).num_params
     assert TinyLMSpec.load_factor == "model_dim" and TinyLMSpec.temperature_factor == "batch_size"
 
 
@@ -257,7 +263,7 @@ def test_finalize_writes_the_landscape_side_file(tiny_zoo):
     assert set(np.unique(labels)) <= {"I", "II", "III", "IV-A", "IV-B", "?"}
     # finalize again keeps the complete side file (idempotent)
     before = (tiny_zoo.path / "sidecars" / "landscape.h5").stat().st_mtime_ns
-    family().finalize(tiny_spec(), tiny_zoo.path, "cpu")
+    FAMILY.finalize(tiny_spec(), tiny_zoo.path, "cpu")
     assert (tiny_zoo.path / "sidecars" / "landscape.h5").stat().st_mtime_ns == before
 
 
@@ -321,3 +327,101 @@ def test_grid_example_prints_the_tables(tiny_zoo, monkeypatch, capsys):
     loss = meta["final_val_loss"][meta["batch_size"] == 4].mean()
     assert "| model_dim | batch 4 | batch 8 |" in out and "cka: mean" in out
     assert f"| 8 | {loss:.3f} |" in out
+
+
+# ------------------------------------------------------------------- the family's one home
+def test_the_registry_hands_out_the_family_and_binds_its_spec_class():
+    assert registered_family("tinylm") is FAMILY and FAMILY.spec_class is TinyLMSpec
+    assert family_for(tiny_spec()) is FAMILY
+    with pytest.raises(InvalidOptionError, match="is a ZooSpec but family 'tinylm' trains"):
+        family_for(ZooSpec(name="stray", family="tinylm"))  # another class under the name
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    heads=st.integers(1, 4),
+    head_dim=st.integers(1, 8),
+    layers=st.integers(1, 3),
+    vocab=st.integers(2, 300),
+    context=st.integers(1, 40),
+    epochs=st.integers(1, 6),
+)
+def test_the_torch_free_size_is_the_module_layouts(heads, head_dim, layers, vocab, context, epochs):
+    dim = heads * head_dim
+    spec = tiny_spec(
+        model_dim=dim,
+        model_dims=(dim,),
+        head_dim=head_dim,
+        layers=layers,
+        vocab=vocab,
+        context=context,
+        epochs=epochs,
+    )
+    assert spec.num_params() == FAMILY.layout(spec).num_params
+    assert spec.estimate() == FAMILY.estimate(spec)  # `weightzoo list` shows the family's
+    assert spec.estimate()["checkpoints"] == len(FAMILY.checkpoint_epochs(spec)) == epochs + 1
+
+
+def test_listing_and_sizing_import_no_torch():
+    code = (
+        "import sys; from weightzoo import catalog, families; "
+        "sizes = {s.name: s.estimate() for s in families.spec_module('tinylm').specs() "
+        "if hasattr(s, 'estimate')}; "
+        "names = [e.name for e in catalog.entries() if e.family == 'tinylm']; "
+        "assert 'torch' not in sys.modules, 'torch'; "
+        "print(len(names), names[0], sizes['phase-tinylm-d8']['params'])"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["14", "phase-tinylm", "4064"]
+
+
+def test_list_shows_the_tinylm_zoos_with_their_sizes_and_data(capsys):
+    assert run(["list", "--family", "tinylm", "--json"]) == 0
+    rows = {row["name"]: row for row in json.loads(capsys.readouterr().out)}
+    grids = {"phase-tinylm": (8, 16, 32, 64), "phase-gpt2-openwebtext": GPT2_MODEL_DIMS}
+    assert sorted(rows) == sorted(
+        [*grids, *(f"{name}-d{d}" for name, dims in grids.items() for d in dims)]
+    )
+    assert rows["phase-tinylm"]["models"] == 60 and rows["phase-gpt2-openwebtext"]["models"] == 264
+    assert rows["phase-tinylm-d8"]["params"] == FAMILY.layout(tinylm_spec(8)).num_params
+    assert rows["phase-tinylm-d8"]["sources"][0]["data"] == []
+    assert rows["phase-gpt2-openwebtext-d64"]["sources"][0]["data"] == ["openwebtext"]
+
+
+def test_model_and_data_never_import_training_code():
+    code = (
+        "import sys; import weightzoo.families.tinylm.model, weightzoo.families.tinylm.data; "
+        "from weightzoo.architectures import build_model; "
+        "from weightzoo.families.tinylm.spec import tinylm_spec; "
+        "build_model(tinylm_spec(8).to_dict()); "
+        "bad = [m for m in sys.modules if m.endswith(('tinylm.train', 'generate.population'))]; "
+        "assert not bad, bad"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_train_tells_the_runner_each_populations_size_per_epoch():
+    spec = tiny_spec(epochs=2, train_windows=32)  # batch sizes 4 and 8: two populations
+    plans = FAMILY.plan(spec)
+    heard: list[tuple[int, int | None]] = []
+    records = FAMILY.train(
+        spec, plans, device="cpu", progress=False, on_epoch=lambda n, p: heard.append((n, p))
+    )
+    assert [r.model_id for r in records] == [p.model_id for p in plans]
+    assert heard == [(2, None)] * 4  # 2 models x 2 epochs, per batch size
+    assert sum(n for n, _ in heard) == len(plans) * spec.epochs
+
+
+def test_the_zoo_driver_hands_its_data_options_to_the_lm_measure(tiny_zoo):
+    record = compute_zoo_landscape(
+        tiny_zoo, metrics=["hessian_top"], epochs="last", batches=1, batch_size=3,
+        iters=2, progress=False, name="options",
+    )  # fmt: skip
+    assert (record.attrs["windows"], record.attrs["batch_size"]) == (3, 3)
+
+
+def test_the_lm_measure_refuses_a_zoo_of_another_family(toy_zoo):
+    with pytest.raises(InvalidOptionError, match="'toy' zoo, not a tiny-LM zoo") as info:
+        compute_lm_landscape(toy_zoo, metrics=["hessian_top"], progress=False)
+    assert str(toy_zoo) in str(info.value) and "\n" not in str(info.value)

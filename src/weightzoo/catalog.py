@@ -270,10 +270,6 @@ _IMAGE_ZOOS: dict[tuple[str, str], tuple[str, ...]] = {
     ("tiny-imagenet", "resnet18"): ("seed",),
 }
 _TRAJECTORY_ZOOS = (("mnist", "mlp"), ("mnist", "cnn"), ("digits", "mlp"), ("digits", "cnn"))
-_PROPERTY_ZOOS = {
-    "property-synthetic": "Property inference: MLPs on synthetic data, property share 0.0-1.0",
-    "property-digits-even": "Property inference: MLPs on digits, share of even digits 0.0-1.0",
-}
 _VIT_ZOOS = {
     "vit-digits": "ViTs pre-trained on digits (supervised, SimCLR) and fine-tuned, with lineage",
     "vit-zoo-paper": "ViT-S pre-trained on ImageNet-1k, fine-tuned on CIFAR-100 (250 models)",
@@ -294,22 +290,9 @@ _PHASE_GRIDS: dict[tuple[str, str], tuple[int, ...]] = {
     ("cifar100", "vit"): (6, 12, 24, 48, 60, 96, 192),
 }
 
-# tiny-LM phase grids: name -> (summary, model dimensions; one version-1 zoo per dimension)
-_TINYLM_ZOOS = {
-    "phase-tinylm": (
-        "Phase transitions: byte-level GPT-style LMs on Python's docs, model_dim x batch size",
-        (8, 16, 32, 64),
-    ),
-    "phase-gpt2-openwebtext": (
-        "Phase transitions: GPT-2 on OpenWebText, model_dim x batch size (data not bundled)",
-        (8, 16, 32, 64, 128, 256, 512, 1024),
-    ),
-}
-
 
 # Generation that needs data from outside (every other zoo is generated offline).
 _VIT_DATA = {"vit-zoo-paper": Generation(("imagenet-1k", "cifar100"))}
-_TINYLM_DATA = {"phase-gpt2-openwebtext": Generation(("openwebtext",))}
 
 
 @dataclass(frozen=True)
@@ -481,10 +464,6 @@ def _entries() -> list[CatalogEntry]:
         for dataset, architecture in _TRAJECTORY_ZOOS
     ]
     entries += [
-        CatalogEntry(name, "property", summary, generation=offline)
-        for name, summary in _PROPERTY_ZOOS.items()
-    ]
-    entries += [
         CatalogEntry(name, "vit", summary, generation=_VIT_DATA.get(name, offline))
         for name, summary in _VIT_ZOOS.items()
     ]
@@ -501,17 +480,6 @@ def _entries() -> list[CatalogEntry]:
         entries += [
             dataclasses.replace(grid, name=f"{grid.name}-w{w}", summary=f"{what}, width {w}")
             for w in widths
-        ]
-    for name, (summary, dims) in _TINYLM_ZOOS.items():
-        generation = _TINYLM_DATA.get(name, offline)
-        entries.append(
-            CatalogEntry(
-                name, "tinylm", f"{summary}, all {len(dims)} dimensions", generation=generation
-            )
-        )
-        entries += [
-            CatalogEntry(f"{name}-d{d}", "tinylm", f"{summary}, d={d}", generation=generation)
-            for d in dims
         ]
     return entries + _published_only()
 

@@ -163,7 +163,8 @@ class ImageTask:
 
     Also the base of a family's own evaluation task
     (:meth:`~weightzoo.generate.base.Family.eval_task`): a classifier family subclasses it and
-    overrides :meth:`default_data` (and ``splits``, ``input_shape`` where they differ).
+    overrides :meth:`default_data` (and ``splits``, ``input_shape``, :meth:`random_inputs`
+    where they differ).
     """
 
     splits = ("train", "val", "test")
@@ -215,6 +216,10 @@ class ImageTask:
         x, y = arrays[self.splits.index(split)]
         return TaskData(torch.from_numpy(x), torch.from_numpy(y))
 
+    def random_inputs(self, n: int, generator: torch.Generator) -> Tensor:
+        """``n`` noise inputs in the range of the zoo's data (images: uniform in [0, 1])."""
+        return torch.rand((n, *self.input_shape), generator=generator)
+
     def given_data(self, inputs: Any, targets: Any) -> TaskData:
         """Inputs (and class labels) the caller gave, checked against the zoo's input shape."""
         x = torch.as_tensor(inputs, dtype=torch.float32)
@@ -255,43 +260,6 @@ class ImageTask:
     def per_input(self, net: nn.Module) -> int:
         """Activation values of one input (sizes the passes)."""
         return _activation_numel(net, torch.zeros(1, *self.input_shape, device=_on(net)))
-
-
-class _PropertyTask(ImageTask):
-    """Property-inference MLPs: classification of feature vectors on the shared test set.
-
-    Every model of the zoo is tested on the same items (its training subset is its own, so
-    only ``"test"`` is rebuilt here).
-    """
-
-    splits = ("test",)
-
-    def __init__(self, zoo: Zoo, spec: Mapping[str, Any]) -> None:
-        self.zoo, self.spec = zoo, spec
-        self.loss = "ce"
-        self.input_shape = (int(spec["features"]),)
-        self.activations = ["relu"]
-
-    def module(self, key: str) -> nn.Module:
-        return _checked_module(self.zoo)
-
-    def default_data(self, split: str, data_dir: str | None, columns: Any, count: int) -> TaskData:
-        from weightzoo.tasks.property import load_property_data
-
-        spec = self.spec
-        data = load_property_data(
-            str(spec["dataset"]),
-            int(spec["data_seed"]),
-            int(spec["pool_size"]),
-            int(spec["test_size"]),
-            int(spec["features"]),
-        )
-        return TaskData(torch.from_numpy(data.test.x), torch.from_numpy(data.test.y))
-
-    def random_inputs(self, n: int, generator: torch.Generator) -> Tensor:
-        if self.spec.get("dataset") == "synthetic":  # standard normal features
-            return torch.randn((n, *self.input_shape), generator=generator)
-        return torch.rand((n, *self.input_shape), generator=generator)
 
 
 class _ViTFinetuneTask(ImageTask):
@@ -443,8 +411,6 @@ def _task(zoo: Zoo) -> ImageTask | _MLDSTask:
     # families not yet in weightzoo.families: each one's branch goes when it moves
     if spec.get("family") == "mlds":
         return _MLDSTask(zoo, spec)
-    if spec.get("family") == "property":
-        return _PropertyTask(zoo, spec)
     if spec.get("family") == "vit-finetune":
         return _ViTFinetuneTask(zoo, spec)
     if spec.get("family") in ("modelzoo", "trajectory", "phase") and "architecture" in spec:
@@ -773,9 +739,7 @@ def queries(
     if kind == "random":
         if isinstance(task, _MLDSTask):
             return torch.randint(0, 2, (n, *shape), generator=generator).float()
-        if isinstance(task, _PropertyTask | _ViTFinetuneTask):
-            return task.random_inputs(n, generator)
-        return torch.rand((n, *shape), generator=generator)
+        return task.random_inputs(n, generator)
     if isinstance(task, _MLDSTask):
         from weightzoo.tasks.mlds import sample_inputs
 

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from weightzoo.architectures import image, mlds, phase, property_mlp, tiny_lm, vit
+from weightzoo.architectures import image, mlds, phase, vit
 from weightzoo.errors import LayoutError, WeightzooError
 from weightzoo.families import family_hooks
 from weightzoo.features import layout_of
@@ -33,8 +33,6 @@ __all__ = [
     "image",
     "mlds",
     "phase",
-    "property_mlp",
-    "tiny_lm",
     "vit",
 ]
 
@@ -214,8 +212,6 @@ def _build(spec: Mapping[str, Any], columns: dict[str, Any]) -> nn.Module:
         return mlds.MLDSNet(mlds.net_config(str(spec.get("subset", "ds1"))))
     if family in ("modelzoo", "trajectory") and "architecture" in spec:
         return _image_model(spec, columns)
-    if family == "property" and "hidden" in spec:
-        return property_mlp.from_spec(spec)
     if family in VIT_FAMILIES:
         return vit.from_spec(spec)
     if family == "phase" and "architecture" in spec and "width" in spec:
@@ -223,8 +219,6 @@ def _build(spec: Mapping[str, Any], columns: dict[str, Any]) -> nn.Module:
             return phase.from_spec(spec)
         except ValueError as exc:
             raise UnbuildableSpecError(f"zoo spec {spec.get('name')!r}: {exc}") from None
-    if family == "tinylm" and "model_dim" in spec:
-        return tiny_lm.from_spec(spec)
     raise UnbuildableSpecError(
         f"zoo spec {spec.get('name')!r} (family {family!r}) names no weightzoo architecture; "
         "imported zoos keep the source's own module: build it yourself and use "

@@ -46,12 +46,12 @@ _MODULES: dict[str, str] = {
     "mlds": "weightzoo.generate.mlds.family",
     "modelzoo": "weightzoo.generate.modelzoo.family",
     "trajectory": "weightzoo.generate.modelzoo.family",
-    "property": "weightzoo.generate.property.family",
+    "property": "weightzoo.families.property",
     "vit-pretrain": "weightzoo.generate.vit.family",
     "vit-finetune": "weightzoo.generate.vit.family",
     "pinn": "weightzoo.families.pinn",
     "phase": "weightzoo.generate.phase.family",
-    "tinylm": "weightzoo.generate.tinylm.family",
+    "tinylm": "weightzoo.families.tinylm",
 }
 _BUILT_IN = frozenset(_MODULES)
 _NOT_MOVED = "weightzoo.generate."  # module prefix of the families that predate Family

@@ -472,8 +472,9 @@ class Family(Generic[SpecT]):
 
         :func:`weightzoo.landscape.zoo.compute_zoo_landscape` calls it with ``metrics``,
         ``split``, ``epochs``, ``device``, ``chunk``, ``seed``, ``iters``, ``probes``,
-        ``steps``, ``progress`` and ``name``; ``None``: the generic driver measures the zoo on
-        its :meth:`eval_task`'s training data.
+        ``steps``, ``progress``, ``name`` and the data options ``batches``, ``batch_size`` and
+        ``data_dir`` (a measure whose data is its own making ignores those); ``None``: the
+        generic driver measures the zoo on its :meth:`eval_task`'s training data.
         """
         return None
 

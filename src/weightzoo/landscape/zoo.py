@@ -198,8 +198,8 @@ def compute_zoo_landscape(
         zoo: an image zoo (Model Zoos, trajectory, phase family or a ViT zoo's fine-tune
             group), a zoo whose family measures its own landscape
             (:meth:`~weightzoo.generate.base.Family.landscape_plan`: a PINN zoo on its PINN
-            loss; ``batches``, ``batch_size`` and ``data_dir`` do not apply), or a tiny-LM
-            zoo (measured by :func:`weightzoo.landscape.tinylm.compute_lm_landscape`).
+            loss, where ``batches``, ``batch_size`` and ``data_dir`` do not apply; a tiny-LM
+            zoo on its next-token loss, its windows and corpus read with them).
         metrics: names from :data:`weightzoo.landscape.METRICS`.
         split: the models to measure (``"all"`` by default).
         epochs: checkpoints to measure (``"last"`` by default, or labels, or ``"all"``).
@@ -240,16 +240,7 @@ def compute_zoo_landscape(
         record = measure(
             zoo, metrics=metrics, split=split, epochs=epochs, device=device, chunk=chunk,
             seed=seed, iters=iters, probes=probes, steps=steps, progress=progress, name=name,
-        )  # fmt: skip
-        return _with_phases(zoo, metrics, name, record)
-    # families not yet in weightzoo.families: each one's branch goes when it moves
-    if zoo.manifest.family == "tinylm":  # language models: their own text, windows and loss
-        from weightzoo.landscape.tinylm import compute_lm_landscape
-
-        record = compute_lm_landscape(
-            zoo, metrics=metrics, split=split, epochs=epochs, batches=batches,
-            batch_size=batch_size, data_dir=data_dir, device=device, chunk=chunk, seed=seed,
-            iters=iters, probes=probes, steps=steps, progress=progress, name=name,
+            batches=batches, batch_size=batch_size, data_dir=data_dir,
         )  # fmt: skip
         return _with_phases(zoo, metrics, name, record)
     for what, value in (("batches", batches), ("batch_size", batch_size), ("chunk", chunk)):

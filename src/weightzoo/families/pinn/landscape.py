@@ -124,6 +124,9 @@ def pinn_landscape(
     cka_points: int = 2048,
     progress: bool = True,
     name: str = "landscape",
+    batches: int = 4,  # noqa: ARG001
+    batch_size: int = 64,  # noqa: ARG001
+    data_dir: str | None = None,  # noqa: ARG001
 ) -> SidecarRecord:
     """Measure landscape metrics of a PINN zoo's checkpoints and write them to a side file.
 
@@ -146,6 +149,9 @@ def pinn_landscape(
         cka_points: evaluation-grid points (evenly strided) that ``cka`` compares.
         progress: show a progress bar over checkpoints.
         name: the side file's name.
+        batches: unused (the landscape driver's data options; a PINN makes its own points).
+        batch_size: unused, as ``batches``.
+        data_dir: unused, as ``batches``.
 
     Returns:
         The side file's record.

@@ -1,4 +1,4 @@
-"""Byte-level text for tiny language models: an offline corpus, its split, windows, batches.
+"""The tiny-LM zoos' text: an offline byte-level corpus, its split, OpenWebText, windows.
 
 The corpus is the English text of the documentation topics that every CPython installation
 ships in the standard library (``pydoc_data.topics.topics``, the text behind ``help("if")``):
@@ -22,6 +22,7 @@ The paper-scale corpus, OpenWebText tokenized with GPT-2's byte-pair encoding, i
 from __future__ import annotations
 
 import hashlib
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
@@ -124,8 +125,6 @@ def check_corpus(expected: str | None, where: str) -> str:
     Raises:
         CorpusMismatchError: if this Python's corpus has another hash.
     """
-    import sys
-
     actual = corpus_sha256()
     if expected is not None and expected != actual:
         raise CorpusMismatchError(

@@ -1,8 +1,9 @@
 """The MLP of property-inference zoos.
 
 A stack of ``nn.Linear`` layers with ReLU between them, held in ``layers`` so that a row's
-tensors are ``layers.<k>.weight`` and ``layers.<k>.bias`` in layer order. The generator runs a
-population of these as batched matrix products over the same tensor names.
+tensors are ``layers.<k>.weight`` and ``layers.<k>.bias`` in layer order. Training runs a
+population of these as batched matrix products over the same tensor names
+(:func:`mlp_forward`).
 """
 
 from __future__ import annotations
@@ -12,8 +13,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 from torch.nn import functional as F
+
+__all__ = ["PropertyMLP", "from_spec", "mlp_forward"]
 
 
 class PropertyMLP(nn.Module):
@@ -42,3 +45,20 @@ class PropertyMLP(nn.Module):
 def from_spec(spec: Mapping[str, Any]) -> PropertyMLP:
     """The MLP of a property spec (``features``, ``hidden``, ``num_classes`` fields)."""
     return PropertyMLP(int(spec["features"]), list(spec["hidden"]), int(spec["num_classes"]))
+
+
+def mlp_forward(params: dict[str, Tensor], x: Tensor) -> Tensor:
+    """Logits ``[M, B, classes]`` of stacked MLPs on per-model inputs ``x [M, B, features]``.
+
+    Args:
+        params: stacked parameters ``{"layers.<k>.weight": [M, out, in], ...}``.
+        x: each model's own batch.
+    """
+    layers = sum(1 for name in params if name.endswith(".weight"))
+    h = x
+    for k in range(layers):
+        weight, bias = params[f"layers.{k}.weight"], params[f"layers.{k}.bias"]
+        h = torch.baddbmm(bias.unsqueeze(1), h, weight.transpose(1, 2))
+        if k < layers - 1:
+            h = F.relu(h)
+    return h

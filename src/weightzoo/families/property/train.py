@@ -1,6 +1,7 @@
-"""Property zoos on the population toolkit: every model on its own subset of its pool.
+"""Property populations on the toolkit: every model on its own subset of its pool.
 
-The population's MLPs run as batched matrix products (``baddbmm``) over the stacked
+The population's MLPs run as batched matrix products
+(:func:`~weightzoo.families.property.model.mlp_forward`) over the stacked
 ``layers.<k>.weight`` / ``layers.<k>.bias``. Each model's training subset is a row of the
 per-model buffer ``subset [M, train_size]`` (positions into the concatenated pools), so a
 model's batches are its own items in its own order, and compaction keeps the rows in step.
@@ -16,24 +17,16 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from weightzoo.architectures import build_model
+from weightzoo.blocks import ModelRecord
 from weightzoo.errors import InvalidOptionError
+from weightzoo.families.property.data import PropertyData, load_property_data, training_subset
+from weightzoo.families.property.model import from_spec, mlp_forward
+from weightzoo.families.property.spec import METRICS, PropertySpec
+from weightzoo.features import layout_of
 from weightzoo.generate import population as toolkit
-from weightzoo.generate.base import ModelPlan, ModelRecord
-from weightzoo.generate.property.family import METRICS, PropertySpec, family
-from weightzoo.tasks.property import load_property_data, training_subset
+from weightzoo.generate.base import ModelPlan
 
-
-def mlp_forward(params: dict[str, Tensor], x: Tensor) -> Tensor:
-    """Logits ``[M, B, classes]`` of stacked MLPs on per-model inputs ``x [M, B, features]``."""
-    layers = sum(1 for name in params if name.endswith(".weight"))
-    h = x
-    for k in range(layers):
-        weight, bias = params[f"layers.{k}.weight"], params[f"layers.{k}.bias"]
-        h = torch.baddbmm(bias.unsqueeze(1), h, weight.transpose(1, 2))
-        if k < layers - 1:
-            h = F.relu(h)
-    return h
+__all__ = ["PropertyTask", "model_subsets", "train_population"]
 
 
 class PropertyTask:
@@ -43,7 +36,6 @@ class PropertyTask:
         x / y: every pool's items, concatenated, on the device.
         test_x / test_y: the shared test set.
         train_size: items per model subset.
-        eval_batch: items per evaluation pass.
     """
 
     def __init__(
@@ -57,7 +49,7 @@ class PropertyTask:
         index = torch.gather(pop.buffers["subset"], 1, rows)
         return self.x[index], self.y[index]
 
-    def train_loss(self, pop: toolkit.Population, rows: Tensor, order: toolkit.DataOrder) -> Tensor:
+    def train_loss(self, pop: toolkit.Population, rows: Tensor, order: toolkit.DataOrder) -> Tensor:  # noqa: ARG002
         """Per-model mean cross-entropy on the items ``rows [M, B]`` of each model's subset."""
         xb, yb = self._items(pop, rows)
         out = mlp_forward(pop.params, xb)
@@ -82,22 +74,56 @@ class PropertyTask:
             "acc": ((out.argmax(-1) == yb).sum(1).double(), count),
         }
 
-    def eval_chunk(self, split: str, models: int) -> int:
+    def eval_chunk(self, split: str, models: int) -> int:  # noqa: ARG002
         """Items per evaluation pass (about a million logits at a time)."""
         return max(64, 1_000_000 // max(1, models * 16))
 
 
-def model_subsets(spec: PropertySpec, plans: Sequence[ModelPlan]) -> list[np.ndarray]:
-    """Each model's training subset, as positions into its own pool."""
-    data = load_property_data(
+def _spec_data(spec: PropertySpec) -> PropertyData:
+    """The pools and test set of ``spec`` (cached by :func:`load_property_data`)."""
+    return load_property_data(
         spec.dataset, spec.data_seed, spec.pool_size, spec.test_size, spec.features
     )
+
+
+def model_subsets(spec: PropertySpec, plans: Sequence[ModelPlan]) -> list[np.ndarray]:
+    """Each model's training subset, as positions into its own pool."""
+    data = _spec_data(spec)
     return [
         training_subset(
             data.pools[p.columns["pool"]], float(p.columns["ratio"]), spec.train_size, p.seed
         )
         for p in plans
     ]
+
+
+def _checked_data(spec: PropertySpec) -> PropertyData:
+    """:func:`_spec_data`, refused when its sizes are not the spec's.
+
+    Raises:
+        InvalidOptionError: for features or classes that differ from the data's.
+    """
+    data = _spec_data(spec)
+    if (data.features, data.classes) != (spec.features, spec.num_classes):
+        raise InvalidOptionError(
+            f"spec {spec.name!r} says {spec.features} features and {spec.num_classes} classes, "
+            f"but {spec.dataset} data has {data.features} and {data.classes}; set the spec's "
+            "features and num_classes to the data's"
+        )
+    return data
+
+
+def _population(
+    spec: PropertySpec, plans: Sequence[ModelPlan], index: np.ndarray, device: str
+) -> toolkit.Population:
+    """The plans' MLPs, each initialised under ``torch.manual_seed(plan.seed)``, stacked."""
+    models = []
+    for plan in plans:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(plan.seed)
+            models.append(from_spec(spec.to_dict()))
+    params, _ = torch.func.stack_module_state(models)
+    return toolkit.Population(params, {"subset": torch.from_numpy(index)}, device=device)
 
 
 def train_population(
@@ -111,16 +137,11 @@ def train_population(
 
     Each model is initialised by PyTorch's default ``nn.Linear`` init under
     ``torch.manual_seed(seed)`` and shuffles its subset by its own seed every epoch.
+
+    Raises:
+        InvalidOptionError: for a spec whose features or classes are not its data's.
     """
-    data = load_property_data(
-        spec.dataset, spec.data_seed, spec.pool_size, spec.test_size, spec.features
-    )
-    if (data.features, data.classes) != (spec.features, spec.num_classes):
-        raise InvalidOptionError(
-            f"spec {spec.name!r} says {spec.features} features and {spec.num_classes} classes, "
-            f"but {spec.dataset} data has {data.features} and {data.classes}; set the spec's "
-            "features and num_classes to the data's"
-        )
+    data = _checked_data(spec)
     offsets = {}
     xs, ys = [], []
     for name, pool in data.pools.items():
@@ -133,14 +154,7 @@ def train_population(
         float(data.pools[p.columns["pool"]].prop[s].mean())
         for s, p in zip(subsets, plans, strict=True)
     ]
-
-    models = []
-    for plan in plans:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(plan.seed)
-            models.append(build_model(spec.to_dict()))
-    params, _ = torch.func.stack_module_state(models)
-    pop = toolkit.Population(params, {"subset": torch.from_numpy(index)}, device=device)
+    pop = _population(spec, plans, index, device)
     task = PropertyTask(
         torch.from_numpy(np.concatenate(xs)).to(pop.device),
         torch.from_numpy(np.concatenate(ys)).to(pop.device),
@@ -154,10 +168,10 @@ def train_population(
         weight_decay=spec.weight_decay,
         epochs=spec.epochs,
         batch_size=spec.batch_size,
-        checkpoints=(0, spec.epochs),
+        checkpoints=tuple(spec.checkpoint_epochs()),
         checkpoint_splits=("train", "test"),
     )
-    names = family().layout(spec).names
+    names = layout_of(from_spec(spec.to_dict())).names
     result = toolkit.train(
         task,
         pop,

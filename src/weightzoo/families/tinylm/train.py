@@ -1,4 +1,4 @@
-"""Tiny-LM zoos on the population toolkit: ``vmap`` over stacked decoders.
+"""Tiny-LM populations on the toolkit: ``vmap`` over stacked decoders.
 
 The models of a population share one architecture; their parameters are stacked
 (``torch.func.stack_module_state``) and the forward is ``torch.func.vmap`` over
@@ -22,11 +22,13 @@ from torch import Tensor, nn
 from torch.func import functional_call, vmap
 from torch.nn import functional as F
 
-from weightzoo.architectures import build_model
+from weightzoo.blocks import ModelRecord
+from weightzoo.families.tinylm.data import TokenSplits, corpus_for, window_starts, windows
+from weightzoo.families.tinylm.model import from_spec
+from weightzoo.families.tinylm.spec import METRICS, TinyLMSpec
+from weightzoo.features import layout_of
 from weightzoo.generate import population as toolkit
-from weightzoo.generate.base import ModelPlan, ModelRecord
-from weightzoo.generate.tinylm.family import METRICS, TinyLMSpec, family
-from weightzoo.tasks.text import TokenSplits, corpus_for, window_starts, windows
+from weightzoo.generate.base import ModelPlan
 
 __all__ = ["LMTask", "corpus_of", "eval_starts", "population_logits", "train_population"]
 
@@ -84,7 +86,7 @@ class LMTask:
         x, y = windows(tokens, starts, self.context)
         return torch.from_numpy(x).to(self.device), torch.from_numpy(y).to(self.device)
 
-    def train_loss(self, pop: toolkit.Population, rows: Tensor, order: toolkit.DataOrder) -> Tensor:
+    def train_loss(self, pop: toolkit.Population, rows: Tensor, order: toolkit.DataOrder) -> Tensor:  # noqa: ARG002
         """Per-model mean next-token loss over each model's windows ``rows [M, B]``."""
         x, y = self._batch(self.data.train, self.train_starts[rows.cpu().numpy()])
         logits = population_logits(self.module, pop.params, x)
@@ -108,7 +110,7 @@ class LMTask:
             "acc": (right.double(), count),
         }
 
-    def eval_chunk(self, split: str, models: int) -> int:
+    def eval_chunk(self, split: str, models: int) -> int:  # noqa: ARG002 - both splits alike
         """Windows per evaluation pass (about four million logits at a time)."""
         per_window = max(1, models * self.context * self.data.vocab)
         return max(1, 4_000_000 // per_window)
@@ -125,7 +127,7 @@ def train_population(
 
     ``progress(models)`` is called after every epoch of every population.
 
-    Each model is initialised by :class:`~weightzoo.architectures.tiny_lm.TinyLM`'s GPT-2
+    Each model is initialised by :class:`~weightzoo.families.tinylm.model.TinyLM`'s GPT-2
     init under ``torch.manual_seed(seed)`` and shuffles the training windows by its own seed
     every epoch.
     """
@@ -134,7 +136,7 @@ def train_population(
         len(data.train), spec.context, spec.stride or spec.context, limit=spec.train_windows
     )
     metric_starts = eval_starts(spec, data)
-    names = family().layout(spec).names
+    names = layout_of(from_spec(spec.to_dict(), device="meta")).names
     records: dict[int, ModelRecord] = {}
     for batch in sorted({int(p.columns["batch_size"]) for p in plans}):
         group = [p for p in plans if int(p.columns["batch_size"]) == batch]
@@ -142,7 +144,7 @@ def train_population(
         for plan in group:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(plan.seed)
-                models.append(build_model(spec.to_dict()))
+                models.append(from_spec(spec.to_dict()))
         pop = toolkit.Population.from_modules(models, device=device)
         task = LMTask(
             models[0].to(pop.device), data, starts, metric_starts, spec.context, pop.device
@@ -155,7 +157,7 @@ def train_population(
             epochs=spec.epochs,
             batch_size=batch,
             schedule=toolkit.Schedule("onecycle", pct_start=spec.pct_start),
-            checkpoints=tuple(range(spec.epochs + 1)),
+            checkpoints=tuple(spec.checkpoint_epochs()),
             checkpoint_splits=("train", "val"),
             clip_norm=spec.clip_norm,
         )

@@ -1,4 +1,4 @@
-"""Tiny language-model phase-transition zoos: a model_dim x batch size grid of GPT-style LMs.
+"""Tiny-LM zoos as specs: the model_dim x batch size grids, the named specs, catalog listings.
 
 The language zoo of "A Model Zoo on Phase Transitions in Neural Networks" (Schürholt,
 Meynent, Zhou, Lu, Yang, Borth; arXiv:2504.18072) trains GPT-2 on OpenWebText over a grid of
@@ -6,8 +6,8 @@ model dimension (the load-like factor) and batch size (the temperature-like fact
 sense of Yang et al., "Taxonomizing local versus global structure in neural network loss
 landscapes", arXiv:2107.11228), three seeds per cell. Offline, ``phase-tinylm-d<dim>`` trains
 a small byte-level decoder on the documentation text shipped with Python
-(:mod:`weightzoo.tasks.text`); ``phase-gpt2-openwebtext-d<dim>`` are the paper's grid, which
-need the tokenized OpenWebText on disk.
+(:mod:`weightzoo.families.tinylm.data`); ``phase-gpt2-openwebtext-d<dim>`` are the paper's
+grid, which need the tokenized OpenWebText on disk.
 
 A version-1 zoo holds one layout, so each model dimension is its own spec (built by
 :func:`tinylm_spec` / :func:`gpt2_openwebtext_spec`, named ``...-d<dim>``); the spec lists the
@@ -19,34 +19,42 @@ first. Every model of a spec takes the same number of optimizer steps (an epoch 
 of the largest batch over the training windows); a model of batch size ``b`` learns from the
 first ``b`` windows of each step's draw, so a small batch sees less data with more gradient
 noise, which is what makes batch size temperature-like.
+
+This module imports no torch (the corpus hash it pins is numpy and the standard library), so
+that listing and sizing the zoos is cheap.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 from weightzoo.errors import InvalidOptionError
-from weightzoo.generate.base import GridOptions, GroupedSpec, ModelPlan, ModelRecord, ZooSpec
-from weightzoo.storage.layout import Layout
+from weightzoo.families import Listing
+from weightzoo.families.tinylm.data import corpus_sha256
+from weightzoo.generate.base import GridOptions, GroupedSpec, ZooSpec, size_estimate
 
 __all__ = [
+    "CORPORA",
+    "FAMILY_NAME",
     "GPT2_BATCH_SIZES",
     "GPT2_MODEL_DIMS",
     "METRICS",
     "TINY_BATCH_SIZES",
     "TINY_MODEL_DIMS",
-    "TinyLMFamily",
     "TinyLMGridSpec",
     "TinyLMSpec",
     "UnknownGridValueError",
-    "family",
     "gpt2_openwebtext_spec",
+    "listings",
     "specs",
     "tinylm_spec",
 ]
+
+FAMILY_NAME = "tinylm"
+"""The family's registry name, as every manifest of a tiny-LM zoo records it."""
 
 METRICS = ("train_loss", "train_acc", "val_loss", "val_acc")
 """Per-checkpoint metrics: mean next-token cross-entropy (nats per token: per byte for the
@@ -64,8 +72,15 @@ class UnknownGridValueError(InvalidOptionError):
     """A model dimension or batch size that the zoo's grid does not have."""
 
 
+class _PhaseFactors:
+    """The phase factors of every tiny-LM spec: model dimension (load), batch size (temperature)."""
+
+    load_factor: ClassVar[str] = "model_dim"
+    temperature_factor: ClassVar[str] = "batch_size"
+
+
 @dataclass(frozen=True)
-class TinyLMSpec(GridOptions, ZooSpec):
+class TinyLMSpec(_PhaseFactors, GridOptions, ZooSpec):
     """A grid of GPT-style language models of one model dimension.
 
     Attributes:
@@ -97,7 +112,7 @@ class TinyLMSpec(GridOptions, ZooSpec):
         data_dir: where ``openwebtext/train.bin`` and ``val.bin`` are (not identity).
     """
 
-    family: str = "tinylm"
+    family: str = FAMILY_NAME
     corpus: str = "pydoc-topics"
     corpus_sha256: str | None = None
     val_fraction: float = 0.1
@@ -124,8 +139,6 @@ class TinyLMSpec(GridOptions, ZooSpec):
     data_dir: str | None = field(default=None, compare=False)
 
     kind: ClassVar[str] = "tinylm"
-    load_factor: ClassVar[str] = "model_dim"
-    temperature_factor: ClassVar[str] = "batch_size"
 
     def __post_init__(self) -> None:
         if self.corpus not in CORPORA:
@@ -149,8 +162,6 @@ class TinyLMSpec(GridOptions, ZooSpec):
         data = super().to_dict()
         data.pop("data_dir", None)
         if data["corpus_sha256"] is None and self.corpus == "pydoc-topics":
-            from weightzoo.tasks.text import corpus_sha256
-
             data["corpus_sha256"] = corpus_sha256()
         return data
 
@@ -165,14 +176,12 @@ class TinyLMSpec(GridOptions, ZooSpec):
         return self.vocab * d + self.context * d + layers * block + 2 * d
 
     def estimate(self) -> dict[str, int]:
-        """Size of the zoo: models, checkpoints, params per row, and bytes of ``weights``."""
-        models, checkpoints, params = self.num_models(), self.epochs + 1, self.num_params()
-        return {
-            "models": models,
-            "checkpoints": checkpoints,
-            "params": params,
-            "bytes": models * checkpoints * params * 4,
-        }
+        """Size of the zoo, without torch: models, checkpoints, params, bytes of ``weights``."""
+        return size_estimate(self.num_models(), len(self.checkpoint_epochs()), self.num_params())
+
+    def checkpoint_epochs(self) -> list[int]:
+        """Every epoch, 0 (initialisation) to the last."""
+        return list(range(self.epochs + 1))
 
 
 def tinylm_spec(model_dim: int) -> TinyLMSpec:
@@ -215,14 +224,33 @@ def gpt2_openwebtext_spec(model_dim: int) -> TinyLMSpec:
     )
 
 
-_GRIDS: dict[str, tuple[Callable[[int], TinyLMSpec], tuple[int, ...]]] = {
-    "phase-tinylm": (tinylm_spec, TINY_MODEL_DIMS),
-    "phase-gpt2-openwebtext": (gpt2_openwebtext_spec, GPT2_MODEL_DIMS),
+class _Grid(NamedTuple):
+    """A named grid: its spec per model dimension, the dimensions, its catalog line's data."""
+
+    build: Callable[[int], TinyLMSpec]
+    dims: tuple[int, ...]
+    summary: str
+    data: tuple[str, ...]  # outside data sets generation reads (empty: offline)
+
+
+_GRIDS: dict[str, _Grid] = {
+    "phase-tinylm": _Grid(
+        tinylm_spec,
+        TINY_MODEL_DIMS,
+        "Phase transitions: byte-level GPT-style LMs on Python's docs, model_dim x batch size",
+        (),
+    ),
+    "phase-gpt2-openwebtext": _Grid(
+        gpt2_openwebtext_spec,
+        GPT2_MODEL_DIMS,
+        "Phase transitions: GPT-2 on OpenWebText, model_dim x batch size (data not bundled)",
+        ("openwebtext",),
+    ),
 }
 
 
 @dataclass(frozen=True)
-class TinyLMGridSpec(GroupedSpec):
+class TinyLMGridSpec(_PhaseFactors, GroupedSpec):
     """The whole model_dim x batch size grid as a grouped zoo (one group per model dimension).
 
     Group ``d<dim>`` is the version-1 spec of that dimension.
@@ -233,14 +261,12 @@ class TinyLMGridSpec(GroupedSpec):
         data_dir: where ``openwebtext/`` is (not identity).
     """
 
-    family: str = "tinylm"
+    family: str = FAMILY_NAME
     models: int | None = None
     epochs: int | None = None
     data_dir: str | None = field(default=None, compare=False)
 
     kind: ClassVar[str] = "tinylm-grid"
-    load_factor: ClassVar[str] = "model_dim"
-    temperature_factor: ClassVar[str] = "batch_size"
 
     def __post_init__(self) -> None:
         if self.name not in _GRIDS:
@@ -250,9 +276,9 @@ class TinyLMGridSpec(GroupedSpec):
 
     def groups(self) -> list[tuple[str, ZooSpec]]:
         """``[("d<dim>", spec of that dimension), ...]`` in increasing model dimension."""
-        build, dims = _GRIDS[self.name]
+        grid = _GRIDS[self.name]
         options = {"models": self.models, "epochs": self.epochs, "data_dir": self.data_dir}
-        return [(f"d{d}", build(d).override(**options)) for d in dims]
+        return [(f"d{d}", grid.build(d).override(**options)) for d in grid.dims]
 
     def to_dict(self) -> dict[str, Any]:
         """The grid's fields and every group's spec, without ``data_dir``."""
@@ -260,139 +286,32 @@ class TinyLMGridSpec(GroupedSpec):
         data.pop("data_dir", None)
         return data
 
-    def override(
-        self,
-        models: int | None = None,
-        epochs: int | None = None,
-        data_dir: str | None = None,
-        **rest: Any,
-    ) -> ZooSpec:
-        """Apply ``--models``, ``--epochs`` and ``--data-dir`` to every group.
+    def override(self, **options: Any) -> ZooSpec:
+        """Apply ``--models``, ``--epochs`` and ``--data-dir`` (``None``: unchanged) to every group.
 
         Raises:
             ValueError: for another option, or a non-positive count.
         """
-        ZooSpec.override(self, **rest)
-        changes = {"models": models, "epochs": epochs, "data_dir": data_dir}
-        changes = {k: v for k, v in changes.items() if v is not None}
-        spec = dataclasses.replace(self, **changes) if changes else self
-        spec.groups()  # the groups check the values
+        changes = {key: options.pop(key, None) for key in ("models", "epochs", "data_dir")}
+        ZooSpec.override(self, **options)  # refuses every other option
+        spec = dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+        spec.groups()  # each group checks the values
         return spec
 
 
 def specs() -> list[ZooSpec]:
     """The named specs: each grid whole (grouped) and one version-1 spec per model dimension."""
     out: list[ZooSpec] = []
-    for name, (build, dims) in _GRIDS.items():
-        out += [TinyLMGridSpec(name=name), *(build(d) for d in dims)]
+    for name, grid in _GRIDS.items():
+        out += [TinyLMGridSpec(name=name), *(grid.build(d) for d in grid.dims)]
     return out
 
 
-class TinyLMFamily:
-    """The :class:`~weightzoo.generate.base.Family` of tiny-LM specs."""
-
-    name = "tinylm"
-
-    def layout(self, spec: ZooSpec) -> Layout:
-        """Layout of one row (built on the meta device: nothing is allocated or drawn)."""
-        from weightzoo.architectures.tiny_lm import from_spec
-        from weightzoo.features import layout_of
-
-        return layout_of(from_spec(spec.to_dict(), device="meta"))
-
-    def checkpoint_epochs(self, spec: ZooSpec) -> list[int]:
-        """Every epoch, 0 (initialisation) to the last."""
-        assert isinstance(spec, TinyLMSpec)
-        return list(range(spec.epochs + 1))
-
-    def metric_names(self, spec: ZooSpec) -> list[str]:
-        """train/val loss and accuracy."""
-        return list(METRICS)
-
-    def plan(self, spec: ZooSpec) -> list[ModelPlan]:
-        """One plan per model, replicate-major; stratum = batch size.
-
-        Raises:
-            CorpusMismatchError: if the spec pins another corpus than this Python's.
-            OpenWebTextMissingError: for the GPT-2 specs without the data on disk.
-        """
-        assert isinstance(spec, TinyLMSpec)
-        check_data(spec)
-        plans = []
-        for model_id in range(spec.num_models()):
-            replicate, cell = divmod(model_id, len(spec.batch_sizes))
-            batch = int(spec.batch_sizes[cell])
-            columns = {
-                "model_dim": spec.model_dim,
-                "batch_size": batch,
-                "load": float(spec.model_dim),
-                "temperature": float(batch),
-                "replicate": replicate,
-            }
-            plans.append(ModelPlan(model_id, spec.seed_start + replicate, f"b{batch}", columns))
-        return plans
-
-    def train(
-        self,
-        spec: ZooSpec,
-        plans: Sequence[ModelPlan],
-        *,
-        device: str,
-        progress: bool = True,
-        on_epoch: Callable[[int, int | None], None] | None = None,
-    ) -> list[ModelRecord]:
-        """Train ``plans``: one population per batch size."""
-        from tqdm.auto import tqdm
-
-        from weightzoo.generate.tinylm.population import train_population
-
-        assert isinstance(spec, TinyLMSpec)
-        total = len(plans) * spec.epochs
-        bar = tqdm(total=total, disable=not progress, desc=spec.name, unit="model-epoch")
-
-        def report(advanced: int) -> None:
-            bar.update(advanced)
-            if on_epoch is not None:
-                on_epoch(advanced, None)
-
-        try:
-            return train_population(spec, plans, device=device, progress=report)
-        finally:
-            bar.close()
-
-    def finalize(self, spec: ZooSpec, root: Any, device: str = "cpu") -> None:
-        """Landscape metrics of every stored checkpoint, then the phase labels.
-
-        Idempotent: a ``landscape`` side file that already holds every metric of every
-        model and checkpoint is kept.
-        """
-        from weightzoo.landscape.phase import write_phases
-        from weightzoo.landscape.tinylm import compute_lm_landscape, landscape_is_complete
-        from weightzoo.storage.sidecar import sidecar_records
-
-        if not landscape_is_complete(root):
-            compute_lm_landscape(root, epochs="all", device=device, progress=False)
-        elif "phase" in sidecar_records(root)["landscape"].arrays:
-            return  # a finished run: nothing to redo
-        write_phases(root)
-
-
-def check_data(spec: TinyLMSpec) -> None:
-    """Fail early (before anything is written) when the spec's corpus is not usable here."""
-    from weightzoo.tasks.text import check_corpus, load_openwebtext
-
-    if spec.corpus == "openwebtext":
-        load_openwebtext(spec.data_dir, spec.name)
-    else:
-        check_corpus(spec.corpus_sha256, f"spec {spec.name!r}")
-
-
-def family(name: str = "tinylm") -> TinyLMFamily:
-    """The family object for ``"tinylm"``.
-
-    Raises:
-        ValueError: for another name.
-    """
-    if name != "tinylm":
-        raise ValueError(f"this module trains tiny-LM zoos, not {name!r}")
-    return TinyLMFamily()
+def listings() -> list[Listing]:
+    """The catalog's lines: each grid whole, then one line per model dimension."""
+    out: list[Listing] = []
+    for name, grid in _GRIDS.items():
+        whole = f"{grid.summary}, all {len(grid.dims)} dimensions"
+        out.append(Listing(name, whole, grid.data))
+        out += [Listing(f"{name}-d{d}", f"{grid.summary}, d={d}", grid.data) for d in grid.dims]
+    return out

@@ -1,4 +1,4 @@
-"""A small GPT-style decoder for the language-model zoos.
+"""The small GPT-style decoder of the tiny-LM zoos.
 
 Token and learned position embeddings, ``layers`` pre-norm blocks (causal multi-head
 self-attention, then a GELU MLP four times as wide, each on a residual branch), a final
@@ -21,6 +21,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
+
+__all__ = ["Block", "CausalSelfAttention", "DeviceLike", "TinyLM", "from_spec", "num_heads"]
 
 DeviceLike = str | torch.device | None
 

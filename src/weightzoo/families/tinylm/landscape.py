@@ -6,7 +6,8 @@ LayerNorm, every position of every window flattened) of a fixed set of validatio
 ``mc`` and the other pair metrics train a Bézier curve between the two models on the same
 training windows. A model's partner is its *seed sibling*: the next model, by seed and
 cyclically, of the same load and temperature (model dimension and batch size); a model
-without one gets NaN.
+without one gets NaN. The ``phase`` labels are added by the callers (``weightzoo landscape`` and
+the family's ``finalize``), as for every phase-transition zoo.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from tqdm.auto import tqdm
 
 from weightzoo.architectures import build_model
 from weightzoo.errors import InvalidOptionError
+from weightzoo.families.tinylm.data import corpus_for, window_starts, windows
+from weightzoo.families.tinylm.spec import FAMILY_NAME
 from weightzoo.landscape.metrics import (
     _PAIR_METRICS,
     METRICS,
@@ -30,7 +33,6 @@ from weightzoo.landscape.metrics import (
     landscape_metrics,
 )
 from weightzoo.storage.sidecar import SidecarRecord, sidecar_records, write_sidecar
-from weightzoo.tasks.text import corpus_for, window_starts, windows
 from weightzoo.zoo import Zoo
 
 __all__ = [
@@ -138,6 +140,7 @@ def compute_lm_landscape(
         The side file's record.
 
     Raises:
+        InvalidOptionError: for a zoo of another family, or a count below 1.
         UnknownMetricError: for a metric name that does not exist.
         CorpusMismatchError: the byte corpus here is not the one the zoo was trained on.
         OpenWebTextMissingError: a GPT-2 zoo without its data on disk.
@@ -153,6 +156,11 @@ def compute_lm_landscape(
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise InvalidOptionError(f"{what} must be an int >= 1, got {value!r}")
     spec = dict(zoo.manifest.spec)
+    if spec.get("family") != FAMILY_NAME:
+        raise InvalidOptionError(
+            f"zoo {zoo.name!r} at {zoo.path} is a {spec.get('family')!r} zoo, not a tiny-LM zoo; "
+            "use weightzoo.landscape.zoo.compute_zoo_landscape"
+        )
     data = corpus_for(spec, f"zoo {zoo.name!r} at {zoo.path}", data_dir)
     length = int(spec["context"])
     target = torch.device(device)

@@ -29,8 +29,20 @@ import numpy as np
 
 from weightzoo.errors import InvalidOptionError
 
+__all__ = [
+    "DATASETS",
+    "POOLS",
+    "Pool",
+    "PropertyData",
+    "load_property_data",
+    "synthetic_items",
+    "training_subset",
+]
+
 DATASETS = ("synthetic", "digits")
+"""The data sets a property spec can name (see the module docs)."""
 POOLS = ("victim", "adversary")
+"""The two disjoint pools, victim and adversary, in :attr:`PropertyData.pools` order."""
 SYNTHETIC_SHIFT = 1.0
 SYNTHETIC_NOISE = 0.5
 SYNTHETIC_PROPERTY_WEIGHT = 1.5
@@ -147,7 +159,8 @@ def load_property_data(
     test = pool(order[:test_size])
     victim = pool(order[test_size : test_size + pool_size])
     adversary = pool(order[test_size + pool_size : needed])
-    return PropertyData({"victim": victim, "adversary": adversary}, test, int(x.shape[1]), classes)
+    pools = dict(zip(POOLS, (victim, adversary), strict=True))
+    return PropertyData(pools, test, int(x.shape[1]), classes)
 
 
 def training_subset(pool: Pool, ratio: float, size: int, seed: int) -> np.ndarray:

@@ -1,0 +1,98 @@
+"""The property family: what the runner and the engines ask of property-inference zoos.
+
+Planning is torch-free (:mod:`.spec`); the module (:mod:`.model`) builds rows and
+:mod:`.evaluate` rebuilds their test set. Training code (:mod:`.train`) and the report's table
+(:mod:`weightzoo.analysis.property_inference`, scikit-learn) load when a hook that needs them
+runs, so that building or evaluating a row never imports the training toolkit. No module of
+the package imports this one.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from weightzoo.families.property import model
+from weightzoo.families.property.evaluate import PropertyEvalTask
+from weightzoo.families.property.spec import FAMILY_NAME, METRICS, PropertySpec
+from weightzoo.features import layout_of
+from weightzoo.generate.base import Family, ModelPlan
+from weightzoo.storage.layout import Layout
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from weightzoo.blocks import ModelRecord
+    from weightzoo.zoo import Zoo
+
+__all__ = ["FAMILY", "PropertyFamily"]
+
+
+class PropertyFamily(Family[PropertySpec]):
+    """The :class:`~weightzoo.generate.base.Family` of property-inference specs."""
+
+    name = FAMILY_NAME
+    spec_class = PropertySpec
+
+    def layout(self, spec: PropertySpec) -> Layout:
+        """Layout of one row: the MLP's weights and biases, layer by layer."""
+        return layout_of(model.from_spec(spec.to_dict()))
+
+    def checkpoint_epochs(self, spec: PropertySpec) -> list[int]:
+        """Epoch 0 (initialisation) and the last epoch."""
+        return spec.checkpoint_epochs()
+
+    def metric_names(self, spec: PropertySpec) -> list[str]:  # noqa: ARG002 - the same for all
+        """train/test loss and accuracy (:data:`~weightzoo.families.property.spec.METRICS`)."""
+        return list(METRICS)
+
+    def plan(self, spec: PropertySpec) -> list[ModelPlan]:
+        """One plan per model, replicate-major; stratum = pool and ratio."""
+        cells = spec.cells()
+        plans = []
+        for model_id in range(spec.num_models()):
+            pool, ratio = cells[model_id % len(cells)]
+            columns = {"ratio": ratio, "pool": pool}
+            plans.append(
+                ModelPlan(model_id, spec.seed_start + model_id, f"{pool}:{ratio}", columns)
+            )
+        return plans
+
+    def progress_total(self, spec: PropertySpec, plans: Sequence[ModelPlan]) -> int:  # noqa: ARG002
+        """Optimizer steps of one model: every model of the block steps together."""
+        return math.ceil(spec.train_size / spec.batch_size) * spec.epochs
+
+    def train_block(
+        self,
+        spec: PropertySpec,
+        plans: Sequence[ModelPlan],
+        device: str,
+        report: Callable[[int], None],
+    ) -> list[ModelRecord]:
+        """Train ``plans`` as one population, each model on its own subset."""
+        from weightzoo.families.property.train import train_population  # training code: here only
+
+        return train_population(spec, plans, device=device, progress=report)
+
+    def build_model(self, spec: Mapping[str, Any], columns: Mapping[str, Any]) -> nn.Module | None:  # noqa: ARG002
+        """The MLP of the spec's ``features``, ``hidden`` and ``num_classes`` (for every row).
+
+        ``None`` for a spec without ``hidden``: it names no weightzoo architecture.
+        """
+        return model.from_spec(spec) if "hidden" in spec else None
+
+    def eval_task(self, zoo: Zoo, spec: Mapping[str, Any]) -> PropertyEvalTask:
+        """:class:`~weightzoo.families.property.evaluate.PropertyEvalTask`: the shared test set."""
+        return PropertyEvalTask(zoo, spec)
+
+    def tables(self) -> Mapping[str, Callable[..., Any]]:
+        """The report's ``property.distinguish`` table (the "0.5 vs X" meta-classifiers)."""
+        # scikit-learn loads with the table, not with the family
+        from weightzoo.analysis.property_inference import distinguish_table
+
+        return {"property.distinguish": distinguish_table}
+
+
+FAMILY = PropertyFamily()
+"""The family object the registry hands out."""
