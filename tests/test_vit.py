@@ -2,31 +2,40 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch.nn import functional as F
 from torch.utils.data import DataLoader
 
 from weightzoo.analysis import report
 from weightzoo.analysis.lineage import lineage_recovery
 from weightzoo.architectures import build_model
-from weightzoo.architectures.vit import PRESETS, ViT, backbone_names
 from weightzoo.errors import (
     DataFilesMissingError,
     GroupRequiredError,
     InvalidOptionError,
     UnknownColumnError,
+    UnknownZooError,
 )
+from weightzoo.families import family as registered_family
+from weightzoo.families import family_hooks
+from weightzoo.families.vit.data import FINETUNE_DIGITS, augment, digit_task
+from weightzoo.families.vit.family import family
+from weightzoo.families.vit.model import ViT, backbone_names
+from weightzoo.families.vit.spec import HEADS, PRESETS, ViTZooSpec, num_params
+from weightzoo.families.vit.train import nt_xent
 from weightzoo.features import layout_of
 from weightzoo.generate.runner import generate
-from weightzoo.generate.specs import get_spec
-from weightzoo.generate.vit.family import ViTZooSpec, family
-from weightzoo.generate.vit.population import nt_xent
+from weightzoo.generate.specs import family_for, get_spec
 from weightzoo.lineage import LineagePairs, columns_of
-from weightzoo.tasks.transfer import FINETUNE_DIGITS, augment, digit_task
 from weightzoo.zoo import Zoo
 
 CHILD_GROUPS = ("finetune-linear", "finetune-mlp")
@@ -296,3 +305,102 @@ def test_paper_spec_with_its_files_in_place_is_refused_not_run_on_digits(tmp_pat
     spec = get_spec("vit-zoo-paper").override(data_dir=str(data))
     with pytest.raises(InvalidOptionError, match="no streaming reader"):
         generate(spec, tmp_path / "zoo", progress=False)
+
+
+# ------------------------------------------------------------------- the family's one home
+def test_the_registry_hands_out_each_stage_and_binds_its_spec_class():
+    pretrain, finetune = (dict(tiny_spec().groups())[g] for g in ("pretrain", "finetune-mlp"))
+    assert family_for(pretrain) is registered_family("vit-pretrain") is family("vit-pretrain")
+    assert family_for(finetune) is registered_family("vit-finetune") is family("vit-finetune")
+    assert family_hooks("vit-finetune") is family("vit-finetune")
+    with pytest.raises(InvalidOptionError, match="is a ViTPretrainSpec but family 'vit-finetune'"):
+        family_for(dataclasses.replace(pretrain, family="vit-finetune"))
+    with pytest.raises(UnknownZooError, match="not 'vit-other'"):
+        family("vit-other")
+
+
+def test_the_grouped_zoo_is_sized_as_its_groups_by_their_families():
+    for spec in (tiny_spec(), get_spec("vit-digits")):  # the paper's plans need its data
+        assert family("vit").estimate(spec) == spec.estimate()
+    assert family("vit").estimate(tiny_spec())["models"] == 2 + 2 * (2 * 2 * 1)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    heads=st.integers(1, 4),
+    head_dim=st.integers(1, 8),
+    depth=st.integers(0, 3),
+    patch=st.integers(1, 4),
+    patches=st.integers(1, 4),
+    channels=st.integers(1, 3),
+    outputs=st.integers(1, 12),
+    head=st.sampled_from(HEADS),
+    head_hidden=st.integers(1, 16),
+)
+def test_the_torch_free_size_is_the_module_layouts(
+    heads, head_dim, depth, patch, patches, channels, outputs, head, head_hidden
+):
+    sizes = dict(dim=heads * head_dim, heads=heads, depth=depth, mlp_dim=2 * head_dim + 1)
+    sizes |= dict(patch_size=patch, image_size=patch * patches, in_channels=channels)
+    spec = {"architecture": "vit-digits", "outputs": outputs, "head": head} | sizes
+    spec["head_hidden"] = head_hidden
+    assert num_params(spec) == layout_of(ViT(**sizes, outputs=outputs, head=head,
+                                             head_hidden=head_hidden)).num_params  # fmt: skip
+    assert num_params(spec) == layout_of(build_model(spec | {"family": "vit-pretrain"})).num_params
+
+
+def test_each_stage_sizes_its_groups_as_its_layout():
+    for _, group in get_spec("vit-digits").groups():
+        stage = family_for(group)
+        assert group.estimate() == stage.estimate(group)  # `weightzoo list` shows the family's
+        assert group.estimate()["params"] == stage.layout(group).num_params
+
+
+def test_listing_and_sizing_import_no_torch():
+    code = (
+        "import sys; from weightzoo import catalog, families; "
+        "sizes = {s.name: s.estimate() for s in families.spec_module('vit').specs()}; "
+        "names = [e.name for e in catalog.entries() if e.family == 'vit']; "
+        "assert 'torch' not in sys.modules, 'torch'; "
+        "print(*names, sizes['vit-digits']['models'], sizes['vit-zoo-paper']['params'])"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["vit-digits", "vit-zoo-paper", "52", "22050664"]
+
+
+def test_list_shows_the_vit_zoos_with_their_sizes_and_data(capsys):
+    from weightzoo.cli import run
+
+    assert run(["list", "--family", "vit", "--json"]) == 0
+    rows = {row["name"]: row for row in json.loads(capsys.readouterr().out)}
+    assert sorted(rows) == ["vit-digits", "vit-zoo-paper"]
+    assert (rows["vit-digits"]["models"], rows["vit-digits"]["groups"]) == (52, 3)
+    assert rows["vit-zoo-paper"]["models"] == 250
+    assert rows["vit-digits"]["sources"][0]["data"] == []
+    assert rows["vit-zoo-paper"]["sources"][0]["data"] == ["imagenet-1k", "cifar100"]
+
+
+def test_model_and_data_never_import_training_code():
+    code = (
+        "import sys; import weightzoo.families.vit.model, weightzoo.families.vit.data; "
+        "from weightzoo.architectures import build_model; "
+        "from weightzoo.families.vit.spec import specs; "
+        "[build_model(g.to_dict()) for _, g in specs()[0].groups()]; "
+        "bad = [m for m in sys.modules if m.endswith(('vit.train', 'generate.population'))]; "
+        "assert not bad, bad"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_train_tells_the_runner_each_populations_size_per_epoch():
+    spec = dict(tiny_spec(pretrainings=("supervised", "simclr", "simclr")).groups())["pretrain"]
+    spec = dataclasses.replace(spec, epochs=2, batch_size=256)
+    plans = family("vit-pretrain").plan(spec)
+    heard: list[tuple[int, int | None]] = []
+    records = family("vit-pretrain").train(
+        spec, plans, device="cpu", progress=False, on_epoch=lambda n, p: heard.append((n, p))
+    )
+    assert [r.model_id for r in records] == [p.model_id for p in plans]
+    assert sorted(heard) == [(1, None)] * 2 + [(2, None)] * 2  # per objective, per epoch
+    assert sum(n for n, _ in heard) == len(plans) * spec.epochs

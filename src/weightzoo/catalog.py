@@ -270,10 +270,6 @@ _IMAGE_ZOOS: dict[tuple[str, str], tuple[str, ...]] = {
     ("tiny-imagenet", "resnet18"): ("seed",),
 }
 _TRAJECTORY_ZOOS = (("mnist", "mlp"), ("mnist", "cnn"), ("digits", "mlp"), ("digits", "cnn"))
-_VIT_ZOOS = {
-    "vit-digits": "ViTs pre-trained on digits (supervised, SimCLR) and fine-tuned, with lineage",
-    "vit-zoo-paper": "ViT-S pre-trained on ImageNet-1k, fine-tuned on CIFAR-100 (250 models)",
-}
 
 _RESNET_WIDTHS = (2, 4, 8, 16, 32, 64, 128, 256)
 # Phase-transition grids (dataset, architecture) -> widths: the grid is a grouped zoo, each
@@ -289,10 +285,6 @@ _PHASE_GRIDS: dict[tuple[str, str], tuple[int, ...]] = {
     ("cifar10", "vit"): (6, 12, 24, 48, 60, 96, 192),
     ("cifar100", "vit"): (6, 12, 24, 48, 60, 96, 192),
 }
-
-
-# Generation that needs data from outside (every other zoo is generated offline).
-_VIT_DATA = {"vit-zoo-paper": Generation(("imagenet-1k", "cifar100"))}
 
 
 @dataclass(frozen=True)
@@ -462,10 +454,6 @@ def _entries() -> list[CatalogEntry]:
             generation=_data(dataset),
         )
         for dataset, architecture in _TRAJECTORY_ZOOS
-    ]
-    entries += [
-        CatalogEntry(name, "vit", summary, generation=_VIT_DATA.get(name, offline))
-        for name, summary in _VIT_ZOOS.items()
     ]
     entries += _family_entries()
     for (dataset, architecture), widths in _PHASE_GRIDS.items():

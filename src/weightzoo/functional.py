@@ -262,40 +262,6 @@ class ImageTask:
         return _activation_numel(net, torch.zeros(1, *self.input_shape, device=_on(net)))
 
 
-class _ViTFinetuneTask(ImageTask):
-    """Fine-tuned ViTs of a ViT zoo's fine-tune groups, on the fine-tuning task's digits.
-
-    Pre-trained ViTs are not covered: a group mixes supervised and SimCLR models, whose
-    stored metrics measure different things.
-    """
-
-    splits = ("train", "test")
-
-    def __init__(self, zoo: Zoo, spec: Mapping[str, Any]) -> None:
-        if spec.get("dataset", "digits") != "digits":
-            raise UnbuildableSpecError(
-                f"zoo {zoo.name!r}: weightzoo.evaluate rebuilds only the offline digits task of "
-                f"a ViT zoo, not {spec.get('dataset')!r}; pass inputs= and targets="
-            )
-        self.zoo, self.spec = zoo, spec
-        self.loss = "ce"
-        self.input_shape = (1, 8, 8)
-        self.activations = ["gelu"]
-
-    def module(self, key: str) -> nn.Module:
-        return _checked_module(self.zoo)
-
-    def default_data(self, split: str, data_dir: str | None, columns: Any, count: int) -> TaskData:
-        from weightzoo.tasks.transfer import FINETUNE_DIGITS, digit_task
-
-        task = digit_task(FINETUNE_DIGITS)
-        x, y = (task.train_x, task.train_y) if split == "train" else (task.test_x, task.test_y)
-        return TaskData(torch.from_numpy(x), torch.from_numpy(y))
-
-    def random_inputs(self, n: int, generator: torch.Generator) -> Tensor:
-        return torch.rand((n, *self.input_shape), generator=generator) * 2 - 1  # pixels in [-1, 1]
-
-
 class _MLDSTask:
     """MLDS: recurrent nets mimicking a machine or automaton, masked MSE on its sequences."""
 
@@ -411,8 +377,6 @@ def _task(zoo: Zoo) -> ImageTask | _MLDSTask:
     # families not yet in weightzoo.families: each one's branch goes when it moves
     if spec.get("family") == "mlds":
         return _MLDSTask(zoo, spec)
-    if spec.get("family") == "vit-finetune":
-        return _ViTFinetuneTask(zoo, spec)
     if spec.get("family") in ("modelzoo", "trajectory", "phase") and "architecture" in spec:
         return ImageTask(zoo, spec)
     raise UnbuildableSpecError(

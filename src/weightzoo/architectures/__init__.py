@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from weightzoo.architectures import image, mlds, phase, vit
+from weightzoo.architectures import image, mlds, phase
 from weightzoo.errors import LayoutError, WeightzooError
 from weightzoo.families import family_hooks
 from weightzoo.features import layout_of
@@ -33,12 +33,7 @@ __all__ = [
     "image",
     "mlds",
     "phase",
-    "vit",
 ]
-
-
-VIT_FAMILIES = ("vit-pretrain", "vit-finetune")
-"""Families whose rows are :class:`~weightzoo.architectures.vit.ViT` s."""
 
 
 class UnbuildableSpecError(WeightzooError, ValueError):
@@ -212,8 +207,6 @@ def _build(spec: Mapping[str, Any], columns: dict[str, Any]) -> nn.Module:
         return mlds.MLDSNet(mlds.net_config(str(spec.get("subset", "ds1"))))
     if family in ("modelzoo", "trajectory") and "architecture" in spec:
         return _image_model(spec, columns)
-    if family in VIT_FAMILIES:
-        return vit.from_spec(spec)
     if family == "phase" and "architecture" in spec and "width" in spec:
         try:
             return phase.from_spec(spec)

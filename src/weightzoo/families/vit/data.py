@@ -31,6 +31,16 @@ from torch import Tensor
 
 from weightzoo.errors import DataFilesMissingError
 
+__all__ = [
+    "ALL_DIGITS",
+    "FINETUNE_DIGITS",
+    "PRETRAIN_DIGITS",
+    "DigitTask",
+    "augment",
+    "check_paper_data",
+    "digit_task",
+]
+
 PRETRAIN_DIGITS = (0, 1, 2, 3, 4)
 """Classes of the supervised pre-training task."""
 FINETUNE_DIGITS = (5, 6, 7, 8, 9)

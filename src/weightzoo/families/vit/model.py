@@ -13,9 +13,10 @@ final LayerNorm. The class token's output feeds the head:
 Every tensor whose name does not start with ``head.`` is the *backbone*, which a fine-tuned
 model shares in shape with its pre-trained parent (:func:`backbone_names`).
 
-Sizes (:data:`PRESETS`): ``"vit-digits"`` for 8x8 greyscale digits on CPU (patch 2, dim 32,
-depth 2, 4 heads, MLP 64; 17,888 backbone parameters), and ``"vit-s"``, the paper's ViT-S/16
-at 224 px (dim 384, depth 12, 6 heads, MLP 1,536; 21,665,664 backbone parameters).
+Sizes (:data:`~weightzoo.families.vit.spec.PRESETS`): ``"vit-digits"`` for 8x8 greyscale
+digits on CPU (patch 2, dim 32, depth 2, 4 heads, MLP 64; 17,888 backbone parameters), and
+``"vit-s"``, the paper's ViT-S/16 at 224 px (dim 384, depth 12, 6 heads, MLP 1,536; 21,665,664
+backbone parameters).
 """
 
 from __future__ import annotations
@@ -28,29 +29,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-HEADS = ("linear", "mlp")
+from weightzoo.families.vit.spec import HEADS, config_of
 
-PRESETS: dict[str, dict[str, int]] = {
-    "vit-digits": {
-        "image_size": 8,
-        "patch_size": 2,
-        "in_channels": 1,
-        "dim": 32,
-        "depth": 2,
-        "heads": 4,
-        "mlp_dim": 64,
-    },
-    "vit-s": {
-        "image_size": 224,
-        "patch_size": 16,
-        "in_channels": 3,
-        "dim": 384,
-        "depth": 12,
-        "heads": 6,
-        "mlp_dim": 1536,
-    },
-}
-"""Architecture sizes by name: the CPU-sized digits ViT and the paper's ViT-S/16."""
+__all__ = ["Attention", "Block", "ViT", "backbone_names", "from_spec", "make_head"]
 
 
 class Attention(nn.Module):
@@ -190,22 +171,6 @@ class ViT(nn.Module):
 def backbone_names(names: Sequence[str]) -> list[str]:
     """The tensors of ``names`` that belong to the backbone (everything but ``head.*``)."""
     return [n for n in names if not n.startswith("head.")]
-
-
-def config_of(spec: Mapping[str, Any]) -> dict[str, int]:
-    """The architecture sizes of a ViT zoo spec: its preset, with any sizes it sets itself.
-
-    Raises:
-        ValueError: for an unknown preset.
-    """
-    name = str(spec.get("architecture", "vit-digits"))
-    if name not in PRESETS:
-        raise ValueError(f"unknown ViT architecture {name!r}; known: {', '.join(PRESETS)}")
-    config = dict(PRESETS[name])
-    for key in config:
-        if spec.get(key) is not None:
-            config[key] = int(spec[key])
-    return config
 
 
 def from_spec(spec: Mapping[str, Any]) -> ViT:

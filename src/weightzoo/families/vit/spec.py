@@ -1,4 +1,4 @@
-"""The ViT zoo's two stages as specs and families: pre-training, and fine-tuning from a parent.
+"""The ViT zoo as specs: the two stages, the grouped zoo, the named zoos and their listings.
 
 After Falk et al., *A Model Zoo of Vision Transformers* (arXiv:2504.10231): pre-trained ViTs
 (supervised or SimCLR), each fine-tuned many ways (head x optimizer x learning rate x seed).
@@ -17,19 +17,70 @@ After Falk et al., *A Model Zoo of Vision Transformers* (arXiv:2504.10231): pre-
 Columns of both: ``parent`` (the parent's model id, -1 for a pre-trained model), ``stage``
 (``pretrain`` / ``finetune``), ``pretraining`` (``supervised`` / ``simclr``), ``head``,
 ``optimizer``, ``lr`` and ``seed``.
+
+This module imports no torch: the architecture presets and the parameter count of a spec are
+here (:func:`num_params`), so that listing and sizing the zoos is cheap.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, ClassVar
 
 from weightzoo.errors import InvalidOptionError
-from weightzoo.generate.base import GridOptions, GroupedSpec, ModelPlan, ModelRecord, ZooSpec
-from weightzoo.storage.layout import Layout
+from weightzoo.families import Listing
+from weightzoo.generate.base import GridOptions, GroupedSpec, ZooSpec, size_estimate
+
+__all__ = [
+    "DATASETS",
+    "FINETUNE_METRICS",
+    "FINETUNE_NAME",
+    "HEADS",
+    "PRESETS",
+    "PRETRAIN_METRICS",
+    "PRETRAIN_NAME",
+    "ViTFinetuneSpec",
+    "ViTPretrainSpec",
+    "ViTZooSpec",
+    "config_of",
+    "finetune_group",
+    "listings",
+    "num_params",
+    "specs",
+]
+
+ZOO_NAME = "vit"
+"""The family name of a grouped ViT zoo (its top manifest's ``family``)."""
+PRETRAIN_NAME = "vit-pretrain"
+"""The family of the pre-training group."""
+FINETUNE_NAME = "vit-finetune"
+"""The family of each fine-tuning group."""
+
+HEADS = ("linear", "mlp")
+"""Head kinds: one ``Linear(dim, outputs)``, or ``Linear -> GELU -> Linear``."""
+PRESETS: dict[str, dict[str, int]] = {
+    "vit-digits": {
+        "image_size": 8,
+        "patch_size": 2,
+        "in_channels": 1,
+        "dim": 32,
+        "depth": 2,
+        "heads": 4,
+        "mlp_dim": 64,
+    },
+    "vit-s": {
+        "image_size": 224,
+        "patch_size": 16,
+        "in_channels": 3,
+        "dim": 384,
+        "depth": 12,
+        "heads": 6,
+        "mlp_dim": 1536,
+    },
+}
+"""Architecture sizes by name: the CPU-sized digits ViT and the paper's ViT-S/16."""
 
 PRETRAININGS = ("supervised", "simclr")
 """Pre-training objectives."""
@@ -38,11 +89,41 @@ FINETUNE_OPTIMIZERS = ("adamw", "sgd")
 PAPER_LRS = (3e-3, 1e-3, 1e-4)
 """Fine-tuning learning rates of the paper."""
 PRETRAIN_METRICS = ("train_loss", "train_acc", "test_loss", "test_acc", "knn_acc")
-"""Per-checkpoint metrics of a pre-trained model (see :mod:`weightzoo.generate.vit.population`)."""
+"""Per-checkpoint metrics of a pre-trained model (see :mod:`weightzoo.families.vit.train`)."""
 FINETUNE_METRICS = ("train_loss", "train_acc", "test_loss", "test_acc")
 """Per-checkpoint metrics of a fine-tuned model, on the fine-tuning task."""
 DATASETS = ("digits", "imagenet-1k", "cifar100")
 """Data of the stages: the offline digits tasks, or the paper's ImageNet-1k / CIFAR-100."""
+
+
+def config_of(spec: Mapping[str, Any]) -> dict[str, int]:
+    """The architecture sizes of a ViT zoo spec: its preset, with any sizes it sets itself.
+
+    Raises:
+        ValueError: for an unknown preset.
+    """
+    name = str(spec.get("architecture", "vit-digits"))
+    if name not in PRESETS:
+        raise ValueError(f"unknown ViT architecture {name!r}; known: {', '.join(PRESETS)}")
+    config = dict(PRESETS[name])
+    for key in config:
+        if spec.get(key) is not None:
+            config[key] = int(spec[key])
+    return config
+
+
+def num_params(spec: Mapping[str, Any]) -> int:
+    """Parameters of the ViT of a spec dict, counted without building it (see :mod:`.model`)."""
+    c = config_of(spec)
+    dim, mlp, outputs = c["dim"], c["mlp_dim"], int(spec["outputs"])
+    tokens = (c["image_size"] // c["patch_size"]) ** 2 + 1  # the patches and the class token
+    embed = (c["in_channels"] * c["patch_size"] ** 2 + 1) * dim + tokens * dim + dim
+    # two LayerNorms, qkv, the output projection and the two MLP layers of a block
+    block = 4 * dim + (dim + 1) * 3 * dim + (dim + 1) * dim + (dim + 1) * mlp + (mlp + 1) * dim
+    hidden = int(spec.get("head_hidden", 32))
+    linear = str(spec.get("head", "linear")) == "linear"
+    head = (dim + 1) * outputs if linear else (dim + 1) * hidden + (hidden + 1) * outputs
+    return embed + c["depth"] * block + 2 * dim + head
 
 
 def _check_choice(spec: str, what: str, values: Sequence[Any], known: Sequence[Any]) -> None:
@@ -58,7 +139,7 @@ class _ViTSpec(GridOptions, ZooSpec):
     """Fields of both stages.
 
     Attributes:
-        architecture: a preset of :data:`weightzoo.architectures.vit.PRESETS`.
+        architecture: a preset of :data:`PRESETS`.
         dataset: ``"digits"`` (offline) or the paper's data (see :data:`DATASETS`).
         outputs: outputs of the head.
         head: ``"linear"`` or ``"mlp"``.
@@ -85,11 +166,9 @@ class _ViTSpec(GridOptions, ZooSpec):
     models: int | None = None
     data_dir: str | None = field(default=None, compare=False)
 
-    kind: ClassVar[str] = "vit"
+    kind: ClassVar[str] = ZOO_NAME
 
     def __post_init__(self) -> None:
-        from weightzoo.architectures.vit import HEADS, PRESETS
-
         _check_choice(self.name, "architecture", [self.architecture], list(PRESETS))
         _check_choice(self.name, "dataset", [self.dataset], DATASETS)
         _check_choice(self.name, "head", [self.head], HEADS)
@@ -111,14 +190,7 @@ class _ViTSpec(GridOptions, ZooSpec):
 
     def estimate(self) -> dict[str, int]:
         """Size of the zoo: models, checkpoints, params per row, and bytes of ``weights``."""
-        params = _layout(self).num_params
-        models, checkpoints = self.num_models(), len(self.checkpoints())
-        return {
-            "models": models,
-            "checkpoints": checkpoints,
-            "params": params,
-            "bytes": models * checkpoints * params * 4,
-        }
+        return size_estimate(self.num_models(), len(self.checkpoints()), num_params(self.to_dict()))
 
 
 @dataclass(frozen=True)
@@ -131,10 +203,10 @@ class ViTPretrainSpec(_ViTSpec):
         lr: its learning rate.
         weight_decay: its weight decay.
         temperature: of the SimCLR (NT-Xent) loss.
-        max_shift / noise: the SimCLR views (:func:`weightzoo.tasks.transfer.augment`).
+        max_shift / noise: the SimCLR views (:func:`weightzoo.families.vit.data.augment`).
     """
 
-    family: str = "vit-pretrain"
+    family: str = PRETRAIN_NAME
     pretrainings: tuple[str, ...] = ("supervised", "supervised", "simclr", "simclr")
     optimizer: str = "adamw"
     lr: float = 1e-3
@@ -143,7 +215,7 @@ class ViTPretrainSpec(_ViTSpec):
     max_shift: int = 1
     noise: float = 0.1
 
-    kind: ClassVar[str] = "vit-pretrain"
+    kind: ClassVar[str] = PRETRAIN_NAME
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -170,7 +242,7 @@ class ViTFinetuneSpec(_ViTSpec):
         weight_decay: weight decay of both optimizers.
     """
 
-    family: str = "vit-finetune"
+    family: str = FINETUNE_NAME
     outputs: int = 5
     parent_group: str = "pretrain"
     parents: tuple[int, ...] = ()
@@ -181,7 +253,7 @@ class ViTFinetuneSpec(_ViTSpec):
     momentum: float = 0.9
     weight_decay: float = 0.0
 
-    kind: ClassVar[str] = "vit-finetune"
+    kind: ClassVar[str] = FINETUNE_NAME
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -218,147 +290,6 @@ class ViTFinetuneSpec(_ViTSpec):
     def grid_models(self) -> int:
         """Children of the full grid."""
         return len(self.parents) * len(self.optimizers) * len(self.lrs) * self.seeds
-
-
-def _layout(spec: ZooSpec) -> Layout:
-    from weightzoo.architectures import build_model
-    from weightzoo.features import layout_of
-
-    return layout_of(build_model(spec.to_dict()))
-
-
-class ViTFamily:
-    """The :class:`~weightzoo.generate.base.Family` of both ViT stages.
-
-    Args:
-        name: ``"vit-pretrain"`` or ``"vit-finetune"``.
-    """
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def layout(self, spec: ZooSpec) -> Layout:
-        """Layout of one row: the backbone, then the head."""
-        return _layout(spec)
-
-    def checkpoint_epochs(self, spec: ZooSpec) -> list[int]:
-        """0, every ``checkpoint_every`` epochs, and the last epoch."""
-        assert isinstance(spec, _ViTSpec)
-        return spec.checkpoints()
-
-    def metric_names(self, spec: ZooSpec) -> list[str]:
-        """The stage's metrics (:data:`PRETRAIN_METRICS` or :data:`FINETUNE_METRICS`)."""
-        return list(PRETRAIN_METRICS if isinstance(spec, ViTPretrainSpec) else FINETUNE_METRICS)
-
-    def plan(self, spec: ZooSpec) -> list[ModelPlan]:
-        """One plan per model with the lineage columns.
-
-        Raises:
-            DataFilesMissingError: for the paper's data when its files are missing (checked
-                here, before anything is trained or written).
-            InvalidOptionError: for the paper's data when its files are in place: weightzoo
-                holds image data in memory and has no streaming reader for ImageNet-1k.
-        """
-        assert isinstance(spec, _ViTSpec)
-        if spec.dataset != "digits":
-            from weightzoo.tasks.transfer import check_paper_data
-
-            check_paper_data(spec.data_dir)
-            raise InvalidOptionError(
-                f"zoo spec {spec.name!r} trains on {spec.dataset}: its files are in place, but "
-                "weightzoo reads image data sets into memory and has no streaming reader for "
-                "ImageNet-1k at 224 px, so the paper's ViT zoo cannot be generated here; "
-                "generate vit-digits, the offline zoo of the same design"
-            )
-        if isinstance(spec, ViTPretrainSpec):
-            return [
-                ModelPlan(
-                    model_id,
-                    spec.seed_start + model_id,
-                    kind,
-                    {
-                        "parent": -1,
-                        "stage": "pretrain",
-                        "pretraining": kind,
-                        "head": spec.head,
-                        "optimizer": spec.optimizer,
-                        "lr": float(spec.lr),
-                    },
-                )
-                for model_id, kind in enumerate(spec.pretrainings[: spec.num_models()])
-            ]
-        assert isinstance(spec, ViTFinetuneSpec)
-        plans = []
-        for k, cell in enumerate(spec.cells()[: spec.num_models()]):
-            columns = {"stage": "finetune", "head": spec.head, **cell}
-            columns.pop("seed")
-            # stratified by parent, so that every parent has children in every split
-            plans.append(ModelPlan(k, cell["seed"], str(cell["parent"]), columns))
-        return plans
-
-    def train(
-        self,
-        spec: ZooSpec,
-        plans: Sequence[ModelPlan],
-        *,
-        device: str,
-        progress: bool = True,
-        on_epoch: Callable[[int, int | None], None] | None = None,
-        root: str | Path | None = None,
-    ) -> list[ModelRecord]:
-        """Train ``plans``: pre-training, or fine-tuning from the parents in ``root``'s sibling.
-
-        Args:
-            spec: the stage's spec.
-            plans: the block's models.
-            device: torch device.
-            progress: show a progress bar.
-            on_epoch: the runner's per-epoch callback.
-            root: this zoo's directory inside its grouped zoo; a fine-tuning stage reads its
-                parents from ``root.parent / spec.parent_group``.
-
-        Raises:
-            InvalidOptionError: a fine-tuning stage without ``root``.
-        """
-        from tqdm.auto import tqdm
-
-        from weightzoo.generate.vit import population
-
-        assert isinstance(spec, _ViTSpec)
-        bar = tqdm(
-            total=len(plans) * spec.epochs, disable=not progress, desc=spec.name, leave=False
-        )
-
-        def report(models: int) -> None:
-            bar.update(models)
-            if on_epoch is not None:
-                on_epoch(models, None)
-
-        try:
-            if isinstance(spec, ViTPretrainSpec):
-                return population.pretrain(spec, plans, device=device, progress=report)
-            assert isinstance(spec, ViTFinetuneSpec)
-            if root is None:
-                raise InvalidOptionError(
-                    f"zoo spec {spec.name!r} fine-tunes the models of group "
-                    f"{spec.parent_group!r}: generate it as a group of a grouped ViT zoo "
-                    "(weightzoo generate vit-digits), which passes the group's directory"
-                )
-            parents = Path(root).parent / spec.parent_group
-            return population.finetune(spec, plans, parents, device=device, progress=report)
-        finally:
-            bar.close()
-
-
-def family(name: str = "vit-pretrain") -> ViTFamily:
-    """The family object for ``"vit-pretrain"`` or ``"vit-finetune"``.
-
-    Raises:
-        ValueError: for another name.
-    """
-    if name not in ("vit-pretrain", "vit-finetune"):
-        raise ValueError(f"this module trains ViT zoos, not {name!r}")
-    return ViTFamily(name)
 
 
 PRETRAIN_GROUP = "pretrain"
@@ -398,7 +329,7 @@ class ViTZooSpec(GroupedSpec):
         data_dir: where the paper's data lives; not part of the spec's identity.
     """
 
-    family: str = "vit"
+    family: str = ZOO_NAME
     architecture: str = "vit-digits"
     pretrain_dataset: str = "digits"
     finetune_dataset: str = "digits"
@@ -420,7 +351,7 @@ class ViTZooSpec(GroupedSpec):
     parents: int | None = None
     data_dir: str | None = field(default=None, compare=False)
 
-    kind: ClassVar[str] = "vit"
+    kind: ClassVar[str] = ZOO_NAME
 
     def __post_init__(self) -> None:
         self.groups()  # every group's spec checks its own values (unknown grid values...)
@@ -523,6 +454,10 @@ class ViTZooSpec(GroupedSpec):
 
 def specs() -> list[ZooSpec]:
     """The named ViT zoos: ``vit-digits`` (offline, minutes on a CPU) and ``vit-zoo-paper``."""
+    return list(_named())
+
+
+def _named() -> list[ViTZooSpec]:
     return [
         ViTZooSpec(name="vit-digits"),
         ViTZooSpec(
@@ -544,3 +479,18 @@ def specs() -> list[ZooSpec]:
             shard_models=4,
         ),
     ]
+
+
+_SUMMARIES = {
+    "vit-digits": "ViTs pre-trained on digits (supervised, SimCLR) and fine-tuned, with lineage",
+    "vit-zoo-paper": "ViT-S pre-trained on ImageNet-1k, fine-tuned on CIFAR-100 (250 models)",
+}
+
+
+def listings() -> list[Listing]:
+    """The catalog's lines: each named zoo, with the outside data its two stages read."""
+    out = []
+    for spec in _named():
+        data = tuple(d for d in (spec.pretrain_dataset, spec.finetune_dataset) if d != "digits")
+        out.append(Listing(spec.name, _SUMMARIES[spec.name], data))
+    return out

@@ -1,7 +1,7 @@
 """The ViT stages on the population toolkit: supervised, SimCLR and fine-tuning populations.
 
 A population of ViTs runs as :func:`torch.func.vmap` over :func:`torch.func.functional_call`
-of one template :class:`~weightzoo.architectures.vit.ViT`, so a stored row run by
+of one template :class:`~weightzoo.families.vit.model.ViT`, so a stored row run by
 ``zoo.module(row)`` computes what training measured. Training, the optimizers (AdamW, SGD with
 per-model rates) and evaluation are :mod:`weightzoo.generate.population`'s; what is here is
 each stage's loss and metrics:
@@ -32,20 +32,9 @@ from torch import Tensor, nn
 from torch.func import functional_call, vmap
 from torch.nn import functional as F
 
-from weightzoo.architectures import build_model
-from weightzoo.architectures.vit import backbone_names
+from weightzoo.blocks import ModelRecord
 from weightzoo.errors import InvalidOptionError, ZooNotFoundError
-from weightzoo.features import layout_of, unflatten
-from weightzoo.generate import population as toolkit
-from weightzoo.generate.base import ModelPlan, ModelRecord
-from weightzoo.generate.vit.family import (
-    FINETUNE_METRICS,
-    PRETRAIN_METRICS,
-    ViTFinetuneSpec,
-    ViTPretrainSpec,
-)
-from weightzoo.storage.manifest import MANIFEST_NAME
-from weightzoo.tasks.transfer import (
+from weightzoo.families.vit.data import (
     ALL_DIGITS,
     FINETUNE_DIGITS,
     PRETRAIN_DIGITS,
@@ -53,6 +42,17 @@ from weightzoo.tasks.transfer import (
     augment,
     digit_task,
 )
+from weightzoo.families.vit.model import backbone_names, from_spec
+from weightzoo.families.vit.spec import (
+    FINETUNE_METRICS,
+    PRETRAIN_METRICS,
+    ViTFinetuneSpec,
+    ViTPretrainSpec,
+)
+from weightzoo.features import layout_of, unflatten
+from weightzoo.generate import population as toolkit
+from weightzoo.generate.base import ModelPlan
+from weightzoo.storage.manifest import MANIFEST_NAME
 from weightzoo.zoo import Zoo
 
 KNN_K = 5
@@ -116,11 +116,11 @@ class _ViTTask:
     def forward(self, pop: toolkit.Population, x: Tensor, **options) -> Tensor:
         return population_forward(self.net, pop.params, x, **options)
 
-    def _batch(self, pop: toolkit.Population, split: str, rows: Tensor) -> tuple[Tensor, Tensor]:
+    def _batch(self, split: str, rows: Tensor) -> tuple[Tensor, Tensor]:
         x, y = self.data[split]
         return x[rows], y[rows]
 
-    def eval_chunk(self, split: str, models: int) -> int:
+    def eval_chunk(self, split: str, models: int) -> int:  # noqa: ARG002 - the toolkit's
         """Items per evaluation pass (``knn``: the whole split, its vote needs the memory)."""
         return self.splits[split] if split == "knn" else max(32, _EVAL_ITEMS)
 
@@ -178,9 +178,9 @@ class ClassifyTask(_ViTTask):
         super().__init__(net, task, knn, device)
         self.label_smoothing = label_smoothing
 
-    def train_loss(self, pop: toolkit.Population, rows: Tensor, order: toolkit.DataOrder) -> Tensor:
+    def train_loss(self, pop: toolkit.Population, rows: Tensor, order: toolkit.DataOrder) -> Tensor:  # noqa: ARG002
         """Per-model mean smoothed cross-entropy on items ``rows [M, B]``."""
-        xb, yb = self._batch(pop, "train", rows)
+        xb, yb = self._batch("train", rows)
         out = self.forward(pop, xb)
         loss = F.cross_entropy(
             out.reshape(-1, out.shape[-1]),
@@ -235,7 +235,7 @@ class ContrastiveTask(_ViTTask):
 
     def train_loss(self, pop: toolkit.Population, rows: Tensor, order: toolkit.DataOrder) -> Tensor:
         """Per-model mean NT-Xent on two fresh views of items ``rows [M, B]``."""
-        xb, _ = self._batch(pop, "train", rows)
+        xb, _ = self._batch("train", rows)
         views = [
             torch.stack(
                 [
@@ -270,7 +270,7 @@ def _initial(spec, plans: Sequence[ModelPlan]) -> list[nn.Module]:
     for plan in plans:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(plan.seed)
-            models.append(build_model(spec.to_dict()))
+            models.append(from_spec(spec.to_dict()))
     return models
 
 
@@ -329,7 +329,7 @@ def pretrain(
 ) -> list[ModelRecord]:
     """Pre-train ``plans``: one population per pre-training objective; records in plan order."""
     dev = torch.device(device)
-    template = build_model(spec.to_dict())
+    template = from_spec(spec.to_dict())
     knn = digit_task(ALL_DIGITS)
     config = toolkit.TrainConfig(
         optimizer=spec.optimizer,
@@ -406,7 +406,7 @@ def finetune(
 ) -> list[ModelRecord]:
     """Fine-tune ``plans`` from their parents: one population per optimizer."""
     dev = torch.device(device)
-    template = build_model(spec.to_dict())
+    template = from_spec(spec.to_dict())
     models = _initial(spec, plans)
     backbones = parent_backbones(parents_dir, [p.columns["parent"] for p in plans], template)
     with torch.no_grad():
@@ -434,6 +434,39 @@ def finetune(
     return [out[k] for k in range(len(plans))]
 
 
+def train_stage(
+    spec: ViTPretrainSpec | ViTFinetuneSpec,
+    plans: Sequence[ModelPlan],
+    *,
+    device: str = "cpu",
+    progress: Callable[[int], None] | None = None,
+    root: str | Path | None = None,
+) -> list[ModelRecord]:
+    """Pre-train ``plans``, or fine-tune them from the parents in ``root``'s sibling group.
+
+    Args:
+        spec: the stage's spec.
+        plans: the block's models.
+        device: torch device.
+        progress: called with the models of a population after each of its epochs.
+        root: this zoo's directory inside its grouped zoo; a fine-tuning stage reads its
+            parents from ``root.parent / spec.parent_group``.
+
+    Raises:
+        InvalidOptionError: a fine-tuning stage without ``root``.
+    """
+    if isinstance(spec, ViTPretrainSpec):
+        return pretrain(spec, plans, device=device, progress=progress)
+    if root is None:
+        raise InvalidOptionError(
+            f"zoo spec {spec.name!r} fine-tunes the models of group "
+            f"{spec.parent_group!r}: generate it as a group of a grouped ViT zoo "
+            "(weightzoo generate vit-digits), which passes the group's directory"
+        )
+    parents = Path(root).parent / spec.parent_group
+    return finetune(spec, plans, parents, device=device, progress=progress)
+
+
 __all__ = [
     "ClassifyTask",
     "ContrastiveTask",
@@ -442,4 +475,5 @@ __all__ = [
     "parent_backbones",
     "population_forward",
     "pretrain",
+    "train_stage",
 ]
