@@ -451,7 +451,7 @@ class Family(Generic[SpecT]):
             bar.close()
 
     # -- optional hooks: None where the family has none ----------------------------------------
-    def build_model(self, spec: Mapping[str, Any], columns: Mapping[str, Any]) -> nn.Module | None:  # noqa: ARG002
+    def build_model(self, spec: Mapping[str, Any], columns: Mapping[str, Any]) -> nn.Module | None:
         """The freshly initialised module of a row of the zoo whose manifest spec is ``spec``.
 
         Called by :func:`weightzoo.architectures.build_model` (also on the ``meta`` device, to
@@ -459,7 +459,7 @@ class Family(Generic[SpecT]):
         """
         return None
 
-    def eval_task(self, zoo: Zoo, spec: Mapping[str, Any]) -> Any | None:  # noqa: ARG002
+    def eval_task(self, zoo: Zoo, spec: Mapping[str, Any]) -> Any | None:
         """The evaluation task of :mod:`weightzoo.functional` for ``zoo`` (spec: its task spec).
 
         The task has the interface of :class:`weightzoo.functional.ImageTask` (subclass it);
@@ -467,7 +467,7 @@ class Family(Generic[SpecT]):
         """
         return None
 
-    def landscape_plan(self, zoo: Zoo) -> Callable[..., SidecarRecord] | None:  # noqa: ARG002
+    def landscape_plan(self, zoo: Zoo) -> Callable[..., SidecarRecord] | None:
         """The family's own measurement of ``zoo``'s landscape side file, or ``None``.
 
         :func:`weightzoo.landscape.zoo.compute_zoo_landscape` calls it with ``metrics``,
@@ -478,7 +478,7 @@ class Family(Generic[SpecT]):
         """
         return None
 
-    def finalize(self, spec: SpecT, root: Path, device: str = "cpu") -> None:  # noqa: ARG002
+    def finalize(self, spec: SpecT, root: Path, device: str = "cpu") -> None:
         """Called by the runner once the zoo at ``root`` is complete (on every run).
 
         Must be idempotent, e.g. write side files computed from the stored checkpoints. The

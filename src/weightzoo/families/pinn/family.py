@@ -42,7 +42,7 @@ class PINNFamily(Family[PINNSpec]):
         """Epoch 0 and ``checkpoints`` evenly spaced epochs ending at the last."""
         return spec.checkpoint_epochs()
 
-    def metric_names(self, spec: PINNSpec) -> list[str]:  # noqa: ARG002 - the same for all
+    def metric_names(self, spec: PINNSpec) -> list[str]:
         """:data:`~weightzoo.families.pinn.spec.METRICS`."""
         return list(METRICS)
 
@@ -56,7 +56,7 @@ class PINNFamily(Family[PINNSpec]):
             plans.append(ModelPlan(model_id, spec.seed_start + model_id, f"{beta}:{lr}", columns))
         return plans
 
-    def progress_total(self, spec: PINNSpec, plans: Sequence[ModelPlan]) -> int:  # noqa: ARG002
+    def progress_total(self, spec: PINNSpec, plans: Sequence[ModelPlan]) -> int:
         """One full-batch step per epoch."""
         return spec.epochs
 
@@ -89,11 +89,11 @@ class PINNFamily(Family[PINNSpec]):
         )
         write_phases(root)
 
-    def build_model(self, spec: Mapping[str, Any], columns: Mapping[str, Any]) -> nn.Module:  # noqa: ARG002
+    def build_model(self, spec: Mapping[str, Any], columns: Mapping[str, Any]) -> nn.Module:
         """The PINN of the spec's ``hidden`` widths (no column changes it)."""
         return model.from_spec(spec)
 
-    def landscape_plan(self, zoo: Zoo) -> Callable[..., SidecarRecord]:  # noqa: ARG002
+    def landscape_plan(self, zoo: Zoo) -> Callable[..., SidecarRecord]:
         """:func:`~weightzoo.families.pinn.landscape.pinn_landscape`: on the PDE's own loss."""
         from weightzoo.families.pinn.landscape import pinn_landscape  # the landscape engine
 

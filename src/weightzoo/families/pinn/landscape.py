@@ -124,9 +124,9 @@ def pinn_landscape(
     cka_points: int = 2048,
     progress: bool = True,
     name: str = "landscape",
-    batches: int = 4,  # noqa: ARG001
-    batch_size: int = 64,  # noqa: ARG001
-    data_dir: str | None = None,  # noqa: ARG001
+    batches: int = 4,
+    batch_size: int = 64,
+    data_dir: str | None = None,
 ) -> SidecarRecord:
     """Measure landscape metrics of a PINN zoo's checkpoints and write them to a side file.
 

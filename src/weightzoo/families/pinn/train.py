@@ -79,7 +79,7 @@ class ConvectionTask:
         self.train_size = len(data["collocation"])
         self.splits = {"train": self.train_size, "test": len(data["grid"])}
 
-    def train_loss(self, pop: toolkit.Population, rows: Tensor, order: toolkit.DataOrder) -> Tensor:  # noqa: ARG002
+    def train_loss(self, pop: toolkit.Population, rows: Tensor, order: toolkit.DataOrder) -> Tensor:
         """Per-model PINN loss ``[M]`` on every training point (full batch)."""
         return population_loss_parts(self.net, pop.params, pop.buffers["beta"], self.data).sum(1)
 

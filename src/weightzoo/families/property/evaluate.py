@@ -37,7 +37,7 @@ class PropertyEvalTask(ImageTask):
         self.input_shape = (int(spec["features"]),)
         self.activations = ["relu"]  # one module for every row: no column changes it
 
-    def default_data(self, split: str, data_dir: str | None, columns: Any, count: int) -> TaskData:  # noqa: ARG002
+    def default_data(self, split: str, data_dir: str | None, columns: Any, count: int) -> TaskData:
         """The shared test set, split from the spec's data seed as the generator split it."""
         spec = self.spec
         data = load_property_data(

@@ -43,7 +43,7 @@ class PropertyFamily(Family[PropertySpec]):
         """Epoch 0 (initialisation) and the last epoch."""
         return spec.checkpoint_epochs()
 
-    def metric_names(self, spec: PropertySpec) -> list[str]:  # noqa: ARG002 - the same for all
+    def metric_names(self, spec: PropertySpec) -> list[str]:
         """train/test loss and accuracy (:data:`~weightzoo.families.property.spec.METRICS`)."""
         return list(METRICS)
 
@@ -59,7 +59,7 @@ class PropertyFamily(Family[PropertySpec]):
             )
         return plans
 
-    def progress_total(self, spec: PropertySpec, plans: Sequence[ModelPlan]) -> int:  # noqa: ARG002
+    def progress_total(self, spec: PropertySpec, plans: Sequence[ModelPlan]) -> int:
         """Optimizer steps of one model: every model of the block steps together."""
         return math.ceil(spec.train_size / spec.batch_size) * spec.epochs
 
@@ -75,7 +75,7 @@ class PropertyFamily(Family[PropertySpec]):
 
         return train_population(spec, plans, device=device, progress=report)
 
-    def build_model(self, spec: Mapping[str, Any], columns: Mapping[str, Any]) -> nn.Module | None:  # noqa: ARG002
+    def build_model(self, spec: Mapping[str, Any], columns: Mapping[str, Any]) -> nn.Module | None:
         """The MLP of the spec's ``features``, ``hidden`` and ``num_classes`` (for every row).
 
         ``None`` for a spec without ``hidden``: it names no weightzoo architecture.

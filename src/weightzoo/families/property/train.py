@@ -49,7 +49,7 @@ class PropertyTask:
         index = torch.gather(pop.buffers["subset"], 1, rows)
         return self.x[index], self.y[index]
 
-    def train_loss(self, pop: toolkit.Population, rows: Tensor, order: toolkit.DataOrder) -> Tensor:  # noqa: ARG002
+    def train_loss(self, pop: toolkit.Population, rows: Tensor, order: toolkit.DataOrder) -> Tensor:
         """Per-model mean cross-entropy on the items ``rows [M, B]`` of each model's subset."""
         xb, yb = self._items(pop, rows)
         out = mlp_forward(pop.params, xb)
@@ -74,7 +74,7 @@ class PropertyTask:
             "acc": ((out.argmax(-1) == yb).sum(1).double(), count),
         }
 
-    def eval_chunk(self, split: str, models: int) -> int:  # noqa: ARG002
+    def eval_chunk(self, split: str, models: int) -> int:
         """Items per evaluation pass (about a million logits at a time)."""
         return max(64, 1_000_000 // max(1, models * 16))
 

@@ -49,7 +49,7 @@ class TinyLMFamily(Family[TinyLMSpec]):
         """Every epoch, 0 (initialisation) to the last."""
         return spec.checkpoint_epochs()
 
-    def metric_names(self, spec: TinyLMSpec) -> list[str]:  # noqa: ARG002 - the same for all
+    def metric_names(self, spec: TinyLMSpec) -> list[str]:
         """train/val loss and accuracy (:data:`~weightzoo.families.tinylm.spec.METRICS`)."""
         return list(METRICS)
 
@@ -115,7 +115,7 @@ class TinyLMFamily(Family[TinyLMSpec]):
 
             yield report
 
-    def finalize(self, spec: TinyLMSpec, root: Path, device: str = "cpu") -> None:  # noqa: ARG002
+    def finalize(self, spec: TinyLMSpec, root: Path, device: str = "cpu") -> None:
         """Landscape metrics of every stored checkpoint, then the phase labels.
 
         Idempotent: a ``landscape`` side file that already holds every metric of every
@@ -134,11 +134,11 @@ class TinyLMFamily(Family[TinyLMSpec]):
             return  # a finished run: nothing to redo
         write_phases(root)
 
-    def build_model(self, spec: Mapping[str, Any], columns: Mapping[str, Any]) -> nn.Module | None:  # noqa: ARG002
+    def build_model(self, spec: Mapping[str, Any], columns: Mapping[str, Any]) -> nn.Module | None:
         """The decoder of the spec's sizes; ``None`` for a spec without ``model_dim``."""
         return model.from_spec(spec) if "model_dim" in spec else None
 
-    def landscape_plan(self, zoo: Zoo) -> Callable[..., SidecarRecord]:  # noqa: ARG002
+    def landscape_plan(self, zoo: Zoo) -> Callable[..., SidecarRecord]:
         """:func:`~weightzoo.families.tinylm.landscape.compute_lm_landscape`: on its own text."""
         from weightzoo.families.tinylm.landscape import compute_lm_landscape  # the engine
 

@@ -86,7 +86,7 @@ class LMTask:
         x, y = windows(tokens, starts, self.context)
         return torch.from_numpy(x).to(self.device), torch.from_numpy(y).to(self.device)
 
-    def train_loss(self, pop: toolkit.Population, rows: Tensor, order: toolkit.DataOrder) -> Tensor:  # noqa: ARG002
+    def train_loss(self, pop: toolkit.Population, rows: Tensor, order: toolkit.DataOrder) -> Tensor:
         """Per-model mean next-token loss over each model's windows ``rows [M, B]``."""
         x, y = self._batch(self.data.train, self.train_starts[rows.cpu().numpy()])
         logits = population_logits(self.module, pop.params, x)
@@ -110,7 +110,7 @@ class LMTask:
             "acc": (right.double(), count),
         }
 
-    def eval_chunk(self, split: str, models: int) -> int:  # noqa: ARG002 - both splits alike
+    def eval_chunk(self, split: str, models: int) -> int:
         """Windows per evaluation pass (about four million logits at a time)."""
         per_window = max(1, models * self.context * self.data.vocab)
         return max(1, 4_000_000 // per_window)

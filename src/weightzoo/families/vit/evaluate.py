@@ -46,7 +46,7 @@ class ViTFinetuneEvalTask(ImageTask):
         self.input_shape = (1, 8, 8)
         self.activations = ["gelu"]  # one module for every row: no column changes it
 
-    def default_data(self, split: str, data_dir: str | None, columns: Any, count: int) -> TaskData:  # noqa: ARG002
+    def default_data(self, split: str, data_dir: str | None, columns: Any, count: int) -> TaskData:
         """The fine-tuning digits of ``split``, as training had them."""
         task = digit_task(FINETUNE_DIGITS)
         x, y = (task.train_x, task.train_y) if split == "train" else (task.test_x, task.test_y)

@@ -50,7 +50,7 @@ class _StageFamily(Family[StageT]):
     progress_unit = "model-epoch"
     metrics: ClassVar[tuple[str, ...]]  # the stage's per-checkpoint metrics
 
-    def metric_names(self, spec: StageT) -> list[str]:  # noqa: ARG002 - the same for all
+    def metric_names(self, spec: StageT) -> list[str]:
         """The stage's metrics (``PRETRAIN_METRICS`` or ``FINETUNE_METRICS`` of :mod:`.spec`)."""
         return list(self.metrics)
 
@@ -62,7 +62,7 @@ class _StageFamily(Family[StageT]):
         """0, every ``checkpoint_every`` epochs, and the last epoch."""
         return spec.checkpoints()
 
-    def build_model(self, spec: Mapping[str, Any], columns: Mapping[str, Any]) -> nn.Module:  # noqa: ARG002
+    def build_model(self, spec: Mapping[str, Any], columns: Mapping[str, Any]) -> nn.Module:
         """The ViT of the spec's preset and head (no column changes it)."""
         return model.from_spec(spec)
 

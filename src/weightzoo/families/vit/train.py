@@ -120,7 +120,7 @@ class _ViTTask:
         x, y = self.data[split]
         return x[rows], y[rows]
 
-    def eval_chunk(self, split: str, models: int) -> int:  # noqa: ARG002 - the toolkit's
+    def eval_chunk(self, split: str, models: int) -> int:
         """Items per evaluation pass (``knn``: the whole split, its vote needs the memory)."""
         return self.splits[split] if split == "knn" else max(32, _EVAL_ITEMS)
 
@@ -178,7 +178,7 @@ class ClassifyTask(_ViTTask):
         super().__init__(net, task, knn, device)
         self.label_smoothing = label_smoothing
 
-    def train_loss(self, pop: toolkit.Population, rows: Tensor, order: toolkit.DataOrder) -> Tensor:  # noqa: ARG002
+    def train_loss(self, pop: toolkit.Population, rows: Tensor, order: toolkit.DataOrder) -> Tensor:
         """Per-model mean smoothed cross-entropy on items ``rows [M, B]``."""
         xb, yb = self._batch("train", rows)
         out = self.forward(pop, xb)
