@@ -43,6 +43,20 @@ OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine", "onecycle")
 
 
+def seeded_models(build: Callable[[], nn.Module], seeds: Iterable[int]) -> list[nn.Module]:
+    """One freshly built module per seed, each initialised under ``torch.manual_seed(seed)``.
+
+    The global random state is left as it was (each build runs in a forked RNG), so a model's
+    initial weights depend on its own seed only, never on the models built before it.
+    """
+    models = []
+    for seed in seeds:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            models.append(build())
+    return models
+
+
 def _per_model(value: float | Sequence[float] | Tensor, count: int, device, name: str) -> Tensor:
     """A float64 ``[M]`` tensor from a scalar or one value per model."""
     tensor = torch.as_tensor(value, dtype=torch.float64, device=device)

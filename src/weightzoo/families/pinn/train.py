@@ -127,12 +127,7 @@ def stored_metrics(metrics: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 def initial_models(spec: PINNSpec, plans: Sequence[ModelPlan]) -> list[PINN]:
     """Each plan's freshly initialised PINN, drawn under ``torch.manual_seed(plan.seed)``."""
-    models = []
-    for plan in plans:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(plan.seed)
-            models.append(PINN(spec.hidden))
-    return models
+    return toolkit.seeded_models(lambda: PINN(spec.hidden), (plan.seed for plan in plans))
 
 
 def train_population(

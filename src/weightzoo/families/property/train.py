@@ -117,11 +117,7 @@ def _population(
     spec: PropertySpec, plans: Sequence[ModelPlan], index: np.ndarray, device: str
 ) -> toolkit.Population:
     """The plans' MLPs, each initialised under ``torch.manual_seed(plan.seed)``, stacked."""
-    models = []
-    for plan in plans:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(plan.seed)
-            models.append(from_spec(spec.to_dict()))
+    models = toolkit.seeded_models(lambda: from_spec(spec.to_dict()), (p.seed for p in plans))
     params, _ = torch.func.stack_module_state(models)
     return toolkit.Population(params, {"subset": torch.from_numpy(index)}, device=device)
 

@@ -140,11 +140,7 @@ def train_population(
     records: dict[int, ModelRecord] = {}
     for batch in sorted({int(p.columns["batch_size"]) for p in plans}):
         group = [p for p in plans if int(p.columns["batch_size"]) == batch]
-        models = []
-        for plan in group:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(plan.seed)
-                models.append(from_spec(spec.to_dict()))
+        models = toolkit.seeded_models(lambda: from_spec(spec.to_dict()), (p.seed for p in group))
         pop = toolkit.Population.from_modules(models, device=device)
         task = LMTask(
             models[0].to(pop.device), data, starts, metric_starts, spec.context, pop.device

@@ -266,12 +266,7 @@ class ContrastiveTask(_ViTTask):
 
 # ------------------------------------------------------------------------------ training
 def _initial(spec, plans: Sequence[ModelPlan]) -> list[nn.Module]:
-    models = []
-    for plan in plans:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(plan.seed)
-            models.append(from_spec(spec.to_dict()))
-    return models
+    return toolkit.seeded_models(lambda: from_spec(spec.to_dict()), (p.seed for p in plans))
 
 
 def _records(
