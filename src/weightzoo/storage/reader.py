@@ -27,7 +27,6 @@ from weightzoo.errors import (
     ShardChangedError,
     ShardCorruptError,
     UnknownColumnError,
-    UnsafeShardError,
 )
 from weightzoo.storage.groups import load_any, resolve_group
 from weightzoo.storage.manifest import Manifest, ShardEntry
@@ -57,7 +56,7 @@ class _RowLocation:
     length: int  # real elements per row
 
 
-def _row_location(dataset: h5py.Dataset, file_size: int) -> _RowLocation | None:
+def _row_location(dataset: h5py.Dataset) -> _RowLocation | None:
     """Offsets of an uncompressed chunked ``[m, c, n]`` dataset, if they form a regular grid.
 
     Returns ``None`` when the layout is anything else (compressed, contiguous with no storage,
@@ -87,8 +86,6 @@ def _row_location(dataset: h5py.Dataset, file_size: int) -> _RowLocation | None:
     expected = offsets_array[0] + chunk_bytes * np.arange(len(offsets), dtype=np.int64)
     if not np.array_equal(offsets_array, expected):
         return None
-    if int(expected[-1]) + chunk_bytes > file_size:
-        raise UnsafeShardError(f"{dataset.name!r} has chunks beyond the end of its file")
     return _RowLocation(int(offsets_array[0]), per_row * chunk[2], length)
 
 
@@ -117,8 +114,8 @@ class ShardData:
                 check_shard_attributes(handle, path, entry, manifest)
                 check_shard_objects(handle, path, entry, manifest)  # before anything is read
                 self.shape = {name: handle[name].shape for name in ROW_DATASETS}
-                size = self.identity[2]
-                self.locations = {n: _row_location(handle[n], size) for n in ROW_DATASETS}
+                # (every chunk lies inside the file: check_shard_objects)
+                self.locations = {n: _row_location(handle[n]) for n in ROW_DATASETS}
                 self.metrics = {k: v[()] for k, v in handle["metrics"].items()}
                 self.columns = {k: _read_column(v) for k, v in handle["models"].items()}
                 self.checkpoint_viable = handle["checkpoint_viable"][()]
