@@ -28,7 +28,6 @@ import contextvars
 import dataclasses
 import errno
 import glob
-import hashlib
 import logging
 import os
 import re
@@ -71,6 +70,7 @@ from weightzoo.errors import (
     UnsafePathError,
 )
 from weightzoo.storage.groups import GroupedManifest, group_dir, is_grouped
+from weightzoo.storage.hashing import sha256_stream
 from weightzoo.storage.manifest import (
     GROUPED_FORMAT_VERSION,
     MANIFEST_NAME,
@@ -99,7 +99,6 @@ _HF_RECORDS = (".cache", "huggingface")
 _DOWNLOAD_RECORDS = (*_HF_RECORDS, "download")
 # A download record holds a commit, an etag and a time: far less than this.
 _MAX_RECORD_BYTES = 4096
-_BLOCK = 1 << 20
 _SPECIAL_KINDS = {
     stat.S_IFIFO: "FIFO",
     stat.S_IFSOCK: "socket",
@@ -418,17 +417,10 @@ def _read_regular(path: Path, limit: int) -> bytes:
         return handle.read(limit + 1)
 
 
-def _digest(handle: BinaryIO) -> str:
-    digest = hashlib.sha256()
-    while block := handle.read(_BLOCK):
-        digest.update(block)
-    return digest.hexdigest()
-
-
 def _sha256_regular(path: Path) -> str:
     """Hex sha256 of a regular file, opened as :func:`_open_regular` does."""
     with _open_regular(path) as handle:
-        return _digest(handle)
+        return sha256_stream(handle)
 
 
 def _shard_problem(path: Path, entry: ShardEntry) -> str | None:
@@ -438,7 +430,7 @@ def _shard_problem(path: Path, entry: ShardEntry) -> str | None:
             size = os.fstat(handle.fileno()).st_size
             if size != entry.bytes:
                 return f"{size} bytes, expected {entry.bytes}"
-            actual = _digest(handle)
+            actual = sha256_stream(handle)
     except (OSError, UnsafeFileError) as exc:
         return f"not a readable regular file ({_one_line(exc)})"
     return None if actual == entry.sha256 else f"sha256 {actual}, expected {entry.sha256}"
