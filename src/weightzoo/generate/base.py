@@ -153,6 +153,14 @@ class GroupedSpec(ZooSpec):
         """
         raise NotImplementedError(f"{type(self).__name__} must define groups()")
 
+    def estimate(self) -> dict[str, int]:
+        """Size without torch, counted as :meth:`Family.estimate` counts a grouped spec.
+
+        Models and bytes are summed over the groups; checkpoints and params are the largest
+        group's.
+        """
+        return grouped_size([spec.estimate() for _, spec in self.groups()])  # type: ignore[attr-defined]
+
     def to_dict(self) -> dict[str, Any]:
         """The spec's own fields, plus ``group_specs``: ``[[name, spec dict], ...]``."""
         data = super().to_dict()
@@ -267,6 +275,19 @@ class ModelPlan:
     seed: int
     stratum: str = ""
     columns: dict[str, Any] = field(default_factory=dict)
+
+
+def grouped_size(parts: Sequence[Mapping[str, int]]) -> dict[str, int]:
+    """The size of a grouped zoo from its groups' sizes (:func:`size_estimate` each).
+
+    Models and bytes add up; checkpoints and params are the largest group's.
+    """
+    return {
+        "models": sum(p["models"] for p in parts),
+        "checkpoints": max(p["checkpoints"] for p in parts),
+        "params": max(p["params"] for p in parts),
+        "bytes": sum(p["bytes"] for p in parts),
+    }
 
 
 def size_estimate(models: int, checkpoints: int, params: int) -> dict[str, int]:
@@ -388,13 +409,7 @@ class Family(Generic[SpecT]):
         largest group's.
         """
         if isinstance(spec, GroupedSpec):
-            parts = [self.estimate(group) for _, group in spec.groups()]  # type: ignore[arg-type]
-            return {
-                "models": sum(p["models"] for p in parts),
-                "checkpoints": max(p["checkpoints"] for p in parts),
-                "params": max(p["params"] for p in parts),
-                "bytes": sum(p["bytes"] for p in parts),
-            }
+            return grouped_size([self.estimate(group) for _, group in spec.groups()])  # type: ignore[arg-type]
         models, checkpoints = len(self.plan(spec)), len(self.checkpoint_epochs(spec))
         return size_estimate(models, checkpoints, self.layout(spec).num_params)
 

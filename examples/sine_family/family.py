@@ -1,0 +1,67 @@
+"""The sine family: what weightzoo's runner and engines ask of a sine zoo."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from torch import nn
+
+from weightzoo.blocks import ModelRecord
+from weightzoo.features import layout_of
+from weightzoo.generate.base import Family, ModelPlan
+from weightzoo.storage.layout import Layout
+
+from . import model
+from .spec import FAMILY_NAME, METRICS, SineSpec
+
+__all__ = ["FAMILY", "SineFamily"]
+
+
+class SineFamily(Family[SineSpec]):
+    """The :class:`~weightzoo.generate.base.Family` of sine specs."""
+
+    name = FAMILY_NAME
+    spec_class = SineSpec
+
+    def layout(self, spec: SineSpec) -> Layout:
+        """Layout of one row (every row has the spec's first width)."""
+        return layout_of(model.from_spec(spec.to_dict()))
+
+    def checkpoint_epochs(self, spec: SineSpec) -> list[int]:
+        """Initialisation, half-way and the end."""
+        return spec.checkpoint_epochs()
+
+    def metric_names(self, spec: SineSpec) -> list[str]:
+        """Mean squared error on the training and the test points."""
+        return list(METRICS)
+
+    def plan(self, spec: SineSpec) -> list[ModelPlan]:
+        """One plan per model, seed-major; the stratum is the (width, lr) cell."""
+        cells = spec.cells()
+        plans = []
+        for model_id in range(spec.num_models()):
+            width, lr = cells[model_id % len(cells)]
+            columns = {"width": width, "lr": lr}
+            plans.append(ModelPlan(model_id, 1000 + model_id, f"{width}:{lr}", columns))
+        return plans
+
+    def progress_total(self, spec: SineSpec, plans: Sequence[ModelPlan]) -> int:
+        """One full-batch step per epoch."""
+        return spec.epochs
+
+    def train_block(
+        self, spec: SineSpec, plans: Sequence[ModelPlan], device: str, report: Callable[[int], None]
+    ) -> list[ModelRecord]:
+        """Train ``plans`` as one population."""
+        from .train import train_population  # training code only when a block trains
+
+        return train_population(spec, plans, device=device, progress=report)
+
+    def build_model(self, spec: Mapping[str, Any], columns: Mapping[str, Any]) -> nn.Module:
+        """The MLP of a row, so that weightzoo can rebuild and evaluate it."""
+        return model.from_spec(spec, columns)
+
+
+FAMILY = SineFamily()
+"""The family object the registry hands out."""
