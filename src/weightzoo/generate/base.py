@@ -157,9 +157,12 @@ class GroupedSpec(ZooSpec):
         """Size without torch, counted as :meth:`Family.estimate` counts a grouped spec.
 
         Models and bytes are summed over the groups; checkpoints and params are the largest
-        group's.
+        group's. Empty when a group's spec has no closed-form ``estimate``.
         """
-        return grouped_size([spec.estimate() for _, spec in self.groups()])  # type: ignore[attr-defined]
+        specs = [spec for _, spec in self.groups()]
+        if not all(hasattr(spec, "estimate") for spec in specs):
+            return {}  # a group's family sizes itself only through its layout, which needs torch
+        return grouped_size([spec.estimate() for spec in specs])
 
     def to_dict(self) -> dict[str, Any]:
         """The spec's own fields, plus ``group_specs``: ``[[name, spec dict], ...]``."""
