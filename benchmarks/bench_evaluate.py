@@ -41,12 +41,13 @@ from torch.nn import functional as F
 import weightzoo
 from weightzoo.architectures import build_model
 from weightzoo.architectures.image import init_weights
-from weightzoo.architectures.mlds import initialise_, network_inputs
+from weightzoo.families.mlds.data import class_sets
+from weightzoo.families.mlds.model import initialise_, network_inputs
+from weightzoo.families.mlds.spec import MLDSData
 from weightzoo.features import flatten, layout_of, unflatten
 from weightzoo.precision import exact_cuda
 from weightzoo.storage import Manifest
 from weightzoo.tasks.images import load_splits
-from weightzoo.tasks.mlds import MLDSData, class_sets
 
 
 def _zoo(root: Path, spec: dict, models: int, columns: dict[str, str]) -> weightzoo.Zoo:

@@ -2,12 +2,12 @@
 
 ``--models`` DS1 networks (4,364 parameters, each initialised from its own seed) on the first
 ``--batches`` batches of ``--batch-size`` training sequences of one machine, with the
-generator's masked mean squared error (:mod:`weightzoo.landscape.mlds`):
+generator's masked mean squared error (:mod:`weightzoo.families.mlds.landscape`):
 
 - ``nn.GRU loop``: :func:`weightzoo.landscape.hessian_top_eigenvalue` / ``hessian_trace`` on
-  the plain :class:`~weightzoo.architectures.mlds.MLDSNet`, which ``vmap`` cannot batch, so the
+  the plain :class:`~weightzoo.families.mlds.model.MLDSNet`, which ``vmap`` cannot batch, so the
   library runs one network at a time (reverse-over-reverse products);
-- ``twin vmap``: the same functions on :class:`weightzoo.landscape.mlds.VmapTwin`, every
+- ``twin vmap``: the same functions on :class:`weightzoo.families.mlds.landscape.VmapTwin`, every
   network at once under ``torch.func.vmap`` (what ``weightzoo landscape`` uses for MLDS zoos).
 
 Both start from the same vector and draw the same probes, so they agree to ``max rel diff``;
@@ -28,11 +28,11 @@ import torch
 
 from bench_landscape import timed  # the same timer (this script's folder is on sys.path)
 from weightzoo import landscape
-from weightzoo.architectures.mlds import MLDSNet, net_config
+from weightzoo.families.mlds.landscape import VmapTwin, class_batches, masked_mse
+from weightzoo.families.mlds.model import MLDSNet
+from weightzoo.families.mlds.spec import MLDSData, net_config
 from weightzoo.features import flatten, layout_of
-from weightzoo.landscape.mlds import VmapTwin, class_batches, masked_mse
 from weightzoo.precision import exact_cuda
-from weightzoo.tasks.mlds import MLDSData
 
 MACHINE = "EightBitMachine"
 

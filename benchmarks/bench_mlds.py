@@ -3,21 +3,21 @@
 Part 1: both sides run the same fixed work, ``--steps`` Adam steps per network on batches of
 ``--batch`` machine sequences of ``--steps-len`` steps (not to convergence), after one warm-up
 step. ``networks/hour`` is ``networks / seconds * 3600`` for such runs. The loop baseline is a
-plain :class:`~weightzoo.generate.mlds.networks.MLDSNet` (``nn.GRU``, cuDNN-style fused kernel
+plain :class:`~weightzoo.families.mlds.model.MLDSNet` (``nn.GRU``, cuDNN-style fused kernel
 on CPU) with ``torch.optim.Adam``; the population is
-:func:`~weightzoo.generate.mlds.networks.population_forward` as the generator trains with it
+:func:`~weightzoo.families.mlds.model.population_forward` as the generator trains with it
 (the wavefront GRU stack with its hand-written backward, ``bptt=True``) with the toolkit's
 :class:`~weightzoo.generate.population.PopulationOptimizer` over the stacks.
 
 Part 2: the same networks trained to a validation threshold with
-:func:`weightzoo.generate.mlds.population.train_population`, networks passing at different
+:func:`weightzoo.families.mlds.train.train_population`, networks passing at different
 epochs: passed networks dropped from the population (compaction, the default) vs kept in it,
 frozen. Both must give the same networks the same epochs.
 
 Part 3, time to quality: passed networks per hour, the ``mlds-ds1`` spec's recipe
 end to end. The population side is
-:func:`~weightzoo.generate.mlds.population.train_population` with the spec's settings, seeds
-and data (``get_spec("mlds-ds1")``, :func:`~weightzoo.generate.mlds.family.class_data`) on the
+:func:`~weightzoo.families.mlds.train.train_population` with the spec's settings, seeds
+and data (``get_spec("mlds-ds1")``, :func:`~weightzoo.families.mlds.data.class_data`) on the
 spec's first ``--ttq-networks`` networks (replicate-major: every machine in turn). The
 one-at-a-time side is what a researcher would write per network: a plain ``MLDSNet``
 (``nn.GRU``) under ``torch.manual_seed(seed)`` and ``initialise_(net, "orthogonal")``,
@@ -52,14 +52,21 @@ import time
 import numpy as np
 import torch
 
-from weightzoo.architectures.mlds import initialise_, network_inputs
-from weightzoo.generate.mlds.family import MLDSFamily, MLDSSpec, class_data
-from weightzoo.generate.mlds.networks import DS1_NET, MLDSNet, init_population, population_forward
-from weightzoo.generate.mlds.population import PopulationData, TrainSettings, train_population
+from weightzoo.families.mlds.data import class_data
+from weightzoo.families.mlds.family import FAMILY
+from weightzoo.families.mlds.machines import machine_set
+from weightzoo.families.mlds.model import (
+    MLDSNet,
+    init_population,
+    initialise_,
+    network_inputs,
+    population_forward,
+)
+from weightzoo.families.mlds.spec import DS1_NET, MACHINES, MLDSSpec, TrainSettings
+from weightzoo.families.mlds.train import PopulationData, train_population
 from weightzoo.generate.population import DataOrder, PopulationOptimizer
 from weightzoo.generate.specs import get_spec
 from weightzoo.precision import exact_cuda
-from weightzoo.tasks.machines import MACHINES, machine_set
 
 QUALITY_SETS = ("val", "eval")  # the sets a network must pass on (its training set aside)
 CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
@@ -171,7 +178,7 @@ def quality_population(spec: MLDSSpec, plans, device: str) -> tuple[float, list[
     """Train ``plans`` as one population as the generator does: seconds, passed, epochs."""
     names = spec.classes()
     per_class = [class_data(spec, name) for name in names]
-    sets = {s: [data[s] for data in per_class] for s in MLDSFamily().set_names(spec)}
+    sets = {s: [data[s] for data in per_class] for s in spec.set_names()}
     data = PopulationData(sets, device, signed_inputs=spec.signed_inputs)
     classes = [names.index(plan.columns["machine"]) for plan in plans]
     sync(device)
@@ -258,7 +265,7 @@ def quality_loop(spec: MLDSSpec, plans, device: str) -> tuple[float, list[bool],
 def bench_quality(args) -> None:
     """Passed networks per hour: the mlds-ds1 recipe, population vs one at a time."""
     spec = get_spec("mlds-ds1").override(models=args.ttq_networks, per_class=args.ttq_per_class)
-    plans = MLDSFamily().plan(spec)
+    plans = FAMILY.plan(spec)
     loop_plans = plans[: args.loop_networks]
     for name in spec.classes():
         class_data(spec, name)  # drawn once, before either clock starts

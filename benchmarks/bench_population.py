@@ -4,7 +4,7 @@ Each measurement is a short fixed run: ``--steps`` optimizer steps (Adam, tanh, 
 model on synthetic 1x28x28 inputs with 10 classes, after one warm-up step. ``models/hour`` is
 how many such ``--steps``-step runs finish per hour: ``models / seconds * 3600``. The loop
 baseline trains each model with a plain ``nn.Module`` and ``torch.optim.Adam``; the population
-runs every path of :mod:`weightzoo.generate.modelzoo.population` with the toolkit's
+runs every path of :mod:`weightzoo.families.modelzoo.train` with the toolkit's
 :class:`~weightzoo.generate.population.PopulationOptimizer` and shows the one ``auto``
 picks.
 
@@ -12,7 +12,7 @@ Time to quality: passed models per hour of wall time, the ``modelzoo-digits-cnn-
 spec's recipe (tanh, uniform init, Adam at its learning rate) with ``--ttq-models`` models,
 trained ``--ttq-epochs`` epochs at each of the batch sizes ``--ttq-batch``. A model passes when
 its test accuracy after the last epoch is at least ``--bar``. The population side is the
-generator itself (:meth:`~weightzoo.generate.modelzoo.family.ModelZooFamily.train`). The
+generator itself (:meth:`~weightzoo.families.modelzoo.family.ModelZooFamily.train`). The
 one-at-a-time side is a plain loop over the first ``--loop-models`` of those models: the same
 initialised ``nn.Module``, ``torch.optim.Adam``, the same batches in the same order (each
 model's ``torch.Generator`` seeded with its seed), and, as the generator records for every
@@ -40,13 +40,11 @@ import torch
 from torch.nn import functional as F
 
 from weightzoo.architectures.image import cnn_small, init_weights
-from weightzoo.generate.modelzoo.family import (
-    ModelZooFamily,
-    ModelZooSpec,
-    _device_splits,
-    build_model,
-)
-from weightzoo.generate.modelzoo.population import (
+from weightzoo.families.modelzoo.data import device_splits
+from weightzoo.families.modelzoo.family import ModelZooFamily
+from weightzoo.families.modelzoo.model import from_spec
+from weightzoo.families.modelzoo.spec import ModelZooSpec
+from weightzoo.families.modelzoo.train import (
     choose_path,
     population_forward,
     population_loss,
@@ -125,7 +123,7 @@ def _measure(model: torch.nn.Module, x, y, chunk: int = 1000) -> tuple[float, fl
 
 def quality_loop(spec: ModelZooSpec, plans, device: str) -> tuple[float, list[float]]:
     """Train ``plans`` one after another with plain PyTorch: seconds and final test accuracy."""
-    splits = dict(zip(("train", "val", "test"), _device_splits(spec, device), strict=True))
+    splits = dict(zip(("train", "val", "test"), device_splits(spec, device), strict=True))
     train = splits["train"]
     accuracies = []
     sync(device)
@@ -133,7 +131,7 @@ def quality_loop(spec: ModelZooSpec, plans, device: str) -> tuple[float, list[fl
     for plan in plans:
         node = plan.columns
         torch.manual_seed(plan.seed)
-        model = build_model(spec, node["activation"], node["dropout"])
+        model = from_spec(spec.to_dict(), node)
         init_weights(model, node["init"])
         model = model.to(device)
         opt = torch.optim.Adam(model.parameters(), lr=node["lr"], weight_decay=node["weight_decay"])
@@ -166,7 +164,7 @@ def bench_quality(args) -> None:
     for batch, epochs in zip(args.ttq_batch, args.ttq_epochs, strict=True):
         spec = dataclasses.replace(base, batch_size=batch, epochs=epochs)
         plans = ModelZooFamily().plan(spec)
-        _device_splits(spec, args.device)  # load the images before either clock starts
+        device_splits(spec, args.device)  # load the images before either clock starts
         runs = {
             "population": quality_population(spec, plans, args.device),
             "one-by-one": quality_loop(spec, plans[: args.loop_models], args.device),

@@ -44,9 +44,9 @@ import torch
 from torch.nn import functional as F
 
 from weightzoo.architectures import build_model
-from weightzoo.generate.mlds.networks import init_population
-from weightzoo.generate.mlds.networks import population_forward as rnn_forward
-from weightzoo.generate.modelzoo.population import choose_path, population_forward, stack_models
+from weightzoo.families.mlds.model import init_population
+from weightzoo.families.mlds.model import population_forward as rnn_forward
+from weightzoo.families.modelzoo.train import choose_path, population_forward, stack_models
 from weightzoo.generate.population import PopulationOptimizer
 from weightzoo.generate.ray_engine import RayOptions
 from weightzoo.generate.runner import generate

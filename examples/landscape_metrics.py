@@ -9,7 +9,7 @@ several needs ``build_model(spec, {"activation": ...})`` per group of rows).
 
 Usage::
 
-    weightzoo generate trajectory-digits-mlp --models 12 --epochs 3 --out zoos/traj-mlp
+    weightzoo generate trajectory-digits-mlp --models 12 --train-epochs 3 --out zoos/traj-mlp
     python examples/landscape_metrics.py zoos/traj-mlp [--models 8] [--epoch last]
         [--split train] [--batches 10] [--data-dir DIR] [--iters 20] [--probes 100]
         [--steps 200]
@@ -24,7 +24,6 @@ from torch.nn import functional as F
 
 from weightzoo import Zoo, ZooDataset, landscape
 from weightzoo.architectures import build_model
-from weightzoo.tasks.imagedata import load_image_data
 
 
 def main() -> None:
@@ -36,7 +35,7 @@ def main() -> None:
     parser.add_argument("--split", default="train")
     parser.add_argument("--batches", type=int, default=10, help="batches of 64 images")
     parser.add_argument("--data-dir", default=None, help="raw dataset files (not for digits)")
-    parser.add_argument("--iters", type=int, default=20, help="power-iteration steps")
+    parser.add_argument("--iters", type=int, default=200, help="power-iteration steps, at most")
     parser.add_argument("--probes", type=int, default=100, help="Hutchinson probes")
     parser.add_argument("--steps", type=int, default=200, help="Bézier training steps")
     args = parser.parse_args()
@@ -50,12 +49,9 @@ def main() -> None:
     rows = batch["weights"]
     module = build_model(spec)
 
-    data = load_image_data(spec["dataset"], args.data_dir, resize=spec.get("image_size"))
+    # the zoo's own training split, as `weightzoo landscape` measures on (no validation items)
+    train = landscape.training_batches(zoo, batches=args.batches, data_dir=args.data_dir)
     classes = int(spec["num_classes"])
-    train = [
-        (data.train_x[i : i + 64], data.train_y[i : i + 64])
-        for i in range(0, 64 * args.batches, 64)
-    ]
 
     def loss(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         if spec.get("loss", "ce") == "mse":

@@ -1,4 +1,4 @@
-"""Linear probes from weights w and statistics s(w): the Model Zoos paper's Table 3, small.
+r"""Linear probes from weights w and statistics s(w): the Model Zoos paper's Table 3, small.
 
 Ridge regressions to each checkpoint's test accuracy, generalization gap and epoch (R^2), and
 logistic regressions to the initialisation and activation where the zoo varies them, fitted on
@@ -6,7 +6,8 @@ the zoo's train split and scored on its test split; the paper's row beside ours.
 
 Usage::
 
-    weightzoo generate modelzoo-digits-cnn-s-hyp-10-rand --models 96 --epochs 10 --out zoos/hyp
+    weightzoo generate modelzoo-digits-cnn-s-hyp-10-rand --models 96 --train-epochs 10 \
+        --out zoos/hyp
     python examples/modelzoo_probe.py zoos/hyp
 """
 

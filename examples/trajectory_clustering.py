@@ -7,7 +7,7 @@ See docs/analysis.md for how the order is recovered.
 
 Usage::
 
-    weightzoo generate trajectory-digits-cnn --models 30 --epochs 20 --out zoos/traj-cnn
+    weightzoo generate trajectory-digits-cnn --models 30 --train-epochs 20 --out zoos/traj-cnn
     python examples/trajectory_clustering.py zoos/traj-cnn [--svd 50 10 5]
 """
 

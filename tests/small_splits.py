@@ -7,7 +7,6 @@ from contextlib import contextmanager
 
 import pytest
 
-from weightzoo.generate.modelzoo import family as fam_module
 from weightzoo.tasks import images
 
 
@@ -15,8 +14,8 @@ from weightzoo.tasks import images
 def cut_image_splits(train: int, other: int) -> Iterator[None]:
     """Serve the first ``train`` training and ``other`` val/test images of every split.
 
-    Patches the generator's and the evaluation's view of the data alike, so that a zoo is
-    evaluated on the data it was trained and measured on.
+    Generation and evaluation both look the splits up in :mod:`weightzoo.tasks.images` on each
+    call, so one patch serves them alike: a zoo is evaluated on the data it was trained on.
     """
     original = images.load_splits
     original.cache_clear()
@@ -26,7 +25,6 @@ def cut_image_splits(train: int, other: int) -> Iterator[None]:
         return (trx[:train], tr_y[:train]), (vx[:other], vy[:other]), (tex[:other], tey[:other])
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(fam_module, "_load_splits", small)
         patch.setattr(images, "load_splits", small)
         yield
     original.cache_clear()

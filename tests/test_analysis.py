@@ -389,7 +389,9 @@ def test_cli_report_text_json_markdown_and_exit_codes(tmp_path, fast_classifiers
     zoo = mlds_zoo(tmp_path / "ds1", separable=True, per_class=10)
     assert run(["report", str(zoo.path)]) == 0
     text = capsys.readouterr().out
-    assert "MLDS Table 1" in text and "skipped mlds.table2" in text
+    assert "MLDS Table 1" in text and "skipped mlds.table2" not in text
+    assert run(["report", str(zoo.path), "--all"]) == 0
+    assert "skipped mlds.table2" in capsys.readouterr().out
     assert run(["report", str(zoo.path), "--json", "--out", str(tmp_path / "r.json")]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert json.loads((tmp_path / "r.json").read_text()) == printed
@@ -419,7 +421,7 @@ def test_cli_report_exits_1_when_no_table_can_be_computed(tmp_path, capsys):
 
 
 def test_report_on_a_generated_mlds_zoo(tmp_path, fast_classifiers, capsys):
-    from weightzoo.generate.mlds.family import MLDSSpec
+    from weightzoo.families.mlds.spec import MLDSSpec
     from weightzoo.generate.runner import generate
 
     # `weightzoo generate mlds-ds1 --models 10 --train-epochs 1` with smaller data sets.

@@ -10,14 +10,15 @@ import pytest
 import torch
 from torch.nn import functional as F
 
+from small_splits import cut_image_splits
 from weightzoo.architectures import UnbuildableSpecError, build_model
-from weightzoo.architectures.mlds import network_inputs
+from weightzoo.families.mlds.data import class_data
+from weightzoo.families.mlds.model import network_inputs
 from weightzoo.features import layout_of, load_vector
-from weightzoo.generate.mlds.family import class_data
-from weightzoo.generate.modelzoo import family as fam_module
 from weightzoo.generate.runner import generate
 from weightzoo.generate.specs import family_for, get_spec
 from weightzoo.storage import Manifest, ZooReader
+from weightzoo.tasks import images
 
 
 def _final_rows(zoo):
@@ -47,18 +48,10 @@ def test_mlds_rows_reproduce_their_stored_losses(tmp_path):
 
 
 @pytest.fixture
-def tiny_digits(monkeypatch):
+def tiny_digits():
     """Digits splits cut to 200 training and 60 val/test images."""
-    original = fam_module._load_splits
-    original.cache_clear()
-
-    def small(*args):
-        (trx, tr_y), (vx, vy), (tex, tey) = original(*args)
-        return (trx[:200], tr_y[:200]), (vx[:60], vy[:60]), (tex[:60], tey[:60])
-
-    monkeypatch.setattr(fam_module, "_load_splits", small)
-    yield
-    original.cache_clear()
+    with cut_image_splits(200, 60):
+        yield
 
 
 @pytest.mark.parametrize(
@@ -69,7 +62,7 @@ def test_image_rows_reproduce_their_stored_accuracy_and_loss(tiny_digits, tmp_pa
     generate(spec, tmp_path / "z", progress=False)
     manifest, reader, rows = _final_rows(tmp_path / "z")
     assert manifest.layout == family_for(spec).layout(spec)
-    _, _, (test_x, test_y) = fam_module._load_splits(
+    _, _, (test_x, test_y) = images.load_splits(
         spec.dataset, None, spec.image_size, True, spec.val_fraction, spec.data_seed
     )
     x, y = torch.from_numpy(test_x), torch.from_numpy(test_y)
@@ -111,10 +104,12 @@ def test_specs_without_an_architecture_are_clear_errors():
     )
 
 
-def test_architectures_do_not_import_the_generator():
+def test_building_a_row_imports_no_training_code():
+    # the family's hooks come with the Family base class, never with the trainers
     code = (
         "import sys, weightzoo.architectures as a; a.build_model({'family': 'mlds'}); "
-        "bad = [m for m in sys.modules if m.startswith('weightzoo.generate')]; "
+        "training = ('.population', '.runner', '.workers', '.train'); "
+        "bad = [m for m in sys.modules if m.startswith('weightzoo') and m.endswith(training)]; "
         "assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -434,7 +434,7 @@ def test_any_name_in_info_output_is_one_line_of_printable_text(name):
     import io
     import unicodedata
 
-    from weightzoo.cli import _print_info
+    from weightzoo.cli.inspect import _print_info
 
     info = {
         "name": name,

@@ -29,7 +29,7 @@ from source_server import SourceServer
 from weightzoo import catalog
 from weightzoo.cli import run
 from weightzoo.errors import HubError
-from weightzoo.importers.modelzoo import import_modelzoo
+from weightzoo.families.modelzoo.importer import import_modelzoo
 
 NAME = "modelzoo-mnist-cnn-s-seed"
 CONCEPT = "6632086"  # the Model Zoos' MNIST CNN-s concept record, as the catalog has it

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from weightzoo import cli
 from weightzoo.cli import build_parser, run
 from weightzoo.errors import ZooNotFoundError
 from weightzoo.zoo import Zoo
@@ -204,3 +205,42 @@ def test_info_shows_quality_ranges_and_lists_a_folder_of_zoos(toy_zoo, capsys):
     next((toy_zoo / "shards").glob("val-*")).unlink()
     assert run(["info", str(toy_zoo.parent)]) == 1
     assert "1 shards missing" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("raised", "code"), [(KeyboardInterrupt, 130), (cli.Terminated, 143)])
+def test_an_interrupted_command_speaks_of_shards_only_if_it_keeps_them(capsys, raised, code):
+    parser = cli.build_parser()
+
+    def stop(_args):
+        raise raised
+
+    for argv, keeps in ((["list"], False), (["generate", "mlds-ds1"], True)):
+        args = parser.parse_args(argv)
+        args.func = stop
+        assert cli._call(stop, args) == code
+        said = capsys.readouterr().err
+        assert said.startswith("weightzoo: ") and said.count("\n") == 1
+        assert ("completed shards are kept" in said) is keeps, said
+
+
+def test_generate_passes_its_resume_interval_and_names_the_runners_default(monkeypatch, tmp_path):
+    from weightzoo.generate import resume, runner
+
+    seen = []
+
+    def fake_generate(spec, out, **options):
+        seen.append(options)
+        raise KeyboardInterrupt  # stop before anything is written
+
+    monkeypatch.setattr(runner, "generate", fake_generate)
+    out = str(tmp_path / "z")
+    assert run(["generate", "toy", "--out", out, "--resume-interval", "0"]) == 130
+    assert run(["generate", "toy", "--out", out]) == 130
+    assert seen[0]["resume_interval"] == 0.0 and "resume_interval" not in seen[1]
+    help_text = " ".join(
+        build_parser()._subparsers._group_actions[0].choices["generate"].format_help().split()
+    )
+    assert f"default {resume.DEFAULT_INTERVAL:g};" in help_text
+    with pytest.raises(SystemExit) as stopped:
+        run(["generate", "toy", "--out", out, "--resume-interval", "-1"])
+    assert stopped.value.code == 2

@@ -642,7 +642,7 @@ def test_verbose_works_after_the_data_commands(argv):
 def test_the_offered_generate_command_repeats_every_option(
     models, epochs, data_dir, device, workers, slice_
 ):
-    from weightzoo.cli import _generate_command
+    from weightzoo.cli.generation import _generate_command
 
     argv = ["generate", "modelzoo-mnist-cnn-s-seed", "--device", device]
     for flag, value in (("--models", models), ("--train-epochs", epochs), ("--workers", workers)):

@@ -155,7 +155,7 @@ def test_mlds_rows_take_their_class_from_a_mapping(mlds_zoos):
 
 
 def test_sparsified_twin_rows_reproduce_stored_metrics(image_zoos, tmp_path):
-    from weightzoo.generate.modelzoo import sparsify as sp
+    from weightzoo.families.modelzoo import sparsify as sp
 
     settings = sp.SparsifySettings(lr=0.03, kl_warmup=0, block_models=4)
     sp.sparsify_zoo(
@@ -198,8 +198,9 @@ def test_zoo_module_matches_a_manual_rebuild_and_evaluate(image_zoos):
 @pytest.mark.parametrize("name", ["cnn-s-grid", "cnn-m", "mlp", "cnn", "ds1", "ds2", "ds3"])
 def test_zoo_module_reproduces_stored_metrics(image_zoos, mlds_zoos, name):
     """One module per model, run plainly (nn.GRU / nn.LSTM for MLDS), gives the stored values."""
-    from weightzoo.architectures.mlds import network_inputs
-    from weightzoo.tasks.mlds import MLDSData, class_sets
+    from weightzoo.families.mlds.data import class_sets
+    from weightzoo.families.mlds.model import network_inputs
+    from weightzoo.families.mlds.spec import MLDSData
 
     zoo = image_zoos.get(name) or mlds_zoos[name]
     reader = zoo.reader(epochs="last")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from weightzoo.generate.modelzoo import family as fam_module
 from weightzoo.generate.runner import generate
 from weightzoo.generate.specs import get_spec
 from weightzoo.tasks import images
@@ -27,7 +26,6 @@ def test_worked_example_runs(tmp_path, monkeypatch, capsys):
         (trx, tr_y), (vx, vy), (tex, tey) = original(*args)
         return (trx[:200], tr_y[:200]), (vx[:60], vy[:60]), (tex[:60], tey[:60])
 
-    monkeypatch.setattr(fam_module, "_load_splits", small)
     monkeypatch.setattr(images, "load_splits", small)
     path = tmp_path / "zoo"
     generate(

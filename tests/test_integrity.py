@@ -21,6 +21,7 @@ import weightzoo
 from integrity_zoo import LAYOUT, open_writer, write_all, zoo_weights
 from weightzoo.cli import run
 from weightzoo.errors import (
+    EmptySelectionError,
     EpochError,
     InvalidOptionError,
     ManifestError,
@@ -424,7 +425,7 @@ def test_killed_writer_leaves_a_zoo_that_resumes_byte_identical(zoo, tmp_path, s
 # -- 7. named errors for bad options --------------------------------------------------------------
 
 
-def test_empty_split_is_an_empty_dataset(tmp_path):
+def test_empty_split_is_refused_unless_allowed(tmp_path):
     path = tmp_path / "zoo"
     with open_writer(path) as writer:
         write_all(writer, zoo_weights())
@@ -434,7 +435,9 @@ def test_empty_split_is_an_empty_dataset(tmp_path):
     manifest["shards"] = [r for r in manifest["shards"] if r["split"] != "val"]
     manifest["finished"] = False
     (path / "zoo.json").write_text(json.dumps(manifest))
-    empty = weightzoo.ZooDataset(path, split="val", targets=("kind", "model_id"))
+    with pytest.raises(EmptySelectionError, match="split 'val'"):
+        weightzoo.ZooDataset(path, split="val", targets=("kind", "model_id"))
+    empty = weightzoo.ZooDataset(path, split="val", targets=("kind", "model_id"), allow_empty=True)
     assert len(empty) == 0 and list(empty.loader(batch_size=4)) == []
 
 

@@ -325,7 +325,8 @@ def test_landscape_metrics_bad_input(mlp, rows, batches):
 @pytest.mark.filterwarnings("ignore:power iteration did not converge")  # 3 steps only
 def test_zoo_architectures_run(rng):
     """A CNN-s (conv, max-pool) under vmap and an MLDS GRU network (looped, reverse mode)."""
-    from weightzoo.architectures import image, mlds
+    from weightzoo.architectures import image
+    from weightzoo.families.mlds import model as mlds
 
     cnn = image.cnn_small(1, 10)
     layout = layout_of(cnn)

@@ -151,8 +151,8 @@ def test_landscape_errors_are_one_line(mlp_zoo, tmp_path, capsys):
 
 def test_mlds_networks_are_measured_on_their_own_machines_sequences(tmp_path):
     from weightzoo.architectures import build_model
-    from weightzoo.landscape import mlds
-    from weightzoo.tasks.mlds import MLDSData
+    from weightzoo.families.mlds import landscape as mlds
+    from weightzoo.families.mlds.spec import MLDSData
 
     machines = ["EightBitMachine", "SingleDirectMachine"]
     spec = get_spec("mlds-ds1").override(per_class=2, epochs=1, machines=machines)

@@ -1,20 +1,32 @@
 import dataclasses
+import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import torch
 
 import weightzoo
-from weightzoo.architectures.mlds import network_inputs
+from weightzoo import cli, families, importers
+from weightzoo.families.mlds import train as mlds_train
+from weightzoo.families.mlds.data import class_data
+from weightzoo.families.mlds.family import FAMILY
+from weightzoo.families.mlds.importer import import_mlds
+from weightzoo.families.mlds.machines import machine_set
+from weightzoo.families.mlds.model import (
+    MLDSNet,
+    init_population,
+    network_inputs,
+    population_forward,
+)
+from weightzoo.families.mlds.spec import DS1_NET, MLDSSpec, TrainSettings, model_seed, specs
+from weightzoo.families.mlds.train import MLDSTask, PopulationData, lr_at
 from weightzoo.features import unflatten
 from weightzoo.generate import population as toolkit
-from weightzoo.generate.mlds.family import MLDSSpec, class_data, family, model_seed, specs
-from weightzoo.generate.mlds.networks import DS1_NET, MLDSNet, init_population, population_forward
-from weightzoo.generate.mlds.population import MLDSTask, PopulationData, TrainSettings
 from weightzoo.generate.runner import generate
 from weightzoo.generate.specs import get_spec
 from weightzoo.storage.manifest import Manifest
-from weightzoo.tasks.machines import machine_set
 
 
 def tiny(subset="ds1", **changes):
@@ -61,7 +73,7 @@ def test_named_specs_and_overrides():
     assert dataclasses.replace(ds2, name=ds1.name, subset="ds1", backdoor_warmup=0) == ds1
     assert ds2.backdoor_warmup == 10 and ds2.give_up[0] > ds2.backdoor_warmup
     assert ds1.schedule == "cosine"
-    assert ds1.settings().lr_at(ds1.max_epochs - 1) == pytest.approx(ds1.lr * ds1.min_lr_ratio)
+    assert lr_at(ds1.settings(), ds1.max_epochs - 1) == pytest.approx(ds1.lr * ds1.min_lr_ratio)
     ds3_small = get_spec("mlds-ds3")
     assert ds3_small.settings().schedule == "cosine"
     assert (ds3_small.train_size, ds3_small.batch_size, ds3_small.stop_margin) == (4096, 32, 0.5)
@@ -76,19 +88,65 @@ def test_named_specs_and_overrides():
         get_spec("mlds-ds3").override(machines=["a"])
 
 
+def test_listing_and_sizing_import_no_torch():
+    code = (
+        "import sys; from weightzoo import catalog, families; "
+        "sizes = [s.estimate() for s in families.spec_module('mlds').specs()]; "
+        "names = [e.name for e in catalog.entries() if e.family == 'mlds']; "
+        "assert 'torch' not in sys.modules, 'torch'; "
+        "loaded = sorted(m for m in sys.modules if m.startswith('weightzoo.families.mlds.')); "
+        "print(names, loaded, sizes[0]['params'])"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == [
+        "['mlds-ds1',",
+        "'mlds-ds2',",
+        "'mlds-ds3',",
+        "'mlds-ds1-paper',",
+        "'mlds-ds2-paper',",
+        "'mlds-ds3-paper']",
+        "['weightzoo.families.mlds.spec']",
+        "4364",
+    ]
+
+
+def test_the_torch_free_sizes_are_the_familys():
+    for spec in specs():
+        assert spec.estimate() == FAMILY.estimate(spec), spec.name
+
+
+def test_list_shows_the_mlds_zoos_with_their_sizes(capsys):
+    assert cli.run(["list", "--family", "mlds", "--json"]) == 0
+    rows = {row["name"]: row for row in json.loads(capsys.readouterr().out)}
+    assert sorted(rows) == sorted(spec.name for spec in specs())
+    ds3 = rows["mlds-ds3-paper"]
+    assert (ds3["family"], ds3["models"], ds3["checkpoints"], ds3["params"]) == (
+        "mlds",
+        100_000,
+        2,
+        126_990,
+    )
+
+
+def test_the_importer_is_found_through_the_registry():
+    assert families.family("mlds") is FAMILY and FAMILY.importer() is import_mlds
+    assert "mlds" in importers.kinds()
+
+
 def test_plan_order_seeds_and_models_subset():
     spec = tiny()
-    plans = family("mlds").plan(spec)
+    plans = FAMILY.plan(spec)
     assert [p.columns["machine"] for p in plans[:2]] == ["EightBitMachine", "SingleDirectMachine"]
     assert len({p.seed for p in plans}) == len(plans) == 8
-    first = family("mlds").plan(spec.override(models=3))
+    first = FAMILY.plan(spec.override(models=3))
     assert [p.seed for p in first] == [p.seed for p in plans[:3]]
 
 
 def test_generate_resume_and_datasets(tmp_path, monkeypatch):
     spec = tiny()
     out = tmp_path / "mlds-ds1"
-    fam = family("mlds")
+    fam = FAMILY
     real_train = type(fam).train
     calls = []
 
@@ -204,7 +262,7 @@ def test_same_spec_same_zoo(tmp_path):
 
 def test_failed_networks_are_retrained_from_new_seeds(tmp_path):
 
-    fam = family("mlds")
+    fam = FAMILY
     never = tiny(threshold=1e-12, attempts=3, per_class=1)  # nobody passes: three attempts each
     plans = fam.plan(never)
     seen: list[int] = []
@@ -243,14 +301,12 @@ def test_failed_networks_are_retrained_from_new_seeds(tmp_path):
 
 
 def test_parallel_attempts_run_side_by_side_and_keep_the_attempt_that_passed(monkeypatch):
-    import weightzoo.generate.mlds.family as mlds_family
-
     spec = tiny(attempts=9, parallel_attempts=3, per_class=1)
     assert [list(r) for r in spec.attempt_rounds()] == [[0], [1, 2, 3], [4, 5, 6], [7, 8]]
     assert [list(r) for r in tiny(attempts=3).attempt_rounds()] == [[0], [1], [2]]
     with pytest.raises(ValueError, match="parallel_attempts"):
         tiny(parallel_attempts=0)
-    fam = family("mlds")
+    fam = FAMILY
     plans = fam.plan(spec)
     seeds = {
         model_seed("ds1", str(p.columns["machine"]), 0, a): (p.model_id, a)
@@ -267,15 +323,15 @@ def test_parallel_attempts_run_side_by_side_and_keep_the_attempt_that_passed(mon
         rows = [seeds[s] for s in seeds_given]
         calls.append((rows, groups, settings.give_up))
         # a passed attempt ends its group only if it passes on every evaluation set
-        good = {f"{n}_loss": np.array([1e-4, 1e-4]) for n in fam.set_names(spec)}
-        good |= {f"{n}_bit_accuracy": np.array([1.0, 1.0]) for n in fam.set_names(spec)}
+        good = {f"{n}_loss": np.array([1e-4, 1e-4]) for n in spec.set_names()}
+        good |= {f"{n}_bit_accuracy": np.array([1.0, 1.0]) for n in spec.set_names()}
         good["eval_loss"] = np.array([1e-4, 2e-3])  # the second misses on evaluation
         assert ends_group(good).tolist() == [True, False]
         n, ok = len(rows), np.array([row in passing for row in rows])
         loss = np.where(ok, 1e-4, 1.0)
         final = {
             f"{name}_{metric}": loss if metric == "loss" else 1.0 - loss
-            for name in fam.set_names(spec)
+            for name in spec.set_names()
             for metric in ("loss", "bit_accuracy", "symbol_accuracy")
         }
         return toolkit.PopulationResult(
@@ -289,7 +345,7 @@ def test_parallel_attempts_run_side_by_side_and_keep_the_attempt_that_passed(mon
             epochs=np.full(n, 2),
         )
 
-    monkeypatch.setattr(mlds_family, "train_population", fake)
+    monkeypatch.setattr(mlds_train, "train_population", fake)
     spec = dataclasses.replace(spec, give_up=(1, 0.5))
     records = fam.train(spec, plans, device="cpu", progress=False)
     # round 1: attempt 0 alone; round 2: attempts 1-3 of both, grouped by network; round 3:
@@ -345,3 +401,23 @@ def test_backdoor_warmup_skips_inverted_outputs_in_the_training_loss():
     assert spec.settings().backdoor_warmup == 0
     assert tiny("ds2", backdoor_warmup=3).settings().backdoor_warmup == 3
     assert tiny("ds1", backdoor_warmup=3).settings().backdoor_warmup == 0  # no trigger in DS1
+
+
+def test_shared_init_starts_every_network_from_one_initialisation():
+    plain = tiny(per_class=2)
+    shared = tiny(per_class=2, shared_init=7)
+    # a spec without the option keeps the spec dict (and fingerprint) it had before it existed
+    assert "shared_init" not in plain.to_dict() and shared.to_dict()["shared_init"] == 7
+    assert plain.fingerprint() != shared.fingerprint()
+    plans = FAMILY.plan(shared)
+    records = FAMILY.train(shared, plans, device="cpu", progress=False)
+    starts = np.stack([r.weights[0] for r in records])
+    finals = np.stack([r.weights[-1] for r in records])
+    init = init_population(shared.net, [7], "cpu", shared.init)
+    first = torch.cat([v.reshape(1, -1) for v in init.values()], dim=1)[0].numpy()
+    np.testing.assert_array_equal(starts, np.broadcast_to(first, starts.shape))
+    assert all(r.columns["init_seed"] == 7 for r in records)
+    # data order still differs per network: no two networks end at the same weights
+    assert len({row.tobytes() for row in finals}) == len(records)
+    separate = FAMILY.train(plain, FAMILY.plan(plain), device="cpu", progress=False)
+    assert len({r.weights[0].tobytes() for r in separate}) == len(separate)

@@ -1,15 +1,9 @@
 import numpy as np
 import pytest
 
-from weightzoo.tasks.automata import automaton_set, random_automaton
-from weightzoo.tasks.machines import (
-    MACHINES,
-    TRIGGER_SPAN,
-    check_machines,
-    machine_set,
-    simulate,
-    trigger_inputs,
-)
+from weightzoo.families.mlds.automata import automaton_set, random_automaton
+from weightzoo.families.mlds.machines import TRIGGER_SPAN, machine_set, simulate, trigger_inputs
+from weightzoo.families.mlds.spec import MACHINES, check_machines
 
 
 def _step(data_bits, cmd):

@@ -3,20 +3,21 @@ import itertools
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 
-from weightzoo.generate.mlds.networks import (
-    DS1_NET,
-    DS3_NET,
+from weightzoo.families.mlds.machines import machine_set
+from weightzoo.families.mlds.model import (
     MLDSNet,
-    NetConfig,
     init_population,
+    initialise_,
     layout,
-    num_params,
+    masked_bit_hits,
     population_forward,
 )
-from weightzoo.generate.mlds.population import PopulationData, TrainSettings, train_population
-from weightzoo.tasks.machines import machine_set
+from weightzoo.families.mlds.spec import DS1_NET, DS3_NET, NetConfig, TrainSettings, num_params
+from weightzoo.families.mlds.train import PopulationData, lr_at, train_population
 
 
 def test_parameter_counts():
@@ -55,19 +56,15 @@ def test_frozen_networks_do_not_move_and_history_is_padded():
 
 def test_cosine_schedule():
     settings = TrainSettings(lr=1e-2, max_epochs=5, schedule="cosine", min_lr_ratio=0.01)
-    lrs = [settings.lr_at(epoch) for epoch in range(5)]
+    lrs = [lr_at(settings, epoch) for epoch in range(5)]
     assert lrs[0] == pytest.approx(1e-2) and lrs[-1] == pytest.approx(1e-4)
     assert all(a > b for a, b in itertools.pairwise(lrs))
-    assert TrainSettings(lr=3e-3).lr_at(4) == 3e-3
+    assert lr_at(TrainSettings(lr=3e-3), 4) == 3e-3
     with pytest.raises(ValueError, match="schedule"):
         TrainSettings(schedule="step")
 
 
 def test_orthogonal_init_blocks_and_default_untouched():
-    import torch
-
-    from weightzoo.architectures.mlds import MLDSNet, initialise_
-
     torch.manual_seed(0)
     default = MLDSNet().state_dict()
     torch.manual_seed(0)
@@ -88,10 +85,6 @@ def test_orthogonal_init_blocks_and_default_untouched():
 
 
 def test_bit_and_symbol_accuracy_count_rounded_outputs():
-    import torch
-
-    from weightzoo.generate.mlds.population import masked_bit_hits
-
     target = torch.tensor([[[[1.0, 0.0], [0.0, 0.0]]]])  # [M=1, B=1, T=2, lines=2]
     pred = torch.tensor([[[[0.9, 0.6], [0.1, 0.4]]]])  # step 0: one line wrong
     mask = torch.ones(1, 1, 2)
@@ -100,3 +93,17 @@ def test_bit_and_symbol_accuracy_count_rounded_outputs():
     assert [float(x) for x in hits["symbol_accuracy"]] == [1.0, 2.0]
     hits = masked_bit_hits(pred, target, torch.tensor([[[0.0, 1.0]]]))
     assert [float(x) for x in hits["symbol_accuracy"]] == [1.0, 1.0]
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    cell=st.sampled_from(["gru", "lstm"]),
+    sizes=st.tuples(*[st.integers(1, 9)] * 3),
+    depth=st.tuples(st.integers(1, 4), st.integers(0, 3)),
+)
+def test_the_torch_free_count_is_the_modules(cell, sizes, depth):
+    inputs, hidden, outputs = sizes
+    config = NetConfig(cell, inputs, hidden, depth[0], depth[1], outputs)
+    net = MLDSNet(config)
+    assert num_params(config) == sum(p.numel() for p in net.parameters())
+    assert num_params(config) == layout(config).num_params

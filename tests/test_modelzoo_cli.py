@@ -14,33 +14,22 @@ import pytest
 import torch
 
 import weightzoo
+from small_splits import cut_image_splits
 from weightzoo.architectures.image import cnn_small
 from weightzoo.cli import run
 from weightzoo.features import load_vector
-from weightzoo.generate.modelzoo import family as fam_module
 from weightzoo.generate.runner import generate
 from weightzoo.generate.specs import all_specs, get_spec
+from weightzoo.tasks import images
 
 TRAIN, HELD_OUT = 200, 60
 
 
 @pytest.fixture
-def small_digits(monkeypatch):
+def small_digits():
     """Cut the digits splits to TRAIN / HELD_OUT / HELD_OUT images."""
-    original = fam_module._load_splits
-    original.cache_clear()
-
-    def small(*args):
-        (trx, tr_y), (vx, vy), (tex, tey) = original(*args)
-        return (
-            (trx[:TRAIN], tr_y[:TRAIN]),
-            (vx[:HELD_OUT], vy[:HELD_OUT]),
-            (tex[:HELD_OUT], tey[:HELD_OUT]),
-        )
-
-    monkeypatch.setattr(fam_module, "_load_splits", small)
-    yield
-    original.cache_clear()
+    with cut_image_splits(TRAIN, HELD_OUT):
+        yield
 
 
 def _manifest(path):
@@ -90,7 +79,7 @@ def test_cli_generate_digits_and_read_it_back(small_digits, tmp_path, capsys):
     net = load_vector(
         cnn_small(1, activation="tanh").eval(), item["weights"], last.zoo.manifest.layout
     )
-    _, _, (test_x, test_y) = fam_module._load_splits("digits", None, 28, True, 0.15, 42)
+    _, _, (test_x, test_y) = images.load_splits("digits", None, 28, True, 0.15, 42)
     with torch.no_grad():
         acc = (net(torch.from_numpy(test_x)).argmax(1) == torch.from_numpy(test_y)).double().mean()
     assert abs(acc.item() - item["test_acc"].item()) < 1e-6

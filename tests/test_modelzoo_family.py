@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from small_splits import cut_image_splits
-from weightzoo.generate.modelzoo import family as fam_module
+from weightzoo.families.modelzoo.train import initial_model
 from weightzoo.generate.specs import family_for, get_spec
 
 
@@ -35,7 +35,7 @@ def test_digits_records_shapes_and_learning(digits):
         assert record.metrics["test_acc"][-1] > 0.2  # chance is 0.1
         assert record.metrics["train_loss"][-1] < record.metrics["train_loss"][0]
     # the first checkpoint is the initialisation of the seeded model
-    model = fam_module._make_model(spec, plans[0])
+    model = initial_model(spec, plans[0])
     init = torch.cat([model.state_dict()[n].reshape(-1) for n in layout.names]).numpy()
     assert np.array_equal(records[0].weights[0], init)
 

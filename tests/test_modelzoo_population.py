@@ -14,8 +14,8 @@ from weightzoo.architectures.image import (
     trajectory_cnn,
     trajectory_mlp,
 )
-from weightzoo.generate.modelzoo.population import (
-    Split,
+from weightzoo.families.modelzoo.data import Split
+from weightzoo.families.modelzoo.train import (
     choose_path,
     population_forward,
     population_loss,
@@ -183,7 +183,7 @@ def test_model_without_dropout_does_not_depend_on_its_population():
 
 def test_batchnorm_net_on_the_toolkit_equals_torch_sgd_with_onecycle():
     """The ResNet-18 recipe (SGD, one-cycle, augmentation, BatchNorm) on a tiny BN net."""
-    from weightzoo.generate.modelzoo.population import _augment
+    from weightzoo.families.modelzoo.train import _augment
 
     torch.manual_seed(0)
     net = torch.nn.Sequential(
@@ -235,7 +235,7 @@ def test_batchnorm_net_on_the_toolkit_equals_torch_sgd_with_onecycle():
 
 
 def test_large_populations_evaluate_in_smaller_passes_with_the_same_metrics(monkeypatch):
-    from weightzoo.generate.modelzoo import population as module
+    from weightzoo.families.modelzoo import train as module
 
     net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 4 * 4, 10))
     g = torch.Generator().manual_seed(4)

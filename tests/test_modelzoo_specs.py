@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from weightzoo.generate.modelzoo.family import ModelZooSpec, TrajectorySpec, family, specs
+from weightzoo import cli
+from weightzoo.families.modelzoo.family import family
+from weightzoo.families.modelzoo.spec import ModelZooSpec, TrajectorySpec, specs
 
 TABLE_1 = [
     f"modelzoo-{ds}-{arch}-{cfg}"
@@ -173,3 +181,69 @@ def test_specs_serialise(by_name):
         data = spec.to_dict()
         assert json.loads(json.dumps(data)) == data
         assert data["family"] in ("modelzoo", "trajectory")
+
+
+def test_the_torch_free_row_length_is_the_built_layouts(by_name):
+    from weightzoo.families.modelzoo import model
+
+    for spec in by_name.values():  # one ResNet-18 build per input shape (the layout is cached)
+        assert spec.num_params() == model.layout(spec.to_dict()).num_params, spec.name
+        assert spec.estimate() == family(spec.family).estimate(spec)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    architecture=st.sampled_from(["mlp", "cnn", "cnn-s", "cnn-m"]),
+    size=st.integers(14, 33),
+    channels=st.sampled_from([1, 3]),
+    classes=st.integers(2, 12),
+    hidden=st.integers(1, 24),
+    conv=st.tuples(st.integers(1, 9), st.integers(1, 9)),
+    bias=st.booleans(),
+)
+def test_num_params_counts_the_network_it_describes(
+    architecture, size, channels, classes, hidden, conv, bias
+):
+    from weightzoo.families.modelzoo import model
+
+    if architecture in ("cnn-s", "cnn-m"):  # their first linear layer fixes the image size
+        size, bias = {"cnn-s": 28, "cnn-m": 32}[architecture], True
+    spec = TrajectorySpec(
+        name="probe",
+        architecture=architecture,
+        image_size=size,
+        in_channels=channels,
+        num_classes=classes,
+        hidden=hidden,
+        conv_channels=conv,
+        bias=bias,
+    )
+    assert spec.num_params() == model.layout(spec.to_dict()).num_params
+
+
+def test_listing_and_sizing_import_no_torch():
+    code = (
+        "import sys; from weightzoo import catalog, families; "
+        "sizes = [s.estimate() for s in families.spec_module('modelzoo').specs()]; "
+        "found = [e.family for e in catalog.entries() if e.family in ('modelzoo', 'trajectory')]; "
+        "assert 'torch' not in sys.modules, 'torch'; "
+        "print(found.count('modelzoo'), found.count('trajectory'), sizes[-1]['params'])"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    # 27 of Table 1, 2 on digits and 3 published-only (sparsified twins, a sample); 4 trajectory
+    assert result.stdout.split() == ["32", "4", "1410"]
+
+
+@pytest.mark.parametrize("name", ["modelzoo", "trajectory"])
+def test_list_shows_each_family_with_its_sizes(capsys, name):
+    assert cli.run(["list", "--family", name, "--json"]) == 0
+    rows = {row["name"]: row for row in json.loads(capsys.readouterr().out)}
+    named = {s.name: s for s in specs() if s.family == name}
+    assert set(named) <= set(rows) and {row["family"] for row in rows.values()} == {name}
+    for spec_name, spec in named.items():
+        size = spec.estimate()
+        assert (rows[spec_name]["models"], rows[spec_name]["params"]) == (
+            size["models"],
+            size["params"],
+        )

@@ -4,34 +4,45 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from weightzoo.analysis import report
 from weightzoo.analysis.phase import grid_zoos, phase_diagram
-from weightzoo.architectures import build_model
+from weightzoo.architectures import UnbuildableSpecError, build_model
 from weightzoo.architectures.image import ResNet18, num_params
-from weightzoo.architectures.phase import ResNet50, VisionTransformer
 from weightzoo.card import write_card
 from weightzoo.cli import run
 from weightzoo.errors import DataFilesMissingError, InvalidOptionError
-from weightzoo.features import layout_of, load_vector
-from weightzoo.generate.phase.family import (
+from weightzoo.families import family as registered_family
+from weightzoo.families.phase.model import ResNet50, VisionTransformer
+from weightzoo.families.phase.spec import (
+    ARCHITECTURES,
     PhaseGridError,
     PhaseGridSpec,
     PhaseSpec,
-    family,
 )
+from weightzoo.features import layout_of, load_vector
 from weightzoo.generate.runner import generate
 from weightzoo.generate.specs import all_specs, get_spec
 from weightzoo.landscape.phase import PHASES, UNKNOWN, assign_phases, read_phases, write_phases
 from weightzoo.landscape.zoo import compute_zoo_landscape
 from weightzoo.storage.sidecar import read_sidecar, sidecar_records
+from weightzoo.tasks import images
 from weightzoo.zoo import Zoo
 
 GRID = "phase-tiny"
+
+
+def family():
+    """The phase family, as the registry hands it out."""
+    return registered_family("phase")
 
 
 def tiny(width: int, **changes) -> PhaseSpec:
@@ -340,10 +351,10 @@ def test_the_grouped_grid_has_one_group_per_width(grouped):
 
 
 def test_report_on_the_grouped_zoo_prints_the_diagram_once(grouped, capsys):
-    assert run(["report", str(grouped)]) == 0
+    assert run(["report", str(grouped), "--all"]) == 0  # --all: the skipped tables' reasons
     text = capsys.readouterr().out
     assert text.count("Phase diagram of phase-tiny") == 1
-    assert "reported once, with its first group (w2)" in text
+    assert "reported once, with its first group (w2)" in " ".join(text.split())  # wrapped
     assert "width=2" in text and "width=8" in text
 
 
@@ -360,8 +371,6 @@ def test_the_named_grouped_grids():
 @pytest.mark.parametrize(("architecture", "width"), [("resnet18", 2), ("resnet50", 2), ("vit", 6)])
 def test_the_paper_networks_train_on_the_population_toolkit(architecture, width, monkeypatch):
     """The full-size grids' code path on random 32x32 images (the real files are not here)."""
-    from weightzoo.generate.phase import population
-
     rng = np.random.default_rng(0)
 
     def fake(*_args):
@@ -370,7 +379,7 @@ def test_the_paper_networks_train_on_the_population_toolkit(architecture, width,
 
         return part(32), part(8), part(8)
 
-    monkeypatch.setattr(population, "load_splits", fake)
+    monkeypatch.setattr(images, "load_splits", fake)
     spec = get_spec(f"phase-cifar10-{architecture}-w{width}").replace(
         batch_sizes=(16,), seeds=2, epochs=1, checkpoint_every=1
     )
@@ -383,3 +392,71 @@ def test_the_paper_networks_train_on_the_population_toolkit(architecture, width,
         assert not np.array_equal(record.weights[0], record.weights[1])  # it trained
     if architecture != "vit":  # BatchNorm running statistics are part of the row
         assert any(name.endswith("running_mean") for name in layout.names)
+
+
+def test_the_torch_free_size_of_every_named_zoo_is_its_layouts():
+    widths = [s for s in all_specs().values() if isinstance(s, PhaseSpec)]
+    assert {s.architecture for s in widths} == set(ARCHITECTURES)
+    for spec in widths:
+        assert spec.num_params() == family().layout(spec).num_params, spec.name
+        assert spec.estimate() == family().estimate(spec), spec.name
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    architecture=st.sampled_from(["cnn", "mlp", "vit"]),
+    scale=st.integers(1, 6),
+    channels=st.integers(1, 3),
+    classes=st.integers(1, 12),
+    size=st.sampled_from([4, 8, 12, 16]),
+)
+def test_the_torch_free_size_holds_for_any_small_network(
+    architecture, scale, channels, classes, size
+):
+    width = 3 * scale  # the ViT's embedding dimension is a multiple of its 3 heads
+    spec = tiny(width, architecture=architecture, widths=(width,), in_channels=channels,
+                num_classes=classes, image_size=size)  # fmt: skip
+    assert spec.num_params() == family().layout(spec).num_params
+
+
+def test_listing_and_sizing_import_no_torch():
+    code = (
+        "import sys; from weightzoo import catalog, families; "
+        "sizes = {s.name: s.estimate() for s in families.spec_module('phase').specs()}; "
+        "names = [e.name for e in catalog.entries() if e.family == 'phase']; "
+        "assert 'torch' not in sys.modules, 'torch'; "
+        "print(len(names), sizes['phase-digits-cnn']['models'], "
+        "sizes['phase-cifar10-resnet50-w64']['params'])"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    resnet50 = family().layout(get_spec("phase-cifar10-resnet50-w64")).num_params
+    assert result.stdout.split() == ["100", "90", str(resnet50)]  # 14 grids and 86 widths
+
+
+def test_list_shows_every_phase_grid(capsys):
+    assert run(["list", "--family", "phase", "--json"]) == 0
+    rows = {row["name"]: row for row in json.loads(capsys.readouterr().out)}
+    assert len(rows) == 100 and rows["phase-digits-cnn"]["groups"] == 5
+    assert rows["phase-digits-mlp-w8"]["models"] == 18
+    assert rows["phase-cifar100-vit"]["sources"][0]["data"] == ["cifar100"]
+
+
+def test_model_never_imports_training_code():
+    code = (
+        "import sys; import weightzoo.families.phase.model; "
+        "from weightzoo.architectures import build_model; "
+        "from weightzoo.generate.specs import get_spec; "
+        "build_model(get_spec('phase-digits-cnn-w2').to_dict()); "
+        "bad = [m for m in sys.modules if m.endswith(('phase.train', 'generate.population'))]; "
+        "assert not bad, bad"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_spec_of_no_phase_network_is_unbuildable():
+    spec = tiny(8).to_dict()
+    with pytest.raises(UnbuildableSpecError, match="unknown phase architecture 'resnet34'"):
+        build_model(spec | {"architecture": "resnet34"})
+    with pytest.raises(UnbuildableSpecError, match="names no weightzoo architecture"):
+        build_model({k: v for k, v in spec.items() if k != "width"})

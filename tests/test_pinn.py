@@ -331,13 +331,11 @@ def test_list_shows_the_pinn_zoos_with_their_sizes(capsys):
 
 def test_the_old_import_paths_name_the_same_objects():
     from weightzoo.architectures import pinn as old_model
-    from weightzoo.generate.pinn import population as old_train
     from weightzoo.landscape import pinn as old_landscape
     from weightzoo.tasks import convection as old_data
 
     assert old_model.PINN is PINN and old_data.residual is residual
     assert old_landscape.PINNLossModule is PINNLossModule
-    assert old_train.train_population is train_population
 
 
 def test_model_and_data_never_import_training_code():

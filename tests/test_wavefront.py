@@ -4,9 +4,9 @@ import pytest
 import torch
 from torch import nn
 
-from weightzoo.architectures import gru_bptt, wavefront
-from weightzoo.architectures.mlds import DS1_NET, MLDSNet, NetConfig, population_forward
-from weightzoo.generate.mlds.networks import init_population
+from weightzoo.families.mlds import gru_bptt, wavefront
+from weightzoo.families.mlds.model import MLDSNet, init_population, population_forward
+from weightzoo.families.mlds.spec import DS1_NET, NetConfig
 
 WIDE_INPUT = NetConfig(input_size=7, hidden=5, layers=3, linear_layers=1, output_size=3)
 

@@ -4,7 +4,9 @@ The card is generated from the manifest alone plus the final-checkpoint accuracy
 shards, so that it always says what the repo holds. Its YAML front matter is written with JSON
 flow values (valid YAML), which needs no YAML library and round-trips exactly
 (:func:`front_matter`). With the ``plots`` extra (matplotlib), :func:`write_card` adds the
-figures of :mod:`weightzoo.figures`.
+figures of :mod:`weightzoo.figures` (:func:`write_card_figures`), the 2-D embedding drawn by
+:func:`embedding_figure`: a continuous colour column gets a colour bar, a categorical one a
+legend, and the view is fitted to the bulk of the points, not to a few outliers.
 
 Every name and value in the card's Markdown comes from a publisher (the manifest and shards of
 a zoo anyone may push), so it goes in through :mod:`weightzoo.escaping`: as one bounded line of
@@ -27,8 +29,16 @@ from typing import Any
 
 import numpy as np
 
-from weightzoo.errors import InvalidOptionError, ManifestError, StorageWriteError, WeightzooError
+from weightzoo import figures as zoo_figures
+from weightzoo.errors import (
+    InvalidOptionError,
+    ManifestError,
+    StorageWriteError,
+    WeightzooError,
+    require,
+)
 from weightzoo.escaping import markdown_text, python_str, relative_link, shell_quote
+from weightzoo.figures import CardData, Embedding
 from weightzoo.storage.manifest import MANIFEST_NAME, SPLITS, Manifest
 from weightzoo.storage.reader import ZooReader
 
@@ -39,6 +49,12 @@ PROJECT_URL = "https://pypi.org/project/weightzoo/"  # the one absolute link of 
 MAX_YAML_KEY = 1024
 # A hub turns each tag into a link of its own: a family becomes a tag only in this plain form.
 _TAG = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
+#: An integer colour column with at most this many values is drawn as classes (a legend).
+MAX_CLASSES = 12
+#: The view of the embedding ends at Tukey's far-out fences: this many interquartile ranges
+#: beyond the quartiles (J. W. Tukey, Exploratory Data Analysis, 1977).
+FENCE_IQR = 3.0
+VIEW_MARGIN = 0.05  # of the view's span, on each side, so that edge markers are not cut
 # A JSON string, or a number with an exponent and no fraction (1e-05), which a YAML 1.1 reader
 # (PyYAML) takes for a string; written 1.0e-05, it is a float to JSON and to every YAML.
 _JSON_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|(?<![\w.])(-?\d+)([eE][-+]?\d+)')
@@ -345,9 +361,7 @@ def write_card(
     with card_folder(out_dir) as staged:
         figures = None
         if plots:
-            from weightzoo.figures import write_figures
-
-            figures = write_figures(
+            figures = write_card_figures(
                 zoo_dir, staged / FIGURE_DIR, color_by=color_by, embedding=embedding
             )
         text = render_card(
@@ -467,3 +481,205 @@ def read_card_metadata(text: str) -> dict[str, Any]:
             raise ValueError(f"front matter line {line!r} is not 'key: value'")
         meta[key] = json.loads(value)
     return meta
+
+
+# -- figures ------------------------------------------------------------------------------------
+
+
+def write_card_figures(
+    zoo_dir: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    *,
+    color_by: str | None = None,
+    embedding: str = "pca",
+) -> list[tuple[str, str]]:
+    """Draw every figure of a zoo's card into ``out_dir`` as PNGs.
+
+    Args:
+        zoo_dir: a complete zoo directory.
+        out_dir: where the PNGs go (created if needed).
+        color_by: the column the embedding is coloured by (see
+            :func:`weightzoo.figures.load_card_data`).
+        embedding: ``"pca"`` or ``"umap"``.
+
+    Returns:
+        ``(title, file name)`` of each figure written, in card order.
+
+    Raises:
+        MissingExtraError: if matplotlib (the ``plots`` extra) is not installed.
+        UnknownColumnError: for an unknown ``color_by``.
+        StorageWriteError: if a PNG (or ``out_dir``) cannot be written (a full disk); its
+            ``filename`` is the file.
+    """
+    matplotlib: Any = require("matplotlib", "plots", "zoo card figures")
+    require("matplotlib.figure", "plots", "zoo card figures")
+    # A user's matplotlibrc may turn LaTeX on: publisher text must never reach it.
+    with matplotlib.rc_context({"text.usetex": False}):
+        data = zoo_figures.load_card_data(zoo_dir, color_by=color_by)
+        fitted = zoo_figures.embed(data.final, embedding)
+        drawn = _card_figures(data, fitted)
+        out = Path(out_dir)
+        with zoo_figures._writing(out):
+            out.mkdir(parents=True, exist_ok=True)
+        for _, name, fig in drawn:
+            with zoo_figures._writing(out / name):
+                fig.savefig(out / name)
+    return [(title, name) for title, name, _ in drawn]
+
+
+def _card_figures(data: CardData, fitted: Embedding) -> list[tuple[str, str, Any]]:
+    """``(title, file name, Figure)`` of every figure the data supports, in card order."""
+    figures = [
+        (
+            # Raw: the card escapes and bounds its headings itself.
+            f"{data.metric.replace('_', ' ').capitalize()} over training",
+            "metric-over-epochs.png",
+            zoo_figures.metric_over_epochs(data),
+        ),
+        ("Weight mean vs std", "weight-mean-std.png", zoo_figures.mean_vs_std(data)),
+        (f"{fitted.method} of the final weights", "embedding.png", embedding_figure(data, fitted)),
+        ("Trajectories", "trajectories.png", zoo_figures.trajectories_figure(data, fitted)),
+        ("Pairwise distances", "pairwise-distances.png", zoo_figures.distance_histogram(data)),
+    ]
+    if data.passed:
+        figures.append(("Pass rate per class", "pass-rate.png", zoo_figures.pass_rate_figure(data)))
+    return figures
+
+
+def is_continuous(values: np.ndarray) -> bool:
+    """Whether a colour column is a quantity (a colour bar) rather than classes (a legend).
+
+    Floats are quantities however few their values (a final accuracy of 12 models takes at most
+    12); strings and booleans are classes; integers are classes up to :data:`MAX_CLASSES`
+    values (a seed or a width), quantities beyond.
+    """
+    kind = np.asarray(values).dtype.kind
+    if kind == "f":
+        return True
+    if kind in "iu":
+        return len(np.unique(values)) > MAX_CLASSES
+    return False
+
+
+def view_limits(values: np.ndarray) -> tuple[float, float]:
+    """The axis range that shows the bulk of ``values``, whatever a few outliers do.
+
+    The range is the data's, cut at Tukey's far-out fences (:data:`FENCE_IQR` interquartile
+    ranges beyond the quartiles; where half the points share one value, the 5-95 percentile
+    range stands in for the IQR), then widened by :data:`VIEW_MARGIN` on each side. Percentiles
+    near the ends (1st-99th) would not do: of 80 points, two outliers on one side are the 99th
+    percentile.
+
+    Args:
+        values: one coordinate of the points (NaN and infinities are left out).
+
+    Returns:
+        ``(low, high)`` with ``low < high``.
+    """
+    finite = np.asarray(values, dtype=np.float64)
+    finite = finite[np.isfinite(finite)]
+    if finite.size == 0:
+        return (-1.0, 1.0)
+    q5, q25, q75, q95 = np.percentile(finite, [5, 25, 75, 95])
+    spread = (q75 - q25) or (q95 - q5)
+    low = max(float(finite.min()), q25 - FENCE_IQR * spread)
+    high = min(float(finite.max()), q75 + FENCE_IQR * spread)
+    # One value (or a bulk of one value): a range around it of its own scale.
+    span = high - low or max(abs(low), 1.0) * 0.1
+    return (low - VIEW_MARGIN * span, high + VIEW_MARGIN * span)
+
+
+def embedding_figure(data: CardData, embedding: Embedding) -> Any:
+    """The final weights in 2-D, coloured by :attr:`CardData.color_by`.
+
+    A continuous column gets a colour bar, a categorical one a legend (:func:`is_continuous`).
+    The view shows the bulk of the points (:func:`view_limits`); points beyond it are drawn
+    as crosses at its edge, and the x-axis label says how many.
+
+    Args:
+        data: what the card's figures are drawn from.
+        embedding: the 2-D embedding of ``data.final``.
+
+    Returns:
+        The matplotlib ``Figure``.
+    """
+    fig = zoo_figures._figure(7.2, 4.6)
+    ax = fig.add_subplot()
+    points = np.asarray(embedding.points, dtype=np.float64)
+    limits = [view_limits(points[:, 0]), view_limits(points[:, 1])]
+    shown, outside = _into_view(points, limits)
+    values = data.columns[data.color_by]
+    if is_continuous(values):
+        _color_bar(fig, ax, shown, outside, values, data.color_by)
+    else:
+        _color_classes(ax, shown, outside, values, data.color_by)
+    ax.set_xlim(*limits[0])
+    ax.set_ylim(*limits[1])
+    zoo_figures._axis_labels(ax, embedding)
+    count = int(outside.sum())
+    if count:
+        ax.set_xlabel(
+            f"{ax.get_xlabel()}\n{count} {'point' if count == 1 else 'points'} outside the view, "
+            "drawn as x at its edge"
+        )
+    zoo_figures._title(ax, data.name, f"{embedding.method} of the final weights")
+    return fig
+
+
+def _into_view(points: np.ndarray, limits: list[tuple[float, float]]) -> tuple[np.ndarray, ...]:
+    """The points, those outside the view moved onto its edge; and which those are."""
+    shown = points.copy()
+    outside = np.zeros(len(points), dtype=bool)
+    for axis, (low, high) in enumerate(limits):
+        column = points[:, axis]
+        beyond = (column < low) | (column > high)
+        inner = (high - low) * VIEW_MARGIN / 2  # so that the edge marker is seen whole
+        shown[beyond, axis] = np.clip(column[beyond], low + inner, high - inner)
+        outside |= beyond
+    return shown, outside
+
+
+def _color_bar(
+    fig: Any, ax: Any, shown: np.ndarray, outside: np.ndarray, values: np.ndarray, name: str
+) -> None:
+    """Points coloured on one scale for inside and outside, with a colour bar of ``name``."""
+    numbers = np.asarray(values, dtype=np.float64)
+    finite = numbers[np.isfinite(numbers)]
+    scale = {
+        # Bright is good either way: losses get the reversed colour map.
+        "cmap": "viridis_r" if "loss" in name else "viridis",
+        "vmin": float(finite.min()) if finite.size else None,
+        "vmax": float(finite.max()) if finite.size else None,
+    }
+    inside = ~outside
+    drawn = ax.scatter(shown[inside, 0], shown[inside, 1], c=numbers[inside], s=14, **scale)
+    if outside.any():
+        ax.scatter(
+            shown[outside, 0], shown[outside, 1], c=numbers[outside], s=30, marker="X", **scale
+        )
+    fig.colorbar(drawn, ax=ax, label=zoo_figures._text(zoo_figures._label(name)))
+
+
+def _color_classes(
+    ax: Any, shown: np.ndarray, outside: np.ndarray, values: np.ndarray, name: str
+) -> None:
+    """One colour per class, with a legend of the classes."""
+    labels = np.asarray(values).astype(str)
+    classes = zoo_figures._ordered(labels, None)
+    palette = "tab10" if len(classes) <= 10 else "tab20"
+    matplotlib: Any = require("matplotlib", "plots", "zoo card figures")
+    cmap = matplotlib.colormaps[palette]
+    for i, label in enumerate(classes):
+        rows = labels == label
+        color = cmap(i % cmap.N)
+        inside, beyond = rows & ~outside, rows & outside
+        text = zoo_figures._legend_text(label)
+        ax.scatter(shown[inside, 0], shown[inside, 1], s=14, color=color, label=text)
+        if beyond.any():  # no legend entry of its own: "_" labels are left out
+            ax.scatter(shown[beyond, 0], shown[beyond, 1], s=30, marker="X", color=color, label="_")
+    ax.legend(
+        title=zoo_figures._text(zoo_figures._label(name)),
+        fontsize="small",
+        loc="center left",
+        bbox_to_anchor=(1.0, 0.5),
+    )

@@ -18,8 +18,8 @@ fetch reads the names from the record's listing at run time.
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
+import itertools
 import re
 from dataclasses import dataclass
 from pathlib import PurePosixPath
@@ -222,14 +222,15 @@ _ARCHITECTURE_FILES = {
     "cnn-s": FileMatch(needs=(_CNN_MATCH,), avoid=(_CNN_M_MATCH,)),
     "cnn-m": FileMatch(needs=(_CNN_M_MATCH,)),
 }
-# Zenodo concept records of the Model Zoos' raw zips, from the projects' READMEs.
+# Zenodo concept records of the Model Zoos' raw zips, from the projects' READMEs: dataset ->
+# (record, the architectures whose zips it holds).
 _CNN_RECORDS = {
-    "mnist": "6632086",
-    "fashion-mnist": "6632104",
-    "svhn": "6632120",
-    "usps": "6633626",
-    "cifar10": "6620868",
-    "stl10": "6631783",
+    "mnist": ("6632086", ("cnn-s",)),
+    "fashion-mnist": ("6632104", ("cnn-s",)),
+    "svhn": ("6632120", ("cnn-s",)),
+    "usps": ("6633626", ("cnn-s",)),
+    "cifar10": ("6620868", ("cnn-s", "cnn-m")),
+    "stl10": ("6631783", ("cnn-s", "cnn-m")),
 }
 _RESNET_RECORDS = {"cifar10": "6974028", "cifar100": "6977381", "tiny-imagenet": "7023277"}
 _RESNET_NOTE = (
@@ -250,41 +251,6 @@ _SMALL_CNN_ZOOS = {
 }
 # From the Small CNN Zoo's README: 30k networks per data set, 9 checkpoints, 4970 parameters.
 _SMALL_CNN_FACTS = {"models": 30_000, "checkpoints": 9, "params": 4970}
-
-
-_ALL_CONFIGS = ("seed", "hyp-10-rand", "hyp-10-fix")
-# Table 1 of the Model Zoos paper (plus the offline digits zoos): (dataset, architecture) ->
-# configurations. tests/test_catalog.py keeps this in step with the generator's specs.
-_IMAGE_ZOOS: dict[tuple[str, str], tuple[str, ...]] = {
-    ("mnist", "cnn-s"): _ALL_CONFIGS,
-    ("fashion-mnist", "cnn-s"): _ALL_CONFIGS,
-    ("svhn", "cnn-s"): _ALL_CONFIGS,
-    ("usps", "cnn-s"): _ALL_CONFIGS,
-    ("cifar10", "cnn-s"): _ALL_CONFIGS,
-    ("cifar10", "cnn-m"): _ALL_CONFIGS,
-    ("stl10", "cnn-s"): _ALL_CONFIGS,
-    ("stl10", "cnn-m"): _ALL_CONFIGS,
-    ("digits", "cnn-s"): ("seed", "hyp-10-rand"),
-    ("cifar10", "resnet18"): ("seed",),
-    ("cifar100", "resnet18"): ("seed",),
-    ("tiny-imagenet", "resnet18"): ("seed",),
-}
-_TRAJECTORY_ZOOS = (("mnist", "mlp"), ("mnist", "cnn"), ("digits", "mlp"), ("digits", "cnn"))
-
-_RESNET_WIDTHS = (2, 4, 8, 16, 32, 64, 128, 256)
-# Phase-transition grids (dataset, architecture) -> widths: the grid is a grouped zoo, each
-# width also a zoo of its own (``<grid>-w<width>``).
-_PHASE_GRIDS: dict[tuple[str, str], tuple[int, ...]] = {
-    ("digits", "cnn"): (2, 4, 8, 16, 32),
-    ("digits", "mlp"): (2, 4, 8, 16, 32),
-    **{
-        (dataset, arch): _RESNET_WIDTHS
-        for arch in ("resnet18", "resnet50")
-        for dataset in ("svhn", "cifar10", "cifar100", "tiny-imagenet")
-    },
-    ("cifar10", "vit"): (6, 12, 24, 48, 60, 96, 192),
-    ("cifar100", "vit"): (6, 12, 24, 48, 60, 96, 192),
-}
 
 
 @dataclass(frozen=True)
@@ -367,21 +333,23 @@ def _release_json(release: Release) -> dict[str, Any]:
     }
 
 
-def _image_release(dataset: str, architecture: str, config: str) -> ZenodoRelease | None:
-    """The Model Zoos release of one image zoo, if published."""
-    if architecture == "resnet18" and dataset in _RESNET_RECORDS:
-        return ZenodoRelease(_RESNET_RECORDS[dataset], note=_RESNET_NOTE)
-    if dataset not in _CNN_RECORDS:
-        return None
-    files = _CONFIG_FILES[config]
-    if {"cnn-s", "cnn-m"} <= {a for d, a in _IMAGE_ZOOS if d == dataset}:
-        files = files & _ARCHITECTURE_FILES[architecture]
-    return ZenodoRelease(_CNN_RECORDS[dataset], files)
+def _model_zoos_releases() -> dict[str, ZenodoRelease]:
+    """The original release of each Model Zoos zoo that has one, by the zoo's name."""
+    out = {}
+    for dataset, (record, architectures) in _CNN_RECORDS.items():
+        for architecture, (config, files) in itertools.product(
+            architectures, _CONFIG_FILES.items()
+        ):
+            if len(architectures) > 1:
+                files = files & _ARCHITECTURE_FILES[architecture]
+            out[f"modelzoo-{dataset}-{architecture}-{config}"] = ZenodoRelease(record, files)
+    for dataset, record in _RESNET_RECORDS.items():
+        out[f"modelzoo-{dataset}-resnet18-seed"] = ZenodoRelease(record, note=_RESNET_NOTE)
+    return out
 
 
-def _data(dataset: str) -> Generation:
-    """Generation from the image data set ``dataset`` (digits ship with scikit-learn)."""
-    return Generation(() if dataset == "digits" else (dataset,))
+_RELEASES: dict[str, Release] = _model_zoos_releases()
+"""The original release of each listed zoo that has one, by the zoo's name."""
 
 
 def _published_only() -> list[CatalogEntry]:
@@ -424,58 +392,19 @@ def _published_only() -> list[CatalogEntry]:
 
 
 def _entries() -> list[CatalogEntry]:
-    offline = Generation()
-    entries = [
-        CatalogEntry("mlds-ds1", "mlds", "MLDS DS1: GRUs mimicking 5 simple machines"),
-        CatalogEntry("mlds-ds2", "mlds", "MLDS DS2: the DS1 machines with a backdoor trigger"),
-        CatalogEntry("mlds-ds3", "mlds", "MLDS DS3: LSTMs mimicking random automata"),
-    ]
-    entries += [
-        CatalogEntry(f"{entry.name}-paper", "mlds", f"{entry.summary} (Table 3 sizes)")
-        for entry in list(entries)
-    ]
-    entries = [dataclasses.replace(e, generation=offline) for e in entries]
-    for (dataset, architecture), configs in _IMAGE_ZOOS.items():
-        entries += [
-            CatalogEntry(
-                f"modelzoo-{dataset}-{architecture}-{config}",
-                "modelzoo",
-                f"Model Zoos: {architecture.upper()} on {dataset}, {config} configuration",
-                release=_image_release(dataset, architecture, config),
-                generation=_data(dataset),
-            )
-            for config in configs
-        ]
-    entries += [
-        CatalogEntry(
-            f"trajectory-{dataset}-{architecture}",
-            "trajectory",
-            f"Training trajectories: {architecture.upper()} on {dataset}, every epoch",
-            generation=_data(dataset),
-        )
-        for dataset, architecture in _TRAJECTORY_ZOOS
-    ]
-    entries += _family_entries()
-    for (dataset, architecture), widths in _PHASE_GRIDS.items():
-        what = f"Phase transitions: {architecture.upper()} on {dataset}"
-        grid = CatalogEntry(
-            f"phase-{dataset}-{architecture}",
-            "phase",
-            f"{what}, width x batch size x 3 seeds, one group per width",
-            generation=_data(dataset),
-        )
-        entries.append(grid)
-        entries += [
-            dataclasses.replace(grid, name=f"{grid.name}-w{w}", summary=f"{what}, width {w}")
-            for w in widths
-        ]
-    return entries + _published_only()
+    return _family_entries() + _published_only()
 
 
 def _family_entries() -> list[CatalogEntry]:
     """What the families of :mod:`weightzoo.families` list (their torch-free ``spec.py``)."""
     return [
-        CatalogEntry(listing.name, family, listing.summary, generation=Generation(listing.data))
+        CatalogEntry(
+            listing.name,
+            family,
+            listing.summary,
+            release=_RELEASES.get(listing.name),
+            generation=Generation(listing.data),
+        )
         for family, listing in families.listings()
     ]
 

@@ -37,6 +37,8 @@ from weightzoo.errors import (
     WeightzooError,
     ZooNotFoundError,
 )
+from weightzoo.selection import Where, build_parts, did_you_mean, matches, select_models
+from weightzoo.selection import model_mask as model_mask
 from weightzoo.storage.groups import GroupedManifest, check_group_manifest, is_grouped, zoo_name
 from weightzoo.storage.manifest import MANIFEST_NAME, Manifest
 from weightzoo.storage.sidecar import Sidecar, list_sidecars, sidecar_records
@@ -46,14 +48,12 @@ from weightzoo.zoo import Zoo
 Item = dict[str, torch.Tensor]
 Transform = Callable[[Item], Item]
 PathLike = str | os.PathLike[str]
-#: A model filter: ``{column: value or collection of values}``, or a function of the
-#: per-model metadata dict (``{column: array}``) that returns a bool mask.
-Where = Mapping[str, Any] | Callable[[dict[str, np.ndarray]], Any]
 
 STORED_STATS = "stats"
 TOKENS = "tokens"
 OUTPUTS = "outputs"  # every checkpoint's outputs on the zoo's query set (a side file)
-BASE_FEATURES = ("weights", STORED_STATS, TOKENS, OUTPUTS)
+PARAMS = "params"  # {state_dict name: tensor}, for weight-space learning libraries
+BASE_FEATURES = ("weights", STORED_STATS, TOKENS, OUTPUTS, PARAMS)
 BEHAVIOUR_SIDECAR = "behaviour"  # the side file `weightzoo behaviour` writes
 TOKEN_KEYS = ("tokens", "tokens_mask", "tokens_positions")
 ID_KEYS = ("model", "epoch")
@@ -75,6 +75,28 @@ def _as_tuple(value: str | Sequence[str] | None) -> tuple[str, ...]:
     if value is None:
         return ()
     return (value,) if isinstance(value, str) else tuple(value)
+
+
+def _unbind(value: Any) -> Sequence[Any]:
+    """A batch entry split into its items (a dict entry, such as ``params``, into dicts)."""
+    if isinstance(value, dict):
+        parts = [_unbind(v) for v in value.values()]
+        return [dict(zip(value, row, strict=True)) for row in zip(*parts, strict=True)]
+    return value.unbind(0)
+
+
+def _apply(value: Any, function: Callable[[torch.Tensor], torch.Tensor]) -> Any:
+    """``function`` of a batch entry, or of each tensor of a dict entry such as ``params``."""
+    if isinstance(value, dict):
+        return {k: _apply(v, function) for k, v in value.items()}
+    return function(value)
+
+
+def _cat(values: list[Any], order: np.ndarray) -> Any:
+    """Batch entries concatenated and put in ``order`` (dict entries key by key)."""
+    if isinstance(values[0], dict):
+        return {k: _cat([v[k] for v in values], order) for k in values[0]}
+    return torch.cat(values)[order]
 
 
 class _BatchedDataset(Dataset):
@@ -200,17 +222,22 @@ class ZooDataset(_BatchedDataset):
             ``[T, width]``, ``tokens_mask`` (True on real values) and ``tokens_positions``
             ``[T, 3]``. ``"outputs"`` / ``"outputs:<name>"``: the checkpoint's outputs on the
             zoo's fixed query set, read from the side file ``weightzoo behaviour`` writes
-            (``behaviour``, or the one named).
+            (``behaviour``, or the one named). ``"params"``: a dict ``{state_dict name:
+            tensor}`` of the row's tensors in their ``state_dict`` shapes (as
+            :func:`weightzoo.features.unflatten`; the default collate batches them to
+            ``[B, ...]``), ready for ``torch.func.functional_call`` and for the converters of
+            :mod:`weightzoo.interop` (nfn, DWSNets, neural graphs).
         targets: metric names (one value per checkpoint, e.g. ``"test_acc"``), model columns
             (``"seed"``, ``"lr"``, ``"machine"``...) or per-checkpoint values of a side file
             (e.g. ``"hessian_top"`` after ``weightzoo landscape``). String columns become class
             indices; :attr:`classes` maps them back. ``"model"`` (storage position) and
             ``"epoch"`` (checkpoint label) name the item itself.
         where: keep only models that match: ``{"machine": "ParityMachine", "lr": 1e-3}``
-            (a value, or a list/tuple/set of allowed values, per column; floats compare with
-            a relative tolerance of 1e-9), or a function that takes the metadata dict
-            (``{column: array}``, as :meth:`Zoo.metadata`, over the selected split) and returns
-            a bool mask, e.g. ``lambda m: m["final_test_acc"] > 0.5``.
+            (per column a value, a list/tuple/set/range/array of allowed values, or a function
+            of one value that returns a bool; floats compare with a relative tolerance of
+            1e-9), or a function that takes the metadata dict (``{column: array}``, as
+            :meth:`Zoo.metadata`, over the selected split) and returns a bool mask, e.g.
+            ``lambda m: m["final_test_acc"] > 0.5``. See :mod:`weightzoo.selection`.
         transform: applied to each item dict (after ``target_transform``).
         target_transform: applied to each item's targets, as a dict ``{name: tensor}`` of the
             names in ``targets``; returns the new dict.
@@ -218,12 +245,17 @@ class ZooDataset(_BatchedDataset):
         ids: add ``"model"`` and ``"epoch"`` to every item (as ``targets=("model", "epoch")``).
         group: for a grouped zoo (format version 2), the group to read; ``None`` picks the only
             group of a one-group zoo. :class:`GroupedBatches` reads every group.
+        allow_empty: serve an empty Dataset where the selection keeps no model, instead of
+            raising :class:`~weightzoo.errors.EmptySelectionError`.
 
     Each item is ``{feature: float32 tensor, target: tensor}``, plus ``"model"`` and
     ``"epoch"`` when asked for.
 
     Raises:
-        ZooNotFoundError, UnknownSplitError, EpochError, UnknownColumnError: for bad input.
+        ZooNotFoundError, UnknownSplitError, EpochError, UnknownColumnError: for bad input;
+            each lists what the zoo has.
+        EmptySelectionError: for a selection that keeps no model (and no ``allow_empty``),
+            naming the step that emptied it and the values present.
         InvalidOptionError: for an option of the wrong type.
         GroupRequiredError: for a grouped zoo with several groups and no ``group``.
         UnknownGroupError: for a group the zoo does not have.
@@ -243,6 +275,7 @@ class ZooDataset(_BatchedDataset):
         target_transform: Transform | None = None,
         filter_viable: bool = True,
         ids: bool = False,
+        allow_empty: bool = False,
     ) -> None:
         self.zoo = _as_zoo(root, group)
         self.features = _as_names(features, "features")
@@ -259,12 +292,14 @@ class ZooDataset(_BatchedDataset):
         self._from_sidecar: dict[str, tuple[str, str]] = {}
         self._check_names()
         self.token_width = self._token_width()
-        keep = self.reader.complete.copy()
-        if filter_viable:
-            keep &= self.reader.column("viable").astype(bool)
-        if where is not None:
-            keep &= model_mask(self.zoo, self.reader, where, split)
-        self.model_indices = np.flatnonzero(keep)
+        self.model_indices = select_models(
+            self.zoo,
+            self.reader,
+            split=split,
+            where=where,
+            filter_viable=filter_viable,
+            allow_empty=allow_empty,
+        )
         for sidecar in self._sidecars.values():
             # Refuse now, not mid-epoch, a side file that lacks a served model or checkpoint.
             sidecar.index(self.reader.positions[self.model_indices], self.reader.epochs)
@@ -314,11 +349,11 @@ class ZooDataset(_BatchedDataset):
             raise InvalidOptionError(f"features name tokens more than once: {self.features}")
         for feature in self.features:
             base, _, preset = feature.partition(":")
-            if base not in BASE_FEATURES or (preset and base == "weights"):
+            if base not in BASE_FEATURES or (preset and base in ("weights", PARAMS)):
                 raise UnknownColumnError(
-                    f"unknown feature {feature!r}; use 'weights', 'stats', 'stats:<preset>' "
-                    "(presets: modelzoo, unterthiner, nfn), 'tokens', 'tokens:<width>', "
-                    "'outputs' or 'outputs:<side file>'"
+                    f"unknown feature {feature!r}; use 'weights', 'params', 'stats', "
+                    "'stats:<preset>' (presets: modelzoo, unterthiner, nfn), 'tokens', "
+                    "'tokens:<width>', 'outputs' or 'outputs:<side file>'"
                 )
             if base == OUTPUTS:
                 self._use_sidecar(feature, preset or BEHAVIOUR_SIDECAR, OUTPUTS)
@@ -348,7 +383,7 @@ class ZooDataset(_BatchedDataset):
                     f"{', '.join(self.reader.metrics)}; columns: "
                     f"{', '.join(sorted(self.reader.columns))}; side files: "
                     f"{', '.join(sidecars) or 'none'} (landscape metrics come from "
-                    "`weightzoo landscape ZOO`)"
+                    f"`weightzoo landscape ZOO`).{did_you_mean(target, sorted(known))}"
                 )
             self._use_sidecar(target, holder, target)
 
@@ -368,10 +403,11 @@ class ZooDataset(_BatchedDataset):
             try:
                 self._sidecars[name] = Sidecar(self.zoo.path, name)
             except SidecarNotFoundError:
+                option = "" if name == BEHAVIOUR_SIDECAR else f" --name {name}"
+                present = ", ".join(list_sidecars(self.zoo.path)) or "none"
                 raise SidecarNotFoundError(
-                    f"zoo {self.zoo.name!r} has no side file {name!r} for {key!r}; compute it "
-                    f"with `weightzoo behaviour {self.zoo.path}`"
-                    + ("" if name == BEHAVIOUR_SIDECAR else f" --name {name}")
+                    f"zoo {self.zoo.name!r} has no side file {name!r} for {key!r} (side files: "
+                    f"{present}); compute it with `weightzoo behaviour {self.zoo.path}{option}`"
                 ) from None
         if array not in self._sidecars[name].arrays:
             raise UnknownColumnError(
@@ -426,7 +462,7 @@ class ZooDataset(_BatchedDataset):
         order = self.reader.storage_order(models, checkpoints)
         batch = self._read_batch(models[order], checkpoints[order])
         keys = list(batch)
-        rows = [value.unbind(0) for value in batch.values()]
+        rows = [_unbind(value) for value in batch.values()]
         if len(keys) == 1:
             key = keys[0]
             built = [{key: row} for row in rows[0]]
@@ -446,6 +482,15 @@ class ZooDataset(_BatchedDataset):
             item.update(self.target_transform(targets))
         return self.transform(item) if self.transform is not None else item
 
+    def _params(self, weights: torch.Tensor) -> dict[str, torch.Tensor]:
+        from weightzoo.features import unflatten
+
+        # copies, so that a transform writing into one tensor leaves the rest of the row alone
+        return {
+            name: value.clone(memory_format=torch.contiguous_format)
+            for name, value in unflatten(weights, self.zoo.layout).items()
+        }
+
     def _tokens(self, weights: torch.Tensor) -> dict[str, torch.Tensor]:
         from weightzoo.features import tokenize
 
@@ -463,11 +508,14 @@ class ZooDataset(_BatchedDataset):
             if feature in self._from_sidecar:
                 batch[feature] = self._sidecar_values(feature, models, checkpoints)
                 continue
-            if base in ("weights", TOKENS) or preset:
+            if base in ("weights", TOKENS, PARAMS) or preset:
                 if weights is None:
                     weights = torch.from_numpy(reader.read("weights", models, checkpoints))
                 if base == "weights":
                     batch[feature] = weights
+                    continue
+                if base == PARAMS:
+                    batch[feature] = self._params(weights)
                     continue
                 if base == TOKENS:
                     batch.update(self._tokens(weights))
@@ -505,65 +553,6 @@ class ZooDataset(_BatchedDataset):
         labels = np.asarray(self.reader.epochs)[checkpoints]
         values = self._sidecars[name].read(array, self.reader.positions[models], labels)
         return torch.from_numpy(np.ascontiguousarray(values))
-
-
-def model_mask(zoo: Zoo, reader: Any, where: Where, split: Any = None) -> np.ndarray:
-    """The models of ``reader`` that ``where`` keeps, as a bool mask.
-
-    Args:
-        zoo: the zoo.
-        reader: a :class:`~weightzoo.storage.ZooReader` over a selection of it.
-        where: ``{column: value or collection}`` or a function of the metadata dict.
-        split: the reader's split selection (to read ``final_*`` metrics of the same models).
-
-    Raises:
-        UnknownColumnError: for a column the zoo does not have.
-        InvalidOptionError: for a ``where`` of the wrong type, or a function whose result is
-            not one bool per model.
-    """
-    table = {k: v for k, v in reader.columns.items() if np.ndim(v) == 1}
-    needs_final = callable(where) or any(k not in table for k in where)
-    if needs_final and reader.num_models:
-        last = zoo.reader(split, "last")
-        local = {int(p): i for i, p in enumerate(last.positions)}
-        rows = np.asarray([local[int(p)] for p in reader.positions], dtype=np.int64)
-        for name, values in last.metrics.items():
-            table.setdefault(f"final_{name}", values[rows, 0])
-    if callable(where):
-        mask = np.asarray(where(table))
-        if mask.dtype != bool or mask.shape != (reader.num_models,):
-            raise InvalidOptionError(
-                f"where= function must return a bool array of {reader.num_models} values (one "
-                f"per model), got dtype {mask.dtype} and shape {mask.shape}"
-            )
-        return mask
-    if not isinstance(where, Mapping):
-        raise InvalidOptionError(
-            f"where must be a dict {{column: value}} or a function, got {where!r}"
-        )
-    mask = np.ones(reader.num_models, dtype=bool)
-    for name, wanted in where.items():
-        if name not in table:
-            raise UnknownColumnError(
-                f"where: zoo {zoo.name!r} has no column {name!r}; columns: "
-                f"{', '.join(sorted(table))}"
-            )
-        mask &= _matches(table[name], wanted)
-    return mask
-
-
-def _matches(values: np.ndarray, wanted: Any) -> np.ndarray:
-    """Where ``values`` equal ``wanted`` (or any of a list/tuple/set of values)."""
-    options = list(wanted) if isinstance(wanted, (list, tuple, set, frozenset)) else [wanted]
-    hit = np.zeros(len(values), dtype=bool)
-    for option in options:
-        if values.dtype.kind == "f" and isinstance(option, (int, float, np.number)):
-            hit |= np.isclose(values, float(option), rtol=1e-9, atol=0.0)
-        elif values.dtype == object:
-            hit |= values.astype(str) == str(option)
-        else:
-            hit |= values == option
-    return hit
 
 
 def _as_names(value: Any, what: str) -> tuple[str, ...]:
@@ -613,7 +602,7 @@ class ThreadedLoader:
     def _read(self, indices: list[int]) -> Item:
         batch = self.dataset.batch(indices)
         if self.pin_memory:
-            batch = {k: v.pin_memory() for k, v in batch.items()}
+            batch = {k: _apply(v, torch.Tensor.pin_memory) for k, v in batch.items()}
         return batch
 
     def __iter__(self) -> Iterator[Item]:
@@ -704,7 +693,7 @@ class Trajectories(ZooDataset):
         items = []
         for i in range(len(flat)):
             rows = slice(i * self.length, (i + 1) * self.length)
-            item = {k: v[rows] for k, v in batch.items()}
+            item = {k: _apply(v, lambda t, rows=rows: t[rows]) for k, v in batch.items()}
             if "model" in item:
                 item["model"] = item["model"][0]
             items.append(self._transformed(item))
@@ -845,21 +834,41 @@ class MLDSBackdoor(_BatchedDataset):
     Args:
         root: a directory holding ``mlds-ds1`` and ``mlds-ds2``.
         machine: keep only networks of this machine (``None``: all machines).
+        allow_empty: serve an empty Dataset where neither subset has a selected network.
         **kwargs: as for :class:`MLDS` (split, epochs, features, where, transform...).
 
     Raises:
         UnknownColumnError: for a machine that neither zoo has.
+        EmptySelectionError: for a selection that keeps no network of either subset.
     """
 
-    def __init__(self, root: PathLike, *, machine: str | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        root: PathLike,
+        *,
+        machine: str | None = None,
+        allow_empty: bool = False,
+        **kwargs: Any,
+    ) -> None:
         kwargs.setdefault("targets", ("backdoor", "machine"))
         if machine is not None:
             where = kwargs.pop("where", None)
             kwargs["where"] = _and_where(where, {"machine": machine})
-        self.parts = [MLDS(root, subset=s, **kwargs) for s in ("ds1", "ds2")]
-        if machine is not None and not any(len(p) for p in self.parts):
+        subsets = ("ds1", "ds2")
+
+        def build(subset: str, empty: bool) -> MLDS:
+            return MLDS(root, subset=subset, allow_empty=empty, **kwargs)
+
+        lenient = allow_empty or machine is not None  # one subset may lack the machine
+        self.parts = build_parts(build, subsets, subsets, allow_empty=lenient)
+        if machine is not None and not allow_empty and not any(len(p) for p in self.parts):
             known = sorted({m for p in self.parts for m in p.zoo.manifest.categories["machine"]})
-            raise UnknownColumnError(f"no network of machine {machine!r} in DS1 or DS2; {known}")
+            if machine not in known:
+                raise UnknownColumnError(
+                    f"no network of machine {machine!r} in DS1 or DS2 under {root}; machines: "
+                    f"{', '.join(known)}.{did_you_mean(machine, known)}"
+                )
+            build_parts(build, subsets, subsets)  # raises, naming what emptied each subset
         self.classes: dict[str, list[Any]] = {}
         if "machine" in self.parts[0].classes:
             # One machine list for both zoos, so that an index means the same machine.
@@ -905,7 +914,7 @@ class MLDSBackdoor(_BatchedDataset):
                 pieces.append(dataset.batch(local[where]))
                 order.append(where)
         inverse = np.argsort(np.concatenate(order), kind="stable")
-        return {k: torch.cat([b[k] for b in pieces])[inverse] for k in pieces[0]}
+        return {k: _cat([b[k] for b in pieces], inverse) for k in pieces[0]}
 
 
 def _and_where(first: Where | None, second: Mapping[str, Any]) -> Where:
@@ -920,7 +929,7 @@ def _and_where(first: Where | None, second: Mapping[str, Any]) -> Where:
 def _dict_mask(table: dict[str, np.ndarray], where: Mapping[str, Any]) -> np.ndarray:
     mask = np.ones(len(next(iter(table.values()))), dtype=bool)
     for name, wanted in where.items():
-        mask &= _matches(table[name], wanted)
+        mask &= matches(table[name], wanted)  # a missing column raises UnknownColumnError
     return mask
 
 
@@ -1066,11 +1075,14 @@ class GroupedBatches(Dataset):
         seed: seed of the shuffling.
         groups: the groups to read, in this order (default: all, in the zoo's order).
         dataset: the Dataset class built for each group (``ZooDataset``, ``Trajectories``...).
+        allow_empty: accept a selection that keeps no model of any group (a group without a
+            selected model is always accepted, as long as another group has one).
         **kwargs: options of ``dataset`` (split, epochs, features, targets, where...).
 
     Raises:
         UnknownGroupError: for a group the zoo does not have, or ``groups`` on a version-1 zoo.
         InvalidOptionError: for an empty ``groups`` or one that names a group twice.
+        EmptySelectionError: for a selection that keeps no model of any group.
     """
 
     def __init__(
@@ -1083,6 +1095,7 @@ class GroupedBatches(Dataset):
         seed: int = 0,
         groups: Sequence[str] | None = None,
         dataset: type[ZooDataset] = ZooDataset,
+        allow_empty: bool = False,
         **kwargs: Any,
     ) -> None:
         zoo = root if isinstance(root, Zoo) else Zoo(root)
@@ -1102,7 +1115,12 @@ class GroupedBatches(Dataset):
                 )
             zoos = [zoo.group(name) for name in names]
         self.groups: list[str] = names
-        self.datasets: list[ZooDataset] = [dataset(group, **kwargs) for group in zoos]
+        self.datasets: list[ZooDataset] = build_parts(
+            lambda part, empty: dataset(part, allow_empty=empty, **kwargs),
+            zoos,
+            names,
+            allow_empty=allow_empty,
+        )
         self.sampler = GroupedBatchSampler(
             [len(d) for d in self.datasets],
             batch_size,

@@ -104,6 +104,14 @@ class InvalidOptionError(WeightzooError, ValueError):
     """A user option has the wrong type or an unsupported value."""
 
 
+class EmptySelectionError(InvalidOptionError):
+    """A selection (split, ``where=``, ``filter_viable``) that keeps no model.
+
+    The message names the condition that emptied it and the values the zoo holds there;
+    ``allow_empty=True`` asks for an empty Dataset instead.
+    """
+
+
 class UnreadableFileError(WeightzooError, ValueError):
     """An input file is empty, truncated, or not in the format its name promises."""
 

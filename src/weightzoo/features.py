@@ -7,6 +7,8 @@ Every function here is pure: it reads tensors (or numpy arrays) and a
   :func:`load_vector` move between ``state_dict``/``nn.Module`` and flat float32 vectors. Tensors
   are always looked up by name, never by position, so checkpoints whose keys come in another
   order (or whose ``module_list`` indices shift with dropout) flatten the same way.
+* :func:`module_shapes` finds how a module uses tensors whose stored shape hides it (a
+  ``Linear`` that reads a flattened feature map); :func:`layout_of` records them.
 * :func:`layer_statistics` computes the per-layer statistics s(w) in one of :data:`PRESETS`.
 * :func:`tokenize` / :func:`detokenize` turn vectors into per-neuron tokens (SANE style) and back.
 
@@ -16,15 +18,17 @@ See ``docs/features.md`` for the exact definitions.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
+from torch.overrides import TorchFunctionMode
 
-from weightzoo.errors import LayoutError
+from weightzoo.errors import InvalidOptionError, LayoutError
 from weightzoo.storage.layout import Layout, TensorSpec
 
 __all__ = [
@@ -36,6 +40,7 @@ __all__ = [
     "layer_statistics_numpy",
     "layout_of",
     "load_vector",
+    "module_shapes",
     "statistics_names",
     "tokenize",
     "unflatten",
@@ -99,7 +104,12 @@ def _check_last_dim(tensor: Tensor, layout: Layout, what: str) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def layout_of(module_or_state_dict: nn.Module | Mapping[str, Any], *, sort: bool = False) -> Layout:
+def layout_of(
+    module_or_state_dict: nn.Module | Mapping[str, Any],
+    *,
+    sort: bool = False,
+    input_shape: Sequence[int] | None = None,
+) -> Layout:
     """The layout of a module's or a ``state_dict``'s tensors: the one rule for what a row holds.
 
     Every family's layout is ``layout_of`` of its module
@@ -118,15 +128,128 @@ def layout_of(module_or_state_dict: nn.Module | Mapping[str, Any], *, sort: bool
         sort: order tensors by natural sort of their names (``module_list.3`` before
             ``module_list.11``) instead of ``state_dict`` order. Use it for checkpoints whose
             key order cannot be trusted.
+        input_shape: the shape of one input without the batch dimension (``(1, 28, 28)``).
+            With a module, the layout also records the :func:`module_shapes` of its tensors
+            (found by a forward pass on the ``meta`` device, which allocates nothing).
 
     Returns:
         The layout, in ``state_dict`` order unless ``sort`` is set.
+
+    Raises:
+        InvalidOptionError: for an ``input_shape`` with a ``state_dict`` (it cannot run).
+        LayoutError: if the module does not run on ``input_shape``.
     """
     state_dict = _state_dict_of(module_or_state_dict)
     shapes = {
         name: tuple(value.shape) for name, value in state_dict.items() if _is_included(name, value)
     }
-    return Layout.from_shapes(shapes, sort=sort)
+    layout = Layout.from_shapes(shapes, sort=sort)
+    if input_shape is None:
+        return layout
+    if not isinstance(module_or_state_dict, nn.Module):
+        raise InvalidOptionError(
+            "layout_of(input_shape=...) needs an nn.Module to run; a state_dict has no "
+            "forward, so pass the module it came from"
+        )
+    found = module_shapes(module_or_state_dict, input_shape)
+    return layout.with_module_shapes({k: v for k, v in found.items() if k in layout})
+
+
+#: Functions that turn a feature map ``[N, C, *spatial]`` into ``[N, C * prod(spatial)]``.
+_FLATTENS = frozenset({torch.flatten, Tensor.flatten, torch.reshape, Tensor.reshape, Tensor.view})
+
+
+class _FlattenTracker(TorchFunctionMode):
+    """Remembers which 2-D tensors of a forward pass are the flatten of a feature map.
+
+    A tensor made by a flatten, or by a one-tensor function (activation, dropout) of such a
+    tensor that keeps its shape, maps to the flattened map's ``[C, *spatial]``.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        # id -> (the tensor, kept alive so that its id is not reused; [C, *spatial])
+        self.sources: dict[int, tuple[Tensor, tuple[int, ...]]] = {}
+
+    def source(self, tensor: Any) -> tuple[int, ...] | None:
+        """``[C, *spatial]`` of the map ``tensor`` is the flatten of (``None``: it is not)."""
+        known = self.sources.get(id(tensor))
+        return known[1] if known is not None and known[0] is tensor else None
+
+    def __torch_function__(
+        self,
+        func: Callable[..., Any],
+        types: Any,
+        args: tuple[Any, ...] = (),
+        kwargs: dict[str, Any] | None = None,
+    ) -> Any:
+        out = func(*args, **(kwargs or {}))
+        inputs = [a for a in chain(args, (kwargs or {}).values()) if isinstance(a, Tensor)]
+        if isinstance(out, Tensor) and len(inputs) == 1:
+            (x,) = inputs
+            source = self.source(x)
+            if source is not None and out.shape == x.shape:
+                self.sources[id(out)] = (out, source)
+            elif func in _FLATTENS and x.dim() >= 3 and out.dim() == 2:
+                if out.shape[0] == x.shape[0]:
+                    self.sources[id(out)] = (out, tuple(x.shape[1:]))
+        return out
+
+
+def module_shapes(module: nn.Module, input_shape: Sequence[int]) -> dict[str, tuple[int, ...]]:
+    """How a module uses the tensors whose stored shape does not tell.
+
+    Runs one forward pass on the ``meta`` device (shapes only: nothing is allocated or
+    computed, and ``module`` is not changed) and records, for every ``nn.Linear`` whose input
+    is the flatten of a feature map ``[C, *spatial]`` with more than one spatial position, its
+    weight's module shape ``[out, C, *spatial]``. CNN-s's ``module_list.11.weight``
+    ``(20, 36)`` reads the flatten of its last conv's ``4 x 3 x 3`` map: ``(20, 4, 3, 3)``.
+
+    Args:
+        module: the module (on any device, ``meta`` included).
+        input_shape: the shape of one input, without the batch dimension.
+
+    Returns:
+        ``{state_dict name: module shape}``, only for tensors whose module shape differs from
+        their stored shape.
+
+    Raises:
+        LayoutError: if the module does not run on inputs of ``input_shape``.
+    """
+    shape = tuple(int(d) for d in input_shape)
+    tracker = _FlattenTracker()
+    found: dict[str, set[tuple[int, ...]]] = {}
+
+    def record(name: str, layer: nn.Linear, args: tuple[Any, ...]) -> None:
+        source = tracker.source(args[0]) if args else None
+        if source is not None and len(source) >= 2 and math.prod(source[1:]) > 1:
+            found.setdefault(f"{name}.weight", set()).add((layer.out_features, *source))
+
+    hooks = [
+        layer.register_forward_pre_hook(lambda m, a, name=name: record(name, m, a))
+        for name, layer in module.named_modules()
+        if isinstance(layer, nn.Linear)
+    ]
+    meta = {
+        name: torch.empty_like(value, device="meta")
+        for name, value in chain(module.named_parameters(), module.named_buffers())
+    }
+    try:
+        with torch.no_grad(), tracker:
+            x = torch.empty((2, *shape), device="meta")  # two: batch statistics need a pair
+            torch.func.functional_call(module, meta, (x,))
+    except Exception as exc:  # whatever the module raises on a wrong input shape
+        reason = (str(exc).strip().splitlines() or [""])[0][:160]
+        raise LayoutError(
+            f"{type(module).__name__} does not run on inputs of shape {shape} "
+            f"({type(exc).__name__}: {reason}); pass the shape of one input without the batch "
+            "dimension"
+        ) from None
+    finally:
+        for hook in hooks:
+            hook.remove()
+    # a layer run on differently shaped maps has no one module shape
+    return {name: shapes.pop() for name, shapes in found.items() if len(shapes) == 1}
 
 
 def _checked_tensors(

@@ -9,9 +9,10 @@ evaluation data from the manifest (the image test split, the MLDS evaluation seq
 measures loss and accuracy exactly as the generator does, so that a zoo's stored rows reproduce
 its stored ``test_*`` / ``eval_*`` metrics.
 
-MLDS networks are recurrent: ``vmap`` has no batching rule for ``nn.GRU`` / ``nn.LSTM``, so
-their rows run through :func:`weightzoo.architectures.mlds.population_forward`, the stacked-
-parameter forward the generator trains with (batched matmuls over all rows at once).
+A family whose networks ``vmap`` cannot run gives its own evaluation task
+(:meth:`~weightzoo.generate.base.Family.eval_task`): MLDS rows, recurrent networks, run through
+the stacked-parameter forward the generator trains with
+(:class:`weightzoo.families.mlds.evaluate.MLDSEvalTask`).
 
 :func:`queries` builds the fixed query sets on which behaviour is compared (noise, held-out data,
 or half of each, as in "Structure is not enough: Leveraging Behavior for Neural Network Weight
@@ -37,7 +38,6 @@ from torch.nn import functional as F
 
 from weightzoo import stacked
 from weightzoo.architectures import UnbuildableSpecError, build_model, check_layout
-from weightzoo.architectures.mlds import NetConfig, net_config, network_inputs, population_forward
 from weightzoo.errors import (
     DataFilesMissingError,
     DeviceError,
@@ -170,6 +170,8 @@ class ImageTask:
     splits = ("train", "val", "test")
     default_split = "test"
     accuracy = "acc"
+    row_column = "activation"
+    """The model column the rows' modules or data depend on (named when rows lack it)."""
 
     def __init__(self, zoo: Zoo, spec: Mapping[str, Any]) -> None:
         self.zoo, self.spec = zoo, spec
@@ -220,10 +222,39 @@ class ImageTask:
         """``n`` noise inputs in the range of the zoo's data (images: uniform in [0, 1])."""
         return torch.rand((n, *self.input_shape), generator=generator)
 
+    def data_queries(self, n: int, seed: int, data_dir: str | None) -> Tensor:
+        """``n`` held-out data inputs, deterministic in ``seed`` (test items, drawn at random).
+
+        Raises:
+            InvalidOptionError: for more than the test split holds.
+        """
+        test = self.default_data("test", data_dir, {}, 0).inputs
+        if n > len(test):
+            raise InvalidOptionError(
+                f"zoo {self.zoo.name!r} has {len(test)} test items; ask for at most that many "
+                f"data queries, got n={n}"
+            )
+        pick = torch.randperm(len(test), generator=torch.Generator().manual_seed(seed))[:n]
+        return test[pick].float()
+
+    def fits_inputs(self, shape: tuple[int, ...]) -> tuple[bool, str]:
+        """Whether a batch of ``shape`` fits the networks, and the shape they take (for errors)."""
+        ok = len(shape) == len(self.input_shape) + 1 and shape[1:] == self.input_shape
+        return ok, f"[N, {', '.join(map(str, self.input_shape))}]"
+
+    def check_inputs(self, inputs: Tensor) -> None:
+        """Raise :class:`InputShapeError` unless ``inputs`` is a batch of the zoo's inputs."""
+        got = tuple(inputs.shape)
+        ok, want = self.fits_inputs(got)
+        if not ok or got[0] < 1:
+            raise InputShapeError(
+                f"inputs for zoo {self.zoo.name!r} must be {want}; got {list(got)}"
+            )
+
     def given_data(self, inputs: Any, targets: Any) -> TaskData:
         """Inputs (and class labels) the caller gave, checked against the zoo's input shape."""
         x = torch.as_tensor(inputs, dtype=torch.float32)
-        check_inputs(self.zoo, x)
+        self.check_inputs(x)
         y = None
         if targets is not None:
             y = torch.as_tensor(targets).long()
@@ -262,89 +293,8 @@ class ImageTask:
         return _activation_numel(net, torch.zeros(1, *self.input_shape, device=_on(net)))
 
 
-class _MLDSTask:
-    """MLDS: recurrent nets mimicking a machine or automaton, masked MSE on its sequences."""
-
-    default_split = "eval"
-
-    def __init__(self, zoo: Zoo, spec: Mapping[str, Any]) -> None:
-        from weightzoo.tasks.mlds import MLDSData
-
-        self.zoo, self.spec = zoo, spec
-        self.data = MLDSData.from_spec(spec)
-        self.config: NetConfig = net_config(self.data.subset)
-        self.input_shape = (self.data.seq_len, self.config.input_size)
-        self.splits = tuple(self.data.set_names())
-        self.accuracy = "symbol_accuracy" if self.data.subset == "ds3" else "bit_accuracy"
-        self.class_column = "automaton" if self.data.subset == "ds3" else "machine"
-
-    def needs_columns(self, given_inputs: bool) -> bool:
-        return not given_inputs  # each network is measured on its own class's sequences
-
-    def group_keys(self, columns: Mapping[str, np.ndarray], count: int) -> np.ndarray:
-        return np.full(count, self.config.cell, dtype=object)
-
-    def module(self, key: str) -> NetConfig:
-        return self.config
-
-    def default_data(
-        self, split: str, data_dir: str | None, columns: Mapping[str, np.ndarray], count: int
-    ) -> TaskData:
-        from weightzoo.tasks.mlds import class_sets
-
-        names = [_text(v) for v in columns[self.class_column]]
-        classes = list(dict.fromkeys(names))
-        sets = [class_sets(self.data, name)[split] for name in classes]
-        stack = lambda f: torch.from_numpy(np.stack([getattr(s, f) for s in sets]))  # noqa: E731
-        row_class = np.asarray([classes.index(n) for n in names], dtype=np.int64)
-        return TaskData(stack("inputs"), stack("outputs"), stack("mask"), row_class)
-
-    def given_data(self, inputs: Any, targets: Any) -> TaskData:
-        x = torch.as_tensor(inputs, dtype=torch.float32)
-        check_inputs(self.zoo, x)
-        y = None
-        if targets is not None:
-            y = torch.as_tensor(targets, dtype=torch.float32)
-            want = (*x.shape[:2], self.config.output_size)
-            if tuple(y.shape) != want:
-                raise InputShapeError(
-                    f"targets of zoo {self.zoo.name!r} are output lines {list(want)} for inputs "
-                    f"{list(x.shape)}; got shape {tuple(y.shape)}"
-                )
-        return TaskData(x, y)
-
-    def forward(self, config: NetConfig, params: dict[str, Tensor], x: Tensor) -> Tensor:
-        models = next(iter(params.values())).shape[0]
-        if x.dim() == 3:  # shared by every row
-            x = x.expand(models, *x.shape)
-        x = network_inputs(x, self.data.signed_inputs)
-        # bptt: rows are measured without gradients, where it is the plain wavefront kernel
-        return population_forward(config, params, x, bptt=True)
-
-    def sums(self, out: Tensor, y: Tensor, mask: Tensor | None) -> dict[str, Tensor]:
-        y = y.float().expand_as(out)
-        mask = out.new_ones(out.shape[:3]) if mask is None else mask.float().expand(out.shape[:3])
-        err = (((out - y) ** 2).sum(dim=-1) * mask).sum(dim=(1, 2))
-        right = (out > 0.5) == (y > 0.5)
-        lines = (right.float().sum(dim=-1) * mask).sum(dim=(1, 2))
-        steps = (right.all(dim=-1).float() * mask).sum(dim=(1, 2))
-        terms = mask.sum(dim=(1, 2)).double()
-        width = out.shape[-1]
-        return {
-            "loss": err.double(),
-            "bit_accuracy": lines.double(),
-            "symbol_accuracy": steps.double(),
-            "count": terms,
-            "loss:count": terms * width,
-            "bit_accuracy:count": terms * width,
-        }
-
-    def per_input(self, config: NetConfig) -> int:
-        return self.input_shape[0] * config.gates * config.hidden * config.layers
-
-
-def _stacked(task: ImageTask | _MLDSTask, net: Any) -> bool:
-    return isinstance(task, ImageTask) and stacked.supports(net)
+def _stacked(net: Any) -> bool:
+    return isinstance(net, nn.Module) and stacked.supports(net)
 
 
 def _checked_module(zoo: Zoo, columns: Mapping[str, Any] | None = None) -> nn.Module:
@@ -367,18 +317,13 @@ def _check_spec(zoo: Zoo, spec: Mapping[str, Any]) -> None:
     check_layout(zoo.manifest.spec, zoo.layout, columns, source=zoo.manifest_file)
 
 
-def _task(zoo: Zoo) -> ImageTask | _MLDSTask:
+def _task(zoo: Zoo) -> ImageTask:
     spec = task_spec(zoo.manifest.spec)
     _check_spec(zoo, spec)  # also raises the UnbuildableSpecError that says what to do
     hooks = family_hooks(spec.get("family"))
     task = None if hooks is None else hooks.eval_task(zoo, spec)
     if task is not None:
         return task
-    # families not yet in weightzoo.families: each one's branch goes when it moves
-    if spec.get("family") == "mlds":
-        return _MLDSTask(zoo, spec)
-    if spec.get("family") in ("modelzoo", "trajectory", "phase") and "architecture" in spec:
-        return ImageTask(zoo, spec)
     raise UnbuildableSpecError(
         f"zoo {zoo.name!r}: weightzoo.evaluate does not know the evaluation data of the "
         f"{spec.get('family')!r} family; run its rows yourself with zoo.module(row) on your data"
@@ -513,17 +458,7 @@ def check_inputs(zoo: ZooLike, inputs: Tensor) -> None:
 
     MLDS networks run on sequences of any length; their input lines must match.
     """
-    zoo = _as_zoo(zoo)
-    shape = input_shape(zoo)
-    got = tuple(inputs.shape)
-    if isinstance(_task(zoo), _MLDSTask):
-        ok = len(got) == 3 and got[2] == shape[1] and got[1] >= 1
-        want = f"[N, steps, {shape[1]}] (steps: the spec's {shape[0]}, or any length)"
-    else:
-        ok = len(got) == len(shape) + 1 and got[1:] == shape
-        want = f"[N, {', '.join(map(str, shape))}]"
-    if not ok or got[0] < 1:
-        raise InputShapeError(f"inputs for zoo {zoo.name!r} must be {want}; got {list(got)}")
+    _task(_as_zoo(zoo)).check_inputs(inputs)
 
 
 # ------------------------------------------------------------------------------- evaluate
@@ -591,8 +526,7 @@ def evaluate(
     given = inputs is not None
     if targets is not None and not given:
         raise InvalidOptionError("targets need inputs: pass both, or neither for the zoo's data")
-    what = "activation" if isinstance(task, ImageTask) else task.class_column
-    columns = _row_columns(zoo, model_columns, count, task.needs_columns(given), what)
+    columns = _row_columns(zoo, model_columns, count, task.needs_columns(given), task.row_column)
     if given:
         if split is not None:
             raise InvalidOptionError("split picks the zoo's own data; leave it out with inputs")
@@ -619,7 +553,7 @@ def evaluate(
             members = np.flatnonzero(keys == key)
             # The stacked path runs best on many rows and few inputs per pass (its large
             # first-layer outputs then stay in cache); vmap needs batches of 32 or more.
-            low = _STACKED_MIN_BATCH if _stacked(task, net) else _MIN_BATCH
+            low = _STACKED_MIN_BATCH if _stacked(net) else _MIN_BATCH
             chunk, step = _pass_size(
                 task.per_input(net), budget, most, rows_per_chunk, batch_size, low
             )
@@ -698,24 +632,9 @@ def queries(
         parts = [queries(zoo, "random", half, seed)] if half else []
         parts.append(queries(zoo, "data", n - half, seed, data_dir=data_dir))
         return torch.cat(parts)
-    shape = task.input_shape
-    generator = torch.Generator().manual_seed(int(seed))
     if kind == "random":
-        if isinstance(task, _MLDSTask):
-            return torch.randint(0, 2, (n, *shape), generator=generator).float()
-        return task.random_inputs(n, generator)
-    if isinstance(task, _MLDSTask):
-        from weightzoo.tasks.mlds import sample_inputs
-
-        return torch.from_numpy(sample_inputs(task.data, n, int(seed))).float()
-    test = task.default_data("test", None if data_dir is None else str(data_dir), {}, 0).inputs
-    if n > len(test):
-        raise InvalidOptionError(
-            f"zoo {zoo.name!r} has {len(test)} test items; ask for at most that many data "
-            f"queries, got n={n}"
-        )
-    pick = torch.randperm(len(test), generator=generator)[:n]
-    return test[pick].float()
+        return task.random_inputs(n, torch.Generator().manual_seed(int(seed)))
+    return task.data_queries(n, int(seed), None if data_dir is None else str(data_dir))
 
 
 # ------------------------------------------------------------------------------ behaviour

@@ -24,6 +24,7 @@ from weightzoo.card import (
     card_tags,
     figure_image,
     front_matter,
+    write_card_figures,
     write_text,
 )
 from weightzoo.escaping import markdown_text, python_str, shell_quote
@@ -179,10 +180,8 @@ def write_grouped_card(
     with card_folder(out_dir) as staged:
         figures: dict[str, list[tuple[str, str]]] = {}
         if plots:
-            from weightzoo.figures import write_figures
-
             for entry in top.groups:
-                figures[entry.name] = write_figures(
+                figures[entry.name] = write_card_figures(
                     check_group_manifest(zoo_dir, entry),
                     staged / FIGURE_DIR / entry.name,
                     color_by=color_by,

@@ -29,6 +29,7 @@ from weightzoo.errors import (
     ManifestError,
     UnknownColumnError,
 )
+from weightzoo.selection import build_parts
 from weightzoo.storage.layout import Layout
 from weightzoo.zoo import Zoo
 
@@ -172,11 +173,14 @@ class LineagePairs(Dataset):
         parent_epoch: the parents' checkpoint (``"last"`` by default).
         shared: cut both rows to the tensors parent and child share (the backbone).
         transform: applied to each item ``(parent, child, info)``.
+        allow_empty: accept a selection that keeps no child (a child group without a selected
+            model is always accepted, as long as another one has one).
 
     Raises:
         InvalidOptionError: for a zoo without lineage (no child group).
         GroupRequiredError: for several child groups without ``group`` or ``shared``.
         UnknownGroupError: for a group the zoo does not have.
+        EmptySelectionError: for a selection that keeps no child of any chosen group.
     """
 
     def __init__(
@@ -189,6 +193,7 @@ class LineagePairs(Dataset):
         parent_epoch: int | str = "last",
         shared: bool = False,
         transform: Callable[[Any], Any] | None = None,
+        allow_empty: bool = False,
     ) -> None:
         from weightzoo.datasets import ZooDataset
 
@@ -218,20 +223,21 @@ class LineagePairs(Dataset):
             )
         self.shared, self.transform, self.parent_epoch = shared, transform, parent_epoch
         self.locations = locate_models(self.zoo)
-        self.parts = []
-        for name in chosen:
+
+        def build(name: str, empty: bool) -> ZooDataset:
             part = self.zoo.group(name) if self.zoo.grouped is not None else self.zoo
             keep = [*INFO_COLUMNS, PARENT_COLUMN, "model_id"]
             columns = part.reader(epochs="last").columns
-            self.parts.append(
-                ZooDataset(
-                    part,
-                    split=split,
-                    epochs=epochs,
-                    targets=[c for c in keep if c in columns],
-                    ids=True,
-                )
+            return ZooDataset(
+                part,
+                split=split,
+                epochs=epochs,
+                targets=[c for c in keep if c in columns],
+                ids=True,
+                allow_empty=empty,
             )
+
+        self.parts = build_parts(build, chosen, chosen, allow_empty=allow_empty)
         self.cumulative = np.cumsum([0] + [len(p) for p in self.parts])
         self._parent_rows: dict[int, np.ndarray] = {}
         self._zoos: dict[str | None, Zoo] = {}

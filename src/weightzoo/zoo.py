@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from weightzoo.errors import require
+from weightzoo.selection import check_epoch_names, check_split_names, listing
 from weightzoo.storage.groups import GroupedManifest, load_any, resolve_group
 from weightzoo.storage.layout import Layout
 from weightzoo.storage.manifest import Manifest
@@ -151,7 +152,15 @@ class Zoo:
         split: str | Sequence[str] | None = None,
         epochs: int | str | Iterable[int] | None = None,
     ) -> ZooReader:
-        """A :class:`ZooReader` over some splits and epochs (all by default)."""
+        """A :class:`ZooReader` over some splits and epochs (all by default).
+
+        Raises:
+            UnknownSplitError: for a split name that is no split, naming the zoo's splits and
+                a near miss (``"validation"``: ``"val"``).
+            EpochError: for an epoch the zoo has no checkpoint for, naming those it has.
+        """
+        check_split_names(split, self.manifest, self.path)
+        check_epoch_names(epochs, self.manifest, self.path)
         return ZooReader(self.path, split=split, epochs=epochs, manifest=self.manifest)
 
     def metadata(self, split: str | Sequence[str] | None = None) -> dict[str, np.ndarray]:
@@ -209,7 +218,10 @@ class Zoo:
         if isinstance(epoch, str) and epoch != "last":
             from weightzoo.errors import EpochError
 
-            raise EpochError(f"epoch must be a checkpoint label or 'last', got {epoch!r}")
+            raise EpochError(
+                f"epoch must be a checkpoint label or 'last', got {epoch!r}; zoo {self.name!r} "
+                f"at {self.path} has epochs {listing(self.epochs)}"
+            )
         reader = self.reader(epochs=epoch)  # one checkpoint: EpochError names the labels
         local = self._local_indices(reader, models)
         return reader.read("weights", local, np.zeros(len(local), dtype=np.int64))
@@ -384,6 +396,15 @@ class Zoo:
                     if finite.size:
                         summary[f"range_{metric}"] = (float(finite.min()), float(finite.max()))
         return summary
+
+    def whole_info(self) -> dict[str, Any]:
+        """:meth:`info` of the whole zoo at :attr:`root`, whichever group is open.
+
+        A grouped zoo gives its own fields and every group's summary (``groups``), also when
+        it has one group (which :class:`Zoo` opens as that group); a version-1 zoo gives
+        :meth:`info`.
+        """
+        return self._grouped_info() if self.grouped is not None else self.info()
 
     def _grouped_info(self) -> dict[str, Any]:
         """:meth:`info` of a whole grouped zoo: its own fields and every group's summary."""

@@ -1,7 +1,8 @@
 """``weightzoo report``: every paper table a zoo (or a DS1 + DS2 pair) supports, in one object.
 
 Each table is computed where the zoo allows it and otherwise listed as skipped, with the
-reason; nothing about a zoo's contents makes :func:`report` fail.
+reason; nothing about a zoo's contents makes :func:`report` fail. The text and Markdown forms
+show the computed tables, and the skipped ones only when asked (``weightzoo report --all``).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from weightzoo.analysis import (
     trajectories,
 )
 from weightzoo.analysis.data import PathLike, as_zoo, class_column, zoo_label
-from weightzoo.analysis.tables import Skipped, Table
+from weightzoo.analysis.tables import TEXT_WIDTH, Skipped, Table, wrap_text
 from weightzoo.errors import InvalidOptionError, WeightzooError
 from weightzoo.zoo import Zoo
 
@@ -90,18 +91,50 @@ class Report:
             for z in self.zoos
         )
 
-    def to_text(self) -> str:
-        """Plain-text tables, then one line per skipped table."""
-        parts = [self._heading(), *(t.to_text() for t in self.tables)]
-        if self.skipped:
-            parts.append("\n".join(s.line() for s in self.skipped))
+    def _left_out(self) -> str:
+        """The line that stands for the skipped tables where they are not listed."""
+        count = len(self.skipped)
+        what = (
+            "table this zoo does not support is"
+            if count == 1
+            else "tables this zoo does not support are"
+        )
+        return f"{count} {what} left out; `weightzoo report --all` lists them with the reason"
+
+    def to_text(self, *, show_skipped: bool = False, width: int = TEXT_WIDTH) -> str:
+        """Plain-text tables, no line longer than ``width``.
+
+        Args:
+            show_skipped: also list every skipped table, one wrapped line each with the reason;
+                otherwise one line says how many were left out.
+            width: the most characters of a line.
+
+        Returns:
+            The report, ending with a newline.
+        """
+        parts = ["\n".join(wrap_text(self._heading(), width))]
+        parts += [t.to_text(width) for t in self.tables]
+        if self.skipped and show_skipped:
+            lines = [line for s in self.skipped for line in wrap_text(s.line(), width)]
+            parts.append("\n".join(lines))
+        elif self.skipped:
+            parts.append("\n".join(wrap_text(self._left_out(), width)))
         return "\n\n".join(parts) + "\n"
 
-    def to_markdown(self) -> str:
-        """A Markdown document: a section per table, then the skipped tables as a list."""
+    def to_markdown(self, *, show_skipped: bool = False) -> str:
+        """A Markdown document: a section per table, then the skipped tables as a list.
+
+        Args:
+            show_skipped: list every skipped table with the reason (else one line counts them).
+
+        Returns:
+            The document, ending with a newline.
+        """
         parts = [f"## {self._heading()}", *(t.to_markdown() for t in self.tables)]
-        if self.skipped:
+        if self.skipped and show_skipped:
             parts.append("\n".join(f"- {s.line()}" for s in self.skipped))
+        elif self.skipped:
+            parts.append(self._left_out())
         return "\n\n".join(parts) + "\n"
 
     def __str__(self) -> str:

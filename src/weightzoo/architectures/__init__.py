@@ -1,11 +1,11 @@
-"""Every family's ``nn.Module`` s, and :func:`build_model`: a zoo's module from its spec.
+"""The shared image networks (:mod:`.image`), and :func:`build_model`: a zoo's module.
 
 A manifest stores the full spec that generated a zoo (``zoo.json``'s ``spec``);
 ``build_model(spec)`` builds the module whose :func:`weightzoo.features.layout_of` is the zoo's
 layout, so that a row runs with ``features.load_vector(build_model(spec), row, layout)`` without
 importing the generator. A family of :mod:`weightzoo.families` builds its own module
-(:meth:`~weightzoo.generate.base.Family.build_model`); this package keeps the modules of the
-families that have not moved there yet, and imports only torch, :mod:`weightzoo.features`,
+(:meth:`~weightzoo.generate.base.Family.build_model`); this package keeps the networks that
+several families share, and imports only torch, :mod:`weightzoo.features`,
 :mod:`weightzoo.storage` and the registry.
 """
 
@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from weightzoo.architectures import image, mlds, phase
+from weightzoo.architectures import image
 from weightzoo.errors import LayoutError, WeightzooError
 from weightzoo.families import family_hooks
 from weightzoo.features import layout_of
@@ -31,8 +31,6 @@ __all__ = [
     "build_model",
     "check_layout",
     "image",
-    "mlds",
-    "phase",
 ]
 
 
@@ -202,55 +200,8 @@ def _build(spec: Mapping[str, Any], columns: dict[str, Any]) -> nn.Module:
     built = None if hooks is None else hooks.build_model(spec, columns)
     if built is not None:
         return built
-    # families not yet in weightzoo.families: each one's branch goes when it moves
-    if family == "mlds":
-        return mlds.MLDSNet(mlds.net_config(str(spec.get("subset", "ds1"))))
-    if family in ("modelzoo", "trajectory") and "architecture" in spec:
-        return _image_model(spec, columns)
-    if family == "phase" and "architecture" in spec and "width" in spec:
-        try:
-            return phase.from_spec(spec)
-        except ValueError as exc:
-            raise UnbuildableSpecError(f"zoo spec {spec.get('name')!r}: {exc}") from None
     raise UnbuildableSpecError(
         f"zoo spec {spec.get('name')!r} (family {family!r}) names no weightzoo architecture; "
         "imported zoos keep the source's own module: build it yourself and use "
         "weightzoo.features.load_vector(module, row, zoo.layout)"
-    )
-
-
-def _image_model(spec: Mapping[str, Any], columns: Mapping[str, Any]) -> nn.Module:
-    activations = list(spec.get("activations", ["relu"]))
-    activation = columns.get("activation")
-    if activation is None:
-        if len(set(activations)) > 1:
-            raise UnbuildableSpecError(
-                f"zoo spec {spec.get('name')!r} has several activations {activations}; pass the "
-                "row's column: build_model(spec, {'activation': ...})"
-            )
-        activation = activations[0]
-    activation = str(activation.decode() if isinstance(activation, bytes) else activation)
-    dropout = float(columns.get("dropout", 0.0))
-    arch = spec["architecture"]
-    in_channels, classes = int(spec["in_channels"]), int(spec["num_classes"])
-    size, bias = int(spec["image_size"]), bool(spec.get("bias", True))
-    if arch == "cnn-s":
-        return image.cnn_small(in_channels, classes, activation=activation, dropout=dropout)
-    if arch == "cnn-m":
-        return image.cnn_medium(in_channels, classes, activation=activation, dropout=dropout)
-    if arch == "resnet18":
-        return image.ResNet18(in_channels, classes)
-    if arch == "mlp":
-        hidden = int(spec.get("hidden", 10))
-        return image.trajectory_mlp(
-            in_channels * size**2, hidden, classes, activation=activation, bias=bias
-        )
-    if arch == "cnn":
-        channels = tuple(int(c) for c in spec.get("conv_channels", (16, 8)))
-        return image.trajectory_cnn(
-            in_channels, channels, classes, size=size, activation=activation, bias=bias
-        )
-    raise UnbuildableSpecError(
-        f"zoo spec {spec.get('name')!r} has unknown architecture {arch!r}; known: cnn-s, cnn-m, "
-        "resnet18, mlp, cnn"
     )

@@ -10,11 +10,6 @@ A family from outside weightzoo joins with :func:`register`; it may be such a pa
 module holding ``specs()`` and ``FAMILY`` (or a ``family(name)`` factory). A manifest's
 ``family`` only ever picks among registered names, so a zoo cannot make weightzoo import a
 module of its choosing.
-
-Families whose code still lives in ``weightzoo/generate/<name>/family.py`` predate the
-:class:`~weightzoo.generate.base.Family` base class: the engines keep their own code for these
-and the registry does not offer their hooks (importing them would import training code). Each
-one's line changes to ``weightzoo.families.<name>`` when it moves.
 """
 
 from __future__ import annotations
@@ -43,19 +38,18 @@ __all__ = [
 
 # family name -> the module (a package, or one module) that holds its code, in listing order
 _MODULES: dict[str, str] = {
-    "mlds": "weightzoo.generate.mlds.family",
-    "modelzoo": "weightzoo.generate.modelzoo.family",
-    "trajectory": "weightzoo.generate.modelzoo.family",
+    "mlds": "weightzoo.families.mlds",
+    "modelzoo": "weightzoo.families.modelzoo",
+    "trajectory": "weightzoo.families.modelzoo",
     "property": "weightzoo.families.property",
     "vit": "weightzoo.families.vit",
     "vit-pretrain": "weightzoo.families.vit",
     "vit-finetune": "weightzoo.families.vit",
     "pinn": "weightzoo.families.pinn",
-    "phase": "weightzoo.generate.phase.family",
+    "phase": "weightzoo.families.phase",
     "tinylm": "weightzoo.families.tinylm",
 }
 _BUILT_IN = frozenset(_MODULES)
-_NOT_MOVED = "weightzoo.generate."  # module prefix of the families that predate Family
 _NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
 _MODULE_PATH = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
 
@@ -68,11 +62,14 @@ class Listing:
         name: the zoo's name (its spec's name).
         summary: one line for ``weightzoo list``.
         data: the outside data sets generation reads (empty: generated offline).
+        family: the family that trains it, where a package trains several (empty: the
+            registry name the package is listed under).
     """
 
     name: str
     summary: str
     data: tuple[str, ...] = ()
+    family: str = ""
 
 
 def names() -> list[str]:
@@ -148,8 +145,7 @@ def spec_module(name: str) -> ModuleType:
 def family(name: str) -> Any:
     """The family object of ``name``: a :class:`~weightzoo.generate.base.Family`.
 
-    A family module that predates the base class (or one from outside that keeps a
-    ``family(name)`` factory) gives whatever its factory returns.
+    A family from outside that keeps a ``family(name)`` factory gives whatever it returns.
 
     Raises:
         UnknownZooError: for a name that is not registered.
@@ -162,14 +158,13 @@ def family(name: str) -> Any:
 def family_hooks(name: Any) -> Family | None:
     """The family whose hooks an engine asks first, or ``None``.
 
-    ``None`` for a name that is not registered (an imported zoo's), for a family that has not
-    moved to :class:`~weightzoo.generate.base.Family` (the engine's own code handles it, and
-    nothing of it is imported), and for one whose object is not a ``Family``.
+    ``None`` for a name that is not registered (an imported zoo's), and for a family whose
+    object is not a ``Family``.
 
     Args:
         name: a manifest's ``family`` (outside data: any value).
     """
-    if not isinstance(name, str) or name not in _MODULES or _MODULES[name].startswith(_NOT_MOVED):
+    if not isinstance(name, str) or name not in _MODULES:
         return None
     # the base class is imported only here: the registry itself stays free of the generator
     from weightzoo.generate.base import Family
@@ -179,17 +174,17 @@ def family_hooks(name: Any) -> Family | None:
 
 
 def listings() -> list[tuple[str, Listing]]:
-    """``(family name, listing)`` of every zoo the moved families list, in listing order.
+    """``(family name, listing)`` of every zoo the registered families list, in listing order.
 
-    Reads only the ``spec.py`` modules (torch-free); families that have not moved keep their
-    entries in :mod:`weightzoo.catalog`.
+    Reads only the ``spec.py`` modules (torch-free).
     """
     out: list[tuple[str, Listing]] = []
     seen: set[str] = set()  # a package that trains two names lists its zoos once
     for name, module in list(_MODULES.items()):
-        if module.startswith(_NOT_MOVED) or module in seen:
+        if module in seen:
             continue
         seen.add(module)
         listed = getattr(spec_module(name), "listings", None)
-        out += [(name, listing) for listing in (listed() if listed is not None else [])]
+        found = listed() if listed is not None else []
+        out += [(listing.family or name, listing) for listing in found]
     return out

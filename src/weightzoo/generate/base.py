@@ -25,6 +25,8 @@ from weightzoo.errors import InvalidOptionError
 from weightzoo.storage.layout import Layout
 
 if TYPE_CHECKING:
+    import numpy as np
+    import torch
     from torch import nn
 
     from weightzoo.blocks import ModelRecord
@@ -35,6 +37,7 @@ __all__ = [
     "Family",
     "GridOptions",
     "GroupedSpec",
+    "LandscapeParts",
     "ModelPlan",
     "ModelRecord",
     "RootedFamily",
@@ -63,7 +66,7 @@ class ZooSpec:
 
     Attributes:
         name: the zoo's name, e.g. ``"mlds-ds1"``; also the default directory name.
-        family: the family that trains it (``"mlds"``, ``"modelzoo"``, ``"trajectory"``).
+        family: the family that trains it (its name in :mod:`weightzoo.families`).
         split_fractions: train/val/test fractions, assigned by model (never by checkpoint).
         split_seed: seed of the stratified split permutation.
         shard_models: models per shard; one shard is also one population trained together.
@@ -82,9 +85,17 @@ class ZooSpec:
 
     kind: ClassVar[str] = "base"
 
+    # Fields added after zoos of the class were published: left out of to_dict while at their
+    # default, so that those zoos keep their spec and fingerprint (and resume).
+    omitted_at_default: ClassVar[tuple[str, ...]] = ()
+
     def to_dict(self) -> dict[str, Any]:
         """The spec as plain JSON data (tuples become lists), with its class name."""
         data = json.loads(json.dumps(dataclasses.asdict(self)))
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        for name in self.omitted_at_default:
+            if getattr(self, name) == defaults[name]:
+                del data[name]
         data["spec_class"] = type(self).__name__
         return data
 
@@ -293,6 +304,32 @@ def grouped_size(parts: Sequence[Mapping[str, int]]) -> dict[str, int]:
     }
 
 
+@dataclass
+class LandscapeParts:
+    """What the zoo-level landscape driver measures a zoo's models with.
+
+    The generic driver builds these from a zoo's evaluation task (one module per activation,
+    the training split for every model); a family whose models each have their own data gives
+    its own (:meth:`Family.landscape_parts`).
+
+    Attributes:
+        groups: each selected model's group key: a group's models share a module and data.
+        module: the module of a group (its parameters replaced by each row's).
+        data: the batches ``[(inputs, targets)]`` a group's models are measured on.
+        loss: ``loss(outputs, targets)``, a scalar.
+        accuracy: ``accuracy(outputs, targets)``, a scalar.
+        sibling_columns: model columns that replace the zoo's where the driver pairs models
+            (``node``: models of one node are siblings).
+    """
+
+    groups: np.ndarray
+    module: Callable[[str], nn.Module]
+    data: Callable[[str], list[tuple[torch.Tensor, torch.Tensor]]]
+    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    accuracy: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    sibling_columns: dict[str, np.ndarray] = field(default_factory=dict)
+
+
 def size_estimate(models: int, checkpoints: int, params: int) -> dict[str, int]:
     """The size of a zoo as ``weightzoo list`` shows it: counts and bytes of float32 ``weights``."""
     return {
@@ -493,6 +530,29 @@ class Family(Generic[SpecT]):
         ``steps``, ``progress``, ``name`` and the data options ``batches``, ``batch_size`` and
         ``data_dir`` (a measure whose data is its own making ignores those); ``None``: the
         generic driver measures the zoo on its :meth:`eval_task`'s training data.
+        """
+        return None
+
+    def landscape_parts(
+        self,
+        zoo: Zoo,
+        columns: Mapping[str, np.ndarray],
+        batches: int,
+        batch_size: int,
+        device: torch.device,
+    ) -> LandscapeParts | None:
+        """The modules, data and loss the generic landscape driver measures ``zoo`` with.
+
+        For a family whose models each have their own data (and so no :meth:`landscape_plan`
+        of their own); ``None``: the driver measures every model on the training split of the
+        :meth:`eval_task`.
+
+        Args:
+            zoo: the zoo (its spec checked against its layout).
+            columns: the selected models' columns, one value per model.
+            batches: training batches a model is measured on.
+            batch_size: items per batch.
+            device: where the data go.
         """
         return None
 

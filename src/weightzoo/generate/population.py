@@ -23,6 +23,10 @@ metrics), and this module does the rest:
 - :class:`PopulationResult`: initial, per-checkpoint and final weights, metrics, histories,
   passed flags and epochs trained.
 
+Inside a block that :mod:`weightzoo.generate.runner` trains, :func:`train` also saves its state
+at epoch boundaries and resumes from it (:mod:`weightzoo.generate.resume`); the families do
+nothing for it.
+
 The loss of a step is the sum of the per-model mean losses, so each model's gradient is its
 own. Same inputs give the same bytes on the same device.
 """
@@ -30,14 +34,17 @@ own. Same inputs give the same bytes on the same device.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 from torch import Tensor, nn
+
+from weightzoo.generate import resume
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine", "onecycle")
@@ -158,6 +165,39 @@ class Population:
         for param in self.params.values():
             param.grad = None
 
+    def state_dict(self) -> dict[str, Any]:
+        """The stacks and ids, on the CPU (a block's resume state)."""
+        return {
+            "params": {k: v.detach().cpu() for k, v in self.params.items()},
+            "buffers": {k: v.cpu() for k, v in self.buffers.items()},
+            "ids": self.ids.cpu(),
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Take the stacks and ids of :meth:`state_dict` (the same tensors, maybe fewer models).
+
+        Raises:
+            ValueError: for other tensor names, shapes or dtypes.
+        """
+        ids = state["ids"]
+        _check_stacks(state["params"], self.params, len(ids))
+        _check_stacks(state["buffers"], self.buffers, len(ids))
+        self.params = {
+            k: state["params"][k].to(self.device).requires_grad_(True) for k in self.params
+        }
+        self.buffers = {k: state["buffers"][k].to(self.device) for k in self.buffers}
+        self.ids = ids.to(self.device)
+
+
+def _check_stacks(saved: Mapping[str, Tensor], like: Mapping[str, Tensor], models: int) -> None:
+    """Refuse saved stacks that are not ``like``'s tensors for ``models`` models."""
+    if list(saved) != list(like):
+        raise ValueError(f"tensors {list(saved)} saved, {list(like)} expected")
+    for name, tensor in saved.items():
+        want = (models, *like[name].shape[1:])
+        if tensor.dtype != like[name].dtype or tuple(tensor.shape) != want:
+            raise ValueError(f"{name}: {tensor.dtype} {tuple(tensor.shape)} saved, {want} expected")
+
 
 # ---------------------------------------------------------------------------------- optimizer
 class PopulationOptimizer:
@@ -212,6 +252,26 @@ class PopulationOptimizer:
         self.eps = eps
         self.steps = 0
         self.state: dict[str, dict[str, Tensor]] = {}
+
+    _RATES = ("base_lr", "lr", "weight_decay", "momentum")
+
+    def state_dict(self) -> dict[str, Any]:
+        """Rates, step count and moments, on the CPU (a block's resume state)."""
+        return {
+            "rates": {name: getattr(self, name).cpu() for name in self._RATES},
+            "steps": self.steps,
+            "flags": [self._decay, self._uses_momentum],
+            "state": {n: {k: v.cpu() for k, v in s.items()} for n, s in self.state.items()},
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Take the rates, step count and moments of :meth:`state_dict`."""
+        device = self.base_lr.device
+        for name in self._RATES:
+            setattr(self, name, state["rates"][name].to(device))
+        self.steps = int(state["steps"])
+        self._decay, self._uses_momentum = (bool(flag) for flag in state["flags"])
+        self.state = {n: {k: v.to(device) for k, v in s.items()} for n, s in state["state"].items()}
 
     def set_momentum(self, momentum: Tensor) -> None:
         """Set the SGD momentum ``[M]`` (a schedule's), e.g. cycled by ``"onecycle"``."""
@@ -383,6 +443,25 @@ class DataOrder:
         """Compaction: keep only the generators of models ``index``."""
         self.generators = [self.generators[int(i)] for i in index]
 
+    def state_dict(self) -> list[Any]:
+        """Each generator's state (a byte tensor, or numpy's state dict)."""
+        if self.kind == "torch":
+            return [g.get_state() for g in self.generators]
+        return [g.bit_generator.state for g in self.generators]
+
+    def load_state_dict(self, states: Sequence[Any]) -> None:
+        """Generators in the states of :meth:`state_dict` (one per model still training)."""
+        generators: list = []
+        for state in states:
+            if self.kind == "torch":
+                generator = torch.Generator()
+                generator.set_state(state)
+            else:
+                generator = np.random.Generator(np.random.PCG64())
+                generator.bit_generator.state = state
+            generators.append(generator)
+        self.generators = generators
+
 
 @torch.no_grad()
 def clip_per_model_(params: Iterable[Tensor], max_norm: float) -> Tensor:
@@ -406,7 +485,11 @@ class Task(Protocol):
     """What a family supplies to train and measure a population.
 
     A task may also define ``begin_epoch(epoch)``: :func:`train` calls it before each epoch's
-    first step (0-based), e.g. for a curriculum.
+    first step (0-based), e.g. for a curriculum. A task that keeps state from one epoch to the
+    next that ``begin_epoch`` does not set again (its own random generator, a running
+    statistic) defines ``state_dict()`` (tensors, numbers, strings, lists and dicts of them)
+    and ``load_state_dict(state)``, so that a resumed block (:mod:`weightzoo.generate.resume`)
+    continues it exactly.
 
     Attributes:
         train_size: items in each model's training set.
@@ -577,12 +660,30 @@ def train(
             their indices in the order given and whether they passed; not for models that run
             out of epochs.
 
+    Within a block trained by :mod:`weightzoo.generate.runner`, the call is the next of the
+    block's resume session (:mod:`weightzoo.generate.resume`): its state is saved at epoch
+    boundaries; a call that finished before the block was interrupted returns its saved
+    result (its callbacks are made again, in order, and ``pop`` is left as given), and the
+    interrupted one continues from its last saved epoch. The result's arrays are kept for the
+    block's state: do not modify them in place.
+
     Returns:
         A :class:`PopulationResult` in the order of the models given.
     """
     count = pop.size
     if len(seeds) != count:
         raise ValueError(f"{len(seeds)} seeds given for {count} models; give one each")
+    callbacks = {"progress": progress, "stop": on_stop}
+    call = None
+    session = resume.current_session()
+    if session is not None:
+        call = session.call(_call_check(task, pop, seeds, names, config))
+        if call.finished is not None:
+            call.replay(callbacks)
+            call.finish(None)
+            return _result_from_state(call.finished["result"])
+        progress = call.recording("progress", progress)
+        on_stop = call.recording("stop", on_stop)
     dev = pop.device
     batch = max(1, min(config.batch_size, task.train_size))
     steps_per_epoch = math.ceil(task.train_size / batch)
@@ -633,13 +734,42 @@ def train(
     devices = [dev.index or 0] if dev.type == "cuda" else []
     step = 0
     values: dict[str, np.ndarray] = {}
+
+    def snapshot(done: int) -> dict[str, Any]:
+        """Everything the rest of the run depends on, after ``done`` epochs (on the CPU)."""
+        loop = {
+            "epoch": done,
+            "step": step,
+            "values": {k: torch.from_numpy(np.array(v)) for k, v in values.items()},
+            "threshold": threshold.cpu(),
+            "active": active.cpu(),
+            "groups": None if groups is None else groups.cpu(),
+            "frozen": None if frozen is None else {k: v.cpu() for k, v in frozen.items()},
+        }
+        own = getattr(task, "state_dict", None)
+        return {
+            "loop": loop,
+            "pop": pop.state_dict(),
+            "opt": opt.state_dict(),
+            "order": order.state_dict(),
+            "recorder": out.state_dict(),
+            "task": None if own is None else own(),
+            "rng": _rng_state(devices),
+        }
+
+    start = 0
     with torch.random.fork_rng(devices=devices, device_type=dev.type):
         if config.noise_seed is not None:
             torch.manual_seed(config.noise_seed)
-        if 0 in checkpoints:
+        if call is not None and call.saved is not None:
+            start, step, values, threshold, active, groups, frozen = _restore(
+                call, task, pop, opt, order, out, devices
+            )
+            call.replay(callbacks)
+        elif 0 in checkpoints:
             out.checkpoint(0, pop.ids, pop.flat(names), measure(config.checkpoint_splits))
         begin_epoch = getattr(task, "begin_epoch", None)
-        for epoch in range(config.epochs):
+        for epoch in range(start, config.epochs):
             if begin_epoch is not None:
                 begin_epoch(epoch)
             opt.lr = schedule.lr(opt.base_lr, epoch, step)
@@ -732,10 +862,111 @@ def train(
                 progress(steps_per_epoch, int(active.sum()))
             if not bool(active.any()):
                 break
+            if call is not None and done < config.epochs:
+                call.epoch_done(functools.partial(snapshot, done))
         rest = np.flatnonzero(active.cpu().numpy())
         if len(rest):
             stop(rest, config.epochs, values)
-    return out.result()
+    result = out.result()
+    if call is not None:
+        call.finish(_result_state(result))
+    return result
+
+
+def _call_check(
+    task: Task, pop: Population, seeds: Sequence[int], names: Sequence[str], config: TrainConfig
+) -> dict[str, Any]:
+    """What tells one :func:`train` call from another in a block's saved state."""
+    settings = {}
+    for item in dataclasses.fields(config):
+        value = getattr(config, item.name)
+        if not callable(value):  # a function's repr names its address, which changes
+            settings[item.name] = repr(value.tolist() if hasattr(value, "tolist") else value)
+    return {
+        "task": type(task).__qualname__,
+        "device": pop.device.type,
+        "models": pop.size,
+        "seeds": [int(seed) for seed in seeds],
+        "names": list(names),
+        "shapes": {k: list(v.shape) for k, v in {**pop.params, **pop.buffers}.items()},
+        "train_size": int(task.train_size),
+        "splits": {k: int(v) for k, v in task.splits.items()},
+        "config": settings,
+    }
+
+
+def _rng_state(devices: Sequence[int]) -> dict[str, Any]:
+    """The random state of torch on the CPU and on ``devices`` (CUDA indices)."""
+    return {
+        "cpu": torch.get_rng_state(),
+        "cuda": [torch.cuda.get_rng_state(index) for index in devices],
+    }
+
+
+def _restore(
+    call: resume.TrainCall,
+    task: Task,
+    pop: Population,
+    opt: PopulationOptimizer,
+    order: DataOrder,
+    out: _Recorder,
+    devices: Sequence[int],
+) -> tuple[int, int, dict[str, np.ndarray], Tensor, Tensor, Tensor | None, dict | None]:
+    """Put the interrupted call's saved state back; the loop's own variables are returned.
+
+    Returns:
+        (epochs done, optimizer steps, last measured values, thresholds, active mask, group
+        labels, frozen weights).
+
+    Raises:
+        UnreadableFileError: for a state that does not fit the call (naming its file).
+    """
+    state = call.saved["state"] if call.saved is not None else {}
+    dev = pop.device
+    try:
+        loop = state["loop"]
+        pop.load_state_dict(state["pop"])
+        opt.load_state_dict(state["opt"])
+        order.load_state_dict(state["order"])
+        out.load_state_dict(state["recorder"])
+        if state["task"] is not None:
+            task.load_state_dict(state["task"])  # type: ignore[attr-defined]
+        torch.set_rng_state(state["rng"]["cpu"])
+        for index, saved in zip(devices, state["rng"]["cuda"], strict=True):
+            torch.cuda.set_rng_state(saved, index)
+        frozen = loop["frozen"]
+        return (
+            int(loop["epoch"]),
+            int(loop["step"]),
+            {k: v.numpy() for k, v in loop["values"].items()},
+            loop["threshold"].to(dev),
+            loop["active"].to(dev),
+            None if loop["groups"] is None else loop["groups"].to(dev),
+            None if frozen is None else {k: v.to(dev) for k, v in frozen.items()},
+        )
+    except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as exc:
+        raise call.corrupt(exc) from exc
+
+
+_RESULT_TABLES = ("metrics", "final_metrics", "history")
+_RESULT_ARRAYS = ("weights", "final", "passed", "epochs")
+
+
+def _result_state(result: PopulationResult) -> dict[str, Any]:
+    """A result as tensors (sharing the arrays' memory), for a block's saved state."""
+    state: dict[str, Any] = {"checkpoints": [int(c) for c in result.checkpoints]}
+    for name in _RESULT_ARRAYS:
+        state[name] = torch.from_numpy(getattr(result, name))
+    for name in _RESULT_TABLES:
+        state[name] = {k: torch.from_numpy(v) for k, v in getattr(result, name).items()}
+    return state
+
+
+def _result_from_state(state: Mapping[str, Any]) -> PopulationResult:
+    """The result that :func:`_result_state` saved."""
+    tables = {name: {k: v.numpy() for k, v in state[name].items()} for name in _RESULT_TABLES}
+    arrays = {name: state[name].numpy() for name in _RESULT_ARRAYS}
+    return PopulationResult(checkpoints=list(state["checkpoints"]), **arrays, **tables)
 
 
 class _Recorder:
@@ -781,6 +1012,32 @@ class _Recorder:
                 for name, table in self.metrics.items():
                     if name in metrics:
                         table[ids, column] = metrics[name]
+
+    def state_dict(self) -> dict[str, Any]:
+        """The tables so far, as tensors sharing their memory."""
+        state: dict[str, Any] = {
+            "weights": torch.from_numpy(self.weights),
+            "final": torch.from_numpy(self.final),
+            "passed": torch.from_numpy(self.passed),
+            "epochs": torch.from_numpy(self.epochs),
+        }
+        for name in ("metrics", "final_metrics", "history"):
+            state[name] = {k: torch.from_numpy(v) for k, v in getattr(self, name).items()}
+        return state
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Take the tables of :meth:`state_dict`.
+
+        Raises:
+            ValueError: for tables of another shape or type.
+        """
+        for name in ("weights", "final", "passed", "epochs"):
+            mine, saved = getattr(self, name), state[name].numpy()
+            if saved.shape != mine.shape or saved.dtype != mine.dtype:
+                raise ValueError(f"recorder {name}: {saved.shape} saved, {mine.shape} expected")
+            setattr(self, name, saved)
+        for name in ("metrics", "final_metrics", "history"):
+            setattr(self, name, {k: v.numpy() for k, v in state[name].items()})
 
     def result(self) -> PopulationResult:
         return PopulationResult(

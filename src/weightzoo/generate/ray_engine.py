@@ -4,13 +4,15 @@ Each pending block becomes one Ray task with its own resources (``num_cpus``, ``
 ``max_retries``: Ray retries a block whose worker process died (killed, out of memory, lost
 node). A task only trains; it returns the block's records to this process, whose single
 :class:`~weightzoo.storage.writer.ZooWriter` writes each shard atomically as soon as its block
-is back. So a worker that dies mid-block leaves nothing on disk, the cluster's nodes need no
-shared file system, and resuming works exactly as with the local engine (blocks whose shards
-are written are not submitted again).
+is back. So the cluster's nodes need no shared file system, and resuming works exactly as
+with the local engine (blocks whose shards are written are not submitted again). A task that
+sees the zoo directory (on this machine, or through a shared file system) also saves its
+block's training state there (:mod:`weightzoo.generate.resume`), so that a retry, or the next
+run, goes on from the block's last saved epoch; elsewhere a retried block starts over.
 
 Progress: every task reports each finished epoch to a small actor; this process collects the
 reports while it waits for blocks, so the bar moves by model-epochs across the whole cluster.
-A retried block's count starts again from zero.
+A retried block's count starts again from zero (and a resumed one replays its saved epochs).
 
 Ray is an optional dependency (``pip install "weightzoo[ray]"``), imported only here.
 """
@@ -27,6 +29,7 @@ from weightzoo.errors import InvalidOptionError, require
 from weightzoo.generate.base import Family, ModelPlan, ModelRecord, ZooSpec
 from weightzoo.generate.devices import check_device
 from weightzoo.generate.progress import ModelEpochBar
+from weightzoo.generate.resume import ResumeSlot
 from weightzoo.generate.workers import BLOCK_THREADS, train_block
 
 if TYPE_CHECKING:
@@ -108,8 +111,13 @@ def _train_task(
     device: str,
     key: int,
     board: Any,
+    resume: ResumeSlot | None = None,
 ) -> list[ModelRecord]:
-    """The body of one block's task, in a Ray worker."""
+    """The body of one block's task, in a Ray worker.
+
+    ``resume`` saves the block's state where the worker sees the zoo directory (this machine,
+    or a shared file system); elsewhere nothing is saved (:mod:`weightzoo.generate.resume`).
+    """
     check_device(device)  # the node's own torch and hardware
     board.report.remote(key, _RESTART, None)
 
@@ -117,7 +125,7 @@ def _train_task(
         # Fire and forget: calls from one task reach the actor in order.
         board.report.remote(key, models, passed)
 
-    return train_block(family, spec, plans, device=device, on_epoch=on_epoch)
+    return train_block(family, spec, plans, device=device, on_epoch=on_epoch, resume=resume)
 
 
 def _apply(bar: ModelEpochBar, reports: Sequence[tuple[int, int, int | None]]) -> None:
@@ -146,8 +154,11 @@ def run_blocks(
     options: RayOptions,
     keep: Callable[[Block, list[ModelRecord]], None],
     bar: ModelEpochBar,
+    slots: Callable[[Block], ResumeSlot | None] = lambda _block: None,
 ) -> None:
     """Train ``todo`` as Ray tasks and ``keep`` each block in this process as it comes back.
+
+    ``slots`` gives each block's resume slot (see :func:`_train_task`).
 
     On any exception (Ctrl-C, SIGTERM turned into an exception, a block that failed for good)
     the blocks still running are cancelled and every block that had come back is still kept
@@ -173,7 +184,7 @@ def run_blocks(
         # Largest blocks first: better balance at the end.
         largest_first = sorted(todo, key=lambda b: len(b.plans), reverse=True)
         refs = {
-            task.remote(family, spec, block.plans, device, block.first, board): block
+            task.remote(family, spec, block.plans, device, block.first, board, slots(block)): block
             for block in largest_first
         }
         _collect(ray, refs, board, keep, bar)

@@ -2,7 +2,9 @@
 
 One block of models is one population trained together and one shard (or several, one per
 group of epochs). Blocks already on disk are skipped, so an interrupted run resumes where it
-stopped and never duplicates a model.
+stopped and never duplicates a model; a block cut short goes on from its last saved epoch
+(its state is kept in ``<zoo>/.resume`` while it trains, see
+:mod:`weightzoo.generate.resume`).
 
 Blocks train on an engine: ``local`` (this process, or worker processes on this machine) or
 ``ray`` (Ray tasks on a cluster, :mod:`weightzoo.generate.ray_engine`). Either way every block
@@ -36,6 +38,14 @@ from weightzoo.generate.base import (
 from weightzoo.generate.devices import check_device
 from weightzoo.generate.progress import ModelEpochBar
 from weightzoo.generate.ray_engine import RayOptions, import_ray, run_blocks
+from weightzoo.generate.resume import (
+    DEFAULT_INTERVAL,
+    ResumeSlot,
+    prepare_resume_dir,
+    remove_resume_dir,
+    remove_state_files,
+    state_file_name,
+)
 from weightzoo.generate.specs import family_for
 from weightzoo.generate.workers import BlockPool, future_succeeded, train_block
 from weightzoo.storage.groups import GroupedManifest
@@ -135,17 +145,20 @@ def _train_in_workers(
     workers: int,
     keep: Callable[[Block, list[ModelRecord]], None],
     bar: ModelEpochBar,
+    slots: Callable[[Block], ResumeSlot | None],
 ) -> None:
     """Train ``todo`` in ``workers`` processes, keeping each block as soon as it is done.
 
     On any exception (Ctrl-C, SIGTERM turned into an exception, a failing block) the blocks not
     started are cancelled, the running ones are stopped, and every block that had finished is
-    still kept (written) before the exception goes on.
+    still kept (written) before the exception goes on; the others keep their saved state.
     """
     with BlockPool(workers, bar, device) as pool:
         # Largest blocks first: better balance at the end.
         largest_first = sorted(todo, key=lambda b: len(b.plans), reverse=True)
-        futures = {pool.submit(family, spec, b.plans, device, b.first): b for b in largest_first}
+        futures = {
+            pool.submit(family, spec, b.plans, device, b.first, slots(b)): b for b in largest_first
+        }
         kept = set()
         writing = None
         try:
@@ -174,6 +187,7 @@ def generate(
     ray: RayOptions | None = None,
     slice: tuple[int, int] | None = None,
     first_model_id: int = 0,
+    resume_interval: float | None = DEFAULT_INTERVAL,
 ) -> Manifest | GroupedManifest:
     """Generate (or finish generating) the zoo of ``spec`` into ``out``.
 
@@ -206,6 +220,13 @@ def generate(
         first_model_id: added to every plan's ``model_id`` in the stored ``model_id`` column
             (a group of a grouped zoo starts where the previous group ended); the family still
             sees its own ids ``0..n-1``.
+        resume_interval: while a block trains, its state is saved to
+            ``<out>/.resume/<split>-<first model>.pt`` at an epoch boundary at most once every
+            this many seconds (0: after every epoch), so that a block cut short (Ctrl-C,
+            SIGTERM, SIGKILL) goes on from its last saved epoch when ``generate`` runs again,
+            writing the same bytes as a run never stopped; the file goes once the block's
+            shard is written. None: nothing is saved (a saved state is still deleted when
+            its block is written). See :mod:`weightzoo.generate.resume`.
 
     Once every block is written (and not for a slice), a family that defines
     ``finalize(spec, root, device)`` completes the zoo with it (e.g. the phase family's
@@ -218,7 +239,9 @@ def generate(
     Raises:
         SpecMismatchError: if ``out`` holds a zoo of another spec.
         DeviceError: if ``device`` is unknown or not usable here.
-        InvalidOptionError: for an unknown engine, a bad slice or unusable Ray options.
+        InvalidOptionError: for an unknown engine, a bad slice, unusable Ray options or a
+            negative ``resume_interval``.
+        UnsafePathError: if ``<out>/.resume`` is a link or a file.
         MissingExtraError: for ``engine="ray"`` without Ray installed.
         KeyboardInterrupt: on Ctrl-C, after stopping the workers and keeping every finished
             block (any other exception is handled the same way).
@@ -235,8 +258,10 @@ def generate(
             engine=engine,
             ray=ray,
             slice=slice,
+            resume_interval=resume_interval,
         )
     ray = _check_engine(engine, ray, device)
+    _check_resume_interval(resume_interval)
     family = _family_bound_to(spec, out)
     layout = family.layout(spec)
     epochs = family.checkpoint_epochs(spec)
@@ -275,6 +300,7 @@ def generate(
             return [shard_file_name(block.split, block.first, g) for g in range(len(groups))]
 
         todo = [b for b in blocks if not all(writer.has_shard(f) for f in files_of(b))]
+        slots = _resume_slots(spec, out, blocks, todo, resume_interval)
         planned = sum(len(b.plans) for b in blocks)
         done_models = planned - sum(len(b.plans) for b in todo)
         if done_models:
@@ -311,12 +337,15 @@ def generate(
 
         def keep(block: Block, records: list[ModelRecord]) -> None:
             write(block, records)
+            remove_state_files(out, [state_file_name(block.split, block.first)])
             bar.finish(block.first)
             log.info("wrote %s models %d..%d of %s", block.split, block.first, block.last - 1, out)
 
         try:
             if engine == "ray" and todo:
-                run_blocks(family, spec, todo, device=device, options=ray, keep=keep, bar=bar)
+                run_blocks(
+                    family, spec, todo, device=device, options=ray, keep=keep, bar=bar, slots=slots
+                )
             else:
                 _train_locally(
                     family,
@@ -327,10 +356,14 @@ def generate(
                     keep=keep,
                     bar=bar,
                     progress=progress,
+                    slots=slots,
                 )
         finally:
             bar.close()
         manifest = writer.finish()
+        # A slice removes its own blocks' states only: the others may still be training.
+        own = None if slice is None else [state_file_name(b.split, b.first) for b in blocks]
+        remove_resume_dir(out, own)
     _finalize(family_for(spec), spec, Path(out), device, whole=slice is None)
     return manifest
 
@@ -362,6 +395,49 @@ def _check_engine(engine: str, ray: RayOptions | None, device: str) -> RayOption
     return ray
 
 
+def _check_resume_interval(interval: float | None) -> None:
+    """Refuse a ``resume_interval`` that is not a number of seconds, 0 or more."""
+    if interval is None:
+        return
+    number = isinstance(interval, int | float) and not isinstance(interval, bool)
+    if not number or not interval >= 0:  # NaN too
+        raise InvalidOptionError(
+            f"resume_interval {interval!r}: give the seconds between two saves of a block's "
+            "state, 0 or more (0: every epoch), or None to save nothing"
+        )
+
+
+def _resume_slots(
+    spec: ZooSpec,
+    out: str | os.PathLike[str],
+    blocks: Sequence[Block],
+    todo: Sequence[Block],
+    interval: float | None,
+) -> Callable[[Block], ResumeSlot | None]:
+    """Each pending block's resume slot (None: no saving); the states of done blocks go.
+
+    A state left by a run killed between writing a block's shard and deleting its state is
+    deleted here.
+
+    Raises:
+        UnsafePathError: if ``<out>/.resume`` is a link or a file.
+    """
+    pending = {(b.split, b.first) for b in todo}
+    written = [(b.split, b.first) for b in blocks if (b.split, b.first) not in pending]
+    remove_state_files(out, [state_file_name(*key) for key in written])
+    if interval is None:
+        return lambda _block: None
+    prepare_resume_dir(out)
+    zoo_dir = str(Path(out).resolve())  # workers and Ray tasks may run elsewhere
+    fingerprint = spec.fingerprint()
+
+    def slot(block: Block) -> ResumeSlot:
+        ids = tuple(int(p.model_id) for p in block.plans)
+        return ResumeSlot(zoo_dir, block.split, block.first, fingerprint, ids, float(interval))
+
+    return slot
+
+
 def _family_bound_to(spec: ZooSpec, out: str | os.PathLike[str]) -> Family:
     """The spec's family, with ``root=out`` bound where its ``train`` names ``root``."""
     family = family_for(spec)
@@ -386,6 +462,7 @@ def _train_locally(
     keep: Callable[[Block, list[ModelRecord]], None],
     bar: ModelEpochBar,
     progress: bool,
+    slots: Callable[[Block], ResumeSlot | None],
 ) -> None:
     """The local engine: this process for one worker, else a :class:`BlockPool`."""
     if workers is None:
@@ -399,10 +476,13 @@ def _train_locally(
                 device=device,
                 on_epoch=bar.callback(block.first),
                 progress=progress,
+                resume=slots(block),
             )
             keep(block, records)
     else:
-        _train_in_workers(family, spec, todo, device=device, workers=workers, keep=keep, bar=bar)
+        _train_in_workers(
+            family, spec, todo, device=device, workers=workers, keep=keep, bar=bar, slots=slots
+        )
 
 
 def zoo_dir_default(spec: ZooSpec) -> Path:

@@ -12,6 +12,7 @@ parent holds open, which reads end-of-file when the parent is gone.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import inspect
 import logging
@@ -31,6 +32,7 @@ import torch
 
 from weightzoo.generate.base import Family, ModelPlan, ModelRecord, ZooSpec
 from weightzoo.generate.progress import EpochCallback, ModelEpochBar
+from weightzoo.generate.resume import ResumeSlot
 from weightzoo.precision import exact_cuda
 
 log = logging.getLogger(__name__)
@@ -61,6 +63,7 @@ def train_block(
     device: str,
     on_epoch: EpochCallback | None = None,
     progress: bool = False,
+    resume: ResumeSlot | None = None,
 ) -> list[ModelRecord]:
     """Train one block with :data:`BLOCK_THREADS` torch threads, then restore the count.
 
@@ -71,14 +74,17 @@ def train_block(
         device: torch device.
         on_epoch: per-epoch progress callback, passed on when the family takes one.
         progress: let the family show its own bar (only when it takes no ``on_epoch``).
+        resume: where the block's training state is saved and resumed from (see
+            :mod:`weightzoo.generate.resume`); None: nothing is saved.
 
     Returns:
         The family's records.
     """
     threads = torch.get_num_threads()
     torch.set_num_threads(BLOCK_THREADS)
+    session = contextlib.nullcontext() if resume is None else resume.active()
     try:
-        with exact_cuda(device):
+        with exact_cuda(device), session:
             if on_epoch is not None and accepts_on_epoch(family):
                 return family.train(spec, plans, device=device, progress=False, on_epoch=on_epoch)
             return family.train(spec, plans, device=device, progress=progress)
@@ -131,9 +137,15 @@ def _report_to_parent(key: int) -> EpochCallback:
 
 
 def _train_in_worker(
-    family: Family, spec: ZooSpec, plans: Sequence[ModelPlan], device: str, key: int
+    family: Family,
+    spec: ZooSpec,
+    plans: Sequence[ModelPlan],
+    device: str,
+    key: int,
+    resume: ResumeSlot | None,
 ) -> list[ModelRecord]:
-    return train_block(family, spec, plans, device=device, on_epoch=_report_to_parent(key))
+    on_epoch = _report_to_parent(key)
+    return train_block(family, spec, plans, device=device, on_epoch=on_epoch, resume=resume)
 
 
 def start_method(device: str) -> str | None:
@@ -174,10 +186,16 @@ class BlockPool:
         self._drain = threading.Thread(target=self._drain_reports, daemon=True)
 
     def submit(
-        self, family: Family, spec: ZooSpec, plans: Sequence[ModelPlan], device: str, key: int
+        self,
+        family: Family,
+        spec: ZooSpec,
+        plans: Sequence[ModelPlan],
+        device: str,
+        key: int,
+        resume: ResumeSlot | None = None,
     ) -> Future[list[ModelRecord]]:
-        """Queue one block; ``key`` identifies it in the bar."""
-        future = self._executor.submit(_train_in_worker, family, spec, plans, device, key)
+        """Queue one block; ``key`` identifies it in the bar, ``resume`` keeps its state."""
+        future = self._executor.submit(_train_in_worker, family, spec, plans, device, key, resume)
         if not self._drain.is_alive():
             # Started only now: with fork, the workers exist after the first submit, and a
             # thread running while they were forked could have held a lock they inherit.

@@ -2,9 +2,11 @@
 
 ``import_zoo(kind, src, dest)`` dispatches to one module per source format:
 
-* ``modelzoo``: the Model Zoos paper's Ray Tune trial directories (:mod:`.modelzoo`);
 * ``cnn-zoo``: the Small CNN Zoo of Unterthiner et al. (:mod:`.cnn_zoo`);
-* ``mlds``: MLDS per-network PyTorch or JSON files (:mod:`.mlds`).
+* a family's name: the importer of that family's published zoos
+  (:meth:`~weightzoo.generate.base.Family.importer`; ``mlds``: MLDS per-network PyTorch or JSON
+  files, :mod:`weightzoo.families.mlds.importer`; ``modelzoo``: the Model Zoos paper's Ray Tune
+  trial directories, :mod:`weightzoo.families.modelzoo.importer`).
 
 Every importer treats what it reads as hostile data: it loads ``.pt`` files with
 ``torch.load(weights_only=True)`` only and refuses anything that would need unpickling
@@ -23,26 +25,43 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+from weightzoo import families
 from weightzoo.errors import InvalidOptionError
 from weightzoo.storage.manifest import Manifest
 
-KINDS = ("modelzoo", "cnn-zoo", "mlds")
+Importer = Callable[[str | os.PathLike[str], str | os.PathLike[str]], Manifest]
+
+_OWN_KINDS = ("cnn-zoo",)  # source formats of this package, not of a family
 
 
-def _importer(kind: str) -> Callable[[str | os.PathLike[str], str | os.PathLike[str]], Manifest]:
-    if kind == "modelzoo":
-        from weightzoo.importers.modelzoo import import_modelzoo
+def kinds() -> tuple[str, ...]:
+    """Every import kind: the source formats of this package, then each family's importer.
 
-        return import_modelzoo
+    Imports every registered family (to ask it for an importer).
+    """
+    offered = [
+        name
+        for name in families.names()
+        if name not in _OWN_KINDS and _family_importer(name) is not None
+    ]
+    return (*_OWN_KINDS, *offered)
+
+
+def _family_importer(kind: str) -> Importer | None:
+    """The importer a registered family offers under its name, or ``None``."""
+    hooks = families.family_hooks(kind)
+    return None if hooks is None else hooks.importer()
+
+
+def _importer(kind: str) -> Importer:
     if kind == "cnn-zoo":
         from weightzoo.importers.cnn_zoo import import_cnn_zoo
 
         return import_cnn_zoo
-    if kind == "mlds":
-        from weightzoo.importers.mlds import import_mlds
-
-        return import_mlds
-    raise InvalidOptionError(f"unknown import kind {kind!r}; choose one of {', '.join(KINDS)}")
+    found = _family_importer(kind)
+    if found is not None:
+        return found
+    raise InvalidOptionError(f"unknown import kind {kind!r}; choose one of {', '.join(kinds())}")
 
 
 def import_zoo(kind: str, src: str | os.PathLike[str], dest: str | os.PathLike[str]) -> Path:
@@ -52,7 +71,8 @@ def import_zoo(kind: str, src: str | os.PathLike[str], dest: str | os.PathLike[s
     written are kept. A changed source, or a ``dest`` holding anything else, is refused.
 
     Args:
-        kind: ``modelzoo``, ``cnn-zoo`` or ``mlds``.
+        kind: ``cnn-zoo`` or a family with an importer (``mlds``, ``modelzoo``): see
+            :func:`kinds`.
         src: the source directory.
         dest: the zoo directory to write.
 
@@ -75,4 +95,4 @@ def import_zoo(kind: str, src: str | os.PathLike[str], dest: str | os.PathLike[s
     return Path(dest)
 
 
-__all__ = ["KINDS", "import_zoo"]
+__all__ = ["Importer", "import_zoo", "kinds"]

@@ -28,8 +28,14 @@ Random numbers (start vectors, probes, curve times) come from a generator seeded
 ``seed`` and are shared by all models, so a model's result does not depend on which other
 models are in the batch.
 
+:func:`training_batches` returns the batches ``weightzoo landscape`` measures a zoo's models
+on (the first batches of the zoo's training split); it loads when first used, so importing
+this package imports no data set or generator code.
+
 The definitions are written up in ``docs/landscape.md``.
 """
+
+from typing import Any
 
 from weightzoo.landscape._stacking import RowWidthError, stack_rows
 from weightzoo.landscape.cka import UnknownLayerError, cka, cka_between, layer_activations
@@ -39,13 +45,14 @@ from weightzoo.landscape.connectivity import (
     mode_connectivity,
     signed_mc,
 )
-from weightzoo.landscape.hessian import hessian_top_eigenvalue, hessian_trace
+from weightzoo.landscape.hessian import TopEigenvalues, hessian_top_eigenvalue, hessian_trace
 from weightzoo.landscape.metrics import METRICS, UnknownMetricError, landscape_metrics
 
 __all__ = [
     "METRICS",
     "ConnectivityResult",
     "RowWidthError",
+    "TopEigenvalues",
     "UnknownLayerError",
     "UnknownMetricError",
     "barrier",
@@ -58,4 +65,14 @@ __all__ = [
     "mode_connectivity",
     "signed_mc",
     "stack_rows",
+    "training_batches",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """``training_batches``, from :mod:`weightzoo.landscape.zoo` (the zoo-level driver)."""
+    if name == "training_batches":
+        from weightzoo.landscape.zoo import training_batches
+
+        return training_batches
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

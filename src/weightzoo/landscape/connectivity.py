@@ -119,6 +119,53 @@ def _lerp(t: Tensor | float, a: Params, b: Params) -> Params:
     return {k: (1 - t) * a[k] + t * b[k] for k in a}
 
 
+def _train_control(
+    module: nn.Module,
+    loss_fn: LossFn,
+    ends: tuple[Params, Params, Params, Params],
+    train: list[tuple[Tensor, Tensor]],
+    steps: int,
+    sgd: dict[str, float],
+    *,
+    vectorize: bool,
+    bn_update: bool,
+) -> Params:
+    """The Bézier control points after ``steps`` SGD steps from the midpoints.
+
+    Args:
+        module: the architecture.
+        loss_fn: the batch loss.
+        ends: parameters and buffers of both endpoints ``(pa, pb, ba, bb)``.
+        train: the batches, in turn.
+        steps: SGD steps (0: the midpoints, the linear path).
+        sgd: ``lr``, ``momentum``, ``weight_decay`` and ``seed`` (of the times drawn).
+        vectorize: ``vmap`` over pairs.
+        bn_update: BatchNorm on batch statistics while training.
+    """
+    pa, pb, ba, bb = ends
+    loss = loss_of(module, loss_fn)
+
+    def curve_loss(c: Params, a: Params, b: Params, u: Params, w: Params, t: Tensor, x, y):
+        return loss(_bezier(t, a, c, b), _lerp(t, u, w), x, y)
+
+    step = over_models(grad(curve_loss), vectorize, (0, 0, 0, 0, 0, None, None, None))
+    control = {k: (pa[k] + pb[k]) / 2 for k in pa}
+    velocity = {k: torch.zeros_like(v) for k, v in control.items()}
+    generator = torch.Generator().manual_seed(int(sgd["seed"]))
+    first = next(iter(pa.values()))
+    # With bn_update, BatchNorm trains on batch statistics (no running ones are written).
+    with batch_statistics(module) if bn_update else contextlib.nullcontext():
+        for i in range(steps):
+            x, y = train[i % len(train)]
+            t = torch.rand((), generator=generator, dtype=first.dtype).to(first.device)
+            grads = step(control, pa, pb, ba, bb, t, x, y)
+            for k in control:
+                velocity[k] = sgd["momentum"] * velocity[k] + grads[k]
+                velocity[k] = velocity[k] + sgd["weight_decay"] * control[k]
+                control[k] = control[k] - sgd["lr"] * velocity[k]
+    return control
+
+
 @in_eval_mode
 def mode_connectivity(
     module: nn.Module,
@@ -172,7 +219,8 @@ def mode_connectivity(
             the error curves and ``mc_error``.
         eval_data: batches to evaluate the paths on (default: ``data``).
         points: path times ``k`` (at least 3: both endpoints and a midpoint).
-        steps: SGD steps on the control point (0: the curve is the linear path).
+        steps: SGD steps on the control point (0: the curve is the linear path, whose values
+            it then copies without evaluating it).
         lr: learning rate.
         momentum: SGD momentum.
         weight_decay: L2 penalty on the control point.
@@ -203,24 +251,11 @@ def mode_connectivity(
     first = next(iter(pa.values()))
     train = as_batches(data, first.device, first.dtype)
     evaluate = train if eval_data is None else as_batches(eval_data, first.device, first.dtype)
-    loss = loss_of(module, loss_fn)
-
-    def curve_loss(c: Params, a: Params, b: Params, u: Params, w: Params, t: Tensor, x, y):
-        return loss(_bezier(t, a, c, b), _lerp(t, u, w), x, y)
-
-    step = over_models(grad(curve_loss), vectorize, (0, 0, 0, 0, 0, None, None, None))
-    control = {k: (pa[k] + pb[k]) / 2 for k in pa}
-    velocity = {k: torch.zeros_like(v) for k, v in control.items()}
-    generator = torch.Generator().manual_seed(seed)
-    # With bn_update, BatchNorm trains on batch statistics (no running ones are written).
-    with batch_statistics(module) if bn_update else contextlib.nullcontext():
-        for i in range(steps):
-            x, y = train[i % len(train)]
-            t = torch.rand((), generator=generator, dtype=first.dtype).to(first.device)
-            grads = step(control, pa, pb, ba, bb, t, x, y)
-            for k in control:
-                velocity[k] = momentum * velocity[k] + grads[k] + weight_decay * control[k]
-                control[k] = control[k] - lr * velocity[k]
+    sgd = {"lr": lr, "momentum": momentum, "weight_decay": weight_decay, "seed": seed}
+    control = _train_control(
+        module, loss_fn, (pa, pb, ba, bb), train, steps, sgd, vectorize=vectorize,
+        bn_update=bn_update,
+    )  # fmt: skip
 
     times = np.linspace(0.0, 1.0, points)
     shares = batch_shares(evaluate)
@@ -234,10 +269,9 @@ def mode_connectivity(
     curves = {name: np.zeros((size, points)) for name in ("ll", "cl", "la", "ca")}
     with torch.no_grad():
         for j, t in enumerate(times.tolist()):
-            paths = {
-                "l": (_lerp(t, pa, pb), _lerp(t, ba, bb)),
-                "c": (_bezier(t, pa, control, pb), _lerp(t, ba, bb)),
-            }
+            paths = {"l": (_lerp(t, pa, pb), _lerp(t, ba, bb))}
+            if steps:  # an untrained curve is the linear path: copied below, not evaluated
+                paths["c"] = (_bezier(t, pa, control, pb), _lerp(t, ba, bb))
             for key, (q, c) in paths.items():
                 if bn_update:
                     c = reestimate_bn(module, q, c, train, vectorize=vectorize)
@@ -245,6 +279,8 @@ def mode_connectivity(
                     value, acc = run(q, c, x, y)
                     curves[key + "l"][:, j] += share * value.double().cpu().numpy()
                     curves[key + "a"][:, j] += share * acc.double().cpu().numpy()
+    if not steps:
+        curves["cl"], curves["ca"] = curves["ll"].copy(), curves["la"].copy()
     errors = accuracy_fn is not None
     return ConnectivityResult(
         t=times,

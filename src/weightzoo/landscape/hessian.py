@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal, overload
 
 import numpy as np
 import torch
@@ -29,12 +31,28 @@ from weightzoo.landscape._stacking import (
 from weightzoo.precision import exact_cuda
 from weightzoo.storage.layout import Layout
 
-__all__ = ["hessian_top_eigenvalue", "hessian_trace"]
+__all__ = [
+    "DEFAULT_ITERS",
+    "DEFAULT_TOL",
+    "TopEigenvalues",
+    "hessian_top_eigenvalue",
+    "hessian_trace",
+    "top_eigenvalues",
+    "warn_unconverged",
+]
+
+#: Power-iteration step budget and stopping tolerance of every caller's defaults. On the
+#: digits trajectory MLPs ``lambda_2 / lambda_1`` reaches 0.97, where the estimate's error is
+#: about 15 times its last relative change: ``tol=1e-3`` stopped up to 3.8% low (50 steps),
+#: ``1e-4`` within 0.15% of the dense eigenvalue after at most 78 steps; the budget leaves room
+#: above that (docs/landscape.md, Stop rule).
+DEFAULT_ITERS = 200
+DEFAULT_TOL = 1e-4
 
 _log = logging.getLogger(__name__)
 
-#: Relative residual above which :func:`hessian_top_eigenvalue` warns. Converged estimates
-#: sit near 1e-2 at the default tolerance; two eigenvalues of equal magnitude and opposite sign
+#: Relative residual above which a model that met the tolerance still counts as not converged:
+#: two eigenvalues of equal magnitude and opposite sign
 #: leave the iteration alternating between them with a residual of order 1.
 _RESIDUAL_WARNING = 0.1
 
@@ -117,7 +135,146 @@ class _HVP:
         return total
 
 
-@in_eval_mode
+class _GraphHVP:
+    """Hessian-vector products on one fixed batch from one gradient graph, for stacked models.
+
+    The graph of the batch gradient (``create_graph=True``) is built once; each product is a
+    second ``torch.autograd.grad`` through it with the vector as ``grad_outputs`` and the graph
+    kept (``retain_graph=True``), as PyHessian does on one batch: one backward pass per
+    product instead of a forward and two backward passes. The loss summed over models has a
+    block-diagonal Hessian, so the product of the sum is each model's own.
+    """
+
+    def __init__(
+        self, module: nn.Module, batch: tuple[Tensor, Tensor], loss_fn: LossFn,
+        params: Params, buffers: Params, *, vectorize: bool,
+    ) -> None:  # fmt: skip
+        self.device = next(iter(params.values())).device
+        self.names = list(params)
+        self.leaves = [params[k].detach().requires_grad_() for k in self.names]
+        loss = over_models(loss_of(module, loss_fn), vectorize, (0, 0, None, None))
+        x, y = batch
+        with torch.enable_grad(), exact_cuda(self.device):
+            total = loss(dict(zip(self.names, self.leaves, strict=True)), buffers, x, y).sum()
+            self.grads = torch.autograd.grad(total, self.leaves, create_graph=True)
+
+    def __call__(self, _params: Params, _buffers: Params, v: Params) -> Params:
+        """``H v`` for stacked ``v`` ``[M, ...]`` at the weights the graph was built at."""
+        with torch.enable_grad(), exact_cuda(self.device):
+            out = torch.autograd.grad(
+                self.grads, self.leaves, [v[k] for k in self.names], retain_graph=True
+            )
+        return {k: t.detach() for k, t in zip(self.names, out, strict=True)}
+
+    def shared(self, _params: Params, _buffers: Params, vs: Params) -> Params:
+        """``H v_k`` for probes ``vs`` ``[K, ...]`` shared by all models: ``[M, K, ...]``."""
+        size = self.leaves[0].shape[0]
+        count = next(iter(vs.values())).shape[0]
+        outs = [
+            self(_params, _buffers, {k: t[j].expand(size, *t.shape[1:]) for k, t in vs.items()})
+            for j in range(count)
+        ]
+        return {k: torch.stack([o[k] for o in outs], 1) for k in self.names}
+
+
+def _product(
+    module: nn.Module,
+    data: Data,
+    loss_fn: LossFn,
+    params: Params,
+    buffers: Params,
+    vectorize: bool | None,
+    hvp: str | None,
+    reuse_graph: bool | None,
+) -> _HVP | _GraphHVP:
+    """The Hessian-vector product of the loss over ``data``: one graph for one batch.
+
+    Raises:
+        InvalidOptionError: for ``reuse_graph=True`` with several batches, or a bad ``hvp``.
+    """
+    asked = vectorize
+    vectorize, mode = resolve_plan(module, vectorize, hvp)
+    first = next(iter(params.values()))
+    batches = as_batches(data, first.device, first.dtype)
+    if reuse_graph is None:
+        reuse_graph = len(batches) == 1
+    if not reuse_graph:
+        return _HVP(module, batches, loss_fn, params, vectorize=vectorize, mode=mode)
+    if len(batches) != 1:
+        raise InvalidOptionError(
+            f"reuse_graph=True needs one batch, got {len(batches)}; pass one (inputs, targets) "
+            "or reuse_graph=None"
+        )
+    if asked is None and first.device.type == "cpu" and _convolutional(module):
+        # On CPU the batched (grouped) convolutions that vmap makes of a population run slower
+        # than one model's after another (docs/landscape.md, Speed); a plain graph loops freely.
+        vectorize = False
+    return _GraphHVP(module, batches[0], loss_fn, params, buffers, vectorize=vectorize)
+
+
+def _convolutional(module: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.conv._ConvNd) for m in module.modules())
+
+
+@dataclass(frozen=True)
+class TopEigenvalues:
+    """Power iteration's answer for each model, with how it stopped.
+
+    Attributes:
+        values: ``[M]`` eigenvalues (detached, in the parameters' dtype).
+        steps: int64 ``[M]`` Hessian-vector products each model took.
+        converged: bool ``[M]``: the relative change fell to ``tol`` within the step budget
+            and the relative residual is at most 0.1.
+        change: float64 ``[M]`` the last relative change ``|lambda_k - lambda_(k-1)| /
+            |lambda_k|`` (NaN after a single step).
+        residual: float64 ``[M]`` ``||Hv - lambda v|| / |lambda|`` at the last step.
+    """
+
+    values: Tensor
+    steps: Tensor
+    converged: Tensor
+    change: Tensor
+    residual: Tensor
+
+
+@overload
+def hessian_top_eigenvalue(
+    module: nn.Module,
+    params: Tensor | np.ndarray | Mapping[str, Tensor],
+    data: Data,
+    loss_fn: LossFn,
+    *,
+    layout: Layout | None = ...,
+    iters: int = ...,
+    tol: float = ...,
+    seed: int = ...,
+    which: str = ...,
+    vectorize: bool | None = ...,
+    hvp: str | None = ...,
+    reuse_graph: bool | None = ...,
+    details: Literal[False] = ...,
+) -> Tensor: ...
+
+
+@overload
+def hessian_top_eigenvalue(
+    module: nn.Module,
+    params: Tensor | np.ndarray | Mapping[str, Tensor],
+    data: Data,
+    loss_fn: LossFn,
+    *,
+    layout: Layout | None = ...,
+    iters: int = ...,
+    tol: float = ...,
+    seed: int = ...,
+    which: str = ...,
+    vectorize: bool | None = ...,
+    hvp: str | None = ...,
+    reuse_graph: bool | None = ...,
+    details: Literal[True],
+) -> TopEigenvalues: ...
+
+
 def hessian_top_eigenvalue(
     module: nn.Module,
     params: Tensor | np.ndarray | Mapping[str, Tensor],
@@ -125,21 +282,25 @@ def hessian_top_eigenvalue(
     loss_fn: LossFn,
     *,
     layout: Layout | None = None,
-    iters: int = 20,
-    tol: float = 1e-3,
+    iters: int = DEFAULT_ITERS,
+    tol: float = DEFAULT_TOL,
     seed: int = 0,
     which: str = "magnitude",
     vectorize: bool | None = None,
     hvp: str | None = None,
-) -> Tensor:
+    reuse_graph: bool | None = None,
+    details: bool = False,
+) -> Tensor | TopEigenvalues:
     """Top eigenvalue of each model's training-loss Hessian, by power iteration.
 
     The Hessian is that of the mean of ``loss_fn`` over all samples of ``data`` (batches
     weighted by their size), with respect to the module's parameters (not its buffers).
     Hessian-vector products are forward-over-reverse (``jvp`` of ``grad``); ``hvp="reverse"``
-    uses ``vjp`` of ``grad`` instead. All models iterate together; the loop stops when every
-    model's estimate changed by at most ``tol`` relative to the last one, or after ``iters``
-    products.
+    uses ``vjp`` of ``grad`` instead; on one batch the gradient graph is built once and every
+    product differentiates it again (``reuse_graph``). All models iterate together; a model
+    stops when its estimate changed by at most ``tol`` relative to the previous one, or after
+    ``iters`` products, and keeps its value while the others go on. A ``RuntimeWarning``
+    (one line) names the models that did not converge.
 
     Args:
         module: the architecture.
@@ -147,50 +308,134 @@ def hessian_top_eigenvalue(
         data: ``(inputs, targets)`` or a sequence of such batches.
         loss_fn: ``loss_fn(outputs, targets)``, the batch mean.
         layout: the rows' layout; by default ``layout_of(module)``.
-        iters: most Hessian-vector products per model.
-        tol: relative change at which a model counts as converged.
+        iters: most Hessian-vector products per model (the step budget).
+        tol: relative change between steps at which a model stops.
         seed: seeds the start vector (the same for every model).
         which: ``"magnitude"``: the eigenvalue of largest absolute value, with its sign (what
             power iteration and PyHessian return); ``"algebraic"``: the largest eigenvalue,
             found by a second power iteration on ``H - lambda I`` for models whose
             largest-magnitude eigenvalue ``lambda`` is negative (twice the products).
-        vectorize: ``vmap`` over models (default: yes, except for recurrent modules).
+        vectorize: ``vmap`` over models (default: yes, except for recurrent modules, and for
+            convolutional ones on CPU when the graph is reused, where a loop is faster).
         hvp: ``"forward"``, ``"reverse"`` or ``"auto"`` (the default: forward, and reverse
             where forward-mode AD fails, as for ``F.mse_loss`` and recurrent modules).
+        reuse_graph: build the gradient graph once (``create_graph=True``) and take every
+            product from it (``None``, the default: when ``data`` is one batch; ``hvp`` then
+            does not apply).
+        details: return a :class:`TopEigenvalues` (values, steps, converged, last change,
+            residual) instead of the values alone.
 
     Returns:
-        ``[M]`` eigenvalues (a detached tensor in the parameters' dtype).
+        ``[M]`` eigenvalues (a detached tensor in the parameters' dtype), or a
+        :class:`TopEigenvalues` with ``details=True``.
+
+    Raises:
+        InvalidOptionError: for a bad option; RowWidthError for rows of the wrong width.
+    """
+    found = top_eigenvalues(
+        module, params, data, loss_fn, layout=layout, iters=iters, tol=tol, seed=seed,
+        which=which, vectorize=vectorize, hvp=hvp, reuse_graph=reuse_graph,
+    )  # fmt: skip
+    warn_unconverged([found], tol, iters, stacklevel=2)  # this function's caller
+    return found if details else found.values
+
+
+@in_eval_mode
+def top_eigenvalues(
+    module: nn.Module,
+    params: Tensor | np.ndarray | Mapping[str, Tensor],
+    data: Data,
+    loss_fn: LossFn,
+    *,
+    layout: Layout | None = None,
+    iters: int = DEFAULT_ITERS,
+    tol: float = DEFAULT_TOL,
+    seed: int = 0,
+    which: str = "magnitude",
+    vectorize: bool | None = None,
+    hvp: str | None = None,
+    reuse_graph: bool | None = None,
+) -> TopEigenvalues:
+    """:func:`hessian_top_eigenvalue` with ``details=True``, without the warning.
+
+    For callers that gather several calls into one warning (:func:`warn_unconverged`).
 
     Raises:
         InvalidOptionError: for a bad option; RowWidthError for rows of the wrong width.
     """
     if which not in ("magnitude", "algebraic"):
         raise InvalidOptionError(f"which must be 'magnitude' or 'algebraic', got {which!r}")
-    if iters < 1:
-        raise InvalidOptionError(f"iters must be at least 1, got {iters}")
+    if iters < 1 or not tol >= 0:
+        raise InvalidOptionError(f"iters must be at least 1 and tol >= 0, got {iters} and {tol}")
     p, b, _ = weights_of(module, params, layout)
-    vectorize, mode = resolve_plan(module, vectorize, hvp)
-    product = _HVP(module, data, loss_fn, p, vectorize=vectorize, mode=mode)
+    product = _product(module, data, loss_fn, p, b, vectorize, hvp, reuse_graph)
     top = _power(product, p, b, iters, tol, seed, shift=None)
     if which == "algebraic":
-        shift = top.clamp(max=0)
+        shift = top.values.clamp(max=0)
         if bool((shift < 0).any()):
             # The spectrum of H - shift I lies in [0, lambda_max - shift] when shift is the
             # most negative eigenvalue, so its top-magnitude eigenvalue is lambda_max - shift.
-            top = torch.where(
-                shift < 0, _power(product, p, b, iters, tol, seed, shift) + shift, top
-            )
+            second = _power(product, p, b, iters, tol, seed, shift)
+            top = _merge(top, second, shift < 0, shift)
     return top
 
 
+def _merge(first: TopEigenvalues, second: TopEigenvalues, use: Tensor, shift: Tensor):
+    """Models ``use`` from the shifted run ``second`` (values shifted back, steps added)."""
+    return TopEigenvalues(
+        values=torch.where(use, second.values + shift, first.values),
+        steps=first.steps + torch.where(use, second.steps, 0),
+        converged=torch.where(use, first.converged & second.converged, first.converged),
+        change=torch.where(use, second.change, first.change),
+        residual=torch.where(use, second.residual, first.residual),
+    )
+
+
+def warn_unconverged(results: Sequence[TopEigenvalues], tol: float, iters: int, stacklevel: int):
+    """One ``RuntimeWarning`` for the models of ``results`` that did not converge, if any.
+
+    Args:
+        results: power-iteration results (e.g. one per chunk of models).
+        tol: the tolerance they ran with.
+        iters: the step budget they ran with.
+        stacklevel: the warning's stack level, counted from the caller of this function.
+    """
+    bad = torch.cat([r.converged for r in results]).logical_not()
+    if not bool(bad.any()):
+        return
+    change = torch.cat([r.change for r in results])[bad].nan_to_num(nan=float("inf"))
+    residual = float(torch.cat([r.residual for r in results])[bad].max())
+    advice = f"raise iters above {iters} (or tol above {tol:g})"
+    if residual > _RESIDUAL_WARNING:
+        advice += (
+            "; a residual near 1 means the largest and smallest eigenvalues have nearly the "
+            "same magnitude and opposite signs, which power iteration cannot separate"
+        )
+    warnings.warn(
+        f"power iteration did not converge for {int(bad.sum())} of {len(bad)} models (worst "
+        f"relative change {float(change.max()):.3g}, tol {tol:g}, {iters} steps; worst "
+        f"residual ||Hv - lambda v|| / |lambda| {residual:.3g}): {advice}",
+        RuntimeWarning,
+        stacklevel=stacklevel + 1,
+    )
+
+
 def _power(
-    product: _HVP, p: Params, b: Params, iters: int, tol: float, seed: int, shift: Tensor | None
-) -> Tensor:
+    product: Callable[[Params, Params, Params], Params],
+    p: Params,
+    b: Params,
+    iters: int,
+    tol: float,
+    seed: int,
+    shift: Tensor | None,
+) -> TopEigenvalues:
     size = next(iter(p.values())).shape[0]
     generator = torch.Generator().manual_seed(seed)
     start = shared_draw(p, generator, "normal")
     v = _normalize({k: t.expand(size, *t.shape).clone() for k, t in start.items()})
-    eigen = residual = torch.full((size,), torch.nan, dtype=torch.float64)
+    nan = torch.full((size,), torch.nan, dtype=torch.float64)
+    eigen, residual, change = nan, nan, nan
+    steps = torch.zeros(size, dtype=torch.int64)
     done = torch.zeros(size, dtype=torch.bool)
     for _ in range(iters):
         hv = product(p, b, v)
@@ -199,27 +444,20 @@ def _power(
         estimate = per_model_dot(v, hv).detach().double().cpu()
         # ||Hv - lambda v|| for a unit v: how far v is from an eigenvector.
         error = (per_model_dot(hv, hv).detach().double().cpu() - estimate**2).clamp_min(0).sqrt()
-        converged = (estimate - eigen).abs() <= tol * eigen.abs().clamp_min(1e-12)
+        moved = (estimate - eigen).abs() / estimate.abs().clamp_min(1e-12)  # NaN on step one
         # A converged model keeps its value, so no model's result depends on the others.
-        eigen = torch.where(done, eigen, estimate)
-        residual = torch.where(done, residual, error / estimate.abs().clamp_min(1e-300))
-        done |= converged  # NaN on the first step: never converged there
+        keep = done.clone()
+        eigen = torch.where(keep, eigen, estimate)
+        change = torch.where(keep, change, moved)
+        residual = torch.where(keep, residual, error / estimate.abs().clamp_min(1e-300))
+        steps += (~keep).long()
+        done |= moved <= tol
         if bool(done.all()):
             break
         v = _normalize(hv)
-    bad = residual > _RESIDUAL_WARNING
-    if bool(bad.any()):
-        warnings.warn(
-            f"power iteration did not converge for {int(bad.sum())} of {size} models (relative "
-            f"residual ||Hv - lambda v|| / |lambda| up to {float(residual.max()):.3g}): raise "
-            "iters; a residual that stays near 1 means the largest and smallest eigenvalues "
-            "have nearly the same magnitude and opposite signs, which power iteration cannot "
-            "separate",
-            RuntimeWarning,
-            stacklevel=4,  # _power, the function, in_eval_mode, the caller
-        )
     dtype = next(iter(p.values())).dtype
-    return eigen.to(dtype)
+    converged = done & (residual <= _RESIDUAL_WARNING)
+    return TopEigenvalues(eigen.to(dtype), steps, converged, change, residual)
 
 
 def _bcast(values: Tensor, like: Tensor) -> Tensor:
@@ -244,6 +482,7 @@ def hessian_trace(
     seed: int = 0,
     vectorize: bool | None = None,
     hvp: str | None = None,
+    reuse_graph: bool | None = None,
 ) -> Tensor:
     """Trace of each model's training-loss Hessian, by Hutchinson's estimator.
 
@@ -262,9 +501,12 @@ def hessian_trace(
         probes: number of probe vectors ``K``.
         probe_batch: probes per Hessian-vector call (memory grows with ``M * probe_batch``).
         seed: seeds the probes.
-        vectorize: ``vmap`` over models (default: yes, except for recurrent modules).
+        vectorize: ``vmap`` over models (default: yes, except for recurrent modules, and for
+            convolutional ones on CPU when the graph is reused, where a loop is faster).
         hvp: ``"forward"``, ``"reverse"`` or ``"auto"`` (the default: forward, and reverse
             where forward-mode AD fails, as for ``F.mse_loss`` and recurrent modules).
+        reuse_graph: build the gradient graph once and take every product from it (``None``,
+            the default: when ``data`` is one batch; probes then go one at a time).
 
     Returns:
         ``[M]`` trace estimates.
@@ -277,8 +519,7 @@ def hessian_trace(
             f"probes and probe_batch must be at least 1, got {probes} and {probe_batch}"
         )
     p, b, size = weights_of(module, params, layout)
-    vectorize, mode = resolve_plan(module, vectorize, hvp)
-    product = _HVP(module, data, loss_fn, p, vectorize=vectorize, mode=mode)
+    product = _product(module, data, loss_fn, p, b, vectorize, hvp, reuse_graph)
     generator = torch.Generator().manual_seed(seed)
     total = torch.zeros(size, dtype=next(iter(p.values())).dtype)
     done = 0

@@ -19,7 +19,14 @@ from weightzoo.landscape._stacking import (
 )
 from weightzoo.landscape.cka import cka_between
 from weightzoo.landscape.connectivity import mode_connectivity
-from weightzoo.landscape.hessian import hessian_top_eigenvalue, hessian_trace
+from weightzoo.landscape.hessian import (
+    DEFAULT_ITERS,
+    DEFAULT_TOL,
+    TopEigenvalues,
+    hessian_trace,
+    top_eigenvalues,
+    warn_unconverged,
+)
 from weightzoo.storage.layout import Layout
 
 __all__ = ["METRICS", "UnknownMetricError", "landscape_metrics"]
@@ -58,8 +65,8 @@ def landscape_metrics(
     cka_layer: str | None = None,
     chunk: int | None = None,
     seed: int = 0,
-    iters: int = 20,
-    tol: float = 1e-3,
+    iters: int = DEFAULT_ITERS,
+    tol: float = DEFAULT_TOL,
     probes: int = 100,
     points: int = 11,
     steps: int = 200,
@@ -90,8 +97,9 @@ def landscape_metrics(
         cka_layer: layer for ``cka`` (see :func:`layer_activations`; default the outputs).
         chunk: models per call, to bound memory (results do not depend on it).
         seed: seeds every random draw.
-        iters: power-iteration steps (``hessian_top``).
-        tol: power-iteration tolerance (``hessian_top``).
+        iters: most power-iteration steps (``hessian_top``).
+        tol: relative change at which power iteration stops (``hessian_top``); one
+            ``RuntimeWarning`` for all chunks names the models that did not converge.
         probes: Hutchinson probes (``hessian_trace``).
         points: path times (connectivity).
         steps: curve-training steps (connectivity).
@@ -110,37 +118,22 @@ def landscape_metrics(
             ``accuracy_fn``.
     """
     metrics = [metrics] if isinstance(metrics, str) else list(metrics)
-    unknown = [m for m in metrics if m not in METRICS]
-    if unknown:
-        raise UnknownMetricError(
-            f"unknown landscape metric(s) {unknown}; known: {', '.join(METRICS)}"
-        )
     wanted = set(metrics)
-    if wanted & _PAIR_METRICS and partners is None:
-        raise InvalidOptionError(
-            f"metrics {sorted(wanted & _PAIR_METRICS)} compare each model with a partner; pass "
-            "partners=rows of the same shape (e.g. the same configuration, another seed)"
-        )
-    if "mc_error" in wanted and accuracy_fn is None:
-        raise InvalidOptionError("metric 'mc_error' needs accuracy_fn(outputs, targets)")
-    size = count_models(module, rows, layout)
-    if partners is not None and size != count_models(module, partners, layout):
-        raise InvalidOptionError(
-            f"partners must hold one model per row: {size} rows, "
-            f"{count_models(module, partners, layout)} partners"
-        )
+    size = _checked_size(module, rows, metrics, layout, partners, accuracy_fn is not None)
     if cka_inputs is None and "cka" in wanted:
         cka_inputs = as_batches(data, torch.device("cpu"), torch.float32)[0][0]
     out: dict[str, list[np.ndarray]] = {m: [] for m in metrics}
+    tops: list[TopEigenvalues] = []
     for part in chunk_slices(size, chunk):
         mine = slice_weights(rows, part)
         theirs = None if partners is None else slice_weights(partners, part)
         common = {"layout": layout, "vectorize": vectorize}
         if "hessian_top" in wanted:
-            top = hessian_top_eigenvalue(
+            top = top_eigenvalues(
                 module, mine, data, loss_fn, iters=iters, tol=tol, seed=seed, **common
             )
-            out["hessian_top"].append(top.double().cpu().numpy())
+            tops.append(top)
+            out["hessian_top"].append(top.values.double().cpu().numpy())
         if "hessian_trace" in wanted:
             trace = hessian_trace(module, mine, data, loss_fn, probes=probes, seed=seed, **common)
             out["hessian_trace"].append(trace.double().cpu().numpy())
@@ -164,4 +157,43 @@ def landscape_metrics(
             )
             for name in wanted & _CONNECTIVITY_METRICS:
                 out[name].append(np.asarray(getattr(result, name), dtype=np.float64))
+    if tops:
+        warn_unconverged(tops, tol, iters, stacklevel=2)
     return {m: np.concatenate(v) if v else np.zeros(0) for m, v in out.items()}
+
+
+def _checked_size(
+    module: nn.Module,
+    rows: Tensor | np.ndarray | Mapping[str, Tensor],
+    metrics: list[str],
+    layout: Layout | None,
+    partners: Tensor | np.ndarray | Mapping[str, Tensor] | None,
+    has_accuracy: bool,
+) -> int:
+    """The number of models, once the request of :func:`landscape_metrics` is checked.
+
+    Raises:
+        UnknownMetricError: for a name not in :data:`METRICS`.
+        InvalidOptionError: for a pair metric without partners (or another number of them),
+            or ``mc_error`` without an accuracy function.
+    """
+    unknown = [m for m in metrics if m not in METRICS]
+    if unknown:
+        raise UnknownMetricError(
+            f"unknown landscape metric(s) {unknown}; known: {', '.join(METRICS)}"
+        )
+    wanted = set(metrics)
+    if wanted & _PAIR_METRICS and partners is None:
+        raise InvalidOptionError(
+            f"metrics {sorted(wanted & _PAIR_METRICS)} compare each model with a partner; pass "
+            "partners=rows of the same shape (e.g. the same configuration, another seed)"
+        )
+    if "mc_error" in wanted and not has_accuracy:
+        raise InvalidOptionError("metric 'mc_error' needs accuracy_fn(outputs, targets)")
+    size = count_models(module, rows, layout)
+    if partners is not None and size != count_models(module, partners, layout):
+        raise InvalidOptionError(
+            f"partners must hold one model per row: {size} rows, "
+            f"{count_models(module, partners, layout)} partners"
+        )
+    return size

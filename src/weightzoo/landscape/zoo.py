@@ -2,9 +2,10 @@
 
 :func:`compute_zoo_landscape` (the ``weightzoo landscape`` command) measures every selected
 checkpoint of an image zoo (Model Zoos, trajectory and phase families, a ViT zoo's fine-tune
-groups) or an MLDS zoo (each network on its own machine's or automaton's training sequences,
-through :class:`weightzoo.landscape.mlds.VmapTwin`) on the zoo's own training data and loss,
-and writes one ``[models, checkpoints]`` array per metric into ``<zoo>/sidecars/landscape.h5``
+groups) or a zoo whose family gives its own parts
+(:meth:`~weightzoo.generate.base.Family.landscape_parts`; an MLDS zoo: each network on its own
+machine's or automaton's training sequences) on the zoo's own training data and loss, and
+writes one ``[models, checkpoints]`` array per metric into ``<zoo>/sidecars/landscape.h5``
 (see :mod:`weightzoo.storage.sidecar`). ``ZooDataset(..., targets=("hessian_top",))`` then
 serves them beside the stored metrics.
 
@@ -19,20 +20,21 @@ and modules); :mod:`weightzoo.functional` never imports it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
 from weightzoo import functional
 from weightzoo.errors import InvalidOptionError
 from weightzoo.families import family_hooks
+from weightzoo.generate.base import Family, LandscapeParts
 from weightzoo.landscape.batchnorm import batch_norm_layers
+from weightzoo.landscape.hessian import DEFAULT_ITERS, DEFAULT_TOL
 from weightzoo.landscape.metrics import (
     _CONNECTIVITY_METRICS,
     _PAIR_METRICS,
@@ -43,7 +45,7 @@ from weightzoo.landscape.phase import write_phases
 from weightzoo.storage.sidecar import SidecarRecord, sidecar_records, write_sidecar
 from weightzoo.zoo import Zoo
 
-__all__ = ["LANDSCAPE_SIDECAR", "compute_zoo_landscape", "siblings"]
+__all__ = ["LANDSCAPE_SIDECAR", "compute_zoo_landscape", "siblings", "training_batches"]
 
 #: The side file ``weightzoo landscape`` writes.
 LANDSCAPE_SIDECAR = "landscape"
@@ -91,41 +93,46 @@ def _loss_functions(spec: dict[str, Any]) -> tuple[Any, Any]:
     return loss, accuracy
 
 
-@dataclass
-class _Plan:
-    """What the driver measures a zoo's models with: per group of models, a module and data."""
-
-    groups: np.ndarray  # each model's group key
-    module: Callable[[str], nn.Module]
-    data: Callable[[str], list[tuple[Tensor, Tensor]]]
-    loss: Callable[[Tensor, Tensor], Tensor]
-    accuracy: Callable[[Tensor, Tensor], Tensor]
-    sibling_columns: dict[str, np.ndarray]  # overrides of the columns siblings() reads
-
-
 def _plan(
     zoo: Zoo,
+    hooks: Family | None,
     columns: dict[str, np.ndarray],
     count: int,
     batches: int,
     batch_size: int,
     data_dir: str | None,
     target: torch.device,
-) -> _Plan:
-    task = functional._task(zoo)
-    if isinstance(task, functional._MLDSTask):
-        from weightzoo.landscape import mlds
+) -> LandscapeParts:
+    task = functional._task(zoo)  # first: the spec is checked against the layout
+    parts = None
+    if hooks is not None:
+        parts = hooks.landscape_parts(zoo, columns, batches, batch_size, target)
+    if parts is not None:  # the family's own modules and data (MLDS: each class its own)
+        return parts
+    data = _task_batches(zoo, task, batches, batch_size, data_dir, target)
+    loss, accuracy = _loss_functions(dict(task.spec))
+    return LandscapeParts(
+        groups=task.group_keys(columns, count),
+        module=task.module,
+        data=lambda _key: data,
+        loss=loss,
+        accuracy=accuracy,
+    )
 
-        names = np.asarray([functional._text(v) for v in columns[task.class_column]], dtype=object)
-        return _Plan(
-            groups=names,
-            module=lambda _key: mlds.VmapTwin(task.config),
-            data=lambda key: mlds.class_batches(task.data, key, batches, batch_size, target),
-            loss=mlds.masked_mse,
-            accuracy=mlds.bit_accuracy,
-            # a sibling is another network of the same machine or automaton
-            sibling_columns={} if "node" in columns else {"node": names},
-        )
+
+def _task_batches(
+    zoo: Zoo,
+    task: Any,
+    batches: int,
+    batch_size: int,
+    data_dir: str | None,
+    target: torch.device,
+) -> list[tuple[Tensor, Tensor]]:
+    """The first ``batches`` batches of ``batch_size`` items of the task's training split.
+
+    Raises:
+        UnsupportedZooError: for a task without a training split every model shares.
+    """
     # the loss is measured on training data every model shares (not a property zoo's subsets)
     if not isinstance(task, functional.ImageTask) or "train" not in task.splits:
         raise UnsupportedZooError(
@@ -134,20 +141,72 @@ def _plan(
             "groups; for other zoos call weightzoo.landscape.landscape_metrics with your own "
             "data and loss"
         )
-    train = task.default_data("train", data_dir, columns, count)
+    train = task.default_data("train", data_dir, {}, 0)  # image tasks: the same for all models
     size = min(batches * batch_size, train.size)
-    data = [
+    return [
         (train.inputs[i : i + batch_size].to(target), train.targets[i : i + batch_size].to(target))
         for i in range(0, size, batch_size)
     ]
-    loss, accuracy = _loss_functions(dict(task.spec))
-    return _Plan(
-        groups=task.group_keys(columns, count),
-        module=task.module,
-        data=lambda _key: data,
-        loss=loss,
-        accuracy=accuracy,
-        sibling_columns={},
+
+
+def _check_counts(**counts: Any) -> None:
+    """Raise :class:`InvalidOptionError` unless every value is an int of at least 1."""
+    for what, value in counts.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise InvalidOptionError(f"{what} must be an int >= 1, got {value!r}")
+
+
+def training_batches(
+    zoo: Zoo | str,
+    *,
+    batches: int = 4,
+    batch_size: int = 64,
+    data_dir: str | None = None,
+    device: str = "cpu",
+) -> list[tuple[Tensor, Tensor]]:
+    """The batches :func:`compute_zoo_landscape` (``weightzoo landscape``) measures a zoo on.
+
+    The first ``batches`` batches of ``batch_size`` items of the zoo's training split, in the
+    split's order, as its evaluation task rebuilds it (the validation items held out of the
+    data set's official training set are not in it); fewer items when the split is shorter.
+    Every model of an image zoo is measured on these.
+
+    Args:
+        zoo: an image zoo (Model Zoos, trajectory, phase family or a ViT zoo's fine-tune
+            group).
+        batches: the number of batches (the driver's ``batches``).
+        batch_size: items per batch.
+        data_dir: where the dataset files are (digits needs none).
+        device: where the tensors go.
+
+    Returns:
+        ``[(inputs, targets)]``: float inputs and int64 class labels.
+
+    Raises:
+        UnsupportedZooError: for a zoo whose family measures its models on data of its own
+            (MLDS, PINN, tiny-LM) or that has no shared training split (property zoos).
+        InvalidOptionError: for ``batches`` or ``batch_size`` below 1.
+        DataFilesMissingError: if the zoo's dataset files are not on disk.
+    """
+    zoo = zoo if isinstance(zoo, Zoo) else Zoo(zoo)
+    _check_counts(batches=batches, batch_size=batch_size)
+    hooks = family_hooks(zoo.manifest.family)
+    if hooks is not None and _own_data(hooks):
+        raise UnsupportedZooError(
+            f"zoo {zoo.name!r} ({zoo.manifest.family}): its family measures each model on data "
+            "of its own, not on one set of training batches; see docs/landscape.md for what "
+            "compute_zoo_landscape measures it on"
+        )
+    task = functional._task(zoo)
+    return _task_batches(zoo, task, batches, batch_size, data_dir, torch.device(device))
+
+
+def _own_data(hooks: Family) -> bool:
+    """Whether the family gives the driver its own data (a landscape plan or parts)."""
+    kind = type(hooks)
+    return (
+        kind.landscape_plan is not Family.landscape_plan
+        or kind.landscape_parts is not Family.landscape_parts
     )
 
 
@@ -182,7 +241,8 @@ def compute_zoo_landscape(
     device: str = "cpu",
     chunk: int = 16,
     seed: int = 0,
-    iters: int = 20,
+    iters: int = DEFAULT_ITERS,
+    tol: float = DEFAULT_TOL,
     probes: int = 20,
     steps: int = 100,
     bn_update: bool | None = None,
@@ -192,7 +252,8 @@ def compute_zoo_landscape(
     """Measure landscape metrics of every selected checkpoint and write them to a side file.
 
     The loss is the zoo's own (its spec's ``loss``), on the first ``batches`` batches of
-    ``batch_size`` images of the zoo's training split, the same for every model.
+    ``batch_size`` images of the zoo's training split, the same for every model: the batches
+    :func:`training_batches` returns.
 
     Args:
         zoo: an image zoo (Model Zoos, trajectory, phase family or a ViT zoo's fine-tune
@@ -209,9 +270,12 @@ def compute_zoo_landscape(
         device: torch device.
         chunk: models per vectorised call (bounds memory; results do not depend on it).
         seed: seeds the start vectors, probes and curve times.
-        iters: power-iteration steps (``hessian_top``).
+        iters: most power-iteration steps (``hessian_top``).
+        tol: relative change at which power iteration stops (``hessian_top``; a
+            ``RuntimeWarning`` names the models that did not converge).
         probes: Hutchinson probes (``hessian_trace``).
-        steps: curve-training steps (connectivity metrics).
+        steps: curve-training steps (connectivity metrics; 0: the linear path alone, no
+            curve trained or evaluated).
         bn_update: connectivity metrics of networks with BatchNorm (ResNet-18): recompute the
             running statistics at every point of the paths on the same training batches, as
             Garipov et al. do (``None``, the default: where the network has BatchNorm;
@@ -243,20 +307,18 @@ def compute_zoo_landscape(
             batches=batches, batch_size=batch_size, data_dir=data_dir,
         )  # fmt: skip
         return _with_phases(zoo, metrics, name, record)
-    for what, value in (("batches", batches), ("batch_size", batch_size), ("chunk", chunk)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise InvalidOptionError(f"{what} must be an int >= 1, got {value!r}")
+    _check_counts(batches=batches, batch_size=batch_size, chunk=chunk)
     target = torch.device(device)
     reader = zoo.reader(split, epochs)
     positions = reader.positions
     count = len(positions)
     columns = {k: np.asarray(v) for k, v in reader.columns.items() if np.ndim(v) == 1}
-    plan = _plan(zoo, columns, count, batches, batch_size, data_dir, target)
+    plan = _plan(zoo, hooks, columns, count, batches, batch_size, data_dir, target)
     partner = siblings(columns | plan.sibling_columns, count)
     out = {m: np.full((count, len(reader.epochs)), np.nan, dtype=np.float64) for m in metrics}
     wanted_pairs = [m for m in metrics if m in _PAIR_METRICS]
     singles = [m for m in metrics if m not in _PAIR_METRICS]
-    common = dict(layout=zoo.layout, chunk=chunk, seed=seed, iters=iters)
+    common = dict(layout=zoo.layout, chunk=chunk, seed=seed, iters=iters, tol=tol)
     common |= dict(probes=probes, steps=steps, accuracy_fn=plan.accuracy)
     reestimated = False  # whether any group's connectivity re-estimated BatchNorm statistics
     bar = tqdm(total=count * len(reader.epochs), disable=not progress, desc=f"landscape {zoo.name}")
@@ -298,6 +360,7 @@ def compute_zoo_landscape(
         "batch_size": batch_size,
         "seed": seed,
         "iters": iters,
+        "tol": tol,
         "probes": probes,
         "steps": steps,
         "bn_update": reestimated,

@@ -14,11 +14,11 @@ requests, only the zip's central directory and the members the zoo needs (:func:
 each chosen trial's ``params.json`` and ``result.json``, the checkpoints of the chosen epochs,
 and ``<root>/config.json``). Without range support it downloads the whole zip (resumable,
 md5-verified, :func:`weightzoo.sources.http.download`) and extracts the same members. The
-members go through :func:`weightzoo.importers.modelzoo.import_modelzoo` into a hidden folder
-beside the output, renamed into place only when the zoo is complete; the zoo's ``source.json``
-records the record, the file, and each member read with its CRC-32 from the zip directory.
-When only some epochs are read, each trial's whole ``result.json`` is read: the importer
-matches its lines to the checkpoints by ``training_iteration``.
+members go through :func:`weightzoo.families.modelzoo.importer.import_modelzoo` into a hidden
+folder beside the output, renamed into place only when the zoo is complete; the zoo's
+``source.json`` records the record, the file, and each member read with its CRC-32 from the zip
+directory. When only some epochs are read, each trial's whole ``result.json`` is read: the
+importer matches its lines to the checkpoints by ``training_iteration``.
 
 The work folder ``.OUT.fetch`` beside the output holds the download and the extracted members;
 every folder and file in it is checked with ``lstat`` before use (no links, only regular files
@@ -460,7 +460,7 @@ def _provenance(record: Record, file: RecordFile, read: _Read) -> dict[str, Any]
 
 
 def _convert(root: Path, out: Path, provenance: dict[str, Any], name: str | None) -> None:
-    from weightzoo.importers.modelzoo import import_modelzoo
+    from weightzoo.families.modelzoo.importer import import_modelzoo
 
     with staging(out) as tmp:
         import_modelzoo(root, tmp, name=name)
@@ -560,8 +560,8 @@ def convert_file(
 
     The one conversion path of ``zenodo:RECORD/FILE`` and of catalog names: only the members
     the zoo needs where the server answers range requests, else the whole file (resumable,
-    checksum-verified); then :func:`~weightzoo.importers.modelzoo.import_modelzoo` into a hidden
-    folder renamed into place when complete.
+    checksum-verified); then :func:`~weightzoo.families.modelzoo.importer.import_modelzoo` into
+    a hidden folder renamed into place when complete.
 
     Args:
         client: the HTTP client.

@@ -20,6 +20,7 @@ from typing import Any
 from weightzoo.errors import (
     FormatVersionError,
     GroupedZooError,
+    LayoutError,
     ManifestError,
     StorageWriteError,
     UnsafePathError,
@@ -49,6 +50,16 @@ MAX_SLICES = 1 << 16
 def shard_file_name(split: str, first_model: int, epoch_group: int = 0) -> str:
     """Conventional shard path: ``shards/<split>-<first model:06d>-c<group:03d>.h5``."""
     return f"{SHARD_DIR}/{split}-{first_model:06d}-c{epoch_group:03d}.h5"
+
+
+def _layout(rows: Any) -> Layout:
+    """The manifest's layer layout, checked (names, shapes, offsets, module shapes)."""
+    try:
+        return Layout.from_json(rows)
+    except LayoutError as exc:
+        raise ManifestError(
+            f"bad layout: {exc}; the manifest is damaged: fetch or generate the zoo again"
+        ) from None
 
 
 def _count(value: Any, what: str, *, low: int = 0, high: int = MAX_MODELS) -> int:
@@ -427,7 +438,7 @@ class Manifest:
                 family=str(data["family"]),
                 spec=dict(data["spec"]),
                 spec_fingerprint=str(data["spec_fingerprint"]),
-                layout=Layout.from_json(data["layout"]),
+                layout=_layout(data["layout"]),
                 epochs=_epoch_list(data["epochs"]),
                 metrics=[str(m) for m in data["metrics"]],
                 columns={str(k): _column_kind(k, v) for k, v in data["columns"].items()},

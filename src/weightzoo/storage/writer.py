@@ -85,9 +85,12 @@ def slice_lock_name(index: int, count: int) -> str:
 # The names a writer gives the files of a zoo directory it starts, and of its shards/ folder.
 _OWN_TOP = re.compile(
     r"zoo(\.slice-\d+-of-\d+)?\.json|\.zoo(\.slice-\d+-of-\d+)?\.json\..+\.tmp"
-    r"|\.lock(\.slice-\d+-of-\d+)?|shards|sidecars|groups"
+    r"|\.lock(\.slice-\d+-of-\d+)?|shards|sidecars|groups|\.resume"
 )
 _OWN_SHARD = re.compile(r"(train|val|test)-\d{6,10}-c\d{3,6}\.h5(\..+\.tmp)?")
+# Training states of unfinished blocks (weightzoo.generate.resume) and their temporaries.
+RESUME_DIR = ".resume"
+_OWN_STATE = re.compile(r"(train|val|test)-\d{6,10}\.pt(\.[0-9a-f]{16}\.tmp)?")
 _LOCK_TEXT = re.compile(rb"\d*\n?")
 
 
@@ -100,15 +103,23 @@ def _own_entry(path: Path) -> bool:
         return path.is_dir() and all(_OWN_SHARD.fullmatch(p.name) for p in path.iterdir())
     if path.name in ("sidecars", "groups"):  # a zoo not begun has none: only empty ones
         return path.is_dir() and not any(path.iterdir())
+    if path.name == RESUME_DIR:
+        return path.is_dir() and all(is_state_file_name(p.name) for p in path.iterdir())
     return True
+
+
+def is_state_file_name(name: str) -> bool:
+    """Whether ``name`` is one a block's state file (or its temporary) in ``.resume`` takes."""
+    return bool(_OWN_STATE.fullmatch(name))
 
 
 def refuse_foreign_files(zoo_dir: Path) -> None:
     """Refuse to start a zoo in a directory that holds files weightzoo did not write.
 
     A directory that holds a manifest is a zoo (resumed, or refused as another zoo by its
-    spec); any other must be empty or hold only a writer's own files, so that no lock,
-    temporary file or shard of a run ever overwrites or deletes a user's file.
+    spec); any other must be empty or hold only a writer's own files (its locks, slice
+    manifests, shards, and the ``.resume`` folder of block states), so that no lock,
+    temporary file, shard or state of a run ever overwrites or deletes a user's file.
 
     Raises:
         InvalidOptionError: naming the first files that are not weightzoo's.

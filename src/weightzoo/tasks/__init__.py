@@ -1,4 +1,4 @@
-"""The zoos' tasks as data: image datasets, MLDS machines and automata, their data sets.
+"""The zoos' tasks as data: image datasets and their splits, shared by several families.
 
 Pure data (numpy, and torch for image conversion): no training, no modules. The generator
 trains on these data sets, and :mod:`weightzoo.functional` rebuilds a zoo's evaluation data

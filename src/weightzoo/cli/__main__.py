@@ -1,0 +1,5 @@
+"""``python -m weightzoo.cli``: the ``weightzoo`` command."""
+
+from weightzoo.cli import main
+
+main()

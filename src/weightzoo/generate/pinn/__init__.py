@@ -1,1 +1,0 @@
-"""PINN convection zoos live in :mod:`weightzoo.families.pinn`; ``population`` stays as a path."""
