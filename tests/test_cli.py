@@ -244,3 +244,11 @@ def test_generate_passes_its_resume_interval_and_names_the_runners_default(monke
     with pytest.raises(SystemExit) as stopped:
         run(["generate", "toy", "--out", out, "--resume-interval", "-1"])
     assert stopped.value.code == 2
+
+
+def test_every_command_has_a_section_in_the_cli_docs():
+    docs = Path(__file__).resolve().parents[1] / "docs" / "cli.md"
+    headings = [line for line in docs.read_text().splitlines() if line.startswith("## ")]
+    commands = build_parser()._subparsers._group_actions[0].choices
+    missing = [name for name in commands if not any(f"`{name}`" in h for h in headings)]
+    assert not missing, f"docs/cli.md has no section for {missing}"

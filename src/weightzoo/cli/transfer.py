@@ -168,14 +168,26 @@ def add_data_parsers(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     add_command(commands, "list", [*parents, dirs], text, cmd_data_list)
 
 
+_PUSH_TEXT = """upload a zoo to the Hugging Face Hub
+
+Verify the zoo at PATH and upload its manifest, its shards and its card to the dataset
+repository REPO_ID (created if missing); `weightzoo fetch REPO_ID` then gets it back.
+"""
+_IMPORT_TEXT = """convert an existing zoo into the weightzoo format
+
+Read the published zoo SRC in its own layout (KIND: the family it belongs to, or cnn-zoo for
+the Small CNN Zoo) without unpickling anything, and write it to DEST as a weightzoo zoo.
+"""
+
+
 def add_parsers(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     """``weightzoo fetch``, ``push`` and ``import`` (``data``: :func:`add_data_parsers`)."""
     _add_fetch_parser(sub, parents)
-    p = add_command(sub, "push", parents, "upload a zoo to the Hugging Face Hub", cmd_push)
-    p.add_argument("path")
-    p.add_argument("repo_id")
-    p.add_argument("--private", action="store_true")
-    text = "convert an existing zoo into the weightzoo format"
+    p = add_command(sub, "push", parents, _PUSH_TEXT, cmd_push)
+    p.add_argument("path", help="the zoo directory")
+    p.add_argument("repo_id", help="the dataset repository, e.g. YOUR-USER/mlds-ds1")
+    p.add_argument("--private", action="store_true", help="create the repository private")
+    text = _IMPORT_TEXT
     p = add_command(sub, "import", parents, text, cmd_import)
     p.add_argument(
         "kind",
@@ -184,5 +196,5 @@ def add_parsers(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
         metavar="KIND",
         help="the source format: cnn-zoo, or the name of a family that has an importer",
     )
-    p.add_argument("src")
-    p.add_argument("dest")
+    p.add_argument("src", help="the published zoo: its directory or archive (docs/import.md)")
+    p.add_argument("dest", help="the new zoo directory (must not exist, or be empty)")
