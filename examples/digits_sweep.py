@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from weightzoo.families.modelzoo.family import family
+from weightzoo.families import family
 from weightzoo.generate.specs import get_spec
 
 GRID_AXES = ("activations", "dropouts", "inits", "optimizers", "lrs", "weight_decays")

@@ -8,8 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from weightzoo.card import embedding_figure, is_continuous, view_limits
-from weightzoo.figures import embed, load_card_data
+from weightzoo.figures import embed, embedding_figure, is_continuous, load_card_data, view_limits
 
 pytest.importorskip("matplotlib")
 

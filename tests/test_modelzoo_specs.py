@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from weightzoo import cli
-from weightzoo.families.modelzoo.family import family
+from weightzoo.families import family
 from weightzoo.families.modelzoo.spec import ModelZooSpec, TrajectorySpec, specs
 
 TABLE_1 = [

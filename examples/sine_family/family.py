@@ -8,9 +8,7 @@ from typing import Any
 from torch import nn
 
 from weightzoo.blocks import ModelRecord
-from weightzoo.features import layout_of
 from weightzoo.generate.base import Family, ModelPlan
-from weightzoo.storage.layout import Layout
 
 from . import model
 from .spec import FAMILY_NAME, METRICS, SineSpec
@@ -23,18 +21,13 @@ class SineFamily(Family[SineSpec]):
 
     name = FAMILY_NAME
     spec_class = SineSpec
-
-    def layout(self, spec: SineSpec) -> Layout:
-        """Layout of one row (every row has the spec's first width)."""
-        return layout_of(model.from_spec(spec.to_dict()))
+    # Every sine zoo stores the same metrics: mean squared error on the training and test
+    # points. The layout of a row is, by default, that of build_model's module.
+    metrics = METRICS
 
     def checkpoint_epochs(self, spec: SineSpec) -> list[int]:
         """Initialisation, half-way and the end."""
         return spec.checkpoint_epochs()
-
-    def metric_names(self, spec: SineSpec) -> list[str]:
-        """Mean squared error on the training and the test points."""
-        return list(METRICS)
 
     def plan(self, spec: SineSpec) -> list[ModelPlan]:
         """One plan per model, seed-major; the stratum is the (width, lr) cell."""

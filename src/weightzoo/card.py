@@ -4,9 +4,12 @@ The card is generated from the manifest alone plus the final-checkpoint accuracy
 shards, so that it always says what the repo holds. Its YAML front matter is written with JSON
 flow values (valid YAML), which needs no YAML library and round-trips exactly
 (:func:`front_matter`). With the ``plots`` extra (matplotlib), :func:`write_card` adds the
-figures of :mod:`weightzoo.figures` (:func:`write_card_figures`), the 2-D embedding drawn by
-:func:`embedding_figure`: a continuous colour column gets a colour bar, a categorical one a
-legend, and the view is fitted to the bulk of the points, not to a few outliers.
+figures of :func:`weightzoo.figures.write_figures`.
+
+A grouped zoo (format version 2) gets one card over every group
+(:func:`render_grouped_card`): the front matter's ``weightzoo`` block holds the grouped spec
+and, per group, the counts and accuracy summary a version-1 card holds; the figures of each
+group go to ``figures/<group>/`` beside the card.
 
 Every name and value in the card's Markdown comes from a publisher (the manifest and shards of
 a zoo anyone may push), so it goes in through :mod:`weightzoo.escaping`: as one bounded line of
@@ -17,6 +20,7 @@ inside the card folder. The card's only other link is to weightzoo's own page.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import os
@@ -29,32 +33,27 @@ from typing import Any
 
 import numpy as np
 
-from weightzoo import figures as zoo_figures
-from weightzoo.errors import (
-    InvalidOptionError,
-    ManifestError,
-    StorageWriteError,
-    WeightzooError,
-    require,
-)
+from weightzoo import __version__
+from weightzoo.errors import InvalidOptionError, ManifestError, StorageWriteError, WeightzooError
 from weightzoo.escaping import markdown_text, python_str, relative_link, shell_quote
-from weightzoo.figures import CardData, Embedding
+from weightzoo.figures import write_figures
+from weightzoo.storage.groups import GroupedManifest, check_group_manifest, is_grouped
 from weightzoo.storage.manifest import MANIFEST_NAME, SPLITS, Manifest
 from weightzoo.storage.reader import ZooReader
 
 FIGURE_DIR = "figures"  # beside README.md, locally and in the hub repo
 CARD_FILE = "README.md"
 PROJECT_URL = "https://pypi.org/project/weightzoo/"  # the one absolute link of a card
+_FOOTER = (
+    "",
+    "The full generating spec is in the front matter (`weightzoo.spec`); card written by "
+    f"weightzoo {__version__}.",
+    "",
+)
 #: YAML reads a mapping key on one line only up to this many characters (quotes included).
 MAX_YAML_KEY = 1024
 # A hub turns each tag into a link of its own: a family becomes a tag only in this plain form.
 _TAG = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
-#: An integer colour column with at most this many values is drawn as classes (a legend).
-MAX_CLASSES = 12
-#: The view of the embedding ends at Tukey's far-out fences: this many interquartile ranges
-#: beyond the quartiles (J. W. Tukey, Exploratory Data Analysis, 1977).
-FENCE_IQR = 3.0
-VIEW_MARGIN = 0.05  # of the view's span, on each side, so that edge markers are not cut
 # A JSON string, or a number with an exponent and no fraction (1e-05), which a YAML 1.1 reader
 # (PyYAML) takes for a string; written 1.0e-05, it is a float to JSON and to every YAML.
 _JSON_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|(?<![\w.])(-?\d+)([eE][-+]?\d+)')
@@ -134,28 +133,40 @@ def card_metadata(
         A JSON-serialisable mapping: license, tags, size category and a ``weightzoo`` block with
         format version, spec, counts, split sizes and accuracy summary.
     """
+    block = {
+        "format_version": 1,
+        **_counts(manifest),
+        "metrics": manifest.metrics,
+        "spec_fingerprint": manifest.spec_fingerprint,
+        "spec": manifest.spec,
+        "accuracy": accuracy_summary(zoo_dir, manifest),
+    }
+    return _metadata(manifest.name, manifest.family, manifest.num_models, license, block)
+
+
+def _metadata(
+    name: str, family: str, models: int, license: str, block: dict[str, Any]
+) -> dict[str, Any]:
+    """The front matter of either card: the hub's keys, then the ``weightzoo`` block."""
     return {
         "license": license,
-        "pretty_name": manifest.name,
-        "tags": card_tags(manifest.family),
-        "size_categories": [_size_category(manifest.num_models)],
-        "weightzoo": {
-            "version": _version(),
-            "name": manifest.name,
-            "family": manifest.family,
-            "format_version": 1,
-            "num_models": manifest.num_models,
-            "num_params": manifest.num_params,
-            "num_checkpoints": len(manifest.epochs),
-            "epochs": manifest.epochs,
-            "num_shards": len(manifest.shards),
-            "bytes": sum(s.bytes for s in manifest.shards),
-            "split_counts": manifest.split_counts,
-            "metrics": manifest.metrics,
-            "spec_fingerprint": manifest.spec_fingerprint,
-            "spec": manifest.spec,
-            "accuracy": accuracy_summary(zoo_dir, manifest),
-        },
+        "pretty_name": name,
+        "tags": card_tags(family),
+        "size_categories": [_size_category(models)],
+        "weightzoo": {"version": __version__, "name": name, "family": family, **block},
+    }
+
+
+def _counts(manifest: Manifest) -> dict[str, Any]:
+    """What the card says of one version-1 zoo (or group): models, checkpoints, shards."""
+    return {
+        "num_models": manifest.num_models,
+        "num_params": manifest.num_params,
+        "num_checkpoints": len(manifest.epochs),
+        "epochs": manifest.epochs,
+        "num_shards": len(manifest.shards),
+        "bytes": sum(s.bytes for s in manifest.shards),
+        "split_counts": manifest.split_counts,
     }
 
 
@@ -163,12 +174,6 @@ def card_tags(family: str) -> list[str]:
     """The card's tags: weightzoo's own, and the family's name where it is a plain tag."""
     tags = ["weightzoo", "model-zoo", "weight-space-learning"]
     return [*tags, family] if _TAG.fullmatch(family) else tags
-
-
-def _version() -> str:
-    from weightzoo import __version__
-
-    return __version__
 
 
 def render_card(
@@ -194,29 +199,21 @@ def render_card(
     meta = card_metadata(zoo_dir, manifest, license=license)
     block = meta["weightzoo"]
     splits = ", ".join(f"{markdown_text(k)} {v}" for k, v in manifest.split_counts.items())
-    lines = [
-        front_matter(meta, source=str(Path(zoo_dir) / MANIFEST_NAME)),
-        "",
-        f"# {markdown_text(manifest.name)}",
-        "",
+    intro = (
         f"A model zoo in the [weightzoo]({PROJECT_URL}) format "
         f"(family {markdown_text(manifest.family)}): {manifest.num_models} models ({splits}), "
         f"{len(manifest.epochs)} checkpoints each (epochs {manifest.epochs[0]}..."
         f"{manifest.epochs[-1]}), {manifest.num_params} parameters per model, "
-        f"{block['num_shards']} HDF5 shards ({block['bytes']} bytes).",
+        f"{block['num_shards']} HDF5 shards ({block['bytes']} bytes)."
+    )
+    lines = [
+        *_heading(zoo_dir, meta, intro),
         "",
-        "## Use",
-        "",
-        "```bash",
-        f"weightzoo fetch {shell_quote(repo_id)} --split test --epochs last",
-        "```",
-        "",
-        "```python",
-        "import weightzoo",
-        f'path = weightzoo.fetch({python_str(repo_id)}, split="train")',
-        'data = weightzoo.ZooDataset(path, split="train")',
-        "```",
-        "",
+        *_usage(
+            repo_id,
+            "--split test --epochs last",
+            ['data = weightzoo.ZooDataset(path, split="train")'],
+        ),
         "Every shard's sha256 is listed in `zoo.json` and checked by `weightzoo fetch`.",
     ]
     if block["accuracy"]:
@@ -226,13 +223,36 @@ def render_card(
         lines += ["", "## Figures", ""]
         for title, name in figures:
             lines += [f"### {markdown_text(title)}", "", figure_image(name), ""]
-    lines += [
+    return "\n".join([*lines, *_FOOTER])
+
+
+def _heading(zoo_dir: str | os.PathLike[str], meta: Mapping[str, Any], intro: str) -> list[str]:
+    """The card's first lines: the front matter, the zoo's name, one paragraph about it."""
+    return [
+        front_matter(meta, source=str(Path(zoo_dir) / MANIFEST_NAME)),
         "",
-        "The full generating spec is in the front matter (`weightzoo.spec`); card written by "
-        f"weightzoo {_version()}.",
+        f"# {markdown_text(meta['weightzoo']['name'])}",
+        "",
+        intro,
+    ]
+
+
+def _usage(repo_id: str, fetch_options: str, python_lines: list[str]) -> list[str]:
+    """The card's "Use" section: the fetch command and a few lines of Python, then a blank."""
+    return [
+        "## Use",
+        "",
+        "```bash",
+        f"weightzoo fetch {shell_quote(repo_id)} {fetch_options}",
+        "```",
+        "",
+        "```python",
+        "import weightzoo",
+        f'path = weightzoo.fetch({python_str(repo_id)}, split="train")',
+        *python_lines,
+        "```",
         "",
     ]
-    return "\n".join(lines)
 
 
 def accuracy_table(accuracy: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> list[str]:
@@ -323,6 +343,9 @@ def write_card(
 ) -> Path:
     """Write a zoo's card: ``out_dir/README.md`` and, with ``plots``, ``out_dir/figures/*.png``.
 
+    A grouped zoo gets the grouped card (:func:`render_grouped_card`), with the figures of
+    each group in ``out_dir/figures/<group>/``.
+
     Args:
         zoo_dir: the zoo directory.
         out_dir: where the card goes (created if needed).
@@ -343,30 +366,25 @@ def write_card(
         StorageWriteError: if writing fails (a full disk); it names the file, and ``out_dir``
             is left as it was (see :func:`card_folder`).
     """
-    from weightzoo.storage.groups import is_grouped
-
-    if is_grouped(zoo_dir):
-        from weightzoo.grouped_card import write_grouped_card
-
-        return write_grouped_card(
-            zoo_dir,
-            out_dir,
-            repo_id=repo_id,
-            license=license,
-            plots=plots,
-            color_by=color_by,
-            embedding=embedding,
-        )
-    manifest = Manifest.load(zoo_dir)
+    # Read before anything is staged: a folder that holds no zoo leaves out_dir as it was.
+    top = GroupedManifest.load(zoo_dir) if is_grouped(zoo_dir) else Manifest.load(zoo_dir)
+    draw = functools.partial(write_figures, color_by=color_by, embedding=embedding)
     with card_folder(out_dir) as staged:
-        figures = None
-        if plots:
-            figures = write_card_figures(
-                zoo_dir, staged / FIGURE_DIR, color_by=color_by, embedding=embedding
+        if isinstance(top, GroupedManifest):
+            per_group = {
+                entry.name: draw(
+                    check_group_manifest(zoo_dir, entry), staged / FIGURE_DIR / entry.name
+                )
+                for entry in (top.groups if plots else [])
+            }
+            text = render_grouped_card(
+                zoo_dir, repo_id=repo_id or top.name, license=license, figures=per_group
             )
-        text = render_card(
-            zoo_dir, manifest, repo_id=repo_id or manifest.name, license=license, figures=figures
-        )
+        else:
+            figures = draw(zoo_dir, staged / FIGURE_DIR) if plots else None
+            text = render_card(
+                zoo_dir, top, repo_id=repo_id or top.name, license=license, figures=figures
+            )
         write_text(staged / CARD_FILE, text)
     return Path(out_dir) / CARD_FILE
 
@@ -483,203 +501,98 @@ def read_card_metadata(text: str) -> dict[str, Any]:
     return meta
 
 
-# -- figures ------------------------------------------------------------------------------------
+# -- the card of a grouped zoo (format version 2) ----------------------------------------------
 
 
-def write_card_figures(
-    zoo_dir: str | os.PathLike[str],
-    out_dir: str | os.PathLike[str],
-    *,
-    color_by: str | None = None,
-    embedding: str = "pca",
-) -> list[tuple[str, str]]:
-    """Draw every figure of a zoo's card into ``out_dir`` as PNGs.
+def grouped_card_metadata(
+    zoo_dir: str | os.PathLike[str], *, license: str = "cc-by-4.0"
+) -> dict[str, Any]:
+    """The grouped card's front matter as data.
 
     Args:
-        zoo_dir: a complete zoo directory.
-        out_dir: where the PNGs go (created if needed).
-        color_by: the column the embedding is coloured by (see
-            :func:`weightzoo.figures.load_card_data`).
-        embedding: ``"pca"`` or ``"umap"``.
+        zoo_dir: the grouped zoo's directory (every group's shards are read for accuracy).
+        license: license identifier.
 
     Returns:
-        ``(title, file name)`` of each figure written, in card order.
-
-    Raises:
-        MissingExtraError: if matplotlib (the ``plots`` extra) is not installed.
-        UnknownColumnError: for an unknown ``color_by``.
-        StorageWriteError: if a PNG (or ``out_dir``) cannot be written (a full disk); its
-            ``filename`` is the file.
+        A JSON-serialisable mapping; ``weightzoo.groups`` has one block per group.
     """
-    matplotlib: Any = require("matplotlib", "plots", "zoo card figures")
-    require("matplotlib.figure", "plots", "zoo card figures")
-    # A user's matplotlibrc may turn LaTeX on: publisher text must never reach it.
-    with matplotlib.rc_context({"text.usetex": False}):
-        data = zoo_figures.load_card_data(zoo_dir, color_by=color_by)
-        fitted = zoo_figures.embed(data.final, embedding)
-        drawn = _card_figures(data, fitted)
-        out = Path(out_dir)
-        with zoo_figures._writing(out):
-            out.mkdir(parents=True, exist_ok=True)
-        for _, name, fig in drawn:
-            with zoo_figures._writing(out / name):
-                fig.savefig(out / name)
-    return [(title, name) for title, name, _ in drawn]
-
-
-def _card_figures(data: CardData, fitted: Embedding) -> list[tuple[str, str, Any]]:
-    """``(title, file name, Figure)`` of every figure the data supports, in card order."""
-    figures = [
-        (
-            # Raw: the card escapes and bounds its headings itself.
-            f"{data.metric.replace('_', ' ').capitalize()} over training",
-            "metric-over-epochs.png",
-            zoo_figures.metric_over_epochs(data),
-        ),
-        ("Weight mean vs std", "weight-mean-std.png", zoo_figures.mean_vs_std(data)),
-        (f"{fitted.method} of the final weights", "embedding.png", embedding_figure(data, fitted)),
-        ("Trajectories", "trajectories.png", zoo_figures.trajectories_figure(data, fitted)),
-        ("Pairwise distances", "pairwise-distances.png", zoo_figures.distance_histogram(data)),
-    ]
-    if data.passed:
-        figures.append(("Pass rate per class", "pass-rate.png", zoo_figures.pass_rate_figure(data)))
-    return figures
-
-
-def is_continuous(values: np.ndarray) -> bool:
-    """Whether a colour column is a quantity (a colour bar) rather than classes (a legend).
-
-    Floats are quantities however few their values (a final accuracy of 12 models takes at most
-    12); strings and booleans are classes; integers are classes up to :data:`MAX_CLASSES`
-    values (a seed or a width), quantities beyond.
-    """
-    kind = np.asarray(values).dtype.kind
-    if kind == "f":
-        return True
-    if kind in "iu":
-        return len(np.unique(values)) > MAX_CLASSES
-    return False
-
-
-def view_limits(values: np.ndarray) -> tuple[float, float]:
-    """The axis range that shows the bulk of ``values``, whatever a few outliers do.
-
-    The range is the data's, cut at Tukey's far-out fences (:data:`FENCE_IQR` interquartile
-    ranges beyond the quartiles; where half the points share one value, the 5-95 percentile
-    range stands in for the IQR), then widened by :data:`VIEW_MARGIN` on each side. Percentiles
-    near the ends (1st-99th) would not do: of 80 points, two outliers on one side are the 99th
-    percentile.
-
-    Args:
-        values: one coordinate of the points (NaN and infinities are left out).
-
-    Returns:
-        ``(low, high)`` with ``low < high``.
-    """
-    finite = np.asarray(values, dtype=np.float64)
-    finite = finite[np.isfinite(finite)]
-    if finite.size == 0:
-        return (-1.0, 1.0)
-    q5, q25, q75, q95 = np.percentile(finite, [5, 25, 75, 95])
-    spread = (q75 - q25) or (q95 - q5)
-    low = max(float(finite.min()), q25 - FENCE_IQR * spread)
-    high = min(float(finite.max()), q75 + FENCE_IQR * spread)
-    # One value (or a bulk of one value): a range around it of its own scale.
-    span = high - low or max(abs(low), 1.0) * 0.1
-    return (low - VIEW_MARGIN * span, high + VIEW_MARGIN * span)
-
-
-def embedding_figure(data: CardData, embedding: Embedding) -> Any:
-    """The final weights in 2-D, coloured by :attr:`CardData.color_by`.
-
-    A continuous column gets a colour bar, a categorical one a legend (:func:`is_continuous`).
-    The view shows the bulk of the points (:func:`view_limits`); points beyond it are drawn
-    as crosses at its edge, and the x-axis label says how many.
-
-    Args:
-        data: what the card's figures are drawn from.
-        embedding: the 2-D embedding of ``data.final``.
-
-    Returns:
-        The matplotlib ``Figure``.
-    """
-    fig = zoo_figures._figure(7.2, 4.6)
-    ax = fig.add_subplot()
-    points = np.asarray(embedding.points, dtype=np.float64)
-    limits = [view_limits(points[:, 0]), view_limits(points[:, 1])]
-    shown, outside = _into_view(points, limits)
-    values = data.columns[data.color_by]
-    if is_continuous(values):
-        _color_bar(fig, ax, shown, outside, values, data.color_by)
-    else:
-        _color_classes(ax, shown, outside, values, data.color_by)
-    ax.set_xlim(*limits[0])
-    ax.set_ylim(*limits[1])
-    zoo_figures._axis_labels(ax, embedding)
-    count = int(outside.sum())
-    if count:
-        ax.set_xlabel(
-            f"{ax.get_xlabel()}\n{count} {'point' if count == 1 else 'points'} outside the view, "
-            "drawn as x at its edge"
+    top = GroupedManifest.load(zoo_dir)
+    groups = []
+    for entry in top.groups:
+        path = check_group_manifest(zoo_dir, entry)
+        manifest = Manifest.load(path)
+        groups.append(
+            {
+                "name": entry.name,
+                "path": entry.path,
+                "first_model_id": entry.first_model_id,
+                **_counts(manifest),
+                "accuracy": accuracy_summary(path, manifest),
+            }
         )
-    zoo_figures._title(ax, data.name, f"{embedding.method} of the final weights")
-    return fig
-
-
-def _into_view(points: np.ndarray, limits: list[tuple[float, float]]) -> tuple[np.ndarray, ...]:
-    """The points, those outside the view moved onto its edge; and which those are."""
-    shown = points.copy()
-    outside = np.zeros(len(points), dtype=bool)
-    for axis, (low, high) in enumerate(limits):
-        column = points[:, axis]
-        beyond = (column < low) | (column > high)
-        inner = (high - low) * VIEW_MARGIN / 2  # so that the edge marker is seen whole
-        shown[beyond, axis] = np.clip(column[beyond], low + inner, high - inner)
-        outside |= beyond
-    return shown, outside
-
-
-def _color_bar(
-    fig: Any, ax: Any, shown: np.ndarray, outside: np.ndarray, values: np.ndarray, name: str
-) -> None:
-    """Points coloured on one scale for inside and outside, with a colour bar of ``name``."""
-    numbers = np.asarray(values, dtype=np.float64)
-    finite = numbers[np.isfinite(numbers)]
-    scale = {
-        # Bright is good either way: losses get the reversed colour map.
-        "cmap": "viridis_r" if "loss" in name else "viridis",
-        "vmin": float(finite.min()) if finite.size else None,
-        "vmax": float(finite.max()) if finite.size else None,
+    block = {
+        "format_version": 2,
+        "num_models": top.num_models,
+        "spec_fingerprint": top.spec_fingerprint,
+        "spec": top.spec,
+        "groups": groups,
     }
-    inside = ~outside
-    drawn = ax.scatter(shown[inside, 0], shown[inside, 1], c=numbers[inside], s=14, **scale)
-    if outside.any():
-        ax.scatter(
-            shown[outside, 0], shown[outside, 1], c=numbers[outside], s=30, marker="X", **scale
-        )
-    fig.colorbar(drawn, ax=ax, label=zoo_figures._text(zoo_figures._label(name)))
+    return _metadata(top.name, top.family, top.num_models, license, block)
 
 
-def _color_classes(
-    ax: Any, shown: np.ndarray, outside: np.ndarray, values: np.ndarray, name: str
-) -> None:
-    """One colour per class, with a legend of the classes."""
-    labels = np.asarray(values).astype(str)
-    classes = zoo_figures._ordered(labels, None)
-    palette = "tab10" if len(classes) <= 10 else "tab20"
-    matplotlib: Any = require("matplotlib", "plots", "zoo card figures")
-    cmap = matplotlib.colormaps[palette]
-    for i, label in enumerate(classes):
-        rows = labels == label
-        color = cmap(i % cmap.N)
-        inside, beyond = rows & ~outside, rows & outside
-        text = zoo_figures._legend_text(label)
-        ax.scatter(shown[inside, 0], shown[inside, 1], s=14, color=color, label=text)
-        if beyond.any():  # no legend entry of its own: "_" labels are left out
-            ax.scatter(shown[beyond, 0], shown[beyond, 1], s=30, marker="X", color=color, label="_")
-    ax.legend(
-        title=zoo_figures._text(zoo_figures._label(name)),
-        fontsize="small",
-        loc="center left",
-        bbox_to_anchor=(1.0, 0.5),
+def render_grouped_card(
+    zoo_dir: str | os.PathLike[str],
+    *,
+    repo_id: str,
+    license: str = "cc-by-4.0",
+    figures: dict[str, list[tuple[str, str]]] | None = None,
+) -> str:
+    """The grouped zoo's ``README.md``: front matter, the groups table, usage, accuracy, figures.
+
+    Args:
+        zoo_dir: the grouped zoo's directory.
+        repo_id: the hub repo the card is for (used in the usage snippet).
+        license: license identifier.
+        figures: per group, ``(title, file name)`` of PNGs in ``figures/<group>/``.
+    """
+    meta = grouped_card_metadata(zoo_dir, license=license)
+    block = meta["weightzoo"]
+    first = block["groups"][0]["name"] if block["groups"] else "NAME"
+    intro = (
+        f"A grouped model zoo in the [weightzoo]({PROJECT_URL}) format "
+        f"(format version 2, family {markdown_text(block['family'])}): {block['num_models']} "
+        f"models in {len(block['groups'])} groups; each group is a complete zoo of its own "
+        "layout under `groups/<name>/`, and model ids are unique across groups."
     )
+    lines = [
+        *_heading(zoo_dir, meta, intro),
+        "",
+        "| group | models | model ids | params | checkpoints | shards | bytes |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for group in block["groups"]:
+        last_id = group["first_model_id"] + group["num_models"] - 1
+        lines.append(
+            f"| {markdown_text(group['name'])} | {group['num_models']} "
+            f"| {group['first_model_id']}..{last_id} | {group['num_params']} "
+            f"| {group['num_checkpoints']} | {group['num_shards']} | {group['bytes']} |"
+        )
+    python = [
+        f'one = weightzoo.ZooDataset(path, group={python_str(first)}, split="train")',
+        'every = weightzoo.GroupedBatches(path, batch_size=64, shuffle=True, split="train")',
+    ]
+    lines += [
+        "",
+        *_usage(repo_id, f"--group {shell_quote(first)} --split test --epochs last", python),
+        "The top `zoo.json` records each group manifest's sha256, and each group manifest its "
+        "shards' sha256; `weightzoo fetch` and `weightzoo verify` check the whole chain.",
+    ]
+    for group in block["groups"]:
+        name = markdown_text(group["name"])
+        if group["accuracy"]:
+            lines += ["", f"## Group {name}: accuracy at the last checkpoint", ""]
+            lines += accuracy_table(group["accuracy"])
+        for title, file in (figures or {}).get(group["name"], []):
+            lines += ["", f"### {name}: {markdown_text(title)}", ""]
+            lines.append(figure_image(file, group["name"]))
+    return "\n".join([*lines, *_FOOTER])

@@ -37,7 +37,16 @@ from weightzoo.errors import (
     WeightzooError,
     ZooNotFoundError,
 )
-from weightzoo.selection import Where, build_parts, did_you_mean, matches, select_models
+from weightzoo.features import tokenize, unflatten
+from weightzoo.selection import (
+    Where,
+    build_parts,
+    did_you_mean,
+    items_across,
+    matches,
+    part_positions,
+    select_models,
+)
 from weightzoo.selection import model_mask as model_mask
 from weightzoo.storage.groups import GroupedManifest, check_group_manifest, is_grouped, zoo_name
 from weightzoo.storage.manifest import MANIFEST_NAME, Manifest
@@ -483,8 +492,6 @@ class ZooDataset(_BatchedDataset):
         return self.transform(item) if self.transform is not None else item
 
     def _params(self, weights: torch.Tensor) -> dict[str, torch.Tensor]:
-        from weightzoo.features import unflatten
-
         # copies, so that a transform writing into one tensor leaves the rest of the row alone
         return {
             name: value.clone(memory_format=torch.contiguous_format)
@@ -492,8 +499,6 @@ class ZooDataset(_BatchedDataset):
         }
 
     def _tokens(self, weights: torch.Tensor) -> dict[str, torch.Tensor]:
-        from weightzoo.features import tokenize
-
         width = self.token_width
         out = tokenize(weights, self.zoo.layout, token_size=width, chunk=width is not None)
         positions = out["positions"].expand(len(weights), *out["positions"].shape)
@@ -731,7 +736,7 @@ def _family_dir(root: PathLike, name: str, download: bool, **fetch_options: Any)
         local = Path(root) / name
         if _selection_present(local, **fetch_options):
             return local  # fetched (and hash-checked) before: no network, no re-hashing
-        from weightzoo.sources.fetch import fetch_zoo
+        from weightzoo.sources.fetch import fetch_zoo  # the network stack: only to download
 
         return fetch_zoo(name, local, **fetch_options).path
     return resolve_zoo_dir(root, name)
@@ -882,29 +887,14 @@ class MLDSBackdoor(_BatchedDataset):
     def __len__(self) -> int:
         return int(self.cumulative[-1])
 
-    def _split(self, indices: Sequence[int] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        flat = np.asarray(indices, dtype=np.int64).reshape(-1)
-        size = len(self)
-        if flat.size and (flat.min() < -size or flat.max() >= size):
-            raise IndexError(f"index out of range for a dataset of {size} items")
-        flat = flat % size if size else flat
-        part = np.searchsorted(self.cumulative, flat, side="right") - 1
-        return part, flat - self.cumulative[part]
-
     def __getitems__(self, indices: Sequence[int]) -> list[Item]:
-        part, local = self._split(indices)
-        items: list[Item] = [{}] * len(part)
-        for p, dataset in enumerate(self.parts):
-            where = np.flatnonzero(part == p)
-            if where.size:
-                read = dataset.__getitems__(local[where].tolist())
-                for position, item in zip(where.tolist(), read, strict=True):
-                    items[position] = item
-        return items
+        return items_across(
+            self.parts, self.cumulative, indices, lambda part, local: part.__getitems__(local)
+        )
 
     def batch(self, indices: Sequence[int] | np.ndarray) -> Item:
         """Items as one collated batch, in the order asked (one read per zoo)."""
-        part, local = self._split(indices)
+        part, local = part_positions(indices, self.cumulative)
         if not len(part):
             return self.parts[0].batch([])  # empty tensors of the right shapes
         pieces, order = [], []
@@ -1162,7 +1152,3 @@ class GroupedBatches(Dataset):
     def loader(self, **options: Any) -> DataLoader:
         """A ``DataLoader`` over :attr:`sampler`'s batches (options: ``num_workers``...)."""
         return DataLoader(self, batch_sampler=self.sampler, **options)
-
-
-# Parent/child pairs of grouped zoos live beside the lineage helpers; served here too.
-from weightzoo.lineage import LineagePairs  # noqa: E402, F401

@@ -3,7 +3,9 @@
 Each figure is drawn from one :class:`CardData`, read once from the zoo: the main metric at
 every checkpoint, the final weights of (a sample of) the models, and the trajectories of a
 few of them. The 2-D embedding is PCA computed with numpy (UMAP when ``umap-learn`` is
-installed and asked for), so that drawing a card needs neither scikit-learn nor torch.
+installed and asked for), so that drawing a card needs neither scikit-learn nor torch. Its
+figure (:func:`embedding_figure`) gives a continuous colour column a colour bar and a
+categorical one a legend, and fits the view to the bulk of the points, not to a few outliers.
 
 Names and values from the zoo (its name, metric and column names, category values) are a
 publisher's: they are drawn as one bounded line of plain text (:func:`_text`), with matplotlib's
@@ -43,6 +45,12 @@ FINAL_BYTES = 128 << 20
 TRAJECTORY_BYTES = 64 << 20
 DPI = 110
 TEXT_CHARS = 40  # of one publisher string in a figure (a title, a label, a legend entry)
+#: An integer colour column with at most this many values is drawn as classes (a legend).
+MAX_CLASSES = 12
+#: The view of the embedding ends at Tukey's far-out fences: this many interquartile ranges
+#: beyond the quartiles (J. W. Tukey, Exploratory Data Analysis, 1977).
+FENCE_IQR = 3.0
+VIEW_MARGIN = 0.05  # of the view's span, on each side, so that edge markers are not cut
 
 
 @dataclass
@@ -303,33 +311,143 @@ def mean_vs_std(data: CardData) -> Any:
     return fig
 
 
-def _color_points(fig: Any, ax: Any, points: np.ndarray, values: np.ndarray, name: str) -> None:
-    """Scatter ``points`` coloured by ``values``: a legend for classes, a colour bar for numbers."""
-    if values.dtype.kind in "biuf" and len(np.unique(values)) > 12:
-        drawn = ax.scatter(points[:, 0], points[:, 1], c=values, s=14, cmap="viridis")
-        fig.colorbar(drawn, ax=ax, label=_text(_label(name)))
-        return
-    labels = values.astype(str)
-    classes = _ordered(labels, None)
-    palette = "tab10" if len(classes) <= 10 else "tab20"
-    cmap = require("matplotlib", "plots", "zoo card figures").colormaps[palette]  # type: ignore[attr-defined]
-    for i, label in enumerate(classes):
-        rows = labels == label
-        color = cmap(i % cmap.N)
-        ax.scatter(points[rows, 0], points[rows, 1], s=14, color=color, label=_legend_text(label))
-    ax.legend(
-        title=_text(_label(name)), fontsize="small", loc="center left", bbox_to_anchor=(1.0, 0.5)
-    )
+def is_continuous(values: np.ndarray) -> bool:
+    """Whether a colour column is a quantity (a colour bar) rather than classes (a legend).
+
+    Floats are quantities however few their values (a final accuracy of 12 models takes at most
+    12); strings and booleans are classes; integers are classes up to :data:`MAX_CLASSES`
+    values (a seed or a width), quantities beyond.
+    """
+    kind = np.asarray(values).dtype.kind
+    if kind == "f":
+        return True
+    if kind in "iu":
+        return len(np.unique(values)) > MAX_CLASSES
+    return False
+
+
+def view_limits(values: np.ndarray) -> tuple[float, float]:
+    """The axis range that shows the bulk of ``values``, whatever a few outliers do.
+
+    The range is the data's, cut at Tukey's far-out fences (:data:`FENCE_IQR` interquartile
+    ranges beyond the quartiles; where half the points share one value, the 5-95 percentile
+    range stands in for the IQR), then widened by :data:`VIEW_MARGIN` on each side. Percentiles
+    near the ends (1st-99th) would not do: of 80 points, two outliers on one side are the 99th
+    percentile.
+
+    Args:
+        values: one coordinate of the points (NaN and infinities are left out).
+
+    Returns:
+        ``(low, high)`` with ``low < high``.
+    """
+    finite = np.asarray(values, dtype=np.float64)
+    finite = finite[np.isfinite(finite)]
+    if finite.size == 0:
+        return (-1.0, 1.0)
+    q5, q25, q75, q95 = np.percentile(finite, [5, 25, 75, 95])
+    spread = (q75 - q25) or (q95 - q5)
+    low = max(float(finite.min()), q25 - FENCE_IQR * spread)
+    high = min(float(finite.max()), q75 + FENCE_IQR * spread)
+    # One value (or a bulk of one value): a range around it of its own scale.
+    span = high - low or max(abs(low), 1.0) * 0.1
+    return (low - VIEW_MARGIN * span, high + VIEW_MARGIN * span)
 
 
 def embedding_figure(data: CardData, embedding: Embedding) -> Any:
-    """The final weights in 2-D, coloured by :attr:`CardData.color_by`."""
+    """The final weights in 2-D, coloured by :attr:`CardData.color_by`.
+
+    A continuous column gets a colour bar, a categorical one a legend (:func:`is_continuous`).
+    The view shows the bulk of the points (:func:`view_limits`); points beyond it are drawn
+    as crosses at its edge, and the x-axis label says how many.
+
+    Args:
+        data: what the card's figures are drawn from.
+        embedding: the 2-D embedding of ``data.final``.
+
+    Returns:
+        The matplotlib ``Figure``.
+    """
     fig = _figure(7.2, 4.6)
     ax = fig.add_subplot()
-    _color_points(fig, ax, embedding.points, data.columns[data.color_by], data.color_by)
+    points = np.asarray(embedding.points, dtype=np.float64)
+    limits = [view_limits(points[:, 0]), view_limits(points[:, 1])]
+    shown, outside = _into_view(points, limits)
+    values = data.columns[data.color_by]
+    if is_continuous(values):
+        _color_bar(fig, ax, shown, outside, values, data.color_by)
+    else:
+        _color_classes(ax, shown, outside, values, data.color_by)
+    ax.set_xlim(*limits[0])
+    ax.set_ylim(*limits[1])
     _axis_labels(ax, embedding)
+    count = int(outside.sum())
+    if count:
+        ax.set_xlabel(
+            f"{ax.get_xlabel()}\n{count} {'point' if count == 1 else 'points'} outside the view, "
+            "drawn as x at its edge"
+        )
     _title(ax, data.name, f"{embedding.method} of the final weights")
     return fig
+
+
+def _into_view(points: np.ndarray, limits: list[tuple[float, float]]) -> tuple[np.ndarray, ...]:
+    """The points, those outside the view moved onto its edge; and which those are."""
+    shown = points.copy()
+    outside = np.zeros(len(points), dtype=bool)
+    for axis, (low, high) in enumerate(limits):
+        column = points[:, axis]
+        beyond = (column < low) | (column > high)
+        inner = (high - low) * VIEW_MARGIN / 2  # so that the edge marker is seen whole
+        shown[beyond, axis] = np.clip(column[beyond], low + inner, high - inner)
+        outside |= beyond
+    return shown, outside
+
+
+def _color_bar(
+    fig: Any, ax: Any, shown: np.ndarray, outside: np.ndarray, values: np.ndarray, name: str
+) -> None:
+    """Points coloured on one scale for inside and outside, with a colour bar of ``name``."""
+    numbers = np.asarray(values, dtype=np.float64)
+    finite = numbers[np.isfinite(numbers)]
+    scale = {
+        # Bright is good either way: losses get the reversed colour map.
+        "cmap": "viridis_r" if "loss" in name else "viridis",
+        "vmin": float(finite.min()) if finite.size else None,
+        "vmax": float(finite.max()) if finite.size else None,
+    }
+    inside = ~outside
+    drawn = ax.scatter(shown[inside, 0], shown[inside, 1], c=numbers[inside], s=14, **scale)
+    if outside.any():
+        ax.scatter(
+            shown[outside, 0], shown[outside, 1], c=numbers[outside], s=30, marker="X", **scale
+        )
+    fig.colorbar(drawn, ax=ax, label=_text(_label(name)))
+
+
+def _color_classes(
+    ax: Any, shown: np.ndarray, outside: np.ndarray, values: np.ndarray, name: str
+) -> None:
+    """One colour per class, with a legend of the classes."""
+    labels = np.asarray(values).astype(str)
+    classes = _ordered(labels, None)
+    palette = "tab10" if len(classes) <= 10 else "tab20"
+    matplotlib: Any = require("matplotlib", "plots", "zoo card figures")
+    cmap = matplotlib.colormaps[palette]
+    for i, label in enumerate(classes):
+        rows = labels == label
+        color = cmap(i % cmap.N)
+        inside, beyond = rows & ~outside, rows & outside
+        text = _legend_text(label)
+        ax.scatter(shown[inside, 0], shown[inside, 1], s=14, color=color, label=text)
+        if beyond.any():  # no legend entry of its own: "_" labels are left out
+            ax.scatter(shown[beyond, 0], shown[beyond, 1], s=30, marker="X", color=color, label="_")
+    ax.legend(
+        title=_text(_label(name)),
+        fontsize="small",
+        loc="center left",
+        bbox_to_anchor=(1.0, 0.5),
+    )
 
 
 def _axis_labels(ax: Any, embedding: Embedding) -> None:
@@ -420,11 +538,12 @@ def write_figures(
 
     Raises:
         MissingExtraError: if matplotlib (the ``plots`` extra) is not installed.
+        UnknownColumnError: for an unknown ``color_by``.
         StorageWriteError: if a PNG (or ``out_dir``) cannot be written (a full disk); its
             ``filename`` is the file.
     """
-    _figure()  # fail early, and by name, without matplotlib
     matplotlib: Any = require("matplotlib", "plots", "zoo card figures")
+    require("matplotlib.figure", "plots", "zoo card figures")  # fail early, and by name
     # A user's matplotlibrc may turn LaTeX on: publisher text must never reach it.
     with matplotlib.rc_context({"text.usetex": False}):
         return _draw_figures(zoo_dir, out_dir, color_by=color_by, embedding=embedding)

@@ -23,19 +23,18 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from weightzoo.datasets import ZooDataset
 from weightzoo.errors import (
     GroupRequiredError,
     InvalidOptionError,
     ManifestError,
     UnknownColumnError,
 )
-from weightzoo.selection import build_parts
+from weightzoo.selection import build_parts, items_across
 from weightzoo.storage.layout import Layout
-from weightzoo.zoo import Zoo
+from weightzoo.zoo import NO_PARENT, PARENT_COLUMN, Zoo
 
 PathLike = str | os.PathLike[str]
-PARENT_COLUMN = "parent"
-NO_PARENT = -1
 INFO_COLUMNS = ("optimizer", "lr", "pretraining", "head", "seed")
 """Columns copied into each item's ``info`` where the child group has them."""
 
@@ -59,11 +58,6 @@ class ModelLocation:
     position: int
 
 
-def _parts(zoo: Zoo) -> list[Zoo]:
-    """Every version-1 part of a zoo: its groups, or the zoo itself."""
-    return [zoo.group(g) for g in zoo.groups] if zoo.grouped is not None else [zoo]
-
-
 def _column(part: Zoo, name: str) -> np.ndarray | None:
     columns = part.reader(epochs="last").columns
     return np.asarray(columns[name]) if name in columns else None
@@ -78,7 +72,7 @@ def locate_models(zoo: Zoo) -> dict[int, ModelLocation]:
             otherwise pair a child with another model's weights.
     """
     out: dict[int, ModelLocation] = {}
-    for part in _parts(zoo):
+    for part in zoo.parts():
         reader = part.reader(epochs="last")
         ids = None
         if part.grouped is not None and part.group_name is not None:
@@ -109,36 +103,23 @@ def _has_parents(part: Zoo) -> bool | None:
 
 def parent_groups(zoo: Zoo) -> list[str]:
     """Groups with a ``parent`` column whose models all start from scratch (parent -1)."""
-    return [p.group_name or "" for p in _parts(zoo) if _has_parents(p) is False]
+    return [p.group_name or "" for p in zoo.parts() if _has_parents(p) is False]
 
 
 def child_groups(zoo: Zoo) -> list[str]:
     """Groups whose models have parents (fine-tuned models)."""
-    return [p.group_name or "" for p in _parts(zoo) if _has_parents(p)]
+    return [p.group_name or "" for p in zoo.parts() if _has_parents(p)]
 
 
 def parent_of(zoo: Zoo, model_id: int) -> int | None:
     """The model id that model ``model_id`` was fine-tuned from; ``None`` for a root model.
 
+    The same as :meth:`weightzoo.Zoo.parent_of`.
+
     Raises:
         UnknownColumnError: for a zoo without a ``parent`` column, or an id it does not hold.
     """
-    for part in _parts(zoo):
-        reader = part.reader(epochs="last")
-        hits = np.flatnonzero(reader.column("model_id") == int(model_id))
-        if hits.size:
-            if PARENT_COLUMN not in reader.columns:
-                raise UnknownColumnError(
-                    f"zoo {zoo.name!r} at {zoo.root} records no lineage (no {PARENT_COLUMN!r} "
-                    f"column in {part.group_name or 'the zoo'}); parent_of needs a zoo of "
-                    "pre-trained and fine-tuned models such as vit-digits"
-                )
-            parent = int(reader.column(PARENT_COLUMN)[hits[0]])
-            return None if parent == NO_PARENT else parent
-    raise UnknownColumnError(
-        f"zoo {zoo.name!r} at {zoo.root} has no model with id {model_id} on disk "
-        f"(it holds {len(zoo)} models; ids run on across groups)"
-    )
+    return zoo.parent_of(model_id)
 
 
 def shared_names(first: Layout, second: Layout) -> list[str]:
@@ -195,8 +176,6 @@ class LineagePairs(Dataset):
         transform: Callable[[Any], Any] | None = None,
         allow_empty: bool = False,
     ) -> None:
-        from weightzoo.datasets import ZooDataset
-
         self.zoo = root if isinstance(root, Zoo) else Zoo(root)
         children = child_groups(self.zoo)
         if not children:
@@ -311,20 +290,7 @@ class LineagePairs(Dataset):
         return items
 
     def __getitems__(self, indices: Sequence[int]) -> list[tuple[Any, Any, dict]]:
-        flat = np.asarray(indices, dtype=np.int64).reshape(-1)
-        size = len(self)
-        if flat.size and (flat.min() < -size or flat.max() >= size):
-            raise IndexError(f"index out of range for a dataset of {size} items")
-        flat = flat % size if size else flat
-        part = np.searchsorted(self.cumulative, flat, side="right") - 1
-        items: list[Any] = [None] * len(flat)
-        for p, dataset in enumerate(self.parts):
-            where = np.flatnonzero(part == p)
-            if where.size:
-                local = (flat[where] - self.cumulative[p]).tolist()
-                for position, item in zip(where.tolist(), self._items(dataset, local), strict=True):
-                    items[position] = item
-        return items
+        return items_across(self.parts, self.cumulative, indices, self._items)
 
     def __getitem__(self, index: int) -> tuple[Any, Any, dict]:
         """Item ``index``: ``(parent row, child row, info)``."""

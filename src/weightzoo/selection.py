@@ -433,3 +433,55 @@ def build_parts(
         reasons = "; ".join(f"[{name}] {exc}" for name, exc in empty)
         raise EmptySelectionError(f"the selection keeps no model in any part: {reasons}")
     return built
+
+
+def part_positions(
+    indices: Sequence[int] | np.ndarray, cumulative: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Where items of a Dataset over several parts lie: the part of each, and its index there.
+
+    Args:
+        indices: item indices; negative ones count from the end, as for a list.
+        cumulative: ``[0, len(part 0), len(part 0) + len(part 1), ...]``.
+
+    Returns:
+        ``(part, local)``, one entry per index.
+
+    Raises:
+        IndexError: for an index outside the Dataset.
+    """
+    flat = np.asarray(indices, dtype=np.int64).reshape(-1)
+    size = int(cumulative[-1])
+    if flat.size and (flat.min() < -size or flat.max() >= size):
+        raise IndexError(f"index out of range for a dataset of {size} items")
+    flat = flat % size if size else flat
+    part = np.searchsorted(cumulative, flat, side="right") - 1
+    return part, flat - cumulative[part]
+
+
+def items_across(
+    parts: Sequence[Any],
+    cumulative: np.ndarray,
+    indices: Sequence[int] | np.ndarray,
+    read: Callable[[Any, list[int]], Sequence[T]],
+) -> list[T]:
+    """The items at ``indices`` of a Dataset over several parts, one ``read`` per part.
+
+    Args:
+        parts: the parts' Datasets.
+        cumulative: as for :func:`part_positions`.
+        indices: item indices, in the order wanted.
+        read: ``read(part, local indices)`` gives that part's items, in that order.
+
+    Raises:
+        IndexError: for an index outside the Dataset.
+    """
+    part, local = part_positions(indices, cumulative)
+    items: list[Any] = [None] * len(part)
+    for p, dataset in enumerate(parts):
+        where = np.flatnonzero(part == p)
+        if where.size:
+            read_here = read(dataset, local[where].tolist())
+            for position, item in zip(where.tolist(), read_here, strict=True):
+                items[position] = item
+    return items

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from weightzoo.errors import require
+from weightzoo.errors import ShardMissingError, UnknownColumnError, require
 from weightzoo.selection import check_epoch_names, check_split_names, listing
 from weightzoo.storage.groups import GroupedManifest, load_any, resolve_group
 from weightzoo.storage.layout import Layout
@@ -19,6 +19,9 @@ from weightzoo.storage.sidecar import sidecar_records
 from weightzoo.storage.verify import check_shard
 
 PathLike = str | os.PathLike[str]
+#: The per-model column of a zoo with lineage: the id of the model another one started from.
+PARENT_COLUMN = "parent"
+NO_PARENT = -1  # in PARENT_COLUMN: trained from scratch
 
 
 class Zoo:
@@ -97,9 +100,26 @@ class Zoo:
         Raises:
             UnknownColumnError: for a zoo without lineage, or an id it does not hold.
         """
-        from weightzoo.lineage import parent_of
+        for part in self.parts():
+            reader = part.reader(epochs="last")
+            hits = np.flatnonzero(reader.column("model_id") == int(model_id))
+            if hits.size:
+                if PARENT_COLUMN not in reader.columns:
+                    raise UnknownColumnError(
+                        f"zoo {self.name!r} at {self.root} records no lineage (no "
+                        f"{PARENT_COLUMN!r} column in {part.group_name or 'the zoo'}); parent_of "
+                        "needs a zoo of pre-trained and fine-tuned models such as vit-digits"
+                    )
+                parent = int(reader.column(PARENT_COLUMN)[hits[0]])
+                return None if parent == NO_PARENT else parent
+        raise UnknownColumnError(
+            f"zoo {self.name!r} at {self.root} has no model with id {model_id} on disk "
+            f"(it holds {len(self)} models; ids run on across groups)"
+        )
 
-        return parent_of(self, model_id)
+    def parts(self) -> list[Zoo]:
+        """Every version-1 part of this zoo: its groups, or the zoo itself."""
+        return [self.group(g) for g in self.groups] if self.grouped is not None else [self]
 
     def __repr__(self) -> str:
         if self._manifest is None:
@@ -195,7 +215,7 @@ class Zoo:
 
     def state_dict(self, row: Any) -> dict[str, Any]:
         """Turn one weight row (array or tensor) back into a ``state_dict`` of tensors."""
-        import torch
+        import torch  # here, not at the top: opening a zoo needs no torch
 
         from weightzoo.features import unflatten
 
@@ -247,8 +267,6 @@ class Zoo:
         Raises:
             UnknownColumnError: for an id that is not in the zoo (or not on disk).
         """
-        from weightzoo.errors import ShardMissingError, UnknownColumnError
-
         ids_on_disk, positions = [], []
         for split in self.manifest.splits():  # a split whose shards were not fetched is skipped
             try:
@@ -278,8 +296,6 @@ class Zoo:
         return where[order[found]]
 
     def _local_indices(self, reader: ZooReader, models: int | Sequence[int] | None) -> np.ndarray:
-        from weightzoo.errors import UnknownColumnError
-
         if models is None:
             return np.arange(reader.num_models)
         wanted = np.atleast_1d(np.asarray(models, dtype=np.int64))
@@ -311,7 +327,7 @@ class Zoo:
                 architecture), or a grid zoo without ``model``.
             LayoutError: for a spec whose module has other tensors than the zoo's layout.
         """
-        from weightzoo.architectures import UnbuildableSpecError, build_model
+        from weightzoo.architectures import UnbuildableSpecError, build_model  # torch: on use
 
         columns = self.model_columns(model) if model is not None else {}
         columns = {k: v[0] for k, v in columns.items()}
@@ -342,7 +358,7 @@ class Zoo:
                 the layout.
             UnbuildableSpecError: as :meth:`build_model`.
         """
-        from weightzoo.features import load_vector
+        from weightzoo.features import load_vector  # torch: on use
 
         if isinstance(row, tuple):
             model, epoch = row

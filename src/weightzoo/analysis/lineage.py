@@ -21,14 +21,8 @@ import numpy as np
 
 from weightzoo.analysis.data import arrays, zoo_label
 from weightzoo.analysis.tables import Row, Table, UnsupportedTableError
-from weightzoo.lineage import (
-    PARENT_COLUMN,
-    child_groups,
-    columns_of,
-    parent_groups,
-    shared_names,
-)
-from weightzoo.zoo import Zoo
+from weightzoo.lineage import child_groups, columns_of, parent_groups, shared_names
+from weightzoo.zoo import PARENT_COLUMN, Zoo
 
 SOURCE = (
     "Falk, Meynent, Pfammatter, Schürholt, Borth, A Model Zoo of Vision Transformers "

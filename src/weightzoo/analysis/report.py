@@ -210,11 +210,6 @@ def _attempt(result: Report, table_id: str, zoo: str, run: Callable[[], Table]) 
         result.skipped.append(Skipped(table_id, zoo, str(exc)))
 
 
-def _quality(zoos: list[Zoo], result: Report) -> None:
-    for zoo in zoos:
-        _attempt(result, "quality", zoo_label(zoo), lambda zoo=zoo: quality.quality_table(zoo))
-
-
 def _collect(result: Report, found: tuple[Table | None, list[Skipped]]) -> None:
     table, skipped = found
     if table is not None:
@@ -243,27 +238,9 @@ def _modelzoo_table3(zoos: list[Zoo], result: Report) -> None:
     _collect(result, probes.table3(zoos))
 
 
-def _trajectories(zoos: list[Zoo], result: Report) -> None:
-    for zoo in zoos:
-        _attempt(
-            result,
-            "trajectories.clustering",
-            zoo_label(zoo),
-            lambda zoo=zoo: trajectories.trajectory_table(zoo),
-        )
+def _per_zoo(table_id: str, make: Callable[[Zoo], Table]) -> Callable[[list[Zoo], Report], None]:
+    """A runner of a table computed from each zoo on its own."""
 
-
-def _property(zoos: list[Zoo], result: Report) -> None:
-    for zoo in zoos:
-        _attempt(
-            result,
-            "property.distinguish",
-            zoo_label(zoo),
-            lambda zoo=zoo: property_inference.distinguish_table(zoo),
-        )
-
-
-def _vit(table_id: str, make: Callable[[Zoo], Table]) -> Callable[[list[Zoo], Report], None]:
     def run(zoos: list[Zoo], result: Report) -> None:
         for zoo in zoos:
             _attempt(result, table_id, zoo_label(zoo), lambda zoo=zoo: make(zoo))
@@ -271,19 +248,14 @@ def _vit(table_id: str, make: Callable[[Zoo], Table]) -> Callable[[list[Zoo], Re
     return run
 
 
-def _phase(zoos: list[Zoo], result: Report) -> None:
-    for zoo in zoos:
-        _attempt(result, "phase.diagram", zoo_label(zoo), lambda zoo=zoo: phase.diagram_table(zoo))
-
-
 _RUNNERS: dict[str, Callable[[list[Zoo], Report], None]] = {
-    "quality": _quality,
+    "quality": _per_zoo("quality", quality.quality_table),
     "mlds.table1": _mlds_table1,
     "mlds.table2": _mlds_table2,
     "modelzoo.table3": _modelzoo_table3,
-    "trajectories.clustering": _trajectories,
-    "property.distinguish": _property,
-    "vit.finetune": _vit("vit.finetune", lineage.finetune_table),
-    "vit.lineage": _vit("vit.lineage", lineage.lineage_table),
-    "phase.diagram": _phase,
+    "trajectories.clustering": _per_zoo("trajectories.clustering", trajectories.trajectory_table),
+    "property.distinguish": _per_zoo("property.distinguish", property_inference.distinguish_table),
+    "vit.finetune": _per_zoo("vit.finetune", lineage.finetune_table),
+    "vit.lineage": _per_zoo("vit.lineage", lineage.lineage_table),
+    "phase.diagram": _per_zoo("phase.diagram", phase.diagram_table),
 }

@@ -145,13 +145,15 @@ def spec_module(name: str) -> ModuleType:
 def family(name: str) -> Any:
     """The family object of ``name``: a :class:`~weightzoo.generate.base.Family`.
 
-    A family from outside that keeps a ``family(name)`` factory gives whatever it returns.
+    A package that trains several names keeps them in ``FAMILIES`` (name to family), one
+    that trains one name in ``FAMILY``; a family from outside that keeps a ``family(name)``
+    factory gives whatever it returns.
 
     Raises:
         UnknownZooError: for a name that is not registered.
     """
     module = _part(name, "family")
-    found = getattr(module, "FAMILY", None)
+    found = getattr(module, "FAMILIES", {}).get(name, getattr(module, "FAMILY", None))
     return found if found is not None else module.family(name)
 
 

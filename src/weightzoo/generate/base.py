@@ -351,31 +351,46 @@ class Family(Generic[SpecT]):
     (:meth:`layout`, :meth:`checkpoint_epochs`, :meth:`metric_names`, :meth:`plan`, and
     :meth:`train_block` with :meth:`progress_total`, or :meth:`train`) and bind their spec
     class, so that the registry refuses a spec of another class once and the methods need no
-    checks. The optional hooks answer ``None`` where a family has nothing of its own, and the
-    engine's generic code applies.
+    checks; :meth:`layout` and :meth:`metric_names` have defaults (the layout of
+    :meth:`build_model`'s module, and :attr:`metrics`). The optional hooks answer ``None`` where
+    a family has nothing of its own, and the engine's generic code applies.
 
     Attributes:
         name: the family's registry name (a manifest's ``family``).
         spec_class: the spec class (or classes) the family trains.
         progress_unit: the unit of the default :meth:`train`'s bar.
+        metrics: the default :meth:`metric_names`, for a family whose every spec stores the
+            same metrics (empty: the family defines :meth:`metric_names`).
     """
 
     name: ClassVar[str]
     spec_class: ClassVar[type[ZooSpec] | tuple[type[ZooSpec], ...]]
     progress_unit: ClassVar[str] = "step"
+    metrics: ClassVar[tuple[str, ...]] = ()
 
     # -- the runner's contract -------------------------------------------------------------
     def layout(self, spec: SpecT) -> Layout:
-        """The layout of one model's flattened weights."""
-        raise NotImplementedError(f"{type(self).__name__} must define layout()")
+        """The layout of one model's flattened weights.
+
+        The default lays out the module :meth:`build_model` builds for the spec (a row whose
+        columns change nothing); a family whose rows differ from that defines its own.
+        """
+        module = self.build_model(spec.to_dict(), {})
+        if module is None:
+            raise NotImplementedError(f"{type(self).__name__} must define layout()")
+        from weightzoo.features import layout_of  # torch only when asked
+
+        return layout_of(module)
 
     def checkpoint_epochs(self, spec: SpecT) -> list[int]:
         """The label (epoch) of each checkpoint, in checkpoint-axis order."""
         raise NotImplementedError(f"{type(self).__name__} must define checkpoint_epochs()")
 
     def metric_names(self, spec: SpecT) -> list[str]:
-        """Names of the per-checkpoint metrics every record carries."""
-        raise NotImplementedError(f"{type(self).__name__} must define metric_names()")
+        """Names of the per-checkpoint metrics every record carries (default: :attr:`metrics`)."""
+        if not self.metrics:
+            raise NotImplementedError(f"{type(self).__name__} must define metric_names()")
+        return list(self.metrics)
 
     def plan(self, spec: SpecT) -> list[ModelPlan]:
         """One plan per model, ordered by ``model_id``."""
@@ -476,11 +491,13 @@ class Family(Generic[SpecT]):
         *,
         show: bool,
         on_epoch: Callable[[int, int | None], None] | None,
-    ) -> Iterator[Callable[[int], None]]:
+    ) -> Iterator[Callable[..., None]]:
         """A progress bar of ``total`` units over one block, and the report that moves it.
 
-        ``report(done)`` advances the bar by ``done`` units and tells the runner's ``on_epoch``
-        that all of the block's models trained (the family has no pass count).
+        ``report(done, models=None)`` advances the bar by ``done`` units and tells the runner's
+        ``on_epoch`` that ``models`` models trained that epoch (``None``: all of the block's;
+        a family that trains a block as several populations passes the population's size).
+        The family has no pass count.
 
         Args:
             spec: the zoo spec (the bar's label).
@@ -495,10 +512,10 @@ class Family(Generic[SpecT]):
             total=total, disable=not show, desc=spec.name, unit=self.progress_unit, leave=False
         )
 
-        def report(done: int) -> None:
+        def report(done: int, models: int | None = None) -> None:
             bar.update(done)
             if on_epoch is not None:
-                on_epoch(len(plans), None)
+                on_epoch(len(plans) if models is None else models, None)
 
         try:
             yield report

@@ -44,7 +44,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from weightzoo.blocks import ModelRecord
 from weightzoo.generate import resume
+from weightzoo.generate.base import ModelPlan
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine", "onecycle")
@@ -575,6 +577,41 @@ class PopulationResult:
         return self.weights[:, self.checkpoints.index(0)]
 
 
+def plan_records(
+    plans: Sequence[ModelPlan],
+    weights: np.ndarray,
+    metrics: Mapping[str, np.ndarray],
+    device: str | torch.device,
+    names: Sequence[str] | None = None,
+) -> list[ModelRecord]:
+    """One record per plan, in order: row ``i`` of the weights and metrics for ``plans[i]``.
+
+    Each record's columns hold the ``device`` alone; a family adds its own columns to them.
+
+    Args:
+        plans: the trained models, in the order of the rows.
+        weights: ``[M, checkpoints, P]`` (a :class:`PopulationResult`'s).
+        metrics: ``{name: [M, checkpoints]}``.
+        device: where the models trained.
+        names: the metrics to store (``None``: all of ``metrics``).
+    """
+    stored = list(metrics) if names is None else names
+    return [
+        ModelRecord(
+            model_id=plan.model_id,
+            weights=weights[i],
+            metrics={m: metrics[m][i] for m in stored},
+            columns={"device": str(device)},
+        )
+        for i, plan in enumerate(plans)
+    ]
+
+
+def step_progress(progress: Callable[[int], None] | None) -> Callable[[int, int], None] | None:
+    """:func:`train`'s ``progress`` for a callback that counts optimizer steps alone."""
+    return None if progress is None else (lambda steps, _left: progress(steps))
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """How a population is trained (what is shared; per-model values are sequences).
@@ -634,6 +671,17 @@ class TrainConfig:
     give_up_watch: str | None = None
     groups: Sequence[int] | None = None
     ends_group: Callable[[Mapping[str, np.ndarray]], np.ndarray] | None = None
+
+    @classmethod
+    def from_spec(cls, spec: Any, **fields: Any) -> TrainConfig:
+        """A spec's ``optimizer``, ``lr``, ``weight_decay``, ``epochs`` and ``batch_size``.
+
+        Args:
+            spec: a zoo spec with those fields (one that ``fields`` gives is not read).
+            **fields: the other fields, and those where the population differs from the spec.
+        """
+        common = ("optimizer", "lr", "weight_decay", "epochs", "batch_size")
+        return cls(**{name: getattr(spec, name) for name in common if name not in fields}, **fields)
 
 
 def train(

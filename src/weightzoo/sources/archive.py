@@ -175,6 +175,20 @@ class _Names:
             self.dirs.setdefault(parent, parent)
         (self.dirs if is_dir else self.files)[key] = name
 
+    def admit(self, name: str, is_dir: bool, problem: str | None) -> PurePosixPath | None:
+        """Check member ``name`` against every rule; its path, ``None`` for the root itself.
+
+        Raises:
+            UnsafeArchiveError: for an unsafe name, a ``problem`` found in the member's type
+                (a link, a device...), or a name that clashes with one seen before.
+        """
+        path = member_path(name, self.source)
+        if problem:
+            raise _refuse(self.source, name, problem)
+        if path is not None:
+            self.add(name, path, is_dir)
+        return path
+
 
 def _check_ratio(source: str, name: str, size: int, compressed: int, max_ratio: float) -> None:
     if size > RATIO_FLOOR and size > max_ratio * max(compressed, 1):
@@ -380,13 +394,8 @@ def check_zip(
     infos = archive.infolist()
     limit, total = total_limit(_zip_bytes(archive), max_ratio), 0
     for info in infos:
-        path = member_path(info.filename, source)
-        problem = _zip_mode_problem(info)
-        if problem:
-            raise _refuse(source, info.filename, problem)
-        if path is None:
+        if names.admit(info.filename, info.is_dir(), _zip_mode_problem(info)) is None:
             continue
-        names.add(info.filename, path, info.is_dir())
         _check_ratio(source, info.filename, info.file_size, info.compress_size, max_ratio)
         total += info.file_size
         _check_total(source, info.filename, total, limit)
@@ -581,13 +590,9 @@ def _extract_tar_members(
     names = _Names(source)
     members, total = [], 0
     for member in tar:
-        path = member_path(member.name, source)
-        problem = _tar_type_problem(member)
-        if problem:
-            raise _refuse(source, member.name, problem)
+        path = names.admit(member.name, member.isdir(), _tar_type_problem(member))
         if path is None:
             continue
-        names.add(member.name, path, member.isdir())
         if member.isdir():
             _target(root, path).mkdir(parents=True, exist_ok=True)
             continue

@@ -110,7 +110,6 @@ from weightzoo.sources.archive import (
     _Names,
     _refuse,
     _tar_type_problem,
-    member_path,
     staging,
 )
 from weightzoo.sources.fetch import PROVENANCE_NAME, _check_out
@@ -530,15 +529,12 @@ def _walk(tar: tarfile.TarFile, stage: _Stage, budget: _Budget, stream: _Tar) ->
     names = _Names(stage.source)
     for member in tar:
         stream.admit(member)
-        path = member_path(member.name, stage.source)
         problem = _tar_type_problem(member)
         if member.issparse():  # its holes are zeros that no received byte accounts for
             problem = "a sparse file (the zoo has none)"
-        if problem:
-            raise _refuse(stage.source, member.name, problem)
+        path = names.admit(member.name, member.isdir(), problem)
         if path is None:
             continue
-        names.add(member.name, path, member.isdir())
         if member.isdir():
             continue
         budget.declare(member)

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 from weightzoo.errors import (
-    FormatVersionError,
     GroupManifestError,
     GroupRequiredError,
     ManifestError,
@@ -36,6 +35,8 @@ from weightzoo.storage.manifest import (
     Manifest,
     ShardEntry,
     _as_bool,
+    identity_fields,
+    read_format_version,
     read_manifest_file,
     safe_relative_path,
     write_json_atomically,
@@ -201,22 +202,12 @@ class GroupedManifest:
             FormatVersionError: for a version above 2.
             ManifestError: for anything malformed.
         """
-        if not isinstance(data, dict) or data.get("format") != FORMAT_NAME:
-            raise ManifestError(f"{source} is not a weightzoo manifest (no 'format': 'weightzoo')")
-        version = data.get("format_version")
+        version = read_format_version(data, source)
         if version != GROUPED_FORMAT_VERSION:
-            if isinstance(version, int) and version > GROUPED_FORMAT_VERSION:
-                raise FormatVersionError(
-                    f"{source} uses format version {version}, but this weightzoo reads versions "
-                    f"up to {GROUPED_FORMAT_VERSION}. Upgrade weightzoo: pip install -U weightzoo"
-                )
             raise ManifestError(f"{source} is not a grouped zoo (format_version {version!r})")
         try:
             manifest = cls(
-                name=str(data["name"]),
-                family=str(data["family"]),
-                spec=dict(data["spec"]),
-                spec_fingerprint=str(data["spec_fingerprint"]),
+                **identity_fields(data),
                 groups=[GroupEntry.from_json(row) for row in data["groups"]],
                 extra=dict(data.get("extra", {})),
                 finished=_as_bool(data.get("finished", False)),

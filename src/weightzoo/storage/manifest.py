@@ -136,6 +136,38 @@ def parse_slice_manifest_name(name: str) -> tuple[int, int] | None:
     return (index, count) if index < count <= MAX_SLICES else None
 
 
+def read_format_version(data: Any, source: str) -> Any:
+    """The ``format_version`` of parsed manifest JSON (of either kind), unchecked below.
+
+    Raises:
+        ManifestError: for JSON that is not a weightzoo manifest.
+        FormatVersionError: for a version newer than this weightzoo reads.
+    """
+    if not isinstance(data, dict) or data.get("format") != FORMAT_NAME:
+        raise ManifestError(f"{source} is not a weightzoo manifest (no 'format': 'weightzoo')")
+    version = data.get("format_version")
+    if isinstance(version, int) and version > GROUPED_FORMAT_VERSION:
+        raise FormatVersionError(
+            f"{source} uses format version {version}, but this weightzoo reads versions up to "
+            f"{GROUPED_FORMAT_VERSION}. Upgrade weightzoo: pip install -U weightzoo"
+        )
+    return version
+
+
+def identity_fields(data: dict[str, Any]) -> dict[str, Any]:
+    """The fields that name a zoo and its spec, in a zoo's manifest and a grouped zoo's alike.
+
+    Raises:
+        KeyError: for a missing field (the caller names its manifest).
+    """
+    return {
+        "name": str(data["name"]),
+        "family": str(data["family"]),
+        "spec": dict(data["spec"]),
+        "spec_fingerprint": str(data["spec_fingerprint"]),
+    }
+
+
 def _as_bool(value: Any) -> bool:
     if not isinstance(value, bool):
         raise ManifestError(f"'finished' must be true or false, got {value!r}")
@@ -414,9 +446,7 @@ class Manifest:
             FormatVersionError: for a newer format version.
             ManifestError: for anything malformed.
         """
-        if not isinstance(data, dict) or data.get("format") != FORMAT_NAME:
-            raise ManifestError(f"{source} is not a weightzoo manifest (no 'format': 'weightzoo')")
-        version = data.get("format_version")
+        version = read_format_version(data, source)
         if not isinstance(version, int):
             raise ManifestError(f"{source} has no integer 'format_version'")
         if version == GROUPED_FORMAT_VERSION:
@@ -427,17 +457,9 @@ class Manifest:
                 "open it with weightzoo.Zoo(path).group(NAME), pass group=NAME (--group NAME "
                 "on the command line), or give the group's directory"
             )
-        if version > FORMAT_VERSION:
-            raise FormatVersionError(
-                f"{source} uses format version {version}, but this weightzoo reads versions up to "
-                f"{GROUPED_FORMAT_VERSION}. Upgrade weightzoo: pip install -U weightzoo"
-            )
         try:
             manifest = cls(
-                name=str(data["name"]),
-                family=str(data["family"]),
-                spec=dict(data["spec"]),
-                spec_fingerprint=str(data["spec_fingerprint"]),
+                **identity_fields(data),
                 layout=_layout(data["layout"]),
                 epochs=_epoch_list(data["epochs"]),
                 metrics=[str(m) for m in data["metrics"]],

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from weightzoo.errors import UnknownZooError
+from weightzoo.families import family  # the registry's lookup, kept importable from here
 from weightzoo.families.modelzoo import model
 from weightzoo.families.modelzoo.data import device_splits
 from weightzoo.families.modelzoo.importer import import_modelzoo
@@ -25,7 +25,7 @@ from weightzoo.families.modelzoo.spec import (
     TrajectorySpec,
 )
 from weightzoo.functional import ImageTask
-from weightzoo.generate.base import Family, ModelPlan
+from weightzoo.generate.base import Family, ModelPlan, ZooSpec
 from weightzoo.storage.layout import Layout
 
 if TYPE_CHECKING:
@@ -34,13 +34,56 @@ if TYPE_CHECKING:
     from weightzoo.blocks import ModelRecord
     from weightzoo.zoo import Zoo
 
-__all__ = ["FAMILIES", "ModelZooFamily", "TrajectoryFamily", "family"]
+__all__ = ["FAMILIES", "ImageSplitsFamily", "ModelZooFamily", "TrajectoryFamily", "family"]
 
+ImageSpecT = TypeVar("ImageSpecT", bound=ZooSpec)
 SpecT = TypeVar("SpecT", ModelZooSpec, TrajectorySpec)
 
 
-class _ImageFamily(Family[SpecT]):
-    """What both families share: grid plans, image rows, their evaluation, the step bar."""
+class ImageSplitsFamily(Family[ImageSpecT]):
+    """A family whose blocks train on the spec's image splits and whose rows are evaluated there.
+
+    Of the Model Zoos and trajectory families, and of the phase family: the spec has the image
+    fields :func:`~weightzoo.families.modelzoo.data.device_splits` reads, and the family's
+    training module a ``block_steps`` and a ``train_block`` of one signature (:meth:`training`).
+    """
+
+    def training(self) -> tuple[Callable[..., int], Callable[..., list[ModelRecord]]]:
+        """The family's ``block_steps`` and ``train_block``, imported when a block trains."""
+        raise NotImplementedError(f"{type(self).__name__} must define training()")
+
+    def train(
+        self,
+        spec: ImageSpecT,
+        plans: Sequence[ModelPlan],
+        *,
+        device: str,
+        progress: bool = True,
+        on_epoch: Callable[[int, int | None], None] | None = None,
+    ) -> list[ModelRecord]:
+        """Train ``plans`` population by population, under a bar of optimizer steps.
+
+        ``on_epoch(models, None)`` is called after every epoch of every population, with that
+        population's size.
+        """
+        block_steps, train_block = self.training()
+        splits = device_splits(spec, device)  # type: ignore[arg-type]  # the image fields
+        total = block_steps(spec, plans, splits[0].x.shape[0])
+        with self.block_progress(spec, plans, total, show=progress, on_epoch=on_epoch) as report:
+            return train_block(spec, plans, splits, device=device, progress=report)
+
+    def eval_task(self, zoo: Zoo, spec: Mapping[str, Any]) -> ImageTask | None:
+        """:class:`~weightzoo.functional.ImageTask`: the zoo's own image splits.
+
+        ``None`` for a spec without ``architecture`` (an imported zoo's).
+        """
+        return ImageTask(zoo, spec) if "architecture" in spec else None
+
+
+class _ImageFamily(ImageSplitsFamily[SpecT]):
+    """What both families share: grid plans, image rows and their training code."""
+
+    metrics = METRICS
 
     def layout(self, spec: SpecT) -> Layout:
         """Layout of one row: the network's parameters (and ResNet-18's BN running stats)."""
@@ -49,10 +92,6 @@ class _ImageFamily(Family[SpecT]):
     def checkpoint_epochs(self, spec: SpecT) -> list[int]:
         """Epochs 0 (before training) to ``spec.epochs``."""
         return spec.checkpoint_epochs()
-
-    def metric_names(self, spec: SpecT) -> list[str]:
-        """train/val/test loss and accuracy, and ``ggap`` = train_acc - test_acc."""
-        return list(METRICS)
 
     def plan(self, spec: SpecT) -> list[ModelPlan]:
         """One plan per model: node-major grid order, seeds inner; stratum = node."""
@@ -68,32 +107,11 @@ class _ImageFamily(Family[SpecT]):
             plans.append(ModelPlan(model_id, int(seeds[node_id, k]), stratum, columns))
         return plans
 
-    def train(
-        self,
-        spec: SpecT,
-        plans: Sequence[ModelPlan],
-        *,
-        device: str,
-        progress: bool = True,
-        on_epoch: Callable[[int, int | None], None] | None = None,
-    ) -> list[ModelRecord]:
-        """Train ``plans`` in populations of equal activation and optimizer.
-
-        ``on_epoch(models, None)`` is called after every epoch of every population, with that
-        population's size.
-        """
+    def training(self) -> tuple[Callable[..., int], Callable[..., list[ModelRecord]]]:
+        """Populations of equal activation and optimizer (:mod:`.train`)."""
         from weightzoo.families.modelzoo.train import block_steps, train_block  # training code
 
-        splits = device_splits(spec, device)
-        total = block_steps(spec, plans, splits[0].x.shape[0])
-        with self.block_progress(spec, plans, total, show=progress, on_epoch=None) as bar:
-
-            def report(steps: int, models: int) -> None:
-                bar(steps)
-                if on_epoch is not None:
-                    on_epoch(models, None)
-
-            return train_block(spec, plans, splits, device=device, progress=report)
+        return block_steps, train_block
 
     def build_model(self, spec: Mapping[str, Any], columns: Mapping[str, Any]) -> nn.Module | None:
         """The network of the spec's architecture with the row's activation and dropout.
@@ -102,13 +120,6 @@ class _ImageFamily(Family[SpecT]):
         weightzoo network.
         """
         return model.from_spec(spec, columns) if "architecture" in spec else None
-
-    def eval_task(self, zoo: Zoo, spec: Mapping[str, Any]) -> ImageTask | None:
-        """:class:`~weightzoo.functional.ImageTask`: the zoo's own image splits.
-
-        ``None`` for a spec without ``architecture`` (an imported zoo's).
-        """
-        return ImageTask(zoo, spec) if "architecture" in spec else None
 
 
 class ModelZooFamily(_ImageFamily[ModelZooSpec]):
@@ -145,14 +156,3 @@ FAMILIES: dict[str, Family[Any]] = {
     TRAJECTORY_NAME: TrajectoryFamily(),
 }
 """The family object of each registry name of the package."""
-
-
-def family(name: str) -> Family[Any]:
-    """The family object the registry hands out for ``name``.
-
-    Raises:
-        UnknownZooError: for a name this package does not train.
-    """
-    if name not in FAMILIES:
-        raise UnknownZooError(f"the image families are {', '.join(FAMILIES)}, not {name!r}")
-    return FAMILIES[name]

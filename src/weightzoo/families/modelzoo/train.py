@@ -417,7 +417,7 @@ def train_population(
         seeds,
         names,
         config,
-        progress=None if progress is None else (lambda steps, _left: progress(steps)),
+        progress=toolkit.step_progress(progress),
     )
     count = len(models)
     metrics = {m: np.full((count, epochs + 1), np.nan, dtype=np.float32) for m in METRICS}
@@ -519,11 +519,7 @@ def train_block(
             progress=_reporter(progress, len(members)),
             **_population_options(spec, members),
         )
-        for i, plan in enumerate(members):
-            records[plan.model_id] = ModelRecord(
-                model_id=plan.model_id,
-                weights=result.weights[i],
-                metrics={k: v[i] for k, v in result.metrics.items()},
-                columns={"device": str(device), "population": len(members)},
-            )
+        for record in toolkit.plan_records(members, result.weights, result.metrics, device):
+            record.columns["population"] = len(members)
+            records[record.model_id] = record
     return [records[p.model_id] for p in plans]

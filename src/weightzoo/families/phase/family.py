@@ -1,35 +1,34 @@
 """The phase family: what the runner and the engines ask of phase-transition zoos.
 
-Planning and sizing are torch-free (:mod:`.spec`); the module (:mod:`.model`) builds rows,
-and a zoo's rows are evaluated on its image splits by :class:`weightzoo.functional.ImageTask`
-as they are. Training code (:mod:`.train`) loads when a block trains and the landscape
-measurement (:mod:`.landscape`) when a zoo is finalized, so that building or evaluating a row
-never imports the training toolkit. No module of the package imports this one.
+Planning and sizing are torch-free (:mod:`.spec`); the module (:mod:`.model`) builds rows.
+Blocks train, and rows are evaluated, on the zoo's image splits as the Model Zoos family's are
+(:class:`~weightzoo.families.modelzoo.family.ImageSplitsFamily`). Training code
+(:mod:`.train`) loads when a block trains and the landscape measurement (:mod:`.landscape`)
+when a zoo is finalized, so that building or evaluating a row never imports the training
+toolkit. No module of the package imports this one.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from weightzoo.families.modelzoo.data import device_splits
+from weightzoo.families.modelzoo.family import ImageSplitsFamily
 from weightzoo.families.phase import model
 from weightzoo.families.phase.spec import FAMILY_NAME, METRICS, PhaseGridSpec, PhaseSpec
-from weightzoo.functional import ImageTask
-from weightzoo.generate.base import Family, ModelPlan
+from weightzoo.generate.base import ModelPlan
 from weightzoo.storage.layout import Layout
 
 if TYPE_CHECKING:
     from torch import nn
 
     from weightzoo.blocks import ModelRecord
-    from weightzoo.zoo import Zoo
 
 __all__ = ["FAMILY", "PhaseFamily"]
 
 
-class PhaseFamily(Family[PhaseSpec]):
+class PhaseFamily(ImageSplitsFamily[PhaseSpec]):
     """The :class:`~weightzoo.generate.base.Family` of phase specs.
 
     A :class:`~weightzoo.families.phase.spec.PhaseGridSpec` (a whole grid) is of the family
@@ -38,6 +37,7 @@ class PhaseFamily(Family[PhaseSpec]):
 
     name = FAMILY_NAME
     spec_class = (PhaseSpec, PhaseGridSpec)
+    metrics = METRICS
 
     def layout(self, spec: PhaseSpec) -> Layout:
         """Layout of one row: the network's parameters (and BatchNorm running statistics)."""
@@ -46,10 +46,6 @@ class PhaseFamily(Family[PhaseSpec]):
     def checkpoint_epochs(self, spec: PhaseSpec) -> list[int]:
         """Epoch 0, every ``checkpoint_every`` epochs, and the last."""
         return spec.checkpoints()
-
-    def metric_names(self, spec: PhaseSpec) -> list[str]:
-        """train/val/test loss and accuracy, and ``ggap``."""
-        return list(METRICS)
 
     def plan(self, spec: PhaseSpec) -> list[ModelPlan]:
         """One plan per model: batch-size-major, seeds inner; stratum = the cell."""
@@ -69,27 +65,11 @@ class PhaseFamily(Family[PhaseSpec]):
             plans.append(ModelPlan(model_id, spec.seed_start + k, f"batch={batch}", columns))
         return plans
 
-    def train(
-        self,
-        spec: PhaseSpec,
-        plans: Sequence[ModelPlan],
-        *,
-        device: str,
-        progress: bool = True,
-        on_epoch: Callable[[int, int | None], None] | None = None,
-    ) -> list[ModelRecord]:
-        """Train ``plans``, one population per batch size, under a bar of optimizer steps.
-
-        The runner's ``on_epoch`` hears of each epoch of each population (its size) from
-        :func:`~weightzoo.families.phase.train.train_block`.
-        """
+    def training(self) -> tuple[Callable[..., int], Callable[..., list[ModelRecord]]]:
+        """One population per batch size (:mod:`.train`)."""
         from weightzoo.families.phase.train import block_steps, train_block  # training code
 
-        splits = device_splits(spec, device)  # type: ignore[arg-type]  # the same image fields
-        total = block_steps(spec, plans, splits[0].x.shape[0])
-        # the bar alone: the runner hears of each population's epoch from train_block
-        with self.block_progress(spec, plans, total, show=progress, on_epoch=None) as steps:
-            return train_block(spec, plans, splits, device=device, steps=steps, on_epoch=on_epoch)
+        return block_steps, train_block
 
     def finalize(self, spec: PhaseSpec, root: Path, device: str = "cpu") -> None:
         """Measure the landscape side file and the phases of a finished zoo (idempotent).
@@ -108,13 +88,6 @@ class PhaseFamily(Family[PhaseSpec]):
         ``None`` for a spec without ``architecture`` and ``width``: it names no phase network.
         """
         return model.from_spec(spec) if {"architecture", "width"} <= spec.keys() else None
-
-    def eval_task(self, zoo: Zoo, spec: Mapping[str, Any]) -> ImageTask | None:
-        """:class:`~weightzoo.functional.ImageTask`: the zoo's own image splits.
-
-        ``None`` for a spec without ``architecture``.
-        """
-        return ImageTask(zoo, spec) if "architecture" in spec else None
 
 
 FAMILY = PhaseFamily()

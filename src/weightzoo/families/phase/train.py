@@ -80,8 +80,7 @@ def train_block(
     splits: Sequence[Split],
     *,
     device: str,
-    steps: Callable[[int], None] | None = None,
-    on_epoch: Callable[[int, int | None], None] | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> list[ModelRecord]:
     """Train the models of ``plans``, one population per batch size; one record per plan.
 
@@ -91,9 +90,8 @@ def train_block(
         splits: the train, validation and test splits on ``device``
             (:func:`weightzoo.families.modelzoo.data.device_splits`).
         device: torch device.
-        steps: called with the optimizer steps of each epoch of each population (a bar).
-        on_epoch: called as ``on_epoch(models, None)`` after every epoch of every population,
-            with that population's size.
+        progress: called as ``progress(steps, models)`` after every epoch of every
+            population: its optimizer steps and its size.
     """
     named = dict(zip(_SPLITS, splits, strict=True))
     names = model.layout(spec).names
@@ -107,10 +105,8 @@ def train_block(
         task = ImageTask(net, named, loss=spec.loss, path=path, dropout=False, augment=spec.augment)
 
         def report(done: int, _left: int, count: int = len(members)) -> None:
-            if steps is not None:
-                steps(done)
-            if on_epoch is not None:
-                on_epoch(count, None)
+            if progress is not None:
+                progress(done, count)
 
         result = toolkit.train(
             task, pop, [p.seed for p in members], names, _config(spec, members, batch),

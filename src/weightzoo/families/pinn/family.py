@@ -14,9 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from weightzoo.families.pinn import model
 from weightzoo.families.pinn.spec import FAMILY_NAME, METRICS, PINNSpec
-from weightzoo.features import layout_of
 from weightzoo.generate.base import Family, ModelPlan
-from weightzoo.storage.layout import Layout
 
 if TYPE_CHECKING:
     from torch import nn
@@ -33,18 +31,11 @@ class PINNFamily(Family[PINNSpec]):
 
     name = FAMILY_NAME
     spec_class = PINNSpec
-
-    def layout(self, spec: PINNSpec) -> Layout:
-        """Layout of one row: the PINN's weights and biases, layer by layer."""
-        return layout_of(model.from_spec(spec.to_dict()))
+    metrics = METRICS
 
     def checkpoint_epochs(self, spec: PINNSpec) -> list[int]:
         """Epoch 0 and ``checkpoints`` evenly spaced epochs ending at the last."""
         return spec.checkpoint_epochs()
-
-    def metric_names(self, spec: PINNSpec) -> list[str]:
-        """:data:`~weightzoo.families.pinn.spec.METRICS`."""
-        return list(METRICS)
 
     def plan(self, spec: PINNSpec) -> list[ModelPlan]:
         """One plan per model, seed-major; stratum = the (beta, lr) cell."""

@@ -167,15 +167,7 @@ def train_population(
         [p.seed for p in plans],
         names,
         config,
-        progress=None if progress is None else (lambda steps, _left: progress(steps)),
+        progress=toolkit.step_progress(progress),
     )
     metrics = stored_metrics(result.metrics)
-    return [
-        ModelRecord(
-            model_id=plan.model_id,
-            weights=result.weights[i],
-            metrics={m: metrics[m][i] for m in METRICS},
-            columns={"device": str(device)},
-        )
-        for i, plan in enumerate(plans)
-    ]
+    return toolkit.plan_records(plans, result.weights, metrics, device, METRICS)

@@ -16,9 +16,7 @@ from typing import TYPE_CHECKING, Any
 from weightzoo.families.property import model
 from weightzoo.families.property.evaluate import PropertyEvalTask
 from weightzoo.families.property.spec import FAMILY_NAME, METRICS, PropertySpec
-from weightzoo.features import layout_of
 from weightzoo.generate.base import Family, ModelPlan
-from weightzoo.storage.layout import Layout
 
 if TYPE_CHECKING:
     from torch import nn
@@ -34,18 +32,11 @@ class PropertyFamily(Family[PropertySpec]):
 
     name = FAMILY_NAME
     spec_class = PropertySpec
-
-    def layout(self, spec: PropertySpec) -> Layout:
-        """Layout of one row: the MLP's weights and biases, layer by layer."""
-        return layout_of(model.from_spec(spec.to_dict()))
+    metrics = METRICS
 
     def checkpoint_epochs(self, spec: PropertySpec) -> list[int]:
         """Epoch 0 (initialisation) and the last epoch."""
         return spec.checkpoint_epochs()
-
-    def metric_names(self, spec: PropertySpec) -> list[str]:
-        """train/test loss and accuracy (:data:`~weightzoo.families.property.spec.METRICS`)."""
-        return list(METRICS)
 
     def plan(self, spec: PropertySpec) -> list[ModelPlan]:
         """One plan per model, replicate-major; stratum = pool and ratio."""

@@ -158,12 +158,8 @@ def train_population(
         torch.from_numpy(data.test.y).to(pop.device),
         spec.train_size,
     )
-    config = toolkit.TrainConfig(
-        optimizer=spec.optimizer,
-        lr=spec.lr,
-        weight_decay=spec.weight_decay,
-        epochs=spec.epochs,
-        batch_size=spec.batch_size,
+    config = toolkit.TrainConfig.from_spec(
+        spec,
         checkpoints=tuple(spec.checkpoint_epochs()),
         checkpoint_splits=("train", "test"),
     )
@@ -174,14 +170,9 @@ def train_population(
         [p.seed for p in plans],
         names,
         config,
-        progress=None if progress is None else (lambda steps, _left: progress(steps)),
+        progress=toolkit.step_progress(progress),
     )
-    return [
-        ModelRecord(
-            model_id=plan.model_id,
-            weights=result.weights[i],
-            metrics={m: result.metrics[m][i] for m in METRICS},
-            columns={"device": str(device), "property_share": shares[i]},
-        )
-        for i, plan in enumerate(plans)
-    ]
+    records = toolkit.plan_records(plans, result.weights, result.metrics, device, METRICS)
+    for record, share in zip(records, shares, strict=True):
+        record.columns["property_share"] = share
+    return records

@@ -8,8 +8,7 @@ never imports the training toolkit. No module of the package imports this one.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +39,7 @@ class TinyLMFamily(Family[TinyLMSpec]):
     name = FAMILY_NAME
     spec_class = TinyLMSpec
     progress_unit = "model-epoch"
+    metrics = METRICS
 
     def layout(self, spec: TinyLMSpec) -> Layout:
         """Layout of one row (built on the meta device: nothing is allocated or drawn)."""
@@ -48,10 +48,6 @@ class TinyLMFamily(Family[TinyLMSpec]):
     def checkpoint_epochs(self, spec: TinyLMSpec) -> list[int]:
         """Every epoch, 0 (initialisation) to the last."""
         return spec.checkpoint_epochs()
-
-    def metric_names(self, spec: TinyLMSpec) -> list[str]:
-        """train/val loss and accuracy (:data:`~weightzoo.families.tinylm.spec.METRICS`)."""
-        return list(METRICS)
 
     def plan(self, spec: TinyLMSpec) -> list[ModelPlan]:
         """One plan per model, replicate-major; stratum = batch size.
@@ -84,36 +80,18 @@ class TinyLMFamily(Family[TinyLMSpec]):
         spec: TinyLMSpec,
         plans: Sequence[ModelPlan],
         device: str,
-        report: Callable[[int], None],
+        report: Callable[[int, int], None],
     ) -> list[ModelRecord]:
-        """Train ``plans``, one population per batch size."""
+        """Train ``plans``, one population per batch size.
+
+        Each report (one population's epoch) moves the bar by that population's model-epochs
+        and tells ``on_epoch`` its size, not the whole block's.
+        """
         from weightzoo.families.tinylm.train import train_population  # training code: here only
 
-        return train_population(spec, plans, device=device, progress=report)
-
-    @contextlib.contextmanager
-    def block_progress(
-        self,
-        spec: TinyLMSpec,
-        plans: Sequence[ModelPlan],
-        total: int,
-        *,
-        show: bool,
-        on_epoch: Callable[[int, int | None], None] | None,
-    ) -> Iterator[Callable[[int], None]]:
-        """The shared bar, whose report tells ``on_epoch`` the models that trained.
-
-        A block holds one population per batch size, so each report (one population's epoch)
-        passes that population's size, not the whole block's.
-        """
-        with super().block_progress(spec, plans, total, show=show, on_epoch=None) as bar:
-
-            def report(models: int) -> None:
-                bar(models)
-                if on_epoch is not None:
-                    on_epoch(models, None)
-
-            yield report
+        return train_population(
+            spec, plans, device=device, progress=lambda models: report(models, models)
+        )
 
     def finalize(self, spec: TinyLMSpec, root: Path, device: str = "cpu") -> None:
         """Landscape metrics of every stored checkpoint, then the phase labels.

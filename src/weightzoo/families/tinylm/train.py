@@ -145,13 +145,10 @@ def train_population(
         task = LMTask(
             models[0].to(pop.device), data, starts, metric_starts, spec.context, pop.device
         )
-        config = toolkit.TrainConfig(
-            optimizer=spec.optimizer,
-            lr=spec.lr,
-            weight_decay=spec.weight_decay,
-            betas=tuple(spec.betas),
-            epochs=spec.epochs,
+        config = toolkit.TrainConfig.from_spec(
+            spec,
             batch_size=batch,
+            betas=tuple(spec.betas),
             schedule=toolkit.Schedule("onecycle", pct_start=spec.pct_start),
             checkpoints=tuple(spec.checkpoint_epochs()),
             checkpoint_splits=("train", "val"),
@@ -166,11 +163,6 @@ def train_population(
             config,
             progress=None if progress is None else (lambda _steps, _left, n=size: progress(n)),
         )
-        for i, plan in enumerate(group):
-            records[plan.model_id] = ModelRecord(
-                model_id=plan.model_id,
-                weights=result.weights[i],
-                metrics={m: result.metrics[m][i] for m in METRICS},
-                columns={"device": str(device)},
-            )
+        for record in toolkit.plan_records(group, result.weights, result.metrics, device, METRICS):
+            records[record.model_id] = record
     return [records[p.model_id] for p in plans]

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from weightzoo.errors import InvalidOptionError, UnknownZooError
+from weightzoo.errors import InvalidOptionError
+from weightzoo.families import family  # the registry's lookup, kept importable from here
 from weightzoo.families.vit import model
 from weightzoo.families.vit.data import check_paper_data
 from weightzoo.families.vit.evaluate import ViTFinetuneEvalTask
@@ -29,9 +30,7 @@ from weightzoo.families.vit.spec import (
     ViTPretrainSpec,
     ViTZooSpec,
 )
-from weightzoo.features import layout_of
 from weightzoo.generate.base import Family, GroupedSpec, ModelPlan, ZooSpec
-from weightzoo.storage.layout import Layout
 
 if TYPE_CHECKING:
     from torch import nn
@@ -48,15 +47,6 @@ class _StageFamily(Family[StageT]):
     """What both stages share: the ViT rows, their checkpoints, the data check, the bar."""
 
     progress_unit = "model-epoch"
-    metrics: ClassVar[tuple[str, ...]]  # the stage's per-checkpoint metrics
-
-    def metric_names(self, spec: StageT) -> list[str]:
-        """The stage's metrics (``PRETRAIN_METRICS`` or ``FINETUNE_METRICS`` of :mod:`.spec`)."""
-        return list(self.metrics)
-
-    def layout(self, spec: StageT) -> Layout:
-        """Layout of one row: the backbone, then the head."""
-        return layout_of(model.from_spec(spec.to_dict()))
 
     def checkpoint_epochs(self, spec: StageT) -> list[int]:
         """0, every ``checkpoint_every`` epochs, and the last epoch."""
@@ -111,14 +101,10 @@ class _StageFamily(Family[StageT]):
         from weightzoo.families.vit.train import train_stage  # training code: here only
 
         total = len(plans) * spec.epochs
-        with self.block_progress(spec, plans, total, show=progress, on_epoch=None) as bar:
-
-            def report(models: int) -> None:
-                bar(models)
-                if on_epoch is not None:
-                    on_epoch(models, None)
-
-            return train_stage(spec, plans, device=device, progress=report, root=root)
+        with self.block_progress(spec, plans, total, show=progress, on_epoch=on_epoch) as report:
+            return train_stage(
+                spec, plans, device=device, progress=lambda n: report(n, n), root=root
+            )
 
 
 class ViTPretrainFamily(_StageFamily[ViTPretrainSpec]):
@@ -185,14 +171,3 @@ FAMILIES: dict[str, Family[Any]] = {
     FINETUNE_NAME: ViTFinetuneFamily(),
 }
 """The family object of each registry name of the package."""
-
-
-def family(name: str) -> Family[Any]:
-    """The family object the registry hands out for ``name``.
-
-    Raises:
-        UnknownZooError: for a name this package does not train.
-    """
-    if name not in FAMILIES:
-        raise UnknownZooError(f"the ViT families are {', '.join(FAMILIES)}, not {name!r}")
-    return FAMILIES[name]

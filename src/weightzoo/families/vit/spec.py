@@ -441,16 +441,6 @@ class ViTZooSpec(GroupedSpec):
             out.append((group, spec))
         return out
 
-    def estimate(self) -> dict[str, int]:
-        """Size of the whole zoo: models, and bytes of ``weights`` over all groups."""
-        parts = [spec.estimate() for _, spec in self.groups()]  # type: ignore[attr-defined]
-        return {
-            "models": sum(p["models"] for p in parts),
-            "checkpoints": max(p["checkpoints"] for p in parts),
-            "params": max(p["params"] for p in parts),
-            "bytes": sum(p["bytes"] for p in parts),
-        }
-
 
 def specs() -> list[ZooSpec]:
     """The named ViT zoos: ``vit-digits`` (offline, minutes on a CPU) and ``vit-zoo-paper``."""

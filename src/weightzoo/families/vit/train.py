@@ -269,23 +269,6 @@ def _initial(spec, plans: Sequence[ModelPlan]) -> list[nn.Module]:
     return toolkit.seeded_models(lambda: from_spec(spec.to_dict()), (p.seed for p in plans))
 
 
-def _records(
-    plans: Sequence[ModelPlan],
-    result: toolkit.PopulationResult,
-    metrics: Sequence[str],
-    device: str,
-) -> list[ModelRecord]:
-    return [
-        ModelRecord(
-            model_id=plan.model_id,
-            weights=result.weights[i],
-            metrics={m: result.metrics[m][i] for m in metrics},
-            columns={"device": str(device)},
-        )
-        for i, plan in enumerate(plans)
-    ]
-
-
 def _run(
     plans: Sequence[ModelPlan],
     models: Sequence[nn.Module],
@@ -305,7 +288,7 @@ def _run(
         config,
         progress=None if progress is None else (lambda _steps, left: progress(left)),
     )
-    return _records(plans, result, metrics, device)
+    return toolkit.plan_records(plans, result.weights, result.metrics, device, metrics)
 
 
 def _by(plans: Sequence[ModelPlan], column: str) -> dict[str, list[int]]:
@@ -326,14 +309,8 @@ def pretrain(
     dev = torch.device(device)
     template = from_spec(spec.to_dict())
     knn = digit_task(ALL_DIGITS)
-    config = toolkit.TrainConfig(
-        optimizer=spec.optimizer,
-        lr=spec.lr,
-        weight_decay=spec.weight_decay,
-        epochs=spec.epochs,
-        batch_size=spec.batch_size,
-        checkpoints=spec.checkpoints(),
-        checkpoint_splits=("train", "test", "knn"),
+    config = toolkit.TrainConfig.from_spec(
+        spec, checkpoints=spec.checkpoints(), checkpoint_splits=("train", "test", "knn")
     )
     out: dict[int, ModelRecord] = {}
     for kind, index in _by(plans, "pretraining").items():
