@@ -26,7 +26,7 @@ from weightzoo.cli.options import (
 )
 from weightzoo.cli.transfer import fetch_spec_data
 from weightzoo.errors import DataFilesMissingError, InvalidOptionError, WeightzooError
-from weightzoo.generate.base import ZooSpec
+from weightzoo.generate.base import GridOptions, ZooSpec
 from weightzoo.generate.specs import get_spec
 from weightzoo.sources.datasets import IMAGE_DATASETS
 from weightzoo.storage.manifest import Manifest
@@ -54,6 +54,8 @@ an interruption finishes the missing shards.
 _REPEATED = (
     ("--out", "out"),
     ("--models", "models"),
+    ("--first-models", "first_models"),
+    ("--sample-seed", "sample_seed"),
     ("--train-epochs", "epochs"),
     ("--per-class", "per_class"),
     ("--machines", "machines"),
@@ -100,16 +102,43 @@ def _ray_options(args: argparse.Namespace) -> Any:
     return RayOptions(**{key: getattr(args, key) for key in _RAY_ONLY})
 
 
+def _samples_grid(spec: ZooSpec) -> bool:
+    """Whether ``spec`` takes ``sample``/``sample_seed``: a grid spec, or a grid of them."""
+    return hasattr(spec, "sample_seed") or isinstance(getattr(spec, "base", None), GridOptions)
+
+
+def _sample_options(args: argparse.Namespace, spec: ZooSpec) -> dict[str, Any]:
+    """``models`` and, for a grid, the sample: stratified for --models, first for --first-models.
+
+    Raises:
+        InvalidOptionError: for --sample-seed without --models on a grid spec.
+    """
+    first = args.first_models is not None
+    count = args.first_models if first else args.models
+    if not _samples_grid(spec):  # MLDS and the like keep their own meaning of --models
+        return {"models": count}
+    if args.sample_seed != 0 and (first or count is None):
+        raise InvalidOptionError(
+            f"weightzoo generate {args.name}: --sample-seed {args.sample_seed} chooses the "
+            "models of --models N; give --models N too (or drop --sample-seed)"
+        )
+    if count is None:
+        return {}
+    return {"models": count, "sample": "first" if first else "stratified"} | (
+        {} if first else {"sample_seed": args.sample_seed}
+    )
+
+
 def _spec(args: argparse.Namespace) -> ZooSpec:
     """The named spec with the command line's options applied."""
+    spec = get_spec(args.name)
     options = {
-        "models": args.models,
+        **_sample_options(args, spec),
         "epochs": args.epochs,
         "per_class": args.per_class,
         "machines": args.machines.split(",") if args.machines else None,
         "data_dir": args.data_dir,
     }
-    spec = get_spec(args.name)
     try:
         return spec.override(**options)
     except WeightzooError:
@@ -222,7 +251,27 @@ def _add_generate_arguments(p: argparse.ArgumentParser) -> None:
     """The arguments of ``weightzoo generate``."""
     p.add_argument("name", help="zoo spec name (see `weightzoo list`)")
     p.add_argument("--out", help="zoo directory (default: zoos/NAME)")
-    p.add_argument("--models", type=positive_int, help="only the first N models of the spec")
+    count = p.add_mutually_exclusive_group()
+    count.add_argument(
+        "--models",
+        type=positive_int,
+        help="only N models: for a grid spec a seeded sample that holds every value of every "
+        "hyperparameter where N allows (recorded in the spec); MLDS: the first N networks. "
+        "Not with --first-models",
+    )
+    count.add_argument(
+        "--first-models",
+        type=positive_int,
+        metavar="N",
+        help="only the first N models of the spec's order (the grid order); not with --models",
+    )
+    p.add_argument(
+        "--sample-seed",
+        type=int,
+        default=0,
+        metavar="S",
+        help="grid specs: seed of the sample that --models N takes (default 0)",
+    )
     add_train_epochs(p, "train N epochs (image zoos) / at most N (MLDS)")
     p.add_argument("--per-class", type=positive_int, help="MLDS: networks per machine or automaton")
     p.add_argument("--machines", help="MLDS: comma-separated machine names or automaton seeds")

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from weightzoo.errors import InvalidOptionError
+from weightzoo.generate.sampling import SAMPLES, stratified_positions
 from weightzoo.storage.layout import Layout
 
 if TYPE_CHECKING:
@@ -230,18 +231,45 @@ class RootedFamily:
         return self.family.train(spec, plans, device=device, progress=progress, **options)
 
 
+@dataclass(frozen=True)
 class GridOptions:
     """``--models``, ``--epochs`` and ``--data-dir`` for a spec of a fixed grid of models.
 
     Mix in before :class:`ZooSpec` (``class MySpec(GridOptions, ZooSpec)``). The spec has the
     fields ``models`` (``None``: the whole grid) and ``epochs``, a method ``grid_models()``, and
-    optionally a ``data_dir`` field; ``--models N`` keeps the first N models of the grid's order.
+    optionally a ``data_dir`` field. ``models=N`` keeps the first N models of the grid's order,
+    or, with ``sample="stratified"``, a seeded sample that holds every value of every
+    hyperparameter where N allows (:func:`weightzoo.generate.sampling.stratified_positions`).
+
+    Attributes:
+        sample: ``"first"`` (the first ``models`` of the grid) or ``"stratified"``.
+        sample_seed: seed of the stratified sample.
     """
 
+    sample: str = "first"
+    sample_seed: int = 0
+
+    # Added after grid zoos were published: a spec at the defaults keeps its fingerprint.
+    omitted_at_default: ClassVar[tuple[str, ...]] = ("sample", "sample_seed")
+
+    def to_dict(self) -> dict[str, Any]:
+        """As :meth:`ZooSpec.to_dict`; a stratified sample records its seed, even the default."""
+        data = super().to_dict()  # type: ignore[misc]
+        if self.sample != "first":
+            data["sample_seed"] = self.sample_seed
+        return data
+
     def override(
-        self, models: int | None = None, epochs: int | None = None, **rest: Any
+        self,
+        models: int | None = None,
+        epochs: int | None = None,
+        sample: str | None = None,
+        sample_seed: int | None = None,
+        **rest: Any,
     ) -> ZooSpec:
-        """Apply ``--models`` (the first N models), ``--epochs`` and ``--data-dir``.
+        """Apply ``--models``, ``--epochs``, ``--data-dir`` and the sample's kind and seed.
+
+        ``models=N`` alone keeps ``sample`` as it is (``"first"`` by default: the first N).
 
         Raises:
             ValueError: for another option, or a non-positive count.
@@ -259,6 +287,12 @@ class GridOptions:
             changes["epochs"] = int(epochs)
         if data_dir is not None:
             changes["data_dir"] = str(data_dir)
+        if sample is not None:
+            if sample not in SAMPLES:
+                raise ValueError(f"sample must be one of {', '.join(SAMPLES)}, got {sample!r}")
+            changes["sample"] = str(sample)
+        if sample_seed is not None:
+            changes["sample_seed"] = int(sample_seed)
         return dataclasses.replace(self, **changes) if changes else self  # type: ignore[type-var]
 
     def grid_models(self) -> int:
@@ -270,6 +304,35 @@ class GridOptions:
         full = self.grid_models()
         models = self.models  # type: ignore[attr-defined]
         return full if models is None else min(models, full)
+
+    def grid_positions(self, axes: Sequence[Mapping[str, Any]]) -> list[int]:
+        """The full grid's positions this spec keeps, in grid order.
+
+        Args:
+            axes: per position of the full grid, its hyperparameters ``{axis: value}`` (not
+                the seed: positions with equal values are seeds of one node).
+
+        Returns:
+            ``0 .. num_models()-1`` for ``sample="first"``, else the stratified sample.
+        """
+        count = self.num_models()
+        if self.sample not in SAMPLES:
+            raise InvalidOptionError(
+                f"spec {getattr(self, 'name', '?')!r}: unknown sample {self.sample!r}; "
+                f"use one of {', '.join(SAMPLES)}"
+            )
+        if self.sample == "first" or count == len(axes):
+            return list(range(count))
+        return stratified_positions(axes, count, self.sample_seed)
+
+    def sampled(self, plans: Sequence[ModelPlan], axes: Sequence[str]) -> list[ModelPlan]:
+        """The kept plans of the full grid's ``plans``, renumbered ``0 .. N-1`` in grid order.
+
+        Each kept plan keeps its seed, stratum and columns: a sampled model is the same model
+        as in the full zoo. ``axes`` names the columns that are hyperparameters.
+        """
+        positions = self.grid_positions([{a: p.columns[a] for a in axes} for p in plans])
+        return [dataclasses.replace(plans[p], model_id=i) for i, p in enumerate(positions)]
 
 
 @dataclass(frozen=True)

@@ -99,13 +99,13 @@ class _ImageFamily(ImageSplitsFamily[SpecT]):
         seeds = spec.seed_table()
         seed_zoo = spec.is_seed_zoo
         plans: list[ModelPlan] = []
-        for model_id in range(spec.num_models()):
+        for model_id in range(spec.grid_models()):
             node_id, k = divmod(model_id, spec.seeds_per_node)
             node = nodes[node_id]
             stratum = "" if seed_zoo else ",".join(f"{key}={value}" for key, value in node.items())
             columns = {**node, "node": node_id}
             plans.append(ModelPlan(model_id, int(seeds[node_id, k]), stratum, columns))
-        return plans
+        return spec.sampled(plans, list(nodes[0]))
 
     def training(self) -> tuple[Callable[..., int], Callable[..., list[ModelRecord]]]:
         """Populations of equal activation and optimizer (:mod:`.train`)."""

@@ -91,7 +91,7 @@ class _CommonSpec(GridOptions, ZooSpec):
             node) or ``"random"`` (distinct seeds drawn from ``[0, 1e6)`` by ``seed_draw_seed``).
         seed_start: first seed of ``"fixed"``.
         seed_draw_seed: seed of the random draw of ``"random"``.
-        models: if set, only the first ``models`` models of the order (``--models``).
+        models: if set, only ``models`` models: the first, or a sample (``sample``).
         epochs: training epochs; checkpoints are epochs ``0 .. epochs``.
         batch_size: per-model batch size.
         momentum: SGD momentum.

@@ -50,7 +50,7 @@ class PhaseFamily(ImageSplitsFamily[PhaseSpec]):
     def plan(self, spec: PhaseSpec) -> list[ModelPlan]:
         """One plan per model: batch-size-major, seeds inner; stratum = the cell."""
         plans = []
-        for model_id in range(spec.num_models()):
+        for model_id in range(spec.grid_models()):
             cell, k = divmod(model_id, spec.seeds)
             batch = spec.batch_sizes[cell]
             columns = {
@@ -63,7 +63,7 @@ class PhaseFamily(ImageSplitsFamily[PhaseSpec]):
                 "node": cell,
             }
             plans.append(ModelPlan(model_id, spec.seed_start + k, f"batch={batch}", columns))
-        return plans
+        return spec.sampled(plans, ["batch_size"])
 
     def training(self) -> tuple[Callable[..., int], Callable[..., list[ModelRecord]]]:
         """One population per batch size (:mod:`.train`)."""

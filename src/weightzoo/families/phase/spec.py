@@ -104,7 +104,7 @@ class PhaseSpec(GridOptions, ZooSpec):
         landscape_batches / landscape_batch_size: training batches the landscape loss uses.
         landscape_probes: Hutchinson probes of ``hessian_trace``.
         landscape_steps: training steps of each mode-connectivity curve.
-        models: if set, only the first ``models`` models (``--models``).
+        models: if set, only ``models`` models: the first, or a sample (``sample``).
         data_dir: where the image files are; not part of the spec's identity.
     """
 
@@ -252,9 +252,18 @@ class PhaseGridSpec(GroupedSpec):
         ]
 
     def to_dict(self) -> dict[str, Any]:
-        """As :class:`GroupedSpec`, without ``base``'s machine path (``data_dir``)."""
+        """As :class:`GroupedSpec`, without ``base``'s machine path (``data_dir``).
+
+        ``base`` also leaves out its fields at their default that are newer than the published
+        grids (the sample's kind and seed), so that those grids keep their fingerprint.
+        """
+        assert self.base is not None
         data = super().to_dict()
         data["base"].pop("data_dir", None)
+        own = self.base.to_dict()
+        for name in self.base.omitted_at_default:
+            if name not in own:
+                data["base"].pop(name, None)
         return data
 
     def override(self, **options: Any) -> ZooSpec:

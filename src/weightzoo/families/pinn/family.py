@@ -41,11 +41,11 @@ class PINNFamily(Family[PINNSpec]):
         """One plan per model, seed-major; stratum = the (beta, lr) cell."""
         cells = spec.cells()
         plans = []
-        for model_id in range(spec.num_models()):
+        for model_id in range(spec.grid_models()):
             beta, lr = cells[model_id % len(cells)]
             columns = {"beta": beta, "lr": lr, "load": beta, "temperature": lr}
             plans.append(ModelPlan(model_id, spec.seed_start + model_id, f"{beta}:{lr}", columns))
-        return plans
+        return spec.sampled(plans, ["beta", "lr"])
 
     def progress_total(self, spec: PINNSpec, plans: Sequence[ModelPlan]) -> int:
         """One full-batch step per epoch."""

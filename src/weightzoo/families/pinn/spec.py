@@ -74,7 +74,7 @@ class PINNSpec(GridOptions, ZooSpec):
         seed_start: model ``i`` has seed ``seed_start + i``.
         landscape_iters / landscape_probes / landscape_steps: power-iteration steps,
             Hutchinson probes and curve-training steps of the ``landscape`` side file.
-        models: if set, only the first ``models`` models (``--models``).
+        models: if set, only ``models`` models: the first, or a sample (``sample``).
     """
 
     family: str = FAMILY_NAME

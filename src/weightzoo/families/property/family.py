@@ -42,13 +42,13 @@ class PropertyFamily(Family[PropertySpec]):
         """One plan per model, replicate-major; stratum = pool and ratio."""
         cells = spec.cells()
         plans = []
-        for model_id in range(spec.num_models()):
+        for model_id in range(spec.grid_models()):
             pool, ratio = cells[model_id % len(cells)]
             columns = {"ratio": ratio, "pool": pool}
             plans.append(
                 ModelPlan(model_id, spec.seed_start + model_id, f"{pool}:{ratio}", columns)
             )
-        return plans
+        return spec.sampled(plans, ["pool", "ratio"])
 
     def progress_total(self, spec: PropertySpec, plans: Sequence[ModelPlan]) -> int:
         """Optimizer steps of one model: every model of the block steps together."""

@@ -54,7 +54,7 @@ class PropertySpec(GridOptions, ZooSpec):
         weight_decay: weight decay.
         seed_start: model ``i`` has seed ``seed_start + i``.
         data_seed: seed of the synthetic draw and of the pool split.
-        models: if set, only the first ``models`` models (``--models``).
+        models: if set, only ``models`` models: the first, or a sample (``sample``).
     """
 
     family: str = FAMILY_NAME

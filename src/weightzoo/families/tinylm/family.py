@@ -58,7 +58,7 @@ class TinyLMFamily(Family[TinyLMSpec]):
         """
         _check_data(spec)
         plans = []
-        for model_id in range(spec.num_models()):
+        for model_id in range(spec.grid_models()):
             replicate, cell = divmod(model_id, len(spec.batch_sizes))
             batch = int(spec.batch_sizes[cell])
             columns = {
@@ -69,7 +69,7 @@ class TinyLMFamily(Family[TinyLMSpec]):
                 "replicate": replicate,
             }
             plans.append(ModelPlan(model_id, spec.seed_start + replicate, f"b{batch}", columns))
-        return plans
+        return spec.sampled(plans, ["batch_size"])
 
     def progress_total(self, spec: TinyLMSpec, plans: Sequence[ModelPlan]) -> int:
         """Model-epochs: every model trains every epoch."""

@@ -108,7 +108,7 @@ class TinyLMSpec(_PhaseFactors, GridOptions, ZooSpec):
         betas: Adam betas.
         clip_norm: per-model gradient-norm clipping.
         pct_start: share of the steps spent warming up.
-        models: if set, only the first ``models`` models (``--models``).
+        models: if set, only ``models`` models: the first, or a sample (``sample``).
         data_dir: where ``openwebtext/train.bin`` and ``val.bin`` are (not identity).
     """
 
@@ -256,17 +256,22 @@ class TinyLMGridSpec(_PhaseFactors, GroupedSpec):
     Group ``d<dim>`` is the version-1 spec of that dimension.
 
     Attributes:
-        models / epochs: ``--models`` / ``--epochs``, applied to every group (the first N
-            models of each model dimension).
+        models / epochs: ``--models`` / ``--epochs``, applied to every group (N models of
+            each model dimension: the first N, or the group's sample of ``sample``).
+        sample / sample_seed: the groups' ``sample`` and ``sample_seed`` (see
+            :class:`~weightzoo.generate.base.GridOptions`).
         data_dir: where ``openwebtext/`` is (not identity).
     """
 
     family: str = FAMILY_NAME
     models: int | None = None
     epochs: int | None = None
+    sample: str = "first"
+    sample_seed: int = 0
     data_dir: str | None = field(default=None, compare=False)
 
     kind: ClassVar[str] = "tinylm-grid"
+    omitted_at_default: ClassVar[tuple[str, ...]] = ("sample", "sample_seed")
 
     def __post_init__(self) -> None:
         if self.name not in _GRIDS:
@@ -277,22 +282,36 @@ class TinyLMGridSpec(_PhaseFactors, GroupedSpec):
     def groups(self) -> list[tuple[str, ZooSpec]]:
         """``[("d<dim>", spec of that dimension), ...]`` in increasing model dimension."""
         grid = _GRIDS[self.name]
-        options = {"models": self.models, "epochs": self.epochs, "data_dir": self.data_dir}
+        options = {
+            "models": self.models,
+            "epochs": self.epochs,
+            "data_dir": self.data_dir,
+            "sample": self.sample,
+            "sample_seed": self.sample_seed,
+        }
         return [(f"d{d}", grid.build(d).override(**options)) for d in grid.dims]
 
     def to_dict(self) -> dict[str, Any]:
-        """The grid's fields and every group's spec, without ``data_dir``."""
+        """The grid's fields and every group's spec, without ``data_dir``.
+
+        A stratified sample records its seed, even the default.
+        """
         data = super().to_dict()
         data.pop("data_dir", None)
+        if self.sample != "first":
+            data["sample_seed"] = self.sample_seed
         return data
 
     def override(self, **options: Any) -> ZooSpec:
-        """Apply ``--models``, ``--epochs`` and ``--data-dir`` (``None``: unchanged) to every group.
+        """Apply ``--models``, ``--epochs``, ``--data-dir`` and the sample to every group.
+
+        Options that are ``None`` leave the grid's value unchanged.
 
         Raises:
             ValueError: for another option, or a non-positive count.
         """
-        changes = {key: options.pop(key, None) for key in ("models", "epochs", "data_dir")}
+        keys = ("models", "epochs", "data_dir", "sample", "sample_seed")
+        changes = {key: options.pop(key, None) for key in keys}
         ZooSpec.override(self, **options)  # refuses every other option
         spec = dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
         spec.groups()  # each group checks the values

@@ -116,7 +116,7 @@ class ViTPretrainFamily(_StageFamily[ViTPretrainSpec]):
         """One plan per model, seeds from ``seed_start``; stratum = the pre-training."""
         self._check_data(spec)
         columns = {"parent": -1, "stage": "pretrain"}
-        return [
+        plans = [
             ModelPlan(
                 model_id,
                 spec.seed_start + model_id,
@@ -125,8 +125,9 @@ class ViTPretrainFamily(_StageFamily[ViTPretrainSpec]):
                 | {"pretraining": kind, "head": spec.head}
                 | {"optimizer": spec.optimizer, "lr": float(spec.lr)},
             )
-            for model_id, kind in enumerate(spec.pretrainings[: spec.num_models()])
+            for model_id, kind in enumerate(spec.pretrainings)
         ]
+        return spec.sampled(plans, ["pretraining"])
 
 
 class ViTFinetuneFamily(_StageFamily[ViTFinetuneSpec]):
@@ -141,11 +142,11 @@ class ViTFinetuneFamily(_StageFamily[ViTFinetuneSpec]):
         """
         self._check_data(spec)
         plans = []
-        for k, cell in enumerate(spec.cells()[: spec.num_models()]):
+        for k, cell in enumerate(spec.cells()):
             columns = {"stage": "finetune", "head": spec.head, **cell}
             columns.pop("seed")
             plans.append(ModelPlan(k, cell["seed"], str(cell["parent"]), columns))
-        return plans
+        return spec.sampled(plans, ["parent", "optimizer", "lr"])
 
     def eval_task(self, zoo: Zoo, spec: Mapping[str, Any]) -> ViTFinetuneEvalTask:
         """:class:`~weightzoo.families.vit.evaluate.ViTFinetuneEvalTask`: the fine-tuning digits."""

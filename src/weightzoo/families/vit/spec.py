@@ -149,7 +149,7 @@ class _ViTSpec(GridOptions, ZooSpec):
         batch_size: per-model batch size.
         label_smoothing: of the classification loss in training (the paper's 0.1).
         seed_start: first seed.
-        models: if set, only the first ``models`` models (``--models``).
+        models: if set, only ``models`` models: the first, or a sample (``sample``).
         data_dir: where the paper's image data lives; not part of the spec's identity.
     """
 
