@@ -99,7 +99,7 @@ def test_a_worker_killed_mid_block_is_retried_without_a_trace(
     ids = ZooReader(out, split="all").column("model_id")
     assert sorted(np.asarray(ids).tolist()) == list(range(12))  # nothing duplicated
     assert not list(out.rglob("*.tmp"))  # no partial shard anywhere
-    assert made[0].n == made[0].total == 12 * toy_spec.num_epochs
+    assert made[0].n == made[0].total <= 12 * toy_spec.num_epochs  # passed models leave early
     assert made[0].highest <= made[0].total  # the retry restarted its block's count
 
 
@@ -112,6 +112,9 @@ class Bar:
     def update(self, n):
         self.n += n
         self.highest = max(self.highest, self.n)
+
+    def refresh(self):
+        pass
 
     def set_postfix(self, refresh=True, **values):
         pass

@@ -201,6 +201,9 @@ class RecordingBar:
     def update(self, n):
         self.n += n
 
+    def refresh(self):
+        pass
+
     def set_postfix(self, refresh=True, **values):
         self.postfix.update(values)
 
@@ -255,7 +258,9 @@ def test_progress_counts_model_epochs_as_they_happen(
         by_block.setdefault(report[0], []).append(report)
     assert by_block == expected  # every epoch of every block, in order, from every process
     (bar,) = bars
-    assert bar.total == bar.n == 12 * toy_spec.num_epochs
+    # the total follows what was trained: models that passed left it with their epochs
+    trained = sum(models for block in expected.values() for _, models, _ in block)
+    assert bar.total == bar.n == trained < 12 * toy_spec.num_epochs
     passed = int(np.sum(ZooReader(out, split="all").column("passed")))
     assert 0 < passed < 12 and bar.postfix == {"passed": passed}
 
@@ -270,17 +275,29 @@ def test_families_without_the_callback_still_fill_the_bar(
     assert bars[0].n == bars[0].total == 12 * toy_spec.num_epochs
 
 
-def test_bar_caps_a_block_at_its_plan_and_tops_it_up_when_written():
+def test_the_bars_total_follows_what_is_left_and_what_is_retried():
+    bar = progress.ModelEpochBar(2 + 40 + 40, initial=2, bar_factory=RecordingBar)
+    bar.plan(0, 40, models=4)  # 4 models of 10 epochs
+    bar.plan(4, 40, models=4)
+    bar.advance(0, 4, 0)
+    bar.advance(0, 4, 1)
+    bar.advance(0, 3, 1)  # one model stopped after epoch 2: its 8 epochs leave the total
+    assert (bar._bar.n, bar._bar.total) == (2 + 11, 82 - 8)
+    bar.advance(0, 1, 3)  # two more stopped after epoch 3: 2 x 7 epochs leave
+    assert bar._bar.total == 82 - 8 - 14 and bar.passed == 3
+    bar.finish(0)  # the last stopped after epoch 4: the rest of its budget leaves
+    assert bar._bar.total == 2 + 12 + 40 and bar._bar.n == 2 + 12
+    for _ in range(12):  # block 4 trains 12 epochs of 4 models: retries, 8 more than planned
+        bar.callback(4)(4, None)
+    bar.finish(4)
+    assert bar._bar.n == bar._bar.total == 2 + 12 + 48
+
+
+def test_a_block_that_reports_nothing_counts_in_full_when_written():
     bar = progress.ModelEpochBar(10, initial=2, bar_factory=RecordingBar)
-    bar.plan(5, 4)
-    bar.plan(9, 4)
-    bar.advance(5, 3, 1)
-    bar.advance(5, 3, 2)  # more than planned: counted up to the plan only
-    bar.callback(9)(1, None)
-    assert bar._bar.n == 2 + 4 + 1 and bar.passed == 2
+    bar.plan(5, 8, models=2)
     bar.finish(5)
-    bar.finish(9)
-    assert bar._bar.n == 10
+    assert bar._bar.n == bar._bar.total == 10
 
 
 def test_a_failing_write_is_not_retried_but_finished_blocks_are_kept(

@@ -314,7 +314,7 @@ def generate(
             disable=not progress,
         )
         for block in todo:
-            bar.plan(block.first, len(block.plans) * per_model)
+            bar.plan(block.first, len(block.plans) * per_model, len(block.plans))
 
         def write(block: Block, records: list[ModelRecord]) -> None:
             known: dict[str, list] = {
