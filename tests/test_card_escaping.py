@@ -207,9 +207,10 @@ def test_a_card_of_hostile_names_renders_them_as_text(hostile_zoo, tmp_path):
     assert {page.texts["td"][i] for i in range(0, 28, 7)} == {
         one_line(m) for m in METRICS if "acc" in m
     }
-    check_code_blocks(page, NAME)
+    check_code_blocks(page, f"OWNER/{NAME}")  # a name no catalog entry has
     # Nothing else of the body escaped into a block of its own.
-    blocks = ["h1", "p", "h2", "pre", "pre", "p", "h2", "table", "h2", *["h3", "p"] * 6, "p"]
+    # (the "Use" section opens with one line: push it first, as OWNER/NAME)
+    blocks = ["h1", "p", "h2", "p", "pre", "pre", "p", "h2", "table", "h2", *["h3", "p"] * 6, "p"]
     assert page.top == blocks
 
 
@@ -248,7 +249,7 @@ def test_a_grouped_card_escapes_the_top_manifest(grouped_spec, tmp_path):
     assert len(images) == 10 and all(
         src.startswith(("figures/a__b__/", "figures/c_d-/")) for src in images
     )
-    check_code_blocks(page, NAME)
+    check_code_blocks(page, f"OWNER/{NAME}")
 
 
 def test_a_hostile_group_name_never_reaches_a_card(grouped_zoo, tmp_path, capsys):

@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from weightzoo import __version__
+from weightzoo import __version__, catalog
 from weightzoo.errors import InvalidOptionError, ManifestError, StorageWriteError, WeightzooError
 from weightzoo.escaping import markdown_text, python_str, relative_link, shell_quote
 from weightzoo.figures import write_figures
@@ -237,11 +237,23 @@ def _heading(zoo_dir: str | os.PathLike[str], meta: Mapping[str, Any], intro: st
     ]
 
 
+def default_repo_id(name: str) -> str:
+    """The repo a card's usage names when it is given none: one that ``weightzoo fetch`` can read.
+
+    The zoo's name where the catalog has a hub copy of it; else ``OWNER/<name>``, the repo id a
+    copy pushed with ``weightzoo push`` gets (the card then says to replace ``OWNER``).
+    """
+    entry = catalog.find(name)
+    return name if entry is not None and entry.hub_repo is not None else f"OWNER/{name}"
+
+
 def _usage(repo_id: str, fetch_options: str, python_lines: list[str]) -> list[str]:
     """The card's "Use" section: the fetch command and a few lines of Python, then a blank."""
+    owner = repo_id.startswith("OWNER/")
     return [
         "## Use",
         "",
+        *(["Once pushed (`weightzoo push ZOO OWNER/NAME`), with OWNER your hub user:", ""] * owner),
         "```bash",
         f"weightzoo fetch {shell_quote(repo_id)} {fetch_options}",
         "```",
@@ -349,7 +361,7 @@ def write_card(
     Args:
         zoo_dir: the zoo directory.
         out_dir: where the card goes (created if needed).
-        repo_id: the hub repo named in the usage snippet (default: the zoo's name).
+        repo_id: the hub repo named in the usage snippet (default: :func:`default_repo_id`).
         license: license identifier.
         plots: draw the figures (needs the ``plots`` extra).
         color_by: the column the weight embedding is coloured by (default: the class column,
@@ -378,12 +390,19 @@ def write_card(
                 for entry in (top.groups if plots else [])
             }
             text = render_grouped_card(
-                zoo_dir, repo_id=repo_id or top.name, license=license, figures=per_group
+                zoo_dir,
+                repo_id=repo_id or default_repo_id(top.name),
+                license=license,
+                figures=per_group,
             )
         else:
             figures = draw(zoo_dir, staged / FIGURE_DIR) if plots else None
             text = render_card(
-                zoo_dir, top, repo_id=repo_id or top.name, license=license, figures=figures
+                zoo_dir,
+                top,
+                repo_id=repo_id or default_repo_id(top.name),
+                license=license,
+                figures=figures,
             )
         write_text(staged / CARD_FILE, text)
     return Path(out_dir) / CARD_FILE

@@ -423,6 +423,28 @@ def entries() -> list[CatalogEntry]:
     return list(_known().values())
 
 
+def how_to_get(name: str, dest: str | None = None) -> str:
+    """Advice on getting the zoo ``name`` into ``dest``: only commands that can work.
+
+    A zoo with a hub copy or an original release is fetched (``weightzoo fetch``); a zoo with a
+    spec is generated (``weightzoo generate``); an unknown name gets the closest known names.
+    """
+    entry = find(name)
+    if entry is None:
+        close = difflib.get_close_matches(name, list(_known()), n=3, cutoff=0.5)
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        return f"No zoo spec or published zoo is named {name!r}{hint}; `weightzoo list` names them."
+    ways = []
+    if entry.hub_repo is not None or entry.release is not None:
+        option = "--local-dir" if entry.hub_repo is not None else "--out"
+        into = f" {option} {dest}" if dest else ""
+        ways.append(f"fetch it with `weightzoo fetch {name}{into}`")
+    if entry.generation is not None:
+        into = f" --out {dest}" if dest else ""
+        ways.append(f"generate it with `weightzoo generate {name}{into}`")
+    return "You can " + " or ".join(ways) + "."
+
+
 def get_entry(name: str) -> CatalogEntry:
     """The entry called ``name``.
 

@@ -28,6 +28,7 @@ from torch.utils.data import (
     default_collate,
 )
 
+from weightzoo import catalog
 from weightzoo.errors import (
     InvalidOptionError,
     ManifestError,
@@ -719,10 +720,12 @@ def resolve_zoo_dir(root: PathLike, name: str) -> Path:
         raise ZooNotFoundError(f"{root} holds zoo {found!r}, not {name!r}")
     if (root / name / MANIFEST_NAME).is_file():
         return root / name
+    entry = catalog.find(name)
+    fetchable = entry is not None and (entry.hub_repo is not None or entry.release is not None)
+    download = " (or pass download=True)" if fetchable else ""
     raise ZooNotFoundError(
-        f"zoo {name!r} not found under {root}. Generate it with "
-        f"`weightzoo generate {name} --out {root / name}`, fetch it with "
-        f"`weightzoo fetch {name} --local-dir {root / name}`, or pass download=True."
+        f"zoo {name!r} not found under {root}: pass the zoo's own directory if it is elsewhere. "
+        f"{catalog.how_to_get(name, str(root / name))}{download}"
     )
 
 
