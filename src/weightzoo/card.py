@@ -244,7 +244,7 @@ def default_repo_id(name: str) -> str:
     copy pushed with ``weightzoo push`` gets (the card then says to replace ``OWNER``).
     """
     entry = catalog.find(name)
-    return name if entry is not None and entry.hub_repo is not None else f"OWNER/{name}"
+    return name if entry is not None and entry.published else f"OWNER/{name}"
 
 
 def _usage(repo_id: str, fetch_options: str, python_lines: list[str]) -> list[str]:

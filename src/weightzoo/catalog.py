@@ -288,6 +288,11 @@ class CatalogEntry:
         return self.hub_repo is not None
 
     @property
+    def fetchable(self) -> bool:
+        """Whether ``weightzoo fetch NAME`` can get it: a hub copy or an original release."""
+        return self.published or self.release is not None
+
+    @property
     def sources(self) -> tuple[Source, ...]:
         """Where the zoo's bytes can come from, in the order ``weightzoo fetch`` tries them."""
         hub = (HubCopy(self.hub_repo, self.revision),) if self.hub_repo is not None else ()
@@ -435,8 +440,8 @@ def how_to_get(name: str, dest: str | None = None) -> str:
         hint = f" (did you mean {', '.join(close)}?)" if close else ""
         return f"No zoo spec or published zoo is named {name!r}{hint}; `weightzoo list` names them."
     ways = []
-    if entry.hub_repo is not None or entry.release is not None:
-        option = "--local-dir" if entry.hub_repo is not None else "--out"
+    if entry.fetchable:
+        option = "--local-dir" if entry.published else "--out"
         into = f" {option} {dest}" if dest else ""
         ways.append(f"fetch it with `weightzoo fetch {name}{into}`")
     if entry.generation is not None:

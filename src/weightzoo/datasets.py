@@ -721,7 +721,7 @@ def resolve_zoo_dir(root: PathLike, name: str) -> Path:
     if (root / name / MANIFEST_NAME).is_file():
         return root / name
     entry = catalog.find(name)
-    fetchable = entry is not None and (entry.hub_repo is not None or entry.release is not None)
+    fetchable = entry is not None and entry.fetchable
     download = " (or pass download=True)" if fetchable else ""
     raise ZooNotFoundError(
         f"zoo {name!r} not found under {root}: pass the zoo's own directory if it is elsewhere. "
