@@ -7,8 +7,12 @@ parser (``weightzoo --help``, ``weightzoo list``) stays light.
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
+import shutil
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +29,18 @@ from weightzoo.cli.options import (
     positive_int,
 )
 from weightzoo.cli.transfer import fetch_spec_data
-from weightzoo.errors import DataFilesMissingError, InvalidOptionError, WeightzooError
+from weightzoo.errors import (
+    DataFilesMissingError,
+    InvalidOptionError,
+    WeightzooError,
+    ZooLockedError,
+)
 from weightzoo.generate.base import GridOptions, ZooSpec
 from weightzoo.generate.specs import get_spec
 from weightzoo.sources.datasets import IMAGE_DATASETS
 from weightzoo.storage.manifest import Manifest
 from weightzoo.storage.merge import merge_slices
+from weightzoo.storage.writer import ZooLock
 
 __all__ = ["add_parsers", "cmd_generate", "cmd_merge", "cmd_sparsify"]
 
@@ -71,6 +81,9 @@ _REPEATED = (
 )
 # The options of the Ray engine: the local engine refuses them unless left at their defaults.
 _RAY_ONLY = ("address", "cpus_per_block", "gpus_per_block", "max_retries")
+
+# The folders of a zoo that hold a run's work: a file in any of them is worth resuming from.
+_WORK_FOLDERS = ("shards", ".resume", "groups", "sidecars")
 
 # What an interrupted `generate` keeps, said after Ctrl-C or SIGTERM.
 RESUME_HINT = "completed shards are kept, rerun the same command to resume"
@@ -175,22 +188,78 @@ def cmd_generate(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else zoo_dir_default(spec)
     if args.download:  # into the directory the spec reads
         fetch_spec_data(spec, getattr(spec, "data_dir", None) or args.data_dir)
+    # None: the runner's own default interval
+    interval = {} if args.resume_interval is None else {"resume_interval": args.resume_interval}
     try:
-        manifest = generate(
-            spec,
-            out,
-            device=args.device,
-            workers=args.workers,
-            engine=args.engine,
-            ray=ray,
-            slice=args.slice,
-            # None: the runner's own default interval
-            **({} if args.resume_interval is None else {"resume_interval": args.resume_interval}),
-        )
+        with _no_debris(out):
+            manifest = generate(
+                spec,
+                out,
+                device=args.device,
+                workers=args.workers,
+                engine=args.engine,
+                ray=ray,
+                slice=args.slice,
+                **interval,
+            )
     except DataFilesMissingError as exc:
         raise _offer_download(exc, args) from None
     _print_generated(args, manifest, out)
     return 0
+
+
+@contextmanager
+def _no_debris(out: Path) -> Iterator[None]:
+    """On failure, remove what this run wrote to a new ``out`` if it stored no work.
+
+    A run that fails before its first shard or resume state (missing data, a bad device)
+    would otherwise leave a ``zoo.json`` that promises models and holds none. A directory that
+    held anything before the run, or holds work now, is left as it is.
+    """
+    created = not out.exists()
+    was_empty = created or (out.is_dir() and not out.is_symlink() and not any(out.iterdir()))
+    try:
+        yield
+    except BaseException:
+        if was_empty:
+            _remove_unfinished(out, created=created)
+        raise
+
+
+def _remove_unfinished(out: Path, *, created: bool) -> None:
+    """Empty ``out`` (and remove it if ``created``) unless it holds work or another writer."""
+    if not out.is_dir() or out.is_symlink():
+        return
+    try:
+        lock = ZooLock(out)  # a writer still at work owns what is there
+    except (ZooLockedError, OSError):
+        return
+    try:
+        entries = list(out.iterdir())
+        if any(entry.is_symlink() for entry in entries) or _holds_work(out):
+            return
+        for entry in entries:
+            if entry.is_dir():
+                shutil.rmtree(entry)
+            elif entry.name != lock.path.name:
+                entry.unlink()
+    finally:
+        lock.release()
+    lock.path.unlink(missing_ok=True)
+    if created:
+        try:
+            out.rmdir()
+        except OSError:  # a writer that started meanwhile owns it now
+            pass
+
+
+def _holds_work(out: Path) -> bool:
+    """Whether a file (or a link) lies anywhere under one of the zoo's work folders."""
+    for name in _WORK_FOLDERS:
+        for _folder, dirs, files in os.walk(out / name):
+            if files or any((Path(_folder) / d).is_symlink() for d in dirs):
+                return True
+    return False
 
 
 def _generate_command(args: argparse.Namespace, *extra: str) -> str:
