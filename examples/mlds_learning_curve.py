@@ -8,6 +8,11 @@ accuracies it prints two facts about the weight space itself: the accuracy of a 
 neighbour classifier, and the median distance between two networks of one machine over that
 between networks of two machines (1.0: networks of one machine lie no closer together).
 
+With ``--table2 OTHER`` (a DS2 zoo beside a DS1 zoo, or the reverse) it scores the paper's
+Table 2 instead: per machine, clean against backdoored networks, the first ``n`` of each kind,
+by stratified 5-fold cross-validation over the ``2n`` networks (the paper fits 800 and tests
+200 per kind; at a few dozen networks a single test split would hold a handful).
+
 The paper, *MLDS: A Dataset for Weight-Space Analysis of Neural Networks* (John Clemens, 2021,
 arXiv:2104.10555), fits its classifiers on 1,000 networks per machine; its values are printed
 in the last row.
@@ -17,6 +22,8 @@ Usage::
     weightzoo generate mlds-ds1 --per-class 200 --out zoos/mlds-ds1-200
     python examples/mlds_learning_curve.py zoos/mlds-ds1-200 --sizes 16,40,100,200 \
         --plot learning-curve.png
+    python examples/mlds_learning_curve.py zoos/mlds-ds1-200 --table2 zoos/mlds-ds2-40 \
+        --sizes 16,40
 """
 
 from __future__ import annotations
@@ -34,8 +41,10 @@ from weightzoo.analysis.data import arrays, class_column
 from weightzoo.analysis.mlds import (
     FOLDS,
     PAPER_TABLE1,
+    PAPER_TABLE2,
     SEED,
     TABLE1_CLASSIFIERS,
+    TABLE2_CLASSIFIERS,
     cv_accuracies,
     subset_of,
 )
@@ -85,6 +94,53 @@ def curve(zoo: Zoo, sizes: list[int]) -> list[dict]:
             row["seconds"] = time.perf_counter() - started
             rows.append(row)
     return rows
+
+
+def _final_weights(zoo: Zoo, feature: str) -> dict[str, np.ndarray]:
+    label = class_column(zoo)
+    if label is None:
+        raise InvalidOptionError(f"{zoo.path} is not an MLDS zoo: it has no machine column")
+    data = arrays(zoo, split="all", features=(feature,), targets=(label, "replicate"))
+    return {"x": data[feature], "machine": data[label], "replicate": data["replicate"]}
+
+
+def table2_curve(clean: Zoo, backdoor: Zoo, sizes: list[int], feature: str) -> list[dict]:
+    """Table 2 per machine and size: clean (label 0) against backdoored (label 1) networks."""
+    kinds = [_final_weights(clean, feature), _final_weights(backdoor, feature)]
+    machines = [m for m in PAPER_TABLE2 if all(m in set(kind["machine"]) for kind in kinds)]
+    rows = []
+    for size in sizes:
+        for machine in machines:
+            xs, ys = [], []
+            for flag, kind in enumerate(kinds):
+                chosen = (kind["machine"] == machine) & (kind["replicate"] < size)
+                if int(chosen.sum()) < size:
+                    zoo = (clean, backdoor)[flag]
+                    raise InvalidOptionError(
+                        f"--sizes {size}: {zoo.path} holds {int(chosen.sum())} {machine} "
+                        f"networks; generate it with --per-class {size} or drop that size"
+                    )
+                xs.append(kind["x"][chosen])
+                ys.append(np.full(int(chosen.sum()), flag))
+            row = {"per machine": size, "machine": machine, "features": feature}
+            row |= cv_accuracies(TABLE2_CLASSIFIERS, np.concatenate(xs), np.concatenate(ys), FOLDS)
+            rows.append(row)
+    return rows
+
+
+def table2_markdown(rows: list[dict]) -> str:
+    """Table 2 rows as a markdown table, each machine's paper row after its last size."""
+    names = list(TABLE2_CLASSIFIERS)
+    head = ["machine", "per kind", "features", *names]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for machine in dict.fromkeys(row["machine"] for row in rows):
+        for row in (r for r in rows if r["machine"] == machine):
+            cells = [machine, str(row["per machine"]), FEATURES[row["features"]]]
+            lines.append("| " + " | ".join(cells + [f"{row[n]:.1f}" for n in names]) + " |")
+        paper = PAPER_TABLE2[machine]
+        cells = [machine, "1000 (paper)", FEATURES["weights"]]
+        lines.append("| " + " | ".join(cells + [f"{paper[n]:.0f}" for n in names]) + " |")
+    return "\n".join(lines)
 
 
 def markdown(rows: list[dict], paper: dict[str, float] | None) -> str:
@@ -141,12 +197,24 @@ def main() -> None:
     parser.add_argument("zoo", help="an MLDS zoo directory (mlds-ds1 or mlds-ds2)")
     parser.add_argument("--sizes", default="16,40,100,200", help="networks per machine, e.g. 16,40")
     parser.add_argument("--plot", help="save the curve as this image (png, svg, ...)")
+    parser.add_argument(
+        "--table2",
+        metavar="OTHER",
+        help="score Table 2 (clean vs backdoored per machine) against this DS2 (or DS1) zoo",
+    )
     args = parser.parse_args()
     try:
         sizes = sorted({int(text) for text in args.sizes.split(",")})
     except ValueError:
         parser.error(f"--sizes {args.sizes!r}: give comma-separated whole numbers, e.g. 16,40")
     zoo = Zoo(args.zoo)
+    if args.table2:
+        other = Zoo(args.table2)
+        clean, backdoor = (zoo, other) if subset_of(zoo) != "ds2" else (other, zoo)
+        print(f"clean {clean.path}, backdoored {backdoor.path}")
+        for feature in FEATURES:
+            print(table2_markdown(table2_curve(clean, backdoor, sizes, feature)))
+        return
     paper = PAPER_TABLE1.get(subset_of(zoo) or "", (None, None))[1]
     rows = curve(zoo, sizes)
     print(f"{zoo.name} at {zoo.path} (spec fingerprint {zoo.manifest.spec_fingerprint[:12]})")
