@@ -32,7 +32,13 @@ def main() -> None:
     args = parser.parse_args()
     cells: dict[tuple[int, int], dict[str, float]] = {}
     batches: list[int] = []
-    for dim in args.dims:
+    dims = [dim for dim in args.dims if (args.root / f"phase-tinylm-d{dim}").is_dir()]
+    missing = sorted(set(args.dims) - set(dims))
+    if missing:  # a partial grid still prints what is there
+        print(f"no zoo for model_dim {missing} under {args.root}: those rows are left out")
+    if not dims:
+        parser.error(f"{args.root} holds no phase-tinylm-d<dim> zoo; generate one first")
+    for dim in dims:
         zoo = weightzoo.Zoo(args.root / f"phase-tinylm-d{dim}")
         meta = zoo.metadata()
         try:
@@ -52,7 +58,7 @@ def main() -> None:
         print(f"\n{name}: mean over the seeds, last checkpoint\n")
         print("| model_dim | " + " | ".join(f"batch {b}" for b in batches) + " |")
         print("| --- |" + " --- |" * len(batches))
-        for dim in args.dims:
+        for dim in dims:
             values = " | ".join(fmt.format(cells[(dim, b)][name]) for b in batches)
             print(f"| {dim} | {values} |")
 
