@@ -200,7 +200,7 @@ def test_sigterm_cancels_blocks_that_had_not_started(tmp_path, cleanup):
     assert rc == 143, text
     assert set(started(text)) == hung_ids  # nothing else was trained
     assert_gone(family)
-    assert Manifest.load(out).shards == []
+    assert not out.exists()  # no block finished: the run leaves no zoo.json without shards
 
 
 def test_workers_exit_when_the_parent_is_killed(tmp_path, reference, cleanup):
