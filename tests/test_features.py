@@ -8,10 +8,13 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 from torch import nn
 
 from weightzoo import features
 from weightzoo.errors import LayoutError
+from weightzoo.escaping import exception_summary
 from weightzoo.features import (
     PRESETS,
     detokenize,
@@ -285,6 +288,24 @@ def test_statistics_names_format():
     ]
     assert statistics_names(layout, "unterthiner")[0] == "0.bias:p0"
     assert statistics_names(layout, "nfn")[1] == "0.weight:var_unbiased"
+    # every preset's names, in order: manifests store them, so they must not move
+    assert statistics_names(layout, "unterthiner")[7:14] == [
+        f"0.weight:{s}" for s in ("p0", "p25", "p50", "p75", "p100", "std", "mean")
+    ]
+    assert statistics_names(layout, "nfn")[:7] == [
+        f"0.weight:{s}" for s in ("mean", "var_unbiased", "q0", "q25", "q50", "q75", "q100")
+    ]
+
+
+@given(message=st.text(max_size=300), limit=st.integers(0, 200))
+def test_exception_summary_is_the_type_and_the_first_line_cut(message, limit):
+    summary = exception_summary(ValueError(message), limit)
+    kind, _, reason = summary.partition(": ")
+    assert kind == "ValueError"
+    assert len(reason) <= limit
+    first = (message.strip().splitlines() or [""])[0]
+    assert first.startswith(reason)
+    assert len(reason.splitlines()) <= 1  # one line, whatever breaks the message holds
 
 
 def test_statistics_chunking_matches_unchunked(monkeypatch):

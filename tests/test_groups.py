@@ -45,6 +45,20 @@ def test_each_group_is_a_version_1_zoo_with_its_own_layout(grouped_zoo, grouped_
     assert top["spec_fingerprint"] == grouped_spec.fingerprint()
 
 
+def test_both_manifest_kinds_start_with_the_same_header_and_round_trip(grouped_zoo):
+    header = ["format", "format_version", "name", "family", "num_models"]
+    top = json.loads((grouped_zoo / "zoo.json").read_text())
+    group = json.loads((grouped_zoo / "groups" / "narrow" / "zoo.json").read_text())
+    assert list(top)[:5] == header and list(group)[:5] == header
+    assert top["format"] == group["format"]
+    assert (top["format_version"], group["format_version"]) == (2, 1)
+    assert top["num_models"] == sum(g["num_models"] for g in top["groups"])
+    # the written JSON is what to_dict gives, key order included (a group's hash depends on it)
+    assert GroupedManifest.from_dict(top).to_dict() == top
+    assert list(GroupedManifest.from_dict(top).to_dict()) == list(top)
+    assert list(Manifest.load(grouped_zoo / "groups" / "narrow").to_dict()) == list(group)
+
+
 def test_model_ids_are_unique_across_groups(grouped_zoo):
     zoo = Zoo(grouped_zoo)
     ids = [zoo.group(name).metadata("all")["model_id"] for name in zoo.groups]

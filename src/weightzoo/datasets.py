@@ -8,7 +8,6 @@ open is dropped on pickling, so ``DataLoader(num_workers>0)`` works with ``fork`
 from __future__ import annotations
 
 import operator
-import os
 import warnings
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -29,6 +28,7 @@ from torch.utils.data import (
 )
 
 from weightzoo import catalog
+from weightzoo._types import PathLike
 from weightzoo.errors import (
     InvalidOptionError,
     ManifestError,
@@ -51,20 +51,18 @@ from weightzoo.selection import (
 from weightzoo.selection import model_mask as model_mask
 from weightzoo.storage.groups import GroupedManifest, check_group_manifest, is_grouped, zoo_name
 from weightzoo.storage.manifest import MANIFEST_NAME, Manifest
-from weightzoo.storage.sidecar import Sidecar, list_sidecars, sidecar_records
+from weightzoo.storage.sidecar import BEHAVIOUR_SIDECAR, Sidecar, list_sidecars, sidecar_records
 from weightzoo.storage.verify import check_shard_present
 from weightzoo.zoo import Zoo
 
 Item = dict[str, torch.Tensor]
 Transform = Callable[[Item], Item]
-PathLike = str | os.PathLike[str]
 
 STORED_STATS = "stats"
 TOKENS = "tokens"
 OUTPUTS = "outputs"  # every checkpoint's outputs on the zoo's query set (a side file)
 PARAMS = "params"  # {state_dict name: tensor}, for weight-space learning libraries
 BASE_FEATURES = ("weights", STORED_STATS, TOKENS, OUTPUTS, PARAMS)
-BEHAVIOUR_SIDECAR = "behaviour"  # the side file `weightzoo behaviour` writes
 TOKEN_KEYS = ("tokens", "tokens_mask", "tokens_positions")
 ID_KEYS = ("model", "epoch")
 #: The checkpoint selection every point-wise Dataset starts from: the trained networks.

@@ -69,6 +69,20 @@ def one_line(text: object, limit: int | None = MAX_CHARS) -> str:
     return line
 
 
+def exception_summary(exc: BaseException, limit: int) -> str:
+    """``"<type>: <first line>"`` of an exception, for a one-line message that quotes it.
+
+    Args:
+        exc: the exception.
+        limit: the most characters kept of its message's first line.
+
+    Returns:
+        The exception's type name and its stripped message's first line, cut to ``limit``.
+    """
+    reason = (str(exc).strip().splitlines() or [""])[0][:limit]
+    return f"{type(exc).__name__}: {reason}"
+
+
 def markdown_text(text: object, limit: int | None = MAX_CHARS) -> str:
     r"""Publisher text as Markdown that renders as exactly :func:`one_line` of it.
 

@@ -29,6 +29,7 @@ from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
 from weightzoo.errors import InvalidOptionError, LayoutError
+from weightzoo.escaping import exception_summary
 from weightzoo.storage.layout import Layout, TensorSpec
 
 __all__ = [
@@ -45,6 +46,7 @@ __all__ = [
     "tokenize",
     "unflatten",
 ]
+
 
 #: Buffers with this leaf name are never part of a layout built by :func:`layout_of`.
 _SKIPPED_LEAVES = ("num_batches_tracked",)
@@ -239,10 +241,9 @@ def module_shapes(module: nn.Module, input_shape: Sequence[int]) -> dict[str, tu
             x = torch.empty((2, *shape), device="meta")  # two: batch statistics need a pair
             torch.func.functional_call(module, meta, (x,))
     except Exception as exc:  # whatever the module raises on a wrong input shape
-        reason = (str(exc).strip().splitlines() or [""])[0][:160]
         raise LayoutError(
             f"{type(module).__name__} does not run on inputs of shape {shape} "
-            f"({type(exc).__name__}: {reason}); pass the shape of one input without the batch "
+            f"({exception_summary(exc, 160)}); pass the shape of one input without the batch "
             "dimension"
         ) from None
     finally:
@@ -396,41 +397,30 @@ class _Preset:
     stats: tuple[tuple[str, str, float], ...]
 
 
+def _quantiles(prefix: str, *fractions: float) -> tuple[tuple[str, str, float], ...]:
+    """Quantile statistics, each named ``<prefix><percent>`` (``p25`` for 0.25)."""
+    return tuple((f"{prefix}{round(q * 100)}", "q", q) for q in fractions)
+
+
 _PRESET_TABLE: dict[str, _Preset] = {
     "modelzoo": _Preset(
         bias_first=False,
         stats=(
             ("mean", "mean", 0),
             ("var", "var", 0),
-            ("p1", "q", 0.01),
-            ("p25", "q", 0.25),
-            ("p50", "q", 0.50),
-            ("p75", "q", 0.75),
-            ("p99", "q", 0.99),
+            *_quantiles("p", 0.01, 0.25, 0.5, 0.75, 0.99),
         ),
     ),
     "unterthiner": _Preset(
         bias_first=True,
-        stats=(
-            ("p0", "q", 0.0),
-            ("p25", "q", 0.25),
-            ("p50", "q", 0.50),
-            ("p75", "q", 0.75),
-            ("p100", "q", 1.0),
-            ("std", "std", 0),
-            ("mean", "mean", 0),
-        ),
+        stats=(*_quantiles("p", 0.0, 0.25, 0.5, 0.75, 1.0), ("std", "std", 0), ("mean", "mean", 0)),
     ),
     "nfn": _Preset(
         bias_first=False,
         stats=(
             ("mean", "mean", 0),
             ("var_unbiased", "var", 1),
-            ("q0", "q", 0.0),
-            ("q25", "q", 0.25),
-            ("q50", "q", 0.50),
-            ("q75", "q", 0.75),
-            ("q100", "q", 1.0),
+            *_quantiles("q", 0.0, 0.25, 0.5, 0.75, 1.0),
         ),
     ),
 }

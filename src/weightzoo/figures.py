@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from weightzoo._types import PathLike
 from weightzoo.errors import (
     InvalidOptionError,
     StorageWriteError,
@@ -33,7 +34,6 @@ from weightzoo.errors import (
 from weightzoo.escaping import one_line
 from weightzoo.storage.reader import ZooReader
 
-PathLike = str | os.PathLike[str]
 #: Columns that name a model's class, in the order a card looks for one that varies.
 CLASS_COLUMNS = ("machine", "automaton", "activation", "dataset", "optimizer")
 HELD_OUT = ("test", "eval", "val", "trigger")

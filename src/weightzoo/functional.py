@@ -48,6 +48,8 @@ from weightzoo.errors import (
 from weightzoo.families import family_hooks
 from weightzoo.features import unflatten
 from weightzoo.precision import exact_cuda
+from weightzoo.storage.manifest import SPLITS
+from weightzoo.storage.sidecar import BEHAVIOUR_SIDECAR
 from weightzoo.zoo import Zoo
 
 __all__ = [
@@ -62,8 +64,6 @@ __all__ = [
 ]
 
 QUERY_KINDS = ("random", "data", "union")
-BEHAVIOUR_SIDECAR = "behaviour"
-"""Name of the side file :func:`behaviour` writes (``<zoo>/sidecars/behaviour.h5``)."""
 
 # Working memory of one forward pass, in float32 values: bounds rows x inputs per pass. On CPU
 # a pass that stays in cache (16 MB) ran fastest (benchmarks/bench_evaluate.py); a GPU wants
@@ -167,7 +167,7 @@ class ImageTask:
     where they differ).
     """
 
-    splits = ("train", "val", "test")
+    splits = SPLITS
     default_split = "test"
     accuracy = "acc"
     row_column = "activation"

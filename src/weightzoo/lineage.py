@@ -14,7 +14,6 @@ backbone), which also lets one Dataset span several child groups.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from weightzoo._types import PathLike
 from weightzoo.datasets import ZooDataset
 from weightzoo.errors import (
     GroupRequiredError,
@@ -34,7 +34,6 @@ from weightzoo.selection import build_parts, items_across
 from weightzoo.storage.layout import Layout
 from weightzoo.zoo import NO_PARENT, PARENT_COLUMN, Zoo
 
-PathLike = str | os.PathLike[str]
 INFO_COLUMNS = ("optimizer", "lr", "pretraining", "head", "seed")
 """Columns copied into each item's ``info`` where the child group has them."""
 

@@ -35,7 +35,7 @@ from weightzoo.errors import (
     UnknownColumnError,
     UnknownSplitError,
 )
-from weightzoo.storage.selection import SPLIT_NAMES
+from weightzoo.storage.manifest import SPLITS
 
 if TYPE_CHECKING:
     from weightzoo.storage.manifest import Manifest
@@ -125,11 +125,11 @@ def check_split_names(split: Any, manifest: Manifest, location: Any) -> None:
         return
     names = [split] if isinstance(split, str) else split if isinstance(split, (list, tuple)) else []
     for name in names:
-        if isinstance(name, str) and name not in SPLIT_NAMES:
+        if isinstance(name, str) and name not in SPLITS:
             raise UnknownSplitError(
                 f"unknown split {name!r} for zoo {manifest.name!r} at {location}; its splits "
-                f"are {split_counts(manifest)}. Pass one of {', '.join(SPLIT_NAMES)} or "
-                f"'all'.{did_you_mean(name, SPLIT_NAMES)}"
+                f"are {split_counts(manifest)}. Pass one of {', '.join(SPLITS)} or "
+                f"'all'.{did_you_mean(name, SPLITS)}"
             )
 
 

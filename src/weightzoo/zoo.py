@@ -2,23 +2,22 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from weightzoo._types import PathLike
 from weightzoo.errors import ShardMissingError, UnknownColumnError, require
 from weightzoo.selection import check_epoch_names, check_split_names, listing
 from weightzoo.storage.groups import GroupedManifest, load_any, resolve_group
 from weightzoo.storage.layout import Layout
-from weightzoo.storage.manifest import Manifest
+from weightzoo.storage.manifest import MANIFEST_NAME, Manifest
 from weightzoo.storage.reader import ZooReader
 from weightzoo.storage.sidecar import sidecar_records
 from weightzoo.storage.verify import check_shard
 
-PathLike = str | os.PathLike[str]
 #: The per-model column of a zoo with lineage: the id of the model another one started from.
 PARENT_COLUMN = "parent"
 NO_PARENT = -1  # in PARENT_COLUMN: trained from scratch
@@ -160,7 +159,7 @@ class Zoo:
     @property
     def manifest_file(self) -> str:
         """The path of the open zoo's (or group's) ``zoo.json``, for messages."""
-        return str(self.path / "zoo.json")
+        return str(self.path / MANIFEST_NAME)
 
     @property
     def epochs(self) -> list[int]:
@@ -433,7 +432,8 @@ class Zoo:
                 "finished": entry.manifest_sha256 is not None,
             }
             # a finished group (hash recorded) is opened even without its manifest: that raises
-            if entry.manifest_sha256 is not None or (self.root / entry.path / "zoo.json").is_file():
+            manifest_file = self.root / entry.path / MANIFEST_NAME
+            if summary["finished"] or manifest_file.is_file():
                 summary.update(self.group(entry.name).info())
             else:
                 summary.update(models=entry.num_models, complete=False)

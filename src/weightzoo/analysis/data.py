@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Sequence
 
 import numpy as np
 
+from weightzoo._types import PathLike
 from weightzoo.datasets import ZooDataset
 from weightzoo.zoo import Zoo
 
-PathLike = str | os.PathLike[str]
 FIT_SPLITS = ("train", "val")
 CLASS_COLUMNS = ("machine", "automaton")
 

@@ -28,6 +28,7 @@ from sklearn.preprocessing import StandardScaler
 from weightzoo.analysis.data import arrays, zoo_label
 from weightzoo.analysis.tables import Row, Skipped, Table, UnsupportedTableError
 from weightzoo.errors import WeightzooError
+from weightzoo.storage.manifest import SPLITS
 from weightzoo.zoo import Zoo
 
 SOURCE = (
@@ -205,7 +206,7 @@ def table3_row(zoo: Zoo) -> tuple[Row, list[str]]:
         name: _load(zoo, name, list(features.values()), targets)
         if zoo.manifest.splits().get(name)
         else None
-        for name in ("train", "val", "test")
+        for name in SPLITS
     }
     for name in ("train", "test"):
         if len(parts[name]["epoch"]) == 0:

@@ -35,6 +35,7 @@ from sklearn.preprocessing import StandardScaler
 from weightzoo.analysis.data import arrays, zoo_label
 from weightzoo.analysis.tables import Row, Table, UnsupportedTableError
 from weightzoo.storage.layout import Layout
+from weightzoo.storage.manifest import SPLITS
 from weightzoo.zoo import Zoo
 
 SOURCE = (
@@ -44,7 +45,6 @@ SOURCE = (
 )
 BASE_RATIO = 0.5
 METHODS = ("flat", "sorted", "deepsets")
-ALL_SPLITS = ("train", "val", "test")
 SEED = 0
 
 
@@ -274,7 +274,7 @@ def distinguish_table(
             f"{label} is not a property-inference zoo (it has no ratio and pool columns); "
             "generate one with `weightzoo generate property-synthetic`"
         )
-    data = arrays(zoo, split=list(ALL_SPLITS), epochs="last", targets=("ratio", "pool"))
+    data = arrays(zoo, split=list(SPLITS), epochs="last", targets=("ratio", "pool"))
     rows, ratio, pool = data["weights"], data["ratio"].astype(float), data["pool"]
     layout = zoo.layout
     dense_layers(layout)

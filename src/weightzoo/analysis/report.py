@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from weightzoo._types import PathLike
 from weightzoo.analysis import (
     lineage,
     mlds,
@@ -21,7 +22,7 @@ from weightzoo.analysis import (
     quality,
     trajectories,
 )
-from weightzoo.analysis.data import PathLike, as_zoo, class_column, zoo_label
+from weightzoo.analysis.data import as_zoo, class_column, zoo_label
 from weightzoo.analysis.tables import TEXT_WIDTH, Skipped, Table, wrap_text
 from weightzoo.errors import InvalidOptionError, WeightzooError
 from weightzoo.zoo import Zoo

@@ -22,6 +22,7 @@ from torch import nn
 
 from weightzoo.architectures import image
 from weightzoo.errors import LayoutError, WeightzooError
+from weightzoo.escaping import exception_summary
 from weightzoo.families import family_hooks
 from weightzoo.features import layout_of
 from weightzoo.storage.layout import Layout
@@ -111,10 +112,9 @@ def check_layout(
             "manifest is damaged: fetch or generate the zoo again"
         ) from None
     except _BUILD_ERRORS as exc:
-        reason = (str(exc).strip().splitlines() or [""])[0][:120]
         raise UnbuildableSpecError(
             f"{source}: spec {_brief(spec.get('name'))} builds no module "
-            f"({type(exc).__name__}: {reason}); the manifest is damaged: fetch or generate the "
+            f"({exception_summary(exc, 120)}); the manifest is damaged: fetch or generate the "
             "zoo again"
         ) from None
     _compare(built, layout, source)

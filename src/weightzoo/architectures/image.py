@@ -222,7 +222,31 @@ def cnn_medium(
     )
 
 
-class BasicBlock(nn.Module):
+def projection_shortcut(cin: int, cout: int, stride: int) -> nn.Sequential:
+    """A residual block's shortcut: the identity, or a strided 1x1 conv and BatchNorm.
+
+    The projection is used where the block changes the resolution or the channels.
+    """
+    if stride != 1 or cin != cout:
+        return nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+    return nn.Sequential()  # the identity
+
+
+class ResidualBlock(nn.Module):
+    """A ResNet block: ``relu(residual(x) + shortcut(x))``; subclasses define the residual."""
+
+    shortcut: nn.Module
+
+    def residual(self, x: torch.Tensor) -> torch.Tensor:
+        """The block's residual branch."""
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Residual forward."""
+        return F.relu(self.residual(x) + self.shortcut(x))
+
+
+class BasicBlock(ResidualBlock):
     """ResNet basic block (two 3x3 convs with BatchNorm and a projection shortcut if needed)."""
 
     def __init__(self, cin: int, cout: int, stride: int) -> None:
@@ -231,17 +255,11 @@ class BasicBlock(nn.Module):
         self.bn1 = nn.BatchNorm2d(cout)
         self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(cout)
-        self.shortcut = nn.Sequential()
-        if stride != 1 or cin != cout:
-            self.shortcut = nn.Sequential(
-                nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout)
-            )
+        self.shortcut = projection_shortcut(cin, cout, stride)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Residual forward."""
-        out = F.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        return F.relu(out + self.shortcut(x))
+    def residual(self, x: torch.Tensor) -> torch.Tensor:
+        """Two 3x3 convs with BatchNorm, ReLU between them."""
+        return self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x)))))
 
 
 class ResNet18(nn.Module):

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from weightzoo._types import PathLike
 from weightzoo.errors import (
     GroupManifestError,
     GroupRequiredError,
@@ -29,13 +29,13 @@ from weightzoo.errors import (
 )
 from weightzoo.storage.hashing import sha256_file
 from weightzoo.storage.manifest import (
-    FORMAT_NAME,
     GROUPED_FORMAT_VERSION,
     MANIFEST_NAME,
     Manifest,
     ShardEntry,
     _as_bool,
     identity_fields,
+    manifest_header,
     read_format_version,
     read_manifest_file,
     safe_relative_path,
@@ -45,8 +45,6 @@ from weightzoo.storage.verify import _allowed_roots, verify_zoo
 
 GROUPS_DIR = "groups"
 GROUP_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
-
-PathLike = str | os.PathLike[str]
 
 
 def check_group_name(name: Any) -> str:
@@ -246,12 +244,8 @@ class GroupedManifest:
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form written to ``zoo.json``."""
-        return {
-            "format": FORMAT_NAME,
-            "format_version": GROUPED_FORMAT_VERSION,
-            "name": self.name,
-            "family": self.family,
-            "num_models": self.num_models,
+        header = manifest_header(GROUPED_FORMAT_VERSION, self.name, self.family, self.num_models)
+        return header | {
             "spec_fingerprint": self.spec_fingerprint,
             "spec": self.spec,
             "groups": [g.to_json() for g in self.groups],

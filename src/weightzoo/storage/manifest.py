@@ -168,6 +168,27 @@ def identity_fields(data: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def manifest_header(version: int, name: str, family: str, num_models: int) -> dict[str, Any]:
+    """The fields every ``zoo.json`` starts with, a zoo's and a grouped zoo's alike (in order).
+
+    Args:
+        version: the format version (:data:`FORMAT_VERSION` or the grouped one).
+        name: the zoo's name.
+        family: its family.
+        num_models: models of the complete zoo.
+
+    Returns:
+        ``format``, ``format_version``, ``name``, ``family`` and ``num_models``.
+    """
+    return {
+        "format": FORMAT_NAME,
+        "format_version": version,
+        "name": name,
+        "family": family,
+        "num_models": num_models,
+    }
+
+
 def _as_bool(value: Any) -> bool:
     if not isinstance(value, bool):
         raise ManifestError(f"'finished' must be true or false, got {value!r}")
@@ -622,12 +643,7 @@ class Manifest:
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form written to ``zoo.json``."""
-        return {
-            "format": FORMAT_NAME,
-            "format_version": FORMAT_VERSION,
-            "name": self.name,
-            "family": self.family,
-            "num_models": self.num_models,
+        return manifest_header(FORMAT_VERSION, self.name, self.family, self.num_models) | {
             "split_counts": self.split_counts,
             "epochs": self.epochs,
             "metrics": self.metrics,

@@ -5,14 +5,10 @@ from __future__ import annotations
 import difflib
 import operator
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from weightzoo.errors import EpochError, UnknownSplitError
-
-if TYPE_CHECKING:
-    from weightzoo.storage.manifest import Manifest
-
-SPLIT_NAMES = ("train", "val", "test")
+from weightzoo.storage.manifest import SPLITS, Manifest
 
 
 def check_splits(split: str | Sequence[str] | None, manifest: Manifest) -> list[str]:
@@ -22,25 +18,25 @@ def check_splits(split: str | Sequence[str] | None, manifest: Manifest) -> list[
         UnknownSplitError: naming the bad split and the valid ones.
     """
     if split is None or split == "all":
-        return list(SPLIT_NAMES)
+        return list(SPLITS)
     if isinstance(split, str):
         names = [split]
     elif isinstance(split, (list, tuple)) and all(isinstance(s, str) for s in split):
         names = list(split)
     else:
         raise UnknownSplitError(
-            f"split must be a split name ({', '.join(SPLIT_NAMES)}), a list of them or 'all'; "
+            f"split must be a split name ({', '.join(SPLITS)}), a list of them or 'all'; "
             f"got {split!r} for zoo {manifest.name!r}"
         )
     if not names:
         raise UnknownSplitError("the split selection is empty; pass a split name or 'all'")
     for name in names:
-        if name not in SPLIT_NAMES:
-            close = difflib.get_close_matches(str(name), SPLIT_NAMES, n=1)
+        if name not in SPLITS:
+            close = difflib.get_close_matches(str(name), SPLITS, n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
             raise UnknownSplitError(
                 f"unknown split {name!r} for zoo {manifest.name!r}; use one of "
-                f"{', '.join(SPLIT_NAMES)} or 'all'.{hint}"
+                f"{', '.join(SPLITS)} or 'all'.{hint}"
             )
     return names
 

@@ -61,6 +61,7 @@ from weightzoo.storage.verify import _allowed_roots
 from weightzoo.storage.writer import ZooLock
 
 __all__ = [
+    "BEHAVIOUR_SIDECAR",
     "SIDECAR_DIR",
     "Sidecar",
     "SidecarRecord",
@@ -72,6 +73,8 @@ __all__ = [
 ]
 
 SIDECAR_DIR = "sidecars"
+BEHAVIOUR_SIDECAR = "behaviour"
+"""Name of the side file :func:`weightzoo.functional.behaviour` writes and datasets read."""
 SIDECAR_FORMAT = "weightzoo-sidecar"
 SIDECAR_VERSION = 2  # 2: the file holds its identity; version 1 is refused (compute it again)
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")

@@ -23,7 +23,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from weightzoo.architectures import UnbuildableSpecError
-from weightzoo.architectures.image import ResNet18, SeqNet
+from weightzoo.architectures.image import ResidualBlock, ResNet18, SeqNet, projection_shortcut
 from weightzoo.families.phase.spec import (
     ARCHITECTURES,
     BOTTLENECK_EXPANSION,
@@ -77,7 +77,7 @@ def digits_mlp(width: int, in_features: int = 64, num_classes: int = 10) -> SeqN
     )
 
 
-class Bottleneck(nn.Module):
+class Bottleneck(ResidualBlock):
     """ResNet bottleneck: 1x1 -> 3x3 (stride) -> 1x1 (``4 planes``), BatchNorm, projection."""
 
     expansion = BOTTLENECK_EXPANSION
@@ -89,18 +89,13 @@ class Bottleneck(nn.Module):
         self.conv2 = nn.Conv2d(planes, planes, 3, stride, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(planes)
         self.conv3, self.bn3 = nn.Conv2d(planes, cout, 1, bias=False), nn.BatchNorm2d(cout)
-        self.shortcut = (
-            nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
-            if stride != 1 or cin != cout
-            else nn.Sequential()  # the identity
-        )
+        self.shortcut = projection_shortcut(cin, cout, stride)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Residual forward."""
+    def residual(self, x: torch.Tensor) -> torch.Tensor:
+        """1x1, 3x3 and 1x1 convs with BatchNorm, ReLU between them."""
         out = F.relu(self.bn1(self.conv1(x)))
         out = F.relu(self.bn2(self.conv2(out)))
-        out = self.bn3(self.conv3(out))
-        return F.relu(out + self.shortcut(x))
+        return self.bn3(self.conv3(out))
 
 
 class ResNet50(nn.Module):

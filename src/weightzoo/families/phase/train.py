@@ -28,10 +28,9 @@ from weightzoo.families.phase import model
 from weightzoo.families.phase.spec import METRICS, PhaseSpec
 from weightzoo.generate import population as toolkit
 from weightzoo.generate.base import ModelPlan, ModelRecord
+from weightzoo.storage.manifest import SPLITS
 
 __all__ = ["block_steps", "train_block"]
-
-_SPLITS = ("train", "val", "test")
 
 
 def _by_batch_size(plans: Sequence[ModelPlan]) -> dict[int, list[ModelPlan]]:
@@ -69,7 +68,7 @@ def _config(spec: PhaseSpec, members: Sequence[ModelPlan], batch: int) -> toolki
         batch_size=batch,
         schedule=toolkit.Schedule(spec.lr_schedule),
         checkpoints=tuple(spec.checkpoints()),
-        checkpoint_splits=_SPLITS,
+        checkpoint_splits=SPLITS,
         noise_seed=members[0].seed,
     )
 
@@ -93,7 +92,7 @@ def train_block(
         progress: called as ``progress(steps, models)`` after every epoch of every
             population: its optimizer steps and its size.
     """
-    named = dict(zip(_SPLITS, splits, strict=True))
+    named = dict(zip(SPLITS, splits, strict=True))
     names = model.layout(spec).names
     build = functools.partial(model.from_spec, spec.to_dict())
     records: dict[int, ModelRecord] = {}
