@@ -86,3 +86,28 @@ def test_plans_are_in_model_id_order_and_checkpoints_sorted(name):
             assert [p.model_id for p in plans] == list(range(len(plans))), part.name
             epochs = family.checkpoint_epochs(part)
             assert epochs == sorted(set(epochs)) and epochs[0] >= 0, part.name
+
+
+def test_a_family_without_checkpoint_epochs_asks_its_spec():
+    from dataclasses import dataclass
+
+    from weightzoo.generate.base import ZooSpec
+
+    @dataclass(frozen=True)
+    class Plain(ZooSpec):
+        family: str = "plain"
+
+    @dataclass(frozen=True)
+    class Epochs(Plain):
+        epochs: int = 3
+
+        def checkpoint_epochs(self) -> list[int]:
+            return list(range(0, self.epochs + 1, 2))
+
+    class Bare(Family):
+        name = "plain"
+        spec_class = Plain
+
+    assert Bare().checkpoint_epochs(Epochs(name="e", epochs=5)) == [0, 2, 4]
+    with pytest.raises(NotImplementedError, match="Bare must define checkpoint_epochs"):
+        Bare().checkpoint_epochs(Plain(name="p"))

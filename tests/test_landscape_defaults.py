@@ -22,6 +22,7 @@ from weightzoo.features import layout_of, unflatten
 from weightzoo.generate.runner import generate
 from weightzoo.generate.specs import get_spec
 from weightzoo.landscape import connectivity, hessian
+from weightzoo.landscape import driver as landscape_driver
 from weightzoo.landscape import zoo as zoo_driver
 from weightzoo.storage.sidecar import open_sidecar
 
@@ -218,13 +219,13 @@ def test_training_batches_hold_training_items_only(small_zoo):
 @pytest.mark.filterwarnings("ignore:power iteration did not converge")  # 3 steps only
 def test_the_driver_measures_on_exactly_the_training_batches(small_zoo, monkeypatch):
     seen = []
-    real = zoo_driver.landscape_metrics
+    real = landscape_driver.landscape_metrics
 
     def spy(module, rows, data, *args, **kwargs):
         seen.append(data)
         return real(module, rows, data, *args, **kwargs)
 
-    monkeypatch.setattr(zoo_driver, "landscape_metrics", spy)
+    monkeypatch.setattr(landscape_driver, "landscape_metrics", spy)
     zoo_driver.compute_zoo_landscape(
         small_zoo, batches=3, batch_size=16, iters=3, probes=2, progress=False, name="spied"
     )

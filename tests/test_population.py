@@ -381,3 +381,16 @@ def test_members_of_a_group_passing_together_all_pass_and_labels_are_checked():
     assert result.passed.all() and (result.epochs == 1).all()
     with pytest.raises(ValueError, match="3 group labels given for 4 models"):
         _train(groups=[0, 0, 1])
+
+
+def test_train_plans_shuffles_each_models_data_by_its_plans_seed():
+    from weightzoo.generate.base import ModelPlan
+
+    plans = [ModelPlan(model_id=i, seed=10 + i) for i in range(4)]
+    by_plans = tk.train_plans(Regression(4), _pop(4), plans, ["w", "b"], _config())
+    by_seeds = _train()  # tk.train with the seeds 10..13
+    np.testing.assert_array_equal(by_plans.weights, by_seeds.weights)
+    others = [ModelPlan(model_id=i, seed=20 + i) for i in range(4)]
+    moved = tk.train_plans(Regression(4), _pop(4), others, ["w", "b"], _config())
+    assert not np.array_equal(moved.weights[:, -1], by_seeds.weights[:, -1])
+    np.testing.assert_array_equal(moved.weights[:, 0], by_seeds.weights[:, 0])  # same start

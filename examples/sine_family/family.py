@@ -25,10 +25,6 @@ class SineFamily(Family[SineSpec]):
     # points. The layout of a row is, by default, that of build_model's module.
     metrics = METRICS
 
-    def checkpoint_epochs(self, spec: SineSpec) -> list[int]:
-        """Initialisation, half-way and the end."""
-        return spec.checkpoint_epochs()
-
     def plan(self, spec: SineSpec) -> list[ModelPlan]:
         """One plan per model, seed-major; the stratum is the (width, lr) cell."""
         cells = spec.cells()

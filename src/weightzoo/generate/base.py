@@ -63,7 +63,9 @@ class ZooSpec:
 
     Families subclass this (as frozen dataclasses) and add their own fields. Everything in a spec
     must be JSON-serialisable (ints, floats, strings, bools, lists/tuples, dicts of those), since
-    the spec is stored verbatim in the manifest and compared on resume.
+    the spec is stored verbatim in the manifest and compared on resume. A field declared with
+    ``compare=False`` (a machine's path, such as ``data_dir``) is no part of the spec's identity:
+    :meth:`to_dict` leaves it out.
 
     Attributes:
         name: the zoo's name, e.g. ``"mlds-ds1"``; also the default directory name.
@@ -91,9 +93,17 @@ class ZooSpec:
     omitted_at_default: ClassVar[tuple[str, ...]] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        """The spec as plain JSON data (tuples become lists), with its class name."""
+        """The spec as plain JSON data (tuples become lists), with its class name.
+
+        Fields declared with ``compare=False`` are left out, and those of
+        :attr:`omitted_at_default` while at their default.
+        """
         data = json.loads(json.dumps(dataclasses.asdict(self)))
-        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        fields = dataclasses.fields(self)
+        for f in fields:
+            if not f.compare:  # not identity: two machines' paths must not change the print
+                del data[f.name]
+        defaults = {f.name: f.default for f in fields}
         for name in self.omitted_at_default:
             if getattr(self, name) == defaults[name]:
                 del data[name]
@@ -325,6 +335,29 @@ class GridOptions:
             return list(range(count))
         return stratified_positions(axes, count, self.sample_seed)
 
+    def cell_plans(
+        self, axes: Sequence[str], columns: Callable[..., dict[str, Any]]
+    ) -> list[ModelPlan]:
+        """The kept plans of a grid of cells repeated per replicate (replicate-major).
+
+        For a spec with ``cells()`` (tuples of the ``axes`` values, in model order within one
+        replicate) and ``seed_start``: model ``i`` of the full grid is cell ``i % len(cells)``,
+        with seed ``seed_start + i`` and stratum the cell's values joined by ``:``; then
+        :meth:`sampled` keeps this spec's models.
+
+        Args:
+            axes: the hyperparameter columns, in the order of a cell's values.
+            columns: a cell's values (as arguments) to the model's columns.
+        """
+        cells = self.cells()  # type: ignore[attr-defined]
+        plans = []
+        for model_id in range(self.grid_models()):
+            cell = cells[model_id % len(cells)]
+            seed = self.seed_start + model_id  # type: ignore[attr-defined]
+            stratum = ":".join(str(value) for value in cell)
+            plans.append(ModelPlan(model_id, seed, stratum, columns(*cell)))
+        return self.sampled(plans, axes)
+
     def sampled(self, plans: Sequence[ModelPlan], axes: Sequence[str]) -> list[ModelPlan]:
         """The kept plans of the full grid's ``plans``, renumbered ``0 .. N-1`` in grid order.
 
@@ -446,8 +479,14 @@ class Family(Generic[SpecT]):
         return layout_of(module)
 
     def checkpoint_epochs(self, spec: SpecT) -> list[int]:
-        """The label (epoch) of each checkpoint, in checkpoint-axis order."""
-        raise NotImplementedError(f"{type(self).__name__} must define checkpoint_epochs()")
+        """The label (epoch) of each checkpoint, in checkpoint-axis order.
+
+        The default is the spec's own ``checkpoint_epochs()``, where its class defines one.
+        """
+        own = getattr(spec, "checkpoint_epochs", None)
+        if own is None:
+            raise NotImplementedError(f"{type(self).__name__} must define checkpoint_epochs()")
+        return own()
 
     def metric_names(self, spec: SpecT) -> list[str]:
         """Names of the per-checkpoint metrics every record carries (default: :attr:`metrics`)."""
@@ -497,6 +536,10 @@ class Family(Generic[SpecT]):
                 without the parameter keep working: the runner only passes it to a
                 ``train`` whose signature names it. The callback may
                 write to a pipe to the parent process: call it from the training thread.
+                Where it is given, every :func:`weightzoo.generate.population.train` call
+                with a ``progress`` callback also reports the steps done within each epoch
+                (:mod:`weightzoo.generate.progress`), so a family that reports its toolkit
+                epochs here moves the bar within them with nothing more to do.
         """
         total = self.progress_total(spec, plans)
         with self.block_progress(spec, plans, total, show=progress, on_epoch=on_epoch) as report:

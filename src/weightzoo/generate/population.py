@@ -24,8 +24,9 @@ metrics), and this module does the rest:
   passed flags and epochs trained.
 
 Inside a block that :mod:`weightzoo.generate.runner` trains, :func:`train` also saves its state
-at epoch boundaries and resumes from it (:mod:`weightzoo.generate.resume`); the families do
-nothing for it.
+at epoch boundaries and resumes from it (:mod:`weightzoo.generate.resume`), and a call with a
+``progress`` callback reports the steps done within each epoch to the runner's bar
+(:func:`weightzoo.generate.progress.epoch_steps`); the families do nothing for either.
 
 The loss of a step is the sum of the per-model mean losses, so each model's gradient is its
 own. Same inputs give the same bytes on the same device.
@@ -47,6 +48,7 @@ from torch import Tensor, nn
 from weightzoo.blocks import ModelRecord
 from weightzoo.generate import resume
 from weightzoo.generate.base import ModelPlan
+from weightzoo.generate.progress import epoch_steps
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine", "onecycle")
@@ -612,6 +614,28 @@ def step_progress(progress: Callable[[int], None] | None) -> Callable[[int, int]
     return None if progress is None else (lambda steps, _left: progress(steps))
 
 
+def train_plans(
+    task: Task,
+    pop: Population,
+    plans: Sequence[ModelPlan],
+    names: Sequence[str],
+    config: TrainConfig,
+    *,
+    progress: Callable[[int, int], None] | None = None,
+) -> PopulationResult:
+    """:func:`train` of the models of ``plans``, each shuffling its data by its plan's seed.
+
+    Args:
+        task: the family's forward, loss and metrics.
+        pop: the plans' initialised models, in plan order.
+        plans: the models.
+        names: tensors of a stored row, in layout order.
+        config: optimizer, rates, epochs, checkpoints, thresholds.
+        progress: as :func:`train`'s.
+    """
+    return train(task, pop, [plan.seed for plan in plans], names, config, progress=progress)
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """How a population is trained (what is shared; per-model values are sequences).
@@ -703,6 +727,8 @@ def train(
         names: tensors of a stored row, in layout order (parameters, then stored buffers).
         config: optimizer, rates, epochs, checkpoints, thresholds.
         progress: called after every epoch with (optimizer steps taken, models still training).
+            Where it is given and the runner listens, the steps done within each epoch are
+            reported to the runner's bar too (see :mod:`weightzoo.generate.progress`).
         on_stop: called when models pass (at any epoch, the last included), give up (see
             ``give_up``) or stop with a passed member of their group (see ``groups``), with
             their indices in the order given and whether they passed; not for models that run
@@ -722,6 +748,8 @@ def train(
     if len(seeds) != count:
         raise ValueError(f"{len(seeds)} seeds given for {count} models; give one each")
     callbacks = {"progress": progress, "stop": on_stop}
+    # Only a call that reports its epochs reports their steps: the epoch's report completes it.
+    within = None if progress is None else epoch_steps()
     call = None
     session = resume.current_session()
     if session is not None:
@@ -823,6 +851,8 @@ def train(
             opt.lr = schedule.lr(opt.base_lr, epoch, step)
             rows_of_epoch = order.epoch(dev)
             epoch_loss = torch.zeros(pop.size, dtype=torch.float64, device=dev)
+            if within is not None:
+                within.begin(int(active.sum()), steps_per_epoch)
             for s in range(steps_per_epoch):
                 if schedule.kind == "onecycle":
                     opt.lr = schedule.lr(opt.base_lr, epoch, step)
@@ -841,6 +871,8 @@ def train(
                             tensor.copy_(torch.where(keep, tensor, frozen[name]))
                 epoch_loss += loss.detach().double()
                 step += 1
+                if within is not None:
+                    within.step(s + 1)
             done = epoch + 1
             values = measure(config.checkpoint_splits) if done in checkpoints else {}
             needed = [*watches, *([config.give_up_watch] if config.give_up_watch else [])]
@@ -996,18 +1028,24 @@ def _restore(
         raise call.corrupt(exc) from exc
 
 
+# What a result holds per model besides its checkpoints: arrays, and tables of named arrays.
 _RESULT_TABLES = ("metrics", "final_metrics", "history")
 _RESULT_ARRAYS = ("weights", "final", "passed", "epochs")
 
 
+def _tensors(source: PopulationResult | _Recorder) -> dict[str, Any]:
+    """The arrays and tables of a result (or of one being recorded) as tensors sharing memory."""
+    state: dict[str, Any] = {
+        name: torch.from_numpy(getattr(source, name)) for name in _RESULT_ARRAYS
+    }
+    for name in _RESULT_TABLES:
+        state[name] = {k: torch.from_numpy(v) for k, v in getattr(source, name).items()}
+    return state
+
+
 def _result_state(result: PopulationResult) -> dict[str, Any]:
     """A result as tensors (sharing the arrays' memory), for a block's saved state."""
-    state: dict[str, Any] = {"checkpoints": [int(c) for c in result.checkpoints]}
-    for name in _RESULT_ARRAYS:
-        state[name] = torch.from_numpy(getattr(result, name))
-    for name in _RESULT_TABLES:
-        state[name] = {k: torch.from_numpy(v) for k, v in getattr(result, name).items()}
-    return state
+    return {"checkpoints": [int(c) for c in result.checkpoints], **_tensors(result)}
 
 
 def _result_from_state(state: Mapping[str, Any]) -> PopulationResult:
@@ -1063,15 +1101,7 @@ class _Recorder:
 
     def state_dict(self) -> dict[str, Any]:
         """The tables so far, as tensors sharing their memory."""
-        state: dict[str, Any] = {
-            "weights": torch.from_numpy(self.weights),
-            "final": torch.from_numpy(self.final),
-            "passed": torch.from_numpy(self.passed),
-            "epochs": torch.from_numpy(self.epochs),
-        }
-        for name in ("metrics", "final_metrics", "history"):
-            state[name] = {k: torch.from_numpy(v) for k, v in getattr(self, name).items()}
-        return state
+        return _tensors(self)
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Take the tables of :meth:`state_dict`.
@@ -1079,22 +1109,14 @@ class _Recorder:
         Raises:
             ValueError: for tables of another shape or type.
         """
-        for name in ("weights", "final", "passed", "epochs"):
+        for name in _RESULT_ARRAYS:
             mine, saved = getattr(self, name), state[name].numpy()
             if saved.shape != mine.shape or saved.dtype != mine.dtype:
                 raise ValueError(f"recorder {name}: {saved.shape} saved, {mine.shape} expected")
             setattr(self, name, saved)
-        for name in ("metrics", "final_metrics", "history"):
+        for name in _RESULT_TABLES:
             setattr(self, name, {k: v.numpy() for k, v in state[name].items()})
 
     def result(self) -> PopulationResult:
-        return PopulationResult(
-            checkpoints=list(self.checkpoints),
-            weights=self.weights,
-            metrics=self.metrics,
-            final=self.final,
-            final_metrics=self.final_metrics,
-            history=self.history,
-            passed=self.passed,
-            epochs=self.epochs,
-        )
+        held = {name: getattr(self, name) for name in (*_RESULT_ARRAYS, *_RESULT_TABLES)}
+        return PopulationResult(checkpoints=list(self.checkpoints), **held)

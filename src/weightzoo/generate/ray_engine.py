@@ -10,8 +10,9 @@ sees the zoo directory (on this machine, or through a shared file system) also s
 block's training state there (:mod:`weightzoo.generate.resume`), so that a retry, or the next
 run, goes on from the block's last saved epoch; elsewhere a retried block starts over.
 
-Progress: every task reports each finished epoch to a small actor; this process collects the
-reports while it waits for blocks, so the bar moves by model-epochs across the whole cluster.
+Progress: every task reports each finished epoch, and the steps done within one, to a small
+actor; this process collects the reports while it waits for blocks, so the bar moves by
+model-epochs across the whole cluster.
 A retried block's count starts again from zero (and a resumed one replays its saved epochs).
 
 Ray is an optional dependency (``pip install "weightzoo[ray]"``), imported only here.
@@ -38,6 +39,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 _POLL_S = 0.25  # how often the bar is brought up to date while no block finishes
 _RESTART = -1  # a report's ``models`` when a task (first try or retry) starts its block
+# A report: block key, models, models passed (or None), fraction of an epoch's steps done (None:
+# the epoch's own report).
+_Report = tuple[int, int, int | None, float | None]
 
 
 @dataclass(frozen=True)
@@ -94,12 +98,14 @@ class _ProgressBoard:
     """A Ray actor that collects epoch reports until the driver takes them."""
 
     def __init__(self) -> None:
-        self._reports: list[tuple[int, int, int | None]] = []
+        self._reports: list[_Report] = []
 
-    def report(self, key: int, models: int, passed: int | None) -> None:
-        self._reports.append((key, models, passed))
+    def report(
+        self, key: int, models: int, passed: int | None, fraction: float | None = None
+    ) -> None:
+        self._reports.append((key, models, passed, fraction))
 
-    def take(self) -> list[tuple[int, int, int | None]]:
+    def take(self) -> list[_Report]:
         reports, self._reports = self._reports, []
         return reports
 
@@ -125,13 +131,20 @@ def _train_task(
         # Fire and forget: calls from one task reach the actor in order.
         board.report.remote(key, models, passed)
 
-    return train_block(family, spec, plans, device=device, on_epoch=on_epoch, resume=resume)
+    def on_step(models: int, fraction: float) -> None:
+        board.report.remote(key, models, None, fraction)
+
+    return train_block(
+        family, spec, plans, device=device, on_epoch=on_epoch, on_step=on_step, resume=resume
+    )
 
 
-def _apply(bar: ModelEpochBar, reports: Sequence[tuple[int, int, int | None]]) -> None:
-    for key, models, passed in reports:
+def _apply(bar: ModelEpochBar, reports: Sequence[_Report]) -> None:
+    for key, models, passed, fraction in reports:
         if models == _RESTART:
             bar.restart(key)
+        elif fraction is not None:
+            bar.within(key, models, fraction)
         else:
             bar.advance(key, models, passed)
 

@@ -237,14 +237,7 @@ class BlockSession:
         A failed write (a full disk) is reported and training goes on: the state is a
         convenience, the shard is what counts.
         """
-        content = {
-            "format": STATE_FORMAT,
-            "fingerprint": self.slot.fingerprint,
-            "block": self.slot.file_name,
-            "model_ids": list(self.slot.model_ids),
-            "calls": self.finished,
-            "current": current,
-        }
+        content = {**self._identity(), "calls": self.finished, "current": current}
         try:
             _write_atomically(self.slot.path, content)
         except OSError as exc:
@@ -260,6 +253,15 @@ class BlockSession:
         if fault_hook is not None:
             fault_hook(kind, index)
 
+    def _identity(self) -> dict[str, Any]:
+        """What a saved state must hold to be this block's: format, spec, block and models."""
+        return {
+            "format": STATE_FORMAT,
+            "fingerprint": self.slot.fingerprint,
+            "block": self.slot.file_name,
+            "model_ids": list(self.slot.model_ids),
+        }
+
     def _load(self) -> dict[str, Any] | None:
         path = self.slot.path
         try:
@@ -268,15 +270,9 @@ class BlockSession:
             return None
         except Exception as exc:  # unreadable for any reason: only time is lost
             return self._discard(f"it cannot be read ({type(exc).__name__}: {exc})")
-        expected = {
-            "format": STATE_FORMAT,
-            "fingerprint": self.slot.fingerprint,
-            "block": self.slot.file_name,
-            "model_ids": list(self.slot.model_ids),
-        }
         if not isinstance(content, dict):
             return self._discard("it holds no state")
-        for key, value in expected.items():
+        for key, value in self._identity().items():
             if content.get(key) != value:
                 return self._discard(f"its {key} is not this block's")
         if not isinstance(content.get("calls"), list):

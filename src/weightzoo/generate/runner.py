@@ -475,6 +475,7 @@ def _train_locally(
                 block.plans,
                 device=device,
                 on_epoch=bar.callback(block.first),
+                on_step=bar.step_callback(block.first),
                 progress=progress,
                 resume=slots(block),
             )

@@ -2,8 +2,9 @@
 
 A block is always trained with :data:`BLOCK_THREADS` torch threads, here or in a worker, so its
 bytes do not depend on how many workers run (float reductions split over threads round
-differently). Workers report per-epoch progress through one pipe; each report is one write of
-a few bytes, which POSIX makes atomic, so a worker killed mid-run never leaves half a report.
+differently). Workers report progress (each epoch, and the steps done within one) through one
+pipe; each report is one write of a few bytes, which POSIX makes atomic, so a worker killed
+mid-run never leaves half a report.
 
 Workers exit on their own when the parent dies, however it dies: on Linux the kernel sends
 them ``SIGKILL`` (``PR_SET_PDEATHSIG``), and everywhere a thread watches a pipe that only the
@@ -31,7 +32,12 @@ from typing import Any
 import torch
 
 from weightzoo.generate.base import Family, ModelPlan, ModelRecord, ZooSpec
-from weightzoo.generate.progress import EpochCallback, ModelEpochBar
+from weightzoo.generate.progress import (
+    EpochCallback,
+    ModelEpochBar,
+    StepCallback,
+    reporting_steps,
+)
 from weightzoo.generate.resume import ResumeSlot
 from weightzoo.precision import exact_cuda
 
@@ -39,9 +45,12 @@ log = logging.getLogger(__name__)
 BLOCK_THREADS = 1  # torch threads per block, wherever it trains
 EXIT_PARENT_GONE = 3  # a worker's exit status when it noticed that its parent died
 _PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
-_REPORT = struct.Struct("<qqq")  # block key, models advanced, models passed (-1: not reported)
+# block key, models advanced (or training), models passed (-1: not reported; -2: a report
+# within an epoch), fraction of the epoch's steps done (within an epoch)
+_REPORT = struct.Struct("<qqqd")
 _NO_PASS = -1
-_END = (-1, 0, 0)  # the parent's last report: no worker is left to write
+_WITHIN = -2
+_END = (-1, 0, 0, 0.0)  # the parent's last report: no worker is left to write
 
 _reports: Connection | None = None  # in a worker: where its progress reports go
 
@@ -62,6 +71,7 @@ def train_block(
     *,
     device: str,
     on_epoch: EpochCallback | None = None,
+    on_step: StepCallback | None = None,
     progress: bool = False,
     resume: ResumeSlot | None = None,
 ) -> list[ModelRecord]:
@@ -73,6 +83,8 @@ def train_block(
         plans: the block's models.
         device: torch device.
         on_epoch: per-epoch progress callback, passed on when the family takes one.
+        on_step: told the steps done within each epoch by the population toolkit's trainer
+            (:func:`weightzoo.generate.progress.epoch_steps`), when ``on_epoch`` is passed on.
         progress: let the family show its own bar (only when it takes no ``on_epoch``).
         resume: where the block's training state is saved and resumed from (see
             :mod:`weightzoo.generate.resume`); None: nothing is saved.
@@ -86,7 +98,11 @@ def train_block(
     try:
         with exact_cuda(device), session:
             if on_epoch is not None and accepts_on_epoch(family):
-                return family.train(spec, plans, device=device, progress=False, on_epoch=on_epoch)
+                # Parts of epochs only where epochs are reported: each epoch completes its parts.
+                with reporting_steps(on_step):
+                    return family.train(
+                        spec, plans, device=device, progress=False, on_epoch=on_epoch
+                    )
             return family.train(spec, plans, device=device, progress=progress)
     finally:
         torch.set_num_threads(threads)
@@ -131,9 +147,20 @@ def _report_to_parent(key: int) -> EpochCallback:
         raise RuntimeError("a block worker was started without its initializer")
 
     def on_epoch(models: int, passed: int | None = None) -> None:
-        reports.send_bytes(_REPORT.pack(key, models, _NO_PASS if passed is None else passed))
+        reports.send_bytes(_REPORT.pack(key, models, _NO_PASS if passed is None else passed, 0))
 
     return on_epoch
+
+
+def _report_steps_to_parent(key: int) -> StepCallback:
+    reports = _reports
+    if reports is None:
+        raise RuntimeError("a block worker was started without its initializer")
+
+    def on_step(models: int, fraction: float) -> None:
+        reports.send_bytes(_REPORT.pack(key, models, _WITHIN, fraction))
+
+    return on_step
 
 
 def _train_in_worker(
@@ -144,8 +171,10 @@ def _train_in_worker(
     key: int,
     resume: ResumeSlot | None,
 ) -> list[ModelRecord]:
-    on_epoch = _report_to_parent(key)
-    return train_block(family, spec, plans, device=device, on_epoch=on_epoch, resume=resume)
+    on_epoch, on_step = _report_to_parent(key), _report_steps_to_parent(key)
+    return train_block(
+        family, spec, plans, device=device, on_epoch=on_epoch, on_step=on_step, resume=resume
+    )
 
 
 def start_method(device: str) -> str | None:
@@ -213,14 +242,18 @@ class BlockPool:
 
     def _drain_reports(self) -> None:
         while True:
-            key, models, passed = _REPORT.unpack(self._reports.recv_bytes())
-            if (key, models, passed) == _END:
+            report = _REPORT.unpack(self._reports.recv_bytes())
+            if report == _END:
                 return
+            key, models, passed, fraction = report
             try:
-                self._bar.advance(key, models, None if passed == _NO_PASS else passed)
+                if passed == _WITHIN:
+                    self._bar.within(key, models, fraction)
+                else:
+                    self._bar.advance(key, models, None if passed == _NO_PASS else passed)
             except Exception:
                 # Keep draining whatever happens: a full pipe would stall every worker.
-                log.exception("progress report %s could not be shown", (key, models, passed))
+                log.exception("progress report %s could not be shown", report)
 
     def close(self) -> None:
         """Wait for the workers, then for the last of their reports."""

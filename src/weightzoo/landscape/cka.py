@@ -156,11 +156,9 @@ def cka_between(
     Returns:
         ``[M]`` CKA values in float64.
     """
-    acts_a = layer_activations(
-        module, params_a, inputs, layer=layer, layout=layout, vectorize=vectorize
-    )
-    acts_b = layer_activations(
-        module, params_b, inputs, layer=layer, layout=layout, vectorize=vectorize
+    acts_a, acts_b = (
+        layer_activations(module, params, inputs, layer=layer, layout=layout, vectorize=vectorize)
+        for params in (params_a, params_b)
     )
     if acts_a.shape[0] != acts_b.shape[0]:
         raise InvalidOptionError(

@@ -37,7 +37,6 @@ __all__ = [
     "TopEigenvalues",
     "hessian_top_eigenvalue",
     "hessian_trace",
-    "top_eigenvalues",
     "warn_unconverged",
 ]
 
@@ -253,6 +252,7 @@ def hessian_top_eigenvalue(
     hvp: str | None = ...,
     reuse_graph: bool | None = ...,
     details: Literal[False] = ...,
+    warn: bool = ...,
 ) -> Tensor: ...
 
 
@@ -272,9 +272,11 @@ def hessian_top_eigenvalue(
     hvp: str | None = ...,
     reuse_graph: bool | None = ...,
     details: Literal[True],
+    warn: bool = ...,
 ) -> TopEigenvalues: ...
 
 
+@in_eval_mode
 def hessian_top_eigenvalue(
     module: nn.Module,
     params: Tensor | np.ndarray | Mapping[str, Tensor],
@@ -290,6 +292,7 @@ def hessian_top_eigenvalue(
     hvp: str | None = None,
     reuse_graph: bool | None = None,
     details: bool = False,
+    warn: bool = True,
 ) -> Tensor | TopEigenvalues:
     """Top eigenvalue of each model's training-loss Hessian, by power iteration.
 
@@ -324,41 +327,12 @@ def hessian_top_eigenvalue(
             does not apply).
         details: return a :class:`TopEigenvalues` (values, steps, converged, last change,
             residual) instead of the values alone.
+        warn: warn about the models that did not converge (``False``: for callers that
+            gather several calls into one warning, :func:`warn_unconverged`).
 
     Returns:
         ``[M]`` eigenvalues (a detached tensor in the parameters' dtype), or a
         :class:`TopEigenvalues` with ``details=True``.
-
-    Raises:
-        InvalidOptionError: for a bad option; RowWidthError for rows of the wrong width.
-    """
-    found = top_eigenvalues(
-        module, params, data, loss_fn, layout=layout, iters=iters, tol=tol, seed=seed,
-        which=which, vectorize=vectorize, hvp=hvp, reuse_graph=reuse_graph,
-    )  # fmt: skip
-    warn_unconverged([found], tol, iters, stacklevel=2)  # this function's caller
-    return found if details else found.values
-
-
-@in_eval_mode
-def top_eigenvalues(
-    module: nn.Module,
-    params: Tensor | np.ndarray | Mapping[str, Tensor],
-    data: Data,
-    loss_fn: LossFn,
-    *,
-    layout: Layout | None = None,
-    iters: int = DEFAULT_ITERS,
-    tol: float = DEFAULT_TOL,
-    seed: int = 0,
-    which: str = "magnitude",
-    vectorize: bool | None = None,
-    hvp: str | None = None,
-    reuse_graph: bool | None = None,
-) -> TopEigenvalues:
-    """:func:`hessian_top_eigenvalue` with ``details=True``, without the warning.
-
-    For callers that gather several calls into one warning (:func:`warn_unconverged`).
 
     Raises:
         InvalidOptionError: for a bad option; RowWidthError for rows of the wrong width.
@@ -377,7 +351,9 @@ def top_eigenvalues(
             # most negative eigenvalue, so its top-magnitude eigenvalue is lambda_max - shift.
             second = _power(product, p, b, iters, tol, seed, shift)
             top = _merge(top, second, shift < 0, shift)
-    return top
+    if warn:
+        warn_unconverged([top], tol, iters, stacklevel=3)  # past in_eval_mode: the caller
+    return top if details else top.values
 
 
 def _merge(first: TopEigenvalues, second: TopEigenvalues, use: Tensor, shift: Tensor):

@@ -23,8 +23,8 @@ from weightzoo.landscape.hessian import (
     DEFAULT_ITERS,
     DEFAULT_TOL,
     TopEigenvalues,
+    hessian_top_eigenvalue,
     hessian_trace,
-    top_eigenvalues,
     warn_unconverged,
 )
 from weightzoo.storage.layout import Layout
@@ -129,8 +129,17 @@ def landscape_metrics(
         theirs = None if partners is None else slice_weights(partners, part)
         common = {"layout": layout, "vectorize": vectorize}
         if "hessian_top" in wanted:
-            top = top_eigenvalues(
-                module, mine, data, loss_fn, iters=iters, tol=tol, seed=seed, **common
+            top = hessian_top_eigenvalue(
+                module,
+                mine,
+                data,
+                loss_fn,
+                iters=iters,
+                tol=tol,
+                seed=seed,
+                details=True,
+                warn=False,
+                **common,
             )
             tops.append(top)
             out["hessian_top"].append(top.values.double().cpu().numpy())

@@ -63,6 +63,7 @@ DEFAULT_THRESHOLDS: dict[str, Any] = {
 }
 """The defaults of :func:`assign_phases`' keyword arguments (our reading; see its docs)."""
 
+#: The side file ``weightzoo landscape`` writes (and the phase labels are added to).
 LANDSCAPE_SIDECAR = "landscape"
 
 

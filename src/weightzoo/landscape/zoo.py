@@ -14,6 +14,10 @@ model, in storage order and cyclically, that shares its ``node`` (the same hyper
 another seed) where the zoo has a ``node`` column, the same machine or automaton in an MLDS
 zoo, else the next model of the selection. A model without a sibling gets NaN.
 
+The checks, the loop over checkpoints and the side-file write are
+:mod:`weightzoo.landscape.driver`'s, shared with the families' own engines; this module adds
+what an image zoo's measurement needs (its task's data and loss, its BatchNorm choice).
+
 This module sits beside :mod:`weightzoo.functional` and imports it (for the zoo's data, loss
 and modules); :mod:`weightzoo.functional` never imports it.
 """
@@ -27,28 +31,27 @@ import numpy as np
 import torch
 from torch import Tensor
 from torch.nn import functional as F
-from tqdm.auto import tqdm
 
 from weightzoo import functional
 from weightzoo.errors import InvalidOptionError
 from weightzoo.families import family_hooks
 from weightzoo.generate.base import Family, LandscapeParts
 from weightzoo.landscape.batchnorm import batch_norm_layers
-from weightzoo.landscape.hessian import DEFAULT_ITERS, DEFAULT_TOL
-from weightzoo.landscape.metrics import (
-    _CONNECTIVITY_METRICS,
-    _PAIR_METRICS,
-    METRICS,
-    landscape_metrics,
+from weightzoo.landscape.driver import (
+    Part,
+    Selection,
+    check_counts,
+    measure,
+    metric_list,
+    write_landscape,
 )
-from weightzoo.landscape.phase import write_phases
-from weightzoo.storage.sidecar import SidecarRecord, sidecar_records, write_sidecar
+from weightzoo.landscape.hessian import DEFAULT_ITERS, DEFAULT_TOL
+from weightzoo.landscape.metrics import _CONNECTIVITY_METRICS
+from weightzoo.landscape.phase import LANDSCAPE_SIDECAR, write_phases
+from weightzoo.storage.sidecar import SidecarRecord, sidecar_records
 from weightzoo.zoo import Zoo
 
 __all__ = ["LANDSCAPE_SIDECAR", "compute_zoo_landscape", "siblings", "training_batches"]
-
-#: The side file ``weightzoo landscape`` writes.
-LANDSCAPE_SIDECAR = "landscape"
 
 
 class UnsupportedZooError(InvalidOptionError):
@@ -149,13 +152,6 @@ def _task_batches(
     ]
 
 
-def _check_counts(**counts: Any) -> None:
-    """Raise :class:`InvalidOptionError` unless every value is an int of at least 1."""
-    for what, value in counts.items():
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise InvalidOptionError(f"{what} must be an int >= 1, got {value!r}")
-
-
 def training_batches(
     zoo: Zoo | str,
     *,
@@ -189,7 +185,7 @@ def training_batches(
         DataFilesMissingError: if the zoo's dataset files are not on disk.
     """
     zoo = zoo if isinstance(zoo, Zoo) else Zoo(zoo)
-    _check_counts(batches=batches, batch_size=batch_size)
+    check_counts(batches=batches, batch_size=batch_size)
     hooks = family_hooks(zoo.manifest.family)
     if hooks is not None and _own_data(hooks):
         raise UnsupportedZooError(
@@ -208,25 +204,6 @@ def _own_data(hooks: Family) -> bool:
         kind.landscape_plan is not Family.landscape_plan
         or kind.landscape_parts is not Family.landscape_parts
     )
-
-
-def _metric_list(metrics: str | Sequence[str]) -> list[str]:
-    """``metrics`` as a list of known names.
-
-    Raises:
-        InvalidOptionError: for no metric; UnknownMetricError for an unknown one.
-    """
-    metrics = [metrics] if isinstance(metrics, str) else list(metrics)
-    if not metrics:
-        raise InvalidOptionError(f"name at least one landscape metric: {', '.join(METRICS)}")
-    unknown = [m for m in metrics if m not in METRICS]
-    if unknown:
-        from weightzoo.landscape.metrics import UnknownMetricError
-
-        raise UnknownMetricError(
-            f"unknown landscape metric(s) {unknown}; known: {', '.join(METRICS)}"
-        )
-    return metrics
 
 
 def compute_zoo_landscape(
@@ -297,78 +274,62 @@ def compute_zoo_landscape(
         DataFilesMissingError: if the zoo's dataset files are not on disk.
     """
     zoo = zoo if isinstance(zoo, Zoo) else Zoo(zoo)
-    metrics = _metric_list(metrics)
+    metrics = metric_list(metrics)
     hooks = family_hooks(zoo.manifest.family)
-    measure = None if hooks is None else hooks.landscape_plan(zoo)
-    if measure is not None:  # the family's own loss and data (a PINN's: the PDE's)
-        record = measure(
+    measure_own = None if hooks is None else hooks.landscape_plan(zoo)
+    if measure_own is not None:  # the family's own loss and data (a PINN's: the PDE's)
+        record = measure_own(
             zoo, metrics=metrics, split=split, epochs=epochs, device=device, chunk=chunk,
             seed=seed, iters=iters, probes=probes, steps=steps, progress=progress, name=name,
             batches=batches, batch_size=batch_size, data_dir=data_dir,
         )  # fmt: skip
         return _with_phases(zoo, metrics, name, record)
-    _check_counts(batches=batches, batch_size=batch_size, chunk=chunk)
+    check_counts(batches=batches, batch_size=batch_size, chunk=chunk)
     target = torch.device(device)
-    reader = zoo.reader(split, epochs)
-    positions = reader.positions
-    count = len(positions)
-    columns = {k: np.asarray(v) for k, v in reader.columns.items() if np.ndim(v) == 1}
-    plan = _plan(zoo, hooks, columns, count, batches, batch_size, data_dir, target)
-    partner = siblings(columns | plan.sibling_columns, count)
-    out = {m: np.full((count, len(reader.epochs)), np.nan, dtype=np.float64) for m in metrics}
-    wanted_pairs = [m for m in metrics if m in _PAIR_METRICS]
-    singles = [m for m in metrics if m not in _PAIR_METRICS]
-    common = dict(layout=zoo.layout, chunk=chunk, seed=seed, iters=iters, tol=tol)
-    common |= dict(probes=probes, steps=steps, accuracy_fn=plan.accuracy)
-    reestimated = False  # whether any group's connectivity re-estimated BatchNorm statistics
-    bar = tqdm(total=count * len(reader.epochs), disable=not progress, desc=f"landscape {zoo.name}")
-    with bar:
-        for column, _epoch in enumerate(reader.epochs):
-            rows = reader.read("weights", np.arange(count), np.full(count, column))
-            for key in dict.fromkeys(plan.groups.tolist()):
-                module = plan.module(key).to(target)
-                data = plan.data(key)
-                members = np.flatnonzero(plan.groups == key)
-                paired = members[partner[members] >= 0]
-                if singles:
-                    values = landscape_metrics(
-                        module, torch.from_numpy(rows[members]).to(target), data, plan.loss,
-                        singles, **common,
-                    )  # fmt: skip
-                    for metric, array in values.items():
-                        out[metric][members, column] = array
-                if wanted_pairs and len(paired):
-                    uses = bool(batch_norm_layers(module)) if bn_update is None else bn_update
-                    reestimated |= uses and bool(set(wanted_pairs) & _CONNECTIVITY_METRICS)
-                    values = landscape_metrics(
-                        module,
-                        torch.from_numpy(rows[paired]).to(target),
-                        data,
-                        plan.loss,
-                        wanted_pairs,
-                        partners=torch.from_numpy(rows[partner[paired]]).to(target),
-                        bn_update=uses,
-                        **common,
-                    )
-                    for metric, array in values.items():
-                        out[metric][paired, column] = array
-                bar.update(len(members))
+    selection = Selection.open(zoo, split, epochs)
+    count = selection.count
+    plan = _plan(zoo, hooks, selection.columns, count, batches, batch_size, data_dir, target)
+    partner = siblings(selection.columns | plan.sibling_columns, count)
+    options = dict(layout=zoo.layout, chunk=chunk, seed=seed, iters=iters, tol=tol)
+    options |= dict(probes=probes, steps=steps, accuracy_fn=plan.accuracy)
+    parts, reestimated = _parts(plan, partner, metrics, options, bn_update, target)
+    out = measure(selection, parts, partner, metrics, device=target, progress=progress)
     attrs = {
-        "what": "loss-landscape metrics on the zoo's training loss",
-        "metrics": metrics,
         "batches": batches,
         "batch_size": batch_size,
-        "seed": seed,
-        "iters": iters,
-        "tol": tol,
-        "probes": probes,
-        "steps": steps,
         "bn_update": reestimated,
         "partner": "next model of the same node (MLDS: machine or automaton; else the "
         "selection), cyclic",
     }
-    record = write_sidecar(zoo.path, name, out, attrs, models=positions, epochs=reader.epochs)
+    what = "loss-landscape metrics on the zoo's training loss"
+    record = write_landscape(selection, name, out, what, options, attrs)
     return _with_phases(zoo, metrics, name, record)
+
+
+def _parts(
+    plan: LandscapeParts,
+    partner: np.ndarray,
+    metrics: list[str],
+    options: dict[str, Any],
+    bn_update: bool | None,
+    target: torch.device,
+) -> tuple[list[Part], bool]:
+    """One part per group of the plan, and whether any re-estimates BatchNorm statistics.
+
+    Returns:
+        ``(parts, reestimated)``: ``reestimated`` where a connectivity metric is measured on
+        a group with BatchNorm (or ``bn_update=True``) and with a model that has a partner.
+    """
+    parts, reestimated = [], False
+    connectivity = bool(set(metrics) & _CONNECTIVITY_METRICS)
+    for key in dict.fromkeys(plan.groups.tolist()):
+        module = plan.module(key).to(target)
+        uses = bool(batch_norm_layers(module)) if bn_update is None else bn_update
+        members = np.flatnonzero(plan.groups == key)
+        reestimated |= connectivity and uses and bool((partner[members] >= 0).any())
+        data = plan.data(key)
+        parts.append(Part(members, module, data, plan.loss, metrics, options, {"bn_update": uses}))
+    return parts, reestimated
 
 
 def _with_phases(zoo: Zoo, metrics: Sequence[str], name: str, record: SidecarRecord):

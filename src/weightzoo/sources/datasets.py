@@ -17,12 +17,14 @@ from __future__ import annotations
 import difflib
 import os
 import shlex
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from weightzoo.errors import InvalidOptionError
 
 __all__ = [
+    "IDX_STEMS",
     "IMAGE_DATASETS",
     "Download",
     "ImageDataset",
@@ -101,8 +103,17 @@ class ImageDataset:
         return None if None in sizes else sum(s for s in sizes if s is not None)
 
 
-def _idx(base: str, names: dict[str, tuple[str, int]]) -> tuple[Download, ...]:
-    """The four gzipped IDX files of MNIST-like datasets (``stem -> (md5, size)``)."""
+IDX_STEMS = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
+"""The four IDX files of an MNIST-like dataset (each served gzipped), in reading order."""
+
+
+def _idx(base: str, files: Sequence[tuple[str, int]]) -> tuple[Download, ...]:
+    """The four gzipped IDX files of MNIST-like datasets: ``(md5, size)`` per :data:`IDX_STEMS`."""
     return tuple(
         Download(
             tuple(b + stem + ".gz" for b in base.split()),
@@ -112,7 +123,7 @@ def _idx(base: str, names: dict[str, tuple[str, int]]) -> tuple[Download, ...]:
             "file",
             ((stem + ".gz", stem),),
         )
-        for stem, (md5, size) in names.items()
+        for stem, (md5, size) in zip(IDX_STEMS, files, strict=True)
     )
 
 
@@ -135,12 +146,12 @@ IMAGE_DATASETS: dict[str, ImageDataset] = {
         # The second address is the mirror torchvision falls back to.
         _idx(
             _MNIST,
-            {
-                "train-images-idx3-ubyte": ("f68b3c2dcbeaaa9fbdd348bbdeb94873", 9912422),
-                "train-labels-idx1-ubyte": ("d53e105ee54ea40749a09fcbcd1e9432", 28881),
-                "t10k-images-idx3-ubyte": ("9fb629c4189551a2d022fa330f9573f3", 1648877),
-                "t10k-labels-idx1-ubyte": ("ec29112dd5afa0611ce80d1b7f02629c", 4542),
-            },
+            [
+                ("f68b3c2dcbeaaa9fbdd348bbdeb94873", 9912422),  # train images
+                ("d53e105ee54ea40749a09fcbcd1e9432", 28881),  # train labels
+                ("9fb629c4189551a2d022fa330f9573f3", 1648877),  # test images
+                ("ec29112dd5afa0611ce80d1b7f02629c", 4542),  # test labels
+            ],
         ),
         "the four .gz files of the MNIST database (Yann LeCun's 'THE MNIST DATABASE of "
         "handwritten digits' page at yann.lecun.com/exdb/mnist, or one of its mirrors)",
@@ -155,12 +166,12 @@ IMAGE_DATASETS: dict[str, ImageDataset] = {
         # (the same md5s as torchvision's FashionMNIST.resources); sizes: as served there.
         _idx(
             _FASHION,
-            {
-                "train-images-idx3-ubyte": ("8d4fb7e6c68d591d4c3dfef9ec88bf0d", 26421880),
-                "train-labels-idx1-ubyte": ("25c81989df183df01b3e8a0aad5dffbe", 29515),
-                "t10k-images-idx3-ubyte": ("bef4ecab320f06d8554ea6380940ec79", 4422102),
-                "t10k-labels-idx1-ubyte": ("bb300cfdad3c16e7a12a480ee83cd310", 5148),
-            },
+            [
+                ("8d4fb7e6c68d591d4c3dfef9ec88bf0d", 26421880),  # train images
+                ("25c81989df183df01b3e8a0aad5dffbe", 29515),  # train labels
+                ("bef4ecab320f06d8554ea6380940ec79", 4422102),  # test images
+                ("bb300cfdad3c16e7a12a480ee83cd310", 5148),  # test labels
+            ],
         ),
         "the four .gz files in data/fashion of the zalandoresearch/fashion-mnist GitHub repository",
     ),

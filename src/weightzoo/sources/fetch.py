@@ -81,6 +81,7 @@ from weightzoo.sources.remotezip import (
     probe,
 )
 from weightzoo.sources.zenodo import Record, RecordFile, check_record_id, get_record
+from weightzoo.storage.manifest import MANIFEST_NAME
 
 __all__ = [
     "Fetched",
@@ -325,7 +326,7 @@ class _Read:
 
 
 def _check_out(out: Path) -> None:
-    if (out / "zoo.json").is_file() and not out.is_symlink():
+    if (out / MANIFEST_NAME).is_file() and not out.is_symlink():
         raise InvalidOptionError(
             f"the output folder {out} already holds a zoo; open it as it is, or fetch into a "
             "new folder (a fetched zoo is never written over another; remove it to fetch "

@@ -29,6 +29,7 @@ from torch.nn import functional as F
 
 from weightzoo.errors import DataFilesMissingError
 from weightzoo.sources.datasets import (
+    IDX_STEMS,
     IMAGE_DATASETS,
     default_data_dir,
     fetch_command,
@@ -287,13 +288,7 @@ def _read_idx(path: Path, ndim: int) -> np.ndarray:
 
 def _read_mnist_like(name: str, root: Path) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
     """MNIST / Fashion-MNIST IDX files: ``[N, 1, 28, 28]`` uint8 and labels 0..9."""
-    stems = (
-        "train-images-idx3-ubyte",
-        "train-labels-idx1-ubyte",
-        "t10k-images-idx3-ubyte",
-        "t10k-labels-idx1-ubyte",
-    )
-    paths = _locate(name, root, [(s + ".gz", s) for s in stems])
+    paths = _locate(name, root, [(stem + ".gz", stem) for stem in IDX_STEMS])
     out = []
     for xpath, ypath in ((paths[0], paths[1]), (paths[2], paths[3])):
         x = _read_idx(xpath, 3)

@@ -89,10 +89,6 @@ class _ImageFamily(ImageSplitsFamily[SpecT]):
         """Layout of one row: the network's parameters (and ResNet-18's BN running stats)."""
         return model.layout(spec.to_dict())
 
-    def checkpoint_epochs(self, spec: SpecT) -> list[int]:
-        """Epochs 0 (before training) to ``spec.epochs``."""
-        return spec.checkpoint_epochs()
-
     def plan(self, spec: SpecT) -> list[ModelPlan]:
         """One plan per model: node-major grid order, seeds inner; stratum = node."""
         nodes = spec.nodes()

@@ -128,12 +128,6 @@ class _CommonSpec(GridOptions, ZooSpec):
 
     kind: ClassVar[str] = "common"
 
-    def to_dict(self) -> dict[str, Any]:
-        """The spec as JSON data, without ``data_dir`` (a machine's path is not identity)."""
-        data = super().to_dict()
-        data.pop("data_dir", None)
-        return data
-
     # ----------------------------------------------------------------- grid and seeds
     @property
     def is_seed_zoo(self) -> bool:

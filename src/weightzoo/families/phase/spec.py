@@ -186,7 +186,6 @@ class PhaseSpec(GridOptions, ZooSpec):
     def to_dict(self) -> dict[str, Any]:
         """The spec as JSON data, without ``data_dir`` (a machine's path is not identity)."""
         data = super().to_dict()
-        data.pop("data_dir", None)
         data["load_factor"], data["temperature_factor"] = self.load_factor, self.temperature_factor
         return data
 

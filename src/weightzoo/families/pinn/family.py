@@ -26,6 +26,11 @@ if TYPE_CHECKING:
 __all__ = ["FAMILY", "PINNFamily"]
 
 
+def _columns(beta: float, lr: float) -> dict[str, float]:
+    """A model's columns: its cell, and the cell again as the phase factors."""
+    return {"beta": beta, "lr": lr, "load": beta, "temperature": lr}
+
+
 class PINNFamily(Family[PINNSpec]):
     """The :class:`~weightzoo.generate.base.Family` of PINN specs."""
 
@@ -33,19 +38,9 @@ class PINNFamily(Family[PINNSpec]):
     spec_class = PINNSpec
     metrics = METRICS
 
-    def checkpoint_epochs(self, spec: PINNSpec) -> list[int]:
-        """Epoch 0 and ``checkpoints`` evenly spaced epochs ending at the last."""
-        return spec.checkpoint_epochs()
-
     def plan(self, spec: PINNSpec) -> list[ModelPlan]:
         """One plan per model, seed-major; stratum = the (beta, lr) cell."""
-        cells = spec.cells()
-        plans = []
-        for model_id in range(spec.grid_models()):
-            beta, lr = cells[model_id % len(cells)]
-            columns = {"beta": beta, "lr": lr, "load": beta, "temperature": lr}
-            plans.append(ModelPlan(model_id, spec.seed_start + model_id, f"{beta}:{lr}", columns))
-        return spec.sampled(plans, ["beta", "lr"])
+        return spec.cell_plans(["beta", "lr"], _columns)
 
     def progress_total(self, spec: PINNSpec, plans: Sequence[ModelPlan]) -> int:
         """One full-batch step per epoch."""

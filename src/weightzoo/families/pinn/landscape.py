@@ -24,26 +24,29 @@ of one ``beta`` (the loss differs per ``beta``). The ``phase`` labels are added 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
-from weightzoo.errors import InvalidOptionError
 from weightzoo.families.pinn.data import ConvectionData, convection_data, residual
 from weightzoo.families.pinn.model import PINN
 from weightzoo.families.pinn.spec import FAMILY_NAME
-from weightzoo.landscape.metrics import (
-    _PAIR_METRICS,
-    METRICS,
-    UnknownMetricError,
-    landscape_metrics,
+from weightzoo.landscape._stacking import Data
+from weightzoo.landscape.driver import (
+    PairOptions,
+    Part,
+    Selection,
+    check_family,
+    measure,
+    metric_list,
+    write_landscape,
 )
+from weightzoo.landscape.metrics import landscape_metrics
 from weightzoo.landscape.zoo import siblings
-from weightzoo.storage.sidecar import SidecarRecord, write_sidecar
+from weightzoo.storage.sidecar import SidecarRecord
 from weightzoo.zoo import Zoo
 
 __all__ = [
@@ -161,89 +164,63 @@ def pinn_landscape(
         InvalidOptionError: for a zoo of another family.
     """
     zoo = zoo if isinstance(zoo, Zoo) else Zoo(zoo)
+    check_family(zoo, FAMILY_NAME, "PINN")
+    where = f"PINN zoo {zoo.name!r}"
+    metrics = metric_list(metrics, unmeasurable=("mc_error",), where=where)
     spec = zoo.manifest.spec
-    if spec.get("family") != FAMILY_NAME:
-        raise InvalidOptionError(
-            f"zoo {zoo.name!r} at {zoo.path} is a {spec.get('family')!r} zoo, not a PINN zoo; "
-            "use weightzoo.landscape.zoo.compute_zoo_landscape"
-        )
-    metrics = [metrics] if isinstance(metrics, str) else list(metrics)
-    unknown = [m for m in metrics if m not in METRICS or m == "mc_error"]
-    if unknown or not metrics:
-        known = [m for m in METRICS if m != "mc_error"]
-        raise UnknownMetricError(
-            f"landscape metric(s) {unknown or '(none)'} not measurable on PINN zoo {zoo.name!r}; "
-            f"choose from {', '.join(known)}"
-        )
     target = torch.device(device)
     data = convection_data(
         spec["collocation"], spec["collocation_seed"], spec["x_grid"], spec["t_grid"]
     )
-    inputs, targets = (t.to(target) for t in pinn_loss_data(data))
+    loss_data = tuple(t.to(target) for t in pinn_loss_data(data))
     stride = max(1, len(data.grid) // max(1, cka_points))
     grid = torch.from_numpy(data.grid[::stride]).to(target)
     hidden = tuple(int(h) for h in spec["hidden"])
 
-    reader = zoo.reader(split, epochs)
-    positions, count = reader.positions, len(reader.positions)
-    columns = {k: np.asarray(v) for k, v in reader.columns.items() if np.ndim(v) == 1}
-    beta = columns["beta"].astype(np.float64)
-    node = np.array([f"{b!r}|{r!r}" for b, r in zip(beta, columns["lr"], strict=True)])
-    partner = siblings({"node": node}, count)
-    singles = [m for m in metrics if m not in _PAIR_METRICS]
-    pairs = [m for m in metrics if m in _PAIR_METRICS and m != "cka"]
-    out = {m: np.full((count, len(reader.epochs)), np.nan, dtype=np.float64) for m in metrics}
-    plain = PINN(hidden).to(target)
-    common: dict[str, Any] = dict(layout=zoo.layout, chunk=chunk, seed=seed, iters=iters)
-    common |= dict(probes=probes, steps=steps)
-    bar = tqdm(total=count * len(reader.epochs), disable=not progress, desc=f"landscape {zoo.name}")
-    with bar:
-        for column, _epoch in enumerate(reader.epochs):
-            rows = torch.from_numpy(
-                np.array(reader.read("weights", np.arange(count), np.full(count, column)))
-            ).to(target)
-            for value in dict.fromkeys(beta.tolist()):
-                module = PINNLossModule(value, hidden).to(target)
-                members = np.flatnonzero(beta == value)
-                paired = members[partner[members] >= 0]
-                if singles:
-                    found = landscape_metrics(
-                        module, rows[members], (inputs, targets), pinn_loss_fn, singles, **common
-                    )
-                    for metric, array in found.items():
-                        out[metric][members, column] = array
-                if pairs and len(paired):
-                    top = out["hessian_top"][members, column] if "hessian_top" in out else None
-                    if top is None:
-                        top = landscape_metrics(
-                            module, rows[members], (inputs, targets), pinn_loss_fn,
-                            ["hessian_top"], **common,
-                        )["hessian_top"]  # fmt: skip
-                    # SGD on the curve is stable for a step below 2 (1 + momentum) / lambda_max
-                    rate = min(curve_lr, 1.0 / max(float(np.nanmax(np.abs(top))), 1e-12))
-                    found = landscape_metrics(
-                        module, rows[paired], (inputs, targets), pinn_loss_fn, pairs,
-                        partners=rows[partner[paired]], lr=rate, **common,
-                    )  # fmt: skip
-                    for metric, array in found.items():
-                        out[metric][paired, column] = array
-                bar.update(len(members))
-            paired = np.flatnonzero(partner >= 0)
-            if "cka" in metrics and len(paired):
-                found = landscape_metrics(
-                    plain, rows[paired], (grid, grid[:, 0]), pinn_loss_fn, ["cka"],
-                    partners=rows[partner[paired]], cka_inputs=grid, cka_layer="act", **common,
-                )  # fmt: skip
-                out["cka"][paired, column] = found["cka"]
+    selection = Selection.open(zoo, split, epochs)
+    beta = selection.columns["beta"].astype(np.float64)
+    node = np.array([f"{b!r}|{r!r}" for b, r in zip(beta, selection.columns["lr"], strict=True)])
+    options: dict[str, Any] = dict(layout=zoo.layout, chunk=chunk, seed=seed, iters=iters)
+    options |= dict(probes=probes, steps=steps)
+    on_loss = [m for m in metrics if m != "cka"]
+    parts = []
+    for value in dict.fromkeys(beta.tolist()) if on_loss else ():  # the loss differs per beta
+        module = PINNLossModule(value, hidden).to(target)
+        rate = _curve_rate(module, loss_data, curve_lr, options)
+        members = np.flatnonzero(beta == value)
+        parts.append(Part(members, module, loss_data, pinn_loss_fn, on_loss, options, rate))
+    if "cka" in metrics:  # the plain network's last hidden layer on the evaluation grid
+        cka = options | dict(cka_inputs=grid, cka_layer="act")
+        plain = PINN(hidden).to(target)
+        everyone = np.arange(selection.count)
+        parts.append(Part(everyone, plain, (grid, grid[:, 0]), pinn_loss_fn, ["cka"], cka))
+    partner = siblings({"node": node}, selection.count)
+    out = measure(selection, parts, partner, metrics, device=target, progress=progress)
     attrs = {
-        "what": "loss-landscape metrics on the PINN loss (residual + initial + boundary)",
-        "metrics": metrics,
-        "seed": seed,
-        "iters": iters,
-        "probes": probes,
-        "steps": steps,
         "curve_lr": f"min({curve_lr}, 1 / largest |hessian_top| of the beta group)",
         "cka": f"last hidden layer on every {stride}th evaluation-grid point",
         "partner": "next model of the same beta and lr (another seed), cyclic",
     }
-    return write_sidecar(zoo.path, name, out, attrs, models=positions, epochs=reader.epochs)
+    what = "loss-landscape metrics on the PINN loss (residual + initial + boundary)"
+    return write_landscape(selection, name, out, what, options, attrs)
+
+
+def _curve_rate(
+    module: PINNLossModule, data: Data, curve_lr: float, options: dict[str, Any]
+) -> PairOptions:
+    """The curve-training step of a ``beta`` group, from its models' Hessian top eigenvalues.
+
+    Returns:
+        ``(rows, singles) -> {"lr": ...}``: ``min(curve_lr, 1 / max |hessian_top|)``, with
+        ``hessian_top`` from ``singles`` where measured, else measured here.
+    """
+
+    def rate(rows: Tensor, singles: Mapping[str, np.ndarray]) -> dict[str, float]:
+        top = singles.get("hessian_top")
+        if top is None:  # not asked for: measured for the step alone
+            found = landscape_metrics(module, rows, data, pinn_loss_fn, ["hessian_top"], **options)
+            top = found["hessian_top"]
+        # SGD on the curve is stable for a step below 2 (1 + momentum) / lambda_max
+        return {"lr": min(curve_lr, 1.0 / max(float(np.nanmax(np.abs(top))), 1e-12))}
+
+    return rate

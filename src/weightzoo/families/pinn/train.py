@@ -161,13 +161,7 @@ def train_population(
     )
     # a freshly built module, as the family's layout is (its draws keep the random stream)
     names = layout_of(PINN(spec.hidden)).names
-    result = toolkit.train(
-        task,
-        pop,
-        [p.seed for p in plans],
-        names,
-        config,
-        progress=toolkit.step_progress(progress),
-    )
+    progress_steps = toolkit.step_progress(progress)
+    result = toolkit.train_plans(task, pop, plans, names, config, progress=progress_steps)
     metrics = stored_metrics(result.metrics)
     return toolkit.plan_records(plans, result.weights, metrics, device, METRICS)

@@ -34,21 +34,11 @@ class PropertyFamily(Family[PropertySpec]):
     spec_class = PropertySpec
     metrics = METRICS
 
-    def checkpoint_epochs(self, spec: PropertySpec) -> list[int]:
-        """Epoch 0 (initialisation) and the last epoch."""
-        return spec.checkpoint_epochs()
-
     def plan(self, spec: PropertySpec) -> list[ModelPlan]:
         """One plan per model, replicate-major; stratum = pool and ratio."""
-        cells = spec.cells()
-        plans = []
-        for model_id in range(spec.grid_models()):
-            pool, ratio = cells[model_id % len(cells)]
-            columns = {"ratio": ratio, "pool": pool}
-            plans.append(
-                ModelPlan(model_id, spec.seed_start + model_id, f"{pool}:{ratio}", columns)
-            )
-        return spec.sampled(plans, ["pool", "ratio"])
+        return spec.cell_plans(
+            ["pool", "ratio"], lambda pool, ratio: {"ratio": ratio, "pool": pool}
+        )
 
     def progress_total(self, spec: PropertySpec, plans: Sequence[ModelPlan]) -> int:
         """Optimizer steps of one model: every model of the block steps together."""

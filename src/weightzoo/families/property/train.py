@@ -164,14 +164,8 @@ def train_population(
         checkpoint_splits=("train", "test"),
     )
     names = layout_of(from_spec(spec.to_dict())).names
-    result = toolkit.train(
-        task,
-        pop,
-        [p.seed for p in plans],
-        names,
-        config,
-        progress=toolkit.step_progress(progress),
-    )
+    progress_steps = toolkit.step_progress(progress)
+    result = toolkit.train_plans(task, pop, plans, names, config, progress=progress_steps)
     records = toolkit.plan_records(plans, result.weights, result.metrics, device, METRICS)
     for record, share in zip(records, shares, strict=True):
         record.columns["property_share"] = share

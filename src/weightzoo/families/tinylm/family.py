@@ -45,10 +45,6 @@ class TinyLMFamily(Family[TinyLMSpec]):
         """Layout of one row (built on the meta device: nothing is allocated or drawn)."""
         return layout_of(model.from_spec(spec.to_dict(), device="meta"))
 
-    def checkpoint_epochs(self, spec: TinyLMSpec) -> list[int]:
-        """Every epoch, 0 (initialisation) to the last."""
-        return spec.checkpoint_epochs()
-
     def plan(self, spec: TinyLMSpec) -> list[ModelPlan]:
         """One plan per model, replicate-major; stratum = batch size.
 

@@ -20,19 +20,20 @@ import numpy as np
 import torch
 from torch import Tensor
 from torch.nn import functional as F
-from tqdm.auto import tqdm
 
 from weightzoo.architectures import build_model
-from weightzoo.errors import InvalidOptionError
 from weightzoo.families.tinylm.data import corpus_for, window_starts, windows
 from weightzoo.families.tinylm.spec import FAMILY_NAME
-from weightzoo.landscape.metrics import (
-    _PAIR_METRICS,
-    METRICS,
-    UnknownMetricError,
-    landscape_metrics,
+from weightzoo.landscape.driver import (
+    Part,
+    Selection,
+    check_counts,
+    check_family,
+    measure,
+    metric_list,
+    write_landscape,
 )
-from weightzoo.storage.sidecar import SidecarRecord, sidecar_records, write_sidecar
+from weightzoo.storage.sidecar import SidecarRecord, sidecar_records
 from weightzoo.zoo import Zoo
 
 __all__ = [
@@ -146,21 +147,10 @@ def compute_lm_landscape(
         OpenWebTextMissingError: a GPT-2 zoo without its data on disk.
     """
     zoo = zoo if isinstance(zoo, Zoo) else Zoo(zoo)
-    metrics = [metrics] if isinstance(metrics, str) else list(metrics)
-    unknown = [m for m in metrics if m not in METRICS]
-    if unknown or not metrics:
-        raise UnknownMetricError(
-            f"unknown landscape metric(s) {unknown or metrics}; known: {', '.join(METRICS)}"
-        )
-    for what, value in (("batches", batches), ("batch_size", batch_size), ("chunk", chunk)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise InvalidOptionError(f"{what} must be an int >= 1, got {value!r}")
+    metrics = metric_list(metrics)
+    check_counts(batches=batches, batch_size=batch_size, chunk=chunk)
+    check_family(zoo, FAMILY_NAME, "tiny-LM")
     spec = dict(zoo.manifest.spec)
-    if spec.get("family") != FAMILY_NAME:
-        raise InvalidOptionError(
-            f"zoo {zoo.name!r} at {zoo.path} is a {spec.get('family')!r} zoo, not a tiny-LM zoo; "
-            "use weightzoo.landscape.zoo.compute_zoo_landscape"
-        )
     data = corpus_for(spec, f"zoo {zoo.name!r} at {zoo.path}", data_dir)
     length = int(spec["context"])
     target = torch.device(device)
@@ -175,51 +165,19 @@ def compute_lm_landscape(
     ]
     cka_inputs = tensors(data.val, window_starts(len(data.val), length, length, cka_windows))[0]
     module = build_model(spec, layout=zoo.layout, source=str(zoo.manifest_file)).to(target)
-    reader = zoo.reader(split, epochs)
-    count = len(reader.positions)
-    columns = {k: np.asarray(v) for k, v in reader.columns.items() if np.ndim(v) == 1}
-    partner = seed_siblings(columns, count)
-    paired = np.flatnonzero(partner >= 0)
-    singles = [m for m in metrics if m not in _PAIR_METRICS]
-    pairs = [m for m in metrics if m in _PAIR_METRICS]
+    selection = Selection.open(zoo, split, epochs)
     options = dict(layout=zoo.layout, chunk=chunk, seed=seed, iters=iters, probes=probes)
     options |= dict(steps=steps, points=points, accuracy_fn=lm_accuracy)
     options |= dict(cka_inputs=cka_inputs, cka_layer="ln_f")
-    out = {m: np.full((count, len(reader.epochs)), np.nan, dtype=np.float64) for m in metrics}
-    bar = tqdm(total=len(reader.epochs), disable=not progress, desc=f"landscape {zoo.name}")
-    with bar:
-        for column in range(len(reader.epochs)):
-            rows = torch.from_numpy(
-                reader.read("weights", np.arange(count), np.full(count, column))
-            ).to(target)
-            if singles:
-                values = landscape_metrics(module, rows, batch_data, lm_loss, singles, **options)
-                for metric, array in values.items():
-                    out[metric][:, column] = array
-            if pairs and len(paired):
-                values = landscape_metrics(
-                    module,
-                    rows[paired],
-                    batch_data,
-                    lm_loss,
-                    pairs,
-                    partners=rows[partner[paired]],
-                    **options,
-                )
-                for metric, array in values.items():
-                    out[metric][paired, column] = array
-            bar.update(1)
+    everyone = np.arange(selection.count)
+    part = Part(everyone, module, batch_data, lm_loss, metrics, options)
+    partner = seed_siblings(selection.columns, selection.count)
+    out = measure(selection, [part], partner, metrics, device=target, progress=progress)
     attrs = {
-        "what": "loss-landscape metrics on the zoo's next-token loss",
-        "metrics": metrics,
         "windows": len(train),
         "batch_size": batch_size,
         "cka": f"last hidden state (ln_f) of {len(cka_inputs)} validation windows",
-        "seed": seed,
-        "iters": iters,
-        "probes": probes,
-        "steps": steps,
-        "points": points,
         "partner": "seed sibling: next seed of the same load and temperature, cyclic",
     }
-    return write_sidecar(zoo.path, name, out, attrs, models=reader.positions, epochs=reader.epochs)
+    what = "loss-landscape metrics on the zoo's next-token loss"
+    return write_landscape(selection, name, out, what, options, attrs)

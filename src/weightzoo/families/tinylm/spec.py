@@ -158,9 +158,8 @@ class TinyLMSpec(_PhaseFactors, GridOptions, ZooSpec):
             )
 
     def to_dict(self) -> dict[str, Any]:
-        """The spec as JSON data: the corpus hash pinned, ``data_dir`` left out."""
+        """The spec as JSON data (``data_dir`` left out), the corpus hash pinned."""
         data = super().to_dict()
-        data.pop("data_dir", None)
         if data["corpus_sha256"] is None and self.corpus == "pydoc-topics":
             data["corpus_sha256"] = corpus_sha256()
         return data
@@ -297,7 +296,6 @@ class TinyLMGridSpec(_PhaseFactors, GroupedSpec):
         A stratified sample records its seed, even the default.
         """
         data = super().to_dict()
-        data.pop("data_dir", None)
         if self.sample != "first":
             data["sample_seed"] = self.sample_seed
         return data

@@ -155,14 +155,8 @@ def train_population(
             clip_norm=spec.clip_norm,
         )
         size = len(group)
-        result = toolkit.train(
-            task,
-            pop,
-            [p.seed for p in group],
-            names,
-            config,
-            progress=None if progress is None else (lambda _steps, _left, n=size: progress(n)),
-        )
+        report = None if progress is None else (lambda _steps, _left, n=size: progress(n))
+        result = toolkit.train_plans(task, pop, group, names, config, progress=report)
         for record in toolkit.plan_records(group, result.weights, result.metrics, device, METRICS):
             records[record.model_id] = record
     return [records[p.model_id] for p in plans]

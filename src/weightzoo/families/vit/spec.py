@@ -173,12 +173,6 @@ class _ViTSpec(GridOptions, ZooSpec):
         _check_choice(self.name, "dataset", [self.dataset], DATASETS)
         _check_choice(self.name, "head", [self.head], HEADS)
 
-    def to_dict(self) -> dict[str, Any]:
-        """The spec as JSON data, without ``data_dir`` (a machine's path is not identity)."""
-        data = super().to_dict()
-        data.pop("data_dir", None)
-        return data
-
     def grid_models(self) -> int:  # pragma: no cover - each stage defines it
         """Models of the full grid (ignoring ``models``)."""
         raise NotImplementedError
@@ -355,12 +349,6 @@ class ViTZooSpec(GroupedSpec):
 
     def __post_init__(self) -> None:
         self.groups()  # every group's spec checks its own values (unknown grid values...)
-
-    def to_dict(self) -> dict[str, Any]:
-        """The spec as JSON data, without ``data_dir``."""
-        data = super().to_dict()
-        data.pop("data_dir", None)
-        return data
 
     def override(
         self,

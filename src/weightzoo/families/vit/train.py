@@ -280,14 +280,8 @@ def _run(
 ) -> list[ModelRecord]:
     pop = toolkit.Population.from_modules(models, device=device)
     names = layout_of(models[0]).names
-    result = toolkit.train(
-        task,
-        pop,
-        [p.seed for p in plans],
-        names,
-        config,
-        progress=None if progress is None else (lambda _steps, left: progress(left)),
-    )
+    report = None if progress is None else (lambda _steps, left: progress(left))
+    result = toolkit.train_plans(task, pop, plans, names, config, progress=report)
     return toolkit.plan_records(plans, result.weights, result.metrics, device, metrics)
 
 

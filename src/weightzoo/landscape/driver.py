@@ -1,0 +1,263 @@
+"""What every zoo-level landscape engine does alike: checks, selection, the loop, the side file.
+
+An engine (the generic :func:`weightzoo.landscape.zoo.compute_zoo_landscape`, or a family's
+own, as :func:`weightzoo.families.pinn.landscape.pinn_landscape`) says only what differs: the
+modules, data and loss of each group of models (:class:`Part`), each model's partner, the
+keywords of :func:`weightzoo.landscape.landscape_metrics` and the side file's attributes. This
+module checks the metric names, counts and family, opens the selection (:class:`Selection`),
+measures every part at every selected checkpoint under one progress bar (:func:`measure`) and
+writes the ``[models, checkpoints]`` arrays to the side file (:func:`write_landscape`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from weightzoo.errors import InvalidOptionError
+from weightzoo.landscape._stacking import Data, LossFn
+from weightzoo.landscape.metrics import (
+    _PAIR_METRICS,
+    METRICS,
+    UnknownMetricError,
+    landscape_metrics,
+)
+from weightzoo.storage.reader import ZooReader
+from weightzoo.storage.sidecar import SidecarRecord, write_sidecar
+from weightzoo.zoo import Zoo
+
+__all__ = [
+    "RECORDED_OPTIONS",
+    "PairOptions",
+    "Part",
+    "Selection",
+    "check_counts",
+    "check_family",
+    "measure",
+    "metric_list",
+    "write_landscape",
+]
+
+#: The :func:`~weightzoo.landscape.landscape_metrics` keywords a side file records: those its
+#: values depend on, where an engine sets them (``chunk`` and the data do not count).
+RECORDED_OPTIONS = ("seed", "iters", "tol", "probes", "steps", "points")
+
+#: ``(rows of the part's models, their single-model results) -> keywords`` of the pair call.
+PairOptions = Callable[[Tensor, Mapping[str, np.ndarray]], Mapping[str, Any]]
+
+
+def check_counts(**counts: Any) -> None:
+    """Raise :class:`InvalidOptionError` unless every value is an int of at least 1."""
+    for what, value in counts.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise InvalidOptionError(f"{what} must be an int >= 1, got {value!r}")
+
+
+def check_family(zoo: Zoo, family: str, label: str) -> None:
+    """Refuse a zoo whose spec is not of ``family`` (``label``: how its docs name the family).
+
+    Raises:
+        InvalidOptionError: naming the zoo, its family and the generic driver.
+    """
+    found = zoo.manifest.spec.get("family")
+    if found != family:
+        raise InvalidOptionError(
+            f"zoo {zoo.name!r} at {zoo.path} is a {found!r} zoo, not a {label} zoo; "
+            "use weightzoo.landscape.zoo.compute_zoo_landscape"
+        )
+
+
+def metric_list(
+    metrics: str | Sequence[str], *, unmeasurable: Collection[str] = (), where: str = ""
+) -> list[str]:
+    """``metrics`` as a list of names that an engine measures.
+
+    Args:
+        metrics: one name or several, from :data:`weightzoo.landscape.METRICS`.
+        unmeasurable: names the engine does not measure (a PINN has no accuracy:
+            ``mc_error``).
+        where: what the engine measures (``"PINN zoo 'x'"``); named by the error for an
+            unmeasurable metric.
+
+    Raises:
+        InvalidOptionError: for no metric.
+        UnknownMetricError: for a name that is no metric, or one in ``unmeasurable``.
+    """
+    metrics = [metrics] if isinstance(metrics, str) else list(metrics)
+    known = [m for m in METRICS if m not in unmeasurable]
+    if not metrics:
+        raise InvalidOptionError(f"name at least one landscape metric: {', '.join(known)}")
+    unknown = [m for m in metrics if m not in known]
+    if unknown and unmeasurable:
+        raise UnknownMetricError(
+            f"landscape metric(s) {unknown} not measurable on {where}; "
+            f"choose from {', '.join(known)}"
+        )
+    if unknown:
+        raise UnknownMetricError(
+            f"unknown landscape metric(s) {unknown}; known: {', '.join(known)}"
+        )
+    return metrics
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The checkpoints an engine measures: a zoo's selected models at its selected epochs.
+
+    Attributes:
+        zoo: the zoo.
+        reader: the reader over the selection.
+        columns: the selected models' one-value-per-model columns.
+    """
+
+    zoo: Zoo
+    reader: ZooReader
+    columns: dict[str, np.ndarray]
+
+    @classmethod
+    def open(
+        cls,
+        zoo: Zoo,
+        split: str | Sequence[str] | None,
+        epochs: int | str | Iterable[int] | None,
+    ) -> Selection:
+        """The selection of ``split`` at ``epochs`` (see :meth:`weightzoo.zoo.Zoo.reader`)."""
+        reader = zoo.reader(split, epochs)
+        columns = {k: np.asarray(v) for k, v in reader.columns.items() if np.ndim(v) == 1}
+        return cls(zoo, reader, columns)
+
+    @property
+    def count(self) -> int:
+        """The number of selected models."""
+        return len(self.reader.positions)
+
+    def rows(self, column: int, device: torch.device) -> Tensor:
+        """Every selected model's weights at the ``column``-th selected epoch, ``[count, P]``."""
+        count = self.count
+        found = self.reader.read("weights", np.arange(count), np.full(count, column))
+        return torch.from_numpy(np.array(found)).to(device)  # a copy: the read may be read-only
+
+
+@dataclass(frozen=True)
+class Part:
+    """Models measured together: one module, one data set, one loss.
+
+    Attributes:
+        members: the models, as indices into the selection.
+        module: their architecture (its own weights are never used).
+        data: the batches ``[(inputs, targets)]`` they are measured on.
+        loss: ``loss(outputs, targets)``, a scalar.
+        metrics: what is measured on them (pair metrics: against each one's partner).
+        options: keywords of every :func:`~weightzoo.landscape.landscape_metrics` call.
+        pair_options: more keywords of the pair-metric call: fixed, or made from the models'
+            rows and their single-model results (measured first).
+    """
+
+    members: np.ndarray
+    module: nn.Module
+    data: Data
+    loss: LossFn
+    metrics: Sequence[str]
+    options: Mapping[str, Any]
+    pair_options: Mapping[str, Any] | PairOptions | None = None
+
+
+def measure(
+    selection: Selection,
+    parts: Sequence[Part],
+    partner: np.ndarray,
+    metrics: Sequence[str],
+    *,
+    device: torch.device,
+    progress: bool,
+) -> dict[str, np.ndarray]:
+    """Measure every part at every selected checkpoint.
+
+    Args:
+        selection: the checkpoints.
+        parts: what is measured, and on what.
+        partner: each model's partner for the pair metrics, an index into the selection
+            (-1: none, its pair metrics stay NaN).
+        metrics: every metric the parts measure.
+        device: where the rows go.
+        progress: show a progress bar over the parts' models and the checkpoints.
+
+    Returns:
+        ``{metric: float64 [models, checkpoints]}``, NaN where not measured.
+    """
+    epochs = len(selection.reader.epochs)
+    out = {m: np.full((selection.count, epochs), np.nan, dtype=np.float64) for m in metrics}
+    total = epochs * sum(len(part.members) for part in parts)
+    desc = f"landscape {selection.zoo.name}"
+    with tqdm(total=total, disable=not progress, desc=desc) as bar:
+        for column in range(epochs):
+            rows = selection.rows(column, device)
+            for part in parts:
+                for metric, (models, values) in _measure_part(part, rows, partner).items():
+                    out[metric][models, column] = values
+                bar.update(len(part.members))
+    return out
+
+
+def _measure_part(
+    part: Part, rows: Tensor, partner: np.ndarray
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """``{metric: (models, values)}`` of one part at one checkpoint."""
+    members = part.members
+    paired = members[partner[members] >= 0]
+    singles = [m for m in part.metrics if m not in _PAIR_METRICS]
+    pairs = [m for m in part.metrics if m in _PAIR_METRICS]
+    found: dict[str, np.ndarray] = {}
+    if singles:
+        found = landscape_metrics(
+            part.module, rows[members], part.data, part.loss, singles, **part.options
+        )
+    out = {metric: (members, values) for metric, values in found.items()}
+    if pairs and len(paired):
+        extra = part.pair_options or {}
+        if callable(extra):
+            extra = extra(rows[members], found)
+        values = landscape_metrics(
+            part.module, rows[paired], part.data, part.loss, pairs,
+            partners=rows[partner[paired]], **part.options, **extra,
+        )  # fmt: skip
+        out |= {metric: (paired, array) for metric, array in values.items()}
+    return out
+
+
+def write_landscape(
+    selection: Selection,
+    name: str,
+    values: Mapping[str, np.ndarray],
+    what: str,
+    options: Mapping[str, Any],
+    attrs: Mapping[str, Any],
+) -> SidecarRecord:
+    """Write ``values`` of the selection's checkpoints to the zoo's side file ``name``.
+
+    The side file's attributes are ``what``, ``metrics`` (the arrays, in order), the options
+    of ``options`` that the values depend on (:data:`RECORDED_OPTIONS`), then ``attrs``.
+
+    Args:
+        selection: the checkpoints measured.
+        name: the side file's name.
+        values: ``{metric: [models, checkpoints]}``, as :func:`measure` returns.
+        what: the loss the metrics are of.
+        options: the keywords the parts measured with (:attr:`Part.options`).
+        attrs: what else the engine measured with (data, partners).
+
+    Returns:
+        The side file's record.
+    """
+    recorded = {key: options[key] for key in RECORDED_OPTIONS if key in options}
+    attrs = {"what": what, "metrics": list(values), **recorded, **attrs}
+    reader = selection.reader
+    return write_sidecar(
+        selection.zoo.path, name, values, attrs, models=reader.positions, epochs=reader.epochs
+    )
