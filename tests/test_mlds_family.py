@@ -9,7 +9,6 @@ import torch
 
 import weightzoo
 from weightzoo import cli, families, importers
-from weightzoo.families.mlds import train as mlds_train
 from weightzoo.families.mlds.data import class_data
 from weightzoo.families.mlds.family import FAMILY
 from weightzoo.families.mlds.importer import import_mlds
@@ -300,77 +299,13 @@ def test_failed_networks_are_retrained_from_new_seeds(tmp_path):
     assert "attempt" in columns and "init_seed" in columns
 
 
-def test_parallel_attempts_run_side_by_side_and_keep_the_attempt_that_passed(monkeypatch):
+def test_attempt_rounds_run_side_by_side_after_the_first():
+    # which attempt a network keeps, and refilling freed rows, are in test_mlds_refill.py
     spec = tiny(attempts=9, parallel_attempts=3, per_class=1)
     assert [list(r) for r in spec.attempt_rounds()] == [[0], [1, 2, 3], [4, 5, 6], [7, 8]]
     assert [list(r) for r in tiny(attempts=3).attempt_rounds()] == [[0], [1], [2]]
     with pytest.raises(ValueError, match="parallel_attempts"):
         tiny(parallel_attempts=0)
-    fam = FAMILY
-    plans = fam.plan(spec)
-    seeds = {
-        model_seed("ds1", str(p.columns["machine"]), 0, a): (p.model_id, a)
-        for p in plans
-        for a in range(9)
-    }
-    # (network, attempt) below the threshold at the end, and those that reached the stopping
-    # point: attempt 2 at network 0 was stopped by attempt 3 while below the threshold too
-    passing = {(0, 2), (0, 3), (1, 5)}
-    stopping = {(0, 3), (1, 5)}
-    calls = []
-
-    def fake(net, data, classes, seeds_given, settings, *, groups=None, ends_group=None, **_):
-        rows = [seeds[s] for s in seeds_given]
-        calls.append((rows, groups, settings.give_up))
-        # a passed attempt ends its group only if it passes on every evaluation set
-        good = {f"{n}_loss": np.array([1e-4, 1e-4]) for n in spec.set_names()}
-        good |= {f"{n}_bit_accuracy": np.array([1.0, 1.0]) for n in spec.set_names()}
-        good["eval_loss"] = np.array([1e-4, 2e-3])  # the second misses on evaluation
-        assert ends_group(good).tolist() == [True, False]
-        n, ok = len(rows), np.array([row in passing for row in rows])
-        loss = np.where(ok, 1e-4, 1.0)
-        final = {
-            f"{name}_{metric}": loss if metric == "loss" else 1.0 - loss
-            for name in spec.set_names()
-            for metric in ("loss", "bit_accuracy", "symbol_accuracy")
-        }
-        return toolkit.PopulationResult(
-            checkpoints=[0, 2],
-            weights=np.zeros((n, 2, fam.layout(spec).num_params), np.float32),
-            metrics={k: np.zeros((n, 2), np.float32) for k in fam.metric_names(spec)},
-            final=np.zeros((n, fam.layout(spec).num_params), np.float32),
-            final_metrics=final,
-            history={"train_loss": np.zeros((n, 2)), "val_loss": np.zeros((n, 2))},
-            passed=np.array([row in stopping for row in rows]),
-            epochs=np.full(n, 2),
-        )
-
-    monkeypatch.setattr(mlds_train, "train_population", fake)
-    spec = dataclasses.replace(spec, give_up=(1, 0.5))
-    records = fam.train(spec, plans, device="cpu", progress=False)
-    # round 1: attempt 0 alone; round 2: attempts 1-3 of both, grouped by network; round 3:
-    # attempts 4-6 of network 1 alone (network 0 passed), the last round without give-up
-    assert [c[0] for c in calls] == [
-        [(0, 0), (1, 0)],
-        [(0, 1), (0, 2), (0, 3), (1, 1), (1, 2), (1, 3)],
-        [(1, 4), (1, 5), (1, 6)],
-    ]
-    assert calls[0][1] is None and calls[1][1] == [0, 0, 0, 1, 1, 1] and calls[2][1] == [1] * 3
-    assert [c[2] for c in calls] == [(1, 0.5), (1, 0.5), (1, 0.5)]
-    assert [(r.columns["attempt"], r.columns["passed"]) for r in records] == [(3, True), (5, True)]
-    assert records[0].columns["init_seed"] == model_seed("ds1", "EightBitMachine", 0, 3)
-    assert all(r.columns["stopped"] for r in records)
-    # without an attempt that reached the stopping point, the lowest that passed is kept
-    stopping.clear()
-    calls.clear()
-    records = fam.train(spec, plans, device="cpu", progress=False)
-    assert [r.columns["attempt"] for r in records] == [2, 5]
-    # nobody passes: every attempt is made, the last is kept and trains without give-up
-    passing.clear()
-    calls.clear()
-    records = fam.train(spec, plans, device="cpu", progress=False)
-    assert len(calls) == 4 and calls[-1][2] is None and calls[-2][2] == (1, 0.5)
-    assert [r.columns["attempt"] for r in records] == [8, 8]
 
 
 def test_backdoor_warmup_skips_inverted_outputs_in_the_training_loss():

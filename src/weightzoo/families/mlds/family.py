@@ -86,7 +86,7 @@ class MLDSFamily(Family[MLDSSpec]):
         progress: bool = True,
         on_epoch: Callable[[int, int | None], None] | None = None,
     ) -> list[ModelRecord]:
-        """Train one block, a population per round of attempts (:func:`.train.train_block`).
+        """Train one block as one refilled population of attempts (:func:`.train.train_block`).
 
         ``on_epoch(models trained that epoch, networks passed so far)`` after every epoch.
         """
