@@ -45,9 +45,9 @@ from weightzoo.families.mlds.data import class_sets
 from weightzoo.families.mlds.model import initialise_, network_inputs
 from weightzoo.families.mlds.spec import MLDSData
 from weightzoo.features import flatten, layout_of, unflatten
+from weightzoo.imagesets.splits import load_splits
 from weightzoo.precision import exact_cuda
 from weightzoo.storage import Manifest
-from weightzoo.tasks.images import load_splits
 
 
 def _zoo(root: Path, spec: dict, models: int, columns: dict[str, str]) -> weightzoo.Zoo:

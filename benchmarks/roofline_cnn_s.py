@@ -40,7 +40,7 @@ import weightzoo
 from bench_evaluate import _best, image_rows
 from weightzoo.architectures import build_model
 from weightzoo.features import unflatten
-from weightzoo.tasks.images import load_splits
+from weightzoo.imagesets.splits import load_splits
 
 
 def _seconds(fn: Callable[[], object], repeat: int) -> float:

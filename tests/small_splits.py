@@ -7,17 +7,17 @@ from contextlib import contextmanager
 
 import pytest
 
-from weightzoo.tasks import images
+from weightzoo.imagesets import splits as image_splits
 
 
 @contextmanager
 def cut_image_splits(train: int, other: int) -> Iterator[None]:
     """Serve the first ``train`` training and ``other`` val/test images of every split.
 
-    Generation and evaluation both look the splits up in :mod:`weightzoo.tasks.images` on each
+    Generation and evaluation both look the splits up in :mod:`weightzoo.imagesets.splits` on each
     call, so one patch serves them alike: a zoo is evaluated on the data it was trained on.
     """
-    original = images.load_splits
+    original = image_splits.load_splits
     original.cache_clear()
 
     def small(*args):
@@ -25,6 +25,6 @@ def cut_image_splits(train: int, other: int) -> Iterator[None]:
         return (trx[:train], tr_y[:train]), (vx[:other], vy[:other]), (tex[:other], tey[:other])
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(images, "load_splits", small)
+        patch.setattr(image_splits, "load_splits", small)
         yield
     original.cache_clear()

@@ -17,8 +17,8 @@ from weightzoo.families.mlds.model import network_inputs
 from weightzoo.features import layout_of, load_vector
 from weightzoo.generate.runner import generate
 from weightzoo.generate.specs import family_for, get_spec
+from weightzoo.imagesets import splits as image_splits
 from weightzoo.storage import Manifest, ZooReader
-from weightzoo.tasks import images
 
 
 def _final_rows(zoo):
@@ -62,7 +62,7 @@ def test_image_rows_reproduce_their_stored_accuracy_and_loss(tiny_digits, tmp_pa
     generate(spec, tmp_path / "z", progress=False)
     manifest, reader, rows = _final_rows(tmp_path / "z")
     assert manifest.layout == family_for(spec).layout(spec)
-    _, _, (test_x, test_y) = images.load_splits(
+    _, _, (test_x, test_y) = image_splits.load_splits(
         spec.dataset, None, spec.image_size, True, spec.val_fraction, spec.data_seed
     )
     x, y = torch.from_numpy(test_x), torch.from_numpy(test_y)

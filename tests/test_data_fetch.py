@@ -33,11 +33,11 @@ from source_server import SourceServer, chunked_answer
 from weightzoo.cli import build_parser, run
 from weightzoo.errors import DataFilesMissingError, SourceConnectionError
 from weightzoo.generate.specs import all_specs, get_spec
+from weightzoo.imagesets import readers as imagedata
+from weightzoo.imagesets.readers import load_image_data
 from weightzoo.sources import datafetch
 from weightzoo.sources.datafetch import STAGING, fetch_dataset, spec_datasets
 from weightzoo.sources.datasets import IMAGE_DATASETS, canonical
-from weightzoo.tasks import imagedata
-from weightzoo.tasks.imagedata import load_image_data
 
 TRAIN, TEST = 20, 10
 RNG = np.random.default_rng(7)

@@ -24,7 +24,7 @@ from weightzoo.features import layout_of, load_vector
 from weightzoo.functional import evaluate, input_shape, queries
 from weightzoo.generate.runner import generate
 from weightzoo.generate.specs import get_spec
-from weightzoo.tasks import images
+from weightzoo.imagesets import splits as image_splits
 
 # One network per activation: a hyperparameter grid whose rows need their own module.
 GRID = dict(
@@ -218,7 +218,7 @@ def test_zoo_module_reproduces_stored_metrics(image_zoos, mlds_zoos, name):
             assert loss == pytest.approx(float(stored), rel=1e-4)
         else:
             spec = zoo.manifest.spec
-            _, _, (x, y) = images.load_splits(
+            _, _, (x, y) = image_splits.load_splits(
                 "digits", None, spec["image_size"], True, 0.15, spec["data_seed"]
             )
             with torch.no_grad():
@@ -339,7 +339,7 @@ def test_queries_are_deterministic_and_at_the_input_shape(image_zoos, mlds_zoos)
     union = queries(zoo, "union", n=9, seed=3)
     assert torch.equal(union[:4], queries(zoo, "random", n=4, seed=3))
     assert torch.equal(union[4:], queries(zoo, "data", n=5, seed=3))
-    test_x = images.load_splits("digits", None, 32, True, 0.15, 42)[2][0]
+    test_x = image_splits.load_splits("digits", None, 32, True, 0.15, 42)[2][0]
     data = queries(zoo, "data", n=5).numpy()
     assert all(any(np.array_equal(q, t) for t in test_x) for q in data)  # held-out images
     ds2 = mlds_zoos["ds2"]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from weightzoo.generate.runner import generate
 from weightzoo.generate.specs import get_spec
-from weightzoo.tasks import images
+from weightzoo.imagesets import splits as image_splits
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "functional.md"
 ZOO = "zoos/modelzoo-digits-cnn-s-seed"
@@ -19,14 +19,14 @@ def _worked_example() -> str:
 
 
 def test_worked_example_runs(tmp_path, monkeypatch, capsys):
-    original = images.load_splits
+    original = image_splits.load_splits
     original.cache_clear()
 
     def small(*args):
         (trx, tr_y), (vx, vy), (tex, tey) = original(*args)
         return (trx[:200], tr_y[:200]), (vx[:60], vy[:60]), (tex[:60], tey[:60])
 
-    monkeypatch.setattr(images, "load_splits", small)
+    monkeypatch.setattr(image_splits, "load_splits", small)
     path = tmp_path / "zoo"
     generate(
         get_spec("modelzoo-digits-cnn-s-seed").override(models=3, epochs=1), path, progress=False

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from weightzoo.errors import DataFilesMissingError
-from weightzoo.tasks.imagedata import (
+from weightzoo.imagesets.readers import (
     DATASETS,
     default_data_dir,
     load_image_data,

@@ -23,7 +23,7 @@ from weightzoo.generate.runner import generate
 from weightzoo.generate.specs import get_spec
 from weightzoo.landscape import connectivity, hessian
 from weightzoo.landscape import driver as landscape_driver
-from weightzoo.landscape import zoo as zoo_driver
+from weightzoo.landscape import zoo_metrics as zoo_driver
 from weightzoo.storage.sidecar import open_sidecar
 
 M = 4
@@ -208,7 +208,7 @@ def test_training_batches_hold_training_items_only(small_zoo):
     held_out = {image.numpy().tobytes() for image in val.inputs}
     assert not any(image.numpy().tobytes() in held_out for image in inputs)
     # The official training set's first 640 images are not the training split's.
-    from weightzoo.tasks.imagedata import load_image_data
+    from weightzoo.imagesets.readers import load_image_data
 
     official = load_image_data("digits", resize=14, grayscale=True)
     first = torch.as_tensor(np.asarray(official.train_x[:640], dtype=np.float32))

@@ -13,7 +13,7 @@ from torch.nn import functional as F
 from weightzoo.errors import InvalidOptionError
 from weightzoo.landscape import driver
 from weightzoo.landscape.metrics import METRICS, UnknownMetricError, landscape_metrics
-from weightzoo.landscape.zoo import siblings
+from weightzoo.landscape.zoo_metrics import siblings
 from weightzoo.storage.sidecar import read_sidecar, sidecar_records
 from weightzoo.zoo import Zoo
 

@@ -16,10 +16,10 @@ from weightzoo.errors import EpochError, SidecarNotFoundError, UnknownColumnErro
 from weightzoo.functional import evaluate
 from weightzoo.generate.runner import generate
 from weightzoo.generate.specs import get_spec
+from weightzoo.imagesets import splits as image_splits
 from weightzoo.landscape import landscape_metrics
-from weightzoo.landscape.zoo import UnsupportedZooError, compute_zoo_landscape, siblings
+from weightzoo.landscape.zoo_metrics import UnsupportedZooError, compute_zoo_landscape, siblings
 from weightzoo.storage.sidecar import open_sidecar, read_sidecar
-from weightzoo.tasks import images
 
 FAST = ["--batches", "1", "--batch-size", "32", "--iters", "4", "--probes", "3"]
 
@@ -54,7 +54,7 @@ def test_landscape_command_stores_metrics_that_the_dataset_serves(mlp_zoo, capsy
     # The stored values are landscape_metrics on the zoo's first training batch and own loss.
     reader = mlp_zoo.reader("all", epochs=[2])
     rows = torch.from_numpy(reader.read("weights", np.arange(4), np.zeros(4, dtype=np.int64)))
-    (x, y), _, _ = images.load_splits("digits", None, 14, True, 0.15, 42)
+    (x, y), _, _ = image_splits.load_splits("digits", None, 14, True, 0.15, 42)
     data = [(torch.from_numpy(x[:32]), torch.from_numpy(y[:32]))]
 
     def loss(out, target):
@@ -107,7 +107,7 @@ def test_cli_passes_the_batchnorm_choice_on(mlp_zoo, monkeypatch):
         seen.append(kwargs["bn_update"])
         return record
 
-    monkeypatch.setattr("weightzoo.landscape.zoo.compute_zoo_landscape", fake)
+    monkeypatch.setattr("weightzoo.landscape.zoo_metrics.compute_zoo_landscape", fake)
     for flag, expected in (([], None), (["--no-bn-update"], False)):
         assert run(["landscape", str(mlp_zoo.path), "--metrics", "mc", *flag]) == 0
         assert seen.pop() is expected

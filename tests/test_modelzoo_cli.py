@@ -20,7 +20,7 @@ from weightzoo.cli import run
 from weightzoo.features import load_vector
 from weightzoo.generate.runner import generate
 from weightzoo.generate.specs import all_specs, get_spec
-from weightzoo.tasks import images
+from weightzoo.imagesets import splits as image_splits
 
 TRAIN, HELD_OUT = 200, 60
 
@@ -79,7 +79,7 @@ def test_cli_generate_digits_and_read_it_back(small_digits, tmp_path, capsys):
     net = load_vector(
         cnn_small(1, activation="tanh").eval(), item["weights"], last.zoo.manifest.layout
     )
-    _, _, (test_x, test_y) = images.load_splits("digits", None, 28, True, 0.15, 42)
+    _, _, (test_x, test_y) = image_splits.load_splits("digits", None, 28, True, 0.15, 42)
     with torch.no_grad():
         acc = (net(torch.from_numpy(test_x)).argmax(1) == torch.from_numpy(test_y)).double().mean()
     assert abs(acc.item() - item["test_acc"].item()) < 1e-6

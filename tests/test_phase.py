@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from weightzoo.analysis import report
-from weightzoo.analysis.phase import grid_zoos, phase_diagram
+from weightzoo.analysis.phase_diagram import grid_zoos, phase_diagram
 from weightzoo.architectures import UnbuildableSpecError, build_model
 from weightzoo.architectures.image import ResNet18, num_params
 from weightzoo.card import write_card
@@ -31,10 +31,10 @@ from weightzoo.families.phase.spec import (
 from weightzoo.features import layout_of, load_vector
 from weightzoo.generate.runner import generate
 from weightzoo.generate.specs import all_specs, get_spec
-from weightzoo.landscape.phase import PHASES, UNKNOWN, assign_phases, read_phases, write_phases
-from weightzoo.landscape.zoo import compute_zoo_landscape
+from weightzoo.imagesets import splits as image_splits
+from weightzoo.landscape.taxonomy import PHASES, UNKNOWN, assign_phases, read_phases, write_phases
+from weightzoo.landscape.zoo_metrics import compute_zoo_landscape
 from weightzoo.storage.sidecar import read_sidecar, sidecar_records
-from weightzoo.tasks import images
 from weightzoo.zoo import Zoo
 
 GRID = "phase-tiny"
@@ -99,7 +99,7 @@ def test_the_family_trains_the_grid_and_stores_the_columns(grid):
     # a stored row is the model that scored the stored accuracy
     row = reader.read("weights", [0], [2])[0]
     net = load_vector(build_model(zoo.manifest.spec), torch.from_numpy(row), zoo.layout).eval()
-    from weightzoo.tasks.images import load_splits
+    from weightzoo.imagesets.splits import load_splits
 
     test_x, test_y = load_splits("digits", None, 8, True, 0.15, 42)[2]
     with torch.no_grad():
@@ -379,7 +379,7 @@ def test_the_paper_networks_train_on_the_population_toolkit(architecture, width,
 
         return part(32), part(8), part(8)
 
-    monkeypatch.setattr(images, "load_splits", fake)
+    monkeypatch.setattr(image_splits, "load_splits", fake)
     spec = get_spec(f"phase-cifar10-{architecture}-w{width}").replace(
         batch_sizes=(16,), seeds=2, epochs=1, checkpoint_every=1
     )

@@ -40,8 +40,8 @@ from weightzoo.families.pinn.train import (
 from weightzoo.generate.runner import generate
 from weightzoo.generate.specs import all_specs, family_for, get_spec
 from weightzoo.landscape.hessian import hessian_top_eigenvalue
-from weightzoo.landscape.phase import read_phases
-from weightzoo.landscape.zoo import compute_zoo_landscape
+from weightzoo.landscape.taxonomy import read_phases
+from weightzoo.landscape.zoo_metrics import compute_zoo_landscape
 from weightzoo.storage.sidecar import read_sidecar
 from weightzoo.zoo import Zoo
 
@@ -242,7 +242,7 @@ def test_finalize_writes_the_landscape_side_file(tiny_zoo):
         assert arrays[name].shape == (count, checkpoints), name
         assert np.isfinite(arrays[name]).all(), name
     assert ((arrays["cka"] > 0) & (arrays["cka"] <= 1 + 1e-6)).all()
-    labels = read_phases(tiny_zoo.path)[0]  # weightzoo.landscape.phase's labels
+    labels = read_phases(tiny_zoo.path)[0]  # weightzoo.landscape.taxonomy's labels
     assert labels.shape == (count, checkpoints)
     assert set(np.unique(labels)) <= {"I", "II", "III", "IV-A", "IV-B", "?"}
 
@@ -327,15 +327,6 @@ def test_list_shows_the_pinn_zoos_with_their_sizes(capsys):
             "data": [],
         }
     ]
-
-
-def test_the_old_import_paths_name_the_same_objects():
-    from weightzoo.architectures import pinn as old_model
-    from weightzoo.landscape import pinn as old_landscape
-    from weightzoo.tasks import convection as old_data
-
-    assert old_model.PINN is PINN and old_data.residual is residual
-    assert old_landscape.PINNLossModule is PINNLossModule
 
 
 def test_model_and_data_never_import_training_code():

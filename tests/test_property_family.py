@@ -291,7 +291,7 @@ def test_building_and_evaluating_a_row_never_import_training_code(tiny_zoo):
     [
         "weightzoo.generate.property",
         "weightzoo.architectures.property_mlp",
-        "weightzoo.tasks.property",
+        "weightzoo.tasks",
     ],
 )
 def test_the_old_module_paths_are_gone(old):

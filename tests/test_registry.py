@@ -28,7 +28,7 @@ from weightzoo.errors import InvalidOptionError, UnknownZooError
 from weightzoo.features import flatten, layout_of
 from weightzoo.generate.base import Family, GridOptions, GroupedSpec, ModelPlan, ZooSpec
 from weightzoo.generate.specs import all_specs, family_for
-from weightzoo.landscape.zoo import compute_zoo_landscape
+from weightzoo.landscape.zoo_metrics import compute_zoo_landscape
 from weightzoo.storage.layout import Layout
 from weightzoo.storage.sidecar import read_sidecar
 from weightzoo.zoo import Zoo
@@ -68,7 +68,7 @@ class OutsideSpec(GridOptions, ZooSpec):
         return FAMILY.estimate(self)
 
 
-class OutsideTask(functional.ImageTask):
+class OutsideTask(functional.ImageEvalTask):
     """The family's evaluation data: the synthetic splits."""
 
     splits = ("train", "test")

@@ -15,8 +15,8 @@ from weightzoo.families.modelzoo import sparsify as sp
 from weightzoo.features import load_vector
 from weightzoo.generate.runner import generate
 from weightzoo.generate.specs import get_spec
+from weightzoo.imagesets import splits as image_splits
 from weightzoo.storage.manifest import Manifest
-from weightzoo.tasks import images
 
 # a high learning rate and no KL warm-up, so that two epochs on 200 images already prune
 FAST = sp.SparsifySettings(lr=0.03, kl_warmup=0, block_models=2)
@@ -68,7 +68,7 @@ def test_twin_format_and_metrics(source, tmp_path):
     assert np.isfinite(b.metrics["test_acc"]).all()
 
     # a stored row is the masked network that was evaluated
-    (_, _), (_, _), (tx, ty) = images.load_splits("digits", None, 28, True, 0.15, 42)
+    (_, _), (_, _), (tx, ty) = image_splits.load_splits("digits", None, 28, True, 0.15, 42)
     net = load_vector(cnn_small(1, activation="tanh").eval(), last[0], twin.layout)
     with torch.no_grad():
         acc = (net(torch.from_numpy(tx)).argmax(1) == torch.from_numpy(ty)).double().mean()

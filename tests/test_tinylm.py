@@ -46,8 +46,8 @@ from weightzoo.families.tinylm.train import (
 from weightzoo.generate.base import ZooSpec
 from weightzoo.generate.runner import generate
 from weightzoo.generate.specs import all_specs, family_for, get_spec
-from weightzoo.landscape.phase import read_phases
-from weightzoo.landscape.zoo import compute_zoo_landscape
+from weightzoo.landscape.taxonomy import read_phases
+from weightzoo.landscape.zoo_metrics import compute_zoo_landscape
 from weightzoo.storage.sidecar import read_sidecar
 from weightzoo.zoo import Zoo
 

@@ -16,7 +16,7 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader
 
 from weightzoo.analysis import report
-from weightzoo.analysis.lineage import lineage_recovery
+from weightzoo.analysis.lineage_recovery import lineage_recovery
 from weightzoo.architectures import build_model
 from weightzoo.errors import (
     DataFilesMissingError,

@@ -20,7 +20,7 @@ Reconstruction", Meynent et al., arXiv:2503.17138), and :func:`behaviour` stores
 checkpoint's outputs on such a set in a side file (:mod:`weightzoo.storage.sidecar`).
 
 This module never imports :mod:`weightzoo.generate`: the data builders live in
-:mod:`weightzoo.tasks`, the modules in :mod:`weightzoo.architectures`.
+:mod:`weightzoo.imagesets`, the modules in :mod:`weightzoo.architectures`.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ from weightzoo.zoo import Zoo
 __all__ = [
     "QUERY_KINDS",
     "Evaluation",
-    "ImageTask",
+    "ImageEvalTask",
     "TaskData",
     "behaviour",
     "evaluate",
@@ -158,7 +158,7 @@ def task_spec(spec: Mapping[str, Any]) -> Mapping[str, Any]:
     return spec
 
 
-class ImageTask:
+class ImageEvalTask:
     """Image classification: CNN-s / CNN-m / ResNet-18 / trajectory nets on an image split.
 
     Also the base of a family's own evaluation task
@@ -196,7 +196,7 @@ class ImageTask:
 
     def default_data(self, split: str, data_dir: str | None, columns: Any, count: int) -> TaskData:
         """The zoo's own data set ``split`` (one of ``splits``), as the generator had it."""
-        from weightzoo.tasks.images import load_splits
+        from weightzoo.imagesets.splits import load_splits
 
         spec = self.spec
         try:
@@ -317,7 +317,7 @@ def _check_spec(zoo: Zoo, spec: Mapping[str, Any]) -> None:
     check_layout(zoo.manifest.spec, zoo.layout, columns, source=zoo.manifest_file)
 
 
-def _task(zoo: Zoo) -> ImageTask:
+def _task(zoo: Zoo) -> ImageEvalTask:
     spec = task_spec(zoo.manifest.spec)
     _check_spec(zoo, spec)  # also raises the UnbuildableSpecError that says what to do
     hooks = family_hooks(spec.get("family"))

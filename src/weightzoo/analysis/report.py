@@ -14,9 +14,9 @@ from typing import Any
 
 from weightzoo._types import PathLike
 from weightzoo.analysis import (
-    lineage,
+    lineage_recovery,
     mlds,
-    phase,
+    phase_diagram,
     probes,
     property_inference,
     quality,
@@ -256,7 +256,7 @@ _RUNNERS: dict[str, Callable[[list[Zoo], Report], None]] = {
     "modelzoo.table3": _modelzoo_table3,
     "trajectories.clustering": _per_zoo("trajectories.clustering", trajectories.trajectory_table),
     "property.distinguish": _per_zoo("property.distinguish", property_inference.distinguish_table),
-    "vit.finetune": _per_zoo("vit.finetune", lineage.finetune_table),
-    "vit.lineage": _per_zoo("vit.lineage", lineage.lineage_table),
-    "phase.diagram": _per_zoo("phase.diagram", phase.diagram_table),
+    "vit.finetune": _per_zoo("vit.finetune", lineage_recovery.finetune_table),
+    "vit.lineage": _per_zoo("vit.lineage", lineage_recovery.lineage_table),
+    "phase.diagram": _per_zoo("phase.diagram", phase_diagram.diagram_table),
 }

@@ -93,7 +93,7 @@ def cmd_landscape(args: argparse.Namespace) -> int:
 
 
 def _landscape_one(args: argparse.Namespace, group: str | None, zoo: Path) -> None:
-    from weightzoo.landscape.zoo import compute_zoo_landscape  # torch: it runs the models
+    from weightzoo.landscape.zoo_metrics import compute_zoo_landscape  # torch: it runs the models
 
     own = ("metrics", "split", "batches", "batch_size", "iters", "tol", "probes", "steps")
     record = compute_zoo_landscape(

@@ -640,7 +640,7 @@ class Family(Generic[SpecT]):
     def eval_task(self, zoo: Zoo, spec: Mapping[str, Any]) -> Any | None:
         """The evaluation task of :mod:`weightzoo.functional` for ``zoo`` (spec: its task spec).
 
-        The task has the interface of :class:`weightzoo.functional.ImageTask` (subclass it);
+        The task has the interface of :class:`weightzoo.functional.ImageEvalTask` (subclass it);
         ``None``: :func:`weightzoo.functional.evaluate` does not know the family's data.
         """
         return None
@@ -648,7 +648,7 @@ class Family(Generic[SpecT]):
     def landscape_plan(self, zoo: Zoo) -> Callable[..., SidecarRecord] | None:
         """The family's own measurement of ``zoo``'s landscape side file, or ``None``.
 
-        :func:`weightzoo.landscape.zoo.compute_zoo_landscape` calls it with ``metrics``,
+        :func:`weightzoo.landscape.zoo_metrics.compute_zoo_landscape` calls it with ``metrics``,
         ``split``, ``epochs``, ``device``, ``chunk``, ``seed``, ``iters``, ``probes``,
         ``steps``, ``progress``, ``name`` and the data options ``batches``, ``batch_size`` and
         ``data_dir`` (a measure whose data is its own making ignores those); ``None``: the

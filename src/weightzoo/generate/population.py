@@ -2,8 +2,8 @@
 
 Every family trains through this module. A population is a set of models whose parameters are
 stacked into tensors with a leading model axis ``[M, ...]``; the family supplies only what is
-its own (a :class:`Task`: the batched forward with its loss, and the per-chunk sums behind its
-metrics), and this module does the rest:
+its own (a :class:`TrainingTask`: the batched forward with its loss, and the per-chunk sums
+behind its metrics), and this module does the rest:
 
 - :class:`PopulationOptimizer`: Adam, AdamW or SGD (with momentum) over the stacks, with the
   learning rate, weight decay and momentum given per model as ``[M]`` tensors, so that ``M``
@@ -485,7 +485,7 @@ def clip_per_model_(params: Iterable[Tensor], max_norm: float) -> Tensor:
 
 
 # ----------------------------------------------------------------------------------- the task
-class Task(Protocol):
+class TrainingTask(Protocol):
     """What a family supplies to train and measure a population.
 
     A task may also define ``begin_epoch(epoch)``: :func:`train` calls it before each epoch's
@@ -522,10 +522,10 @@ class Task(Protocol):
 
 
 @torch.no_grad()
-def evaluate(task: Task, pop: Population, splits: Sequence[str]) -> dict[str, Tensor]:
+def evaluate(task: TrainingTask, pop: Population, splits: Sequence[str]) -> dict[str, Tensor]:
     """Per-model metrics ``{"<split>_<metric>": [M]}``: sums over a whole split / counts.
 
-    Sums accumulate in float64 over chunks of :meth:`Task.eval_chunk` items.
+    Sums accumulate in float64 over chunks of :meth:`TrainingTask.eval_chunk` items.
     """
     out: dict[str, Tensor] = {}
     for split in splits:
@@ -615,7 +615,7 @@ def step_progress(progress: Callable[[int], None] | None) -> Callable[[int, int]
 
 
 def train_plans(
-    task: Task,
+    task: TrainingTask,
     pop: Population,
     plans: Sequence[ModelPlan],
     names: Sequence[str],
@@ -709,7 +709,7 @@ class TrainConfig:
 
 
 def train(
-    task: Task,
+    task: TrainingTask,
     pop: Population,
     seeds: Sequence[int],
     names: Sequence[str],
@@ -954,7 +954,11 @@ def train(
 
 
 def _call_check(
-    task: Task, pop: Population, seeds: Sequence[int], names: Sequence[str], config: TrainConfig
+    task: TrainingTask,
+    pop: Population,
+    seeds: Sequence[int],
+    names: Sequence[str],
+    config: TrainConfig,
 ) -> dict[str, Any]:
     """What tells one :func:`train` call from another in a block's saved state."""
     settings = {}
@@ -985,7 +989,7 @@ def _rng_state(devices: Sequence[int]) -> dict[str, Any]:
 
 def _restore(
     call: resume.TrainCall,
-    task: Task,
+    task: TrainingTask,
     pop: Population,
     opt: PopulationOptimizer,
     order: DataOrder,

@@ -37,7 +37,7 @@ The definitions are written up in ``docs/landscape.md``.
 
 from typing import Any
 
-from weightzoo.landscape._stacking import RowWidthError, stack_rows
+from weightzoo.landscape._per_model import RowWidthError, stack_rows
 from weightzoo.landscape.cka import UnknownLayerError, cka, cka_between, layer_activations
 from weightzoo.landscape.connectivity import (
     ConnectivityResult,
@@ -70,9 +70,9 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    """``training_batches``, from :mod:`weightzoo.landscape.zoo` (the zoo-level driver)."""
+    """``training_batches``, from :mod:`weightzoo.landscape.zoo_metrics` (the zoo-level driver)."""
     if name == "training_batches":
-        from weightzoo.landscape.zoo import training_batches
+        from weightzoo.landscape.zoo_metrics import training_batches
 
         return training_batches
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from weightzoo.landscape._stacking import Batch, Params, over_models
+from weightzoo.landscape._per_model import Batch, Params, over_models
 
 __all__ = ["batch_norm_layers", "batch_statistics", "reestimate_bn"]
 

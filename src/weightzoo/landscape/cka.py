@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from weightzoo.errors import InvalidOptionError
-from weightzoo.landscape._stacking import (
+from weightzoo.landscape._per_model import (
     Params,
     in_eval_mode,
     over_models,

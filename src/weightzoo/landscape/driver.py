@@ -1,6 +1,6 @@
 """What every zoo-level landscape engine does alike: checks, selection, the loop, the side file.
 
-An engine (the generic :func:`weightzoo.landscape.zoo.compute_zoo_landscape`, or a family's
+An engine (the generic :func:`weightzoo.landscape.zoo_metrics.compute_zoo_landscape`, or a family's
 own, as :func:`weightzoo.families.pinn.landscape.pinn_landscape`) says only what differs: the
 modules, data and loss of each group of models (:class:`Part`), each model's partner, the
 keywords of :func:`weightzoo.landscape.landscape_metrics` and the side file's attributes. This
@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from weightzoo.errors import InvalidOptionError
-from weightzoo.landscape._stacking import Data, LossFn
+from weightzoo.landscape._per_model import Data, LossFn
 from weightzoo.landscape.metrics import (
     _PAIR_METRICS,
     METRICS,
@@ -69,7 +69,7 @@ def check_family(zoo: Zoo, family: str, label: str) -> None:
     if found != family:
         raise InvalidOptionError(
             f"zoo {zoo.name!r} at {zoo.path} is a {found!r} zoo, not a {label} zoo; "
-            "use weightzoo.landscape.zoo.compute_zoo_landscape"
+            "use weightzoo.landscape.zoo_metrics.compute_zoo_landscape"
         )
 
 

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from torch.func import grad, jvp, vjp
 
 from weightzoo.errors import InvalidOptionError
-from weightzoo.landscape._stacking import (
+from weightzoo.landscape._per_model import (
     Data,
     LossFn,
     Params,

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from weightzoo.errors import InvalidOptionError
-from weightzoo.landscape._stacking import (
+from weightzoo.landscape._per_model import (
     Data,
     LossFn,
     as_batches,

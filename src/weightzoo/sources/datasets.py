@@ -2,7 +2,7 @@
 
 One table, :data:`IMAGE_DATASETS`: for each dataset the canonical download addresses, the file
 names, the md5 each dataset's publisher (or the widely used loaders) give, the sizes where known,
-and what each download becomes on disk; and the folders :mod:`weightzoo.tasks.imagedata`
+and what each download becomes on disk; and the folders :mod:`weightzoo.imagesets.readers`
 searches. ``weightzoo data fetch NAME`` (:mod:`weightzoo.sources.datafetch`) reads it to
 download; the readers read it to find the files. Data only, plus the lookups over it: no torch,
 no HTTP client.

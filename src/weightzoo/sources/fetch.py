@@ -728,7 +728,7 @@ def zoo_home() -> Path:
     """Where fetched original releases go by default: ``$WEIGHTZOO_HOME/zoos``.
 
     ``WEIGHTZOO_HOME`` defaults to ``~/.cache/weightzoo`` (whose ``data`` folder holds image
-    data, see :func:`weightzoo.tasks.imagedata.default_data_dir`).
+    data, see :func:`weightzoo.imagesets.readers.default_data_dir`).
     """
     home = os.environ.get(HOME_ENV, "").strip()
     return (Path(home).expanduser() if home else Path.home() / ".cache" / "weightzoo") / "zoos"

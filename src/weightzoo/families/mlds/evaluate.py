@@ -28,13 +28,13 @@ from weightzoo.families.mlds.model import (
     population_forward,
 )
 from weightzoo.families.mlds.spec import MLDSData, NetConfig, net_config
-from weightzoo.functional import ImageTask, TaskData
+from weightzoo.functional import ImageEvalTask, TaskData
 from weightzoo.zoo import Zoo
 
 __all__ = ["MLDSEvalTask"]
 
 
-class MLDSEvalTask(ImageTask):
+class MLDSEvalTask(ImageEvalTask):
     """Recurrent nets mimicking a machine or automaton: masked MSE on its own sequences.
 
     Args:

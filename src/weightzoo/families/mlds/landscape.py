@@ -10,9 +10,9 @@ Every network is measured on the training sequences of its own machine or automa
 generator's loss: the mean squared error over the output lines of the steps the mask keeps.
 The mask travels as the last channel of the targets, so that the loss keeps the
 ``loss_fn(outputs, targets)`` form of :func:`weightzoo.landscape.landscape_metrics`.
-:func:`landscape_parts` hands the driver (:func:`weightzoo.landscape.zoo.compute_zoo_landscape`)
-these parts, with one group of models per class; a model's sibling is another network of the
-same class.
+:func:`landscape_parts` hands the driver
+(:func:`weightzoo.landscape.zoo_metrics.compute_zoo_landscape`) these parts, with one group of
+models per class; a model's sibling is another network of the same class.
 """
 
 from __future__ import annotations

@@ -126,7 +126,7 @@ class PopulationData:
 
 
 class MLDSTask:
-    """The MLDS :class:`~weightzoo.generate.population.Task`: masked MSE on each network's set.
+    """The MLDS :class:`~weightzoo.generate.population.TrainingTask`: masked MSE per network.
 
     A population trained on it carries a buffer ``"class"`` ``[M]``: the index of each
     network's class in ``data``. Every network's metrics are its own: they are summed over

@@ -1,7 +1,7 @@
 """The image splits a Model Zoos or trajectory zoo trains on, on the training device.
 
 The splits themselves (train, validation held out of the training set, test) are
-:func:`weightzoo.tasks.images.load_splits`', which evaluation reads too: looked up on each call,
+:func:`weightzoo.imagesets.splits.load_splits`', which evaluation reads too: looked up on each call,
 so that a test may serve smaller splits to generation and evaluation alike.
 """
 
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from weightzoo.families.modelzoo.spec import ModelZooSpec, TrajectorySpec
-from weightzoo.tasks import images
+from weightzoo.imagesets import splits as image_splits
 
 __all__ = ["Split", "device_splits"]
 
@@ -36,7 +36,7 @@ def device_splits(spec: ModelZooSpec | TrajectorySpec, device: str) -> list[Spli
     Raises:
         DataFilesMissingError: the dataset's files are not on disk (the message names them).
     """
-    arrays = images.load_splits(
+    arrays = image_splits.load_splits(
         spec.dataset,
         spec.data_dir,
         spec.image_size,

@@ -2,7 +2,7 @@
 
 Two registry names, ``modelzoo`` and ``trajectory``, one implementation: planning is torch-free
 (:mod:`.spec`), the module (:mod:`.model`) builds rows, and a zoo's rows are evaluated on its
-image splits by :class:`weightzoo.functional.ImageTask` as they are. Training code
+image splits by :class:`weightzoo.functional.ImageEvalTask` as they are. Training code
 (:mod:`.train`) loads when a block trains, and the report tables (scikit-learn) when their hook
 is asked, so that building or evaluating a row never imports the training toolkit. No module
 of the package imports this one.
@@ -24,7 +24,7 @@ from weightzoo.families.modelzoo.spec import (
     ModelZooSpec,
     TrajectorySpec,
 )
-from weightzoo.functional import ImageTask
+from weightzoo.functional import ImageEvalTask
 from weightzoo.generate.base import Family, ModelPlan, ZooSpec
 from weightzoo.storage.layout import Layout
 
@@ -72,12 +72,12 @@ class ImageSplitsFamily(Family[ImageSpecT]):
         with self.block_progress(spec, plans, total, show=progress, on_epoch=on_epoch) as report:
             return train_block(spec, plans, splits, device=device, progress=report)
 
-    def eval_task(self, zoo: Zoo, spec: Mapping[str, Any]) -> ImageTask | None:
-        """:class:`~weightzoo.functional.ImageTask`: the zoo's own image splits.
+    def eval_task(self, zoo: Zoo, spec: Mapping[str, Any]) -> ImageEvalTask | None:
+        """:class:`~weightzoo.functional.ImageEvalTask`: the zoo's own image splits.
 
         ``None`` for a spec without ``architecture`` (an imported zoo's).
         """
-        return ImageTask(zoo, spec) if "architecture" in spec else None
+        return ImageEvalTask(zoo, spec) if "architecture" in spec else None
 
 
 class _ImageFamily(ImageSplitsFamily[SpecT]):

@@ -47,7 +47,7 @@ from weightzoo.errors import WeightzooError
 from weightzoo.families.modelzoo import model
 from weightzoo.families.modelzoo.data import Split, device_splits
 from weightzoo.families.modelzoo.spec import METRICS, ModelZooSpec, TrajectorySpec
-from weightzoo.families.modelzoo.train import ImageTask, population_loss
+from weightzoo.families.modelzoo.train import ImageTrainingTask, population_loss
 from weightzoo.features import statistics_names, unflatten
 from weightzoo.generate.population import DataOrder, Population, PopulationOptimizer, evaluate
 from weightzoo.storage.layout import Layout
@@ -170,7 +170,9 @@ def _masked(
 
 def _evaluate(net, params, splits, loss: str) -> dict[str, torch.Tensor]:
     """``{"<split>_loss"|"<split>_acc": [M]}`` of the deterministic (masked) nets."""
-    task = ImageTask(net, splits, loss=loss, path="vmap", dropout=False, eval_batch=_EVAL_BATCH)
+    task = ImageTrainingTask(
+        net, splits, loss=loss, path="vmap", dropout=False, eval_batch=_EVAL_BATCH
+    )
     return evaluate(task, Population(params, device=_device(params)), list(task.splits))
 
 

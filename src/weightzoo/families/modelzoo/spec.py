@@ -79,7 +79,7 @@ class _CommonSpec(GridOptions, ZooSpec):
     """Fields shared by Model Zoos and trajectory specs.
 
     Attributes:
-        dataset: name for :func:`weightzoo.tasks.imagedata.load_image_data`.
+        dataset: name for :func:`weightzoo.imagesets.readers.load_image_data`.
         architecture: ``cnn-s``, ``cnn-m``, ``resnet18``, ``mlp`` or ``cnn``.
         image_size: side the images are resized to.
         in_channels: image channels the network takes (1 = greyscale).

@@ -1,9 +1,9 @@
 """Model Zoos and trajectory zoos trained as populations on the toolkit.
 
 What is theirs: the batched forward of a population of one architecture, the classification
-loss and accuracy (:class:`ImageTask`, which the phase zoos train with too), and the blocks the
-runner hands out (:func:`train_block`: populations of models sharing activation and optimizer;
-ResNet-18 models one at a time). Training, optimizers, schedules and evaluation are
+loss and accuracy (:class:`ImageTrainingTask`, which the phase zoos train with too), and the
+blocks the runner hands out (:func:`train_block`: populations of models sharing activation and
+optimizer; ResNet-18 models one at a time). Training, optimizers, schedules and evaluation are
 :mod:`weightzoo.generate.population`'s. Each model draws its data order from
 ``torch.Generator().manual_seed(seed)``; dropout rates are per model (a ``[M]`` buffer of
 :class:`~weightzoo.architectures.image.RateDropout`).
@@ -260,8 +260,8 @@ def _augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return out
 
 
-class ImageTask:
-    """The image :class:`~weightzoo.generate.population.Task`: classification on shared splits.
+class ImageTrainingTask:
+    """The image :class:`~weightzoo.generate.population.TrainingTask`: shared-split classification.
 
     Args:
         net: the architecture.
@@ -390,7 +390,7 @@ def train_population(
     net = copy.deepcopy(models[0]).to(pop.device)
     path = choose_path(net, batch_size, path)
     splits = {"train": train, "val": val, "test": test}
-    task = ImageTask(
+    task = ImageTrainingTask(
         net,
         splits,
         loss=loss,

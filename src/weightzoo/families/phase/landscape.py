@@ -1,7 +1,7 @@
 """A phase zoo's ``finalize``: its landscape side file, then the phase of every checkpoint.
 
 The metrics are measured by the generic zoo-level driver
-(:func:`weightzoo.landscape.zoo.compute_zoo_landscape`) on the zoo's own image splits, each
+(:func:`weightzoo.landscape.zoo_metrics.compute_zoo_landscape`) on the zoo's own image splits, each
 pair metric against the seed sibling of the same cell (the ``node`` column).
 """
 
@@ -11,8 +11,8 @@ import logging
 from pathlib import Path
 
 from weightzoo.families.phase.spec import LANDSCAPE_METRICS, PhaseSpec
-from weightzoo.landscape.phase import LANDSCAPE_SIDECAR, write_phases
-from weightzoo.landscape.zoo import compute_zoo_landscape
+from weightzoo.landscape.taxonomy import LANDSCAPE_SIDECAR, write_phases
+from weightzoo.landscape.zoo_metrics import compute_zoo_landscape
 from weightzoo.storage.sidecar import sidecar_records
 
 __all__ = ["finalize_zoo"]

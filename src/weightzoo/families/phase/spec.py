@@ -79,7 +79,7 @@ class PhaseSpec(GridOptions, ZooSpec):
 
     Attributes:
         grid: the grid's name (the specs of one grid differ only in ``width`` and ``name``).
-        dataset: name for :func:`weightzoo.tasks.imagedata.load_image_data`.
+        dataset: name for :func:`weightzoo.imagesets.readers.load_image_data`.
         architecture: one of :data:`ARCHITECTURES`.
         width: this zoo's load value (channels, hidden units or embedding dimension).
         widths: every width of the grid (this zoo trains ``width`` only).

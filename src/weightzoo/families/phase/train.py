@@ -3,7 +3,7 @@
 The batch size is the grid's temperature, and a population shares its batch size, so each
 block of models is trained as one population per batch size. What is the image families'
 (the batched forward, classification loss and accuracy, augmentation) is
-:class:`weightzoo.families.modelzoo.train.ImageTask`; training, SGD with per-model rates
+:class:`weightzoo.families.modelzoo.train.ImageTrainingTask`; training, SGD with per-model rates
 and the one-cycle schedule are :mod:`weightzoo.generate.population`'s.
 
 Each model is initialised by PyTorch's default initialisation under
@@ -23,7 +23,7 @@ import torch
 
 from weightzoo.architectures.image import SeqNet
 from weightzoo.families.modelzoo.data import Split
-from weightzoo.families.modelzoo.train import ImageTask, choose_path, stack_models
+from weightzoo.families.modelzoo.train import ImageTrainingTask, choose_path, stack_models
 from weightzoo.families.phase import model
 from weightzoo.families.phase.spec import METRICS, PhaseSpec
 from weightzoo.generate import population as toolkit
@@ -101,7 +101,9 @@ def train_block(
         pop = stack_models(models, device=device)
         net = copy.deepcopy(models[0]).to(pop.device)
         path = _forward_path(net, batch)
-        task = ImageTask(net, named, loss=spec.loss, path=path, dropout=False, augment=spec.augment)
+        task = ImageTrainingTask(
+            net, named, loss=spec.loss, path=path, dropout=False, augment=spec.augment
+        )
 
         def report(done: int, _left: int, count: int = len(members)) -> None:
             if progress is not None:

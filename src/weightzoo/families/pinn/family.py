@@ -58,12 +58,12 @@ class PINNFamily(Family[PINNSpec]):
         """Write the zoo's ``landscape`` side file and its phase labels (every checkpoint).
 
         :func:`weightzoo.families.pinn.landscape.pinn_landscape` measures ``hessian_top``,
-        ``hessian_trace``, ``cka`` and ``mc``; :func:`weightzoo.landscape.phase.write_phases`
+        ``hessian_trace``, ``cka`` and ``mc``; :func:`weightzoo.landscape.taxonomy.write_phases`
         then adds the ``phase`` labels. Idempotent: the side file is rewritten whole from the
         stored checkpoints.
         """
         from weightzoo.families.pinn.landscape import pinn_landscape  # the landscape engine
-        from weightzoo.landscape.phase import write_phases
+        from weightzoo.landscape.taxonomy import write_phases
 
         pinn_landscape(
             root,

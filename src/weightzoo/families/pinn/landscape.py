@@ -34,7 +34,7 @@ from torch import Tensor
 from weightzoo.families.pinn.data import ConvectionData, convection_data, residual
 from weightzoo.families.pinn.model import PINN
 from weightzoo.families.pinn.spec import FAMILY_NAME
-from weightzoo.landscape._stacking import Data
+from weightzoo.landscape._per_model import Data
 from weightzoo.landscape.driver import (
     PairOptions,
     Part,
@@ -45,7 +45,7 @@ from weightzoo.landscape.driver import (
     write_landscape,
 )
 from weightzoo.landscape.metrics import landscape_metrics
-from weightzoo.landscape.zoo import siblings
+from weightzoo.landscape.zoo_metrics import siblings
 from weightzoo.storage.sidecar import SidecarRecord
 from weightzoo.zoo import Zoo
 

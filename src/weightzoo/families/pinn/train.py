@@ -63,7 +63,7 @@ def population_predict(net: PINN, params: dict[str, Tensor], points: Tensor) -> 
 
 
 class ConvectionTask:
-    """The :class:`~weightzoo.generate.population.Task` of a PINN population.
+    """The :class:`~weightzoo.generate.population.TrainingTask` of a PINN population.
 
     Splits: ``train`` (the collocation points; its metrics cover the initial and boundary
     points too) and ``test`` (the evaluation grid).

@@ -15,13 +15,13 @@ import torch
 from torch import Tensor
 
 from weightzoo.families.property.data import load_property_data
-from weightzoo.functional import ImageTask, TaskData
+from weightzoo.functional import ImageEvalTask, TaskData
 from weightzoo.zoo import Zoo
 
 __all__ = ["PropertyEvalTask"]
 
 
-class PropertyEvalTask(ImageTask):
+class PropertyEvalTask(ImageEvalTask):
     """Property-inference MLPs: classification of feature vectors on the shared test set.
 
     Args:

@@ -30,7 +30,7 @@ __all__ = ["PropertyTask", "model_subsets", "train_population"]
 
 
 class PropertyTask:
-    """The :class:`~weightzoo.generate.population.Task` of a property population.
+    """The :class:`~weightzoo.generate.population.TrainingTask` of a property population.
 
     Args:
         x / y: every pool's items, concatenated, on the device.

@@ -99,7 +99,7 @@ class TinyLMFamily(Family[TinyLMSpec]):
             compute_lm_landscape,
             landscape_is_complete,
         )
-        from weightzoo.landscape.phase import write_phases
+        from weightzoo.landscape.taxonomy import write_phases
         from weightzoo.storage.sidecar import sidecar_records
 
         if not landscape_is_complete(root):

@@ -56,7 +56,7 @@ def population_logits(module: nn.Module, params: dict[str, Tensor], x: Tensor) -
 
 
 class LMTask:
-    """The :class:`~weightzoo.generate.population.Task` of a language-model population.
+    """The :class:`~weightzoo.generate.population.TrainingTask` of a language-model population.
 
     Args:
         module: the template architecture (its own weights are never used).

@@ -2,7 +2,7 @@
 
 The zoo of Falk et al., *A Model Zoo of Vision Transformers* (arXiv:2504.10231) pre-trains on
 ImageNet-1k and fine-tunes on CIFAR-100. Its offline counterpart here keeps the structure with
-data that ships with scikit-learn (:func:`weightzoo.tasks.imagedata.load_image_data`
+data that ships with scikit-learn (:func:`weightzoo.imagesets.readers.load_image_data`
 ``("digits", resize=8)``, the stratified 80/20 train/test split):
 
 - supervised pre-training on the digits ``0..4`` (:data:`PRETRAIN_DIGITS`);
@@ -83,7 +83,7 @@ def digit_task(classes: Sequence[int]) -> DigitTask:
     classes = tuple(int(c) for c in classes)
     if len(set(classes)) != len(classes) or not all(0 <= c <= 9 for c in classes):
         raise ValueError(f"classes must be distinct digits 0..9, got {list(classes)}")
-    from weightzoo.tasks.imagedata import load_image_data  # sklearn + torch when loading
+    from weightzoo.imagesets.readers import load_image_data  # sklearn + torch when loading
 
     data = load_image_data("digits", resize=8)
     label = np.full(10, -1, dtype=np.int64)
@@ -137,12 +137,12 @@ def check_paper_data(data_dir: str | Path | None) -> None:
 
     ImageNet-1k is expected in the usual class-folder layout, ``<data_dir>/imagenet/train/
     <wnid>/*.JPEG`` and ``<data_dir>/imagenet/val/<wnid>/*.JPEG``; CIFAR-100 as the binary
-    version that :func:`~weightzoo.tasks.imagedata.load_image_data` reads.
+    version that :func:`~weightzoo.imagesets.readers.load_image_data` reads.
 
     Raises:
         DataFilesMissingError: listing each missing folder or file and where to get it.
     """
-    from weightzoo.tasks.imagedata import default_data_dir, load_image_data
+    from weightzoo.imagesets.readers import default_data_dir, load_image_data
 
     root = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
     lines: list[str] = []

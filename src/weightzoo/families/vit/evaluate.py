@@ -16,13 +16,13 @@ from torch import Tensor
 
 from weightzoo.architectures import UnbuildableSpecError
 from weightzoo.families.vit.data import FINETUNE_DIGITS, digit_task
-from weightzoo.functional import ImageTask, TaskData
+from weightzoo.functional import ImageEvalTask, TaskData
 from weightzoo.zoo import Zoo
 
 __all__ = ["ViTFinetuneEvalTask"]
 
 
-class ViTFinetuneEvalTask(ImageTask):
+class ViTFinetuneEvalTask(ImageEvalTask):
     """Fine-tuned ViTs of a ViT zoo's fine-tune groups, on the fine-tuning task's digits.
 
     Args:

@@ -1,6 +1,6 @@
 """An image zoo's splits: train, validation (held out of the training set) and test.
 
-The image readers themselves are :mod:`weightzoo.tasks.imagedata` (imported, with torch, only
+The image readers themselves are :mod:`weightzoo.imagesets.readers` (imported, with torch, only
 when data is loaded, so that listing specs stays light).
 """
 
@@ -24,11 +24,11 @@ def load_splits(
 
     The validation split is the first ``round(val_fraction * n)`` entries of
     ``numpy.random.default_rng(data_seed).permutation(n)`` of the official training set (as
-    :func:`~weightzoo.tasks.imagedata.split_validation`); the test split is the official test
+    :func:`~weightzoo.imagesets.readers.split_validation`); the test split is the official test
     set. Cached per process.
 
     Args:
-        dataset: a name for :func:`~weightzoo.tasks.imagedata.load_image_data`.
+        dataset: a name for :func:`~weightzoo.imagesets.readers.load_image_data`.
         data_dir: where its files are (``None``: the default data directory).
         size: side the images are resized to.
         grayscale: collapse RGB to one channel.
@@ -43,7 +43,7 @@ def load_splits(
         DataFilesMissingError: the dataset's files are not under ``data_dir``.
         ValueError: the images do not come out at ``size``.
     """
-    from weightzoo.tasks.imagedata import load_image_data  # torch: only when loading
+    from weightzoo.imagesets.readers import load_image_data  # torch: only when loading
 
     data = load_image_data(dataset, data_dir, resize=size, grayscale=grayscale)
     train_x = np.asarray(data.train_x, dtype=np.float32)

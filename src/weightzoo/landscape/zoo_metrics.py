@@ -47,7 +47,7 @@ from weightzoo.landscape.driver import (
 )
 from weightzoo.landscape.hessian import DEFAULT_ITERS, DEFAULT_TOL
 from weightzoo.landscape.metrics import _CONNECTIVITY_METRICS
-from weightzoo.landscape.phase import LANDSCAPE_SIDECAR, write_phases
+from weightzoo.landscape.taxonomy import LANDSCAPE_SIDECAR, write_phases
 from weightzoo.storage.sidecar import SidecarRecord, sidecar_records
 from weightzoo.zoo import Zoo
 
@@ -137,7 +137,7 @@ def _task_batches(
         UnsupportedZooError: for a task without a training split every model shares.
     """
     # the loss is measured on training data every model shares (not a property zoo's subsets)
-    if not isinstance(task, functional.ImageTask) or "train" not in task.splits:
+    if not isinstance(task, functional.ImageEvalTask) or "train" not in task.splits:
         raise UnsupportedZooError(
             f"zoo {zoo.name!r} ({zoo.manifest.family}): landscape metrics of a whole zoo are "
             "measured for image, MLDS, phase, PINN and tiny-LM zoos and a ViT zoo's fine-tune "
@@ -262,7 +262,7 @@ def compute_zoo_landscape(
 
     On a phase-transition zoo (columns ``load`` and ``temperature``) whose ``landscape`` file
     gets ``mc`` and ``cka``, the phase labels are added as well
-    (:func:`weightzoo.landscape.phase.write_phases`, default thresholds).
+    (:func:`weightzoo.landscape.taxonomy.write_phases`, default thresholds).
 
     Returns:
         The side file's record.

@@ -4,7 +4,7 @@
 Borth; arXiv:2504.18072) plots every zoo on its load-like x temperature-like grid. Here each
 cell holds the mean held-out metric of its models at the last checkpoint (``test_acc`` where
 the zoo has it, else ``test_loss``) and the majority of their phase labels (the ``phase``
-array of the zoo's ``landscape`` side file, :mod:`weightzoo.landscape.phase`).
+array of the zoo's ``landscape`` side file, :mod:`weightzoo.landscape.taxonomy`).
 
 A grid whose models differ in width is stored as one zoo per load value: the groups of a
 grouped zoo (``zoos/phase-digits-cnn/groups/w2`` ... ``w32``) or separate zoos
@@ -26,7 +26,7 @@ import numpy as np
 from weightzoo.analysis.data import zoo_label
 from weightzoo.analysis.tables import Row, Table, UnsupportedTableError
 from weightzoo.errors import WeightzooError
-from weightzoo.landscape.phase import UNKNOWN, read_phases
+from weightzoo.landscape.taxonomy import UNKNOWN, read_phases
 from weightzoo.storage.manifest import MANIFEST_NAME
 from weightzoo.zoo import Zoo
 
@@ -170,7 +170,7 @@ def phase_diagram(zoos: Zoo | Sequence[Zoo], *, metric: str | None = None) -> Ph
                 raise UnsupportedTableError(
                     f"{zoo_label(zoo)} has no phase labels ({exc}); run `weightzoo generate` "
                     "for it again (its last step measures them) or `weightzoo landscape` and "
-                    "weightzoo.landscape.phase.write_phases"
+                    "weightzoo.landscape.taxonomy.write_phases"
                 ) from exc
             notes.append(f"{zoo_label(zoo)} left out: {exc}")
     loads = sorted({c[0] for c in cells})

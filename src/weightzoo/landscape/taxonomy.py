@@ -215,7 +215,7 @@ def read_phases(
         if "phase" not in sidecar.arrays:
             raise InvalidOptionError(
                 f"the {name!r} side file of {zoo_dir} has no phase labels; run "
-                "weightzoo.landscape.phase.write_phases on the zoo"
+                "weightzoo.landscape.taxonomy.write_phases on the zoo"
             )
         codes = np.array(sidecar["phase"])
         labels = list(sidecar.attrs.get("phase_labels", PHASES))
