@@ -30,7 +30,7 @@ def test_models_keep_the_first_of_the_grid_and_epochs_apply(name):
     assert spec.override(models=10**6).num_models() == spec.grid_models()  # clamped
     with pytest.raises(ValueError, match="--models must be at least 1"):
         spec.override(models=0)
-    with pytest.raises(ValueError, match="--epochs must be at least 1"):
+    with pytest.raises(ValueError, match="--train-epochs must be at least 1"):
         spec.override(epochs=0)
 
 

@@ -54,12 +54,13 @@ def grid_zoos(zoo: Zoo) -> list[Zoo]:
     for folder in sorted(zoo.path.parent.iterdir()):
         if folder.resolve() == zoo.path.resolve() or not (folder / MANIFEST_NAME).is_file():
             continue
-        try:
+        try:  # a grouped zoo (or a damaged one) beside the grid is no cell of it
             other = Zoo(folder)
+            same = other.manifest.family == zoo.manifest.family
+            in_grid = same and other.manifest.spec.get("grid") == grid
         except WeightzooError:
             continue
-        same = other.manifest.family == zoo.manifest.family
-        if same and other.manifest.spec.get("grid") == grid:
+        if in_grid:
             found.append(other)
     return sorted(found, key=lambda z: (float(z.manifest.spec.get("width", 0)), z.name))
 

@@ -243,7 +243,7 @@ class RootedFamily:
 
 @dataclass(frozen=True)
 class GridOptions:
-    """``--models``, ``--epochs`` and ``--data-dir`` for a spec of a fixed grid of models.
+    """``--models``, ``--train-epochs`` and ``--data-dir`` for a spec of a fixed grid of models.
 
     Mix in before :class:`ZooSpec` (``class MySpec(GridOptions, ZooSpec)``). The spec has the
     fields ``models`` (``None``: the whole grid) and ``epochs``, a method ``grid_models()``, and
@@ -277,7 +277,7 @@ class GridOptions:
         sample_seed: int | None = None,
         **rest: Any,
     ) -> ZooSpec:
-        """Apply ``--models``, ``--epochs``, ``--data-dir`` and the sample's kind and seed.
+        """Apply ``--models``, ``--train-epochs``, ``--data-dir`` and the sample's kind and seed.
 
         ``models=N`` alone keeps ``sample`` as it is (``"first"`` by default: the first N).
 
@@ -293,7 +293,7 @@ class GridOptions:
             changes["models"] = min(int(models), self.grid_models())
         if epochs is not None:
             if int(epochs) < 1:
-                raise ValueError(f"--epochs must be at least 1, got {epochs}")
+                raise ValueError(f"--train-epochs must be at least 1, got {epochs}")
             changes["epochs"] = int(epochs)
         if data_dir is not None:
             changes["data_dir"] = str(data_dir)

@@ -357,9 +357,9 @@ class ViTZooSpec(GroupedSpec):
         data_dir: str | None = None,
         **rest: Any,
     ) -> ZooSpec:
-        """Apply ``--models`` (pre-trained models kept), ``--epochs`` and ``--data-dir``.
+        """Apply ``--models`` (pre-trained models kept), ``--train-epochs`` and ``--data-dir``.
 
-        ``--models N`` keeps the first N pre-trained models and their children; ``--epochs``
+        ``--models N`` keeps the first N pre-trained models and their children; ``--train-epochs``
         sets both stages.
 
         Raises:
@@ -373,7 +373,7 @@ class ViTZooSpec(GroupedSpec):
             changes["parents"] = min(int(models), len(self.pretrainings))
         if epochs is not None:
             if int(epochs) < 1:
-                raise ValueError(f"--epochs must be at least 1, got {epochs}")
+                raise ValueError(f"--train-epochs must be at least 1, got {epochs}")
             changes["pretrain_epochs"] = changes["finetune_epochs"] = int(epochs)
         if data_dir is not None:
             changes["data_dir"] = str(data_dir)
