@@ -235,6 +235,16 @@ def test_the_diagram_covers_every_zoo_of_the_grid(grid):
     assert set(diagram.phase.ravel()) <= {*PHASES, ""}
 
 
+def test_a_grouped_zoo_beside_the_grid_is_no_cell_of_it(grid, grouped_spec, tmp_path):
+    from weightzoo.generate.runner import generate
+
+    for width in ("w2", "w8"):
+        shutil.copytree(grid / f"{GRID}-{width}", tmp_path / f"{GRID}-{width}")
+    generate(grouped_spec, tmp_path / "a-grouped-zoo", progress=False)
+    zoos = grid_zoos(Zoo(tmp_path / f"{GRID}-w2"))
+    assert sorted(z.name for z in zoos) == [f"{GRID}-w2", f"{GRID}-w8"]
+
+
 def test_report_prints_the_phase_diagram(grid, capsys):
     result = report(grid / f"{GRID}-w8", tables=["phase.diagram"])
     table = result.table("phase.diagram")
