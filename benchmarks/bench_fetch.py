@@ -1,7 +1,7 @@
 """Fetching published zoos from a local server: bytes and seconds, whole vs partial.
 
-Runs tests/source_server.py on 127.0.0.1 (real HTTP/1.1, Zenodo's records API and a bucket with
-``x-goog-hash``) and measures, all in one run:
+Runs tests/helpers/source_server.py on 127.0.0.1 (real HTTP/1.1, Zenodo's records API and a bucket
+with ``x-goog-hash``) and measures, all in one run:
 
 * **zip** (a Model Zoos population, ``--trials`` trials x ``--epochs`` checkpoints, each with
   its optimizer state as published) through :func:`weightzoo.sources.fetch.fetch_zenodo`: the
@@ -46,7 +46,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from source_server import SourceServer
+from helpers.source_server import SourceServer
 from weightzoo.importers.cnn_zoo import import_cnn_zoo
 from weightzoo.sources.archive import extract_tar
 from weightzoo.sources.fetch import fetch_zenodo

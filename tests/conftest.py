@@ -5,14 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import toy_family
+from helpers import toy_family
 from weightzoo import families
 
 
 @pytest.fixture(autouse=True, scope="session")
 def _register_toy_family():
     """Make the toy family known to the registry, as a family from outside weightzoo is."""
-    families.register("toy", "toy_family")
+    families.register("toy", "helpers.toy_family")
     yield
     families.unregister("toy")
 
@@ -70,7 +70,7 @@ def named_zoos(tmp_path_factory, _register_toy_family):
     ``mlds-ds1``/``mlds-ds2``/``mlds-ds3`` are tiny real MLDS zoos; ``toy``,
     ``modelzoo-digits-cnn-s-seed`` and ``trajectory-digits-mlp`` are toy zoos under those names.
     """
-    from test_mlds_family import tiny
+    from families.mlds.test_mlds_family import tiny
     from weightzoo.generate.runner import generate
 
     root = tmp_path_factory.mktemp("zoos") / "zoos"

@@ -115,7 +115,7 @@ def test_defaults_agree_across_datasets(toy_zoo):
 
 
 def test_mlds_target_is_a_deprecated_alias(tmp_path):
-    from test_mlds_family import tiny
+    from families.mlds.test_mlds_family import tiny
     from weightzoo.generate.runner import generate
 
     generate(tiny("ds1", split_fractions=(1.0, 0.0, 0.0)), tmp_path / "mlds-ds1", progress=False)
@@ -132,7 +132,7 @@ def test_mlds_target_is_a_deprecated_alias(tmp_path):
 
 
 def test_backdoor_pair_shares_machine_classes_and_reads_batches(tmp_path):
-    from test_mlds_family import tiny
+    from families.mlds.test_mlds_family import tiny
     from weightzoo.generate.runner import generate
 
     whole = (1.0, 0.0, 0.0)

@@ -20,7 +20,7 @@ CNN), this module runs the population as a few large kernels instead:
 * activations run in place on the tensors the forward made (no new buffer to fill).
 
 The results are those of each network run alone, up to float32 rounding (different summation
-order in the kernels); ``tests/test_functional.py`` checks them against the loop.
+order in the kernels); ``tests/functional/test_functional.py`` checks them against the loop.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ networks are :class:`torch.nn.Sequential` stacks of ``Conv2d``/``MaxPool2d``/act
 :class:`RateDropout`/``Flatten``/``Linear`` so that the generator can run a whole population of
 them as one grouped convolution and batched matrix products.
 
-Counts (trainable parameters; checked in ``tests/test_modelzoo_architectures.py``):
+Counts (trainable parameters; checked in ``tests/architectures/test_modelzoo_architectures.py``):
 
 - CNN-s: 2,464 on 1x28x28 input, 2,864 on 3x28x28 (paper Table 4).
 - CNN-m: 10,853 on 3x32x32 (paper Table 4; needs a max-pool after the third conv, see docs).
