@@ -3,8 +3,9 @@
 "A Model Zoo on Phase Transitions in Neural Networks" (Schürholt, Meynent, Zhou, Lu, Yang,
 Borth; arXiv:2504.18072) plots every zoo on its load-like x temperature-like grid. Here each
 cell holds the mean held-out metric of its models at the last checkpoint (``test_acc`` where
-the zoo has it, else ``test_loss``) and the majority of their phase labels (the ``phase``
-array of the zoo's ``landscape`` side file, :mod:`weightzoo.landscape.taxonomy`).
+the zoo has it, else ``test_loss``, else a validation metric such as a tiny LM's ``val_acc``)
+and the majority of their phase labels (the ``phase`` array of the zoo's ``landscape`` side
+file, :mod:`weightzoo.landscape.taxonomy`).
 
 A grid whose models differ in width is stored as one zoo per load value: the groups of a
 grouped zoo (``zoos/phase-digits-cnn/groups/w2`` ... ``w32``) or separate zoos
@@ -122,10 +123,15 @@ def _metric(zoo: Zoo, metric: str | None) -> str:
         if metric not in names:
             raise UnsupportedTableError(f"{zoo_label(zoo)} has no metric {metric!r}: {names}")
         return metric
-    for name in ("test_acc", "test_loss", *sorted(n for n in names if n.startswith("test_"))):
+    held_out = [
+        *("test_acc", "test_loss", *sorted(n for n in names if n.startswith("test_"))),
+        # a zoo without a test split (tiny LMs) holds its validation windows out
+        *("val_acc", "val_loss", *sorted(n for n in names if n.startswith("val_"))),
+    ]
+    for name in held_out:
         if name in names:
             return name
-    raise UnsupportedTableError(f"{zoo_label(zoo)} has no held-out test_* metric: {names}")
+    raise UnsupportedTableError(f"{zoo_label(zoo)} has no held-out test_* or val_* metric: {names}")
 
 
 def _cells(zoo: Zoo, metric: str) -> list[tuple[float, float, float, str]]:
