@@ -84,3 +84,43 @@ def test_a_directory_that_held_a_zoo_is_never_cleared(tmp_path, failing_block):
     # another spec in the same folder is refused; the zoo there is untouched
     assert _generate(out, "--train-epochs", "3") == 1
     assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
+
+
+def test_a_grouped_run_that_fails_first_leaves_no_group_manifests(tmp_path, failing_block):
+    failing_block(at=0)
+    out = tmp_path / "grouped"
+    assert run(["generate", "toy-grouped", "--out", str(out), "--workers", "1"]) == 1
+    assert not out.exists()
+
+
+def test_a_file_someone_else_put_there_is_never_removed(tmp_path, monkeypatch):
+    from weightzoo.generate import runner
+
+    real = runner.generate
+    out = tmp_path / "zoo"
+
+    def generate_after_a_note(spec, where, **kwargs):
+        where.mkdir()
+        (where / "notes.txt").write_text("mine")  # appears after the emptiness check
+        return real(spec, where, **kwargs)
+
+    monkeypatch.setattr(runner, "generate", generate_after_a_note)
+    assert _generate(out) == 1  # the writer refuses a folder holding a foreign file
+    assert (out / "notes.txt").read_text() == "mine"
+
+
+def test_a_lock_file_removed_while_it_is_taken_is_refused(tmp_path, monkeypatch):
+    import fcntl
+
+    from weightzoo.errors import ZooLockedError
+    from weightzoo.storage import writer
+
+    real_flock = fcntl.flock
+
+    def flock_after_a_cleanup(fd, operation):
+        (tmp_path / writer.LOCK_NAME).unlink()  # a failed run removed it after our open
+        return real_flock(fd, operation)
+
+    monkeypatch.setattr(writer.fcntl, "flock", flock_after_a_cleanup)
+    with pytest.raises(ZooLockedError, match="was removed while this writer took it"):
+        writer.ZooLock(tmp_path)

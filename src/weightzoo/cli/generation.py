@@ -7,6 +7,7 @@ parser (``weightzoo --help``, ``weightzoo list``) stays light.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import shlex
 import shutil
@@ -40,7 +41,7 @@ from weightzoo.generate.specs import get_spec
 from weightzoo.sources.datasets import IMAGE_DATASETS
 from weightzoo.storage.manifest import Manifest
 from weightzoo.storage.merge import merge_slices
-from weightzoo.storage.writer import ZooLock
+from weightzoo.storage.writer import ZooLock, is_own_top_name
 
 __all__ = ["add_parsers", "cmd_generate", "cmd_merge", "cmd_sparsify"]
 
@@ -82,8 +83,10 @@ _REPEATED = (
 # The options of the Ray engine: the local engine refuses them unless left at their defaults.
 _RAY_ONLY = ("address", "cpus_per_block", "gpus_per_block", "max_retries")
 
-# The folders of a zoo that hold a run's work: a file in any of them is worth resuming from.
-_WORK_FOLDERS = ("shards", ".resume", "groups", "sidecars")
+# The folders whose files are a run's work (shards, resume states, side files), at the top of a
+# zoo or of one of its groups: a file in any of them is worth resuming from.
+_WORK_FOLDERS = frozenset({"shards", ".resume", "sidecars"})
+log = logging.getLogger(__name__)
 
 # What an interrupted `generate` keeps, said after Ctrl-C or SIGTERM.
 RESUME_HINT = "completed shards are kept, rerun the same command to resume"
@@ -222,7 +225,10 @@ def _no_debris(out: Path) -> Iterator[None]:
         yield
     except BaseException:
         if was_empty:
-            _remove_unfinished(out, created=created)
+            try:
+                _remove_unfinished(out, created=created)
+            except OSError as exc:  # the run's own error matters more than its debris
+                log.warning("could not remove the unfinished zoo at %s: %s", out, exc)
         raise
 
 
@@ -236,7 +242,10 @@ def _remove_unfinished(out: Path, *, created: bool) -> None:
         return
     try:
         entries = list(out.iterdir())
-        if any(entry.is_symlink() for entry in entries) or _holds_work(out):
+        # only what a writer names its files: anything else is someone's, and stays
+        if not all(is_own_top_name(e.name) and not e.is_symlink() for e in entries):
+            return
+        if _holds_work(out):
             return
         for entry in entries:
             if entry.is_dir():
@@ -254,11 +263,14 @@ def _remove_unfinished(out: Path, *, created: bool) -> None:
 
 
 def _holds_work(out: Path) -> bool:
-    """Whether a file (or a link) lies anywhere under one of the zoo's work folders."""
-    for name in _WORK_FOLDERS:
-        for _folder, dirs, files in os.walk(out / name):
-            if files or any((Path(_folder) / d).is_symlink() for d in dirs):
-                return True
+    """Whether a file lies in a work folder of the zoo or of a group (a linked folder counts)."""
+    for folder, dirs, files in os.walk(out):  # links to folders are listed, never followed
+        path = Path(folder)
+        if any((path / name).is_symlink() for name in dirs):
+            return True
+        inside = path.relative_to(out).parts
+        if files and (path.name in _WORK_FOLDERS or "sidecars" in inside):
+            return True
     return False
 
 

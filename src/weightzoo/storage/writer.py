@@ -94,6 +94,11 @@ _OWN_STATE = re.compile(r"(train|val|test)-\d{6,10}\.pt(\.[0-9a-f]{16}\.tmp)?")
 _LOCK_TEXT = re.compile(rb"\d*\n?")
 
 
+def is_own_top_name(name: str) -> bool:
+    """Whether ``name`` is one a writer gives an entry at the top of a zoo directory."""
+    return _OWN_TOP.fullmatch(name) is not None
+
+
 def _own_entry(path: Path) -> bool:
     if not _OWN_TOP.fullmatch(path.name) or path.is_symlink():
         return False
@@ -176,6 +181,14 @@ class ZooLock:
             os.close(self._fd)  # e.g. no flock on this file system: keep no descriptor open
             self._fd = None
             raise
+        if not self._names_our_file():
+            # the file was unlinked (a failed run cleaning up) between our open and our flock:
+            # a lock on an orphan would let the next writer lock a new file beside us
+            self.release()
+            raise ZooLockedError(
+                f"the lock file {self.path} was removed while this writer took it; "
+                "rerun the command"
+            )
         try:
             # An exclusive holder's pid would outlive it and name the wrong culprit to the next.
             os.ftruncate(self._fd, 0)
@@ -184,6 +197,15 @@ class ZooLock:
         except BaseException:  # e.g. a full disk: hold no lock the caller never gets to release
             self.release()
             raise
+
+    def _names_our_file(self) -> bool:
+        """Whether ``self.path`` is still the file whose descriptor holds the lock."""
+        try:
+            on_disk = os.stat(self.path, follow_symlinks=False)
+        except FileNotFoundError:
+            return False
+        held = os.fstat(self._fd)
+        return (on_disk.st_dev, on_disk.st_ino) == (held.st_dev, held.st_ino)
 
     @property
     def held(self) -> bool:
