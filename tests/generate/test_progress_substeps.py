@@ -473,3 +473,13 @@ def test_a_family_with_its_own_loop_reports_no_steps(tmp_path, recorded, monkeyp
     assert recorded and all(kind == "epoch" for kind, *_ in recorded)
     bar = RecordingBar.made[-1]
     assert bar.n == bar.total == sum(models for _, _, models, _ in recorded)
+
+
+def test_reports_drained_after_a_block_is_written_count_nothing():
+    bar = progress.ModelEpochBar(10, bar_factory=CountingBar)
+    bar.plan(0, 10, 10)
+    bar.within(0, 10, 0.5)
+    bar.finish(0)  # the shard landed before its reports were drained
+    bar.advance(0, 10, None)
+    bar.within(0, 10, 0.5)
+    assert bar._bar.n == 10 and bar._bar.total == 10

@@ -150,6 +150,8 @@ class ModelEpochBar:
         self._last: dict[int, int | None] = {}  # models in the last reported epoch
         self._epochs: dict[int, int] = {}  # epochs reported
         self._within: dict[int, float] = {}  # model-epochs shown of the epoch in progress
+        # written blocks: a report drained after the block's shard landed is already counted
+        self._closed: set[int] = set()
 
     def plan(self, block: int, model_epochs: int, models: int | None = None) -> None:
         """Announce a block (by a key such as its first model) and its planned model-epochs.
@@ -158,6 +160,7 @@ class ModelEpochBar:
         the epochs they had left.
         """
         with self._lock:
+            self._closed.discard(block)
             self._planned[block] = model_epochs
             self._original[block] = model_epochs
             self._done[block] = 0
@@ -174,6 +177,8 @@ class ModelEpochBar:
     def advance(self, block: int, models: int, passed: int | None) -> None:
         """Count ``models`` model-epochs of ``block`` and its running pass count."""
         with self._lock:
+            if block in self._closed:
+                return
             self._epochs[block] += 1
             budget, last = self._budget[block], self._last[block]
             if budget is not None and last is not None and models < last:
@@ -203,6 +208,8 @@ class ModelEpochBar:
         if not math.isfinite(fraction):
             return  # nothing to show, and nothing to take back
         with self._lock:
+            if block in self._closed:
+                return
             last = self._last[block]
             share = models if last is None else min(models, last)
             room = self._planned[block] - self._done[block]
@@ -222,6 +229,7 @@ class ModelEpochBar:
     def restart(self, block: int) -> None:
         """Take back what ``block`` reported: it is being trained again from the start."""
         with self._lock:
+            self._closed.discard(block)
             self._take_back_within(block)
             done = self._done[block]
             self._grow(block, self._original[block] - self._planned[block])
@@ -240,6 +248,7 @@ class ModelEpochBar:
         train out of the total.
         """
         with self._lock:
+            self._closed.add(block)
             self._take_back_within(block)
             left = self._planned[block] - self._done[block]
             if not self._done[block]:
