@@ -1,8 +1,9 @@
 r"""Linear probes from weights w and statistics s(w): the Model Zoos paper's Table 3, small.
 
 Ridge regressions to each checkpoint's test accuracy, generalization gap and epoch (R^2), and
-logistic regressions to the initialisation and activation where the zoo varies them, fitted on
-the zoo's train split and scored on its test split; the paper's row beside ours.
+logistic regressions to the initialisation and activation where the zoo varies them: the ridge
+penalty is chosen on the zoo's val split, each probe is fitted on train+val and scored on its
+test split; the paper's row beside ours.
 
 Usage::
 
