@@ -18,6 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from helpers import toy_family
+from helpers.bars import CountingBar
 from helpers.golden_specs import shard_hashes
 from weightzoo.generate import population as toolkit
 from weightzoo.generate import progress, ray_engine, resume, runner
@@ -240,26 +241,6 @@ def scripts(draw) -> Script:
         fractions = draw(st.lists(st.floats(-0.5, 1.5), max_size=4))
         trained.append((active, fractions))
     return Script(models, epochs, trained)
-
-
-class CountingBar:
-    """Stands in for tqdm: the count, the total, the highest count reached."""
-
-    def __init__(self, total, initial=0, **kwargs):
-        self.total, self.n, self.highest = total, initial, initial
-
-    def update(self, n):
-        self.n += n
-        self.highest = max(self.highest, self.n)
-
-    def refresh(self):
-        pass
-
-    def set_postfix(self, refresh=True, **values):
-        pass
-
-    def close(self):
-        pass
 
 
 @settings(max_examples=150, deadline=None)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from helpers import toy_family
+from helpers.bars import CountingBar
 from weightzoo import cli
 from weightzoo.generate import progress
 from weightzoo.generate.ray_engine import RayOptions
@@ -88,7 +89,7 @@ def test_a_worker_killed_mid_block_is_retried_without_a_trace(
 ):
     (hooks / "exit-4").touch()  # the block holding model 4 dies once, as if killed
     made = []
-    monkeypatch.setattr(progress, "tqdm", lambda **kw: made.append(Bar(**kw)) or made[-1])
+    monkeypatch.setattr(progress, "tqdm", lambda **kw: made.append(CountingBar(**kw)) or made[-1])
     out = tmp_path / "ray"
     generate(toy_spec, out, engine="ray", progress=True)
     started = toy_family.started_blocks(hooks)
@@ -101,26 +102,6 @@ def test_a_worker_killed_mid_block_is_retried_without_a_trace(
     assert not list(out.rglob("*.tmp"))  # no partial shard anywhere
     assert made[0].n == made[0].total <= 12 * toy_spec.num_epochs  # passed models leave early
     assert made[0].highest <= made[0].total  # the retry restarted its block's count
-
-
-class Bar:
-    """Stands in for tqdm: keeps the count and its highest value."""
-
-    def __init__(self, total, initial=0, **kwargs):
-        self.total, self.n, self.highest = total, initial, initial
-
-    def update(self, n):
-        self.n += n
-        self.highest = max(self.highest, self.n)
-
-    def refresh(self):
-        pass
-
-    def set_postfix(self, refresh=True, **values):
-        pass
-
-    def close(self):
-        pass
 
 
 def test_a_block_that_fails_for_good_stops_the_run_and_the_rerun_resumes(

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from helpers import toy_family
+from helpers.bars import CountingBar
 from weightzoo import cli
 from weightzoo.errors import (
     InvalidOptionError,
@@ -234,24 +235,6 @@ def test_an_unknown_engine_is_refused(tmp_path, toy_spec):
 
 
 # -- progress across processes -----------------------------------------------------------
-
-
-class CountingBar:
-    def __init__(self, total, initial=0, **kwargs):
-        self.total, self.n, self.highest = total, initial, initial
-
-    def update(self, n):
-        self.n += n
-        self.highest = max(self.highest, self.n)
-
-    def refresh(self):
-        pass
-
-    def set_postfix(self, refresh=True, **values):
-        self.postfix = values
-
-    def close(self):
-        pass
 
 
 def test_a_restarted_block_counts_again_from_zero():
