@@ -9,6 +9,14 @@ mid-run never leaves half a report.
 Workers exit on their own when the parent dies, however it dies: on Linux the kernel sends
 them ``SIGKILL`` (``PR_SET_PDEATHSIG``), and everywhere a thread watches a pipe that only the
 parent holds open, which reads end-of-file when the parent is gone.
+
+A forked worker starts with its parent's Python signal handlers (the command line's SIGTERM
+handler raises an exception). A signal handled by them in a worker could raise inside the
+fork's own bookkeeping, where it is swallowed (the worker then ignores the stop, and blocks
+forever on a queue lock that a killed sibling held) or unwinds into the parent's frames (the
+worker then runs on as a second copy of the parent). So SIGINT and SIGTERM stay blocked while
+workers start, and a worker's entry resets every handler before it unblocks them: a signal sent
+meanwhile waits, then acts with its default action.
 """
 
 from __future__ import annotations
@@ -23,9 +31,11 @@ import signal
 import struct
 import sys
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
-from multiprocessing.connection import Connection
+from multiprocessing.connection import Connection, wait
+from multiprocessing.process import BaseProcess
 from types import TracebackType
 from typing import Any
 
@@ -45,6 +55,8 @@ log = logging.getLogger(__name__)
 BLOCK_THREADS = 1  # torch threads per block, wherever it trains
 EXIT_PARENT_GONE = 3  # a worker's exit status when it noticed that its parent died
 _PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+STOP_GRACE = 5.0  # seconds a stopped worker has to die of SIGTERM before it gets SIGKILL
+_STOP_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM})
 # block key, models advanced (or training), models passed (-1: not reported; -2: a report
 # within an epoch), fraction of the epoch's steps done (within an epoch)
 _REPORT = struct.Struct("<qqqd")
@@ -109,16 +121,48 @@ def train_block(
 
 
 def _init_worker(alive: Connection, alive_writer: Connection, reports: Connection) -> None:
-    # The parent alone decides what a Ctrl-C means and stops its workers itself.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    # A SIGTERM handler inherited through fork would turn "stop" into an ignorable exception.
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    _reset_signals()
     # Only the parent may hold the write end open, so that end-of-file means it is gone.
     alive_writer.close()
     _set_parent_death_signal()
     threading.Thread(target=_exit_with_parent, args=(alive,), daemon=True).start()
     global _reports
     _reports = reports
+
+
+def _reset_signals() -> None:
+    """A worker's own signal handling, set before the signals held while it started act.
+
+    Every Python handler inherited through fork goes (none of the parent's code may run here);
+    the parent alone decides what a Ctrl-C means and stops its workers itself, so SIGINT is
+    ignored; SIGTERM ends the worker at once (an inherited handler would turn it into an
+    exception that the worker may swallow).
+    """
+    for signum in signal.valid_signals():
+        with contextlib.suppress(OSError, ValueError):
+            if callable(signal.getsignal(signum)):
+                signal.signal(signum, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
+
+
+@contextlib.contextmanager
+def _stop_signals_held() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM in this thread meanwhile (workers forked now inherit the mask).
+
+    In the parent a held signal still reaches its handler: the kernel hands it to another
+    thread, or delivers it when the block is lifted.
+    """
+    if not hasattr(signal, "pthread_sigmask"):  # no POSIX signal masks: nothing is inherited
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def _set_parent_death_signal() -> None:
@@ -224,7 +268,10 @@ class BlockPool:
         resume: ResumeSlot | None = None,
     ) -> Future[list[ModelRecord]]:
         """Queue one block; ``key`` identifies it in the bar, ``resume`` keeps its state."""
-        future = self._executor.submit(_train_in_worker, family, spec, plans, device, key, resume)
+        with _stop_signals_held():  # the executor starts its workers within submit()
+            future = self._executor.submit(
+                _train_in_worker, family, spec, plans, device, key, resume
+            )
         if not self._drain.is_alive():
             # Started only now: with fork, the workers exist after the first submit, and a
             # thread running while they were forked could have held a lock they inherit.
@@ -232,12 +279,22 @@ class BlockPool:
         return future
 
     def stop(self) -> None:
-        """Cancel the blocks not started yet and end the running workers now."""
+        """Cancel the blocks not started yet and end every worker now; safe to call again.
+
+        The workers are killed, whatever they hold: the pool's queues are not used again.
+        """
+        # End-of-file on the watched pipe reaches every worker, even one that the executor had
+        # not listed yet when a signal cut its start short.
+        self._alive_writer.close()
         # The executor has no public way to end running calls before Python 3.14, and 3.14's
         # does not wait for them: end the processes, then let shutdown() reap them.
-        processes = list((getattr(self._executor, "_processes", None) or {}).values())
-        for process in processes:
-            process.terminate()
+        _end_processes(list((getattr(self._executor, "_processes", None) or {}).values()))
+        # A worker killed while it sent a result leaves the executor's thread waiting for the
+        # rest of the message, unless no writer is left (this process holds one, unused).
+        results = getattr(self._executor, "_result_queue", None)
+        writer = getattr(results, "_writer", None)
+        if isinstance(writer, Connection):
+            writer.close()
         self._executor.shutdown(wait=True, cancel_futures=True)
 
     def _drain_reports(self) -> None:
@@ -274,7 +331,45 @@ class BlockPool:
         error: BaseException | None,
         trace: TracebackType | None,
     ) -> None:
+        if error is not None:
+            # Cut short (e.g. Ctrl-C while blocks were queued): no running block is waited for.
+            self.stop()
         self.close()
+
+
+def _end_processes(processes: Sequence[BaseProcess]) -> None:
+    """SIGTERM ``processes``, then SIGKILL those still alive after :data:`STOP_GRACE`.
+
+    Waits on the processes' sentinels (readable once a process is gone), never on their
+    exit status: the executor's own thread reaps them.
+    """
+    # A process the executor has already closed is gone.
+    processes = [p for p in processes if getattr(p, "_popen", None) is not None]
+    for process in processes:
+        process.terminate()
+    if not _wait_gone(processes, STOP_GRACE):
+        for process in processes:
+            if not _gone(process):
+                log.warning("worker %s ignored SIGTERM; killing it", process.pid)
+                process.kill()
+        _wait_gone(processes, STOP_GRACE)
+
+
+def _gone(process: BaseProcess) -> bool:
+    return bool(wait([process.sentinel], 0))
+
+
+def _wait_gone(processes: Sequence[BaseProcess], timeout: float) -> bool:
+    """Wait until every process is gone, at most ``timeout`` seconds; whether they all are."""
+    deadline = time.monotonic() + timeout
+    pending = [p.sentinel for p in processes]
+    while pending:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        done = wait(pending, left)
+        pending = [s for s in pending if s not in done]
+    return True
 
 
 def future_succeeded(future: Future[Any]) -> bool:
