@@ -314,9 +314,7 @@ def test_a_resume_interval_that_is_not_seconds_is_refused(tmp_path, interval):
 
 
 def test_push_uploads_no_state_file(baseline, tmp_path, monkeypatch):
-    from huggingface_hub import constants
-
-    from helpers.hub_server import TOKEN, LoopbackHub
+    from helpers.hub_server import LoopbackHub, point_client_at
     from weightzoo import hub as wzhub
 
     out = tmp_path / "zoo"
@@ -324,11 +322,7 @@ def test_push_uploads_no_state_file(baseline, tmp_path, monkeypatch):
     (out / resume.RESUME_DIR).mkdir()
     (out / resume.RESUME_DIR / "train-000000.pt").write_bytes(b"state")
     with LoopbackHub() as hub:
-        monkeypatch.setenv("HF_ENDPOINT", hub.url)
-        monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
-        monkeypatch.setenv("HF_TOKEN", TOKEN)
-        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+        point_client_at(hub.url, monkeypatch, tmp_path / "hf_home")
         wzhub.push(out, "lab/resumed", plots=False)
         files = hub.files("lab/resumed")
     assert "zoo.json" in files and any(f.startswith("shards/") for f in files)

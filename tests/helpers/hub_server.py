@@ -26,8 +26,12 @@ import re
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
+
+import pytest
+from huggingface_hub import constants
 
 _API = re.compile(
     r"^/api/datasets/(?P<repo>[^/]+/[^/]+)/(?P<kind>revision|tree|preupload|commit)/(?P<rest>.*)$"
@@ -330,3 +334,16 @@ class LoopbackHub:
         self._server.shutdown()
         self._server.server_close()
         self._thread.join()
+
+
+def point_client_at(url: str, monkeypatch: pytest.MonkeyPatch, home: Path) -> None:
+    """Point huggingface_hub at the hub at ``url``: its token, an empty ``home``, online.
+
+    huggingface_hub reads the endpoint and home again at call time, so the environment is
+    enough; the constant is patched too so that the client's own offline switch starts off.
+    """
+    monkeypatch.setenv("HF_ENDPOINT", url)
+    monkeypatch.setenv("HF_HOME", str(home))
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)

@@ -5,9 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from huggingface_hub import constants
 
-from helpers.hub_server import TOKEN, LoopbackHub
+from helpers.hub_server import LoopbackHub, point_client_at
 from weightzoo import hub as wzhub
 from weightzoo.cli import run
 from weightzoo.errors import GroupManifestError, UnknownGroupError
@@ -37,11 +36,7 @@ def _server():
 def hub(_server, monkeypatch, tmp_path):
     """The loopback hub, emptied, with the client pointed at it (as in test_hub.py)."""
     _server.reset()
-    monkeypatch.setenv("HF_ENDPOINT", _server.url)
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
-    monkeypatch.setenv("HF_TOKEN", TOKEN)
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    point_client_at(_server.url, monkeypatch, tmp_path / "hf_home")
     return _server
 
 

@@ -7,11 +7,10 @@ import json
 from pathlib import Path
 
 import pytest
-from huggingface_hub import constants
 
 import weightzoo
 from helpers import toy_family
-from helpers.hub_server import TOKEN, LoopbackHub
+from helpers.hub_server import LoopbackHub, point_client_at
 from weightzoo import hub as wzhub
 from weightzoo.card import read_card_metadata
 from weightzoo.cli import run
@@ -66,11 +65,7 @@ def hub(_server, monkeypatch, tmp_path):
     switch starts off.
     """
     _server.reset()
-    monkeypatch.setenv("HF_ENDPOINT", _server.url)
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
-    monkeypatch.setenv("HF_TOKEN", TOKEN)
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    point_client_at(_server.url, monkeypatch, tmp_path / "hf_home")
     return _server
 
 

@@ -19,12 +19,11 @@ from pathlib import Path, PurePosixPath
 from urllib.parse import unquote, urlsplit
 
 import pytest
-from huggingface_hub import constants
 from hypothesis import given
 from hypothesis import strategies as st
 
 from helpers import toy_family
-from helpers.hub_server import _RESOLVE, TOKEN, FakeHub, LoopbackHub, _Handler
+from helpers.hub_server import _RESOLVE, FakeHub, LoopbackHub, _Handler, point_client_at
 from weightzoo import hub as wzhub
 from weightzoo.cli import run
 from weightzoo.errors import (
@@ -103,11 +102,7 @@ def _server():
 def hub(_server, monkeypatch, tmp_path) -> HostileHub:
     """The hostile hub, emptied, with the client pointed at it and an empty HF_HOME."""
     _server.reset()
-    monkeypatch.setenv("HF_ENDPOINT", _server.url)
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
-    monkeypatch.setenv("HF_TOKEN", TOKEN)
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    point_client_at(_server.url, monkeypatch, tmp_path / "hf_home")
     return _server
 
 

@@ -18,12 +18,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from huggingface_hub import constants
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import weightzoo
-from helpers.hub_server import TOKEN, LoopbackHub
+from helpers.hub_server import LoopbackHub, point_client_at
 from helpers.importer_fixtures import cnn_zoo_tree, modelzoo_tree, one_line_error, read_back
 from helpers.source_server import SourceServer
 from weightzoo import catalog
@@ -166,11 +165,7 @@ def _hub_server():
 def hub(_hub_server, monkeypatch, tmp_path):
     """The loopback hub, emptied, and the catalog's NAME given a hub copy there."""
     _hub_server.reset()
-    monkeypatch.setenv("HF_ENDPOINT", _hub_server.url)
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
-    monkeypatch.setenv("HF_TOKEN", TOKEN)
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    point_client_at(_hub_server.url, monkeypatch, tmp_path / "hf_home")
     entries = catalog._entries
 
     def with_hub_copy() -> list[catalog.CatalogEntry]:

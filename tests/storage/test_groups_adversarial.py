@@ -12,10 +12,9 @@ import shutil
 
 import h5py
 import pytest
-from huggingface_hub import constants
 
 from helpers import toy_family
-from helpers.hub_server import TOKEN, LoopbackHub
+from helpers.hub_server import LoopbackHub, point_client_at
 from weightzoo import hub as wzhub
 from weightzoo.cli import run
 from weightzoo.datasets import GroupedBatches
@@ -167,11 +166,7 @@ def _server():
 def published(_server, monkeypatch, tmp_path, grouped_zoo):
     """The toy grouped zoo on the loopback hub, with the client pointed at it."""
     _server.reset()
-    monkeypatch.setenv("HF_ENDPOINT", _server.url)
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
-    monkeypatch.setenv("HF_TOKEN", TOKEN)
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    point_client_at(_server.url, monkeypatch, tmp_path / "hf_home")
     files = {
         p.relative_to(grouped_zoo).as_posix(): p.read_bytes()
         for p in grouped_zoo.rglob("*")
