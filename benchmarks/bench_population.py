@@ -50,6 +50,7 @@ from weightzoo.families.modelzoo.train import (
     population_loss,
     stack_models,
 )
+from weightzoo.generate.base import BlockRun
 from weightzoo.generate.population import PopulationOptimizer
 from weightzoo.generate.specs import get_spec
 from weightzoo.precision import exact_cuda
@@ -103,7 +104,7 @@ def quality_population(spec: ModelZooSpec, plans, device: str) -> tuple[float, l
     family = ModelZooFamily()
     sync(device)
     start = time.perf_counter()
-    records = family.train(spec, plans, device=device, progress=False)
+    records = family.train(spec, plans, BlockRun(device, progress=False))
     sync(device)
     return time.perf_counter() - start, [float(r.metrics["test_acc"][-1]) for r in records]
 

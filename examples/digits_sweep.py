@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from weightzoo.families import family
+from weightzoo.generate.base import BlockRun
 from weightzoo.generate.specs import get_spec
 
 GRID_AXES = ("activations", "dropouts", "inits", "optimizers", "lrs", "weight_decays")
@@ -81,7 +82,7 @@ def main() -> None:
         else:
             plans = plans[: args.models]
         start = time.perf_counter()
-        records = fam.train(spec, plans, device="cpu", progress=False)
+        records = fam.train(spec, plans, BlockRun(progress=False))
         seconds = time.perf_counter() - start
         acc = np.stack([r.metrics["test_acc"] for r in records])
         label = " ".join(f"{k}={v}" for k, v in overrides.items()) or "(spec as is)"

@@ -66,9 +66,7 @@ def main() -> None:
         metrics=("hessian_top", "hessian_trace", "cka", "mc"),
         layout=zoo.layout,
         partners=rows.roll(-1, 0),
-        iters=args.iters,
-        probes=args.probes,
-        steps=args.steps,
+        options=landscape.LandscapeOptions(iters=args.iters, probes=args.probes, steps=args.steps),
     )
     print(f"{zoo.name}: {len(rows)} models of split {args.split!r} at epoch {args.epoch}")
     print("row  train_loss  hessian_top  hessian_trace  cka(next)  mc(next)")

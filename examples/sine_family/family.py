@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from torch import nn
 
-from weightzoo.blocks import ModelRecord
 from weightzoo.generate.base import Family, ModelPlan
 
 from . import model
@@ -24,6 +23,9 @@ class SineFamily(Family[SineSpec]):
     # Every sine zoo stores the same metrics: mean squared error on the training and test
     # points. The layout of a row is, by default, that of build_model's module.
     metrics = METRICS
+    # What trains a block: a function of train_block's arguments (spec, plans, device, report),
+    # imported only when a block trains.
+    trainer = f"{__package__}.train:train_population"
 
     def plan(self, spec: SineSpec) -> list[ModelPlan]:
         """One plan per model, seed-major; the stratum is the (width, lr) cell."""
@@ -38,14 +40,6 @@ class SineFamily(Family[SineSpec]):
     def progress_total(self, spec: SineSpec, plans: Sequence[ModelPlan]) -> int:
         """One full-batch step per epoch."""
         return spec.epochs
-
-    def train_block(
-        self, spec: SineSpec, plans: Sequence[ModelPlan], device: str, report: Callable[[int], None]
-    ) -> list[ModelRecord]:
-        """Train ``plans`` as one population."""
-        from .train import train_population  # training code only when a block trains
-
-        return train_population(spec, plans, device=device, progress=report)
 
     def build_model(self, spec: Mapping[str, Any], columns: Mapping[str, Any]) -> nn.Module:
         """The MLP of a row, so that weightzoo can rebuild and evaluate it."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
@@ -11,7 +11,7 @@ from torch import Tensor
 from weightzoo.blocks import ModelRecord
 from weightzoo.features import layout_of
 from weightzoo.generate import population as toolkit
-from weightzoo.generate.base import ModelPlan
+from weightzoo.generate.base import BlockReport, ModelPlan
 
 from .model import from_spec, population_forward
 from .spec import METRICS, SineSpec
@@ -48,13 +48,12 @@ class SineTask:
 
 
 def train_population(
-    spec: SineSpec,
-    plans: Sequence[ModelPlan],
-    *,
-    device: str = "cpu",
-    progress: Callable[[int], None] | None = None,
+    spec: SineSpec, plans: Sequence[ModelPlan], device: str, report: BlockReport
 ) -> list[ModelRecord]:
-    """Train the models of ``plans`` (one width) together; one record per plan, in order."""
+    """Train the models of ``plans`` (one width) together; one record per plan, in order.
+
+    ``report`` is told the optimizer steps of each epoch.
+    """
     build = lambda: from_spec(spec.to_dict(), plans[0].columns)  # noqa: E731
     pop = toolkit.Population.from_modules(
         toolkit.seeded_models(build, (p.seed for p in plans)), device=device
@@ -71,7 +70,7 @@ def train_population(
             checkpoints=tuple(spec.checkpoint_epochs()),
             checkpoint_splits=("train", "test"),
         ),
-        progress=None if progress is None else (lambda steps, _left: progress(steps)),
+        progress=toolkit.step_progress(report),
     )
     return [
         ModelRecord(

@@ -12,9 +12,9 @@ the CLI and the network are never touched by the import.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from weightzoo._lazy import lazy_getattr
 from weightzoo.errors import WeightzooError
 from weightzoo.storage import Layout, Manifest
 from weightzoo.zoo import Zoo
@@ -96,14 +96,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value  # later lookups skip this function
-        return value
-    if name in _SUBMODULES:
-        return importlib.import_module(f"weightzoo.{name}")
-    raise AttributeError(f"module 'weightzoo' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY, _SUBMODULES)
 
 
 def __dir__() -> list[str]:

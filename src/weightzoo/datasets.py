@@ -28,7 +28,7 @@ from torch.utils.data import (
 )
 
 from weightzoo import catalog
-from weightzoo._types import PathLike
+from weightzoo._types import EpochSelection, PathLike
 from weightzoo.errors import (
     InvalidOptionError,
     ManifestError,
@@ -275,7 +275,7 @@ class ZooDataset(_BatchedDataset):
         *,
         group: str | None = None,
         split: str | Sequence[str] = DEFAULT_SPLIT,
-        epochs: int | str | Iterable[int] | None = DEFAULT_EPOCHS,
+        epochs: EpochSelection = DEFAULT_EPOCHS,
         features: str | Sequence[str] = ("weights",),
         targets: str | Sequence[str] = (),
         where: Where | None = None,

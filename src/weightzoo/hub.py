@@ -57,6 +57,7 @@ from huggingface_hub.utils import silent_tqdm, validate_repo_id
 from tqdm.auto import tqdm
 
 from weightzoo import catalog
+from weightzoo._types import EpochSelection, SplitSelection
 from weightzoo.errors import (
     GroupManifestError,
     HubError,
@@ -642,8 +643,8 @@ def _grouped_shards(
     root: Path,
     blobs: Path | None,
     top: GroupedManifest,
-    split: str | Sequence[str] | None,
-    epochs: int | str | Iterable[int] | None,
+    split: SplitSelection,
+    epochs: EpochSelection,
     group: str | Sequence[str] | None,
 ) -> list[ShardEntry]:
     """The shards a selection needs in a grouped zoo, named relative to the zoo directory.
@@ -799,8 +800,8 @@ def _check_shards(
 def fetch(
     name_or_repo: str,
     *,
-    split: str | Sequence[str] | None = None,
-    epochs: int | str | Iterable[int] | None = None,
+    split: SplitSelection = None,
+    epochs: EpochSelection = None,
     revision: str | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
     local_dir: str | os.PathLike[str] | None = None,
@@ -925,8 +926,8 @@ def _pin_commit(source: _Source) -> _Source:
 def _fetch(
     source: _Source,
     held: _ZooId | None,
-    split: str | Sequence[str] | None,
-    epochs: int | str | Iterable[int] | None,
+    split: SplitSelection,
+    epochs: EpochSelection,
     group: str | Sequence[str] | None,
 ) -> Path:
     """Manifests first, then the shards; staged manifests are installed once all check out."""

@@ -14,7 +14,7 @@ backbone), which also lets one Dataset span several child groups.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from weightzoo._types import PathLike
+from weightzoo._types import EpochSelection, PathLike
 from weightzoo.datasets import ZooDataset
 from weightzoo.errors import (
     GroupRequiredError,
@@ -169,7 +169,7 @@ class LineagePairs(Dataset):
         *,
         group: str | None = None,
         split: str | Sequence[str] = "train",
-        epochs: int | str | Iterable[int] | None = "last",
+        epochs: EpochSelection = "last",
         parent_epoch: int | str = "last",
         shared: bool = False,
         transform: Callable[[Any], Any] | None = None,

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from weightzoo._types import PathLike
+from weightzoo._types import EpochSelection, PathLike, SplitSelection
 from weightzoo.errors import ShardMissingError, UnknownColumnError, require
 from weightzoo.selection import check_epoch_names, check_split_names, listing
 from weightzoo.storage.groups import GroupedManifest, load_any, resolve_group
@@ -168,8 +168,8 @@ class Zoo:
 
     def reader(
         self,
-        split: str | Sequence[str] | None = None,
-        epochs: int | str | Iterable[int] | None = None,
+        split: SplitSelection = None,
+        epochs: EpochSelection = None,
     ) -> ZooReader:
         """A :class:`ZooReader` over some splits and epochs (all by default).
 
@@ -182,7 +182,7 @@ class Zoo:
         check_epoch_names(epochs, self.manifest, self.path)
         return ZooReader(self.path, split=split, epochs=epochs, manifest=self.manifest)
 
-    def metadata(self, split: str | Sequence[str] | None = None) -> dict[str, np.ndarray]:
+    def metadata(self, split: SplitSelection = None) -> dict[str, np.ndarray]:
         """Per-model columns (``model_id``, ``seed``, hyperparameters, ``split``, ``viable``...).
 
         Also the last checkpoint's value of every metric, as ``final_<metric>``.
@@ -200,7 +200,7 @@ class Zoo:
             table[f"final_{name}"] = values[:, 0]
         return table
 
-    def to_pandas(self, split: str | Sequence[str] | None = None) -> Any:
+    def to_pandas(self, split: SplitSelection = None) -> Any:
         """:meth:`metadata` as a ``pandas.DataFrame``, one row per model (``analysis`` extra).
 
         Args:

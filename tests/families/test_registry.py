@@ -26,9 +26,9 @@ from weightzoo import cli, families, functional
 from weightzoo.blocks import ModelRecord
 from weightzoo.errors import InvalidOptionError, UnknownZooError
 from weightzoo.features import flatten, layout_of
-from weightzoo.generate.base import Family, GridOptions, GroupedSpec, ModelPlan, ZooSpec
+from weightzoo.generate.base import BlockRun, Family, GridOptions, GroupedSpec, ModelPlan, ZooSpec
 from weightzoo.generate.specs import all_specs, family_for
-from weightzoo.landscape.zoo_metrics import compute_zoo_landscape
+from weightzoo.landscape.zoo_metrics import ZOO_LANDSCAPE, compute_zoo_landscape
 from weightzoo.storage.layout import Layout
 from weightzoo.storage.sidecar import read_sidecar
 from weightzoo.zoo import Zoo
@@ -192,10 +192,10 @@ def test_a_registered_family_is_evaluated_through_its_hooks(outside_zoo):
     np.testing.assert_allclose(result.metrics["acc"], stored["final_test_acc"], atol=1e-6)
     np.testing.assert_allclose(result.metrics["loss"], stored["final_test_loss"], rtol=1e-5)
     assert isinstance(outside_zoo.module((0, "last"))[1], nn.Linear)  # the build_model hook
+    options = ZOO_LANDSCAPE.replace(batches=1, batch_size=16, probes=2)
     compute_zoo_landscape(
-        outside_zoo, metrics=["hessian_trace"], batches=1, batch_size=16, probes=2,
-        progress=False, name="trace",
-    )  # fmt: skip
+        outside_zoo, metrics=["hessian_trace"], options=options, progress=False, name="trace"
+    )
     trace = read_sidecar(outside_zoo.path, "trace")["hessian_trace"]  # the generic driver
     assert trace.shape == (4, 1) and np.isfinite(trace).all()
 
@@ -213,10 +213,33 @@ def test_the_default_train_reports_every_epoch_to_the_runner():
     spec = OutsideSpec(seeds=3, epochs=2)
     reports: list[tuple[int, int | None]] = []
     records = FAMILY.train(
-        spec, FAMILY.plan(spec), device="cpu", progress=False, on_epoch=lambda *a: reports.append(a)
+        spec, FAMILY.plan(spec), BlockRun(progress=False, on_epoch=lambda *a: reports.append(a))
     )
     assert reports == [(3, None), (3, None)]
     assert [r.weights.shape for r in records] == [(3, SIDE * SIDE * CLASSES + CLASSES)] * 3
+
+
+def outside_trainer(spec, plans, device, report) -> list[ModelRecord]:
+    """The outside family's block training as a function: what a family's ``trainer`` names."""
+    return OutsideFamily().train_block(spec, plans, device, report)
+
+
+class NamedTrainerFamily(OutsideFamily):
+    """The outside family, trained by the function it names (the base class's train_block)."""
+
+    trainer = f"{__name__}:outside_trainer"
+    train_block = Family.train_block
+
+
+def test_the_default_train_block_calls_the_trainer_the_family_names():
+    spec, named = OutsideSpec(seeds=2, epochs=3), NamedTrainerFamily()
+    reports: list[tuple[int, int | None]] = []
+    run = BlockRun(progress=False, on_epoch=lambda *a: reports.append(a))
+    records = named.train(spec, named.plan(spec), run)
+    assert reports == [(2, None)] * 3  # the trainer's report reaches the runner
+    direct = FAMILY.train(spec, FAMILY.plan(spec), BlockRun(progress=False))
+    for ours, theirs in zip(records, direct, strict=True):
+        np.testing.assert_array_equal(ours.weights, theirs.weights)
 
 
 @dataclass(frozen=True)
@@ -258,7 +281,7 @@ def test_a_family_without_training_says_what_it_lacks():
             return 1
 
     with pytest.raises(NotImplementedError, match="Unfinished must define train_block"):
-        Unfinished().train(OutsideSpec(), [], device="cpu", progress=False)
+        Unfinished().train(OutsideSpec(), [], BlockRun(progress=False))
     assert Unfinished().build_model({}, {}) is None and Unfinished().tables() is None
 
 

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from weightzoo.generate.base import BlockRun
 from weightzoo.generate.runner import generate
 from weightzoo.generate.specs import family_for, get_spec
 from weightzoo.generate.workers import train_block
@@ -31,8 +32,8 @@ def test_a_cuda_block_matches_its_cpu_twin_up_to_float_rounding(name):
     spec = get_spec(name).override(models=2, epochs=1)
     family = family_for(spec)
     plans = family.plan(spec)
-    on_cpu = train_block(family, spec, plans, device="cpu")
-    on_cuda = train_block(family, spec, plans, device="cuda")
+    on_cpu = train_block(family, spec, plans, BlockRun("cpu", progress=False))
+    on_cuda = train_block(family, spec, plans, BlockRun("cuda", progress=False))
     assert [r.model_id for r in on_cuda] == [r.model_id for r in on_cpu]
     for cpu, cuda in zip(on_cpu, on_cuda, strict=True):
         np.testing.assert_array_equal(cuda.weights[0], cpu.weights[0])  # drawn on the CPU

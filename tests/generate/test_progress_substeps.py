@@ -22,7 +22,7 @@ from helpers.bars import CountingBar
 from helpers.golden_specs import shard_hashes
 from weightzoo.generate import population as toolkit
 from weightzoo.generate import progress, ray_engine, resume, runner
-from weightzoo.generate.base import ModelRecord
+from weightzoo.generate.base import BlockRun, ModelRecord
 from weightzoo.generate.runner import generate
 
 STEPS = 8  # optimizer steps per epoch of the linear family (32 items, 4 per step)
@@ -61,7 +61,7 @@ class LinearFamily(toy_family.ToyFamily):
     def metric_names(self, spec):
         return ["train_loss"]
 
-    def train(self, spec, plans, *, device, progress=True, on_epoch=None):
+    def train(self, spec, plans, run):
         task = LinearTask(spec.width)
         pop = toolkit.Population(
             {
@@ -85,8 +85,8 @@ class LinearFamily(toy_family.ToyFamily):
             passed[0] += len(ids) if did_pass else 0
 
         def report(_steps, left):
-            if on_epoch is not None:
-                on_epoch(training[0], passed[0])
+            if run.on_epoch is not None:
+                run.on_epoch(training[0], passed[0])
             training[0] = left
 
         seeds = [p.seed for p in plans]
@@ -126,17 +126,16 @@ class Ticking:
 def train_reporting(clock: Callable[[], float], *, interval: float | None = None) -> list:
     """Train one block of the linear family; its epoch and step reports, in order."""
     spec, family, events = linear_spec(), LinearFamily(), []
+
+    def on_epoch(models, passed=None):
+        events.append(("epoch", models, passed))
+
     with progress.reporting_steps(
         lambda models, fraction: events.append(("step", models, fraction)),
         clock=clock,
         interval=interval,
     ):
-        family.train(
-            spec,
-            family.plan(spec)[:3],
-            device="cpu",
-            on_epoch=lambda models, passed=None: events.append(("epoch", models, passed)),
-        )
+        family.train(spec, family.plan(spec)[:3], BlockRun(progress=False, on_epoch=on_epoch))
     return events
 
 

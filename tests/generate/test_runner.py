@@ -9,12 +9,15 @@ import numpy as np
 import psutil
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from helpers import toy_family
-from weightzoo.errors import DeviceError, SpecMismatchError
+from weightzoo.errors import DeviceError, InvalidOptionError, SpecMismatchError
 from weightzoo.features import layer_statistics
 from weightzoo.generate import progress, runner, workers
-from weightzoo.generate.runner import assign_splits, generate, plan_blocks
+from weightzoo.generate.base import BlockRun
+from weightzoo.generate.runner import RunOptions, assign_splits, generate, plan_blocks
 from weightzoo.storage import Manifest, ZooReader
 from weightzoo.storage.writer import ZooWriter
 
@@ -57,7 +60,7 @@ def test_generated_zoo_stores_what_the_family_produced(toy_zoo, toy_spec):
     family = toy_family.ToyFamily()
     plans = {p.model_id: p for p in family.plan(toy_spec)}
     for local, model_id in enumerate(reader.column("model_id")):
-        record = family.train(toy_spec, [plans[int(model_id)]], device="cpu")[0]
+        record = family.train(toy_spec, [plans[int(model_id)]], BlockRun(progress=False))[0]
         stored = reader.read("weights", [local] * 4, np.arange(4))
         np.testing.assert_array_equal(stored, record.weights)
         np.testing.assert_allclose(
@@ -265,11 +268,11 @@ def test_progress_counts_model_epochs_as_they_happen(
     assert 0 < passed < 12 and bar.postfix == {"passed": passed}
 
 
-def test_families_without_the_callback_still_fill_the_bar(
+def test_families_that_never_report_an_epoch_still_fill_the_bar(
     tmp_path, toy_spec, recorded, monkeypatch, no_leftover_processes
 ):
     bars, reports = recorded
-    monkeypatch.setattr(runner, "family_for", lambda spec: toy_family.LegacyToyFamily())
+    monkeypatch.setattr(runner, "family_for", lambda spec: toy_family.QuietToyFamily())
     generate(toy_spec, tmp_path / "zoo", workers=2, progress=True)
     assert reports == []
     assert bars[0].n == bars[0].total == 12 * toy_spec.num_epochs
@@ -386,3 +389,35 @@ def test_a_failed_run_frees_the_zoo_at_once(tmp_path, toy_spec, monkeypatch):
         monkeypatch.setattr(toy_family.ToyFamily, "train", original)
         generate(toy_spec, out, progress=False)
     assert Manifest.load(out).finished
+
+
+# ------------------------------------------------------------------- the run's options
+def test_run_options_are_checked_once_before_anything_is_written(tmp_path, grouped_spec):
+    with pytest.raises(InvalidOptionError, match="--engine 'nope': choose one of local, ray"):
+        RunOptions(engine="nope")
+    with pytest.raises(DeviceError, match="choose one of: cpu"):
+        RunOptions(device="nosuchdev")
+    # a grouped zoo is checked before its top manifest, as a zoo is before its own
+    with pytest.raises(InvalidOptionError, match="resume_interval -1"):
+        generate(grouped_spec, tmp_path / "zoo", progress=False, resume_interval=-1)
+    assert not (tmp_path / "zoo").exists()
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.one_of(st.none(), st.booleans(), st.integers(-3, 3), st.floats(allow_nan=True)))
+def test_run_options_take_seconds_between_saves_of_zero_or_more(interval):
+    seconds = interval is None or (not isinstance(interval, bool) and interval >= 0)
+    if seconds:
+        assert RunOptions(resume_interval=interval).resume_interval == interval
+    else:
+        with pytest.raises(InvalidOptionError, match="0 or more"):
+            RunOptions(resume_interval=interval)
+
+
+def test_every_family_is_given_its_zoo_directory_even_in_workers(
+    tmp_path, toy_spec, monkeypatch, no_leftover_processes
+):
+    monkeypatch.setattr(runner, "family_for", lambda spec: toy_family.RootedToyFamily())
+    out = tmp_path / "plain-zoo"
+    generate(toy_spec, out, workers=2, progress=False)
+    assert set(ZooReader(out, split="all").column("root_name").tolist()) == {"plain-zoo"}

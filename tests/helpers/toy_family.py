@@ -3,8 +3,8 @@
 "Training" is a seeded random walk of a linear layer's weights; metrics are functions of the
 weights, so tests can check that what was stored is what was produced. A model "passes" at the
 first epoch where its weight norm is below its initial norm; it is reported per epoch through
-the optional ``on_epoch`` callback, and stored as the ``passed`` column. The ``torch_threads``
-column records the torch thread count the block was trained with.
+the run's optional ``on_epoch`` callback, and stored as the ``passed`` column. The
+``torch_threads`` column records the torch thread count the block was trained with.
 
 Hooks for tests that run the command line in a subprocess (environment variables):
 ``TOY_ANNOUNCE=1`` prints ``toy: block FIRST starts in pid PID`` to stderr when a block starts;
@@ -24,14 +24,14 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from weightzoo.generate.base import GroupedSpec, ModelPlan, ModelRecord, ZooSpec
+from weightzoo.generate.base import BlockRun, GroupedSpec, ModelPlan, ModelRecord, ZooSpec
 from weightzoo.storage.layout import Layout
 
 CALLS: list[int] = []  # block sizes trained, for resume tests
@@ -80,15 +80,7 @@ class ToyFamily:
             for i in range(spec.num_models)
         ]
 
-    def train(
-        self,
-        spec: ToySpec,
-        plans: Sequence[ModelPlan],
-        *,
-        device: str,
-        progress: bool = True,
-        on_epoch: Callable[[int, int | None], None] | None = None,
-    ) -> list[ModelRecord]:
+    def train(self, spec: ToySpec, plans: Sequence[ModelPlan], run: BlockRun) -> list[ModelRecord]:
         CALLS.append(len(plans))
         if os.environ.get("TOY_ANNOUNCE"):
             print(f"toy: block {plans[0].model_id} starts in pid {os.getpid()}", file=sys.stderr)
@@ -100,11 +92,11 @@ class ToyFamily:
         if hooks is not None:
             _file_hooks_at_start(hooks, plans)
         records = [self._train_one(spec, plan) for plan in plans]
-        if on_epoch is not None:
+        if run.on_epoch is not None:
             passed_at = [r.columns["passed_at"] for r in records]
             for epoch in range(1, spec.num_epochs + 1):
                 active = sum(1 for at in passed_at if at < 0 or at >= epoch)
-                on_epoch(active, sum(1 for at in passed_at if 0 < at <= epoch))
+                run.on_epoch(active, sum(1 for at in passed_at if 0 < at <= epoch))
                 if epoch == 1 and hooks is not None and (hooks / "await").exists():
                     _wait_for(hooks / "seen")
         return records
@@ -162,13 +154,11 @@ def started_blocks(hooks: Path) -> list[int]:
     return [int(line.split()[0]) for line in lines if line]
 
 
-class LegacyToyFamily(ToyFamily):
-    """The toy family with the ``train`` signature of before the ``on_epoch`` callback."""
+class QuietToyFamily(ToyFamily):
+    """The toy family that never calls the run's ``on_epoch``."""
 
-    def train(
-        self, spec: ToySpec, plans: Sequence[ModelPlan], *, device: str, progress: bool = True
-    ) -> list[ModelRecord]:
-        return super().train(spec, plans, device=device, progress=progress)
+    def train(self, spec: ToySpec, plans: Sequence[ModelPlan], run: BlockRun) -> list[ModelRecord]:
+        return super().train(spec, plans, replace(run, on_epoch=None))
 
 
 @dataclass(frozen=True)
@@ -201,10 +191,10 @@ class ToyGroupedSpec(GroupedSpec):
 class RootedToyFamily(ToyFamily):
     """The toy family taking ``root``: records the directory it was given in a column."""
 
-    def train(self, spec, plans, *, device, progress=True, on_epoch=None, root=None):
-        records = super().train(spec, plans, device=device, progress=progress, on_epoch=on_epoch)
+    def train(self, spec, plans, run):
+        records = super().train(spec, plans, run)
         for record in records:
-            record.columns["root_name"] = Path(root).name
+            record.columns["root_name"] = run.root.name
         return records
 
 
@@ -228,10 +218,10 @@ class FinetuneToyFamily(ToyFamily):
     ``narrow`` group beside it holds, read at ``root.parent / "narrow"``.
     """
 
-    def train(self, spec, plans, *, device, progress=True, on_epoch=None, root=None):
-        records = super().train(spec, plans, device=device, progress=progress, on_epoch=on_epoch)
-        parent = Path(root).parent / "narrow"
-        if Path(root).name == "wide":
+    def train(self, spec, plans, run):
+        records = super().train(spec, plans, run)
+        parent = run.root.parent / "narrow"
+        if run.root.name == "wide":
             from weightzoo.zoo import Zoo
 
             count = len(Zoo(parent).metadata("all")["model_id"])

@@ -250,8 +250,9 @@ def test_bezier_curve_lowers_the_barrier_between_permuted_twins():
     a = torch.stack([torch.cat([v.reshape(-1) for v in n.state_dict().values()]) for n in nets])
     b = torch.stack([torch.cat([v.reshape(-1) for v in permuted(n, perm).values()]) for n in nets])
     data = xor_task()
+    options = landscape.LandscapeOptions(steps=60, lr=0.2)
     result = landscape.mode_connectivity(
-        nets[0], a, b, data, F.cross_entropy, accuracy_fn=accuracy, steps=60, lr=0.2
+        nets[0], a, b, data, F.cross_entropy, accuracy_fn=accuracy, options=options
     )
     assert result.linear_loss.shape == result.curve_loss.shape == (2, 11)
     # Same function at both ends, so the endpoints' losses agree and the paths start there.
@@ -264,14 +265,17 @@ def test_bezier_curve_lowers_the_barrier_between_permuted_twins():
     assert result.curve_error is not None and result.curve_error.shape == (2, 11)
     # Each pair trains its own control point: pair 1 alone gives the same curve.
     alone = landscape.mode_connectivity(
-        nets[0], a[1:], b[1:], data, F.cross_entropy, steps=60, lr=0.2
+        nets[0], a[1:], b[1:], data, F.cross_entropy, options=options
     )
     np.testing.assert_allclose(alone.curve_loss[0], result.curve_loss[1], rtol=1e-8)
     assert set(result.control) == set(layout.names)
 
 
 def test_no_curve_training_gives_the_linear_path(mlp, rows, batches):
-    result = landscape.mode_connectivity(mlp, rows, rows.flip(0), batches, F.cross_entropy, steps=0)
+    linear = landscape.LandscapeOptions(steps=0)
+    result = landscape.mode_connectivity(
+        mlp, rows, rows.flip(0), batches, F.cross_entropy, options=linear
+    )
     np.testing.assert_allclose(result.curve_loss, result.linear_loss, rtol=1e-12)
     assert result.mc_error is None
 
@@ -279,19 +283,13 @@ def test_no_curve_training_gives_the_linear_path(mlp, rows, batches):
 # ------------------------------------------------------------------------ landscape_metrics
 def test_landscape_metrics_agree_with_the_functions_and_chunks(mlp, rows, batches):
     names = ("hessian_top", "hessian_trace", "cka", "linear_barrier", "mc", "mc_error")
-    kwargs = {
-        "partners": rows.flip(0),
-        "accuracy_fn": accuracy,
-        "iters": 15,
-        "probes": 6,
-        "steps": 5,
-        "points": 5,
-    }
+    options = landscape.LandscapeOptions(iters=15, probes=6, steps=5, points=5)
+    kwargs = {"partners": rows.flip(0), "accuracy_fn": accuracy}
     whole = landscape.landscape_metrics(
-        mlp, rows.numpy(), batches, F.cross_entropy, names, **kwargs
+        mlp, rows.numpy(), batches, F.cross_entropy, names, options=options, **kwargs
     )
     parts = landscape.landscape_metrics(
-        mlp, rows, batches, F.cross_entropy, names, chunk=3, **kwargs
+        mlp, rows, batches, F.cross_entropy, names, options=options.replace(chunk=3), **kwargs
     )
     assert list(whole) == list(names)
     for name in names:
@@ -343,7 +341,8 @@ def test_zoo_architectures_run(rng):
     rnn_rows[1] *= 0.5
     seq = torch.randn(3, 4, net.config.input_size)
     target = torch.randn(3, 4, net.config.output_size)
-    got = landscape.landscape_metrics(net, rnn_rows, (seq, target), F.mse_loss, iters=3, probes=2)
+    options = landscape.LandscapeOptions(iters=3, probes=2)
+    got = landscape.landscape_metrics(net, rnn_rows, (seq, target), F.mse_loss, options=options)
     assert np.isfinite(got["hessian_top"]).all() and got["hessian_top"][0] != got["hessian_top"][1]
 
 

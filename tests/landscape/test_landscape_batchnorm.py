@@ -118,7 +118,8 @@ def path_loss(state_a, state_b, t: float, i: int, batches) -> float:
 def test_linear_path_is_update_bn_at_every_t_including_the_endpoints(batches):
     a, b = endpoints(0), endpoints(10)
     module = bn_net()
-    result = landscape.mode_connectivity(module, a, b, batches, F.cross_entropy, points=5, steps=0)
+    options = landscape.LandscapeOptions(points=5, steps=0)
+    result = landscape.mode_connectivity(module, a, b, batches, F.cross_entropy, options=options)
     for j, t in enumerate(result.t):
         for i in range(M):
             expected = path_loss(a, b, float(t), i, batches)
@@ -133,8 +134,9 @@ def test_linear_path_is_update_bn_at_every_t_including_the_endpoints(batches):
         stored_loss = F.cross_entropy(stored.eval()(x), y).item()
     assert abs(result.linear_loss[0, 0] - stored_loss) > 1e-3
     off = landscape.mode_connectivity(
-        bn_net(), a, b, batches, F.cross_entropy, points=5, steps=0, bn_update=False
-    )
+        bn_net(), a, b, batches, F.cross_entropy,
+        options=landscape.LandscapeOptions(points=5, steps=0, bn_update=False),
+    )  # fmt: skip
     np.testing.assert_allclose(off.linear_loss[0, 0], stored_loss, rtol=1e-10)
 
 
@@ -165,9 +167,10 @@ def test_interpolated_statistics_move_a_flat_path_and_reestimation_keeps_it_flat
         same = [functional_call(module, {k: v[i] for k, v in s.items()}, (x,)) for s in (a, b)]
     torch.testing.assert_close(same[0], same[1], rtol=1e-3, atol=1e-4)  # BatchNorm's eps
 
-    on = landscape.mode_connectivity(module, a, b, batches, F.cross_entropy, steps=0)
+    linear = landscape.LandscapeOptions(steps=0)
+    on = landscape.mode_connectivity(module, a, b, batches, F.cross_entropy, options=linear)
     off = landscape.mode_connectivity(
-        module, a, b, batches, F.cross_entropy, steps=0, bn_update=False
+        module, a, b, batches, F.cross_entropy, options=linear.replace(bn_update=False)
     )
     flat = np.abs(on.linear_loss - on.linear_loss[:, :1])
     assert flat.max() < 1e-4, flat.max()
@@ -183,9 +186,10 @@ def test_interpolated_statistics_move_a_flat_path_and_reestimation_keeps_it_flat
 def test_the_curve_trains_on_batch_statistics_under_vmap_and_in_a_loop(batches):
     a, b = endpoints(0), endpoints(10)
     module = bn_net().train()
+    options = landscape.LandscapeOptions(points=3, steps=5, lr=0.05)
     results = [
         landscape.mode_connectivity(
-            module, a, b, batches, F.cross_entropy, points=3, steps=5, lr=0.05, vectorize=v
+            module, a, b, batches, F.cross_entropy, options=options.replace(vectorize=v)
         )
         for v in (True, False)
     ]
@@ -202,13 +206,14 @@ def test_the_curve_trains_on_batch_statistics_under_vmap_and_in_a_loop(batches):
 
 def test_auto_turns_reestimation_on_for_batchnorm_only(batches):
     a, b = endpoints(0), endpoints(10)
-    auto = landscape.mode_connectivity(bn_net(), a, b, batches, F.cross_entropy, points=3, steps=0)
+    options = landscape.LandscapeOptions(points=3, steps=0)
+    auto = landscape.mode_connectivity(bn_net(), a, b, batches, F.cross_entropy, options=options)
     on = landscape.mode_connectivity(
-        bn_net(), a, b, batches, F.cross_entropy, points=3, steps=0, bn_update=True
+        bn_net(), a, b, batches, F.cross_entropy, options=options.replace(bn_update=True)
     )
     np.testing.assert_array_equal(auto.linear_loss, on.linear_loss)
     metrics = landscape.landscape_metrics(
-        bn_net(), a, batches, F.cross_entropy, ["linear_barrier"], partners=b, points=3, steps=0
+        bn_net(), a, batches, F.cross_entropy, ["linear_barrier"], partners=b, options=options
     )
     np.testing.assert_allclose(metrics["linear_barrier"], auto.linear_barrier, rtol=1e-12)
     off = landscape.landscape_metrics(
@@ -218,8 +223,6 @@ def test_auto_turns_reestimation_on_for_batchnorm_only(batches):
         F.cross_entropy,
         ["linear_barrier"],
         partners=b,
-        points=3,
-        steps=0,
-        bn_update=False,
+        options=options.replace(bn_update=False),
     )
     assert not np.allclose(off["linear_barrier"], auto.linear_barrier)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import warnings
 
 import numpy as np
@@ -74,7 +75,7 @@ def dense_top(module: nn.Module, row: torch.Tensor, data, loss_fn=F.cross_entrop
 @pytest.mark.filterwarnings("error::RuntimeWarning")
 def test_defaults_converge_to_the_dense_top_eigenvalue(problem):
     net, rows, batch = problem
-    got = landscape.hessian_top_eigenvalue(net, rows, batch, F.cross_entropy, details=True)
+    got = landscape.hessian_top_eigenvalue_details(net, rows, batch, F.cross_entropy)
     want = np.array([dense_top(net, r, batch) for r in rows])
     assert got.converged.all() and (got.steps < hessian.DEFAULT_ITERS).all()
     assert (got.change <= hessian.DEFAULT_TOL).all()
@@ -83,13 +84,14 @@ def test_defaults_converge_to_the_dense_top_eigenvalue(problem):
 
 def test_each_model_stops_at_its_own_step_and_keeps_its_value(problem):
     net, rows, batch = problem
-    together = landscape.hessian_top_eigenvalue(
-        net, rows, batch, F.cross_entropy, tol=1e-3, details=True
+    options = landscape.LandscapeOptions(tol=1e-3)
+    together = landscape.hessian_top_eigenvalue_details(
+        net, rows, batch, F.cross_entropy, options=options
     )
     assert len(set(together.steps.tolist())) > 1  # the models really stop at different steps
     for i in range(M):
-        alone = landscape.hessian_top_eigenvalue(
-            net, rows[i : i + 1], batch, F.cross_entropy, tol=1e-3, details=True
+        alone = landscape.hessian_top_eigenvalue_details(
+            net, rows[i : i + 1], batch, F.cross_entropy, options=options
         )
         assert alone.steps.item() == together.steps[i].item()
         torch.testing.assert_close(alone.values[0], together.values[i], rtol=1e-12, atol=0)
@@ -101,9 +103,15 @@ def test_stop_rule_holds_for_any_tolerance_and_budget(problem, tol, iters):
     net, rows, batch = problem
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        got = landscape.hessian_top_eigenvalue(
-            net, rows, batch, F.cross_entropy, iters=iters, tol=tol, details=True
+        options = landscape.LandscapeOptions(iters=iters, tol=tol)
+        got = landscape.hessian_top_eigenvalue_details(
+            net, rows, batch, F.cross_entropy, options=options
         )
+        assert not caught  # the details never warn: their caller does
+        values = landscape.hessian_top_eigenvalue(
+            net, rows, batch, F.cross_entropy, iters=iters, tol=tol
+        )
+    torch.testing.assert_close(values, got.values, rtol=0, atol=0)
     assert (got.steps >= 1).all() and (got.steps <= iters).all()
     stopped_early = got.steps < iters
     assert (got.change[stopped_early] <= tol).all()  # only the tolerance stops a model early
@@ -121,8 +129,9 @@ def test_a_short_budget_warns_once_for_all_chunks(problem):
     net, rows, batch = problem
     with pytest.warns(RuntimeWarning, match=r"for 4 of 4 models .* 2 steps") as caught:
         landscape.landscape_metrics(
-            net, rows, batch, F.cross_entropy, ["hessian_top"], iters=2, tol=0.0, chunk=1
-        )
+            net, rows, batch, F.cross_entropy, ["hessian_top"],
+            options=landscape.LandscapeOptions(iters=2, tol=0.0, chunk=1),
+        )  # fmt: skip
     assert sum(issubclass(w.category, RuntimeWarning) for w in caught) == 1
 
 
@@ -131,10 +140,17 @@ def test_cli_defaults_are_the_librarys():
     assert measure._DEFAULT_TOL == hessian.DEFAULT_TOL
     import inspect
 
-    for fn in (landscape.landscape_metrics, zoo_driver.compute_zoo_landscape):
-        params = inspect.signature(fn).parameters
-        assert params["iters"].default == hessian.DEFAULT_ITERS
-        assert params["tol"].default == hessian.DEFAULT_TOL
+    params = inspect.signature(landscape.hessian_top_eigenvalue).parameters
+    assert params["iters"].default == hessian.DEFAULT_ITERS
+    assert params["tol"].default == hessian.DEFAULT_TOL
+    for options in (landscape.LandscapeOptions(), zoo_driver.ZOO_LANDSCAPE):
+        assert (options.iters, options.tol) == (hessian.DEFAULT_ITERS, hessian.DEFAULT_TOL)
+    # every knob the command sets has the zoo driver's default
+    parser = argparse.ArgumentParser()
+    measure.add_parsers(parser.add_subparsers(), [])
+    args = parser.parse_args(["landscape", "zoo"])
+    knobs = ("batches", "batch_size", "iters", "tol", "probes", "steps", "seed")
+    assert {k: getattr(args, k) for k in knobs} == zoo_driver.ZOO_LANDSCAPE.pick(knobs)
 
 
 # --------------------------------------------------------------- one graph for one batch
@@ -226,9 +242,8 @@ def test_the_driver_measures_on_exactly_the_training_batches(small_zoo, monkeypa
         return real(module, rows, data, *args, **kwargs)
 
     monkeypatch.setattr(landscape_driver, "landscape_metrics", spy)
-    zoo_driver.compute_zoo_landscape(
-        small_zoo, batches=3, batch_size=16, iters=3, probes=2, progress=False, name="spied"
-    )
+    options = zoo_driver.ZOO_LANDSCAPE.replace(batches=3, batch_size=16, iters=3, probes=2)
+    zoo_driver.compute_zoo_landscape(small_zoo, options=options, progress=False, name="spied")
     want = landscape.training_batches(small_zoo, batches=3, batch_size=16)
     assert len(seen) == 1 and len(seen[0]) == 3
     for (x, y), (wx, wy) in zip(seen[0], want, strict=True):

@@ -13,6 +13,7 @@ from torch.nn import functional as F
 from weightzoo.errors import InvalidOptionError
 from weightzoo.landscape import driver
 from weightzoo.landscape.metrics import METRICS, UnknownMetricError, landscape_metrics
+from weightzoo.landscape.options import LandscapeOptions
 from weightzoo.landscape.zoo_metrics import siblings
 from weightzoo.storage.sidecar import read_sidecar, sidecar_records
 from weightzoo.zoo import Zoo
@@ -22,7 +23,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:power iteration did not converge
 
 SINGLES = ["hessian_top", "hessian_trace"]
 PAIRS = ["cka", "linear_barrier"]
-OPTIONS = dict(iters=3, probes=2, steps=0, points=3, chunk=4)
+OPTIONS = LandscapeOptions(iters=3, probes=2, steps=0, points=3, chunk=4)
 CPU = torch.device("cpu")
 
 
@@ -54,13 +55,9 @@ def toy(toy_zoo) -> tuple[Zoo, driver.Selection, np.ndarray]:
 
 def two_parts(zoo: Zoo, metrics: list[str], **extra) -> list[driver.Part]:
     """Even models on one batch, odd models on another."""
-    options = dict(layout=zoo.layout, **OPTIONS)
-    return [
-        driver.Part(
-            np.arange(start, 12, 2), Toy(), batch(start), F.cross_entropy, metrics, options, **extra
-        )
-        for start in (0, 1)
-    ]
+    inputs = {"layout": zoo.layout}
+    halves = [(np.arange(start, 12, 2), Toy(), batch(start)) for start in (0, 1)]
+    return [driver.Part(*h, F.cross_entropy, metrics, OPTIONS, inputs, **extra) for h in halves]
 
 
 def measured(selection, parts, partner, metrics) -> dict[str, np.ndarray]:
@@ -79,8 +76,9 @@ def test_each_part_is_measured_as_landscape_metrics_measures_its_models(toy):
         )
         for part in parts:
             want = landscape_metrics(
-                part.module, rows[part.members], part.data, part.loss, SINGLES, **part.options
-            )
+                part.module, rows[part.members], part.data, part.loss, SINGLES,
+                options=OPTIONS, **part.inputs,
+            )  # fmt: skip
             for metric in SINGLES:
                 np.testing.assert_array_equal(out[metric][part.members, column], want[metric])
             paired = part.members[partner[part.members] >= 0]
@@ -91,7 +89,8 @@ def test_each_part_is_measured_as_landscape_metrics_measures_its_models(toy):
                 part.loss,
                 PAIRS,
                 partners=rows[partner[paired]],
-                **part.options,
+                options=OPTIONS,
+                **part.inputs,
             )
             for metric in PAIRS:
                 np.testing.assert_array_equal(out[metric][paired, column], want[metric])
@@ -110,7 +109,7 @@ def test_pair_options_see_the_singles_and_reach_only_the_pair_call(toy, monkeypa
 
     def options(rows, singles):
         seen.append((rows.shape[0], dict(singles)))
-        return {"lr": 0.0}
+        return OPTIONS.replace(lr=0.0)
 
     monkeypatch.setattr(driver, "landscape_metrics", spy)
     parts = two_parts(zoo, ["hessian_top", "cka"], pair_options=options)
@@ -121,12 +120,15 @@ def test_pair_options_see_the_singles_and_reach_only_the_pair_call(toy, monkeypa
         assert count == len(members)
         np.testing.assert_array_equal(singles["hessian_top"], out["hessian_top"][members, column])
     assert [m for m, _ in calls] == [["hessian_top"], ["cka"]] * 4
-    assert all(("lr" in kwargs) == ("partners" in kwargs) for _, kwargs in calls)
-    # a fixed mapping goes to the pair call alone as well
+    rates = [kwargs["options"].lr for _, kwargs in calls]
+    assert rates == [OPTIONS.lr, 0.0] * 4 and OPTIONS.lr != 0.0
+    assert all(("partners" in kwargs) == (m == ["cka"]) for m, kwargs in calls)
+    # fixed options go to the pair call alone as well
     calls.clear()
-    parts = two_parts(zoo, ["hessian_top", "cka"], pair_options={"bn_update": False})
+    fixed = OPTIONS.replace(bn_update=False)
+    parts = two_parts(zoo, ["hessian_top", "cka"], pair_options=fixed)
     measured(selection, parts[:1], partner, ["hessian_top", "cka"])
-    assert [("bn_update" in kwargs) for _, kwargs in calls] == [False, True] * 4
+    assert [kwargs["options"] for _, kwargs in calls] == [OPTIONS, fixed] * 4
 
 
 def test_models_without_partners_make_no_pair_call(toy, monkeypatch):
@@ -141,23 +143,17 @@ def test_models_without_partners_make_no_pair_call(toy, monkeypatch):
 def test_the_side_file_records_the_options_its_values_depend_on(toy):
     zoo, selection, _ = toy
     values = {"mc": np.arange(48.0).reshape(12, 4), "cka": np.ones((12, 4))}
-    options = dict(
-        layout=zoo.layout,
-        chunk=4,
-        seed=3,
-        iters=7,
-        accuracy_fn=F.cross_entropy,
-        steps=5,
-        cka_layer="fc",
-    )
+    options = LandscapeOptions(chunk=4, seed=3, iters=7, steps=5, batches=9, vectorize=False)
     record = driver.write_landscape(
         selection, "side", values, "the toy loss", options, {"partner": "x"}
     )
     attrs = sidecar_records(zoo.path)["side"].attrs
     assert attrs == record.attrs
-    assert list(attrs) == ["what", "metrics", "seed", "iters", "steps", "partner"]
+    knobs = ["seed", "iters", "tol", "probes", "steps", "points", "lr", "momentum", "weight_decay"]
+    assert list(attrs) == ["what", "metrics", *knobs, "partner"]
+    assert [attrs[k] for k in knobs] == [3, 7, options.tol, 100, 5, 11, 0.05, 0.9, 0.0]
     assert attrs["metrics"] == ["mc", "cka"] and attrs["what"] == "the toy loss"
-    assert set(driver.RECORDED_OPTIONS) >= {"seed", "iters", "steps"}
+    assert list(driver.RECORDED_OPTIONS) == knobs
     stored = read_sidecar(zoo.path, "side")
     np.testing.assert_array_equal(stored["mc"], values["mc"])
     assert stored["models"].tolist() == selection.reader.positions.tolist()
@@ -229,18 +225,18 @@ def test_a_pinn_groups_curve_step_is_the_same_whether_or_not_hessian_top_is_aske
     module = PINNLossModule(5.0, (4, 4))
     data = pinn_loss_data(convection_data(16, 0, 8, 4))
     rows = torch.randn(3, layout_of(module).num_params, generator=torch.Generator().manual_seed(0))
-    options = dict(iters=4, seed=0)
-    top = landscape_metrics(module, rows, data, pinn_loss_fn, ["hessian_top"], **options)
+    options = LandscapeOptions(iters=4, seed=0)
+    top = landscape_metrics(module, rows, data, pinn_loss_fn, ["hessian_top"], options=options)
     largest = float(np.abs(top["hessian_top"]).max())
     for curve_lr in (1e-6, 10.0):
-        rate = _curve_rate(module, data, curve_lr, options)
+        rate = _curve_rate(module, data, options.replace(lr=curve_lr), {})
         measured_here, given = rate(rows, {}), rate(rows, top)
-        assert measured_here == given == {"lr": min(curve_lr, 1.0 / largest)}
+        assert measured_here == given == options.replace(lr=min(curve_lr, 1.0 / largest))
 
 
 @pytest.mark.slow
 def test_the_pinn_engine_measures_its_curves_alike_with_or_without_hessian_top(tmp_path):
-    from weightzoo.families.pinn.landscape import pinn_landscape
+    from weightzoo.families.pinn.landscape import PINN_LANDSCAPE, pinn_landscape
     from weightzoo.families.pinn.spec import PINNSpec
     from weightzoo.generate.runner import generate
 
@@ -259,7 +255,7 @@ def test_the_pinn_engine_measures_its_curves_alike_with_or_without_hessian_top(t
         landscape_steps=2,
     )
     generate(spec, tmp_path / "zoo", progress=False)
-    options = dict(epochs="last", iters=3, steps=3, progress=False)
+    options = dict(epochs="last", options=PINN_LANDSCAPE.replace(iters=3, steps=3), progress=False)
     alone = pinn_landscape(tmp_path / "zoo", metrics=["mc"], name="alone", **options)
     both = pinn_landscape(tmp_path / "zoo", metrics=["hessian_top", "mc"], name="both", **options)
     assert alone.attrs["metrics"] == ["mc"] and both.attrs["metrics"] == ["hessian_top", "mc"]

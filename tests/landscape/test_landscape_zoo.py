@@ -17,8 +17,14 @@ from weightzoo.functional import evaluate
 from weightzoo.generate.runner import generate
 from weightzoo.generate.specs import get_spec
 from weightzoo.imagesets import splits as image_splits
-from weightzoo.landscape import landscape_metrics
-from weightzoo.landscape.zoo_metrics import UnsupportedZooError, compute_zoo_landscape, siblings
+from weightzoo.landscape import LandscapeOptions, landscape_metrics
+from weightzoo.landscape.options import resolve_options
+from weightzoo.landscape.zoo_metrics import (
+    ZOO_LANDSCAPE,
+    UnsupportedZooError,
+    compute_zoo_landscape,
+    siblings,
+)
 from weightzoo.storage.sidecar import open_sidecar, read_sidecar
 
 FAST = ["--batches", "1", "--batch-size", "32", "--iters", "4", "--probes", "3"]
@@ -62,7 +68,7 @@ def test_landscape_command_stores_metrics_that_the_dataset_serves(mlp_zoo, capsy
 
     direct = landscape_metrics(
         mlp_zoo.build_model(), rows, data, loss, ("hessian_top", "hessian_trace"),
-        layout=mlp_zoo.layout, iters=4, probes=3, chunk=16,
+        layout=mlp_zoo.layout, options=LandscapeOptions(iters=4, probes=3, chunk=16),
     )  # fmt: skip
     positions = reader.positions
     np.testing.assert_allclose(
@@ -86,10 +92,10 @@ def test_landscape_command_stores_metrics_that_the_dataset_serves(mlp_zoo, capsy
 
 
 def test_pair_metrics_compare_each_model_with_a_sibling(mlp_zoo):
+    options = ZOO_LANDSCAPE.replace(batches=1, batch_size=32, steps=5)
     record = compute_zoo_landscape(
-        mlp_zoo, metrics=("cka", "linear_barrier"), batches=1, batch_size=32, steps=5,
-        progress=False,
-    )  # fmt: skip
+        mlp_zoo, metrics=("cka", "linear_barrier"), options=options, progress=False
+    )
     stored = open_sidecar(mlp_zoo.path, record.file.split("/")[-1].removesuffix(".h5"))
     positions = mlp_zoo.reader("all").positions
     cka = stored.read("cka", positions, [mlp_zoo.epochs[-1]] * len(positions))
@@ -104,13 +110,21 @@ def test_cli_passes_the_batchnorm_choice_on(mlp_zoo, monkeypatch):
     record = SimpleNamespace(arrays={"mc": {"shape": [4, 1]}}, file="sidecars/x.h5", sha256="0")
 
     def fake(zoo, **kwargs):
-        seen.append(kwargs["bn_update"])
+        seen.append(kwargs["options"])
         return record
 
     monkeypatch.setattr("weightzoo.landscape.zoo_metrics.compute_zoo_landscape", fake)
     for flag, expected in (([], None), (["--no-bn-update"], False)):
         assert run(["landscape", str(mlp_zoo.path), "--metrics", "mc", *flag]) == 0
-        assert seen.pop() is expected
+        # the command's knobs over the engine's defaults, which are the generic ones here
+        assert resolve_options(seen.pop(), ZOO_LANDSCAPE) == ZOO_LANDSCAPE.replace(
+            bn_update=expected
+        )
+    assert run(["landscape", str(mlp_zoo.path), "--seed", "3", "--probes", "7"]) == 0
+    given = seen.pop()
+    assert (given["seed"], given["probes"]) == (3, 7)
+    assert "points" not in given  # no option for it: the engine's own stays
+    assert resolve_options(given, ZOO_LANDSCAPE) == ZOO_LANDSCAPE.replace(seed=3, probes=7)
 
 
 def test_dataset_refuses_a_side_file_that_misses_served_checkpoints(mlp_zoo, capsys):
@@ -158,9 +172,10 @@ def test_mlds_networks_are_measured_on_their_own_machines_sequences(tmp_path):
     spec = get_spec("mlds-ds1").override(per_class=2, epochs=1, machines=machines)
     generate(spec, tmp_path / "mlds", progress=False)
     zoo = weightzoo.Zoo(tmp_path / "mlds")
-    options = dict(batches=1, batch_size=16, iters=5, probes=3, steps=5, progress=False)
+    knobs = dict(iters=5, probes=3, steps=5)
+    options = ZOO_LANDSCAPE.replace(batches=1, batch_size=16, **knobs)
     metrics = ["hessian_top", "hessian_trace", "cka", "mc"]
-    compute_zoo_landscape(zoo, metrics=metrics, **options)
+    compute_zoo_landscape(zoo, metrics=metrics, options=options, progress=False)
     side = read_sidecar(zoo.path, "landscape")
     row_of = {int(p): k for k, p in enumerate(side["models"])}
     reader = zoo.reader("all", "last")
@@ -175,7 +190,7 @@ def test_mlds_networks_are_measured_on_their_own_machines_sequences(tmp_path):
         want = landscape_metrics(
             net, torch.from_numpy(rows[i : i + 1]), batch, mlds.masked_mse, metrics,
             layout=zoo.layout, partners=torch.from_numpy(rows[partner : partner + 1]),
-            accuracy_fn=mlds.bit_accuracy, iters=5, probes=3, steps=5,
+            accuracy_fn=mlds.bit_accuracy, options=LandscapeOptions(**knobs),
         )  # fmt: skip
         for metric in metrics:
             got = side[metric][row_of[int(reader.positions[i])], 0]

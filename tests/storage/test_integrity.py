@@ -139,9 +139,11 @@ def test_temporary_names_are_unique_per_writer(tmp_path, monkeypatch):
     seen = []
     original = writer_module.write_shard_file
 
-    def spy(path, **kwargs):
+    def spy(path, content):
+        assert isinstance(content, writer_module.ShardContent)
+        assert all(type(i) is int for i in (*content.models, *content.epochs))
         seen.append(Path(path).name)
-        original(path, **kwargs)
+        original(path, content)
 
     monkeypatch.setattr(writer_module, "write_shard_file", spy)
     for name in ("a", "b"):

@@ -148,7 +148,7 @@ def test_interrupted_write_leaves_nothing(tmp_path, weights, monkeypatch):
     writer = make_writer(zoo)
     write_block(writer, "train", 0, 4, weights)
 
-    def crash(path, **kwargs):
+    def crash(path, content):
         open(path, "wb").write(b"partial")
         raise KeyboardInterrupt
 

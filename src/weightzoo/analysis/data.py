@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
-from weightzoo._types import PathLike
+from weightzoo._types import EpochSelection, PathLike
 from weightzoo.datasets import ZooDataset
 from weightzoo.zoo import Zoo
 
@@ -23,7 +23,7 @@ def arrays(
     zoo: Zoo,
     *,
     split: str | Sequence[str],
-    epochs: int | str | Iterable[int] | None = "last",
+    epochs: EpochSelection = "last",
     features: Sequence[str] = ("weights",),
     targets: Sequence[str] = (),
     filter_viable: bool = True,

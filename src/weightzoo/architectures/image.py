@@ -19,6 +19,7 @@ Counts (trainable parameters; checked in ``tests/architectures/test_modelzoo_arc
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import nn
@@ -184,21 +185,26 @@ class CNN(SeqNet):
         super().__init__(*layers)
 
 
+#: The sizes of the CNNs of Table 4 of "Model Zoos: A Dataset of Diverse Populations of Neural
+#: Network Models" (Schürholt et al.; arXiv:2209.14764) that do not depend on the data (``flat``:
+#: for the table's input size).
+_TABLE_4: dict[str, dict[str, Any]] = {
+    "CNN-s": dict(channels=(8, 6, 4), kernels=(5, 5, 2), hidden=20, flat=36, pool3=False),
+    "CNN-m": dict(channels=(16, 32, 15), kernels=(3, 3, 3), hidden=20, flat=60, pool3=True),
+}
+
+
+def _table_4(name: str, in_channels: int, num_classes: int, activation: str, dropout: float) -> CNN:
+    """The :class:`CNN` ``name`` of Table 4 (:data:`_TABLE_4`) with the data's sizes."""
+    data = dict(in_channels=in_channels, num_classes=num_classes)
+    return CNN(**_TABLE_4[name], **data, activation=activation, dropout=dropout)
+
+
 def cnn_small(
     in_channels: int = 1, num_classes: int = 10, *, activation: str = "tanh", dropout: float = 0.0
 ) -> CNN:
     """CNN-s of Table 4 for 28x28 inputs: 2,464 parameters on 1 channel, 2,864 on 3."""
-    return CNN(
-        channels=(8, 6, 4),
-        kernels=(5, 5, 2),
-        in_channels=in_channels,
-        hidden=20,
-        num_classes=num_classes,
-        flat=36,
-        pool3=False,
-        activation=activation,
-        dropout=dropout,
-    )
+    return _table_4("CNN-s", in_channels, num_classes, activation, dropout)
 
 
 def cnn_medium(
@@ -209,17 +215,7 @@ def cnn_medium(
     Table 4 lists no pooling after the third conv, but its first linear layer takes 60 = 15 x 2
     x 2 features, which a 32x32 input reaches only with a third 2x2 max-pool (4x4 -> 2x2).
     """
-    return CNN(
-        channels=(16, 32, 15),
-        kernels=(3, 3, 3),
-        in_channels=in_channels,
-        hidden=20,
-        num_classes=num_classes,
-        flat=60,
-        pool3=True,
-        activation=activation,
-        dropout=dropout,
-    )
+    return _table_4("CNN-m", in_channels, num_classes, activation, dropout)
 
 
 def projection_shortcut(cin: int, cout: int, stride: int) -> nn.Sequential:

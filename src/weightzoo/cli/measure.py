@@ -37,7 +37,7 @@ zoos), and store them in <zoo>/sidecars/<name>.h5; ZooDataset(..., targets=('hes
 then serves them.
 """
 _DEFAULT_METRICS = ("hessian_top", "hessian_trace")
-#: Power iteration's defaults: weightzoo.landscape.hessian.DEFAULT_ITERS and DEFAULT_TOL, kept
+#: Power iteration's defaults: weightzoo.landscape.options.DEFAULT_ITERS and DEFAULT_TOL, kept
 #: here as numbers so that building the parser imports no torch (a test checks they agree).
 _DEFAULT_ITERS = 200
 _DEFAULT_TOL = 1e-4
@@ -93,14 +93,18 @@ def cmd_landscape(args: argparse.Namespace) -> int:
 
 
 def _landscape_one(args: argparse.Namespace, group: str | None, zoo: Path) -> None:
-    from weightzoo.landscape.zoo_metrics import compute_zoo_landscape  # torch: it runs the models
+    # torch: it runs the models
+    from weightzoo.landscape.zoo_metrics import compute_zoo_landscape
 
-    own = ("metrics", "split", "batches", "batch_size", "iters", "tol", "probes", "steps")
+    side = _side_file_options(args)
+    knobs = ("batches", "batch_size", "iters", "tol", "probes", "steps")
+    # the knobs this command has, over the defaults of the engine that measures the zoo
+    options = {name: getattr(args, name) for name in knobs} | {
+        "seed": side.pop("seed"),
+        "bn_update": False if args.no_bn_update else None,
+    }
     record = compute_zoo_landscape(
-        zoo,
-        bn_update=False if args.no_bn_update else None,
-        **{name: getattr(args, name) for name in own},
-        **_side_file_options(args),
+        zoo, metrics=args.metrics, split=args.split, options=options, **side
     )
     shape = next(iter(record.arrays.values()))["shape"]
     print(

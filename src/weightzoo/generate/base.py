@@ -14,13 +14,14 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
-import inspect
 import json
+import pkgutil
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
 
+from weightzoo._lazy import lazy_getattr
 from weightzoo.errors import InvalidOptionError
 from weightzoo.generate.sampling import SAMPLES, stratified_positions
 from weightzoo.storage.layout import Layout
@@ -31,10 +32,15 @@ if TYPE_CHECKING:
     from torch import nn
 
     from weightzoo.blocks import ModelRecord
+    from weightzoo.generate.progress import EpochCallback
+    from weightzoo.landscape.driver import Selection
+    from weightzoo.landscape.options import LandscapeOptions
     from weightzoo.storage.sidecar import SidecarRecord
     from weightzoo.zoo import Zoo
 
 __all__ = [
+    "BlockReport",
+    "BlockRun",
     "Family",
     "GridOptions",
     "GroupedSpec",
@@ -43,18 +49,12 @@ __all__ = [
     "ModelRecord",
     "RootedFamily",
     "ZooSpec",
-    "accepts_root",
     "size_estimate",
 ]
 
 
-def __getattr__(name: str) -> Any:
-    """``ModelRecord`` on first use: :mod:`weightzoo.blocks` imports torch."""
-    if name == "ModelRecord":
-        from weightzoo.blocks import ModelRecord
-
-        return ModelRecord
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# ModelRecord on first use: weightzoo.blocks imports torch
+__getattr__ = lazy_getattr(__name__, {"ModelRecord": "weightzoo.blocks"})
 
 
 @dataclass(frozen=True)
@@ -158,8 +158,8 @@ class GroupedSpec(ZooSpec):
     A grouped zoo (format version 2) holds models of different layouts (widths, heads) in
     groups; each group is generated from its own spec into ``<out>/groups/<name>`` as a complete
     version-1 zoo, in the order :meth:`groups` gives, and model ids run on across groups. A
-    family whose ``train`` names a ``root`` parameter receives the group's directory, so a later
-    group can read an earlier one at ``root.parent / "<name>"`` (a fine-tuning group reading its
+    family's ``train`` receives the group's directory as :attr:`BlockRun.root`, so a later group
+    can read an earlier one at ``root.parent / "<name>"`` (a fine-tuning group reading its
     pretraining group). Subclasses are frozen dataclasses with their own fields and implement
     :meth:`groups`; the manifest stores :meth:`to_dict`, which includes every group's spec, so a
     change to any group changes the fingerprint.
@@ -193,17 +193,60 @@ class GroupedSpec(ZooSpec):
         return data
 
 
-def accepts_root(family: Family) -> bool:
-    """Whether ``family.train`` names a ``root`` parameter (it then gets its zoo directory)."""
-    return "root" in inspect.signature(family.train).parameters
+class BlockReport(Protocol):
+    """What a block's trainer calls after every epoch (:meth:`Family.block_progress` makes one).
+
+    ``report(done)`` moves the block's bar by ``done`` units (optimizer steps, model-epochs)
+    and tells the runner that every model of the block trained that epoch; ``report(done,
+    models)`` tells it that ``models`` did (a block trained as several populations reports
+    each population's epochs with that population's size).
+    """
+
+    def __call__(self, done: int, models: int | None = None, /) -> None:
+        """Report one epoch."""
+
+
+@dataclass(frozen=True)
+class BlockRun:
+    """How one block is trained: what the runner gives every family's :meth:`Family.train`.
+
+    Attributes:
+        device: torch device.
+        progress: show the family's own progress bar (the runner shows its own, and passes
+            ``False``).
+        on_epoch: optional; a family calls ``on_epoch(advanced, passed)`` once after every
+            epoch of every population it trains: ``advanced`` is the number of models that
+            trained during that epoch (the whole population, or only those not yet stopped
+            early), ``passed`` the number of models of this block that have passed the
+            family's threshold so far (cumulative over the block's populations), or ``None``
+            where the family has no such notion. The runner counts model-epochs against
+            ``len(plans) * max(checkpoint epochs)`` for the block, so a model that stops early
+            or a family that never calls ``on_epoch`` is still counted in full when the block
+            is written. The callback may write to a pipe to the parent process: call it from
+            the training thread. Where it is given, every
+            :func:`weightzoo.generate.population.train` call with a ``progress`` callback also
+            reports the steps done within each epoch (:mod:`weightzoo.generate.progress`), so a
+            family that reports its toolkit epochs here moves the bar within them with nothing
+            more to do; :meth:`Family.block_progress` calls it for the default :meth:`train`.
+        root: the zoo's directory (a group's, in a grouped zoo), which the runner always
+            gives, so that a later group can read an earlier one at ``root.parent / "<name>"``
+            (a fine-tuning group reading its pretraining group). ``None`` where the family is
+            called outside the runner: a family that reads it must then refuse in one line.
+    """
+
+    device: str = "cpu"
+    progress: bool = True
+    on_epoch: EpochCallback | None = None
+    root: Path | None = None
 
 
 @dataclass(frozen=True)
 class RootedFamily:
-    """A family whose ``train`` takes ``root``, with the zoo directory bound to it.
+    """A family with its zoo directory bound: its ``train`` gets ``run.root`` set to ``root``.
 
-    The runner wraps such a family so that engines and workers call ``train`` as for any
-    family; it pickles like the family it holds (for worker processes and Ray tasks).
+    The runner wraps every family so that engines and workers call ``train`` without knowing
+    the zoo's directory; it pickles like the family it holds (for worker processes and Ray
+    tasks).
     """
 
     family: Any
@@ -225,20 +268,9 @@ class RootedFamily:
         """As the family's."""
         return self.family.plan(spec)
 
-    def train(
-        self,
-        spec: ZooSpec,
-        plans: Sequence[ModelPlan],
-        *,
-        device: str,
-        progress: bool = True,
-        on_epoch: Callable[[int, int | None], None] | None = None,
-    ) -> list[ModelRecord]:
-        """The family's ``train`` with ``root`` (and ``on_epoch`` where it takes one)."""
-        options: dict[str, Any] = {"root": self.root}
-        if on_epoch is not None and "on_epoch" in inspect.signature(self.family.train).parameters:
-            options["on_epoch"] = on_epoch
-        return self.family.train(spec, plans, device=device, progress=progress, **options)
+    def train(self, spec: ZooSpec, plans: Sequence[ModelPlan], run: BlockRun) -> list[ModelRecord]:
+        """The family's ``train``, with ``run.root`` set to this zoo's directory."""
+        return self.family.train(spec, plans, run=dataclasses.replace(run, root=self.root))
 
 
 @dataclass(frozen=True)
@@ -445,9 +477,9 @@ class Family(Generic[SpecT]):
     A family lives in ``weightzoo/families/<name>/`` (``family.py`` holds its subclass) and is
     found by name through :mod:`weightzoo.families`. Subclasses define the runner's contract
     (:meth:`layout`, :meth:`checkpoint_epochs`, :meth:`metric_names`, :meth:`plan`, and
-    :meth:`train_block` with :meth:`progress_total`, or :meth:`train`) and bind their spec
-    class, so that the registry refuses a spec of another class once and the methods need no
-    checks; :meth:`layout` and :meth:`metric_names` have defaults (the layout of
+    :attr:`trainer` or :meth:`train_block` with :meth:`progress_total`, or :meth:`train`) and
+    bind their spec class, so that the registry refuses a spec of another class once and the
+    methods need no checks; :meth:`layout` and :meth:`metric_names` have defaults (the layout of
     :meth:`build_model`'s module, and :attr:`metrics`). The optional hooks answer ``None`` where
     a family has nothing of its own, and the engine's generic code applies.
 
@@ -455,6 +487,10 @@ class Family(Generic[SpecT]):
         name: the family's registry name (a manifest's ``family``).
         spec_class: the spec class (or classes) the family trains.
         progress_unit: the unit of the default :meth:`train`'s bar.
+        trainer: where the default :meth:`train_block` lives, as ``"package.module:function"``
+            (a function of ``train_block``'s parameters, imported when a block trains, so that
+            listing and evaluating never load the training code); ``None``: the family defines
+            :meth:`train_block` or :meth:`train`.
         metrics: the default :meth:`metric_names`, for a family whose every spec stores the
             same metrics (empty: the family defines :meth:`metric_names`).
     """
@@ -462,6 +498,7 @@ class Family(Generic[SpecT]):
     name: ClassVar[str]
     spec_class: ClassVar[type[ZooSpec] | tuple[type[ZooSpec], ...]]
     progress_unit: ClassVar[str] = "step"
+    trainer: ClassVar[str | None] = None
     metrics: ClassVar[tuple[str, ...]] = ()
 
     # -- the runner's contract -------------------------------------------------------------
@@ -498,15 +535,7 @@ class Family(Generic[SpecT]):
         """One plan per model, ordered by ``model_id``."""
         raise NotImplementedError(f"{type(self).__name__} must define plan()")
 
-    def train(
-        self,
-        spec: SpecT,
-        plans: Sequence[ModelPlan],
-        *,
-        device: str,
-        progress: bool = True,
-        on_epoch: Callable[[int, int | None], None] | None = None,
-    ) -> list[ModelRecord]:
+    def train(self, spec: SpecT, plans: Sequence[ModelPlan], run: BlockRun) -> list[ModelRecord]:
         """Train the models of ``plans`` (one shard's block) and return one record per plan.
 
         Must be deterministic: same spec, plans and device give the same records. Models that
@@ -521,46 +550,36 @@ class Family(Generic[SpecT]):
         Args:
             spec: the zoo spec.
             plans: the block's models.
-            device: torch device.
-            progress: show the family's own progress bar (the runner passes ``False`` when
-                it gives ``on_epoch``).
-            on_epoch: optional; a family that takes it calls ``on_epoch(advanced, passed)``
-                once after every epoch of every population it trains: ``advanced`` is the
-                number of models that trained during that epoch (the whole population, or
-                only those not yet stopped early), ``passed`` the number of models of this
-                block that have passed the family's threshold so far (cumulative over the
-                block's populations), or ``None`` where the family has no such notion. The
-                runner counts model-epochs against ``len(plans) * max(checkpoint epochs)``
-                for the block, so a model that stops early or a family that never calls
-                ``on_epoch`` is still counted in full when the block is written. Families
-                without the parameter keep working: the runner only passes it to a
-                ``train`` whose signature names it. The callback may
-                write to a pipe to the parent process: call it from the training thread.
-                Where it is given, every :func:`weightzoo.generate.population.train` call
-                with a ``progress`` callback also reports the steps done within each epoch
-                (:mod:`weightzoo.generate.progress`), so a family that reports its toolkit
-                epochs here moves the bar within them with nothing more to do.
+            run: the device, the progress wanted (the family's bar, the runner's ``on_epoch``)
+                and the zoo's directory.
         """
-        total = self.progress_total(spec, plans)
-        with self.block_progress(spec, plans, total, show=progress, on_epoch=on_epoch) as report:
-            return self.train_block(spec, plans, device, report)
+        with self.block_progress(spec, plans, self.progress_total(spec, plans), run) as report:
+            return self.train_block(spec, plans, run.device, report)
 
     def progress_total(self, spec: SpecT, plans: Sequence[ModelPlan]) -> int:
         """Units of the default :meth:`train`'s bar over one block (optimizer steps...)."""
         raise NotImplementedError(f"{type(self).__name__} must define progress_total()")
 
     def train_block(
-        self, spec: SpecT, plans: Sequence[ModelPlan], device: str, report: Callable[[int], None]
+        self, spec: SpecT, plans: Sequence[ModelPlan], device: str, report: BlockReport
     ) -> list[ModelRecord]:
         """What the default :meth:`train` runs: the block's records, in plan order.
+
+        The default calls the function that :attr:`trainer` names with these arguments,
+        imported only when a block trains.
 
         Args:
             spec: the zoo spec.
             plans: the block's models.
             device: torch device.
-            report: call with the units done after each epoch (see :meth:`block_progress`).
+            report: call after each epoch (see :class:`BlockReport`).
         """
-        raise NotImplementedError(f"{type(self).__name__} must define train_block() or train()")
+        if self.trainer is None:
+            raise NotImplementedError(
+                f"{type(self).__name__} must define train_block() or train(), or name its trainer"
+            )
+        trainer: Callable[..., list[ModelRecord]] = pkgutil.resolve_name(self.trainer)
+        return trainer(spec, plans, device, report)
 
     # -- what every family shares ----------------------------------------------------------
     def estimate(self, spec: SpecT) -> dict[str, int]:
@@ -590,38 +609,32 @@ class Family(Generic[SpecT]):
 
     @contextlib.contextmanager
     def block_progress(
-        self,
-        spec: SpecT,
-        plans: Sequence[ModelPlan],
-        total: int,
-        *,
-        show: bool,
-        on_epoch: Callable[[int, int | None], None] | None,
-    ) -> Iterator[Callable[..., None]]:
+        self, spec: SpecT, plans: Sequence[ModelPlan], total: int, run: BlockRun
+    ) -> Iterator[BlockReport]:
         """A progress bar of ``total`` units over one block, and the report that moves it.
 
         ``report(done, models=None)`` advances the bar by ``done`` units and tells the runner's
-        ``on_epoch`` that ``models`` models trained that epoch (``None``: all of the block's;
-        a family that trains a block as several populations passes the population's size).
-        The family has no pass count.
+        ``run.on_epoch`` that ``models`` models trained that epoch (``None``: all of the
+        block's; a family that trains a block as several populations passes the population's
+        size). The family has no pass count.
 
         Args:
             spec: the zoo spec (the bar's label).
             plans: the block's models.
             total: units of the whole block (optimizer steps, model-epochs).
-            show: show the bar (``train``'s ``progress``).
-            on_epoch: ``train``'s ``on_epoch``, or ``None``.
+            run: ``train``'s run: the bar shows where ``run.progress`` asks.
         """
         from tqdm.auto import tqdm  # the bar only when a block trains: listing stays light
 
+        hidden = not run.progress
         bar = tqdm(
-            total=total, disable=not show, desc=spec.name, unit=self.progress_unit, leave=False
+            total=total, disable=hidden, desc=spec.name, unit=self.progress_unit, leave=False
         )
 
-        def report(done: int, models: int | None = None) -> None:
+        def report(done: int, models: int | None = None, /) -> None:
             bar.update(done)
-            if on_epoch is not None:
-                on_epoch(len(plans) if models is None else models, None)
+            if run.on_epoch is not None:
+                run.on_epoch(len(plans) if models is None else models, None)
 
         try:
             yield report
@@ -649,32 +662,28 @@ class Family(Generic[SpecT]):
         """The family's own measurement of ``zoo``'s landscape side file, or ``None``.
 
         :func:`weightzoo.landscape.zoo_metrics.compute_zoo_landscape` calls it with ``metrics``,
-        ``split``, ``epochs``, ``device``, ``chunk``, ``seed``, ``iters``, ``probes``,
-        ``steps``, ``progress``, ``name`` and the data options ``batches``, ``batch_size`` and
-        ``data_dir`` (a measure whose data is its own making ignores those); ``None``: the
-        generic driver measures the zoo on its :meth:`eval_task`'s training data.
+        ``split``, ``epochs``, ``options`` (a
+        :class:`~weightzoo.landscape.options.LandscapeOptions`; ``None``: the engine's own
+        defaults), ``data_dir``, ``device``, ``progress`` and ``name`` (a measure whose data is
+        its own making ignores the data knobs and ``data_dir``); ``None``: the generic driver
+        measures the zoo on its :meth:`eval_task`'s training data.
         """
         return None
 
     def landscape_parts(
-        self,
-        zoo: Zoo,
-        columns: Mapping[str, np.ndarray],
-        batches: int,
-        batch_size: int,
-        device: torch.device,
+        self, selection: Selection, options: LandscapeOptions, device: torch.device
     ) -> LandscapeParts | None:
-        """The modules, data and loss the generic landscape driver measures ``zoo`` with.
+        """The modules, data and loss the generic landscape driver measures a zoo with.
 
         For a family whose models each have their own data (and so no :meth:`landscape_plan`
         of their own); ``None``: the driver measures every model on the training split of the
         :meth:`eval_task`.
 
         Args:
-            zoo: the zoo (its spec checked against its layout).
-            columns: the selected models' columns, one value per model.
-            batches: training batches a model is measured on.
-            batch_size: items per batch.
+            selection: the checkpoints measured: the zoo (its spec checked against its
+                layout) and the selected models' columns, one value per model.
+            options: the knobs; ``batches`` training batches of ``batch_size`` items each is
+                what a model is measured on.
             device: where the data go.
         """
         return None

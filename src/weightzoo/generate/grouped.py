@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from weightzoo import __version__
 from weightzoo.errors import (
@@ -32,8 +32,11 @@ from weightzoo.storage.groups import (
     read_manifest_json,
 )
 from weightzoo.storage.hashing import sha256_file
-from weightzoo.storage.manifest import GROUPED_FORMAT_VERSION, MANIFEST_NAME, Manifest
+from weightzoo.storage.manifest import GROUPED_FORMAT_VERSION, MANIFEST_NAME
 from weightzoo.storage.writer import ZooLock
+
+if TYPE_CHECKING:
+    from weightzoo.generate.runner import RunOptions
 
 log = logging.getLogger(__name__)
 __all__ = ["generate_grouped", "plan_groups"]
@@ -141,21 +144,16 @@ def _refuse_changed(out: Path, entry: GroupEntry) -> None:
 
 
 def generate_grouped(
-    spec: GroupedSpec,
-    out: str | os.PathLike[str],
-    *,
-    slice: tuple[int, int] | None = None,
-    **options: Any,
+    spec: GroupedSpec, out: str | os.PathLike[str], options: RunOptions
 ) -> GroupedManifest:
     """Generate (or finish generating) the grouped zoo of ``spec`` into ``out``.
 
     Args:
         spec: the grouped spec.
         out: the zoo directory; groups go to ``out/groups/<name>``.
-        slice: refused: slices of a grouped zoo are not supported (generate it whole; every
-            group resumes block by block).
-        **options: as for :func:`weightzoo.generate.runner.generate` (device, workers,
-            progress, engine, ray), used for every group.
+        options: how every group is trained (as :func:`weightzoo.generate.runner.generate`
+            builds them); a ``slice`` is refused: slices of a grouped zoo are not supported
+            (generate it whole; every group resumes block by block).
 
     Returns:
         The finished top manifest.
@@ -165,16 +163,14 @@ def generate_grouped(
         SpecMismatchError: if ``out`` holds a zoo of another spec.
         ZooLockedError: if another process is generating into ``out``.
     """
-    from weightzoo.generate.runner import _check_engine, generate
+    from weightzoo.generate.runner import generate_zoo
 
-    if slice is not None:
+    if options.slice is not None:
+        index, count = options.slice
         raise InvalidOptionError(
-            f"--slice {slice[0]}/{slice[1]}: {spec.name!r} is a grouped zoo, which is generated "
+            f"--slice {index}/{count}: {spec.name!r} is a grouped zoo, which is generated "
             "whole (each group resumes block by block after an interruption); drop --slice"
         )
-    _check_engine(
-        options.get("engine", "local"), options.get("ray"), options.get("device", "cpu")
-    )  # before anything is written, as for a version-1 spec
     out = Path(out)
     planned = plan_groups(spec)
     for entry, _ in planned:
@@ -190,10 +186,9 @@ def generate_grouped(
                 log.info("group %s of %s is finished; skipping it", entry.name, spec.name)
                 continue
             _refuse_changed(out, entry)
-            manifest = generate(
-                group_spec, out / entry.path, first_model_id=entry.first_model_id, **options
+            manifest = generate_zoo(
+                group_spec, out / entry.path, options, first_model_id=entry.first_model_id
             )
-            assert isinstance(manifest, Manifest)
             if not manifest.finished:
                 raise ManifestError(
                     f"group {entry.name!r} of {spec.name!r} did not finish (its shards do not "

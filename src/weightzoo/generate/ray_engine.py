@@ -22,19 +22,19 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from weightzoo.errors import InvalidOptionError, require
-from weightzoo.generate.base import Family, ModelPlan, ModelRecord, ZooSpec
+from weightzoo.generate.base import BlockRun, Family, ModelPlan, ModelRecord, ZooSpec
 from weightzoo.generate.devices import check_device
 from weightzoo.generate.progress import ModelEpochBar
 from weightzoo.generate.resume import ResumeSlot
 from weightzoo.generate.workers import BLOCK_THREADS, train_block
 
 if TYPE_CHECKING:
-    from weightzoo.generate.runner import Block
+    from weightzoo.generate.runner import Block, Pending, RunOptions
 
 log = logging.getLogger(__name__)
 _POLL_S = 0.25  # how often the bar is brought up to date while no block finishes
@@ -134,9 +134,8 @@ def _train_task(
     def on_step(models: int, fraction: float) -> None:
         board.report.remote(key, models, None, fraction)
 
-    return train_block(
-        family, spec, plans, device=device, on_epoch=on_epoch, on_step=on_step, resume=resume
-    )
+    run = BlockRun(device, progress=False, on_epoch=on_epoch)
+    return train_block(family, spec, plans, run, on_step=on_step, resume=resume)
 
 
 def _apply(bar: ModelEpochBar, reports: Sequence[_Report]) -> None:
@@ -158,20 +157,11 @@ def _connect(ray: Any, options: RayOptions) -> bool:
     return True
 
 
-def run_blocks(
-    family: Family,
-    spec: ZooSpec,
-    todo: Sequence[Block],
-    *,
-    device: str,
-    options: RayOptions,
-    keep: Callable[[Block, list[ModelRecord]], None],
-    bar: ModelEpochBar,
-    slots: Callable[[Block], ResumeSlot | None] = lambda _block: None,
-) -> None:
-    """Train ``todo`` as Ray tasks and ``keep`` each block in this process as it comes back.
+def run_blocks(family: Family, spec: ZooSpec, pending: Pending, options: RunOptions) -> None:
+    """Train the pending blocks as Ray tasks and keep each in this process as it comes back.
 
-    ``slots`` gives each block's resume slot (see :func:`_train_task`).
+    ``options`` give the device and the Ray options (checked when they were built); each
+    block's resume slot is saved as :func:`_train_task` says.
 
     On any exception (Ctrl-C, SIGTERM turned into an exception, a block that failed for good)
     the blocks still running are cancelled and every block that had come back is still kept
@@ -179,40 +169,32 @@ def run_blocks(
 
     Raises:
         MissingExtraError: without Ray.
-        InvalidOptionError: for unusable ``options``.
         ray.exceptions.RayError: (or the task's own exception) for a block that failed after
             its retries.
     """
-    options.check(device)
+    device, ray_options = options.device, options.ray or RayOptions()
     ray = import_ray()
-    started = _connect(ray, options)
+    started = _connect(ray, ray_options)
     try:
         board = ray.remote(num_cpus=0)(_ProgressBoard).remote()
         task = ray.remote(_train_task).options(
-            num_cpus=options.cpus_per_block,
-            num_gpus=options.gpus_per_block,
-            max_retries=options.max_retries,
+            num_cpus=ray_options.cpus_per_block,
+            num_gpus=ray_options.gpus_per_block,
+            max_retries=ray_options.max_retries,
             retry_exceptions=False,  # an error of the block itself would only repeat
         )
-        # Largest blocks first: better balance at the end.
-        largest_first = sorted(todo, key=lambda b: len(b.plans), reverse=True)
         refs = {
-            task.remote(family, spec, block.plans, device, block.first, board, slots(block)): block
-            for block in largest_first
+            task.remote(family, spec, b.plans, device, b.first, board, pending.slot(b)): b
+            for b in pending.largest_first()
         }
-        _collect(ray, refs, board, keep, bar)
+        _collect(ray, refs, board, pending)
     finally:
         if started:
             ray.shutdown()
 
 
-def _collect(
-    ray: Any,
-    refs: dict[Any, Block],
-    board: Any,
-    keep: Callable[[Block, list[ModelRecord]], None],
-    bar: ModelEpochBar,
-) -> None:
+def _collect(ray: Any, refs: dict[Any, Block], board: Any, work: Pending) -> None:
+    keep, bar = work.keep, work.bar
     pending = list(refs)
     try:
         while pending:

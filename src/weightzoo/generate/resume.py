@@ -32,6 +32,7 @@ never leads a write out of the zoo.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 import os
 import secrets
@@ -71,6 +72,8 @@ _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 fault_hook: Callable[[str, int], None] | None = None
 
 _session: ContextVar[BlockSession | None] = ContextVar("weightzoo_block_session", default=None)
+# Where a warning of this module does not point: here, and the context manager of ``active``.
+_INSIDE = frozenset({__file__, contextlib.__file__})
 
 
 def state_file_name(split: str, first: int) -> str:
@@ -218,11 +221,9 @@ class BlockSession:
         return TrainCall(self, index, check)
 
     def _forget_from(self, index: int) -> None:
-        warnings.warn(
+        _warn(
             f"{self.slot.path}: call {index} of the block's saved state differs from the one "
-            "being made now; training it and what follows from the start",
-            RuntimeWarning,
-            stacklevel=3,
+            "being made now; training it and what follows from the start"
         )
         del self._saved_calls[index:]
         self._saved_current = None
@@ -241,12 +242,10 @@ class BlockSession:
         try:
             _write_atomically(self.slot.path, content)
         except OSError as exc:
-            warnings.warn(
+            _warn(
                 f"could not save the block's training state to {self.slot.path} "
                 f"({exc.strerror or exc}); training goes on, an interruption would restart "
-                "the block",
-                RuntimeWarning,
-                stacklevel=2,
+                "the block"
             )
             return
         self._last_save = time.monotonic()
@@ -281,11 +280,9 @@ class BlockSession:
         return content
 
     def _discard(self, why: str) -> None:
-        warnings.warn(
+        _warn(
             f"ignored and deleted {self.slot.path}: {why} (another spec, block or weightzoo "
-            "version wrote it); the block trains from its start",
-            RuntimeWarning,
-            stacklevel=4,
+            "version wrote it); the block trains from its start"
         )
         self.slot.clear()
         return None
@@ -352,6 +349,22 @@ class TrainCall:
             f"{self.session.slot.path} holds a training state that does not fit its block "
             f"({type(exc).__name__}: {exc}); delete it and run generate again"
         )
+
+
+def _warn(message: str) -> None:
+    """Warn (a ``RuntimeWarning``) at the first line outside this module and ``contextlib``.
+
+    However deep inside the session the state's trouble is found (loading it when the block
+    starts, matching a call, saving after an epoch), the warning names the training code that
+    used it.
+    """
+    frame = inspect.currentframe()
+    frame = frame.f_back if frame is not None else None
+    level = 2  # warnings.warn's stacklevel of the frame ``frame``: the caller of _warn
+    while frame is not None and frame.f_code.co_filename in _INSIDE:
+        frame = frame.f_back
+        level += 1
+    warnings.warn(message, RuntimeWarning, stacklevel=level)
 
 
 def _plain(value: Any) -> Any:

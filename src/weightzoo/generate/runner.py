@@ -27,13 +27,13 @@ from weightzoo.blocks import STATS_PRESET, epoch_groups, stratified_splits, writ
 from weightzoo.errors import InvalidOptionError
 from weightzoo.features import statistics_names
 from weightzoo.generate.base import (
+    BlockRun,
     Family,
     GroupedSpec,
     ModelPlan,
     ModelRecord,
     RootedFamily,
     ZooSpec,
-    accepts_root,
 )
 from weightzoo.generate.devices import check_device
 from weightzoo.generate.progress import ModelEpochBar
@@ -56,9 +56,11 @@ log = logging.getLogger(__name__)
 __all__ = [
     "ENGINES",
     "STATS_PRESET",
+    "RunOptions",
     "assign_splits",
     "epoch_groups",
     "generate",
+    "generate_zoo",
     "plan_blocks",
     "slice_blocks",
 ]
@@ -94,6 +96,27 @@ class Block:
     def last(self) -> int:
         """One past the storage position of the last model."""
         return self.first + len(self.plans)
+
+
+@dataclass(frozen=True)
+class Pending:
+    """The blocks left to train, and what the runner does around each: what an engine is given.
+
+    Attributes:
+        blocks: the blocks to train.
+        bar: the run's bar, which every block's progress reports move.
+        slot: a block's resume slot (None: nothing is saved).
+        keep: writes a block's records, in this process, as soon as they are back.
+    """
+
+    blocks: Sequence[Block]
+    bar: ModelEpochBar
+    slot: Callable[[Block], ResumeSlot | None]
+    keep: Callable[[Block, list[ModelRecord]], None]
+
+    def largest_first(self) -> list[Block]:
+        """The blocks, largest first: better balance at the end."""
+        return sorted(self.blocks, key=lambda b: len(b.plans), reverse=True)
 
 
 def plan_blocks(plans: Sequence[ModelPlan], spec: ZooSpec) -> list[Block]:
@@ -137,27 +160,19 @@ def usable_cpus() -> int:
 
 
 def _train_in_workers(
-    family: Family,
-    spec: ZooSpec,
-    todo: Sequence[Block],
-    *,
-    device: str,
-    workers: int,
-    keep: Callable[[Block, list[ModelRecord]], None],
-    bar: ModelEpochBar,
-    slots: Callable[[Block], ResumeSlot | None],
+    family: Family, spec: ZooSpec, pending: Pending, device: str, workers: int
 ) -> None:
-    """Train ``todo`` in ``workers`` processes, keeping each block as soon as it is done.
+    """Train the pending blocks in ``workers`` processes, keeping each as soon as it is done.
 
     On any exception (Ctrl-C, SIGTERM turned into an exception, a failing block) the blocks not
     started are cancelled, the running ones are stopped, and every block that had finished is
     still kept (written) before the exception goes on; the others keep their saved state.
     """
-    with BlockPool(workers, bar, device) as pool:
-        # Largest blocks first: better balance at the end.
-        largest_first = sorted(todo, key=lambda b: len(b.plans), reverse=True)
+    keep = pending.keep
+    with BlockPool(workers, pending.bar, device) as pool:
         futures = {
-            pool.submit(family, spec, b.plans, device, b.first, slots(b)): b for b in largest_first
+            pool.submit(family, spec, b.plans, device, b.first, pending.slot(b)): b
+            for b in pending.largest_first()
         }
         kept = set()
         writing = None
@@ -176,6 +191,34 @@ def _train_in_workers(
             raise
 
 
+@dataclass(frozen=True)
+class RunOptions:
+    """How :func:`generate` trains and shows a zoo, checked once when built.
+
+    A grouped zoo's groups are all generated with the same options. See :func:`generate` for
+    each attribute.
+
+    Raises:
+        DeviceError: if ``device`` is unknown or not usable here.
+        InvalidOptionError: for an unknown engine, unusable Ray options or a negative
+            ``resume_interval``.
+        MissingExtraError: for ``engine="ray"`` without Ray installed.
+    """
+
+    device: str = "cpu"
+    workers: int | None = 1
+    progress: bool = True
+    engine: str = "local"
+    ray: RayOptions | None = None
+    slice: tuple[int, int] | None = None
+    resume_interval: float | None = DEFAULT_INTERVAL
+
+    def __post_init__(self) -> None:
+        # Before anything is written; the Ray engine's defaults are filled in.
+        object.__setattr__(self, "ray", _check_engine(self.engine, self.ray, self.device))
+        _check_resume_interval(self.resume_interval)
+
+
 def generate(
     spec: ZooSpec,
     out: str | os.PathLike[str],
@@ -192,9 +235,9 @@ def generate(
     """Generate (or finish generating) the zoo of ``spec`` into ``out``.
 
     A :class:`GroupedSpec` makes a grouped zoo (format version 2): each group is generated in
-    order into ``out/groups/<name>`` by this function, then the top manifest is finished
-    (:func:`weightzoo.generate.grouped.generate_grouped`). A family whose ``train`` names a
-    ``root`` parameter gets ``root=out`` (the group's directory, for a group).
+    order into ``out/groups/<name>`` by :func:`generate_zoo`, then the top manifest is finished
+    (:func:`weightzoo.generate.grouped.generate_grouped`). A family's ``train`` gets ``out``
+    (the group's directory, for a group) as :attr:`~weightzoo.generate.base.BlockRun.root`.
 
     Args:
         spec: what to generate.
@@ -246,23 +289,26 @@ def generate(
         KeyboardInterrupt: on Ctrl-C, after stopping the workers and keeping every finished
             block (any other exception is handled the same way).
     """
+    options = RunOptions(device, workers, progress, engine, ray, slice, resume_interval)
     if isinstance(spec, GroupedSpec):
         from weightzoo.generate.grouped import generate_grouped
 
-        return generate_grouped(
-            spec,
-            out,
-            device=device,
-            workers=workers,
-            progress=progress,
-            engine=engine,
-            ray=ray,
-            slice=slice,
-            resume_interval=resume_interval,
-        )
-    ray = _check_engine(engine, ray, device)
-    _check_resume_interval(resume_interval)
-    family = _family_bound_to(spec, out)
+        return generate_grouped(spec, out, options)
+    return generate_zoo(spec, out, options, first_model_id=first_model_id)
+
+
+def generate_zoo(
+    spec: ZooSpec, out: str | os.PathLike[str], options: RunOptions, *, first_model_id: int = 0
+) -> Manifest:
+    """:func:`generate` of a version-1 spec (a zoo, or one group of a grouped zoo).
+
+    Args:
+        spec: what to generate (not a :class:`GroupedSpec`).
+        out: the zoo directory.
+        options: how to train and show it.
+        first_model_id: as for :func:`generate`.
+    """
+    family = RootedFamily(family_for(spec), Path(out))
     layout = family.layout(spec)
     epochs = family.checkpoint_epochs(spec)
     metric_names = family.metric_names(spec)
@@ -270,6 +316,7 @@ def generate(
     blocks = plan_blocks(plans, spec)
     split_counts = {s: sum(len(b.plans) for b in blocks if b.split == s) for s in SPLITS}
     extra = _manifest_extra(first_model_id)
+    slice = options.slice
     if slice is not None:
         blocks = slice_blocks(blocks, *slice)
         extra["slice"] = {
@@ -300,7 +347,7 @@ def generate(
             return [shard_file_name(block.split, block.first, g) for g in range(len(groups))]
 
         todo = [b for b in blocks if not all(writer.has_shard(f) for f in files_of(b))]
-        slots = _resume_slots(spec, out, blocks, todo, resume_interval)
+        slots = _resume_slots(spec, out, blocks, todo, options.resume_interval)
         planned = sum(len(b.plans) for b in blocks)
         done_models = planned - sum(len(b.plans) for b in todo)
         if done_models:
@@ -311,7 +358,7 @@ def generate(
             planned * per_model,
             initial=done_models * per_model,
             desc=spec.name if slice is None else f"{spec.name} {slice[0]}/{slice[1]}",
-            disable=not progress,
+            disable=not options.progress,
         )
         for block in todo:
             bar.plan(block.first, len(block.plans) * per_model, len(block.plans))
@@ -331,7 +378,7 @@ def generate(
                 first=block.first,
                 order=[p.model_id for p in block.plans],
                 columns=known,
-                defaults={"device": device},
+                defaults={"device": options.device},
                 groups=groups,
             )
 
@@ -342,29 +389,18 @@ def generate(
             log.info("wrote %s models %d..%d of %s", block.split, block.first, block.last - 1, out)
 
         try:
-            if engine == "ray" and todo:
-                run_blocks(
-                    family, spec, todo, device=device, options=ray, keep=keep, bar=bar, slots=slots
-                )
+            pending = Pending(todo, bar, slots, keep)
+            if options.engine == "ray" and todo:
+                run_blocks(family, spec, pending, options)
             else:
-                _train_locally(
-                    family,
-                    spec,
-                    todo,
-                    device=device,
-                    workers=workers,
-                    keep=keep,
-                    bar=bar,
-                    progress=progress,
-                    slots=slots,
-                )
+                _train_locally(family, spec, pending, options)
         finally:
             bar.close()
         manifest = writer.finish()
         # A slice removes its own blocks' states only: the others may still be training.
         own = None if slice is None else [state_file_name(b.split, b.first) for b in blocks]
         remove_resume_dir(out, own)
-    _finalize(family_for(spec), spec, Path(out), device, whole=slice is None)
+    _finalize(family_for(spec), spec, Path(out), options.device, whole=slice is None)
     return manifest
 
 
@@ -438,12 +474,6 @@ def _resume_slots(
     return slot
 
 
-def _family_bound_to(spec: ZooSpec, out: str | os.PathLike[str]) -> Family:
-    """The spec's family, with ``root=out`` bound where its ``train`` names ``root``."""
-    family = family_for(spec)
-    return RootedFamily(family, Path(out)) if accepts_root(family) else family
-
-
 def _manifest_extra(first_model_id: int) -> dict[str, object]:
     """The ``extra`` of a generated zoo's manifest: generator, and a group's first model id."""
     extra: dict[str, object] = {"generator": f"weightzoo {__version__}"}
@@ -452,38 +482,21 @@ def _manifest_extra(first_model_id: int) -> dict[str, object]:
     return extra
 
 
-def _train_locally(
-    family: Family,
-    spec: ZooSpec,
-    todo: Sequence[Block],
-    *,
-    device: str,
-    workers: int | None,
-    keep: Callable[[Block, list[ModelRecord]], None],
-    bar: ModelEpochBar,
-    progress: bool,
-    slots: Callable[[Block], ResumeSlot | None],
-) -> None:
+def _train_locally(family: Family, spec: ZooSpec, pending: Pending, options: RunOptions) -> None:
     """The local engine: this process for one worker, else a :class:`BlockPool`."""
+    device, workers = options.device, options.workers
     if workers is None:
-        workers = min(usable_cpus(), len(todo)) if str(device) == "cpu" else 1
-    if workers <= 1:
-        for block in todo:
-            records = train_block(
-                family,
-                spec,
-                block.plans,
-                device=device,
-                on_epoch=bar.callback(block.first),
-                on_step=bar.step_callback(block.first),
-                progress=progress,
-                resume=slots(block),
-            )
-            keep(block, records)
-    else:
-        _train_in_workers(
-            family, spec, todo, device=device, workers=workers, keep=keep, bar=bar, slots=slots
-        )
+        workers = min(usable_cpus(), len(pending.blocks)) if str(device) == "cpu" else 1
+    if workers > 1:
+        _train_in_workers(family, spec, pending, device, workers)
+        return
+    bar = pending.bar
+    for block in pending.blocks:
+        # The runner's bar shows the block: the family's own stays hidden.
+        run = BlockRun(device, progress=False, on_epoch=bar.callback(block.first))
+        on_step, resume = bar.step_callback(block.first), pending.slot(block)
+        records = train_block(family, spec, block.plans, run, on_step=on_step, resume=resume)
+        pending.keep(block, records)
 
 
 def zoo_dir_default(spec: ZooSpec) -> Path:

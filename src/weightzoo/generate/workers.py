@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import inspect
 import logging
 import multiprocessing
 import os
@@ -41,7 +40,7 @@ from typing import Any
 
 import torch
 
-from weightzoo.generate.base import Family, ModelPlan, ModelRecord, ZooSpec
+from weightzoo.generate.base import BlockRun, Family, ModelPlan, ModelRecord, ZooSpec
 from weightzoo.generate.progress import (
     EpochCallback,
     ModelEpochBar,
@@ -67,24 +66,13 @@ _END = (-1, 0, 0, 0.0)  # the parent's last report: no worker is left to write
 _reports: Connection | None = None  # in a worker: where its progress reports go
 
 
-def accepts_on_epoch(family: Family) -> bool:
-    """Whether ``family.train`` names the optional ``on_epoch`` progress callback.
-
-    Only a named parameter counts: a wrapper taking ``**kwargs`` may forward them to a
-    ``train`` that predates the callback.
-    """
-    return "on_epoch" in inspect.signature(family.train).parameters
-
-
 def train_block(
     family: Family,
     spec: ZooSpec,
     plans: Sequence[ModelPlan],
+    run: BlockRun,
     *,
-    device: str,
-    on_epoch: EpochCallback | None = None,
     on_step: StepCallback | None = None,
-    progress: bool = False,
     resume: ResumeSlot | None = None,
 ) -> list[ModelRecord]:
     """Train one block with :data:`BLOCK_THREADS` torch threads, then restore the count.
@@ -93,11 +81,9 @@ def train_block(
         family: the family that trains ``spec``.
         spec: the zoo spec.
         plans: the block's models.
-        device: torch device.
-        on_epoch: per-epoch progress callback, passed on when the family takes one.
+        run: the device and progress the family's ``train`` is given.
         on_step: told the steps done within each epoch by the population toolkit's trainer
-            (:func:`weightzoo.generate.progress.epoch_steps`), when ``on_epoch`` is passed on.
-        progress: let the family show its own bar (only when it takes no ``on_epoch``).
+            (:func:`weightzoo.generate.progress.epoch_steps`), where ``run.on_epoch`` is given.
         resume: where the block's training state is saved and resumed from (see
             :mod:`weightzoo.generate.resume`); None: nothing is saved.
 
@@ -107,15 +93,11 @@ def train_block(
     threads = torch.get_num_threads()
     torch.set_num_threads(BLOCK_THREADS)
     session = contextlib.nullcontext() if resume is None else resume.active()
+    # Parts of epochs only where epochs are reported: each epoch completes its parts.
+    steps = reporting_steps(on_step if run.on_epoch is not None else None)
     try:
-        with exact_cuda(device), session:
-            if on_epoch is not None and accepts_on_epoch(family):
-                # Parts of epochs only where epochs are reported: each epoch completes its parts.
-                with reporting_steps(on_step):
-                    return family.train(
-                        spec, plans, device=device, progress=False, on_epoch=on_epoch
-                    )
-            return family.train(spec, plans, device=device, progress=progress)
+        with exact_cuda(run.device), session, steps:
+            return family.train(spec, plans, run=run)
     finally:
         torch.set_num_threads(threads)
 
@@ -215,9 +197,9 @@ def _train_in_worker(
     key: int,
     resume: ResumeSlot | None,
 ) -> list[ModelRecord]:
-    on_epoch, on_step = _report_to_parent(key), _report_steps_to_parent(key)
+    run = BlockRun(device, progress=False, on_epoch=_report_to_parent(key))
     return train_block(
-        family, spec, plans, device=device, on_epoch=on_epoch, on_step=on_step, resume=resume
+        family, spec, plans, run, on_step=_report_steps_to_parent(key), resume=resume
     )
 
 

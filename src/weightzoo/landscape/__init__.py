@@ -35,8 +35,7 @@ this package imports no data set or generator code.
 The definitions are written up in ``docs/landscape.md``.
 """
 
-from typing import Any
-
+from weightzoo._lazy import lazy_getattr
 from weightzoo.landscape._per_model import RowWidthError, stack_rows
 from weightzoo.landscape.cka import UnknownLayerError, cka, cka_between, layer_activations
 from weightzoo.landscape.connectivity import (
@@ -45,12 +44,19 @@ from weightzoo.landscape.connectivity import (
     mode_connectivity,
     signed_mc,
 )
-from weightzoo.landscape.hessian import TopEigenvalues, hessian_top_eigenvalue, hessian_trace
+from weightzoo.landscape.hessian import (
+    TopEigenvalues,
+    hessian_top_eigenvalue,
+    hessian_top_eigenvalue_details,
+    hessian_trace,
+)
 from weightzoo.landscape.metrics import METRICS, UnknownMetricError, landscape_metrics
+from weightzoo.landscape.options import LandscapeOptions
 
 __all__ = [
     "METRICS",
     "ConnectivityResult",
+    "LandscapeOptions",
     "RowWidthError",
     "TopEigenvalues",
     "UnknownLayerError",
@@ -59,6 +65,7 @@ __all__ = [
     "cka",
     "cka_between",
     "hessian_top_eigenvalue",
+    "hessian_top_eigenvalue_details",
     "hessian_trace",
     "landscape_metrics",
     "layer_activations",
@@ -68,11 +75,5 @@ __all__ = [
     "training_batches",
 ]
 
-
-def __getattr__(name: str) -> Any:
-    """``training_batches``, from :mod:`weightzoo.landscape.zoo_metrics` (the zoo-level driver)."""
-    if name == "training_batches":
-        from weightzoo.landscape.zoo_metrics import training_batches
-
-        return training_batches
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# the zoo-level driver imports the data sets and generator code: loaded on first use
+__getattr__ = lazy_getattr(__name__, {"training_batches": "weightzoo.landscape.zoo_metrics"})

@@ -25,6 +25,7 @@ from weightzoo.landscape._per_model import (
     weights_of,
 )
 from weightzoo.landscape.batchnorm import batch_norm_layers, batch_statistics, reestimate_bn
+from weightzoo.landscape.options import Knobs, LandscapeOptions, resolve_options
 from weightzoo.storage.layout import Layout
 
 __all__ = ["ConnectivityResult", "barrier", "mode_connectivity", "signed_mc"]
@@ -124,21 +125,20 @@ def _train_control(
     loss_fn: LossFn,
     ends: tuple[Params, Params, Params, Params],
     train: list[tuple[Tensor, Tensor]],
-    steps: int,
-    sgd: dict[str, float],
+    sgd: LandscapeOptions,
     *,
     vectorize: bool,
     bn_update: bool,
 ) -> Params:
-    """The Bézier control points after ``steps`` SGD steps from the midpoints.
+    """The Bézier control points after ``sgd.steps`` SGD steps from the midpoints.
 
     Args:
         module: the architecture.
         loss_fn: the batch loss.
         ends: parameters and buffers of both endpoints ``(pa, pb, ba, bb)``.
         train: the batches, in turn.
-        steps: SGD steps (0: the midpoints, the linear path).
-        sgd: ``lr``, ``momentum``, ``weight_decay`` and ``seed`` (of the times drawn).
+        sgd: ``steps`` (0: the midpoints, the linear path), ``lr``, ``momentum``,
+            ``weight_decay`` and ``seed`` (of the times drawn).
         vectorize: ``vmap`` over pairs.
         bn_update: BatchNorm on batch statistics while training.
     """
@@ -151,18 +151,18 @@ def _train_control(
     step = over_models(grad(curve_loss), vectorize, (0, 0, 0, 0, 0, None, None, None))
     control = {k: (pa[k] + pb[k]) / 2 for k in pa}
     velocity = {k: torch.zeros_like(v) for k, v in control.items()}
-    generator = torch.Generator().manual_seed(int(sgd["seed"]))
+    generator = torch.Generator().manual_seed(int(sgd.seed))
     first = next(iter(pa.values()))
     # With bn_update, BatchNorm trains on batch statistics (no running ones are written).
     with batch_statistics(module) if bn_update else contextlib.nullcontext():
-        for i in range(steps):
+        for i in range(sgd.steps):
             x, y = train[i % len(train)]
             t = torch.rand((), generator=generator, dtype=first.dtype).to(first.device)
             grads = step(control, pa, pb, ba, bb, t, x, y)
             for k in control:
-                velocity[k] = sgd["momentum"] * velocity[k] + grads[k]
-                velocity[k] = velocity[k] + sgd["weight_decay"] * control[k]
-                control[k] = control[k] - sgd["lr"] * velocity[k]
+                velocity[k] = sgd.momentum * velocity[k] + grads[k]
+                velocity[k] = velocity[k] + sgd.weight_decay * control[k]
+                control[k] = control[k] - sgd.lr * velocity[k]
     return control
 
 
@@ -177,14 +177,7 @@ def mode_connectivity(
     layout: Layout | None = None,
     accuracy_fn: LossFn | None = None,
     eval_data: Data | None = None,
-    points: int = 11,
-    steps: int = 200,
-    lr: float = 0.05,
-    momentum: float = 0.9,
-    weight_decay: float = 0.0,
-    seed: int = 0,
-    vectorize: bool | None = None,
-    bn_update: bool | None = None,
+    options: Knobs = None,
 ) -> ConnectivityResult:
     """Connect model ``i`` of ``params_a`` with model ``i`` of ``params_b``, all pairs at once.
 
@@ -218,16 +211,13 @@ def mode_connectivity(
         accuracy_fn: ``accuracy_fn(outputs, targets)`` -> the batch's fraction correct; gives
             the error curves and ``mc_error``.
         eval_data: batches to evaluate the paths on (default: ``data``).
-        points: path times ``k`` (at least 3: both endpoints and a midpoint).
-        steps: SGD steps on the control point (0: the curve is the linear path, whose values
-            it then copies without evaluating it).
-        lr: learning rate.
-        momentum: SGD momentum.
-        weight_decay: L2 penalty on the control point.
-        seed: seeds the times ``t`` drawn during training.
-        vectorize: ``vmap`` over pairs (default: yes, except for recurrent modules).
-        bn_update: re-estimate BatchNorm statistics along the paths (``None``: when the module
-            has BatchNorm layers with running statistics).
+        options: the knobs: ``points`` (path times ``k``, at least 3: both endpoints and a
+            midpoint), ``steps`` (SGD steps on the control point; 0: the curve is the linear
+            path, whose values it then copies without evaluating it), ``lr``, ``momentum``,
+            ``weight_decay`` (an L2 penalty on the control point), ``seed`` (of the times
+            ``t`` drawn during training), ``vectorize`` (over pairs) and ``bn_update``
+            (``None``: when the module has BatchNorm layers with running statistics); by
+            default ``LandscapeOptions()``'s (a mapping changes only its knobs of those).
 
     Returns:
         A :class:`ConnectivityResult` (barrier heights and ``mc`` are its properties).
@@ -235,6 +225,8 @@ def mode_connectivity(
     Raises:
         InvalidOptionError: for a bad option or a different number of partners.
     """
+    knobs = resolve_options(options, LandscapeOptions())
+    points, steps = knobs.points, knobs.steps
     if points < 3 or steps < 0:
         raise InvalidOptionError(
             f"points must be at least 3 and steps at least 0, got {points} and {steps}"
@@ -245,17 +237,16 @@ def mode_connectivity(
         raise InvalidOptionError(
             f"mode_connectivity needs one partner per model, got {size} and {size_b} models"
         )
-    vectorize, _ = resolve_plan(module, vectorize, None)
+    vectorize, _ = resolve_plan(module, knobs.vectorize, None)
+    bn_update = knobs.bn_update
     if bn_update is None:
         bn_update = bool(batch_norm_layers(module))
     first = next(iter(pa.values()))
     train = as_batches(data, first.device, first.dtype)
     evaluate = train if eval_data is None else as_batches(eval_data, first.device, first.dtype)
-    sgd = {"lr": lr, "momentum": momentum, "weight_decay": weight_decay, "seed": seed}
     control = _train_control(
-        module, loss_fn, (pa, pb, ba, bb), train, steps, sgd, vectorize=vectorize,
-        bn_update=bn_update,
-    )  # fmt: skip
+        module, loss_fn, (pa, pb, ba, bb), train, knobs, vectorize=vectorize, bn_update=bn_update
+    )
 
     times = np.linspace(0.0, 1.0, points)
     shares = batch_shares(evaluate)

@@ -3,7 +3,7 @@
 An engine (the generic :func:`weightzoo.landscape.zoo_metrics.compute_zoo_landscape`, or a family's
 own, as :func:`weightzoo.families.pinn.landscape.pinn_landscape`) says only what differs: the
 modules, data and loss of each group of models (:class:`Part`), each model's partner, the
-keywords of :func:`weightzoo.landscape.landscape_metrics` and the side file's attributes. This
+knobs (:class:`~weightzoo.landscape.options.LandscapeOptions`) and the side file's attributes. This
 module checks the metric names, counts and family, opens the selection (:class:`Selection`),
 measures every part at every selected checkpoint under one progress bar (:func:`measure`) and
 writes the ``[models, checkpoints]`` arrays to the side file (:func:`write_landscape`).
@@ -11,8 +11,8 @@ writes the ``[models, checkpoints]`` arrays to the side file (:func:`write_lands
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from weightzoo._types import EpochSelection, SplitSelection
 from weightzoo.errors import InvalidOptionError
 from weightzoo.landscape._per_model import Data, LossFn
 from weightzoo.landscape.metrics import (
@@ -28,6 +29,7 @@ from weightzoo.landscape.metrics import (
     UnknownMetricError,
     landscape_metrics,
 )
+from weightzoo.landscape.options import LandscapeOptions, check_counts
 from weightzoo.storage.reader import ZooReader
 from weightzoo.storage.sidecar import SidecarRecord, write_sidecar
 from weightzoo.zoo import Zoo
@@ -44,19 +46,22 @@ __all__ = [
     "write_landscape",
 ]
 
-#: The :func:`~weightzoo.landscape.landscape_metrics` keywords a side file records: those its
-#: values depend on, where an engine sets them (``chunk`` and the data do not count).
-RECORDED_OPTIONS = ("seed", "iters", "tol", "probes", "steps", "points")
+#: The knobs of :class:`LandscapeOptions` a side file records: those its values depend on
+#: (``chunk``, ``vectorize`` and the data do not count; the engine records its data).
+RECORDED_OPTIONS = (
+    "seed",
+    "iters",
+    "tol",
+    "probes",
+    "steps",
+    "points",
+    "lr",
+    "momentum",
+    "weight_decay",
+)
 
-#: ``(rows of the part's models, their single-model results) -> keywords`` of the pair call.
-PairOptions = Callable[[Tensor, Mapping[str, np.ndarray]], Mapping[str, Any]]
-
-
-def check_counts(**counts: Any) -> None:
-    """Raise :class:`InvalidOptionError` unless every value is an int of at least 1."""
-    for what, value in counts.items():
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise InvalidOptionError(f"{what} must be an int >= 1, got {value!r}")
+#: ``(rows of the part's models, their single-model results) -> options`` of the pair call.
+PairOptions = Callable[[Tensor, Mapping[str, np.ndarray]], LandscapeOptions]
 
 
 def check_family(zoo: Zoo, family: str, label: str) -> None:
@@ -124,8 +129,8 @@ class Selection:
     def open(
         cls,
         zoo: Zoo,
-        split: str | Sequence[str] | None,
-        epochs: int | str | Iterable[int] | None,
+        split: SplitSelection,
+        epochs: EpochSelection,
     ) -> Selection:
         """The selection of ``split`` at ``epochs`` (see :meth:`weightzoo.zoo.Zoo.reader`)."""
         reader = zoo.reader(split, epochs)
@@ -154,9 +159,11 @@ class Part:
         data: the batches ``[(inputs, targets)]`` they are measured on.
         loss: ``loss(outputs, targets)``, a scalar.
         metrics: what is measured on them (pair metrics: against each one's partner).
-        options: keywords of every :func:`~weightzoo.landscape.landscape_metrics` call.
-        pair_options: more keywords of the pair-metric call: fixed, or made from the models'
-            rows and their single-model results (measured first).
+        options: the knobs of every :func:`~weightzoo.landscape.landscape_metrics` call.
+        inputs: its other keywords (``layout``, ``accuracy_fn``, ``cka_inputs``,
+            ``cka_layer``).
+        pair_options: the knobs of the pair-metric call instead of ``options``: fixed, or
+            made from the models' rows and their single-model results (measured first).
     """
 
     members: np.ndarray
@@ -164,8 +171,9 @@ class Part:
     data: Data
     loss: LossFn
     metrics: Sequence[str]
-    options: Mapping[str, Any]
-    pair_options: Mapping[str, Any] | PairOptions | None = None
+    options: LandscapeOptions
+    inputs: Mapping[str, Any] = field(default_factory=dict)
+    pair_options: LandscapeOptions | PairOptions | None = None
 
 
 def measure(
@@ -216,16 +224,22 @@ def _measure_part(
     found: dict[str, np.ndarray] = {}
     if singles:
         found = landscape_metrics(
-            part.module, rows[members], part.data, part.loss, singles, **part.options
+            part.module,
+            rows[members],
+            part.data,
+            part.loss,
+            singles,
+            options=part.options,
+            **part.inputs,
         )
     out = {metric: (members, values) for metric, values in found.items()}
     if pairs and len(paired):
-        extra = part.pair_options or {}
-        if callable(extra):
-            extra = extra(rows[members], found)
+        options = part.options if part.pair_options is None else part.pair_options
+        if callable(options):
+            options = options(rows[members], found)
         values = landscape_metrics(
             part.module, rows[paired], part.data, part.loss, pairs,
-            partners=rows[partner[paired]], **part.options, **extra,
+            partners=rows[partner[paired]], options=options, **part.inputs,
         )  # fmt: skip
         out |= {metric: (paired, array) for metric, array in values.items()}
     return out
@@ -236,12 +250,12 @@ def write_landscape(
     name: str,
     values: Mapping[str, np.ndarray],
     what: str,
-    options: Mapping[str, Any],
+    options: LandscapeOptions,
     attrs: Mapping[str, Any],
 ) -> SidecarRecord:
     """Write ``values`` of the selection's checkpoints to the zoo's side file ``name``.
 
-    The side file's attributes are ``what``, ``metrics`` (the arrays, in order), the options
+    The side file's attributes are ``what``, ``metrics`` (the arrays, in order), the knobs
     of ``options`` that the values depend on (:data:`RECORDED_OPTIONS`), then ``attrs``.
 
     Args:
@@ -249,14 +263,13 @@ def write_landscape(
         name: the side file's name.
         values: ``{metric: [models, checkpoints]}``, as :func:`measure` returns.
         what: the loss the metrics are of.
-        options: the keywords the parts measured with (:attr:`Part.options`).
+        options: the knobs the parts measured with (:attr:`Part.options`).
         attrs: what else the engine measured with (data, partners).
 
     Returns:
         The side file's record.
     """
-    recorded = {key: options[key] for key in RECORDED_OPTIONS if key in options}
-    attrs = {"what": what, "metrics": list(values), **recorded, **attrs}
+    attrs = {"what": what, "metrics": list(values), **options.pick(RECORDED_OPTIONS), **attrs}
     reader = selection.reader
     return write_sidecar(
         selection.zoo.path, name, values, attrs, models=reader.positions, epochs=reader.epochs

@@ -6,7 +6,6 @@ import logging
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal, overload
 
 import numpy as np
 import torch
@@ -28,6 +27,13 @@ from weightzoo.landscape._per_model import (
     shared_draw,
     weights_of,
 )
+from weightzoo.landscape.options import (
+    DEFAULT_ITERS,
+    DEFAULT_TOL,
+    Knobs,
+    LandscapeOptions,
+    resolve_options,
+)
 from weightzoo.precision import exact_cuda
 from weightzoo.storage.layout import Layout
 
@@ -36,17 +42,10 @@ __all__ = [
     "DEFAULT_TOL",
     "TopEigenvalues",
     "hessian_top_eigenvalue",
+    "hessian_top_eigenvalue_details",
     "hessian_trace",
     "warn_unconverged",
 ]
-
-#: Power-iteration step budget and stopping tolerance of every caller's defaults. On the
-#: digits trajectory MLPs ``lambda_2 / lambda_1`` reaches 0.97, where the estimate's error is
-#: about 15 times its last relative change: ``tol=1e-3`` stopped up to 3.8% low (50 steps),
-#: ``1e-4`` within 0.15% of the dense eigenvalue after at most 78 steps; the budget leaves room
-#: above that (docs/landscape.md, Stop rule).
-DEFAULT_ITERS = 200
-DEFAULT_TOL = 1e-4
 
 _log = logging.getLogger(__name__)
 
@@ -236,46 +235,6 @@ class TopEigenvalues:
     residual: Tensor
 
 
-@overload
-def hessian_top_eigenvalue(
-    module: nn.Module,
-    params: Tensor | np.ndarray | Mapping[str, Tensor],
-    data: Data,
-    loss_fn: LossFn,
-    *,
-    layout: Layout | None = ...,
-    iters: int = ...,
-    tol: float = ...,
-    seed: int = ...,
-    which: str = ...,
-    vectorize: bool | None = ...,
-    hvp: str | None = ...,
-    reuse_graph: bool | None = ...,
-    details: Literal[False] = ...,
-    warn: bool = ...,
-) -> Tensor: ...
-
-
-@overload
-def hessian_top_eigenvalue(
-    module: nn.Module,
-    params: Tensor | np.ndarray | Mapping[str, Tensor],
-    data: Data,
-    loss_fn: LossFn,
-    *,
-    layout: Layout | None = ...,
-    iters: int = ...,
-    tol: float = ...,
-    seed: int = ...,
-    which: str = ...,
-    vectorize: bool | None = ...,
-    hvp: str | None = ...,
-    reuse_graph: bool | None = ...,
-    details: Literal[True],
-    warn: bool = ...,
-) -> TopEigenvalues: ...
-
-
 @in_eval_mode
 def hessian_top_eigenvalue(
     module: nn.Module,
@@ -291,9 +250,8 @@ def hessian_top_eigenvalue(
     vectorize: bool | None = None,
     hvp: str | None = None,
     reuse_graph: bool | None = None,
-    details: bool = False,
     warn: bool = True,
-) -> Tensor | TopEigenvalues:
+) -> Tensor:
     """Top eigenvalue of each model's training-loss Hessian, by power iteration.
 
     The Hessian is that of the mean of ``loss_fn`` over all samples of ``data`` (batches
@@ -325,24 +283,83 @@ def hessian_top_eigenvalue(
         reuse_graph: build the gradient graph once (``create_graph=True``) and take every
             product from it (``None``, the default: when ``data`` is one batch; ``hvp`` then
             does not apply).
-        details: return a :class:`TopEigenvalues` (values, steps, converged, last change,
-            residual) instead of the values alone.
-        warn: warn about the models that did not converge (``False``: for callers that
-            gather several calls into one warning, :func:`warn_unconverged`).
+        warn: warn about the models that did not converge.
 
     Returns:
-        ``[M]`` eigenvalues (a detached tensor in the parameters' dtype), or a
-        :class:`TopEigenvalues` with ``details=True``.
+        ``[M]`` eigenvalues (a detached tensor in the parameters' dtype);
+        :func:`hessian_top_eigenvalue_details` also says how each model stopped.
 
     Raises:
         InvalidOptionError: for a bad option; RowWidthError for rows of the wrong width.
     """
+    knobs = LandscapeOptions(iters=iters, tol=tol, seed=seed, vectorize=vectorize)
+    top = _top_eigenvalues(module, params, data, loss_fn, layout, knobs, which, hvp, reuse_graph)
+    if warn:
+        warn_unconverged([top], tol, iters, stacklevel=3)  # past in_eval_mode: the caller
+    return top.values
+
+
+@in_eval_mode
+def hessian_top_eigenvalue_details(
+    module: nn.Module,
+    params: Tensor | np.ndarray | Mapping[str, Tensor],
+    data: Data,
+    loss_fn: LossFn,
+    *,
+    layout: Layout | None = None,
+    options: Knobs = None,
+    which: str = "magnitude",
+    hvp: str | None = None,
+    reuse_graph: bool | None = None,
+) -> TopEigenvalues:
+    """:func:`hessian_top_eigenvalue` with how each model stopped, and no warning.
+
+    For engines that gather the results of several calls (chunks of models) into one warning
+    with :func:`warn_unconverged`, as :func:`~weightzoo.landscape.landscape_metrics` does. The
+    arguments are :func:`hessian_top_eigenvalue`'s, the knobs given as one ``options``.
+
+    Args:
+        module: the architecture.
+        params: the models.
+        data: the batches.
+        loss_fn: the batch loss.
+        layout: the rows' layout.
+        options: its ``iters``, ``tol``, ``seed`` and ``vectorize`` (by default
+            ``LandscapeOptions()``'s; a mapping changes only its knobs of those); the other knobs
+            do not apply.
+        which: the eigenvalue sought.
+        hvp: the Hessian-vector product's mode.
+        reuse_graph: build the gradient graph once.
+
+    Returns:
+        A :class:`TopEigenvalues`: values, steps, converged, last change, residual.
+
+    Raises:
+        InvalidOptionError: for a bad option; RowWidthError for rows of the wrong width.
+    """
+    knobs = resolve_options(options, LandscapeOptions())
+    return _top_eigenvalues(module, params, data, loss_fn, layout, knobs, which, hvp, reuse_graph)
+
+
+def _top_eigenvalues(
+    module: nn.Module,
+    params: Tensor | np.ndarray | Mapping[str, Tensor],
+    data: Data,
+    loss_fn: LossFn,
+    layout: Layout | None,
+    knobs: LandscapeOptions,
+    which: str,
+    hvp: str | None,
+    reuse_graph: bool | None,
+) -> TopEigenvalues:
+    """Power iteration for both public forms (``knobs``: iters, tol, seed, vectorize)."""
+    iters, tol, seed = knobs.iters, knobs.tol, knobs.seed
     if which not in ("magnitude", "algebraic"):
         raise InvalidOptionError(f"which must be 'magnitude' or 'algebraic', got {which!r}")
     if iters < 1 or not tol >= 0:
         raise InvalidOptionError(f"iters must be at least 1 and tol >= 0, got {iters} and {tol}")
     p, b, _ = weights_of(module, params, layout)
-    product = _product(module, data, loss_fn, p, b, vectorize, hvp, reuse_graph)
+    product = _product(module, data, loss_fn, p, b, knobs.vectorize, hvp, reuse_graph)
     top = _power(product, p, b, iters, tol, seed, shift=None)
     if which == "algebraic":
         shift = top.values.clamp(max=0)
@@ -351,9 +368,7 @@ def hessian_top_eigenvalue(
             # most negative eigenvalue, so its top-magnitude eigenvalue is lambda_max - shift.
             second = _power(product, p, b, iters, tol, seed, shift)
             top = _merge(top, second, shift < 0, shift)
-    if warn:
-        warn_unconverged([top], tol, iters, stacklevel=3)  # past in_eval_mode: the caller
-    return top if details else top.values
+    return top
 
 
 def _merge(first: TopEigenvalues, second: TopEigenvalues, use: Tensor, shift: Tensor):

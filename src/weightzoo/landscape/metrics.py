@@ -20,13 +20,12 @@ from weightzoo.landscape._per_model import (
 from weightzoo.landscape.cka import cka_between
 from weightzoo.landscape.connectivity import mode_connectivity
 from weightzoo.landscape.hessian import (
-    DEFAULT_ITERS,
-    DEFAULT_TOL,
     TopEigenvalues,
-    hessian_top_eigenvalue,
+    hessian_top_eigenvalue_details,
     hessian_trace,
     warn_unconverged,
 )
+from weightzoo.landscape.options import Knobs, LandscapeOptions, resolve_options
 from weightzoo.storage.layout import Layout
 
 __all__ = ["METRICS", "UnknownMetricError", "landscape_metrics"]
@@ -63,18 +62,9 @@ def landscape_metrics(
     accuracy_fn: LossFn | None = None,
     cka_inputs: Tensor | None = None,
     cka_layer: str | None = None,
-    chunk: int | None = None,
-    seed: int = 0,
-    iters: int = DEFAULT_ITERS,
-    tol: float = DEFAULT_TOL,
-    probes: int = 100,
-    points: int = 11,
-    steps: int = 200,
-    lr: float = 0.05,
-    vectorize: bool | None = None,
-    bn_update: bool | None = None,
+    options: Knobs = None,
 ) -> dict[str, np.ndarray]:
-    """Several landscape metrics of ``M`` models, ``chunk`` models at a time.
+    """Several landscape metrics of ``M`` models, ``options.chunk`` models at a time.
 
     Metric names (:data:`METRICS`): ``hessian_top`` (:func:`hessian_top_eigenvalue`, largest
     magnitude), ``hessian_trace`` (:func:`hessian_trace`), and, comparing model ``i`` with
@@ -82,7 +72,11 @@ def landscape_metrics(
     (:func:`cka_between` on ``cka_inputs``, default the inputs of the first batch of
     ``data``), ``mc`` and ``mc_error`` (:func:`signed_mc` of the loss / error on the trained
     curve; ``mc_error`` needs ``accuracy_fn``), ``linear_barrier`` and ``curve_barrier``
-    (:func:`barrier` of the loss). The connectivity metrics share one curve per pair.
+    (:func:`barrier` of the loss). The connectivity metrics share one curve per pair. Each
+    measurement takes its knobs from ``options``: ``hessian_top`` its ``iters``, ``tol`` and
+    ``seed``; ``hessian_trace`` its ``probes`` and ``seed``; the connectivity metrics those
+    of :func:`mode_connectivity` (``points``, ``steps``, the curve's training, ``seed`` and
+    ``bn_update``); all its ``chunk`` and ``vectorize``.
 
     Args:
         module: the architecture (``weightzoo.architectures.build_model(zoo.manifest.spec)``).
@@ -95,18 +89,9 @@ def landscape_metrics(
         accuracy_fn: ``accuracy_fn(outputs, targets)``, the batch's fraction correct.
         cka_inputs: inputs for ``cka``.
         cka_layer: layer for ``cka`` (see :func:`layer_activations`; default the outputs).
-        chunk: models per call, to bound memory (results do not depend on it).
-        seed: seeds every random draw.
-        iters: most power-iteration steps (``hessian_top``).
-        tol: relative change at which power iteration stops (``hessian_top``); one
-            ``RuntimeWarning`` for all chunks names the models that did not converge.
-        probes: Hutchinson probes (``hessian_trace``).
-        points: path times (connectivity).
-        steps: curve-training steps (connectivity).
-        lr: curve-training learning rate (connectivity).
-        vectorize: ``vmap`` over models (default: yes, except for recurrent modules).
-        bn_update: re-estimate BatchNorm statistics along the connectivity paths on ``data``
-            (see :func:`mode_connectivity`; ``None``: when the module has BatchNorm).
+        options: the knobs (chunks, seed, power-iteration budget, probes, path times, curve
+            training, ``vmap``, BatchNorm re-estimation); default ``LandscapeOptions()``; a
+            mapping changes only its knobs of those defaults.
 
     Returns:
         ``{metric: float64 array [M]}`` in the order asked for.
@@ -119,31 +104,24 @@ def landscape_metrics(
     """
     metrics = [metrics] if isinstance(metrics, str) else list(metrics)
     wanted = set(metrics)
+    knobs = resolve_options(options, LandscapeOptions())
     size = _checked_size(module, rows, metrics, layout, partners, accuracy_fn is not None)
     if cka_inputs is None and "cka" in wanted:
         cka_inputs = as_batches(data, torch.device("cpu"), torch.float32)[0][0]
     out: dict[str, list[np.ndarray]] = {m: [] for m in metrics}
     tops: list[TopEigenvalues] = []
-    for part in chunk_slices(size, chunk):
+    for part in chunk_slices(size, knobs.chunk):
         mine = slice_weights(rows, part)
         theirs = None if partners is None else slice_weights(partners, part)
-        common = {"layout": layout, "vectorize": vectorize}
+        common = {"layout": layout, "vectorize": knobs.vectorize}
         if "hessian_top" in wanted:
-            top = hessian_top_eigenvalue(
-                module,
-                mine,
-                data,
-                loss_fn,
-                iters=iters,
-                tol=tol,
-                seed=seed,
-                details=True,
-                warn=False,
-                **common,
+            top = hessian_top_eigenvalue_details(
+                module, mine, data, loss_fn, layout=layout, options=knobs
             )
             tops.append(top)
             out["hessian_top"].append(top.values.double().cpu().numpy())
         if "hessian_trace" in wanted:
+            probes, seed = knobs.probes, knobs.seed
             trace = hessian_trace(module, mine, data, loss_fn, probes=probes, seed=seed, **common)
             out["hessian_trace"].append(trace.double().cpu().numpy())
         if "cka" in wanted:
@@ -151,23 +129,13 @@ def landscape_metrics(
             out["cka"].append(similarity.cpu().numpy())
         if wanted & _CONNECTIVITY_METRICS:
             result = mode_connectivity(
-                module,
-                mine,
-                theirs,
-                data,
-                loss_fn,
-                accuracy_fn=accuracy_fn,
-                points=points,
-                steps=steps,
-                lr=lr,
-                seed=seed,
-                bn_update=bn_update,
-                **common,
-            )
+                module, mine, theirs, data, loss_fn, layout=layout, accuracy_fn=accuracy_fn,
+                options=knobs,
+            )  # fmt: skip
             for name in wanted & _CONNECTIVITY_METRICS:
                 out[name].append(np.asarray(getattr(result, name), dtype=np.float64))
     if tops:
-        warn_unconverged(tops, tol, iters, stacklevel=2)
+        warn_unconverged(tops, knobs.tol, knobs.iters, stacklevel=2)
     return {m: np.concatenate(v) if v else np.zeros(0) for m, v in out.items()}
 
 

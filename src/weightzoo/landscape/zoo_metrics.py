@@ -24,7 +24,7 @@ and modules); :mod:`weightzoo.functional` never imports it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -33,6 +33,7 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from weightzoo import functional
+from weightzoo._types import EpochSelection, SplitSelection
 from weightzoo.errors import InvalidOptionError
 from weightzoo.families import family_hooks
 from weightzoo.generate.base import Family, LandscapeParts
@@ -40,18 +41,27 @@ from weightzoo.landscape.batchnorm import batch_norm_layers
 from weightzoo.landscape.driver import (
     Part,
     Selection,
-    check_counts,
     measure,
     metric_list,
     write_landscape,
 )
-from weightzoo.landscape.hessian import DEFAULT_ITERS, DEFAULT_TOL
 from weightzoo.landscape.metrics import _CONNECTIVITY_METRICS
+from weightzoo.landscape.options import Knobs, LandscapeOptions, check_counts, resolve_options
 from weightzoo.landscape.taxonomy import LANDSCAPE_SIDECAR, write_phases
 from weightzoo.storage.sidecar import SidecarRecord, sidecar_records
 from weightzoo.zoo import Zoo
 
-__all__ = ["LANDSCAPE_SIDECAR", "compute_zoo_landscape", "siblings", "training_batches"]
+__all__ = [
+    "LANDSCAPE_SIDECAR",
+    "ZOO_LANDSCAPE",
+    "compute_zoo_landscape",
+    "siblings",
+    "training_batches",
+]
+
+#: :func:`compute_zoo_landscape`'s knobs (and ``weightzoo landscape``'s defaults): 16 models
+#: per call, 20 Hutchinson probes, 100 curve-training steps, 4 batches of 64 training items.
+ZOO_LANDSCAPE = LandscapeOptions(chunk=16, probes=20, steps=100, batches=4, batch_size=64)
 
 
 class UnsupportedZooError(InvalidOptionError):
@@ -97,25 +107,23 @@ def _loss_functions(spec: dict[str, Any]) -> tuple[Any, Any]:
 
 
 def _plan(
-    zoo: Zoo,
+    selection: Selection,
     hooks: Family | None,
-    columns: dict[str, np.ndarray],
-    count: int,
-    batches: int,
-    batch_size: int,
+    options: LandscapeOptions,
     data_dir: str | None,
     target: torch.device,
 ) -> LandscapeParts:
+    zoo = selection.zoo
     task = functional._task(zoo)  # first: the spec is checked against the layout
     parts = None
     if hooks is not None:
-        parts = hooks.landscape_parts(zoo, columns, batches, batch_size, target)
+        parts = hooks.landscape_parts(selection, options, target)
     if parts is not None:  # the family's own modules and data (MLDS: each class its own)
         return parts
-    data = _task_batches(zoo, task, batches, batch_size, data_dir, target)
+    data = _task_batches(zoo, task, options.batches, options.batch_size, data_dir, target)
     loss, accuracy = _loss_functions(dict(task.spec))
     return LandscapeParts(
-        groups=task.group_keys(columns, count),
+        groups=task.group_keys(selection.columns, selection.count),
         module=task.module,
         data=lambda _key: data,
         loss=loss,
@@ -210,53 +218,40 @@ def compute_zoo_landscape(
     zoo: Zoo | str,
     *,
     metrics: Sequence[str] = ("hessian_top", "hessian_trace"),
-    split: str | Sequence[str] | None = "all",
-    epochs: int | str | Iterable[int] | None = "last",
-    batches: int = 4,
-    batch_size: int = 64,
+    split: SplitSelection = "all",
+    epochs: EpochSelection = "last",
+    options: Knobs = None,
     data_dir: str | None = None,
     device: str = "cpu",
-    chunk: int = 16,
-    seed: int = 0,
-    iters: int = DEFAULT_ITERS,
-    tol: float = DEFAULT_TOL,
-    probes: int = 20,
-    steps: int = 100,
-    bn_update: bool | None = None,
     progress: bool = True,
     name: str = LANDSCAPE_SIDECAR,
 ) -> SidecarRecord:
     """Measure landscape metrics of every selected checkpoint and write them to a side file.
 
-    The loss is the zoo's own (its spec's ``loss``), on the first ``batches`` batches of
-    ``batch_size`` images of the zoo's training split, the same for every model: the batches
-    :func:`training_batches` returns.
+    The loss is the zoo's own (its spec's ``loss``), on the first ``options.batches`` batches
+    of ``options.batch_size`` images of the zoo's training split, the same for every model:
+    the batches :func:`training_batches` returns.
+
+    Connectivity metrics of networks with BatchNorm (ResNet-18) recompute the running
+    statistics at every point of the paths on the same training batches, as Garipov et al.
+    do (``options.bn_update``: ``None`` where the network has BatchNorm, ``False``: the
+    endpoints' statistics interpolated); the side file records whether any did.
 
     Args:
         zoo: an image zoo (Model Zoos, trajectory, phase family or a ViT zoo's fine-tune
             group), a zoo whose family measures its own landscape
             (:meth:`~weightzoo.generate.base.Family.landscape_plan`: a PINN zoo on its PINN
             loss, where ``batches``, ``batch_size`` and ``data_dir`` do not apply; a tiny-LM
-            zoo on its next-token loss, its windows and corpus read with them).
+            zoo on its next-token loss, its windows and corpus read with them), which gets
+            ``options`` as they are: a mapping changes only its knobs of that engine's defaults.
         metrics: names from :data:`weightzoo.landscape.METRICS`.
         split: the models to measure (``"all"`` by default).
         epochs: checkpoints to measure (``"last"`` by default, or labels, or ``"all"``).
-        batches: training batches the loss is measured on.
-        batch_size: images per batch.
+        options: the knobs: a :class:`~weightzoo.landscape.options.LandscapeOptions`, a
+            mapping of some knobs over the engine's defaults, or ``None`` (the defaults:
+            :data:`ZOO_LANDSCAPE`, or the family engine's own).
         data_dir: where the dataset files are (digits needs none).
         device: torch device.
-        chunk: models per vectorised call (bounds memory; results do not depend on it).
-        seed: seeds the start vectors, probes and curve times.
-        iters: most power-iteration steps (``hessian_top``).
-        tol: relative change at which power iteration stops (``hessian_top``; a
-            ``RuntimeWarning`` names the models that did not converge).
-        probes: Hutchinson probes (``hessian_trace``).
-        steps: curve-training steps (connectivity metrics; 0: the linear path alone, no
-            curve trained or evaluated).
-        bn_update: connectivity metrics of networks with BatchNorm (ResNet-18): recompute the
-            running statistics at every point of the paths on the same training batches, as
-            Garipov et al. do (``None``, the default: where the network has BatchNorm;
-            ``False``: the endpoints' statistics interpolated). Recorded in the side file.
         progress: show a progress bar over checkpoints.
         name: the side file's name.
 
@@ -269,6 +264,7 @@ def compute_zoo_landscape(
 
     Raises:
         UnknownMetricError: for a metric name that does not exist.
+        InvalidOptionError: for an unknown knob or a bad count.
         UnsupportedZooError: for a zoo of a family it does not measure (property zoos, a ViT
             zoo's pre-training group).
         DataFilesMissingError: if the zoo's dataset files are not on disk.
@@ -278,25 +274,24 @@ def compute_zoo_landscape(
     hooks = family_hooks(zoo.manifest.family)
     measure_own = None if hooks is None else hooks.landscape_plan(zoo)
     if measure_own is not None:  # the family's own loss and data (a PINN's: the PDE's)
+        # ``options`` as given: knobs left out keep that engine's own defaults
         record = measure_own(
-            zoo, metrics=metrics, split=split, epochs=epochs, device=device, chunk=chunk,
-            seed=seed, iters=iters, probes=probes, steps=steps, progress=progress, name=name,
-            batches=batches, batch_size=batch_size, data_dir=data_dir,
+            zoo, metrics=metrics, split=split, epochs=epochs, options=options,
+            data_dir=data_dir, device=device, progress=progress, name=name,
         )  # fmt: skip
         return _with_phases(zoo, metrics, name, record)
-    check_counts(batches=batches, batch_size=batch_size, chunk=chunk)
+    options = resolve_options(options, ZOO_LANDSCAPE)
     target = torch.device(device)
     selection = Selection.open(zoo, split, epochs)
     count = selection.count
-    plan = _plan(zoo, hooks, selection.columns, count, batches, batch_size, data_dir, target)
+    plan = _plan(selection, hooks, options, data_dir, target)
     partner = siblings(selection.columns | plan.sibling_columns, count)
-    options = dict(layout=zoo.layout, chunk=chunk, seed=seed, iters=iters, tol=tol)
-    options |= dict(probes=probes, steps=steps, accuracy_fn=plan.accuracy)
-    parts, reestimated = _parts(plan, partner, metrics, options, bn_update, target)
+    inputs = {"layout": zoo.layout, "accuracy_fn": plan.accuracy}
+    parts, reestimated = _parts(plan, partner, metrics, options, inputs, target)
     out = measure(selection, parts, partner, metrics, device=target, progress=progress)
     attrs = {
-        "batches": batches,
-        "batch_size": batch_size,
+        "batches": options.batches,
+        "batch_size": options.batch_size,
         "bn_update": reestimated,
         "partner": "next model of the same node (MLDS: machine or automaton; else the "
         "selection), cyclic",
@@ -310,25 +305,26 @@ def _parts(
     plan: LandscapeParts,
     partner: np.ndarray,
     metrics: list[str],
-    options: dict[str, Any],
-    bn_update: bool | None,
+    options: LandscapeOptions,
+    inputs: dict[str, Any],
     target: torch.device,
 ) -> tuple[list[Part], bool]:
     """One part per group of the plan, and whether any re-estimates BatchNorm statistics.
 
     Returns:
         ``(parts, reestimated)``: ``reestimated`` where a connectivity metric is measured on
-        a group with BatchNorm (or ``bn_update=True``) and with a model that has a partner.
+        a group with BatchNorm (or ``options.bn_update``) and with a model that has a partner.
     """
     parts, reestimated = [], False
     connectivity = bool(set(metrics) & _CONNECTIVITY_METRICS)
     for key in dict.fromkeys(plan.groups.tolist()):
         module = plan.module(key).to(target)
+        bn_update = options.bn_update
         uses = bool(batch_norm_layers(module)) if bn_update is None else bn_update
         members = np.flatnonzero(plan.groups == key)
         reestimated |= connectivity and uses and bool((partner[members] >= 0).any())
-        data = plan.data(key)
-        parts.append(Part(members, module, data, plan.loss, metrics, options, {"bn_update": uses}))
+        data, pair = plan.data(key), options.replace(bn_update=uses)
+        parts.append(Part(members, module, data, plan.loss, metrics, options, inputs, pair))
     return parts, reestimated
 
 

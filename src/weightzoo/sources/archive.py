@@ -40,7 +40,7 @@ import unicodedata
 import zipfile
 import zlib
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
@@ -103,12 +103,8 @@ class Member:
 
     def to_json(self) -> dict[str, Any]:
         """The member as JSON (CRC-32 as 8 hex digits)."""
-        return {
-            "name": self.name,
-            "size": self.size,
-            "compressed": self.compressed,
-            "crc32": None if self.crc32 is None else f"{self.crc32:08x}",
-        }
+        crc32 = None if self.crc32 is None else f"{self.crc32:08x}"
+        return {**asdict(self), "crc32": crc32}
 
 
 def _refuse(source: str, name: str, why: str) -> UnsafeArchiveError:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import difflib
 import os
 import shlex
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -112,8 +111,33 @@ IDX_STEMS = (
 """The four IDX files of an MNIST-like dataset (each served gzipped), in reading order."""
 
 
-def _idx(base: str, files: Sequence[tuple[str, int]]) -> tuple[Download, ...]:
-    """The four gzipped IDX files of MNIST-like datasets: ``(md5, size)`` per :data:`IDX_STEMS`."""
+# The MNIST-like datasets' IDX files: (md5, size) per IDX_STEMS.
+_IDX_FILES: dict[str, tuple[tuple[str, int], ...]] = {
+    # md5s: torchvision's MNIST.resources; sizes: the MNIST page (yann.lecun.com/exdb/mnist).
+    "mnist": (
+        ("f68b3c2dcbeaaa9fbdd348bbdeb94873", 9912422),  # train images
+        ("d53e105ee54ea40749a09fcbcd1e9432", 28881),  # train labels
+        ("9fb629c4189551a2d022fa330f9573f3", 1648877),  # test images
+        ("ec29112dd5afa0611ce80d1b7f02629c", 4542),  # test labels
+    ),
+    # md5s: the download table of the zalandoresearch/fashion-mnist README (the same md5s as
+    # torchvision's FashionMNIST.resources); sizes: as served there.
+    "fashion-mnist": (
+        ("8d4fb7e6c68d591d4c3dfef9ec88bf0d", 26421880),  # train images
+        ("25c81989df183df01b3e8a0aad5dffbe", 29515),  # train labels
+        ("bef4ecab320f06d8554ea6380940ec79", 4422102),  # test images
+        ("bb300cfdad3c16e7a12a480ee83cd310", 5148),  # test labels
+    ),
+}
+
+
+def _idx(base: str, name: str) -> tuple[Download, ...]:
+    """The four gzipped IDX files of the MNIST-like dataset ``name``, served at ``base``.
+
+    Args:
+        base: the folder addresses that serve them, space-separated, canonical one first.
+        name: the dataset's key in ``_IDX_FILES``.
+    """
     return tuple(
         Download(
             tuple(b + stem + ".gz" for b in base.split()),
@@ -123,10 +147,12 @@ def _idx(base: str, files: Sequence[tuple[str, int]]) -> tuple[Download, ...]:
             "file",
             ((stem + ".gz", stem),),
         )
-        for stem, (md5, size) in zip(IDX_STEMS, files, strict=True)
+        for stem, (md5, size) in zip(IDX_STEMS, _IDX_FILES[name], strict=True)
     )
 
 
+# The second MNIST address is the mirror torchvision falls back to. Fashion-MNIST's: the
+# download table of the zalandoresearch/fashion-mnist README.
 _MNIST = "http://yann.lecun.com/exdb/mnist/ https://ossci-datasets.s3.amazonaws.com/mnist/"
 _FASHION = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
 _KRIZ = "https://www.cs.toronto.edu/~kriz/"
@@ -142,17 +168,7 @@ IMAGE_DATASETS: dict[str, ImageDataset] = {
         "",
         ("MNIST",),
         ("raw",),
-        # md5s: torchvision's MNIST.resources; sizes: the MNIST page (yann.lecun.com/exdb/mnist).
-        # The second address is the mirror torchvision falls back to.
-        _idx(
-            _MNIST,
-            [
-                ("f68b3c2dcbeaaa9fbdd348bbdeb94873", 9912422),  # train images
-                ("d53e105ee54ea40749a09fcbcd1e9432", 28881),  # train labels
-                ("9fb629c4189551a2d022fa330f9573f3", 1648877),  # test images
-                ("ec29112dd5afa0611ce80d1b7f02629c", 4542),  # test labels
-            ],
-        ),
+        _idx(_MNIST, "mnist"),
         "the four .gz files of the MNIST database (Yann LeCun's 'THE MNIST DATABASE of "
         "handwritten digits' page at yann.lecun.com/exdb/mnist, or one of its mirrors)",
     ),
@@ -162,17 +178,7 @@ IMAGE_DATASETS: dict[str, ImageDataset] = {
         "",
         ("fashion_mnist", "FashionMNIST", "fashion"),
         ("raw", "data/fashion"),
-        # md5s and addresses: the download table of the zalandoresearch/fashion-mnist README
-        # (the same md5s as torchvision's FashionMNIST.resources); sizes: as served there.
-        _idx(
-            _FASHION,
-            [
-                ("8d4fb7e6c68d591d4c3dfef9ec88bf0d", 26421880),  # train images
-                ("25c81989df183df01b3e8a0aad5dffbe", 29515),  # train labels
-                ("bef4ecab320f06d8554ea6380940ec79", 4422102),  # test images
-                ("bb300cfdad3c16e7a12a480ee83cd310", 5148),  # test labels
-            ],
-        ),
+        _idx(_FASHION, "fashion-mnist"),
         "the four .gz files in data/fashion of the zalandoresearch/fashion-mnist GitHub repository",
     ),
     "cifar10": ImageDataset(

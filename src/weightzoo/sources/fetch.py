@@ -56,6 +56,7 @@ from typing import Any
 import httpx2
 
 from weightzoo import catalog
+from weightzoo._types import EpochSelection, SplitSelection
 from weightzoo.errors import (
     DataFilesMissingError,
     EpochError,
@@ -551,7 +552,7 @@ def convert_file(
     file: RecordFile,
     out: str | os.PathLike[str],
     *,
-    epochs: Any = None,
+    epochs: EpochSelection = None,
     models: int | None = None,
     progress: bool | None = None,
     name: str | None = None,
@@ -634,7 +635,7 @@ def fetch_zenodo(
     target: str | Target,
     out: str | os.PathLike[str],
     *,
-    epochs: Any = None,
+    epochs: EpochSelection = None,
     models: int | None = None,
     endpoint: str | None = None,
     progress: bool | None = None,
@@ -722,6 +723,8 @@ def command(args: argparse.Namespace) -> int:
 
 HOME_ENV = "WEIGHTZOO_HOME"
 _HUB_ONLY = ("revision", "cache_dir", "group")
+# The options of `weightzoo fetch NAME` that fetch_zoo takes under the same names.
+_CLI_OPTIONS = ("split", "epochs", "models", "revision", "cache_dir", "local_dir", "group")
 
 
 def zoo_home() -> Path:
@@ -882,8 +885,8 @@ def fetch_zoo(
     name: str,
     out: str | os.PathLike[str] | None = None,
     *,
-    split: str | Sequence[str] | None = None,
-    epochs: Any = None,
+    split: SplitSelection = None,
+    epochs: EpochSelection = None,
     models: int | None = None,
     revision: str | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
@@ -987,17 +990,8 @@ def catalog_command(args: argparse.Namespace) -> int:
         The exit code (0).
     """
     default = args.out is None and args.local_dir is None
-    result = fetch_zoo(
-        args.name,
-        args.out,
-        split=args.split,
-        epochs=args.epochs,
-        models=args.models,
-        revision=args.revision,
-        cache_dir=args.cache_dir,
-        local_dir=args.local_dir,
-        group=args.group,
-    )
+    options = {name: getattr(args, name) for name in _CLI_OPTIONS}
+    result = fetch_zoo(args.name, args.out, **options)
     notes = []
     if result.kind != "hub" and args.split not in (None, "all"):
         notes.append(f"every split kept: pass split={args.split!r} when reading")

@@ -34,6 +34,7 @@ from weightzoo.storage.manifest import (
     Manifest,
     ShardEntry,
     _as_bool,
+    check_name,
     identity_fields,
     manifest_header,
     read_format_version,
@@ -45,6 +46,9 @@ from weightzoo.storage.verify import _allowed_roots, verify_zoo
 
 GROUPS_DIR = "groups"
 GROUP_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
+_GROUP_NAME_RULE = (
+    "is not allowed: use lower-case letters, digits, '_' and '-', starting with a letter or digit"
+)
 
 
 def check_group_name(name: Any) -> str:
@@ -53,12 +57,7 @@ def check_group_name(name: Any) -> str:
     Raises:
         ManifestError: for anything else (the name becomes a directory name).
     """
-    if not isinstance(name, str) or not GROUP_NAME.fullmatch(name):
-        raise ManifestError(
-            f"group name {name!r} is not allowed: use lower-case letters, digits, '_' and '-', "
-            "starting with a letter or digit"
-        )
-    return name
+    return check_name(name, GROUP_NAME, "group name", _GROUP_NAME_RULE, ManifestError)
 
 
 def group_path(name: str) -> str:
@@ -91,14 +90,8 @@ class GroupEntry:
         return range(self.first_model_id, self.first_model_id + self.num_models)
 
     def to_json(self) -> dict[str, Any]:
-        """Manifest form."""
-        return {
-            "name": self.name,
-            "path": self.path,
-            "manifest_sha256": self.manifest_sha256,
-            "num_models": self.num_models,
-            "first_model_id": self.first_model_id,
-        }
+        """Manifest form: the fields, in their order."""
+        return dataclasses.asdict(self)
 
     @classmethod
     def from_json(cls, row: Any) -> GroupEntry:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from weightzoo._types import SplitSelection
 from weightzoo.errors import (
     FormatVersionError,
     GroupedZooError,
@@ -193,6 +194,28 @@ def _as_bool(value: Any) -> bool:
     if not isinstance(value, bool):
         raise ManifestError(f"'finished' must be true or false, got {value!r}")
     return value
+
+
+def check_name(
+    name: Any, pattern: re.Pattern[str], what: str, rule: str, error: type[Exception]
+) -> str:
+    """Return ``name`` if it is a string that ``pattern`` matches whole.
+
+    Names checked here become file or directory names inside a zoo, so nothing else passes.
+
+    Args:
+        name: the name to check (any value: it may come from a manifest or a user).
+        pattern: the names allowed.
+        what: what the name is, for the message (``group name``).
+        rule: the message's rest after the name: ``pattern`` in words and what to do.
+        error: the class raised.
+
+    Raises:
+        Exception: ``error`` with the one-line message ``<what> <name!r> <rule>``.
+    """
+    if not isinstance(name, str) or not pattern.fullmatch(name):
+        raise error(f"{what} {name!r} {rule}")
+    return name
 
 
 def safe_relative_path(path: str, *, what: str = "path") -> str:
@@ -700,7 +723,7 @@ class Manifest:
 
     def shards_for(
         self,
-        split: str | Sequence[str] | None = None,
+        split: SplitSelection = None,
         epochs: Iterable[int] | None = None,
     ) -> list[ShardEntry]:
         """The shards needed for some splits and epochs (all if ``None``).

@@ -15,7 +15,7 @@ import itertools
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from weightzoo._types import EpochSelection, SplitSelection
 from weightzoo.errors import (
     ShardChangedError,
     ShardCorruptError,
@@ -247,8 +248,8 @@ class ZooReader:
         self,
         zoo_dir: str | os.PathLike[str],
         *,
-        split: str | Sequence[str] | None = None,
-        epochs: int | str | Iterable[int] | None = None,
+        split: SplitSelection = None,
+        epochs: EpochSelection = None,
         manifest: Manifest | None = None,
         group: str | None = None,
     ) -> None:

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import difflib
 import operator
-from collections.abc import Iterable, Sequence
 from typing import Any
 
+from weightzoo._types import EpochSelection, SplitSelection
 from weightzoo.errors import EpochError, UnknownSplitError
 from weightzoo.storage.manifest import SPLITS, Manifest
 
 
-def check_splits(split: str | Sequence[str] | None, manifest: Manifest) -> list[str]:
+def check_splits(split: SplitSelection, manifest: Manifest) -> list[str]:
     """Normalise a split selection: ``None``/``"all"`` -> every split.
 
     Raises:
@@ -41,7 +41,7 @@ def check_splits(split: str | Sequence[str] | None, manifest: Manifest) -> list[
     return names
 
 
-def check_epochs(epochs: int | str | Iterable[int] | None, manifest: Manifest) -> list[int]:
+def check_epochs(epochs: EpochSelection, manifest: Manifest) -> list[int]:
     """Normalise an epoch selection to checkpoint labels in the zoo's order.
 
     Accepts ``None``/``"all"`` (every checkpoint), ``"last"``, one epoch, or several.

@@ -56,7 +56,7 @@ from weightzoo.errors import (
     UnsafePathError,
     WeightzooError,
 )
-from weightzoo.storage.manifest import Manifest
+from weightzoo.storage.manifest import Manifest, check_name
 from weightzoo.storage.verify import _allowed_roots
 from weightzoo.storage.writer import ZooLock
 
@@ -78,6 +78,7 @@ BEHAVIOUR_SIDECAR = "behaviour"
 SIDECAR_FORMAT = "weightzoo-sidecar"
 SIDECAR_VERSION = 2  # 2: the file holds its identity; version 1 is refused (compute it again)
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
+_NAME_RULE = "must be 1-100 letters, digits, '_', '.' or '-', not starting with '.', '_' or '-'"
 # The writer's temporaries: .<name>.h5.<16 hex>.tmp (and the 8 characters of earlier versions).
 _TEMP = re.compile(rf"\.{_NAME.pattern}\.(?:h5|json)\.(?:[0-9a-f]{{16}}|[a-z0-9_]{{8}})\.tmp")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -209,12 +210,7 @@ def _check_types(values: dict[str, Any], source: str, redo: str) -> None:
 
 # ------------------------------------------------------------------------------ paths
 def _check_name(name: str) -> str:
-    if not isinstance(name, str) or not _NAME.fullmatch(name):
-        raise InvalidOptionError(
-            f"side-file name {name!r} must be 1-100 letters, digits, '_', '.' or '-', not "
-            "starting with '.', '_' or '-'"
-        )
-    return name
+    return check_name(name, _NAME, "side-file name", _NAME_RULE, InvalidOptionError)
 
 
 def _own_file(name: str) -> str:

@@ -21,6 +21,7 @@ import os
 import re
 import secrets
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -292,51 +293,70 @@ def dtype_name(array: np.ndarray) -> str:
     return name
 
 
-def write_shard_file(
-    path: str | os.PathLike[str],
-    *,
-    zoo_name: str,
-    spec_fingerprint: str,
-    split: str,
-    models: tuple[int, int],
-    epochs: Sequence[int],
-    weights: np.ndarray,
-    stats: np.ndarray,
-    metrics: Mapping[str, np.ndarray],
-    columns: Mapping[str, Any],
-    checkpoint_viable: np.ndarray,
-) -> None:
+@dataclass(frozen=True, eq=False)  # arrays: compared by identity
+class ShardContent:
+    """What one shard file holds: its identity, its arrays and its rows of the model table.
+
+    :meth:`ZooWriter.write_shard` builds it from checked input; :func:`write_shard_file`
+    writes it.
+
+    Attributes:
+        zoo_name: name of the zoo the shard belongs to.
+        spec_fingerprint: identity of the zoo's spec.
+        split: ``train``, ``val`` or ``test``.
+        models: storage positions ``[first, last)``.
+        epochs: checkpoint labels held, in the zoo's order.
+        weights: float32 ``[models, checkpoints, params]``.
+        stats: float32 ``[models, checkpoints, statistics]``.
+        metrics: ``{name: float32 [models, checkpoints]}``.
+        columns: ``{name: [models] or [models, k]}``; strings as ``object`` arrays.
+        checkpoint_viable: bool ``[models, checkpoints]``.
+    """
+
+    zoo_name: str
+    spec_fingerprint: str
+    split: str
+    models: tuple[int, int]
+    epochs: tuple[int, ...]
+    weights: np.ndarray
+    stats: np.ndarray
+    metrics: Mapping[str, np.ndarray]
+    columns: Mapping[str, np.ndarray]
+    checkpoint_viable: np.ndarray
+
+
+def write_shard_file(path: str | os.PathLike[str], content: ShardContent) -> None:
     """Write one shard file in format version 1 (not atomic: see :meth:`ZooWriter.write_shard`).
 
-    The arrays must already be validated (shapes ``[models, len(epochs), ...]``). The file
-    attributes identify the shard (zoo, spec fingerprint, split, models, epochs), so that a
-    reader can check it against the manifest; they hold no time or path, so the same input
-    gives the same bytes.
+    The arrays of ``content`` must already be validated (shapes ``[models, len(epochs),
+    ...]``). The file attributes identify the shard (zoo, spec fingerprint, split, models,
+    epochs), so that a reader can check it against the manifest; they hold no time or path, so
+    the same input gives the same bytes.
 
     A shard of up to :data:`IN_MEMORY_SHARD_BYTES` is built in memory (HDF5's core driver, the
     same bytes) and written with one plain write: a full disk then fails as an ordinary
     ``OSError``, never inside HDF5, whose half-written file fails again when it is closed.
     """
-    in_memory = weights.nbytes + stats.nbytes <= IN_MEMORY_SHARD_BYTES
+    in_memory = content.weights.nbytes + content.stats.nbytes <= IN_MEMORY_SHARD_BYTES
     driver: dict[str, Any] = {"driver": "core", "backing_store": False} if in_memory else {}
     with h5py.File(os.fspath(path), "w", libver="latest", **driver) as handle:
         handle.attrs["format"] = "weightzoo-shard"
         handle.attrs["format_version"] = FORMAT_VERSION
-        handle.attrs["zoo"] = zoo_name
-        handle.attrs["spec_fingerprint"] = spec_fingerprint
-        handle.attrs["split"] = split
-        handle.attrs["models"] = np.asarray(models, dtype=np.int64)
-        handle.attrs["epochs"] = np.asarray(epochs, dtype=np.int64)
-        _create_row_dataset(handle, "weights", weights)
-        _create_row_dataset(handle, "stats", stats)
+        handle.attrs["zoo"] = content.zoo_name
+        handle.attrs["spec_fingerprint"] = content.spec_fingerprint
+        handle.attrs["split"] = content.split
+        handle.attrs["models"] = np.asarray(content.models, dtype=np.int64)
+        handle.attrs["epochs"] = np.asarray(content.epochs, dtype=np.int64)
+        _create_row_dataset(handle, "weights", content.weights)
+        _create_row_dataset(handle, "stats", content.stats)
         handle.create_dataset(
-            "checkpoint_viable", data=checkpoint_viable.astype(bool), track_times=False
+            "checkpoint_viable", data=content.checkpoint_viable.astype(bool), track_times=False
         )
         metric_group = _create_group(handle, "metrics")
-        for name, values in metrics.items():
+        for name, values in content.metrics.items():
             metric_group.create_dataset(name, data=values.astype(np.float32), track_times=False)
         model_group = _create_group(handle, "models")
-        for name, values in columns.items():
+        for name, values in content.columns.items():
             if values.dtype == object:
                 model_group.create_dataset(
                     name,
@@ -656,20 +676,20 @@ class ZooWriter:
         temp = final.with_name(
             f"{final.name}.{self._temp_tag}{os.getpid()}-{secrets.token_hex(4)}{TEMP_SUFFIX}"
         )
+        content = ShardContent(
+            zoo_name=manifest.name,
+            spec_fingerprint=manifest.spec_fingerprint,
+            split=split,
+            models=(int(models[0]), int(models[1])),
+            epochs=tuple(epochs),
+            weights=weights,
+            stats=stats,
+            metrics=metrics,
+            columns=table,
+            checkpoint_viable=checkpoint_viable,
+        )
         try:
-            write_shard_file(
-                temp,
-                zoo_name=manifest.name,
-                spec_fingerprint=manifest.spec_fingerprint,
-                split=split,
-                models=models,
-                epochs=epochs,
-                weights=weights,
-                stats=stats,
-                metrics=metrics,
-                columns=table,
-                checkpoint_viable=checkpoint_viable,
-            )
+            write_shard_file(temp, content)
             with open(temp, "rb+") as handle:
                 os.fsync(handle.fileno())
             digest = sha256_file(temp)
@@ -688,9 +708,7 @@ class ZooWriter:
             temp.unlink(missing_ok=True)
             raise
         _step("after_shard_rename")
-        entry = ShardEntry(
-            file, digest, size, (int(models[0]), int(models[1])), split, tuple(epochs)
-        )
+        entry = ShardEntry(file, digest, size, content.models, split, content.epochs)
         manifest.shards = [s for s in manifest.shards if s.file != file] + [entry]
         manifest.shards.sort(key=lambda s: (SPLITS.index(s.split), s.models, s.epochs))
         manifest.finished = False

@@ -23,6 +23,7 @@ from weightzoo.families.mlds.spec import DS1_NET, MLDSSpec, TrainSettings, model
 from weightzoo.families.mlds.train import MLDSTask, PopulationData, lr_at
 from weightzoo.features import unflatten
 from weightzoo.generate import population as toolkit
+from weightzoo.generate.base import BlockRun
 from weightzoo.generate.runner import generate
 from weightzoo.generate.specs import get_spec
 from weightzoo.storage.manifest import Manifest
@@ -266,7 +267,7 @@ def test_failed_networks_are_retrained_from_new_seeds(tmp_path):
     plans = fam.plan(never)
     seen: list[int] = []
     records = fam.train(
-        never, plans, device="cpu", progress=False, on_epoch=lambda m, p: seen.append(m)
+        never, plans, BlockRun(progress=False, on_epoch=lambda m, p: seen.append(m))
     )
     assert seen == [2, 2] * 3  # two networks, two epochs, three attempts
     for plan, record in zip(plans, records, strict=True):
@@ -279,7 +280,7 @@ def test_failed_networks_are_retrained_from_new_seeds(tmp_path):
         first = torch.cat([v.reshape(1, -1) for v in init.values()], dim=1)[0]
         np.testing.assert_array_equal(record.weights[0], first.numpy())
     always = dataclasses.replace(never, threshold=1e9, min_bit_accuracy=0.0)
-    records = fam.train(always, plans, device="cpu", progress=False)
+    records = fam.train(always, plans, BlockRun(progress=False))
     assert all(r.columns["attempt"] == 0 and r.columns["passed"] for r in records)
     assert [r.columns["epochs"] for r in records] == [1, 1]
     # give_up applies to every attempt but the last
@@ -345,7 +346,7 @@ def test_shared_init_starts_every_network_from_one_initialisation():
     assert "shared_init" not in plain.to_dict() and shared.to_dict()["shared_init"] == 7
     assert plain.fingerprint() != shared.fingerprint()
     plans = FAMILY.plan(shared)
-    records = FAMILY.train(shared, plans, device="cpu", progress=False)
+    records = FAMILY.train(shared, plans, BlockRun(progress=False))
     starts = np.stack([r.weights[0] for r in records])
     finals = np.stack([r.weights[-1] for r in records])
     init = init_population(shared.net, [7], "cpu", shared.init)
@@ -354,5 +355,5 @@ def test_shared_init_starts_every_network_from_one_initialisation():
     assert all(r.columns["init_seed"] == 7 for r in records)
     # data order still differs per network: no two networks end at the same weights
     assert len({row.tobytes() for row in finals}) == len(records)
-    separate = FAMILY.train(plain, FAMILY.plan(plain), device="cpu", progress=False)
+    separate = FAMILY.train(plain, FAMILY.plan(plain), BlockRun(progress=False))
     assert len({r.weights[0].tobytes() for r in separate}) == len(separate)

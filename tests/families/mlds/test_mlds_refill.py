@@ -29,6 +29,7 @@ from weightzoo.families.mlds.train import (
     train_population,
 )
 from weightzoo.generate import resume
+from weightzoo.generate.base import BlockRun
 from weightzoo.generate.runner import generate
 
 
@@ -140,7 +141,7 @@ def test_the_spec_exercises_passing_giving_up_and_retrying(block):
 
 def test_a_refilled_block_writes_the_round_schemes_records_bit_for_bit(block):
     spec, plans, records, _ = block
-    assert_same_records(train_block(spec, plans, "cpu", False, None), records)
+    assert_same_records(train_block(spec, plans, BlockRun(progress=False)), records)
 
 
 @pytest.mark.parametrize("width", [2, 3, 7])

@@ -11,13 +11,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from weightzoo.generate.base import BlockRun
 from weightzoo.generate.specs import family_for, get_spec
 
 
 def _final_test_acc(name: str, models: int, epochs: int) -> np.ndarray:
     spec = get_spec(name).override(models=models, epochs=epochs)
     family = family_for(spec)
-    records = family.train(spec, family.plan(spec), device="cpu", progress=False)
+    records = family.train(spec, family.plan(spec), BlockRun(progress=False))
     return np.array([r.metrics["test_acc"][-1] for r in records])
 
 

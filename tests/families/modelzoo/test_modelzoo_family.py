@@ -8,6 +8,7 @@ import torch
 
 from helpers.small_splits import cut_image_splits
 from weightzoo.families.modelzoo.train import initial_model
+from weightzoo.generate.base import BlockRun
 from weightzoo.generate.specs import family_for, get_spec
 
 
@@ -23,7 +24,7 @@ def test_digits_records_shapes_and_learning(digits):
     family = family_for(spec)
     plans = family.plan(spec)
     assert [p.seed for p in plans] == [1, 2, 3]
-    records = family.train(spec, plans, device="cpu", progress=False)
+    records = family.train(spec, plans, BlockRun(progress=False))
     layout = family.layout(spec)
     assert layout.num_params == 2464
     assert [r.model_id for r in records] == [0, 1, 2]
@@ -48,8 +49,8 @@ def test_hyp_block_is_grouped_and_deterministic(digits):
     block = [plans[320], plans[331], plans[1290], plans[1301]]
     assert block[0].columns["dropout"] == 0.1
     assert block[2].columns["activation"] != block[0].columns["activation"]
-    first = family.train(spec, block, device="cpu", progress=False)
-    second = family.train(spec, block, device="cpu", progress=False)
+    first = family.train(spec, block, BlockRun(progress=False))
+    second = family.train(spec, block, BlockRun(progress=False))
     assert [r.model_id for r in first] == [p.model_id for p in block]
     for a, b in zip(first, second, strict=True):
         assert np.array_equal(a.weights, b.weights)
@@ -60,7 +61,7 @@ def test_hyp_block_is_grouped_and_deterministic(digits):
 def test_trajectory_digits_shapes(digits, name, params):
     spec = get_spec(name).override(models=2, epochs=1)
     family = family_for(spec)
-    records = family.train(spec, family.plan(spec), device="cpu", progress=False)
+    records = family.train(spec, family.plan(spec), BlockRun(progress=False))
     assert records[0].weights.shape == (2, params)
     assert np.isfinite(records[0].metrics["test_loss"]).all()
 
@@ -75,5 +76,5 @@ def test_runner_generates_a_digits_zoo(digits, tmp_path):
 def test_trajectory_digits_mlp_learns(digits):
     spec = get_spec("trajectory-digits-mlp").override(models=2, epochs=3)
     family = family_for(spec)
-    records = family.train(spec, family.plan(spec), device="cpu", progress=False)
+    records = family.train(spec, family.plan(spec), BlockRun(progress=False))
     assert all(r.metrics["test_acc"][-1] > 0.2 for r in records)

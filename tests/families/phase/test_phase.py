@@ -29,11 +29,12 @@ from weightzoo.families.phase.spec import (
     PhaseSpec,
 )
 from weightzoo.features import layout_of, load_vector
+from weightzoo.generate.base import BlockRun
 from weightzoo.generate.runner import generate
 from weightzoo.generate.specs import all_specs, get_spec
 from weightzoo.imagesets import splits as image_splits
 from weightzoo.landscape.taxonomy import PHASES, UNKNOWN, assign_phases, read_phases, write_phases
-from weightzoo.landscape.zoo_metrics import compute_zoo_landscape
+from weightzoo.landscape.zoo_metrics import ZOO_LANDSCAPE, compute_zoo_landscape
 from weightzoo.storage.sidecar import read_sidecar, sidecar_records
 from weightzoo.zoo import Zoo
 
@@ -158,14 +159,14 @@ def test_recomputing_the_landscape_relabels_the_phases(grid, tmp_path):
     copy = tmp_path / "copy"
     shutil.copytree(grid / f"{GRID}-w8", copy)
     shutil.rmtree(copy / "sidecars")
-    record = compute_zoo_landscape(
-        copy, metrics=("cka", "mc"), batches=1, batch_size=32, steps=5, progress=False
-    )
+    options = ZOO_LANDSCAPE.replace(batches=1, batch_size=32, steps=5)
+    record = compute_zoo_landscape(copy, metrics=("cka", "mc"), options=options, progress=False)
     assert set(record.arrays) == {"cka", "mc", "phase"}
     assert read_phases(copy)[0].shape == (4, 1)
     # another side file name, or a zoo without the phase columns, gets no labels
-    other = compute_zoo_landscape(copy, metrics=("cka", "mc"), batches=1, batch_size=32,
-                                  steps=5, progress=False, name="other")  # fmt: skip
+    other = compute_zoo_landscape(
+        copy, metrics=("cka", "mc"), options=options, progress=False, name="other"
+    )
     assert "phase" not in other.arrays
 
 
@@ -393,7 +394,7 @@ def test_the_paper_networks_train_on_the_population_toolkit(architecture, width,
     spec = get_spec(f"phase-cifar10-{architecture}-w{width}").replace(
         batch_sizes=(16,), seeds=2, epochs=1, checkpoint_every=1
     )
-    records = family().train(spec, family().plan(spec), device="cpu", progress=False)
+    records = family().train(spec, family().plan(spec), BlockRun(progress=False))
     assert len(records) == 2
     layout = family().layout(spec)
     for record in records:

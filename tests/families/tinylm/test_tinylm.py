@@ -41,13 +41,12 @@ from weightzoo.families.tinylm.train import (
     corpus_of,
     eval_starts,
     population_logits,
-    train_population,
 )
-from weightzoo.generate.base import ZooSpec
+from weightzoo.generate.base import BlockRun, ZooSpec
 from weightzoo.generate.runner import generate
 from weightzoo.generate.specs import all_specs, family_for, get_spec
 from weightzoo.landscape.taxonomy import read_phases
-from weightzoo.landscape.zoo_metrics import compute_zoo_landscape
+from weightzoo.landscape.zoo_metrics import ZOO_LANDSCAPE, compute_zoo_landscape
 from weightzoo.storage.sidecar import read_sidecar
 from weightzoo.zoo import Zoo
 
@@ -152,7 +151,7 @@ def test_population_of_two_lowers_its_loss():
     spec = tiny_spec(batch_sizes=(8,), epochs=2, train_windows=128, lr=1e-2)
     plans = FAMILY.plan(spec)
     assert len(plans) == 2
-    records = train_population(spec, plans)
+    records = FAMILY.train(spec, plans, BlockRun(progress=False))
     for record in records:
         loss = record.metrics["train_loss"]
         assert loss.shape == (3,) and loss[-1] < loss[0] - 0.3
@@ -268,9 +267,11 @@ def test_finalize_writes_the_landscape_side_file(tiny_zoo):
 
 
 def test_landscape_command_recomputes_through_the_zoo_driver(tiny_zoo):
+    options = ZOO_LANDSCAPE.replace(probes=4)
     record = compute_zoo_landscape(
-        tiny_zoo, metrics=["hessian_trace"], epochs="last", probes=4, progress=False, name="re"
-    )
+        tiny_zoo, metrics=["hessian_trace"], epochs="last", options=options, progress=False,
+        name="re",
+    )  # fmt: skip
     assert record.epochs == [1] and list(record.arrays) == ["hessian_trace"]
     values = read_sidecar(tiny_zoo.path, "re")["hessian_trace"]
     assert values.shape == (4, 1) and np.isfinite(values).all()
@@ -406,7 +407,7 @@ def test_train_tells_the_runner_each_populations_size_per_epoch():
     plans = FAMILY.plan(spec)
     heard: list[tuple[int, int | None]] = []
     records = FAMILY.train(
-        spec, plans, device="cpu", progress=False, on_epoch=lambda n, p: heard.append((n, p))
+        spec, plans, BlockRun(progress=False, on_epoch=lambda n, p: heard.append((n, p)))
     )
     assert [r.model_id for r in records] == [p.model_id for p in plans]
     assert heard == [(2, None)] * 4  # 2 models x 2 epochs, per batch size
@@ -414,9 +415,10 @@ def test_train_tells_the_runner_each_populations_size_per_epoch():
 
 
 def test_the_zoo_driver_hands_its_data_options_to_the_lm_measure(tiny_zoo):
+    options = ZOO_LANDSCAPE.replace(batches=1, batch_size=3, iters=2)
     record = compute_zoo_landscape(
-        tiny_zoo, metrics=["hessian_top"], epochs="last", batches=1, batch_size=3,
-        iters=2, progress=False, name="options",
+        tiny_zoo, metrics=["hessian_top"], epochs="last", options=options, progress=False,
+        name="options",
     )  # fmt: skip
     assert (record.attrs["windows"], record.attrs["batch_size"]) == (3, 3)
 

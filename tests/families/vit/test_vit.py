@@ -33,6 +33,7 @@ from weightzoo.families.vit.model import ViT, backbone_names
 from weightzoo.families.vit.spec import HEADS, PRESETS, ViTZooSpec, num_params
 from weightzoo.families.vit.train import nt_xent
 from weightzoo.features import layout_of
+from weightzoo.generate.base import BlockRun
 from weightzoo.generate.runner import generate
 from weightzoo.generate.specs import family_for, get_spec
 from weightzoo.lineage import LineagePairs, columns_of
@@ -260,7 +261,7 @@ def test_finetuning_outside_a_grouped_zoo_is_refused():
     spec = dict(tiny_spec().groups())["finetune-linear"]
     plans = registered_family("vit-finetune").plan(spec)
     with pytest.raises(InvalidOptionError, match="grouped ViT zoo"):
-        registered_family("vit-finetune").train(spec, plans[:1], device="cpu", progress=False)
+        registered_family("vit-finetune").train(spec, plans[:1], BlockRun(progress=False))
 
 
 def test_named_specs_build():
@@ -399,7 +400,7 @@ def test_train_tells_the_runner_each_populations_size_per_epoch():
     plans = registered_family("vit-pretrain").plan(spec)
     heard: list[tuple[int, int | None]] = []
     records = registered_family("vit-pretrain").train(
-        spec, plans, device="cpu", progress=False, on_epoch=lambda n, p: heard.append((n, p))
+        spec, plans, BlockRun(progress=False, on_epoch=lambda n, p: heard.append((n, p)))
     )
     assert [r.model_id for r in records] == [p.model_id for p in plans]
     assert sorted(heard) == [(1, None)] * 2 + [(2, None)] * 2  # per objective, per epoch

@@ -22,15 +22,16 @@ from weightzoo.families.mlds.spec import (
     net_config,
 )
 from weightzoo.functional import task_spec
-from weightzoo.generate.base import Family, LandscapeParts, ModelPlan
+from weightzoo.generate.base import BlockRun, Family, LandscapeParts, ModelPlan
 from weightzoo.storage.layout import Layout
 
 if TYPE_CHECKING:
-    import numpy as np
     import torch
     from torch import nn
 
     from weightzoo.blocks import ModelRecord
+    from weightzoo.landscape.driver import Selection
+    from weightzoo.landscape.options import LandscapeOptions
     from weightzoo.zoo import Zoo
 
 __all__ = ["FAMILY", "MLDSFamily"]
@@ -77,22 +78,14 @@ class MLDSFamily(Family[MLDSSpec]):
                 )
         return plans
 
-    def train(
-        self,
-        spec: MLDSSpec,
-        plans: Sequence[ModelPlan],
-        *,
-        device: str,
-        progress: bool = True,
-        on_epoch: Callable[[int, int | None], None] | None = None,
-    ) -> list[ModelRecord]:
+    def train(self, spec: MLDSSpec, plans: Sequence[ModelPlan], run: BlockRun) -> list[ModelRecord]:
         """Train one block as one refilled population of attempts (:func:`.train.train_block`).
 
-        ``on_epoch(models trained that epoch, networks passed so far)`` after every epoch.
+        ``run.on_epoch(models trained that epoch, networks passed so far)`` after every epoch.
         """
         from weightzoo.families.mlds.train import train_block  # training code: here only
 
-        return train_block(spec, plans, device, progress, on_epoch)
+        return train_block(spec, plans, run)
 
     def build_model(self, spec: Mapping[str, Any], columns: Mapping[str, Any]) -> nn.Module:
         """The network of the spec's subset (DS1 for an imported zoo's spec without one)."""
@@ -103,18 +96,14 @@ class MLDSFamily(Family[MLDSSpec]):
         return MLDSEvalTask(zoo, spec)
 
     def landscape_parts(
-        self,
-        zoo: Zoo,
-        columns: Mapping[str, np.ndarray],
-        batches: int,
-        batch_size: int,
-        device: torch.device,
+        self, selection: Selection, options: LandscapeOptions, device: torch.device
     ) -> LandscapeParts:
         """Each network on its own class's training sequences, through a vmappable twin."""
         from weightzoo.families.mlds.landscape import landscape_parts  # the engine: here only
 
-        spec = task_spec(zoo.manifest.spec)
-        return landscape_parts(spec, columns, batches, batch_size, device)
+        spec = task_spec(selection.zoo.manifest.spec)
+        batches, batch_size = options.batches, options.batch_size
+        return landscape_parts(spec, selection.columns, batches, batch_size, device)
 
     def tables(self) -> Mapping[str, Callable[..., Any]]:
         """The report's MLDS Tables 1 (class from weights) and 2 (backdoor from weights)."""

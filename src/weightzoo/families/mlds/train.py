@@ -40,8 +40,7 @@ from weightzoo.families.mlds.model import (
 from weightzoo.families.mlds.spec import MLDSSpec, NetConfig, TrainSettings, model_seed
 from weightzoo.generate import population as toolkit
 from weightzoo.generate import resume
-from weightzoo.generate.base import ModelPlan
-from weightzoo.generate.progress import EpochCallback
+from weightzoo.generate.base import BlockRun, ModelPlan
 
 __all__ = [
     "MLDSTask",
@@ -330,13 +329,7 @@ def train_population(
         bar.close()
 
 
-def train_block(
-    spec: MLDSSpec,
-    plans: Sequence[ModelPlan],
-    device: str,
-    progress: bool,
-    on_epoch: EpochCallback | None,
-) -> list[ModelRecord]:
+def train_block(spec: MLDSSpec, plans: Sequence[ModelPlan], run: BlockRun) -> list[ModelRecord]:
     """Train one block as one refilled population of attempts; one record per plan.
 
     The attempts are those of :meth:`~weightzoo.families.mlds.spec.MLDSSpec.attempt_rounds`
@@ -349,13 +342,13 @@ def train_block(
     Args:
         spec: the zoo spec.
         plans: the block's networks.
-        device: torch device.
-        progress: show a bar over the block's epochs.
-        on_epoch: ``on_epoch(models trained that epoch, networks passed so far)`` after every
-            epoch.
+        run: the device; ``run.progress`` shows a bar over the block's epochs, and
+            ``run.on_epoch(models trained that epoch, networks passed so far)`` is called after
+            every epoch.
     """
     from tqdm.auto import tqdm
 
+    device, on_epoch = run.device, run.on_epoch
     key = spec.data.class_column
     names = sorted({str(plan.columns[key]) for plan in plans}, key=spec.classes().index)
     per_class = [class_data(spec, name) for name in names]
@@ -366,7 +359,7 @@ def train_block(
     if torch.device(device).type == "cpu":
         # Tiny matmuls: extra threads only add synchronisation (and thrash on busy cores).
         torch.set_num_threads(1)
-    bar = tqdm(desc=f"{spec.name} block of {len(plans)}", unit="epoch", disable=not progress)
+    bar = tqdm(desc=f"{spec.name} block of {len(plans)}", unit="epoch", disable=not run.progress)
 
     def report(models: int, passed: int) -> None:
         bar.update(1)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from weightzoo.families.modelzoo.spec import ModelZooSpec, TrajectorySpec
+from weightzoo.families._fields import ImageSplitFields
 from weightzoo.imagesets import splits as image_splits
 
 __all__ = ["Split", "device_splits"]
@@ -25,12 +25,12 @@ class Split:
     y: torch.Tensor
 
 
-def device_splits(spec: ModelZooSpec | TrajectorySpec, device: str) -> list[Split]:
+def device_splits(spec: ImageSplitFields, device: str) -> list[Split]:
     """The train, validation and test splits of a spec's dataset on ``device``.
 
     Args:
-        spec: a Model Zoos or trajectory spec (its dataset, image size, channels, validation
-            fraction, data seed and data directory).
+        spec: a spec with the image fields (Model Zoos, trajectory or phase: its dataset,
+            image size, channels, validation fraction, data seed and data directory).
         device: torch device.
 
     Raises:

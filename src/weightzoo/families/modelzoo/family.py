@@ -25,7 +25,7 @@ from weightzoo.families.modelzoo.spec import (
     TrajectorySpec,
 )
 from weightzoo.functional import ImageEvalTask
-from weightzoo.generate.base import Family, ModelPlan, ZooSpec
+from weightzoo.generate.base import BlockRun, Family, ModelPlan, ZooSpec
 from weightzoo.storage.layout import Layout
 
 if TYPE_CHECKING:
@@ -53,24 +53,18 @@ class ImageSplitsFamily(Family[ImageSpecT]):
         raise NotImplementedError(f"{type(self).__name__} must define training()")
 
     def train(
-        self,
-        spec: ImageSpecT,
-        plans: Sequence[ModelPlan],
-        *,
-        device: str,
-        progress: bool = True,
-        on_epoch: Callable[[int, int | None], None] | None = None,
+        self, spec: ImageSpecT, plans: Sequence[ModelPlan], run: BlockRun
     ) -> list[ModelRecord]:
         """Train ``plans`` population by population, under a bar of optimizer steps.
 
-        ``on_epoch(models, None)`` is called after every epoch of every population, with that
-        population's size.
+        ``run.on_epoch(models, None)`` is called after every epoch of every population, with
+        that population's size.
         """
         block_steps, train_block = self.training()
-        splits = device_splits(spec, device)  # type: ignore[arg-type]  # the image fields
+        splits = device_splits(spec, run.device)  # type: ignore[arg-type]  # a TypeVar bound to ZooSpec
         total = block_steps(spec, plans, splits[0].x.shape[0])
-        with self.block_progress(spec, plans, total, show=progress, on_epoch=on_epoch) as report:
-            return train_block(spec, plans, splits, device=device, progress=report)
+        with self.block_progress(spec, plans, total, run) as report:
+            return train_block(spec, plans, splits, device=run.device, progress=report)
 
     def eval_task(self, zoo: Zoo, spec: Mapping[str, Any]) -> ImageEvalTask | None:
         """:class:`~weightzoo.functional.ImageEvalTask`: the zoo's own image splits.

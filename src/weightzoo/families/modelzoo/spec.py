@@ -21,12 +21,13 @@ from __future__ import annotations
 import hashlib
 import itertools
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
 
 from weightzoo.families import Listing
+from weightzoo.families._fields import ImageSplitFields
 from weightzoo.generate.base import GridOptions, ZooSpec, size_estimate
 
 __all__ = [
@@ -75,15 +76,11 @@ METRICS = (
 
 
 @dataclass(frozen=True)
-class _CommonSpec(GridOptions, ZooSpec):
-    """Fields shared by Model Zoos and trajectory specs.
+class _CommonSpec(GridOptions, ImageSplitFields, ZooSpec):
+    """Fields shared by Model Zoos and trajectory specs, besides those of :class:`ImageSplitFields`.
 
     Attributes:
-        dataset: name for :func:`weightzoo.imagesets.readers.load_image_data`.
         architecture: ``cnn-s``, ``cnn-m``, ``resnet18``, ``mlp`` or ``cnn``.
-        image_size: side the images are resized to.
-        in_channels: image channels the network takes (1 = greyscale).
-        num_classes: classes of the dataset.
         activations / dropouts / inits / optimizers / lrs / weight_decays: the grid axes;
             one value each for a Seed zoo.
         seeds_per_node: models per grid node.
@@ -95,18 +92,9 @@ class _CommonSpec(GridOptions, ZooSpec):
         epochs: training epochs; checkpoints are epochs ``0 .. epochs``.
         batch_size: per-model batch size.
         momentum: SGD momentum.
-        loss: ``"ce"`` (cross-entropy) or ``"mse"`` (on one-hot targets).
-        val_fraction: fraction of the official training set held out as validation split.
-        data_seed: seed of the train/validation split of the images.
-        data_dir: where the image data lives; not part of the spec's identity (excluded from
-            :meth:`to_dict`, the fingerprint and equality), given at generate time.
     """
 
-    dataset: str = "digits"
     architecture: str = "cnn-s"
-    image_size: int = 28
-    in_channels: int = 1
-    num_classes: int = 10
     activations: tuple[str, ...] = ("tanh",)
     dropouts: tuple[float, ...] = (0.0,)
     inits: tuple[str, ...] = ("uniform",)
@@ -121,10 +109,6 @@ class _CommonSpec(GridOptions, ZooSpec):
     epochs: int = 50
     batch_size: int = 10
     momentum: float = 0.9
-    loss: str = "ce"
-    val_fraction: float = 0.15
-    data_seed: int = 42
-    data_dir: str | None = field(default=None, compare=False)
 
     kind: ClassVar[str] = "common"
 
@@ -340,6 +324,23 @@ def _one_node(activation: str, init: str, optimizer: str, lr: float, wd: float) 
     }
 
 
+def _hyp_grid(dataset: str, arch: str) -> dict[str, Any]:
+    """The grid axes of a Hyp-10 zoo of a data set and architecture.
+
+    Every activation, init and optimizer of Table 1, with the learning rates, weight decays and
+    dropouts of that data set and architecture (:data:`_HYP_GRIDS`).
+    """
+    grid = _HYP_GRIDS[(dataset, arch)]
+    return {
+        "activations": HYP_ACTIVATIONS,
+        "inits": HYP_INITS,
+        "optimizers": HYP_OPTIMIZERS,
+        "lrs": grid["lrs"],
+        "weight_decays": grid["wds"],
+        "dropouts": grid["drops"],
+    }
+
+
 def _modelzoo_specs() -> list[ModelZooSpec]:
     out: list[ModelZooSpec] = []
     for (dataset, arch), node in _SEED_NODES.items():
@@ -362,23 +363,18 @@ def _modelzoo_specs() -> list[ModelZooSpec]:
                 **base,
             )
         )
-        grid = _HYP_GRIDS[(dataset, arch)]
         for config, mode in (("hyp-10-rand", "random"), ("hyp-10-fix", "fixed")):
             if dataset == "digits" and config == "hyp-10-fix":
                 continue
+            name = f"modelzoo-{dataset}-{arch}-{config}"
             out.append(
                 ModelZooSpec(
-                    name=f"modelzoo-{dataset}-{arch}-{config}",
+                    name=name,
                     config=config,
-                    activations=HYP_ACTIVATIONS,
-                    dropouts=grid["drops"],
-                    inits=HYP_INITS,
-                    optimizers=HYP_OPTIMIZERS,
-                    lrs=grid["lrs"],
-                    weight_decays=grid["wds"],
+                    **_hyp_grid(dataset, arch),
                     seeds_per_node=10,
                     seed_mode=mode,
-                    seed_draw_seed=name_seed(f"modelzoo-{dataset}-{arch}-{config}"),
+                    seed_draw_seed=name_seed(name),
                     **base,
                 )
             )

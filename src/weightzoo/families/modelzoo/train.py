@@ -44,7 +44,7 @@ from weightzoo.families.modelzoo import model
 from weightzoo.families.modelzoo.data import Split
 from weightzoo.families.modelzoo.spec import METRICS, ModelZooSpec, TrajectorySpec, name_seed
 from weightzoo.generate import population as toolkit
-from weightzoo.generate.base import ModelPlan, ModelRecord
+from weightzoo.generate.base import BlockReport, ModelPlan, ModelRecord
 
 GROUPED_MAX_BATCH = 128
 """Largest per-model batch for which ``path="auto"`` uses the grouped forward.
@@ -475,7 +475,7 @@ def _population_options(
     }
 
 
-def _reporter(progress: Callable[[int, int], None], models: int) -> Callable[[int], None]:
+def _reporter(progress: BlockReport, models: int) -> Callable[[int], None]:
     """A population's per-epoch callback: ``progress(steps, models)``."""
     return lambda steps: progress(steps, models)
 
@@ -486,7 +486,7 @@ def train_block(
     splits: Sequence[Split],
     *,
     device: str,
-    progress: Callable[[int, int], None],
+    progress: BlockReport,
 ) -> list[ModelRecord]:
     """Train the models of ``plans`` population by population; one record per plan, in order.
 

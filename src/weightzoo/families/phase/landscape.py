@@ -12,7 +12,7 @@ from pathlib import Path
 
 from weightzoo.families.phase.spec import LANDSCAPE_METRICS, PhaseSpec
 from weightzoo.landscape.taxonomy import LANDSCAPE_SIDECAR, write_phases
-from weightzoo.landscape.zoo_metrics import compute_zoo_landscape
+from weightzoo.landscape.zoo_metrics import ZOO_LANDSCAPE, compute_zoo_landscape
 from weightzoo.storage.sidecar import sidecar_records
 
 __all__ = ["finalize_zoo"]
@@ -37,9 +37,13 @@ def finalize_zoo(spec: PhaseSpec, root: Path, *, device: str = "cpu") -> None:
             write_phases(root)
         return
     log.info("measuring the loss landscape of %s", root)
+    options = ZOO_LANDSCAPE.replace(
+        batches=spec.landscape_batches,
+        batch_size=spec.landscape_batch_size,
+        probes=spec.landscape_probes,
+        steps=spec.landscape_steps,
+    )
     compute_zoo_landscape(
         root, metrics=LANDSCAPE_METRICS, split="all", epochs=spec.landscape_epochs,
-        batches=spec.landscape_batches, batch_size=spec.landscape_batch_size,
-        data_dir=spec.data_dir, device=device, probes=spec.landscape_probes,
-        steps=spec.landscape_steps, progress=False,
+        options=options, data_dir=spec.data_dir, device=device, progress=False,
     )  # fmt: skip

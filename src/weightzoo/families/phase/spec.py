@@ -23,11 +23,12 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from weightzoo.errors import InvalidOptionError
 from weightzoo.families import Listing
+from weightzoo.families._fields import ImageSplitFields, LandscapeFields
 from weightzoo.families.modelzoo.spec import resnet18_params
 from weightzoo.generate.base import GridOptions, GroupedSpec, ZooSpec, size_estimate
 
@@ -74,12 +75,15 @@ class PhaseGridError(InvalidOptionError):
 
 
 @dataclass(frozen=True)
-class PhaseSpec(GridOptions, ZooSpec):
+class PhaseSpec(GridOptions, ImageSplitFields, LandscapeFields, ZooSpec):
     """One width of a phase-transition grid (a complete zoo).
+
+    The image data set and its splits are the fields of :class:`ImageSplitFields` (here with
+    images of 8 x 8 pixels by default, the digits' own size), the landscape's probes and curve
+    steps those of :class:`LandscapeFields`.
 
     Attributes:
         grid: the grid's name (the specs of one grid differ only in ``width`` and ``name``).
-        dataset: name for :func:`weightzoo.imagesets.readers.load_image_data`.
         architecture: one of :data:`ARCHITECTURES`.
         width: this zoo's load value (channels, hidden units or embedding dimension).
         widths: every width of the grid (this zoo trains ``width`` only).
@@ -94,23 +98,13 @@ class PhaseSpec(GridOptions, ZooSpec):
         momentum: SGD momentum (cycled 0.95 -> 0.85 -> 0.95 under one-cycle).
         lr_schedule: ``"onecycle"`` or ``"constant"``.
         augment: random crop (padding 4) and horizontal flip of training batches.
-        image_size: side the images are resized to.
-        in_channels: image channels.
-        num_classes: classes.
-        loss: ``"ce"``.
-        val_fraction: share of the training set held out as the validation split.
-        data_seed: seed of that hold-out.
         landscape_epochs: checkpoints ``finalize`` measures: ``"last"`` or ``"all"``.
         landscape_batches / landscape_batch_size: training batches the landscape loss uses.
-        landscape_probes: Hutchinson probes of ``hessian_trace``.
-        landscape_steps: training steps of each mode-connectivity curve.
         models: if set, only ``models`` models: the first, or a sample (``sample``).
-        data_dir: where the image files are; not part of the spec's identity.
     """
 
     family: str = FAMILY_NAME
     grid: str = ""
-    dataset: str = "digits"
     architecture: str = "cnn"
     width: int = 8
     widths: tuple[int, ...] = (2, 4, 8, 16, 32)
@@ -126,18 +120,10 @@ class PhaseSpec(GridOptions, ZooSpec):
     lr_schedule: str = "onecycle"
     augment: bool = False
     image_size: int = 8
-    in_channels: int = 1
-    num_classes: int = 10
-    loss: str = "ce"
-    val_fraction: float = 0.15
-    data_seed: int = 42
     landscape_epochs: str = "last"
     landscape_batches: int = 4
     landscape_batch_size: int = 128
-    landscape_probes: int = 20
-    landscape_steps: int = 100
     models: int | None = None
-    data_dir: str | None = field(default=None, compare=False)
 
     kind: ClassVar[str] = "phase"
     load_factor: ClassVar[str] = "width"

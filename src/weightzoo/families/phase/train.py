@@ -16,7 +16,7 @@ from __future__ import annotations
 import copy
 import functools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -27,7 +27,7 @@ from weightzoo.families.modelzoo.train import ImageTrainingTask, choose_path, st
 from weightzoo.families.phase import model
 from weightzoo.families.phase.spec import METRICS, PhaseSpec
 from weightzoo.generate import population as toolkit
-from weightzoo.generate.base import ModelPlan, ModelRecord
+from weightzoo.generate.base import BlockReport, ModelPlan, ModelRecord
 from weightzoo.storage.manifest import SPLITS
 
 __all__ = ["block_steps", "train_block"]
@@ -79,7 +79,7 @@ def train_block(
     splits: Sequence[Split],
     *,
     device: str,
-    progress: Callable[[int, int], None] | None = None,
+    progress: BlockReport | None = None,
 ) -> list[ModelRecord]:
     """Train the models of ``plans``, one population per batch size; one record per plan.
 

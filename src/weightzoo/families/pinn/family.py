@@ -19,7 +19,6 @@ from weightzoo.generate.base import Family, ModelPlan
 if TYPE_CHECKING:
     from torch import nn
 
-    from weightzoo.blocks import ModelRecord
     from weightzoo.storage.sidecar import SidecarRecord
     from weightzoo.zoo import Zoo
 
@@ -37,6 +36,7 @@ class PINNFamily(Family[PINNSpec]):
     name = FAMILY_NAME
     spec_class = PINNSpec
     metrics = METRICS
+    trainer = "weightzoo.families.pinn.train:train_population"  # one population per block
 
     def plan(self, spec: PINNSpec) -> list[ModelPlan]:
         """One plan per model, seed-major; stratum = the (beta, lr) cell."""
@@ -46,14 +46,6 @@ class PINNFamily(Family[PINNSpec]):
         """One full-batch step per epoch."""
         return spec.epochs
 
-    def train_block(
-        self, spec: PINNSpec, plans: Sequence[ModelPlan], device: str, report: Callable[[int], None]
-    ) -> list[ModelRecord]:
-        """Train ``plans`` as one population."""
-        from weightzoo.families.pinn.train import train_population  # training code: here only
-
-        return train_population(spec, plans, device=device, progress=report)
-
     def finalize(self, spec: PINNSpec, root: Path, device: str = "cpu") -> None:
         """Write the zoo's ``landscape`` side file and its phase labels (every checkpoint).
 
@@ -62,17 +54,18 @@ class PINNFamily(Family[PINNSpec]):
         then adds the ``phase`` labels. Idempotent: the side file is rewritten whole from the
         stored checkpoints.
         """
-        from weightzoo.families.pinn.landscape import pinn_landscape  # the landscape engine
+        from weightzoo.families.pinn.landscape import (  # the landscape engine
+            PINN_LANDSCAPE,
+            pinn_landscape,
+        )
         from weightzoo.landscape.taxonomy import write_phases
 
-        pinn_landscape(
-            root,
-            device=device,
+        options = PINN_LANDSCAPE.replace(
             iters=spec.landscape_iters,
             probes=spec.landscape_probes,
             steps=spec.landscape_steps,
-            progress=False,
         )
+        pinn_landscape(root, device=device, options=options, progress=False)
         write_phases(root)
 
     def build_model(self, spec: Mapping[str, Any], columns: Mapping[str, Any]) -> nn.Module:

@@ -24,13 +24,14 @@ of one ``beta`` (the loss differs per ``beta``). The ``phase`` labels are added 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from weightzoo._types import EpochSelection, SplitSelection
 from weightzoo.families.pinn.data import ConvectionData, convection_data, residual
 from weightzoo.families.pinn.model import PINN
 from weightzoo.families.pinn.spec import FAMILY_NAME
@@ -45,11 +46,13 @@ from weightzoo.landscape.driver import (
     write_landscape,
 )
 from weightzoo.landscape.metrics import landscape_metrics
+from weightzoo.landscape.options import Knobs, LandscapeOptions, resolve_options
 from weightzoo.landscape.zoo_metrics import siblings
 from weightzoo.storage.sidecar import SidecarRecord
 from weightzoo.zoo import Zoo
 
 __all__ = [
+    "PINN_LANDSCAPE",
     "PINN_METRICS",
     "PINNLossModule",
     "pinn_landscape",
@@ -59,6 +62,12 @@ __all__ = [
 
 #: What ``finalize`` measures for every stored checkpoint.
 PINN_METRICS = ("hessian_top", "hessian_trace", "cka", "mc")
+
+#: :func:`pinn_landscape`'s knobs: 20 power-iteration steps and Hutchinson probes, 100 curve
+#: steps of at most 0.05, ``cka`` on 2048 evaluation-grid points, 16 models per call.
+PINN_LANDSCAPE = LandscapeOptions(
+    chunk=16, iters=20, probes=20, steps=100, lr=0.05, cka_samples=2048
+)
 
 _COLLOCATION, _INITIAL, _BOUNDARY = 0.0, 1.0, 2.0
 
@@ -115,23 +124,22 @@ def pinn_landscape(
     zoo: Zoo | str,
     *,
     metrics: Sequence[str] = PINN_METRICS,
-    split: str | Sequence[str] | None = "all",
-    epochs: int | str | Iterable[int] | None = "all",
+    split: SplitSelection = "all",
+    epochs: EpochSelection = "all",
+    options: Knobs = None,
     device: str = "cpu",
-    chunk: int = 16,
-    seed: int = 0,
-    iters: int = 20,
-    probes: int = 20,
-    steps: int = 100,
-    curve_lr: float = 0.05,
-    cka_points: int = 2048,
     progress: bool = True,
     name: str = "landscape",
-    batches: int = 4,
-    batch_size: int = 64,
     data_dir: str | None = None,
 ) -> SidecarRecord:
     """Measure landscape metrics of a PINN zoo's checkpoints and write them to a side file.
+
+    The curves of a ``beta`` group train with the step ``min(options.lr, 1 / |lambda|)``,
+    ``lambda`` the group's largest Hessian top eigenvalue at that checkpoint (the PINN loss
+    is far sharper than a classifier's, and a fixed step diverges at large ``beta``). ``cka``
+    compares ``options.cka_samples`` evaluation-grid points (evenly strided; ``None``:
+    :data:`PINN_LANDSCAPE`'s). The data knobs (``batches``, ``batch_size``) do not apply: a
+    PINN makes its own points.
 
     Args:
         zoo: a PINN zoo (family ``"pinn"``).
@@ -139,65 +147,55 @@ def pinn_landscape(
             defined for a PINN: there is no accuracy).
         split: the models to measure (all by default).
         epochs: checkpoints to measure (all by default, or ``"last"``, or labels).
+        options: the knobs, or a mapping of some over :data:`PINN_LANDSCAPE` (the default).
         device: torch device.
-        chunk: models per vectorised call (results do not depend on it).
-        seed: seeds start vectors, probes and curve times.
-        iters: power-iteration steps (``hessian_top``).
-        probes: Hutchinson probes (``hessian_trace``).
-        steps: curve-training steps (connectivity).
-        curve_lr: the largest curve-training step; each ``beta`` group trains its curves with
-            ``min(curve_lr, 1 / |lambda|)``, ``lambda`` the group's largest Hessian top
-            eigenvalue at that checkpoint (the PINN loss is far sharper than a classifier's,
-            and a fixed step diverges at large ``beta``).
-        cka_points: evaluation-grid points (evenly strided) that ``cka`` compares.
         progress: show a progress bar over checkpoints.
         name: the side file's name.
-        batches: unused (the landscape driver's data options; a PINN makes its own points).
-        batch_size: unused, as ``batches``.
-        data_dir: unused, as ``batches``.
+        data_dir: unused (the landscape driver's data option; a PINN makes its own points).
 
     Returns:
         The side file's record.
 
     Raises:
         UnknownMetricError: for an unknown metric, or ``mc_error``.
-        InvalidOptionError: for a zoo of another family.
+        InvalidOptionError: for a zoo of another family, an unknown knob or a bad count.
     """
     zoo = zoo if isinstance(zoo, Zoo) else Zoo(zoo)
     check_family(zoo, FAMILY_NAME, "PINN")
     where = f"PINN zoo {zoo.name!r}"
     metrics = metric_list(metrics, unmeasurable=("mc_error",), where=where)
+    options = resolve_options(options, PINN_LANDSCAPE)
     spec = zoo.manifest.spec
     target = torch.device(device)
     data = convection_data(
         spec["collocation"], spec["collocation_seed"], spec["x_grid"], spec["t_grid"]
     )
     loss_data = tuple(t.to(target) for t in pinn_loss_data(data))
-    stride = max(1, len(data.grid) // max(1, cka_points))
+    samples = options.cka_samples or PINN_LANDSCAPE.cka_samples
+    stride = max(1, len(data.grid) // samples)
     grid = torch.from_numpy(data.grid[::stride]).to(target)
     hidden = tuple(int(h) for h in spec["hidden"])
 
     selection = Selection.open(zoo, split, epochs)
     beta = selection.columns["beta"].astype(np.float64)
     node = np.array([f"{b!r}|{r!r}" for b, r in zip(beta, selection.columns["lr"], strict=True)])
-    options: dict[str, Any] = dict(layout=zoo.layout, chunk=chunk, seed=seed, iters=iters)
-    options |= dict(probes=probes, steps=steps)
+    inputs = {"layout": zoo.layout}
     on_loss = [m for m in metrics if m != "cka"]
     parts = []
     for value in dict.fromkeys(beta.tolist()) if on_loss else ():  # the loss differs per beta
         module = PINNLossModule(value, hidden).to(target)
-        rate = _curve_rate(module, loss_data, curve_lr, options)
+        rate = _curve_rate(module, loss_data, options, inputs)
         members = np.flatnonzero(beta == value)
-        parts.append(Part(members, module, loss_data, pinn_loss_fn, on_loss, options, rate))
+        parts.append(Part(members, module, loss_data, pinn_loss_fn, on_loss, options, inputs, rate))
     if "cka" in metrics:  # the plain network's last hidden layer on the evaluation grid
-        cka = options | dict(cka_inputs=grid, cka_layer="act")
+        cka = inputs | dict(cka_inputs=grid, cka_layer="act")
         plain = PINN(hidden).to(target)
         everyone = np.arange(selection.count)
-        parts.append(Part(everyone, plain, (grid, grid[:, 0]), pinn_loss_fn, ["cka"], cka))
+        parts.append(Part(everyone, plain, (grid, grid[:, 0]), pinn_loss_fn, ["cka"], options, cka))
     partner = siblings({"node": node}, selection.count)
     out = measure(selection, parts, partner, metrics, device=target, progress=progress)
     attrs = {
-        "curve_lr": f"min({curve_lr}, 1 / largest |hessian_top| of the beta group)",
+        "curve_lr": f"min({options.lr}, 1 / largest |hessian_top| of the beta group)",
         "cka": f"last hidden layer on every {stride}th evaluation-grid point",
         "partner": "next model of the same beta and lr (another seed), cyclic",
     }
@@ -206,21 +204,24 @@ def pinn_landscape(
 
 
 def _curve_rate(
-    module: PINNLossModule, data: Data, curve_lr: float, options: dict[str, Any]
+    module: PINNLossModule, data: Data, options: LandscapeOptions, inputs: Mapping[str, Any]
 ) -> PairOptions:
     """The curve-training step of a ``beta`` group, from its models' Hessian top eigenvalues.
 
     Returns:
-        ``(rows, singles) -> {"lr": ...}``: ``min(curve_lr, 1 / max |hessian_top|)``, with
+        ``(rows, singles) -> options`` with ``lr = min(options.lr, 1 / max |hessian_top|)``,
         ``hessian_top`` from ``singles`` where measured, else measured here.
     """
 
-    def rate(rows: Tensor, singles: Mapping[str, np.ndarray]) -> dict[str, float]:
+    def rate(rows: Tensor, singles: Mapping[str, np.ndarray]) -> LandscapeOptions:
         top = singles.get("hessian_top")
         if top is None:  # not asked for: measured for the step alone
-            found = landscape_metrics(module, rows, data, pinn_loss_fn, ["hessian_top"], **options)
+            found = landscape_metrics(
+                module, rows, data, pinn_loss_fn, ["hessian_top"], options=options, **inputs
+            )
             top = found["hessian_top"]
         # SGD on the curve is stable for a step below 2 (1 + momentum) / lambda_max
-        return {"lr": min(curve_lr, 1.0 / max(float(np.nanmax(np.abs(top))), 1e-12))}
+        largest = max(float(np.nanmax(np.abs(top))), 1e-12)
+        return options.replace(lr=min(options.lr, 1.0 / largest))
 
     return rate

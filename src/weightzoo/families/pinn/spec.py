@@ -27,6 +27,7 @@ from typing import Any, ClassVar
 
 from weightzoo.errors import InvalidOptionError
 from weightzoo.families import Listing
+from weightzoo.families._fields import LandscapeFields
 from weightzoo.generate.base import GridOptions, ZooSpec, size_estimate
 
 __all__ = [
@@ -56,7 +57,7 @@ class GridValueError(InvalidOptionError):
 
 
 @dataclass(frozen=True)
-class PINNSpec(GridOptions, ZooSpec):
+class PINNSpec(GridOptions, LandscapeFields, ZooSpec):
     """A PINN convection zoo.
 
     Attributes:
@@ -72,8 +73,8 @@ class PINNSpec(GridOptions, ZooSpec):
         checkpoints: stored checkpoints after initialisation, evenly spaced to ``epochs``.
         optimizer: the toolkit optimizer.
         seed_start: model ``i`` has seed ``seed_start + i``.
-        landscape_iters / landscape_probes / landscape_steps: power-iteration steps,
-            Hutchinson probes and curve-training steps of the ``landscape`` side file.
+        landscape_iters: power-iteration steps of ``hessian_top`` in the ``landscape`` side
+            file (its probes and curve steps are the fields of :class:`LandscapeFields`).
         models: if set, only ``models`` models: the first, or a sample (``sample``).
     """
 
@@ -91,8 +92,6 @@ class PINNSpec(GridOptions, ZooSpec):
     optimizer: str = "adam"
     seed_start: int = 1
     landscape_iters: int = 20
-    landscape_probes: int = 20
-    landscape_steps: int = 100
     models: int | None = None
 
     kind: ClassVar[str] = "pinn"

@@ -14,7 +14,7 @@ against the exact solution on the evaluation grid.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -27,7 +27,7 @@ from weightzoo.families.pinn.model import PINN
 from weightzoo.families.pinn.spec import METRICS, PINNSpec
 from weightzoo.features import layout_of
 from weightzoo.generate import population as toolkit
-from weightzoo.generate.base import ModelPlan
+from weightzoo.generate.base import BlockReport, ModelPlan
 
 __all__ = [
     "ConvectionTask",
@@ -131,19 +131,17 @@ def initial_models(spec: PINNSpec, plans: Sequence[ModelPlan]) -> list[PINN]:
 
 
 def train_population(
-    spec: PINNSpec,
-    plans: Sequence[ModelPlan],
-    *,
-    device: str = "cpu",
-    progress: Callable[[int], None] | None = None,
+    spec: PINNSpec, plans: Sequence[ModelPlan], device: str, report: BlockReport
 ) -> list[ModelRecord]:
     """Train the models of ``plans`` together; one record per plan, in order.
+
+    The family's ``train_block`` (:attr:`~weightzoo.generate.base.Family.trainer`).
 
     Args:
         spec: the zoo's spec.
         plans: the models (their ``beta`` and ``lr`` columns).
         device: torch device.
-        progress: called with the optimizer steps of each epoch.
+        report: told the optimizer steps of each epoch.
     """
     data = convection_data(spec.collocation, spec.collocation_seed, spec.x_grid, spec.t_grid)
     params, _ = torch.func.stack_module_state(initial_models(spec, plans))
@@ -161,7 +159,7 @@ def train_population(
     )
     # a freshly built module, as the family's layout is (its draws keep the random stream)
     names = layout_of(PINN(spec.hidden)).names
-    progress_steps = toolkit.step_progress(progress)
+    progress_steps = toolkit.step_progress(report)
     result = toolkit.train_plans(task, pop, plans, names, config, progress=progress_steps)
     metrics = stored_metrics(result.metrics)
     return toolkit.plan_records(plans, result.weights, metrics, device, METRICS)

@@ -21,7 +21,6 @@ from weightzoo.generate.base import Family, ModelPlan
 if TYPE_CHECKING:
     from torch import nn
 
-    from weightzoo.blocks import ModelRecord
     from weightzoo.zoo import Zoo
 
 __all__ = ["FAMILY", "PropertyFamily"]
@@ -33,6 +32,7 @@ class PropertyFamily(Family[PropertySpec]):
     name = FAMILY_NAME
     spec_class = PropertySpec
     metrics = METRICS
+    trainer = "weightzoo.families.property.train:train_population"  # one population per block
 
     def plan(self, spec: PropertySpec) -> list[ModelPlan]:
         """One plan per model, replicate-major; stratum = pool and ratio."""
@@ -43,18 +43,6 @@ class PropertyFamily(Family[PropertySpec]):
     def progress_total(self, spec: PropertySpec, plans: Sequence[ModelPlan]) -> int:
         """Optimizer steps of one model: every model of the block steps together."""
         return math.ceil(spec.train_size / spec.batch_size) * spec.epochs
-
-    def train_block(
-        self,
-        spec: PropertySpec,
-        plans: Sequence[ModelPlan],
-        device: str,
-        report: Callable[[int], None],
-    ) -> list[ModelRecord]:
-        """Train ``plans`` as one population, each model on its own subset."""
-        from weightzoo.families.property.train import train_population  # training code: here only
-
-        return train_population(spec, plans, device=device, progress=report)
 
     def build_model(self, spec: Mapping[str, Any], columns: Mapping[str, Any]) -> nn.Module | None:
         """The MLP of the spec's ``features``, ``hidden`` and ``num_classes`` (for every row).

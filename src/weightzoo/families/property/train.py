@@ -10,7 +10,7 @@ Training, the optimizer and evaluation are :mod:`weightzoo.generate.population`'
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -24,7 +24,7 @@ from weightzoo.families.property.model import from_spec, mlp_forward
 from weightzoo.families.property.spec import METRICS, PropertySpec
 from weightzoo.features import layout_of
 from weightzoo.generate import population as toolkit
-from weightzoo.generate.base import ModelPlan
+from weightzoo.generate.base import BlockReport, ModelPlan
 
 __all__ = ["PropertyTask", "model_subsets", "train_population"]
 
@@ -123,13 +123,12 @@ def _population(
 
 
 def train_population(
-    spec: PropertySpec,
-    plans: Sequence[ModelPlan],
-    *,
-    device: str = "cpu",
-    progress: Callable[[int], None] | None = None,
+    spec: PropertySpec, plans: Sequence[ModelPlan], device: str, report: BlockReport
 ) -> list[ModelRecord]:
     """Train the models of ``plans`` together; one record per plan, in order.
+
+    The family's ``train_block`` (:attr:`~weightzoo.generate.base.Family.trainer`):
+    ``report`` is told the optimizer steps of each epoch.
 
     Each model is initialised by PyTorch's default ``nn.Linear`` init under
     ``torch.manual_seed(seed)`` and shuffles its subset by its own seed every epoch.
@@ -164,7 +163,7 @@ def train_population(
         checkpoint_splits=("train", "test"),
     )
     names = layout_of(from_spec(spec.to_dict())).names
-    progress_steps = toolkit.step_progress(progress)
+    progress_steps = toolkit.step_progress(report)
     result = toolkit.train_plans(task, pop, plans, names, config, progress=progress_steps)
     records = toolkit.plan_records(plans, result.weights, result.metrics, device, METRICS)
     for record, share in zip(records, shares, strict=True):

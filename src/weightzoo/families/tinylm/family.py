@@ -22,7 +22,6 @@ from weightzoo.storage.layout import Layout
 if TYPE_CHECKING:
     from torch import nn
 
-    from weightzoo.blocks import ModelRecord
     from weightzoo.storage.sidecar import SidecarRecord
     from weightzoo.zoo import Zoo
 
@@ -40,6 +39,7 @@ class TinyLMFamily(Family[TinyLMSpec]):
     spec_class = TinyLMSpec
     progress_unit = "model-epoch"
     metrics = METRICS
+    trainer = "weightzoo.families.tinylm.train:train_population"  # a population per batch size
 
     def layout(self, spec: TinyLMSpec) -> Layout:
         """Layout of one row (built on the meta device: nothing is allocated or drawn)."""
@@ -70,24 +70,6 @@ class TinyLMFamily(Family[TinyLMSpec]):
     def progress_total(self, spec: TinyLMSpec, plans: Sequence[ModelPlan]) -> int:
         """Model-epochs: every model trains every epoch."""
         return len(plans) * spec.epochs
-
-    def train_block(
-        self,
-        spec: TinyLMSpec,
-        plans: Sequence[ModelPlan],
-        device: str,
-        report: Callable[[int, int], None],
-    ) -> list[ModelRecord]:
-        """Train ``plans``, one population per batch size.
-
-        Each report (one population's epoch) moves the bar by that population's model-epochs
-        and tells ``on_epoch`` its size, not the whole block's.
-        """
-        from weightzoo.families.tinylm.train import train_population  # training code: here only
-
-        return train_population(
-            spec, plans, device=device, progress=lambda models: report(models, models)
-        )
 
     def finalize(self, spec: TinyLMSpec, root: Path, device: str = "cpu") -> None:
         """Landscape metrics of every stored checkpoint, then the phase labels.

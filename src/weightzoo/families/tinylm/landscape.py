@@ -13,7 +13,7 @@ the family's ``finalize``), as for every phase-transition zoo.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -21,23 +21,18 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
+from weightzoo._types import EpochSelection, SplitSelection
 from weightzoo.architectures import build_model
 from weightzoo.families.tinylm.data import corpus_for, window_starts, windows
 from weightzoo.families.tinylm.spec import FAMILY_NAME
-from weightzoo.landscape.driver import (
-    Part,
-    Selection,
-    check_counts,
-    check_family,
-    measure,
-    metric_list,
-    write_landscape,
-)
+from weightzoo.landscape import driver
+from weightzoo.landscape.options import Knobs, LandscapeOptions, resolve_options
 from weightzoo.storage.sidecar import SidecarRecord, sidecar_records
 from weightzoo.zoo import Zoo
 
 __all__ = [
     "DEFAULT_METRICS",
+    "TINYLM_LANDSCAPE",
     "compute_lm_landscape",
     "landscape_is_complete",
     "lm_accuracy",
@@ -47,6 +42,13 @@ __all__ = [
 
 DEFAULT_METRICS = ("hessian_top", "hessian_trace", "cka", "mc")
 """What ``finalize`` stores for every checkpoint."""
+
+TINYLM_LANDSCAPE = LandscapeOptions(
+    chunk=4, iters=20, probes=10, steps=50, points=5, batches=2, batch_size=16, cka_samples=32
+)
+"""The knobs of :func:`compute_lm_landscape` (and ``finalize``): 2 batches of 16 training
+windows, ``cka`` on 32 validation windows, 20 power-iteration steps, 10 probes, 50 curve steps
+and 5 path times, 4 models per call."""
 
 
 def lm_loss(outputs: Tensor, targets: Tensor) -> Tensor:
@@ -100,40 +102,28 @@ def compute_lm_landscape(
     zoo: Zoo | str | os.PathLike[str],
     *,
     metrics: Sequence[str] = DEFAULT_METRICS,
-    split: str | Sequence[str] | None = "all",
-    epochs: int | str | Iterable[int] | None = "all",
-    batches: int = 2,
-    batch_size: int = 16,
-    cka_windows: int = 32,
+    split: SplitSelection = "all",
+    epochs: EpochSelection = "all",
+    options: Knobs = None,
     data_dir: str | None = None,
     device: str = "cpu",
-    chunk: int = 4,
-    seed: int = 0,
-    iters: int = 20,
-    probes: int = 10,
-    steps: int = 50,
-    points: int = 5,
     progress: bool = True,
     name: str = "landscape",
 ) -> SidecarRecord:
     """Measure landscape metrics of every selected checkpoint of a tiny-LM zoo.
+
+    The loss is measured on ``options.batches`` batches of ``options.batch_size`` training
+    windows; ``cka`` compares the last hidden state of ``options.cka_samples`` validation
+    windows (``None``: :data:`TINYLM_LANDSCAPE`'s).
 
     Args:
         zoo: a tiny-LM zoo.
         metrics: names from :data:`weightzoo.landscape.METRICS`.
         split: the models to measure (``"all"`` by default).
         epochs: checkpoints to measure (``"all"`` by default, ``"last"``, or labels).
-        batches: batches of training windows the loss is measured on.
-        batch_size: windows per batch.
-        cka_windows: validation windows whose last hidden state ``cka`` compares.
+        options: the knobs, or a mapping of some over :data:`TINYLM_LANDSCAPE` (the default).
         data_dir: where ``openwebtext/`` is (GPT-2 zoos).
         device: torch device.
-        chunk: models per vectorised call (bounds memory; results do not depend on it).
-        seed: seeds the start vectors, probes and curve times.
-        iters: power-iteration steps (``hessian_top``).
-        probes: Hutchinson probes (``hessian_trace``).
-        steps: curve-training steps (connectivity metrics).
-        points: path times (connectivity metrics).
         progress: show a progress bar over checkpoints.
         name: the side file's name.
 
@@ -141,15 +131,15 @@ def compute_lm_landscape(
         The side file's record.
 
     Raises:
-        InvalidOptionError: for a zoo of another family, or a count below 1.
+        InvalidOptionError: for a zoo of another family, an unknown knob or a bad count.
         UnknownMetricError: for a metric name that does not exist.
         CorpusMismatchError: the byte corpus here is not the one the zoo was trained on.
         OpenWebTextMissingError: a GPT-2 zoo without its data on disk.
     """
     zoo = zoo if isinstance(zoo, Zoo) else Zoo(zoo)
-    metrics = metric_list(metrics)
-    check_counts(batches=batches, batch_size=batch_size, chunk=chunk)
-    check_family(zoo, FAMILY_NAME, "tiny-LM")
+    metrics = driver.metric_list(metrics)
+    options = resolve_options(options, TINYLM_LANDSCAPE)
+    driver.check_family(zoo, FAMILY_NAME, "tiny-LM")
     spec = dict(zoo.manifest.spec)
     data = corpus_for(spec, f"zoo {zoo.name!r} at {zoo.path}", data_dir)
     length = int(spec["context"])
@@ -159,20 +149,25 @@ def compute_lm_landscape(
         x, y = windows(tokens, starts, length)
         return torch.from_numpy(x).to(target), torch.from_numpy(y).to(target)
 
-    train = window_starts(len(data.train), length, length, limit=batches * batch_size)
+    batch_size = options.batch_size
+    train = window_starts(len(data.train), length, length, limit=options.batches * batch_size)
     batch_data = [
         tensors(data.train, train[i : i + batch_size]) for i in range(0, len(train), batch_size)
     ]
+    cka_windows = options.cka_samples or TINYLM_LANDSCAPE.cka_samples
     cka_inputs = tensors(data.val, window_starts(len(data.val), length, length, cka_windows))[0]
     module = build_model(spec, layout=zoo.layout, source=str(zoo.manifest_file)).to(target)
-    selection = Selection.open(zoo, split, epochs)
-    options = dict(layout=zoo.layout, chunk=chunk, seed=seed, iters=iters, probes=probes)
-    options |= dict(steps=steps, points=points, accuracy_fn=lm_accuracy)
-    options |= dict(cka_inputs=cka_inputs, cka_layer="ln_f")
+    selection = driver.Selection.open(zoo, split, epochs)
+    inputs = {
+        "layout": zoo.layout,
+        "accuracy_fn": lm_accuracy,
+        "cka_inputs": cka_inputs,
+        "cka_layer": "ln_f",
+    }
     everyone = np.arange(selection.count)
-    part = Part(everyone, module, batch_data, lm_loss, metrics, options)
+    part = driver.Part(everyone, module, batch_data, lm_loss, metrics, options, inputs)
     partner = seed_siblings(selection.columns, selection.count)
-    out = measure(selection, [part], partner, metrics, device=target, progress=progress)
+    out = driver.measure(selection, [part], partner, metrics, device=target, progress=progress)
     attrs = {
         "windows": len(train),
         "batch_size": batch_size,
@@ -180,4 +175,4 @@ def compute_lm_landscape(
         "partner": "seed sibling: next seed of the same load and temperature, cyclic",
     }
     what = "loss-landscape metrics on the zoo's next-token loss"
-    return write_landscape(selection, name, out, what, options, attrs)
+    return driver.write_landscape(selection, name, out, what, options, attrs)

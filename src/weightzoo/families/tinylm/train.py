@@ -14,7 +14,7 @@ clipping) and evaluation are :mod:`weightzoo.generate.population`'s.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -28,7 +28,7 @@ from weightzoo.families.tinylm.model import from_spec
 from weightzoo.families.tinylm.spec import METRICS, TinyLMSpec
 from weightzoo.features import layout_of
 from weightzoo.generate import population as toolkit
-from weightzoo.generate.base import ModelPlan
+from weightzoo.generate.base import BlockReport, ModelPlan
 
 __all__ = ["LMTask", "corpus_of", "eval_starts", "population_logits", "train_population"]
 
@@ -117,15 +117,13 @@ class LMTask:
 
 
 def train_population(
-    spec: TinyLMSpec,
-    plans: Sequence[ModelPlan],
-    *,
-    device: str = "cpu",
-    progress: Callable[[int], None] | None = None,
+    spec: TinyLMSpec, plans: Sequence[ModelPlan], device: str, report: BlockReport
 ) -> list[ModelRecord]:
     """Train the models of ``plans``, one population per batch size; one record per plan.
 
-    ``progress(models)`` is called after every epoch of every population.
+    The family's ``train_block`` (:attr:`~weightzoo.generate.base.Family.trainer`): after
+    every epoch of every population, ``report(models, models)`` moves the bar by that
+    population's model-epochs and tells the runner its size, not the whole block's.
 
     Each model is initialised by :class:`~weightzoo.families.tinylm.model.TinyLM`'s GPT-2
     init under ``torch.manual_seed(seed)`` and shuffles the training windows by its own seed
@@ -154,9 +152,10 @@ def train_population(
             checkpoint_splits=("train", "val"),
             clip_norm=spec.clip_norm,
         )
-        size = len(group)
-        report = None if progress is None else (lambda _steps, _left, n=size: progress(n))
-        result = toolkit.train_plans(task, pop, group, names, config, progress=report)
+        size = len(group)  # every model of the population trains every epoch
+        result = toolkit.train_plans(
+            task, pop, group, names, config, progress=lambda _s, _left, n=size: report(n, n)
+        )
         for record in toolkit.plan_records(group, result.weights, result.metrics, device, METRICS):
             records[record.model_id] = record
     return [records[p.model_id] for p in plans]

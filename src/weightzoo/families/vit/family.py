@@ -11,8 +11,7 @@ never imports the training toolkit. No module of the package imports this one.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from weightzoo.errors import InvalidOptionError
@@ -30,7 +29,7 @@ from weightzoo.families.vit.spec import (
     ViTPretrainSpec,
     ViTZooSpec,
 )
-from weightzoo.generate.base import Family, GroupedSpec, ModelPlan, ZooSpec
+from weightzoo.generate.base import BlockRun, Family, GroupedSpec, ModelPlan, ZooSpec
 
 if TYPE_CHECKING:
     from torch import nn
@@ -74,37 +73,19 @@ class _StageFamily(Family[StageT]):
             "generate vit-digits, the offline zoo of the same design"
         )
 
-    def train(
-        self,
-        spec: StageT,
-        plans: Sequence[ModelPlan],
-        *,
-        device: str,
-        root: str | Path | None = None,
-        progress: bool = True,
-        on_epoch: Callable[[int, int | None], None] | None = None,
-    ) -> list[ModelRecord]:
+    def train(self, spec: StageT, plans: Sequence[ModelPlan], run: BlockRun) -> list[ModelRecord]:
         """Train ``plans`` under the shared bar of model-epochs.
 
         A block holds one population per objective or optimizer, so each report (one
-        population's epoch) tells ``on_epoch`` that population's size, not the whole block's.
-
-        Args:
-            spec: the stage's spec.
-            plans: the block's models.
-            device: torch device.
-            root: this zoo's directory inside its grouped zoo (the fine-tuning stage reads its
-                parents from a sibling group).
-            progress: show a progress bar.
-            on_epoch: the runner's per-epoch callback.
+        population's epoch) tells ``run.on_epoch`` that population's size, not the whole
+        block's. The fine-tuning stage reads its parents from a sibling group of
+        ``run.root``, this zoo's directory inside its grouped zoo.
         """
         from weightzoo.families.vit.train import train_stage  # training code: here only
 
         total = len(plans) * spec.epochs
-        with self.block_progress(spec, plans, total, show=progress, on_epoch=on_epoch) as report:
-            return train_stage(
-                spec, plans, device=device, progress=lambda n: report(n, n), root=root
-            )
+        with self.block_progress(spec, plans, total, run) as report:
+            return train_stage(spec, plans, run.device, report, run.root)
 
 
 class ViTPretrainFamily(_StageFamily[ViTPretrainSpec]):

@@ -135,36 +135,55 @@ def _check_choice(spec: str, what: str, values: Sequence[Any], known: Sequence[A
 
 
 @dataclass(frozen=True)
-class _ViTSpec(GridOptions, ZooSpec):
-    """Fields of both stages.
+class _SharedFields:
+    """The fields of a grouped ViT zoo that each of its groups has too, with the same value.
 
     Attributes:
         architecture: a preset of :data:`PRESETS`.
+        checkpoint_every: a checkpoint every this many epochs (and at 0 and the last epoch).
+        data_dir: where the paper's image data lives; not part of the spec's identity.
+    """
+
+    architecture: str = "vit-digits"
+    checkpoint_every: int = 5
+    data_dir: str | None = field(default=None, compare=False)
+
+
+# what every group's spec copies from its grouped zoo's spec: those fields and the base spec's
+# split seed, shard size and divergence threshold
+_SHARED = (
+    *(f.name for f in dataclasses.fields(_SharedFields)),
+    "split_seed",
+    "shard_models",
+    "diverge_threshold",
+)
+
+
+@dataclass(frozen=True)
+class _ViTSpec(GridOptions, _SharedFields, ZooSpec):
+    """Fields of both stages, besides those of :class:`_SharedFields`.
+
+    Attributes:
         dataset: ``"digits"`` (offline) or the paper's data (see :data:`DATASETS`).
         outputs: outputs of the head.
         head: ``"linear"`` or ``"mlp"``.
         head_hidden: hidden width of the ``"mlp"`` head.
         epochs: training epochs.
-        checkpoint_every: a checkpoint every this many epochs (and at 0 and the last epoch).
         batch_size: per-model batch size.
         label_smoothing: of the classification loss in training (the paper's 0.1).
         seed_start: first seed.
         models: if set, only ``models`` models: the first, or a sample (``sample``).
-        data_dir: where the paper's image data lives; not part of the spec's identity.
     """
 
-    architecture: str = "vit-digits"
     dataset: str = "digits"
     outputs: int = 10
     head: str = "linear"
     head_hidden: int = 32
     epochs: int = 20
-    checkpoint_every: int = 5
     batch_size: int = 64
     label_smoothing: float = 0.1
     seed_start: int = 1
     models: int | None = None
-    data_dir: str | None = field(default=None, compare=False)
 
     kind: ClassVar[str] = ZOO_NAME
 
@@ -296,16 +315,17 @@ def finetune_group(head: str) -> str:
 
 
 @dataclass(frozen=True)
-class ViTZooSpec(GroupedSpec):
+class ViTZooSpec(_SharedFields, GroupedSpec):
     """A grouped ViT zoo: group ``pretrain``, then one fine-tuning group per head.
 
     The pre-trained models have ids ``0 .. len(pretrainings)-1`` (the first group); every one
     of them is the parent of ``len(optimizers) * len(lrs) * seeds`` children in each
     fine-tuning group. All pre-trained models are in the ``train`` split (they are the
     parents); each fine-tuning group splits its children 70/15/15, stratified by parent.
+    The fields of :class:`_SharedFields` (the architecture, the checkpoint interval and the
+    data directory) are every group's.
 
     Attributes:
-        architecture: a ViT preset for both stages.
         pretrain_dataset / finetune_dataset: ``"digits"`` for both, or the paper's
             ``"imagenet-1k"`` / ``"cifar100"``.
         pretrainings: the objective of each pre-trained model.
@@ -317,14 +337,11 @@ class ViTZooSpec(GroupedSpec):
         finetune_outputs: classes of the fine-tuning task.
         optimizers / lrs / seeds: the fine-tuning grid per parent and head.
         finetune_epochs / finetune_batch_size: fine-tuning.
-        checkpoint_every: a checkpoint every this many epochs in both stages.
         parents: if set, only the first ``parents`` pre-trained models and their children
             (``--models``).
-        data_dir: where the paper's data lives; not part of the spec's identity.
     """
 
     family: str = ZOO_NAME
-    architecture: str = "vit-digits"
     pretrain_dataset: str = "digits"
     finetune_dataset: str = "digits"
     pretrainings: tuple[str, ...] = ("supervised", "supervised", "simclr", "simclr")
@@ -341,9 +358,7 @@ class ViTZooSpec(GroupedSpec):
     seeds: int = 1
     finetune_epochs: int = 15
     finetune_batch_size: int = 64
-    checkpoint_every: int = 5
     parents: int | None = None
-    data_dir: str | None = field(default=None, compare=False)
 
     kind: ClassVar[str] = ZOO_NAME
 
@@ -382,14 +397,7 @@ class ViTZooSpec(GroupedSpec):
     def groups(self) -> list[tuple[str, ZooSpec]]:
         """``pretrain``, then ``finetune-<head>`` for every head."""
         kinds = self.pretrainings[: self.parents]
-        common = dict(
-            architecture=self.architecture,
-            checkpoint_every=self.checkpoint_every,
-            split_seed=self.split_seed,
-            shard_models=self.shard_models,
-            diverge_threshold=self.diverge_threshold,
-            data_dir=self.data_dir,
-        )
+        common = {name: getattr(self, name) for name in _SHARED}
         out: list[tuple[str, ZooSpec]] = [
             (
                 PRETRAIN_GROUP,

@@ -24,7 +24,7 @@ last backbone and a fresh head.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -51,7 +51,7 @@ from weightzoo.families.vit.spec import (
 )
 from weightzoo.features import layout_of, unflatten
 from weightzoo.generate import population as toolkit
-from weightzoo.generate.base import ModelPlan
+from weightzoo.generate.base import BlockReport, ModelPlan
 from weightzoo.storage.manifest import MANIFEST_NAME
 from weightzoo.zoo import Zoo
 
@@ -276,12 +276,15 @@ def _run(
     config: toolkit.TrainConfig,
     metrics: Sequence[str],
     device: str,
-    progress: Callable[[int], None] | None,
+    report: BlockReport,
 ) -> list[ModelRecord]:
     pop = toolkit.Population.from_modules(models, device=device)
     names = layout_of(models[0]).names
-    report = None if progress is None else (lambda _steps, left: progress(left))
-    result = toolkit.train_plans(task, pop, plans, names, config, progress=report)
+
+    def progress(_steps: int, left: int) -> None:
+        report(left, left)  # a model-epoch for each model still training
+
+    result = toolkit.train_plans(task, pop, plans, names, config, progress=progress)
     return toolkit.plan_records(plans, result.weights, result.metrics, device, metrics)
 
 
@@ -293,11 +296,7 @@ def _by(plans: Sequence[ModelPlan], column: str) -> dict[str, list[int]]:
 
 
 def pretrain(
-    spec: ViTPretrainSpec,
-    plans: Sequence[ModelPlan],
-    *,
-    device: str = "cpu",
-    progress: Callable[[int], None] | None = None,
+    spec: ViTPretrainSpec, plans: Sequence[ModelPlan], device: str, report: BlockReport
 ) -> list[ModelRecord]:
     """Pre-train ``plans``: one population per pre-training objective; records in plan order."""
     dev = torch.device(device)
@@ -316,7 +315,7 @@ def pretrain(
         else:
             task = ContrastiveTask(template, knn, knn, spec, dev)
         models = _initial(spec, members)
-        records = _run(members, models, task, config, PRETRAIN_METRICS, device, progress)
+        records = _run(members, models, task, config, PRETRAIN_METRICS, device, report)
         out.update(zip(index, records, strict=True))
     return [out[k] for k in range(len(plans))]
 
@@ -366,9 +365,8 @@ def finetune(
     spec: ViTFinetuneSpec,
     plans: Sequence[ModelPlan],
     parents_dir: Path,
-    *,
-    device: str = "cpu",
-    progress: Callable[[int], None] | None = None,
+    device: str,
+    report: BlockReport,
 ) -> list[ModelRecord]:
     """Fine-tune ``plans`` from their parents: one population per optimizer."""
     dev = torch.device(device)
@@ -395,7 +393,7 @@ def finetune(
             checkpoint_splits=("train", "test"),
         )
         chosen = [models[k] for k in index]
-        records = _run(members, chosen, task, config, FINETUNE_METRICS, device, progress)
+        records = _run(members, chosen, task, config, FINETUNE_METRICS, device, report)
         out.update(zip(index, records, strict=True))
     return [out[k] for k in range(len(plans))]
 
@@ -403,10 +401,9 @@ def finetune(
 def train_stage(
     spec: ViTPretrainSpec | ViTFinetuneSpec,
     plans: Sequence[ModelPlan],
-    *,
-    device: str = "cpu",
-    progress: Callable[[int], None] | None = None,
-    root: str | Path | None = None,
+    device: str,
+    report: BlockReport,
+    root: Path | None,
 ) -> list[ModelRecord]:
     """Pre-train ``plans``, or fine-tune them from the parents in ``root``'s sibling group.
 
@@ -414,7 +411,7 @@ def train_stage(
         spec: the stage's spec.
         plans: the block's models.
         device: torch device.
-        progress: called with the models of a population after each of its epochs.
+        report: told a population's size as its model-epochs after each of its epochs.
         root: this zoo's directory inside its grouped zoo; a fine-tuning stage reads its
             parents from ``root.parent / spec.parent_group``.
 
@@ -422,15 +419,14 @@ def train_stage(
         InvalidOptionError: a fine-tuning stage without ``root``.
     """
     if isinstance(spec, ViTPretrainSpec):
-        return pretrain(spec, plans, device=device, progress=progress)
+        return pretrain(spec, plans, device, report)
     if root is None:
         raise InvalidOptionError(
             f"zoo spec {spec.name!r} fine-tunes the models of group "
             f"{spec.parent_group!r}: generate it as a group of a grouped ViT zoo "
             "(weightzoo generate vit-digits), which passes the group's directory"
         )
-    parents = Path(root).parent / spec.parent_group
-    return finetune(spec, plans, parents, device=device, progress=progress)
+    return finetune(spec, plans, Path(root).parent / spec.parent_group, device, report)
 
 
 __all__ = [
