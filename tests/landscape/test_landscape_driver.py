@@ -262,3 +262,24 @@ def test_the_pinn_engine_measures_its_curves_alike_with_or_without_hessian_top(t
     mc = [read_sidecar(tmp_path / "zoo", name)["mc"] for name in ("alone", "both")]
     assert np.isfinite(mc[0]).all()
     np.testing.assert_array_equal(mc[0], mc[1])
+
+
+def test_a_side_file_is_complete_only_for_every_model_at_the_asked_epochs(toy):
+    zoo, selection, _ = toy
+    values = {"mc": np.zeros((12, 4)), "cka": np.ones((12, 4))}
+    assert not driver.landscape_is_complete(zoo.path, ["mc"], "side")  # no side file yet
+    driver.write_landscape(selection, "side", values, "toy", OPTIONS, {})
+    assert driver.landscape_is_complete(zoo.path, ["mc", "cka"], "side")
+    assert driver.landscape_is_complete(zoo, ["mc"], "side", epochs="all")
+    assert not driver.landscape_is_complete(zoo.path, ["mc", "hessian_top"], "side")
+    assert not driver.landscape_is_complete(zoo.path, ["mc"], "side", epochs="last")
+    # a measurement of some models only: every metric, but not complete
+    some = driver.Selection.open(zoo, "train", "all")
+    part = {k: v[: some.count] for k, v in values.items()}
+    driver.write_landscape(some, "side", part, "toy", OPTIONS, {})
+    assert some.count < 12
+    assert not driver.landscape_is_complete(zoo.path, ["mc", "cka"], "side")
+    last = driver.Selection.open(zoo, "all", "last")
+    driver.write_landscape(last, "side", {"mc": np.zeros((12, 1))}, "toy", OPTIONS, {})
+    assert driver.landscape_is_complete(zoo.path, ["mc"], "side", epochs="last")
+    assert not driver.landscape_is_complete(zoo.path, ["mc"], "side")

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from weightzoo._types import EpochSelection, SplitSelection
+from weightzoo._types import EpochSelection, PathLike, SplitSelection
 from weightzoo.errors import InvalidOptionError
 from weightzoo.landscape._per_model import Data, LossFn
 from weightzoo.landscape.metrics import (
@@ -31,7 +31,8 @@ from weightzoo.landscape.metrics import (
 )
 from weightzoo.landscape.options import LandscapeOptions, check_counts
 from weightzoo.storage.reader import ZooReader
-from weightzoo.storage.sidecar import SidecarRecord, write_sidecar
+from weightzoo.storage.selection import check_epochs
+from weightzoo.storage.sidecar import SidecarRecord, sidecar_records, write_sidecar
 from weightzoo.zoo import Zoo
 
 __all__ = [
@@ -41,6 +42,7 @@ __all__ = [
     "Selection",
     "check_counts",
     "check_family",
+    "landscape_is_complete",
     "measure",
     "metric_list",
     "write_landscape",
@@ -273,4 +275,24 @@ def write_landscape(
     reader = selection.reader
     return write_sidecar(
         selection.zoo.path, name, values, attrs, models=reader.positions, epochs=reader.epochs
+    )
+
+
+def landscape_is_complete(
+    zoo: Zoo | PathLike, metrics: Sequence[str], name: str, epochs: EpochSelection = "all"
+) -> bool:
+    """Whether side file ``name`` holds ``metrics`` of every model at exactly ``epochs``.
+
+    What a family's ``finalize`` asks before measuring again: a side file that a measurement
+    of some models or other checkpoints wrote (``weightzoo landscape --split train``) is not
+    complete, whatever metrics it has.
+    """
+    zoo = zoo if isinstance(zoo, Zoo) else Zoo(zoo)
+    record = sidecar_records(zoo.path).get(name)
+    if record is None:
+        return False
+    return (
+        set(metrics) <= set(record.arrays)
+        and len(record.models) == zoo.manifest.num_models
+        and list(record.epochs) == check_epochs(epochs, zoo.manifest)
     )

@@ -11,6 +11,7 @@ import logging
 from pathlib import Path
 
 from weightzoo.families.phase.spec import LANDSCAPE_METRICS, PhaseSpec
+from weightzoo.landscape.driver import landscape_is_complete
 from weightzoo.landscape.taxonomy import LANDSCAPE_SIDECAR, write_phases
 from weightzoo.landscape.zoo_metrics import ZOO_LANDSCAPE, compute_zoo_landscape
 from weightzoo.storage.sidecar import sidecar_records
@@ -25,16 +26,16 @@ def finalize_zoo(spec: PhaseSpec, root: Path, *, device: str = "cpu") -> None:
 
     The metrics are :data:`~weightzoo.families.phase.spec.LANDSCAPE_METRICS` of every model
     at the spec's ``landscape_epochs`` (pairs: seed siblings of the same cell), on
-    ``landscape_batches`` training batches; an existing side file with all of them is kept.
+    ``landscape_batches`` training batches; an existing side file with all of them, for every
+    model at those epochs, is kept.
 
     Raises:
         DataFilesMissingError: the dataset's files are not on disk.
     """
-    record = sidecar_records(root).get(LANDSCAPE_SIDECAR)
-    have = set(record.arrays) if record is not None else set()
-    if set(LANDSCAPE_METRICS) <= have:
-        if "phase" not in have:  # the metrics are there, their labels are not
-            write_phases(root)
+    epochs = spec.landscape_epochs
+    if landscape_is_complete(root, LANDSCAPE_METRICS, LANDSCAPE_SIDECAR, epochs):
+        if "phase" not in sidecar_records(root)[LANDSCAPE_SIDECAR].arrays:
+            write_phases(root)  # the metrics are there, their labels are not
         return
     log.info("measuring the loss landscape of %s", root)
     options = ZOO_LANDSCAPE.replace(
@@ -44,6 +45,6 @@ def finalize_zoo(spec: PhaseSpec, root: Path, *, device: str = "cpu") -> None:
         steps=spec.landscape_steps,
     )
     compute_zoo_landscape(
-        root, metrics=LANDSCAPE_METRICS, split="all", epochs=spec.landscape_epochs,
+        root, metrics=LANDSCAPE_METRICS, split="all", epochs=epochs,
         options=options, data_dir=spec.data_dir, device=device, progress=False,
     )  # fmt: skip

@@ -78,15 +78,16 @@ class TinyLMFamily(Family[TinyLMSpec]):
         model and checkpoint is kept.
         """
         from weightzoo.families.tinylm.landscape import (  # the landscape engine: here only
+            DEFAULT_METRICS,
             compute_lm_landscape,
-            landscape_is_complete,
         )
-        from weightzoo.landscape.taxonomy import write_phases
+        from weightzoo.landscape.driver import landscape_is_complete
+        from weightzoo.landscape.taxonomy import LANDSCAPE_SIDECAR, write_phases
         from weightzoo.storage.sidecar import sidecar_records
 
-        if not landscape_is_complete(root):
+        if not landscape_is_complete(root, DEFAULT_METRICS, LANDSCAPE_SIDECAR):
             compute_lm_landscape(root, epochs="all", device=device, progress=False)
-        elif "phase" in sidecar_records(root)["landscape"].arrays:
+        elif "phase" in sidecar_records(root)[LANDSCAPE_SIDECAR].arrays:
             return  # a finished run: nothing to redo
         write_phases(root)
 

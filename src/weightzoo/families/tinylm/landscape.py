@@ -27,14 +27,13 @@ from weightzoo.families.tinylm.data import corpus_for, window_starts, windows
 from weightzoo.families.tinylm.spec import FAMILY_NAME
 from weightzoo.landscape import driver
 from weightzoo.landscape.options import Knobs, LandscapeOptions, resolve_options
-from weightzoo.storage.sidecar import SidecarRecord, sidecar_records
+from weightzoo.storage.sidecar import SidecarRecord
 from weightzoo.zoo import Zoo
 
 __all__ = [
     "DEFAULT_METRICS",
     "TINYLM_LANDSCAPE",
     "compute_lm_landscape",
-    "landscape_is_complete",
     "lm_accuracy",
     "lm_loss",
     "seed_siblings",
@@ -79,23 +78,6 @@ def seed_siblings(columns: dict[str, np.ndarray], count: int) -> np.ndarray:
             ordered = sorted(members, key=lambda i: (int(seeds[i]), i))
             out[ordered] = np.roll(ordered, -1)
     return out
-
-
-def landscape_is_complete(
-    zoo_dir: str | os.PathLike[str],
-    metrics: Sequence[str] = DEFAULT_METRICS,
-    name: str = "landscape",
-) -> bool:
-    """Whether the side file ``name`` holds ``metrics`` for every model and checkpoint."""
-    record = sidecar_records(zoo_dir).get(name)
-    if record is None:
-        return False
-    zoo = Zoo(zoo_dir)
-    return (
-        set(metrics) <= set(record.arrays)
-        and len(record.models) == zoo.manifest.num_models
-        and list(record.epochs) == list(zoo.manifest.epochs)
-    )
 
 
 def compute_lm_landscape(
