@@ -120,6 +120,33 @@ def test_lock_is_released_by_a_crash_and_stale_temporaries_are_removed(tmp_path)
         write_all(writer, zoo_weights())
 
 
+def test_a_child_forked_under_the_lock_does_not_keep_the_zoo_locked(tmp_path):
+    # a training worker that outlives its killed parent by a moment must not block the rerun
+    (tmp_path / "zoo").mkdir()
+    lock = writer_module.ZooLock(tmp_path / "zoo")
+    read_end, write_end = os.pipe()
+    started_read, started_write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child says it runs, then waits until the parent has locked again
+        os.close(write_end)
+        os.write(started_write, b"x")
+        os.read(read_end, 1)
+        os._exit(0 if not lock.held else 1)
+    os.close(read_end)
+    os.close(started_write)
+    try:
+        assert os.read(started_read, 1) == b"x"
+        lock.release()
+        again = writer_module.ZooLock(tmp_path / "zoo")  # the child still lives
+        again.release()
+    finally:
+        os.write(write_end, b"x")
+        os.close(write_end)
+        os.close(started_read)
+        _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0  # the child's copy was dropped
+
+
 def test_a_lock_that_fails_for_another_reason_closes_its_file(tmp_path, monkeypatch):
     path = tmp_path / "zoo"
     open_writer(path).close()

@@ -20,6 +20,7 @@ import fcntl
 import os
 import re
 import secrets
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -146,7 +147,9 @@ class ZooLock:
     """A ``flock`` on ``<zoo>/.lock`` (or another lock file of the zoo).
 
     An exclusive holder writes its pid into the file for error messages; shared holders (the
-    slices of one zoo) leave the file alone.
+    slices of one zoo) leave the file alone. A process forked while the lock is held (a
+    training worker) does not hold it: the lock goes when its holder does, even if a worker
+    outlives it by a moment.
 
     Args:
         zoo_dir: the zoo directory (must exist).
@@ -198,6 +201,7 @@ class ZooLock:
         except BaseException:  # e.g. a full disk: hold no lock the caller never gets to release
             self.release()
             raise
+        _HELD.add(self)
 
     def _names_our_file(self) -> bool:
         """Whether ``self.path`` is still the file whose descriptor holds the lock."""
@@ -218,6 +222,27 @@ class ZooLock:
         if self._fd is not None:
             fd, self._fd = self._fd, None
             os.close(fd)  # closing the only descriptor releases the flock
+
+
+#: The locks this process holds, for :func:`_drop_inherited_locks`.
+_HELD: weakref.WeakSet[ZooLock] = weakref.WeakSet()
+
+
+def _drop_inherited_locks() -> None:
+    """In a forked child: close the lock descriptors it inherited, without unlocking.
+
+    A descriptor copied by ``fork`` shares its ``flock``: a worker still alive after its
+    parent was killed would otherwise keep the zoo locked against the rerun.
+    """
+    for lock in list(_HELD):
+        if lock._fd is not None:
+            fd, lock._fd = lock._fd, None
+            os.close(fd)  # the parent's descriptor still holds the lock
+    _HELD.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_drop_inherited_locks)
 
 
 # Shards up to this size are built in memory and written with one plain write.
