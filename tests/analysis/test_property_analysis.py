@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from helpers.tiny_specs import tiny_property_spec
 from weightzoo.analysis import report
 from weightzoo.analysis.property_inference import (
     METHODS,
@@ -20,7 +21,6 @@ from weightzoo.analysis.tables import UnsupportedTableError
 from weightzoo.architectures.image import cnn_small
 from weightzoo.cli import run
 from weightzoo.families.property.model import PropertyMLP
-from weightzoo.families.property.spec import PropertySpec
 from weightzoo.features import layout_of, load_vector
 from weightzoo.generate.runner import generate
 from weightzoo.storage.layout import Layout
@@ -84,17 +84,7 @@ def test_non_mlp_rows_are_refused():
 
 @pytest.fixture(scope="module")
 def property_zoo(tmp_path_factory) -> Zoo:
-    spec = PropertySpec(
-        name="property-tiny",
-        ratios=(0.0, 0.5, 1.0),
-        models_per_ratio=16,
-        train_size=200,
-        pool_size=800,
-        test_size=400,
-        epochs=8,
-        batch_size=25,
-        lr=1e-2,
-    )
+    spec = tiny_property_spec(models_per_ratio=16)
     out = tmp_path_factory.mktemp("prop") / "zoo"
     generate(spec, out, progress=False)
     return Zoo(out)

@@ -236,24 +236,11 @@ def test_a_pinn_groups_curve_step_is_the_same_whether_or_not_hessian_top_is_aske
 
 @pytest.mark.slow
 def test_the_pinn_engine_measures_its_curves_alike_with_or_without_hessian_top(tmp_path):
+    from helpers.tiny_specs import tiny_pinn_spec
     from weightzoo.families.pinn.landscape import PINN_LANDSCAPE, pinn_landscape
-    from weightzoo.families.pinn.spec import PINNSpec
     from weightzoo.generate.runner import generate
 
-    spec = PINNSpec(
-        name="pinn-tiny",
-        betas=(1.0, 20.0),
-        lrs=(1e-2,),
-        seeds=2,
-        collocation=40,
-        x_grid=32,
-        t_grid=12,
-        epochs=2,
-        checkpoints=1,
-        landscape_iters=2,
-        landscape_probes=2,
-        landscape_steps=2,
-    )
+    spec = tiny_pinn_spec(epochs=2, checkpoints=1)
     generate(spec, tmp_path / "zoo", progress=False)
     options = dict(epochs="last", options=PINN_LANDSCAPE.replace(iters=3, steps=3), progress=False)
     alone = pinn_landscape(tmp_path / "zoo", metrics=["mc"], name="alone", **options)

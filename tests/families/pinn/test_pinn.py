@@ -13,6 +13,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from helpers.tiny_specs import tiny_pinn_spec as tiny_spec
 from weightzoo import cli, functional
 from weightzoo.architectures import UnbuildableSpecError
 from weightzoo.errors import InvalidOptionError
@@ -53,24 +54,6 @@ def family():
 
 # the tiny landscape runs two power iterations, far from converged on purpose (speed)
 pytestmark = pytest.mark.filterwarnings("ignore:power iteration did not converge")
-
-
-def tiny_spec(**changes) -> PINNSpec:
-    base = dict(
-        name="pinn-tiny",
-        betas=(1.0, 20.0),
-        lrs=(1e-2,),
-        seeds=2,
-        collocation=40,
-        x_grid=32,
-        t_grid=12,
-        epochs=6,
-        checkpoints=2,
-        landscape_iters=2,
-        landscape_probes=2,
-        landscape_steps=2,
-    )
-    return PINNSpec(**(base | changes))
 
 
 @pytest.fixture(scope="module")

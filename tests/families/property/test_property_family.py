@@ -13,6 +13,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from helpers.tiny_specs import tiny_property_spec
 from weightzoo.analysis import TABLE_IDS
 from weightzoo.analysis.data import arrays
 from weightzoo.analysis.property_inference import distinguish_table
@@ -33,19 +34,7 @@ ALL = ["train", "val", "test"]
 
 
 def tiny_spec(**changes) -> PropertySpec:
-    base = dict(
-        name="property-tiny",
-        ratios=(0.0, 0.5, 1.0),
-        models_per_ratio=3,
-        train_size=200,
-        pool_size=800,
-        test_size=400,
-        epochs=8,
-        batch_size=25,
-        lr=1e-2,
-        shard_models=7,
-    )
-    return PropertySpec(**(base | changes))
+    return tiny_property_spec(**({"shard_models": 7} | changes))
 
 
 @pytest.fixture(scope="module")
